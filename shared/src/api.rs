@@ -1,0 +1,282 @@
+//! The HTTP boundary shared by the API functions: who is calling, request metadata for the
+//! audit trail, and the one mapping of errors to status codes and JSON bodies.
+
+use crate::domain::{Status, UserId};
+use lambda_http::request::RequestContext;
+use lambda_http::{Body, Request, RequestExt, Response};
+use serde_json::{json, Value};
+
+/// The authenticated caller, from the claims API Gateway's JWT authorizer verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub user: UserId,
+    pub email: Option<String>,
+    pub admin: bool,
+}
+
+impl Identity {
+    /// Reads `sub` (and `email`, `scope`, `groups`/`cognito:groups`) from the authorizer
+    /// context. There is no other way to establish identity.
+    pub fn from_request(req: &Request) -> Option<Self> {
+        let RequestContext::ApiGatewayV2(ctx) = req.request_context_ref()? else { return None };
+        let jwt = ctx.authorizer.as_ref()?.jwt.as_ref()?;
+        let claims = &jwt.claims;
+        let user = UserId::parse(claims.get("sub")?)?;
+        let has_admin = |v: &str| v.split(|c: char| c.is_whitespace() || c == ',' || c == '[' || c == ']').any(|t| t.trim_matches('"') == "admin");
+        let admin = claims.get("scope").is_some_and(|s| has_admin(s))
+            || ["groups", "cognito:groups"].iter().any(|k| claims.get(*k).is_some_and(|s| has_admin(s)))
+            || jwt.scopes.as_ref().is_some_and(|scopes| scopes.iter().any(|s| s == "admin"));
+        let email = claims.get("email").cloned().or_else(|| user.as_str().contains('@').then(|| user.as_str().to_owned()));
+        Some(Self { user, email, admin })
+    }
+
+    /// Whether this caller is the given approver (matched on the email claim).
+    pub fn is_approver(&self, approver: Option<&crate::domain::EmailAddress>) -> bool {
+        match (approver, &self.email) {
+            (Some(a), Some(email)) => a.matches(email),
+            _ => false,
+        }
+    }
+}
+
+/// Who asked, from where: recorded with every audit event a request causes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestMeta {
+    pub request_id: Option<String>,
+    pub source_ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+impl RequestMeta {
+    pub fn from_request(req: &Request) -> Self {
+        match req.request_context_ref() {
+            Some(RequestContext::ApiGatewayV2(ctx)) => Self {
+                request_id: ctx.request_id.clone(),
+                source_ip: ctx.http.source_ip.clone(),
+                user_agent: ctx.http.user_agent.clone().or_else(|| header(req, "user-agent")),
+            },
+            _ => Self { request_id: None, source_ip: None, user_agent: header(req, "user-agent") },
+        }
+    }
+}
+
+pub fn header(req: &Request, name: &str) -> Option<String> {
+    req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+}
+
+/// Every way an API request can fail, mapped to a status code in [`ApiError::into_response`].
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{message}")]
+    InvalidRequest { message: String, field: Option<String> },
+    #[error("{message}")]
+    PayloadTooLarge { message: String, field: Option<String> },
+    #[error("missing or invalid identity")]
+    Unauthorized,
+    #[error("this route needs an administrator")]
+    Forbidden,
+    #[error("no such {0}")]
+    NotFound(&'static str),
+    #[error("{method} is not allowed on this route")]
+    MethodNotAllowed { method: String },
+    /// A policy denial (`blocked`, `kyc_required`) with the reasons that fired.
+    #[error("{message}")]
+    Denied { code: &'static str, message: String, extra: Value },
+    #[error("{message}")]
+    RateLimited { message: String, retry_after_secs: i64, extra: Value },
+    #[error("this Idempotency-Key was used with a different request body")]
+    IdempotencyConflict,
+    #[error("the action is {status}; {message}")]
+    InvalidState { status: Status, message: String },
+    #[error("internal error")]
+    Internal(#[from] anyhow::Error),
+}
+
+impl ApiError {
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        ApiError::InvalidRequest { message: message.into(), field: Some(field.into()) }
+    }
+
+    pub fn internal(e: impl Into<anyhow::Error>) -> Self {
+        ApiError::Internal(e.into())
+    }
+
+    pub fn status_code(&self) -> u16 {
+        match self {
+            ApiError::InvalidRequest { .. } => 400,
+            ApiError::PayloadTooLarge { .. } => 413,
+            ApiError::Unauthorized => 401,
+            ApiError::Forbidden | ApiError::Denied { .. } => 403,
+            ApiError::NotFound(_) => 404,
+            ApiError::MethodNotAllowed { .. } => 405,
+            ApiError::RateLimited { .. } => 429,
+            ApiError::IdempotencyConflict | ApiError::InvalidState { .. } => 409,
+            ApiError::Internal(_) => 500,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::InvalidRequest { .. } => "invalid_request",
+            ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::Forbidden => "forbidden",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::MethodNotAllowed { .. } => "method_not_allowed",
+            ApiError::Denied { code, .. } => code,
+            ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::IdempotencyConflict => "idempotency_conflict",
+            ApiError::InvalidState { .. } => "invalid_state",
+            ApiError::Internal(_) => "internal_error",
+        }
+    }
+
+    pub fn into_response(self) -> Response<Body> {
+        let status = self.status_code();
+        if let ApiError::Internal(e) = &self {
+            // The caller gets a generic sentence; the log gets the whole chain.
+            tracing::error!(error = format!("{e:#}"), "request failed");
+        }
+        let mut body = json!({"error": self.code(), "message": self.to_string()});
+        let mut retry_after = None;
+        match &self {
+            ApiError::InvalidRequest { field: Some(f), .. } | ApiError::PayloadTooLarge { field: Some(f), .. } => {
+                body["field"] = json!(f);
+            }
+            ApiError::Denied { extra, .. } => merge(&mut body, extra),
+            ApiError::RateLimited { extra, retry_after_secs, .. } => {
+                merge(&mut body, extra);
+                body["retry_after"] = json!(retry_after_secs);
+                retry_after = Some(*retry_after_secs);
+            }
+            ApiError::InvalidState { status, .. } => body["status"] = json!(status),
+            _ => {}
+        }
+        let mut response = json_response(status, &body);
+        if let Some(secs) = retry_after {
+            if let Ok(v) = secs.to_string().parse() {
+                response.headers_mut().insert("retry-after", v);
+            }
+        }
+        response
+    }
+}
+
+fn merge(body: &mut Value, extra: &Value) {
+    if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+        for (k, v) in e {
+            b.insert(k.clone(), v.clone());
+        }
+    }
+}
+
+pub fn json_response(status: u16, body: &Value) -> Response<Body> {
+    let mut response = Response::new(Body::Text(body.to_string()));
+    *response.status_mut() = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+    let headers = response.headers_mut();
+    headers.insert("content-type", http::HeaderValue::from_static("application/json"));
+    headers.insert("cache-control", http::HeaderValue::from_static("no-store"));
+    response
+}
+
+/// Splits a request path into segments, ignoring empty ones (`/actions//x/` → `["actions", "x"]`).
+pub fn path_segments(req: &Request) -> Vec<String> {
+    req.uri()
+        .path()
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(|s| percent_decode(s))
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Some(b) = std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The request body as JSON, with the size cap and a clear error for anything else.
+pub fn json_body(req: &Request, max_bytes: usize) -> Result<Value, ApiError> {
+    let bytes: &[u8] = req.body().as_ref();
+    if bytes.len() > max_bytes {
+        return Err(ApiError::PayloadTooLarge {
+            message: format!("the body is {} bytes; the limit is {max_bytes}", bytes.len()),
+            field: Some("$".into()),
+        });
+    }
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::invalid("$", "the body is empty; send a JSON object"));
+    }
+    serde_json::from_slice(bytes).map_err(|e| ApiError::invalid("$", format!("the body is not valid JSON: {e}")))
+}
+
+/// An optional JSON body: empty is `{}`.
+pub fn optional_json_body(req: &Request, max_bytes: usize) -> Result<Value, ApiError> {
+    let bytes: &[u8] = req.body().as_ref();
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(json!({}));
+    }
+    json_body(req, max_bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_map_to_contract_codes() {
+        let cases: Vec<(ApiError, u16, &str)> = vec![
+            (ApiError::invalid("payload.to", "bad"), 400, "invalid_request"),
+            (ApiError::Unauthorized, 401, "unauthorized"),
+            (ApiError::NotFound("action"), 404, "not_found"),
+            (ApiError::IdempotencyConflict, 409, "idempotency_conflict"),
+            (ApiError::InvalidState { status: Status::Executing, message: "x".into() }, 409, "invalid_state"),
+            (ApiError::Denied { code: "blocked", message: "no".into(), extra: json!({}) }, 403, "blocked"),
+            (ApiError::RateLimited { message: "slow".into(), retry_after_secs: 42, extra: json!({}) }, 429, "rate_limited"),
+        ];
+        for (err, status, code) in cases {
+            assert_eq!(err.status_code(), status);
+            assert_eq!(err.code(), code);
+        }
+    }
+
+    #[test]
+    fn rate_limited_response_carries_retry_after() {
+        let resp = ApiError::RateLimited { message: "slow".into(), retry_after_secs: 42, extra: json!({"window": "hour"}) }.into_response();
+        assert_eq!(resp.status(), 429);
+        assert_eq!(resp.headers()["retry-after"], "42");
+        let body: Value = serde_json::from_slice(resp.body().as_ref()).unwrap();
+        assert_eq!(body["error"], "rate_limited");
+        assert_eq!(body["retry_after"], 42);
+        assert_eq!(body["window"], "hour");
+    }
+
+    #[test]
+    fn field_is_named_in_invalid_request() {
+        let resp = ApiError::invalid("payload.to[1]", "must be an email address").into_response();
+        let body: Value = serde_json::from_slice(resp.body().as_ref()).unwrap();
+        assert_eq!(body["field"], "payload.to[1]");
+        assert_eq!(body["message"], "must be an email address");
+    }
+
+    #[test]
+    fn percent_decoding_is_total() {
+        assert_eq!(percent_decode("gmail%2Eflag"), "gmail.flag");
+        assert_eq!(percent_decode("%"), "%");
+        assert_eq!(percent_decode("%4"), "%4");
+        assert_eq!(percent_decode("%zz"), "%zz");
+        assert_eq!(percent_decode("%e2%82%ac"), "€");
+    }
+}

@@ -1,0 +1,59 @@
+//! Configuration from the environment, read once at cold start. The SAM template sets every
+//! variable read here (a test checks it).
+
+use crate::policy::{Policy, PolicyError};
+
+/// Names of the environment variables, shared with the template consistency test.
+pub mod vars {
+    pub const ACTIONS_TABLE: &str = "ACTIONS_TABLE";
+    pub const AUDIT_TABLE: &str = "AUDIT_TABLE";
+    pub const WORK_QUEUE_URL: &str = "WORK_QUEUE_URL";
+    /// Optional: a policy file to use instead of the one embedded at build time.
+    pub const POLICY_FILE: &str = "POLICY_FILE";
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("environment variable {0} is not set")]
+    Missing(&'static str),
+    #[error("cannot read policy file {path}: {error}")]
+    PolicyFile { path: String, error: String },
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub actions_table: String,
+    pub audit_table: String,
+    pub work_queue_url: String,
+    pub policy: Policy,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let policy = match std::env::var(vars::POLICY_FILE) {
+            Ok(path) if !path.is_empty() => {
+                let text = std::fs::read_to_string(&path).map_err(|e| ConfigError::PolicyFile { path: path.clone(), error: e.to_string() })?;
+                Policy::parse_toml(&text)?
+            }
+            _ => Policy::default_policy(),
+        };
+        Ok(Self {
+            actions_table: required(vars::ACTIONS_TABLE)?,
+            audit_table: required(vars::AUDIT_TABLE)?,
+            work_queue_url: required(vars::WORK_QUEUE_URL)?,
+            policy,
+        })
+    }
+}
+
+fn required(name: &'static str) -> Result<String, ConfigError> {
+    std::env::var(name).ok().filter(|v| !v.is_empty()).ok_or(ConfigError::Missing(name))
+}
+
+/// The AWS SDK configuration: region, credentials and `AWS_ENDPOINT_URL` from the standard
+/// chain, so the same binary talks to AWS or to the local emulator.
+pub async fn aws_config() -> aws_config::SdkConfig {
+    aws_config::load_from_env().await
+}

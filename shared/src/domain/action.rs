@@ -1,0 +1,248 @@
+//! An action, its steps and its audit events.
+//!
+//! Every action has a plan: a single-type action is a plan of one step. The action's
+//! `action_type` and `payload` are those of the request (`"plan"` and `null` for a plan).
+
+use super::{ActionId, EmailAddress, IdempotencyKey, IsoDuration, Status, UserId};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The action type reported for a multi-step plan.
+pub const PLAN_ACTION_TYPE: &str = "plan";
+
+/// Risk tier: 1 runs automatically, 2 runs once approved, 3 is done by a human.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "u8", into = "u8")]
+pub enum Tier {
+    Auto = 1,
+    Approval = 2,
+    Manual = 3,
+}
+
+impl Tier {
+    pub fn number(self) -> u8 {
+        self as u8
+    }
+}
+
+impl TryFrom<u8> for Tier {
+    type Error = String;
+    fn try_from(n: u8) -> Result<Self, Self::Error> {
+        match n {
+            1 => Ok(Tier::Auto),
+            2 => Ok(Tier::Approval),
+            3 => Ok(Tier::Manual),
+            other => Err(format!("tier must be 1, 2 or 3, not {other}")),
+        }
+    }
+}
+
+impl From<Tier> for u8 {
+    fn from(t: Tier) -> u8 {
+        t.number()
+    }
+}
+
+/// What a step does.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum StepKind {
+    /// Run a handler of `action_type` with `payload`.
+    Action { action_type: String, payload: Value },
+    /// Rest for a duration after the previous step.
+    WaitFor { wait_for: IsoDuration },
+    /// Rest until a point in time.
+    WaitUntil { wait_until: DateTime<Utc> },
+}
+
+impl StepKind {
+    pub fn action_type(&self) -> Option<&str> {
+        match self {
+            StepKind::Action { action_type, .. } => Some(action_type),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepState {
+    NotStarted,
+    Running,
+    Waiting,
+    Completed,
+    Failed,
+    RolledBack,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Step {
+    pub index: usize,
+    #[serde(flatten)]
+    pub kind: StepKind,
+    pub state: StepState,
+    #[serde(default)]
+    pub attempts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl Step {
+    pub fn new(index: usize, kind: StepKind) -> Self {
+        Self {
+            index,
+            kind,
+            state: StepState::NotStarted,
+            attempts: 0,
+            result: None,
+            error: None,
+            started_at: None,
+            finished_at: None,
+        }
+    }
+}
+
+/// The stored action. Serialized as the item's `doc` attribute and, minus internal fields, as
+/// the API representation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Action {
+    pub action_id: ActionId,
+    pub user_id: UserId,
+    pub action_type: String,
+    pub payload: Value,
+    pub steps: Vec<Step>,
+    pub status: Status,
+    /// `None` for an action blocked before it was tiered.
+    pub tier: Option<Tier>,
+    pub risk_score: Option<u8>,
+    pub confidence: Option<f64>,
+    #[serde(default)]
+    pub priority: i32,
+    pub scheduled_for: Option<DateTime<Utc>>,
+    pub rate_limit_key: Option<String>,
+    pub approver: Option<EmailAddress>,
+    /// Machine-readable codes of every policy rule that fired.
+    #[serde(default)]
+    pub reasons: Vec<String>,
+    #[serde(default)]
+    pub attempts: u32,
+    #[serde(default)]
+    pub max_attempts: u32,
+    pub approval_expires_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub result: Option<Value>,
+    pub error: Option<Value>,
+    pub idempotency_key: Option<IdempotencyKey>,
+    /// Optimistic-concurrency counter; every write checks and bumps it.
+    pub version: u64,
+}
+
+impl Action {
+    pub fn is_plan(&self) -> bool {
+        self.action_type == PLAN_ACTION_TYPE
+    }
+
+    /// The API representation (`GET /actions/{id}`).
+    pub fn to_api(&self) -> Value {
+        serde_json::json!({
+            "action_id": self.action_id,
+            "user_id": self.user_id,
+            "action_type": self.action_type,
+            "payload": self.payload,
+            "status": self.status,
+            "tier": self.tier,
+            "risk_score": self.risk_score,
+            "confidence": self.confidence,
+            "priority": self.priority,
+            "scheduled_for": self.scheduled_for.map(crate::clock::format_time),
+            "rate_limit_key": self.rate_limit_key,
+            "approver": self.approver,
+            "reasons": self.reasons,
+            "steps": self.steps,
+            "attempts": self.attempts,
+            "max_attempts": self.max_attempts,
+            "approval_expires_at": self.approval_expires_at.map(crate::clock::format_time),
+            "requires_approval": self.tier == Some(Tier::Approval),
+            "created_at": crate::clock::format_time(self.created_at),
+            "updated_at": crate::clock::format_time(self.updated_at),
+            "result": self.result,
+            "error": self.error,
+        })
+    }
+}
+
+/// Who did something: the authenticated caller, an approver, or the system itself.
+pub type Actor = String;
+
+/// One immutable line of an action's audit trail.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEvent {
+    pub action_id: ActionId,
+    /// Position in the trail; equal to the action version the transition produced.
+    pub seq: u64,
+    pub at: DateTime<Utc>,
+    pub actor: Actor,
+    pub from: Option<Status>,
+    pub to: Status,
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_ip: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
+}
+
+impl AuditEvent {
+    pub fn to_api(&self) -> Value {
+        let mut v = serde_json::json!({
+            "seq": self.seq,
+            "at": crate::clock::format_time(self.at),
+            "actor": self.actor,
+            "from": self.from,
+            "to": self.to,
+            "reason": self.reason,
+        });
+        if let Some(map) = v.as_object_mut() {
+            for (key, value) in [("detail", self.detail.clone()), ("request_id", self.request_id.clone().map(Value::String)), ("source_ip", self.source_ip.clone().map(Value::String)), ("user_agent", self.user_agent.clone().map(Value::String))] {
+                if let Some(value) = value {
+                    map.insert(key.to_owned(), value);
+                }
+            }
+        }
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tier_serializes_as_number() {
+        assert_eq!(serde_json::to_string(&Tier::Approval).unwrap(), "2");
+        assert_eq!(serde_json::from_str::<Tier>("3").unwrap(), Tier::Manual);
+        assert!(serde_json::from_str::<Tier>("4").is_err());
+    }
+
+    #[test]
+    fn steps_serialize_flat_with_kind() {
+        let step = Step::new(0, StepKind::WaitFor { wait_for: IsoDuration::from_secs(7200) });
+        let v = serde_json::to_value(&step).unwrap();
+        assert_eq!(v["kind"], "wait_for");
+        assert_eq!(v["wait_for"], "PT2H");
+        assert_eq!(v["state"], "not_started");
+        let back: Step = serde_json::from_value(v).unwrap();
+        assert_eq!(back, step);
+    }
+}

@@ -1,0 +1,651 @@
+//! The intake service: every route of the intake function.
+//!
+//! `POST /actions` validates, evaluates the policy, consumes rate-limit units and stores the
+//! action with its audit trail in one transaction, then queues tier-1 work. Reads enforce
+//! ownership: anyone who may not see an action gets the same 404 as for a missing one.
+
+use crate::api::{self, ApiError, Identity, RequestMeta};
+use crate::clock::{format_time, Clock};
+use crate::domain::action::Step;
+use crate::domain::{Action, ActionId, AuditEvent, IdempotencyKey, Status, Tier, UserId};
+use crate::policy::{Decision, Policy, Subject, Verdict};
+use crate::queue::{ExecuteMessage, WorkQueue};
+use crate::store::{CounterSpec, CreateError, Store, TransitionError};
+use crate::validation::{CreateActionRequest, BUILTIN_ACTION_TYPES};
+use chrono::{DateTime, Utc};
+use lambda_http::{Body, Request, RequestExt, Response};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use tracing::Instrument;
+
+/// Largest request body accepted; payloads are capped separately at 64 KiB.
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
+const DEFAULT_PAGE: i32 = 20;
+const MAX_PAGE: i32 = 100;
+
+pub struct IntakeService {
+    store: Store,
+    queue: WorkQueue,
+    policy: Policy,
+    clock: Arc<dyn Clock>,
+}
+
+impl IntakeService {
+    pub fn new(store: Store, queue: WorkQueue, policy: Policy, clock: Arc<dyn Clock>) -> Self {
+        Self { store, queue, policy, clock }
+    }
+
+    /// Answers one API Gateway request. Never fails: every error becomes a response.
+    pub async fn handle(&self, req: Request) -> Response<Body> {
+        let span = tracing::info_span!("intake", method = %req.method(), path = %req.uri().path(), action_id = tracing::field::Empty);
+        async {
+            let response = match self.route(&req).await {
+                Ok(response) => response,
+                Err(err) => err.into_response(),
+            };
+            tracing::info!(status = response.status().as_u16(), "request handled");
+            response
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn route(&self, req: &Request) -> Result<Response<Body>, ApiError> {
+        let identity = Identity::from_request(req).ok_or(ApiError::Unauthorized)?;
+        let segments = api::path_segments(req);
+        let parts: Vec<&str> = segments.iter().map(String::as_str).collect();
+        let method = req.method().as_str();
+        let not_allowed = || Err(ApiError::MethodNotAllowed { method: method.to_owned() });
+        match parts.as_slice() {
+            ["actions"] => match method {
+                "POST" => self.create(req, &identity).await,
+                "GET" => self.list(req, &identity).await,
+                _ => not_allowed(),
+            },
+            ["actions", id] => match method {
+                "GET" => {
+                    let action = self.visible_action(id, &identity).await?;
+                    Ok(api::json_response(200, &action.to_api()))
+                }
+                _ => not_allowed(),
+            },
+            ["actions", id, "audit"] => match method {
+                "GET" => self.audit(id, &identity).await,
+                _ => not_allowed(),
+            },
+            ["actions", id, verb @ ("cancel" | "done" | "dismiss")] => match method {
+                "POST" => self.close(req, id, verb, &identity).await,
+                _ => not_allowed(),
+            },
+            ["rate-limits", action_type] => match method {
+                "GET" => self.rate_limits(action_type, &identity).await,
+                _ => not_allowed(),
+            },
+            ["admin", "users", user, "kyc"] => match method {
+                "GET" | "PUT" => self.kyc(req, user, &identity).await,
+                _ => not_allowed(),
+            },
+            _ => Err(ApiError::NotFound("route")),
+        }
+    }
+
+    async fn create(&self, req: &Request, identity: &Identity) -> Result<Response<Body>, ApiError> {
+        let now = self.clock.now();
+        let meta = RequestMeta::from_request(req);
+        let body = api::json_body(req, MAX_BODY_BYTES)?;
+        let idempotency_key = match api::header(req, "idempotency-key") {
+            None => None,
+            Some(raw) => Some(IdempotencyKey::parse(&raw).ok_or_else(|| {
+                ApiError::invalid("Idempotency-Key", "must be 1 to 255 printable ASCII characters without spaces")
+            })?),
+        };
+        let request = CreateActionRequest::parse(&body, now).map_err(|e| {
+            if e.too_large {
+                ApiError::PayloadTooLarge { message: format!("{} {}", e.field, e.message), field: Some(e.field) }
+            } else {
+                ApiError::InvalidRequest { message: format!("{} {}", e.field, e.message), field: Some(e.field) }
+            }
+        })?;
+        let body_hash = hex_sha256(body.to_string().as_bytes());
+
+        if let Some(key) = &idempotency_key {
+            if let Some(response) = self.replay(&identity.user, key, &body_hash).await? {
+                return Ok(response);
+            }
+        }
+
+        let action_types: Vec<&str> = request.action_steps().collect();
+        let needs_kyc = action_types.iter().any(|t| self.policy.rule(t).is_some_and(|r| r.requires_kyc));
+        let kyc_verified = if needs_kyc { self.store.kyc_verified(&identity.user).await.map_err(ApiError::internal)? } else { false };
+        let decision = self.policy.evaluate(&Subject {
+            action_types: action_types.clone(),
+            risk_score: request.risk_score,
+            confidence: request.confidence,
+            kyc_verified,
+        });
+        let counters = counters_for(&decision, now);
+
+        if request.dry_run {
+            return self.dry_run(&request, &decision, &counters, identity, now).await;
+        }
+
+        let mut action = new_action(&request, &decision, identity, idempotency_key.clone(), now);
+        tracing::Span::current().record("action_id", tracing::field::display(action.action_id));
+        let target = target_status(&decision, &request, now);
+        action.status = target;
+        if target == Status::AwaitingApproval {
+            action.approval_expires_at = Some(now + decision.approval_expiry.to_chrono());
+        }
+        let events = creation_events(&action, &decision, identity, &meta, now);
+        // Denied actions are recorded (the audit trail shows the attempt) but use no quota.
+        let counters: &[CounterSpec] = if target == Status::Blocked { &[] } else { &counters };
+        let idempotency = idempotency_key.as_ref().map(|k| (k, body_hash.as_str()));
+        match self.store.create_action(&action, &events, idempotency, counters, now).await {
+            Ok(()) => {}
+            Err(CreateError::RateLimited(i)) => return Err(rate_limited(&counters[i], now)),
+            Err(CreateError::IdempotencyKeyUsed) => {
+                // A concurrent request with the same key won the race.
+                let key = idempotency_key.as_ref().ok_or_else(|| ApiError::internal(anyhow::anyhow!("idempotency conflict without a key")))?;
+                return match self.replay(&identity.user, key, &body_hash).await? {
+                    Some(response) => Ok(response),
+                    None => Err(ApiError::internal(anyhow::anyhow!("idempotency record vanished"))),
+                };
+            }
+            Err(CreateError::Store(e)) => return Err(ApiError::internal(e)),
+        }
+        tracing::info!(status = %action.status, tier = ?action.tier, "action created");
+
+        if action.status == Status::Queued {
+            // If this send is lost, the action stays `queued` and the sweep re-sends it.
+            if let Err(e) = self.queue.enqueue(&ExecuteMessage { action_id: action.action_id, step: 0 }, 0).await {
+                tracing::error!(error = %e, "queueing failed; the sweep will re-send");
+            }
+        }
+        creation_response(&action, &decision, 201)
+    }
+
+    /// Answers a request whose `Idempotency-Key` was seen before: the original action for the
+    /// same body, 409 for a different one, `None` for a key never seen.
+    async fn replay(&self, user: &UserId, key: &IdempotencyKey, body_hash: &str) -> Result<Option<Response<Body>>, ApiError> {
+        let Some(record) = self.store.get_idempotency(user, key).await.map_err(ApiError::internal)? else {
+            return Ok(None);
+        };
+        if !constant_time_eq(record.body_sha256.as_bytes(), body_hash.as_bytes()) {
+            return Err(ApiError::IdempotencyConflict);
+        }
+        let action = self
+            .store
+            .get_action(record.action_id)
+            .await
+            .map_err(ApiError::internal)?
+            .ok_or_else(|| ApiError::internal(anyhow::anyhow!("idempotency record points at a missing action")))?;
+        let decision_view = StoredDecision::from(&action);
+        creation_response_from_stored(&action, &decision_view, 200).map(Some)
+    }
+
+    async fn dry_run(&self, request: &CreateActionRequest, decision: &Decision, counters: &[CounterSpec], identity: &Identity, now: DateTime<Utc>) -> Result<Response<Body>, ApiError> {
+        let used = self.store.counter_usage(&identity.user, counters).await.map_err(ApiError::internal)?;
+        let mut would_be_limited = None;
+        let limits: Vec<Value> = counters
+            .iter()
+            .zip(&used)
+            .map(|(c, used)| {
+                let fits = used + c.units <= c.limit.limit;
+                if !fits && would_be_limited.is_none() {
+                    would_be_limited = Some((c.window_end - now).num_seconds().max(1));
+                }
+                json!({"action_type": c.action_type, "window": c.limit.window.as_str(), "limit": c.limit.limit, "used": used, "would_fit": fits, "resets_at": format_time(c.window_end)})
+            })
+            .collect();
+        let status = match would_be_limited {
+            Some(_) if decision.verdict != Verdict::Blocked && decision.verdict != Verdict::KycRequired => "rate_limited".to_owned(),
+            _ => target_status(decision, request, now).to_string(),
+        };
+        let tier = match decision.verdict {
+            Verdict::Tier(t) => Some(t),
+            _ => None,
+        };
+        let mut reasons = decision.reason_codes();
+        if let Some(secs) = would_be_limited {
+            reasons.push("rate_limited".into());
+            let _ = secs;
+        }
+        let steps: Vec<Value> = request.steps.iter().enumerate().map(|(i, k)| serde_json::to_value(Step::new(i, k.clone())).unwrap_or(Value::Null)).collect();
+        Ok(api::json_response(
+            200,
+            &json!({
+                "dry_run": true,
+                "action_id": null,
+                "status": status,
+                "tier": tier,
+                "requires_approval": tier == Some(Tier::Approval),
+                "reasons": reasons,
+                "reason_details": decision.reasons,
+                "approval_expires_at": (tier == Some(Tier::Approval)).then(|| format_time(now + decision.approval_expiry.to_chrono())),
+                "approver": request.approver.clone().or_else(|| decision.approver.clone()),
+                "rate_limits": limits,
+                "retry_after": would_be_limited,
+                "action_type": request.action_type,
+                "steps": steps,
+                "preview": preview(request),
+            }),
+        ))
+    }
+
+    async fn list(&self, req: &Request, identity: &Identity) -> Result<Response<Body>, ApiError> {
+        let query = req.query_string_parameters();
+        let status = match query.first("status") {
+            None | Some("") => None,
+            Some(s) => Some(Status::parse(s).ok_or_else(|| ApiError::invalid("status", format!("`{s}` is not an action status")))?),
+        };
+        let limit = match query.first("limit") {
+            None | Some("") => DEFAULT_PAGE,
+            Some(s) => s
+                .parse::<i32>()
+                .ok()
+                .filter(|n| (1..=MAX_PAGE).contains(n))
+                .ok_or_else(|| ApiError::invalid("limit", format!("must be a whole number from 1 to {MAX_PAGE}")))?,
+        };
+        let cursor = query.first("cursor").filter(|c| !c.is_empty());
+        let page = self
+            .store
+            .list_actions(&identity.user, status, limit, cursor)
+            .await
+            .map_err(ApiError::internal)?
+            .map_err(|e| ApiError::invalid("cursor", e.to_string()))?;
+        let actions: Vec<Value> = page.actions.iter().map(Action::to_api).collect();
+        let mut body = json!({ "actions": actions });
+        if let Some(next) = page.next_cursor {
+            body["next_cursor"] = json!(next);
+        }
+        Ok(api::json_response(200, &body))
+    }
+
+    async fn audit(&self, id: &str, identity: &Identity) -> Result<Response<Body>, ApiError> {
+        let action = self.visible_action(id, identity).await?;
+        let events = self.store.audit_trail(action.action_id).await.map_err(ApiError::internal)?;
+        let events: Vec<Value> = events.iter().map(AuditEvent::to_api).collect();
+        Ok(api::json_response(200, &json!({ "action_id": action.action_id, "events": events })))
+    }
+
+    /// `cancel` (owner withdraws unstarted work), `done` and `dismiss` (a human closes a tier-3
+    /// action they carried out, or decided against).
+    async fn close(&self, req: &Request, id: &str, verb: &str, identity: &Identity) -> Result<Response<Body>, ApiError> {
+        let body = api::optional_json_body(req, 16 * 1024)?;
+        let reason = match body.get("reason") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) if s.len() <= 1024 => Some(s.clone()),
+            Some(_) => return Err(ApiError::invalid("reason", "must be a string of at most 1024 characters")),
+        };
+        if let Some(extra) = body.as_object().and_then(|o| o.keys().find(|k| *k != "reason")) {
+            return Err(ApiError::invalid(extra.clone(), "is not a known field"));
+        }
+        let meta = RequestMeta::from_request(req);
+        let action = self.owned_action(id, identity).await?;
+        let (target, default_reason) = match verb {
+            "cancel" => (Status::Cancelled, "cancelled by the owner"),
+            "done" => (Status::DoneManually, "carried out by a human"),
+            _ => (Status::Dismissed, "dismissed by a human"),
+        };
+        if !action.status.can_move_to(target) {
+            return Err(ApiError::InvalidState {
+                status: action.status,
+                message: format!("it cannot move to {target}"),
+            });
+        }
+        let reason = reason.unwrap_or_else(|| default_reason.to_owned());
+        let updated = self.apply_transition(&action, target, identity, &meta, reason).await?;
+        Ok(api::json_response(200, &updated.to_api()))
+    }
+
+    async fn apply_transition(&self, action: &Action, to: Status, identity: &Identity, meta: &RequestMeta, reason: String) -> Result<Action, ApiError> {
+        let now = self.clock.now();
+        let mut after = action.clone();
+        after.status = action.status.transition_to(to).map_err(|e| ApiError::InvalidState { status: action.status, message: e.to_string() })?;
+        after.version = action.version + 1;
+        after.updated_at = now;
+        let event = AuditEvent {
+            action_id: action.action_id,
+            seq: after.version,
+            at: now,
+            actor: identity.user.to_string(),
+            from: Some(action.status),
+            to,
+            reason,
+            detail: None,
+            request_id: meta.request_id.clone(),
+            source_ip: meta.source_ip.clone(),
+            user_agent: meta.user_agent.clone(),
+        };
+        match self.store.transition(action, &after, &event).await {
+            Ok(()) => Ok(after),
+            Err(TransitionError::Conflict) => {
+                // Someone moved it first; report the state it is in now.
+                let current = self.store.get_action(action.action_id).await.map_err(ApiError::internal)?;
+                let status = current.map_or(action.status, |a| a.status);
+                Err(ApiError::InvalidState { status, message: "it changed while this request was handled".into() })
+            }
+            Err(TransitionError::Store(e)) => Err(ApiError::internal(e)),
+        }
+    }
+
+    async fn rate_limits(&self, action_type: &str, identity: &Identity) -> Result<Response<Body>, ApiError> {
+        if !BUILTIN_ACTION_TYPES.contains(&action_type) {
+            return Err(ApiError::NotFound("action type"));
+        }
+        let now = self.clock.now();
+        let counters: Vec<CounterSpec> = self
+            .policy
+            .rule(action_type)
+            .map(|r| r.rate_limits.iter().map(|l| CounterSpec::at(action_type, *l, 1, now)).collect())
+            .unwrap_or_default();
+        let used = self.store.counter_usage(&identity.user, &counters).await.map_err(ApiError::internal)?;
+        let limits: Vec<Value> = counters
+            .iter()
+            .zip(used)
+            .map(|(c, used)| {
+                json!({"window": c.limit.window.as_str(), "limit": c.limit.limit, "used": used, "remaining": c.limit.limit.saturating_sub(used), "resets_at": format_time(c.window_end)})
+            })
+            .collect();
+        Ok(api::json_response(200, &json!({"action_type": action_type, "limits": limits})))
+    }
+
+    /// The host application records whether a user passed KYC (needed by `make_purchase`).
+    async fn kyc(&self, req: &Request, user: &str, identity: &Identity) -> Result<Response<Body>, ApiError> {
+        if !identity.admin {
+            return Err(ApiError::Forbidden);
+        }
+        let user = UserId::parse(user).ok_or_else(|| ApiError::invalid("user_id", "is not a valid user id"))?;
+        if req.method() == "PUT" {
+            let body = api::json_body(req, 4 * 1024)?;
+            let verified = body.get("verified").and_then(Value::as_bool).ok_or_else(|| ApiError::invalid("verified", "must be true or false"))?;
+            if let Some(extra) = body.as_object().and_then(|o| o.keys().find(|k| *k != "verified")) {
+                return Err(ApiError::invalid(extra.clone(), "is not a known field"));
+            }
+            self.store.set_kyc_verified(&user, verified, identity.user.as_str(), self.clock.now()).await.map_err(ApiError::internal)?;
+            tracing::info!(user = %user, verified, by = %identity.user, "kyc flag set");
+        }
+        let verified = self.store.kyc_verified(&user).await.map_err(ApiError::internal)?;
+        Ok(api::json_response(200, &json!({"user_id": user, "kyc_verified": verified})))
+    }
+
+    /// An action the caller may see: owner, designated approver or admin. Anyone else, and a
+    /// malformed id, gets the same 404 as a missing action.
+    async fn visible_action(&self, id: &str, identity: &Identity) -> Result<Action, ApiError> {
+        let action = self.load(id).await?;
+        if action.user_id == identity.user || identity.admin || identity.is_approver(action.approver.as_ref()) {
+            Ok(action)
+        } else {
+            Err(ApiError::NotFound("action"))
+        }
+    }
+
+    async fn owned_action(&self, id: &str, identity: &Identity) -> Result<Action, ApiError> {
+        let action = self.load(id).await?;
+        if action.user_id == identity.user {
+            Ok(action)
+        } else {
+            Err(ApiError::NotFound("action"))
+        }
+    }
+
+    async fn load(&self, id: &str) -> Result<Action, ApiError> {
+        let id = ActionId::parse(id).ok_or(ApiError::NotFound("action"))?;
+        tracing::Span::current().record("action_id", tracing::field::display(id));
+        self.store.get_action(id).await.map_err(ApiError::internal)?.ok_or(ApiError::NotFound("action"))
+    }
+}
+
+/// One counter per (type, window), consuming as many units as the plan has steps of the type.
+fn counters_for(decision: &Decision, now: DateTime<Utc>) -> Vec<CounterSpec> {
+    let mut units: BTreeMap<(String, &'static str), (crate::policy::RateLimit, u32)> = BTreeMap::new();
+    for (action_type, limit) in &decision.rate_limits {
+        let entry = units.entry((action_type.clone(), limit.window.as_str())).or_insert((*limit, 0));
+        entry.1 += 1;
+    }
+    units.into_iter().map(|((t, _), (limit, n))| CounterSpec::at(&t, limit, n, now)).collect()
+}
+
+fn target_status(decision: &Decision, request: &CreateActionRequest, now: DateTime<Utc>) -> Status {
+    match decision.verdict {
+        Verdict::Blocked | Verdict::KycRequired => Status::Blocked,
+        Verdict::Tier(Tier::Manual) => Status::Manual,
+        Verdict::Tier(Tier::Approval) => Status::AwaitingApproval,
+        Verdict::Tier(Tier::Auto) if request.scheduled_for.is_some_and(|t| t > now) => Status::Pending,
+        Verdict::Tier(Tier::Auto) => Status::Queued,
+    }
+}
+
+fn new_action(request: &CreateActionRequest, decision: &Decision, identity: &Identity, key: Option<IdempotencyKey>, now: DateTime<Utc>) -> Action {
+    let tier = match decision.verdict {
+        Verdict::Tier(t) => Some(t),
+        _ => None,
+    };
+    Action {
+        action_id: ActionId::new_v7(now),
+        user_id: identity.user.clone(),
+        action_type: request.action_type.clone(),
+        payload: request.payload.clone(),
+        steps: request.steps.iter().enumerate().map(|(i, k)| Step::new(i, k.clone())).collect(),
+        status: Status::Received,
+        tier,
+        risk_score: request.risk_score,
+        confidence: request.confidence,
+        priority: request.priority,
+        scheduled_for: request.scheduled_for,
+        rate_limit_key: request.rate_limit_key.clone(),
+        approver: request.approver.clone().or_else(|| decision.approver.clone()),
+        reasons: decision.reason_codes(),
+        attempts: 0,
+        max_attempts: decision.max_attempts,
+        approval_expires_at: None,
+        created_at: now,
+        updated_at: now,
+        result: None,
+        error: None,
+        idempotency_key: key,
+        version: 2,
+    }
+}
+
+/// The two first lines of every trail: submitted (→ received), and policy's placement.
+fn creation_events(action: &Action, decision: &Decision, identity: &Identity, meta: &RequestMeta, now: DateTime<Utc>) -> Vec<AuditEvent> {
+    let base = AuditEvent {
+        action_id: action.action_id,
+        seq: 1,
+        at: now,
+        actor: identity.user.to_string(),
+        from: None,
+        to: Status::Received,
+        reason: "submitted".into(),
+        detail: Some(json!({"action_type": action.action_type, "steps": action.steps.len()})),
+        request_id: meta.request_id.clone(),
+        source_ip: meta.source_ip.clone(),
+        user_agent: meta.user_agent.clone(),
+    };
+    let placed = AuditEvent {
+        seq: 2,
+        actor: "policy".into(),
+        from: Some(Status::Received),
+        to: action.status,
+        reason: decision.reasons.iter().map(|r| r.message.as_str()).collect::<Vec<_>>().join("; "),
+        detail: Some(json!({"tier": action.tier, "reasons": decision.reasons, "approver": action.approver, "approval_expires_at": action.approval_expires_at.map(format_time)})),
+        ..base.clone()
+    };
+    vec![base, placed]
+}
+
+/// The parts of a decision the stored action keeps, for replays.
+struct StoredDecision {
+    reasons: Vec<String>,
+}
+
+impl From<&Action> for StoredDecision {
+    fn from(a: &Action) -> Self {
+        Self { reasons: a.reasons.clone() }
+    }
+}
+
+fn creation_response(action: &Action, decision: &Decision, status: u16) -> Result<Response<Body>, ApiError> {
+    let details = serde_json::to_value(&decision.reasons).map_err(ApiError::internal)?;
+    respond_created(action, &decision.reason_codes(), Some(details), status)
+}
+
+fn creation_response_from_stored(action: &Action, stored: &StoredDecision, status: u16) -> Result<Response<Body>, ApiError> {
+    respond_created(action, &stored.reasons, None, status)
+}
+
+fn respond_created(action: &Action, reasons: &[String], details: Option<Value>, status: u16) -> Result<Response<Body>, ApiError> {
+    if action.status == Status::Blocked {
+        let (code, message) = if reasons.iter().any(|r| r == "blocked") {
+            ("blocked", "the policy blocks this action")
+        } else {
+            ("kyc_required", "this action requires a KYC-verified user")
+        };
+        return Err(ApiError::Denied {
+            code,
+            message: message.into(),
+            extra: json!({"action_id": action.action_id, "reasons": reasons, "reason_details": details}),
+        });
+    }
+    let mut body = json!({
+        "action_id": action.action_id,
+        "status": action.status,
+        "tier": action.tier,
+        "requires_approval": action.tier == Some(Tier::Approval),
+        "reasons": reasons,
+    });
+    if let Some(d) = details {
+        body["reason_details"] = d;
+    }
+    if let Some(t) = action.approval_expires_at {
+        body["approval_expires_at"] = json!(format_time(t));
+    }
+    if let Some(a) = &action.approver {
+        body["approver"] = json!(a);
+    }
+    Ok(api::json_response(status, &body))
+}
+
+fn rate_limited(counter: &CounterSpec, now: DateTime<Utc>) -> ApiError {
+    let retry = (counter.window_end - now).num_seconds().max(1);
+    ApiError::RateLimited {
+        message: format!("{} is limited to {} per {} for each user", counter.action_type, counter.limit.limit, counter.limit.window.as_str()),
+        retry_after_secs: retry,
+        extra: json!({"action_type": counter.action_type, "window": counter.limit.window.as_str(), "limit": counter.limit.limit, "resets_at": format_time(counter.window_end)}),
+    }
+}
+
+/// What the action would do, in words, for dry runs and approval pages.
+pub fn preview(request: &CreateActionRequest) -> Vec<String> {
+    request
+        .steps
+        .iter()
+        .map(|step| match step {
+            crate::domain::StepKind::Action { action_type, payload } => describe(action_type, payload),
+            crate::domain::StepKind::WaitFor { wait_for } => format!("wait {wait_for}"),
+            crate::domain::StepKind::WaitUntil { wait_until } => format!("wait until {}", format_time(*wait_until)),
+        })
+        .collect()
+}
+
+pub fn describe(action_type: &str, payload: &Value) -> String {
+    let s = |k: &str| payload.get(k).and_then(Value::as_str).unwrap_or("?").to_owned();
+    let list = |k: &str| payload.get(k).and_then(Value::as_array).map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", ")).unwrap_or_default();
+    match action_type {
+        "send_email" => format!("send an email to {} with subject \"{}\"", list("to"), s("subject")),
+        "gmail.flag" => format!("flag Gmail message {}", s("message_id")),
+        "gmail.archive" => format!("archive Gmail message {}", s("message_id")),
+        "gmail.mark_read" => format!("mark Gmail message {} as read", s("message_id")),
+        "gmail.spam" => format!("move Gmail message {} to spam", s("message_id")),
+        "gmail.delete" => format!("delete Gmail message {} (by hand)", s("message_id")),
+        "gmail.label" => format!("label Gmail message {} with {}", s("message_id"), list("label_ids")),
+        "calendar.create_event" => format!("create calendar event \"{}\" from {} to {}", s("summary"), s("start"), s("end")),
+        "http_request" => format!("{} {}", s("method"), s("url")),
+        "make_payment" => format!("pay {} {} to {}", payload.get("amount").map(Value::to_string).unwrap_or_default(), s("currency"), s("recipient")),
+        "make_purchase" => format!("buy {} for {} {}", s("item"), payload.get("amount").map(Value::to_string).unwrap_or_default(), s("currency")),
+        other => other.to_owned(),
+    }
+}
+
+pub fn hex_sha256(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Comparison whose time does not depend on where the inputs differ.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::Policy;
+
+    fn now() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-03-01T12:00:00Z").unwrap().with_timezone(&Utc)
+    }
+
+    fn request(body: Value) -> CreateActionRequest {
+        CreateActionRequest::parse(&body, now()).unwrap()
+    }
+
+    fn decide(policy: &Policy, r: &CreateActionRequest) -> Decision {
+        policy.evaluate(&Subject { action_types: r.action_steps().collect(), risk_score: r.risk_score, confidence: r.confidence, kyc_verified: false })
+    }
+
+    #[test]
+    fn tier_one_is_queued_now_or_pending_when_scheduled() {
+        let p = Policy::default_policy();
+        let now_req = request(json!({"action_type": "gmail.flag", "payload": {"message_id": "m"}, "confidence": 0.9}));
+        assert_eq!(target_status(&decide(&p, &now_req), &now_req, now()), Status::Queued);
+        let later = request(json!({"action_type": "gmail.flag", "payload": {"message_id": "m"}, "confidence": 0.9, "scheduled_for": "2026-03-02T00:00:00Z"}));
+        assert_eq!(target_status(&decide(&p, &later), &later, now()), Status::Pending);
+        let past = request(json!({"action_type": "gmail.flag", "payload": {"message_id": "m"}, "confidence": 0.9, "scheduled_for": "2026-02-01T00:00:00Z"}));
+        assert_eq!(target_status(&decide(&p, &past), &past, now()), Status::Queued);
+    }
+
+    #[test]
+    fn plan_counters_aggregate_units_per_type_and_window() {
+        let p = Policy::default_policy();
+        let email = json!({"action_type": "send_email", "payload": {"to": ["a@example.com"], "subject": "s", "text": "t"}});
+        let r = request(json!({"steps": [email, {"wait_for": "PT1H"}, email]}));
+        let counters = counters_for(&decide(&p, &r), now());
+        assert_eq!(counters.len(), 2);
+        assert!(counters.iter().all(|c| c.units == 2 && c.action_type == "send_email"));
+    }
+
+    #[test]
+    fn creation_trail_starts_with_received_then_placement() {
+        let p = Policy::default_policy();
+        let r = request(json!({"action_type": "send_email", "payload": {"to": ["a@example.com"], "subject": "s", "text": "t"}}));
+        let d = decide(&p, &r);
+        let identity = Identity { user: UserId::parse("alice").unwrap(), email: None, admin: false };
+        let mut action = new_action(&r, &d, &identity, None, now());
+        action.status = target_status(&d, &r, now());
+        let events = creation_events(&action, &d, &identity, &RequestMeta::default(), now());
+        assert_eq!(events.len(), 2);
+        assert_eq!((events[0].from, events[0].to, events[0].seq), (None, Status::Received, 1));
+        assert_eq!((events[1].from, events[1].to, events[1].seq), (Some(Status::Received), Status::AwaitingApproval, 2));
+        assert_eq!(action.version, 2);
+        assert_eq!(action.approver.as_ref().map(|a| a.as_str()), Some("approvals@example.com"));
+    }
+
+    #[test]
+    fn constant_time_eq_compares_exactly() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+    }
+
+    #[test]
+    fn previews_read_as_sentences() {
+        let r = request(json!({"steps": [{"action_type": "gmail.archive", "payload": {"message_id": "m1"}}, {"wait_for": "P2D"}]}));
+        assert_eq!(preview(&r), vec!["archive Gmail message m1", "wait P2D"]);
+    }
+}

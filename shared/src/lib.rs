@@ -1,0 +1,19 @@
+//! actiongate: the library behind every Lambda function.
+//!
+//! Everything with logic lives here so it can be tested without a Lambda runtime:
+//! the domain model and state machine ([`domain`]), request validation ([`validation`]),
+//! the declarative policy ([`policy`]), DynamoDB and SQS adapters ([`store`], [`queue`]),
+//! and one application service per function ([`intake`]).
+
+pub mod api;
+pub mod clock;
+pub mod config;
+pub mod domain;
+pub mod intake;
+pub mod policy;
+pub mod queue;
+pub mod store;
+pub mod telemetry;
+pub mod validation;
+
+pub use clock::{Clock, FixedClock, SystemClock};

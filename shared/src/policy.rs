@@ -1,0 +1,478 @@
+//! The declarative policy: which tier an action lands in, and every rule that put it there.
+//!
+//! The policy is data (`infra/policy.toml`), parsed and checked whole by [`Policy::parse`];
+//! [`Policy::evaluate`] is a pure function of the policy, the request and the caller, so it is
+//! the same for real requests and dry runs.
+
+use crate::domain::{EmailAddress, IsoDuration, Tier};
+use crate::validation::BUILTIN_ACTION_TYPES;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The policy shipped with the stack, embedded as the fallback when no file is configured.
+pub const DEFAULT_POLICY_TOML: &str = include_str!("../../infra/policy.toml");
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    pub defaults: Defaults,
+    pub auto_execution: AutoExecution,
+    pub types: BTreeMap<String, TypeRule>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Defaults {
+    #[serde(default = "default_min_confidence")]
+    pub min_confidence: f64,
+    #[serde(default = "default_expiry")]
+    pub approval_expiry: IsoDuration,
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    pub approver: Option<EmailAddress>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AutoExecution {
+    /// The global kill switch for tier-1 execution.
+    pub enabled: bool,
+    pub per_hour: u32,
+    pub per_day: u32,
+    pub cooldown: IsoDuration,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TypeRule {
+    pub tier: Option<Tier>,
+    #[serde(default)]
+    pub blocked: bool,
+    #[serde(default)]
+    pub requires_approval: bool,
+    #[serde(default)]
+    pub requires_kyc: bool,
+    #[serde(default)]
+    pub risk_thresholds: Vec<RiskThreshold>,
+    #[serde(default)]
+    pub rate_limits: Vec<RateLimit>,
+    pub approval_expiry: Option<IsoDuration>,
+    #[serde(default)]
+    pub approvers: Vec<EmailAddress>,
+    pub max_attempts: Option<u32>,
+    #[serde(default = "yes")]
+    pub reversible: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RiskThreshold {
+    pub above: u8,
+    pub tier: Tier,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    pub window: Window,
+    pub limit: u32,
+}
+
+/// A fixed rate-limit window, aligned to the UTC hour or day.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Window {
+    Hour,
+    Day,
+}
+
+impl Window {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Window::Hour => "hour",
+            Window::Day => "day",
+        }
+    }
+
+    /// Start and end of the window containing `at`.
+    pub fn bounds(self, at: chrono::DateTime<chrono::Utc>) -> (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>) {
+        let secs = match self {
+            Window::Hour => 3_600,
+            Window::Day => 86_400,
+        };
+        let start_ts = at.timestamp().div_euclid(secs) * secs;
+        let start = chrono::DateTime::from_timestamp(start_ts, 0).unwrap_or(at);
+        (start, start + chrono::Duration::seconds(secs))
+    }
+}
+
+fn default_min_confidence() -> f64 {
+    0.7
+}
+fn default_expiry() -> IsoDuration {
+    IsoDuration::from_secs(3_600)
+}
+fn default_max_attempts() -> u32 {
+    3
+}
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid policy: {0}")]
+pub struct PolicyError(pub String);
+
+/// A machine-readable reason with its human sentence.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Reason {
+    pub code: &'static str,
+    pub message: String,
+    /// The step the rule fired on, for plans.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step: Option<usize>,
+}
+
+/// What the policy decided for a request, before rate limits and scheduling.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    Blocked,
+    KycRequired,
+    Tier(Tier),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    pub verdict: Verdict,
+    pub reasons: Vec<Reason>,
+    pub approval_expiry: IsoDuration,
+    pub max_attempts: u32,
+    /// Who is asked when the request names nobody.
+    pub approver: Option<EmailAddress>,
+    /// Per-type rate limits every action step counts against.
+    pub rate_limits: Vec<(String, RateLimit)>,
+}
+
+impl Decision {
+    pub fn reason_codes(&self) -> Vec<String> {
+        let mut codes: Vec<String> = Vec::new();
+        for r in &self.reasons {
+            if !codes.iter().any(|c| c == r.code) {
+                codes.push(r.code.to_owned());
+            }
+        }
+        codes
+    }
+}
+
+/// What the evaluation needs to know about the request and the caller.
+#[derive(Debug, Clone)]
+pub struct Subject<'a> {
+    pub action_types: Vec<&'a str>,
+    pub risk_score: Option<u8>,
+    pub confidence: Option<f64>,
+    pub kyc_verified: bool,
+}
+
+impl Policy {
+    pub fn default_policy() -> Self {
+        // The embedded default is checked by a unit test, so this cannot fail in a build that passed.
+        Self::parse_toml(DEFAULT_POLICY_TOML).unwrap_or_else(|e| panic!("embedded infra/policy.toml: {e}"))
+    }
+
+    pub fn parse_toml(text: &str) -> Result<Self, PolicyError> {
+        let policy: Policy = toml::from_str(text).map_err(|e| PolicyError(e.to_string()))?;
+        policy.check()?;
+        Ok(policy)
+    }
+
+    pub fn parse_json(value: serde_json::Value) -> Result<Self, PolicyError> {
+        let policy: Policy = serde_json::from_value(value).map_err(|e| PolicyError(e.to_string()))?;
+        policy.check()?;
+        Ok(policy)
+    }
+
+    /// Rules a parser cannot express: every type known, every built-in type covered, sane numbers.
+    pub fn check(&self) -> Result<(), PolicyError> {
+        let d = &self.defaults;
+        if !(0.0..=1.0).contains(&d.min_confidence) {
+            return Err(PolicyError("defaults.min_confidence must be between 0 and 1".into()));
+        }
+        if !(1..=20).contains(&d.max_attempts) {
+            return Err(PolicyError("defaults.max_attempts must be between 1 and 20".into()));
+        }
+        check_expiry("defaults.approval_expiry", d.approval_expiry)?;
+        for name in self.types.keys() {
+            if !BUILTIN_ACTION_TYPES.contains(&name.as_str()) {
+                return Err(PolicyError(format!("types.{name}: not a known action type")));
+            }
+        }
+        for name in BUILTIN_ACTION_TYPES {
+            let rule = self.types.get(*name).ok_or_else(|| PolicyError(format!("types.{name}: missing")))?;
+            if rule.tier.is_none() && !rule.blocked {
+                return Err(PolicyError(format!("types.{name}: needs a tier (or blocked = true)")));
+            }
+            if let Some(expiry) = rule.approval_expiry {
+                check_expiry(&format!("types.{name}.approval_expiry"), expiry)?;
+            }
+            if rule.max_attempts.is_some_and(|n| !(1..=20).contains(&n)) {
+                return Err(PolicyError(format!("types.{name}.max_attempts must be between 1 and 20")));
+            }
+            for t in &rule.risk_thresholds {
+                if t.above >= 100 {
+                    return Err(PolicyError(format!("types.{name}.risk_thresholds: above must be below 100")));
+                }
+            }
+            for l in &rule.rate_limits {
+                if l.limit == 0 {
+                    return Err(PolicyError(format!("types.{name}.rate_limits: a limit of 0 is `blocked = true`")));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn rule(&self, action_type: &str) -> Option<&TypeRule> {
+        self.types.get(action_type)
+    }
+
+    pub fn is_reversible(&self, action_type: &str) -> bool {
+        self.rule(action_type).is_none_or(|r| r.reversible)
+    }
+
+    /// Decides the tier of a request and collects every rule that fired.
+    pub fn evaluate(&self, subject: &Subject<'_>) -> Decision {
+        let mut reasons = Vec::new();
+        let mut blocked = false;
+        let mut kyc_missing = false;
+        let mut tier = Tier::Auto;
+        let mut expiry = self.defaults.approval_expiry;
+        let mut max_attempts = self.defaults.max_attempts;
+        let mut approver = self.defaults.approver.clone();
+        let mut rate_limits = Vec::new();
+        let plan = subject.action_types.len() > 1;
+        let reason = |code: &'static str, message: String, index: usize| Reason { code, message, step: plan.then_some(index) };
+
+        for (index, action_type) in subject.action_types.iter().enumerate() {
+            let Some(rule) = self.rule(action_type) else {
+                // Unknown types never reach the policy (validation refuses them); stay safe anyway.
+                blocked = true;
+                reasons.push(reason("blocked", format!("{action_type} is not a known action type"), index));
+                continue;
+            };
+            if rule.blocked {
+                blocked = true;
+                reasons.push(reason("blocked", format!("{action_type} is blocked by policy"), index));
+                continue;
+            }
+            if rule.requires_kyc && !subject.kyc_verified {
+                kyc_missing = true;
+                reasons.push(reason("kyc_required", format!("{action_type} requires a KYC-verified user"), index));
+            }
+            let mut step_tier = rule.tier.unwrap_or(Tier::Approval);
+            if step_tier == Tier::Manual {
+                reasons.push(reason("manual_only", format!("{action_type} is carried out by a human, never by the system"), index));
+            }
+            if rule.requires_approval && step_tier < Tier::Approval {
+                step_tier = Tier::Approval;
+                reasons.push(reason("requires_approval", format!("{action_type} always requires approval"), index));
+            }
+            for threshold in &rule.risk_thresholds {
+                if subject.risk_score.is_some_and(|r| r > threshold.above) && step_tier < threshold.tier {
+                    step_tier = threshold.tier;
+                    reasons.push(reason(
+                        "risk_above_threshold",
+                        format!("risk score {} is above {} for {action_type}", subject.risk_score.unwrap_or(0), threshold.above),
+                        index,
+                    ));
+                }
+            }
+            if step_tier == Tier::Approval && rule.tier == Some(Tier::Approval) {
+                reasons.push(reason("type_requires_approval", format!("{action_type} is a tier-2 action type"), index));
+            }
+            tier = tier.max(step_tier);
+            if let Some(e) = rule.approval_expiry {
+                expiry = expiry.min(e);
+            }
+            if let Some(n) = rule.max_attempts {
+                max_attempts = max_attempts.min(n);
+            }
+            if let Some(first) = rule.approvers.first() {
+                approver = Some(first.clone());
+            }
+            for limit in &rule.rate_limits {
+                rate_limits.push(((*action_type).to_owned(), *limit));
+            }
+        }
+
+        if tier == Tier::Auto {
+            match subject.confidence {
+                None => {
+                    tier = Tier::Approval;
+                    reasons.push(reason("confidence_missing", "no confidence was given; automatic execution needs one".into(), 0));
+                }
+                Some(c) if c < self.defaults.min_confidence => {
+                    tier = Tier::Approval;
+                    reasons.push(reason("low_confidence", format!("confidence {c} is below {}", self.defaults.min_confidence), 0));
+                }
+                Some(_) => {}
+            }
+        }
+        if tier == Tier::Auto && !self.auto_execution.enabled {
+            tier = Tier::Approval;
+            reasons.push(reason("auto_execution_disabled", "automatic execution is switched off".into(), 0));
+        }
+        for r in &mut reasons {
+            if !plan {
+                r.step = None;
+            }
+        }
+        let verdict = if blocked {
+            Verdict::Blocked
+        } else if kyc_missing {
+            Verdict::KycRequired
+        } else {
+            let (code, message) = match tier {
+                Tier::Auto => ("auto_execute", "runs automatically (tier 1)"),
+                Tier::Approval => ("needs_approval", "runs once a human approves (tier 2)"),
+                Tier::Manual => ("manual", "recorded for a human to carry out (tier 3)"),
+            };
+            reasons.push(Reason { code, message: message.into(), step: None });
+            Verdict::Tier(tier)
+        };
+        Decision { verdict, reasons, approval_expiry: expiry, max_attempts, approver, rate_limits }
+    }
+}
+
+fn check_expiry(field: &str, d: IsoDuration) -> Result<(), PolicyError> {
+    if d.as_secs() < 60 || d.as_secs() > 30 * 86_400 {
+        return Err(PolicyError(format!("{field} must be between a minute and 30 days")));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn subject(types: &[&'static str], risk: Option<u8>, confidence: Option<f64>) -> Subject<'static> {
+        Subject { action_types: types.to_vec(), risk_score: risk, confidence, kyc_verified: false }
+    }
+
+    fn tier_of(d: &Decision) -> Option<Tier> {
+        match d.verdict {
+            Verdict::Tier(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn embedded_default_policy_is_valid() {
+        let p = Policy::default_policy();
+        assert_eq!(p.auto_execution.per_hour, 10);
+        assert_eq!(p.auto_execution.per_day, 50);
+        assert_eq!(p.defaults.approval_expiry.as_secs(), 3_600);
+    }
+
+    #[test]
+    fn default_tiers_match_the_table() {
+        let p = Policy::default_policy();
+        let confident = Some(0.9);
+        for (t, expected) in [
+            ("gmail.flag", Tier::Auto),
+            ("gmail.mark_read", Tier::Auto),
+            ("gmail.label", Tier::Auto),
+            ("gmail.archive", Tier::Auto),
+            ("gmail.spam", Tier::Approval),
+            ("gmail.delete", Tier::Manual),
+            ("send_email", Tier::Approval),
+            ("calendar.create_event", Tier::Approval),
+            ("http_request", Tier::Approval),
+        ] {
+            assert_eq!(tier_of(&p.evaluate(&subject(&[t], None, confident))), Some(expected), "{t}");
+        }
+    }
+
+    #[test]
+    fn archive_needs_approval_above_risk_50() {
+        let p = Policy::default_policy();
+        let at_50 = p.evaluate(&subject(&["gmail.archive"], Some(50), Some(0.9)));
+        assert_eq!(tier_of(&at_50), Some(Tier::Auto));
+        let at_51 = p.evaluate(&subject(&["gmail.archive"], Some(51), Some(0.9)));
+        assert_eq!(tier_of(&at_51), Some(Tier::Approval));
+        assert_eq!(at_51.reason_codes(), vec!["risk_above_threshold", "needs_approval"]);
+    }
+
+    #[test]
+    fn low_or_missing_confidence_needs_approval() {
+        let p = Policy::default_policy();
+        let low = p.evaluate(&subject(&["gmail.flag"], None, Some(0.69)));
+        assert_eq!(tier_of(&low), Some(Tier::Approval));
+        assert!(low.reason_codes().contains(&"low_confidence".to_owned()));
+        let missing = p.evaluate(&subject(&["gmail.flag"], None, None));
+        assert!(missing.reason_codes().contains(&"confidence_missing".to_owned()));
+        let exact = p.evaluate(&subject(&["gmail.flag"], None, Some(0.7)));
+        assert_eq!(tier_of(&exact), Some(Tier::Auto));
+        assert_eq!(exact.reason_codes(), vec!["auto_execute"]);
+    }
+
+    #[test]
+    fn payment_is_blocked_and_purchase_needs_kyc() {
+        let p = Policy::default_policy();
+        let pay = p.evaluate(&subject(&["make_payment"], None, Some(1.0)));
+        assert_eq!(pay.verdict, Verdict::Blocked);
+        assert_eq!(pay.reason_codes(), vec!["blocked"]);
+        let buy = p.evaluate(&subject(&["make_purchase"], None, Some(1.0)));
+        assert_eq!(buy.verdict, Verdict::KycRequired);
+        let mut verified = subject(&["make_purchase"], None, Some(1.0));
+        verified.kyc_verified = true;
+        assert_eq!(tier_of(&p.evaluate(&verified)), Some(Tier::Approval));
+    }
+
+    #[test]
+    fn plan_takes_the_highest_tier_and_names_steps() {
+        let p = Policy::default_policy();
+        let d = p.evaluate(&subject(&["gmail.label", "send_email"], None, Some(0.95)));
+        assert_eq!(tier_of(&d), Some(Tier::Approval));
+        let typed = d.reasons.iter().find(|r| r.code == "type_requires_approval").unwrap();
+        assert_eq!(typed.step, Some(1));
+        assert_eq!(d.rate_limits.len(), 2);
+        let blocked = p.evaluate(&subject(&["gmail.label", "make_payment"], None, Some(0.95)));
+        assert_eq!(blocked.verdict, Verdict::Blocked);
+    }
+
+    #[test]
+    fn kill_switch_turns_tier_one_into_approval() {
+        let mut p = Policy::default_policy();
+        p.auto_execution.enabled = false;
+        let d = p.evaluate(&subject(&["gmail.flag"], None, Some(0.99)));
+        assert_eq!(tier_of(&d), Some(Tier::Approval));
+        assert!(d.reason_codes().contains(&"auto_execution_disabled".to_owned()));
+    }
+
+    #[test]
+    fn invalid_policies_are_refused_whole() {
+        let base = DEFAULT_POLICY_TOML;
+        let unknown_type = format!("{base}\n[types.\"gmail.nuke\"]\ntier = 1\n");
+        assert!(Policy::parse_toml(&unknown_type).unwrap_err().0.contains("gmail.nuke"));
+        let missing = base.replace("[types.http_request]\ntier = 2", "");
+        assert!(Policy::parse_toml(&missing).unwrap_err().0.contains("http_request"));
+        let bad_tier = base.replace("[types.http_request]\ntier = 2", "[types.http_request]\ntier = 7");
+        assert!(Policy::parse_toml(&bad_tier).is_err());
+        let typo = base.replace("requires_kyc = true", "requires_kcy = true");
+        assert!(Policy::parse_toml(&typo).is_err());
+        let json = serde_json::to_value(Policy::default_policy()).unwrap();
+        assert_eq!(Policy::parse_json(json).unwrap(), Policy::default_policy());
+    }
+
+    #[test]
+    fn windows_align_to_utc_hours_and_days() {
+        let at = chrono::DateTime::parse_from_rfc3339("2026-03-01T12:34:56Z").unwrap().with_timezone(&chrono::Utc);
+        let (s, e) = Window::Hour.bounds(at);
+        assert_eq!(crate::clock::format_time(s), "2026-03-01T12:00:00Z");
+        assert_eq!(crate::clock::format_time(e), "2026-03-01T13:00:00Z");
+        let (s, e) = Window::Day.bounds(at);
+        assert_eq!(crate::clock::format_time(s), "2026-03-01T00:00:00Z");
+        assert_eq!(crate::clock::format_time(e), "2026-03-02T00:00:00Z");
+    }
+}

@@ -1,0 +1,51 @@
+//! The work queue (SQS): messages that ask an executor to run one step of one action.
+
+use crate::domain::ActionId;
+use aws_sdk_sqs::error::DisplayErrorContext;
+use aws_sdk_sqs::Client;
+use serde::{Deserialize, Serialize};
+
+/// The body of a work-queue message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecuteMessage {
+    pub action_id: ActionId,
+    /// Index of the step to run.
+    pub step: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("SQS request failed: {0}")]
+pub struct QueueError(String);
+
+#[derive(Clone)]
+pub struct WorkQueue {
+    client: Client,
+    url: String,
+}
+
+impl WorkQueue {
+    pub fn new(client: Client, url: impl Into<String>) -> Self {
+        Self { client, url: url.into() }
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Sends a message, optionally delayed (SQS caps delays at 15 minutes).
+    #[tracing::instrument(skip(self), fields(action_id = %message.action_id))]
+    pub async fn enqueue(&self, message: &ExecuteMessage, delay_secs: u32) -> Result<String, QueueError> {
+        let body = serde_json::to_string(message).map_err(|e| QueueError(e.to_string()))?;
+        let out = self
+            .client
+            .send_message()
+            .queue_url(&self.url)
+            .message_body(body)
+            .delay_seconds(delay_secs.min(900) as i32)
+            .send()
+            .await
+            .map_err(|e| QueueError(DisplayErrorContext(e).to_string()))?;
+        Ok(out.message_id.unwrap_or_default())
+    }
+}

@@ -1,0 +1,72 @@
+//! Every key of the single-table design, built in one place.
+//!
+//! Main table (`pk`, `sk`):
+//! | item | pk | sk | other keys |
+//! |---|---|---|---|
+//! | action | `ACTION#<id>` | `ACTION` | `gsi1` = owner / id, `gsi2` = owner+status / id, `due` = sweep bucket / due time |
+//! | idempotency record | `IDEM#<user>#<key>` | `IDEM` | TTL |
+//! | rate counter | `RATE#<user>#<type>#<window>#<start>` | `RATE` | TTL |
+//! | user profile | `USER#<user>` | `PROFILE` | |
+//!
+//! Audit table (`action_id`, `seq`): append-only, one item per transition.
+
+use crate::domain::{Action, ActionId, IdempotencyKey, Status, UserId};
+use crate::policy::Window;
+use chrono::{DateTime, Utc};
+
+pub const PK: &str = "pk";
+pub const SK: &str = "sk";
+pub const GSI_BY_USER: &str = "by_user";
+pub const GSI1_PK: &str = "gsi1pk";
+pub const GSI1_SK: &str = "gsi1sk";
+pub const GSI_BY_USER_STATUS: &str = "by_user_status";
+pub const GSI2_PK: &str = "gsi2pk";
+pub const GSI2_SK: &str = "gsi2sk";
+pub const GSI_DUE: &str = "due";
+pub const DUE_PK: &str = "due_pk";
+pub const DUE_SK: &str = "due_sk";
+pub const TTL: &str = "ttl";
+pub const AUDIT_PK: &str = "action_id";
+pub const AUDIT_SK: &str = "seq";
+
+pub fn action_pk(id: ActionId) -> String {
+    format!("ACTION#{id}")
+}
+pub const ACTION_SK: &str = "ACTION";
+
+pub fn user_partition(user: &UserId) -> String {
+    format!("USER#{user}")
+}
+
+pub fn user_status_partition(user: &UserId, status: Status) -> String {
+    format!("USER#{user}#{status}")
+}
+
+pub fn idempotency_pk(user: &UserId, key: &IdempotencyKey) -> String {
+    format!("IDEM#{user}#{}", key.as_str())
+}
+pub const IDEMPOTENCY_SK: &str = "IDEM";
+
+pub fn rate_counter_pk(user: &UserId, action_type: &str, window: Window, start: DateTime<Utc>) -> String {
+    format!("RATE#{user}#{action_type}#{}#{}", window.as_str(), start.timestamp())
+}
+pub const RATE_SK: &str = "RATE";
+
+pub fn profile_pk(user: &UserId) -> String {
+    format!("USER#{user}")
+}
+pub const PROFILE_SK: &str = "PROFILE";
+
+/// Where the sweep finds an action that has timed work, and when it is due: a sparse index,
+/// so the sweep queries exactly the due items and never scans.
+pub fn sweep_due(action: &Action) -> Option<(String, String)> {
+    let due: DateTime<Utc> = match action.status {
+        Status::Pending => action.scheduled_for.unwrap_or(action.created_at),
+        Status::AwaitingApproval => action.approval_expires_at?,
+        // Queued work that no executor has claimed after a while was lost between the store
+        // and the queue (or the message was dead-lettered); the sweep re-sends it.
+        Status::Queued => action.updated_at + chrono::Duration::minutes(5),
+        _ => return None,
+    };
+    Some((format!("DUE#{}", action.status), format!("{}#{}", crate::clock::format_time(due), action.action_id)))
+}

@@ -1,0 +1,443 @@
+//! DynamoDB persistence: actions, their audit trail, idempotency records, rate counters and
+//! user profiles. Every state change is one `TransactWriteItems` that checks the previous
+//! version and state of the action and appends the audit event.
+
+pub mod keys;
+
+use crate::domain::{Action, ActionId, AuditEvent, IdempotencyKey, Status, UserId};
+use crate::policy::RateLimit;
+use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValue, TransactWriteItem, Update};
+use aws_sdk_dynamodb::Client;
+use base64::Engine as _;
+use chrono::{DateTime, Utc};
+use std::collections::HashMap;
+
+type Item = HashMap<String, AttributeValue>;
+
+/// How long a client's `Idempotency-Key` is remembered.
+pub const IDEMPOTENCY_TTL_DAYS: i64 = 7;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("DynamoDB request failed: {0}")]
+    Aws(String),
+    #[error("stored item is corrupt: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    fn aws<E: std::error::Error + 'static, R: std::fmt::Debug>(e: SdkError<E, R>) -> Self {
+        StoreError::Aws(DisplayErrorContext(e).to_string())
+    }
+}
+
+impl From<aws_sdk_dynamodb::error::BuildError> for StoreError {
+    fn from(e: aws_sdk_dynamodb::error::BuildError) -> Self {
+        StoreError::Aws(e.to_string())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    #[error("the idempotency key was already used")]
+    IdempotencyKeyUsed,
+    /// The counter at this index of the request's counters is full.
+    #[error("rate limit reached")]
+    RateLimited(usize),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TransitionError {
+    /// Someone else changed the action first (version or state moved on).
+    #[error("the action changed concurrently")]
+    Conflict,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A client idempotency record: which action a key produced, for which request body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyRecord {
+    pub action_id: ActionId,
+    pub body_sha256: String,
+}
+
+/// One fixed-window counter a new action consumes a unit of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CounterSpec {
+    pub action_type: String,
+    pub limit: RateLimit,
+    /// How many units this request consumes (a plan may repeat a type).
+    pub units: u32,
+    pub window_start: DateTime<Utc>,
+    pub window_end: DateTime<Utc>,
+}
+
+impl CounterSpec {
+    pub fn at(action_type: &str, limit: RateLimit, units: u32, now: DateTime<Utc>) -> Self {
+        let (window_start, window_end) = limit.window.bounds(now);
+        Self { action_type: action_type.to_owned(), limit, units, window_start, window_end }
+    }
+}
+
+pub struct Page {
+    pub actions: Vec<Action>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the cursor is not one this API returned for this listing")]
+pub struct BadCursor;
+
+#[derive(Clone)]
+pub struct Store {
+    client: Client,
+    table: String,
+    audit_table: String,
+}
+
+impl Store {
+    pub fn new(client: Client, table: impl Into<String>, audit_table: impl Into<String>) -> Self {
+        Self { client, table: table.into(), audit_table: audit_table.into() }
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Stores a new action with its first audit events, its idempotency record and its rate
+    /// counters, all or nothing. A full counter or a reused key cancels the whole write.
+    pub async fn create_action(
+        &self,
+        action: &Action,
+        events: &[AuditEvent],
+        idempotency: Option<(&IdempotencyKey, &str)>,
+        counters: &[CounterSpec],
+        now: DateTime<Utc>,
+    ) -> Result<(), CreateError> {
+        let mut items = Vec::new();
+        items.push(TransactWriteItem::builder().put(self.put_action(action, None)?).build());
+        for event in events {
+            items.push(TransactWriteItem::builder().put(self.put_audit(event)?).build());
+        }
+        let idempotency_index = idempotency.map(|_| items.len());
+        if let Some((key, body_sha256)) = idempotency {
+            let mut item = Item::new();
+            item.insert(keys::PK.into(), s(keys::idempotency_pk(&action.user_id, key)));
+            item.insert(keys::SK.into(), s(keys::IDEMPOTENCY_SK));
+            item.insert("action_id".into(), s(action.action_id.to_string()));
+            item.insert("body_sha256".into(), s(body_sha256));
+            item.insert(keys::TTL.into(), n((now + chrono::Duration::days(IDEMPOTENCY_TTL_DAYS)).timestamp()));
+            let put = Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                .condition_expression("attribute_not_exists(pk)")
+                .build()
+                .map_err(StoreError::from)?;
+            items.push(TransactWriteItem::builder().put(put).build());
+        }
+        let first_counter = items.len();
+        for counter in counters {
+            let update = Update::builder()
+                .table_name(&self.table)
+                .key(keys::PK, s(keys::rate_counter_pk(&action.user_id, &counter.action_type, counter.limit.window, counter.window_start)))
+                .key(keys::SK, s(keys::RATE_SK))
+                // The counter only moves if the whole request still fits: exact under concurrency.
+                .update_expression("ADD #count :units SET #ttl = :ttl")
+                .condition_expression("attribute_not_exists(#count) OR #count <= :max_before")
+                .expression_attribute_names("#count", "count")
+                .expression_attribute_names("#ttl", keys::TTL)
+                .expression_attribute_values(":units", n(counter.units))
+                .expression_attribute_values(":max_before", n(i64::from(counter.limit.limit) - i64::from(counter.units)))
+                .expression_attribute_values(":ttl", n((counter.window_end + chrono::Duration::days(1)).timestamp()))
+                .build()
+                .map_err(StoreError::from)?;
+            items.push(TransactWriteItem::builder().update(update).build());
+        }
+        match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
+            Ok(_) => Ok(()),
+            Err(err) => {
+                let failed = cancelled_indexes(&err);
+                if idempotency_index.is_some_and(|i| failed.contains(&i)) {
+                    return Err(CreateError::IdempotencyKeyUsed);
+                }
+                if let Some(i) = failed.iter().find(|i| **i >= first_counter) {
+                    return Err(CreateError::RateLimited(i - first_counter));
+                }
+                Err(CreateError::Store(StoreError::aws(err)))
+            }
+        }
+    }
+
+    /// Moves an action to its next state: one conditional write on the version and state it
+    /// was read at, with the audit event of the move in the same transaction.
+    pub async fn transition(&self, before: &Action, after: &Action, event: &AuditEvent) -> Result<(), TransitionError> {
+        let put = self.put_action(after, Some(before))?;
+        let items = vec![
+            TransactWriteItem::builder().put(put).build(),
+            TransactWriteItem::builder().put(self.put_audit(event)?).build(),
+        ];
+        match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
+            Ok(_) => Ok(()),
+            Err(err) if !cancelled_indexes(&err).is_empty() => Err(TransitionError::Conflict),
+            Err(err) => Err(TransitionError::Store(StoreError::aws(err))),
+        }
+    }
+
+    pub async fn get_action(&self, id: ActionId) -> Result<Option<Action>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(keys::PK, s(keys::action_pk(id)))
+            .key(keys::SK, s(keys::ACTION_SK))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(StoreError::aws)?;
+        out.item.as_ref().map(action_from_item).transpose()
+    }
+
+    /// The caller's actions, newest first, optionally of one status.
+    pub async fn list_actions(&self, user: &UserId, status: Option<Status>, limit: i32, cursor: Option<&str>) -> Result<Result<Page, BadCursor>, StoreError> {
+        let (index, pk_name, sk_name, partition) = match status {
+            None => (keys::GSI_BY_USER, keys::GSI1_PK, keys::GSI1_SK, keys::user_partition(user)),
+            Some(st) => (keys::GSI_BY_USER_STATUS, keys::GSI2_PK, keys::GSI2_SK, keys::user_status_partition(user, st)),
+        };
+        let start_key = match cursor {
+            None => None,
+            Some(c) => match decode_cursor(c, &[keys::PK, keys::SK, pk_name, sk_name], pk_name, &partition) {
+                Some(k) => Some(k),
+                None => return Ok(Err(BadCursor)),
+            },
+        };
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(index)
+            .key_condition_expression("#pk = :pk")
+            .expression_attribute_names("#pk", pk_name)
+            .expression_attribute_values(":pk", s(partition))
+            .scan_index_forward(false)
+            .limit(limit)
+            .set_exclusive_start_key(start_key)
+            .send()
+            .await
+            .map_err(StoreError::aws)?;
+        let actions = out.items().iter().map(action_from_item).collect::<Result<Vec<_>, _>>()?;
+        let next_cursor = out.last_evaluated_key().map(encode_cursor);
+        Ok(Ok(Page { actions, next_cursor }))
+    }
+
+    /// The audit trail of an action, oldest first.
+    pub async fn audit_trail(&self, id: ActionId) -> Result<Vec<AuditEvent>, StoreError> {
+        let mut events = Vec::new();
+        let mut start = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.audit_table)
+                .key_condition_expression("#pk = :pk")
+                .expression_attribute_names("#pk", keys::AUDIT_PK)
+                .expression_attribute_values(":pk", s(id.to_string()))
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(StoreError::aws)?;
+            for item in out.items() {
+                let doc = item.get("doc").and_then(|v| v.as_s().ok()).ok_or_else(|| StoreError::Corrupt("audit item without doc".into()))?;
+                events.push(serde_json::from_str(doc).map_err(|e| StoreError::Corrupt(e.to_string()))?);
+            }
+            start = out.last_evaluated_key;
+            if start.is_none() {
+                return Ok(events);
+            }
+        }
+    }
+
+    pub async fn get_idempotency(&self, user: &UserId, key: &IdempotencyKey) -> Result<Option<IdempotencyRecord>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(keys::PK, s(keys::idempotency_pk(user, key)))
+            .key(keys::SK, s(keys::IDEMPOTENCY_SK))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(StoreError::aws)?;
+        let Some(item) = out.item else { return Ok(None) };
+        let id = item.get("action_id").and_then(|v| v.as_s().ok()).and_then(|s| ActionId::parse(s));
+        let hash = item.get("body_sha256").and_then(|v| v.as_s().ok());
+        match (id, hash) {
+            (Some(action_id), Some(hash)) => Ok(Some(IdempotencyRecord { action_id, body_sha256: hash.clone() })),
+            _ => Err(StoreError::Corrupt("idempotency record".into())),
+        }
+    }
+
+    /// Units used of each counter (0 for a window nobody has used yet).
+    pub async fn counter_usage(&self, user: &UserId, counters: &[CounterSpec]) -> Result<Vec<u32>, StoreError> {
+        let mut used = Vec::with_capacity(counters.len());
+        for counter in counters {
+            let out = self
+                .client
+                .get_item()
+                .table_name(&self.table)
+                .key(keys::PK, s(keys::rate_counter_pk(user, &counter.action_type, counter.limit.window, counter.window_start)))
+                .key(keys::SK, s(keys::RATE_SK))
+                .consistent_read(true)
+                .send()
+                .await
+                .map_err(StoreError::aws)?;
+            let count = out.item.as_ref().and_then(|i| i.get("count")).and_then(|v| v.as_n().ok()).and_then(|n| n.parse().ok()).unwrap_or(0);
+            used.push(count);
+        }
+        Ok(used)
+    }
+
+    pub async fn kyc_verified(&self, user: &UserId) -> Result<bool, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(keys::PK, s(keys::profile_pk(user)))
+            .key(keys::SK, s(keys::PROFILE_SK))
+            .send()
+            .await
+            .map_err(StoreError::aws)?;
+        Ok(out.item.as_ref().and_then(|i| i.get("kyc_verified")).and_then(|v| v.as_bool().ok()).copied().unwrap_or(false))
+    }
+
+    pub async fn set_kyc_verified(&self, user: &UserId, verified: bool, by: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key(keys::PK, s(keys::profile_pk(user)))
+            .key(keys::SK, s(keys::PROFILE_SK))
+            .update_expression("SET kyc_verified = :v, kyc_updated_by = :by, kyc_updated_at = :at")
+            .expression_attribute_values(":v", AttributeValue::Bool(verified))
+            .expression_attribute_values(":by", s(by))
+            .expression_attribute_values(":at", s(crate::clock::format_time(at)))
+            .return_values(ReturnValue::None)
+            .send()
+            .await
+            .map_err(StoreError::aws)?;
+        Ok(())
+    }
+
+    fn put_action(&self, action: &Action, before: Option<&Action>) -> Result<Put, StoreError> {
+        let mut item = Item::new();
+        item.insert(keys::PK.into(), s(keys::action_pk(action.action_id)));
+        item.insert(keys::SK.into(), s(keys::ACTION_SK));
+        item.insert(keys::GSI1_PK.into(), s(keys::user_partition(&action.user_id)));
+        item.insert(keys::GSI1_SK.into(), s(action.action_id.to_string()));
+        item.insert(keys::GSI2_PK.into(), s(keys::user_status_partition(&action.user_id, action.status)));
+        item.insert(keys::GSI2_SK.into(), s(action.action_id.to_string()));
+        if let Some((due_pk, due_sk)) = keys::sweep_due(action) {
+            item.insert(keys::DUE_PK.into(), s(due_pk));
+            item.insert(keys::DUE_SK.into(), s(due_sk));
+        }
+        item.insert("status".into(), s(action.status.as_str()));
+        item.insert("version".into(), n(action.version));
+        let doc = serde_json::to_string(action).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        item.insert("doc".into(), s(doc));
+        let builder = Put::builder().table_name(&self.table).set_item(Some(item));
+        let builder = match before {
+            None => builder.condition_expression("attribute_not_exists(pk)"),
+            Some(prev) => builder
+                .condition_expression("#version = :version AND #status = :status")
+                .expression_attribute_names("#version", "version")
+                .expression_attribute_names("#status", "status")
+                .expression_attribute_values(":version", n(prev.version))
+                .expression_attribute_values(":status", s(prev.status.as_str())),
+        };
+        Ok(builder.build()?)
+    }
+
+    fn put_audit(&self, event: &AuditEvent) -> Result<Put, StoreError> {
+        let mut item = Item::new();
+        item.insert(keys::AUDIT_PK.into(), s(event.action_id.to_string()));
+        item.insert(keys::AUDIT_SK.into(), n(event.seq));
+        item.insert("at".into(), s(crate::clock::format_time(event.at)));
+        item.insert("to".into(), s(event.to.as_str()));
+        let doc = serde_json::to_string(event).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        item.insert("doc".into(), s(doc));
+        // Audit events are written once and never replaced.
+        Ok(Put::builder()
+            .table_name(&self.audit_table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(#pk)")
+            .expression_attribute_names("#pk", keys::AUDIT_PK)
+            .build()?)
+    }
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn n(v: impl ToString) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+fn action_from_item(item: &Item) -> Result<Action, StoreError> {
+    let doc = item.get("doc").and_then(|v| v.as_s().ok()).ok_or_else(|| StoreError::Corrupt("action item without doc".into()))?;
+    serde_json::from_str(doc).map_err(|e| StoreError::Corrupt(format!("action doc: {e}")))
+}
+
+/// Indexes of the transaction items whose condition failed, if the transaction was cancelled.
+fn cancelled_indexes<R>(err: &SdkError<TransactWriteItemsError, R>) -> Vec<usize> {
+    match err.as_service_error() {
+        Some(TransactWriteItemsError::TransactionCanceledException(e)) => e
+            .cancellation_reasons()
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.code() == Some("ConditionalCheckFailed"))
+            .map(|(i, _)| i)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn encode_cursor(key: &Item) -> String {
+    let map: std::collections::BTreeMap<&str, &str> = key.iter().filter_map(|(k, v)| Some((k.as_str(), v.as_s().ok()?.as_str()))).collect();
+    let json = serde_json::to_vec(&map).unwrap_or_default();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
+}
+
+/// A cursor is only accepted with exactly the expected key attributes and the caller's own
+/// partition, so it cannot be used to page through someone else's actions.
+fn decode_cursor(cursor: &str, expected: &[&str], partition_attr: &str, partition: &str) -> Option<Item> {
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(cursor).ok()?;
+    let map: HashMap<String, String> = serde_json::from_slice(&bytes).ok()?;
+    if map.len() != expected.len() || !expected.iter().all(|k| map.contains_key(*k)) || map.get(partition_attr)? != partition {
+        return None;
+    }
+    Some(map.into_iter().map(|(k, v)| (k, AttributeValue::S(v))).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursor_round_trips_and_is_bound_to_its_partition() {
+        let mut key = Item::new();
+        for (k, v) in [("pk", "ACTION#1"), ("sk", "ACTION"), ("gsi1pk", "USER#alice"), ("gsi1sk", "1")] {
+            key.insert(k.into(), s(v));
+        }
+        let cursor = encode_cursor(&key);
+        let expected = ["pk", "sk", "gsi1pk", "gsi1sk"];
+        assert_eq!(decode_cursor(&cursor, &expected, "gsi1pk", "USER#alice"), Some(key));
+        assert_eq!(decode_cursor(&cursor, &expected, "gsi1pk", "USER#bob"), None);
+        assert_eq!(decode_cursor("!!!", &expected, "gsi1pk", "USER#alice"), None);
+        assert_eq!(decode_cursor("e30", &expected, "gsi1pk", "USER#alice"), None);
+    }
+}
