@@ -224,7 +224,7 @@ impl IntakeService {
                 "reasons": reasons,
                 "reason_details": decision.reasons,
                 "approval_expires_at": (tier == Some(Tier::Approval)).then(|| format_time(now + decision.approval_expiry.to_chrono())),
-                "approver": request.approver.clone().or_else(|| decision.approver.clone()),
+                "approver": request.approver.clone().or_else(|| (tier == Some(Tier::Approval)).then(|| decision.approver.clone()).flatten()),
                 "rate_limits": limits,
                 "retry_after": would_be_limited,
                 "action_type": request.action_type,
@@ -436,7 +436,8 @@ fn new_action(request: &CreateActionRequest, decision: &Decision, identity: &Ide
         priority: request.priority,
         scheduled_for: request.scheduled_for,
         rate_limit_key: request.rate_limit_key.clone(),
-        approver: request.approver.clone().or_else(|| decision.approver.clone()),
+        // The policy's approver is only designated where approval is asked for.
+        approver: request.approver.clone().or_else(|| (tier == Some(Tier::Approval)).then(|| decision.approver.clone()).flatten()),
         reasons: decision.reason_codes(),
         attempts: 0,
         max_attempts: decision.max_attempts,

@@ -305,7 +305,9 @@ impl Policy {
             }
         }
 
-        if tier == Tier::Auto {
+        // Confidence and the kill switch only matter for work that could run automatically.
+        let denied = blocked || kyc_missing;
+        if tier == Tier::Auto && !denied {
             match subject.confidence {
                 None => {
                     tier = Tier::Approval;
@@ -318,7 +320,7 @@ impl Policy {
                 Some(_) => {}
             }
         }
-        if tier == Tier::Auto && !self.auto_execution.enabled {
+        if tier == Tier::Auto && !denied && !self.auto_execution.enabled {
             tier = Tier::Approval;
             reasons.push(reason("auto_execution_disabled", "automatic execution is switched off".into(), 0));
         }

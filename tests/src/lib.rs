@@ -1,1 +1,33 @@
+//! The local stack: moto as the AWS emulator, resources provisioned from the SAM template,
+//! the functions running under `cargo lambda watch`, and a gateway on loopback that plays
+//! API Gateway (routes and JWT authorizer) in front of them. `make dev` runs it in the
+//! foreground; the end-to-end tests start one per test binary.
 
+pub mod emulator;
+pub mod gateway;
+pub mod outbox;
+pub mod process;
+pub mod provision;
+pub mod stack;
+pub mod template;
+
+use std::path::PathBuf;
+
+/// The repository root (where `Cargo.toml`, `infra/` and `.venv/` are).
+pub fn workspace_root() -> PathBuf {
+    match std::env::var_os("ACTIONGATE_ROOT") {
+        Some(root) => PathBuf::from(root),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".."),
+    }
+}
+
+/// The virtualenv `scripts/setup.sh` creates, holding moto, cargo-lambda and cfn-lint.
+pub fn venv_bin(tool: &str) -> PathBuf {
+    let venv = std::env::var_os("ACTIONGATE_VENV").map(PathBuf::from).unwrap_or_else(|| workspace_root().join(".venv"));
+    venv.join("bin").join(tool)
+}
+
+/// A port the OS says is free right now on loopback.
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}

@@ -1,0 +1,261 @@
+//! Starting and stopping the whole local stack.
+
+use crate::emulator::{self, Emulator};
+use crate::gateway::{self, GatewayState};
+use crate::process::ManagedChild;
+use crate::provision::{self, Provisioned};
+use crate::template::Template;
+use anyhow::{anyhow, Context, Result};
+use aws_config::SdkConfig;
+use serde_json::json;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct StackOptions {
+    /// Gateway port; 0 picks a free one.
+    pub gateway_port: u16,
+    /// Emulator port; 0 picks a free one.
+    pub emulator_port: u16,
+    /// cargo lambda's invoke port; 0 picks a free one.
+    pub invoke_port: u16,
+    /// Rebuild and restart functions when their code changes (`make dev`).
+    pub reload: bool,
+    /// Send the functions' logs to our stdout instead of `.local/functions-<port>.log`.
+    pub inherit_logs: bool,
+}
+
+impl Default for StackOptions {
+    fn default() -> Self {
+        Self { gateway_port: 0, emulator_port: 0, invoke_port: 0, reload: false, inherit_logs: false }
+    }
+}
+
+pub struct LocalStack {
+    pub template: Template,
+    pub provisioned: Provisioned,
+    pub sdk: SdkConfig,
+    pub gateway_url: String,
+    pub invoke_port: u16,
+    pub emulator: Emulator,
+    functions: ManagedChild,
+    gateway_task: tokio::task::JoinHandle<()>,
+}
+
+/// Everything the functions need besides what the template gives them.
+fn local_environment(endpoint: &str) -> Vec<(String, String)> {
+    vec![
+        ("AWS_ENDPOINT_URL".into(), endpoint.into()),
+        ("AWS_REGION".into(), "us-east-1".into()),
+        ("AWS_ACCESS_KEY_ID".into(), "test".into()),
+        ("AWS_SECRET_ACCESS_KEY".into(), "test".into()),
+        ("RUST_LOG".into(), std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into())),
+    ]
+}
+
+impl LocalStack {
+    pub async fn start(options: StackOptions) -> Result<Self> {
+        let root = crate::workspace_root();
+        let template = Template::load(&root.join("infra/template.yaml"))?;
+        let emulator_port = if options.emulator_port == 0 { crate::free_port()? } else { options.emulator_port };
+        let emulator = Emulator::start(emulator_port).await.context("starting the AWS emulator")?;
+        let sdk = emulator.sdk_config().await;
+        let provisioned = provision::provision(&template, &sdk).await.context("provisioning from infra/template.yaml")?;
+
+        // One environment file for cargo lambda: every function's resolved template variables.
+        let mut env: Vec<(String, String)> = Vec::new();
+        for function in &template.functions {
+            for (k, v) in provision::resolve_env(function, &provisioned)? {
+                if let Some(existing) = env.iter().find(|(name, _)| *name == k) {
+                    if existing.1 != v {
+                        return Err(anyhow!("{k} differs between functions; the local stack shares one environment"));
+                    }
+                } else {
+                    env.push((k, v));
+                }
+            }
+        }
+        env.extend(local_environment(&emulator.endpoint));
+        let local_dir = root.join(".local");
+        std::fs::create_dir_all(&local_dir)?;
+        let env_file = local_dir.join(format!("functions-{emulator_port}.env"));
+        std::fs::write(&env_file, env.iter().map(|(k, v)| format!("{k}={v}\n")).collect::<String>())?;
+
+        let invoke_port = if options.invoke_port == 0 { crate::free_port()? } else { options.invoke_port };
+        let mut cmd = Command::new(crate::venv_bin("cargo-lambda"));
+        cmd.current_dir(&root).args(["lambda", "watch", "-A", "127.0.0.1", "-P", &invoke_port.to_string(), "--env-file"]).arg(&env_file);
+        if !options.reload {
+            cmd.arg("--ignore-changes");
+        }
+        // cargo lambda runs `cargo`; make sure it finds the same toolchain we were built with.
+        if let Some(cargo) = std::env::var_os("CARGO") {
+            if let Some(dir) = std::path::Path::new(&cargo).parent() {
+                let path = std::env::var_os("PATH").unwrap_or_default();
+                let mut dirs = vec![dir.to_path_buf()];
+                dirs.extend(std::env::split_paths(&path));
+                cmd.env("PATH", std::env::join_paths(dirs)?);
+            }
+        }
+        let log = local_dir.join(format!("functions-{invoke_port}.log"));
+        let functions = ManagedChild::spawn("cargo lambda watch", cmd, (!options.inherit_logs).then_some(log.as_path()))?;
+        let invoke_url = format!("http://127.0.0.1:{invoke_port}");
+        emulator::wait_for_http(&invoke_url, Duration::from_secs(60)).await.context("waiting for cargo lambda watch")?;
+
+        let routes = template
+            .functions
+            .iter()
+            .flat_map(|f| f.routes.iter().map(move |r| (r.clone(), f.binary.clone())))
+            .collect();
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(300)).build()?;
+        let state = Arc::new(GatewayState {
+            routes,
+            invoke_url: invoke_url.clone(),
+            emulator: emulator.endpoint.clone(),
+            http: http.clone(),
+            ready: AtomicBool::new(false),
+            requests: AtomicU64::new(0),
+        });
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", options.gateway_port))
+            .await
+            .with_context(|| format!("binding the gateway to 127.0.0.1:{}", options.gateway_port))?;
+        let gateway_url = format!("http://{}", listener.local_addr()?);
+        let app = gateway::router(Arc::clone(&state));
+        let gateway_task = tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!(error = %e, "gateway stopped");
+            }
+        });
+
+        // Start every function once, so the first real request does not pay for compilation.
+        for function in &template.functions {
+            warm(&http, &invoke_url, &function.binary, !function.routes.is_empty())
+                .await
+                .with_context(|| format!("starting function {}", function.binary))?;
+        }
+        state.ready.store(true, Ordering::Release);
+        Ok(Self { template, provisioned, sdk, gateway_url, invoke_port, emulator, functions, gateway_task })
+    }
+
+    /// Whether the functions' server is still up.
+    pub fn functions_running(&mut self) -> bool {
+        self.functions.running()
+    }
+
+    pub fn stop(mut self) {
+        self.gateway_task.abort();
+        self.functions.stop();
+    }
+}
+
+async fn warm(http: &reqwest::Client, invoke_url: &str, binary: &str, is_http: bool) -> Result<()> {
+    let event = if is_http {
+        // An unauthenticated request: every API function answers it without touching AWS.
+        json!({"version": "2.0", "routeKey": "GET /warm", "rawPath": "/warm", "rawQueryString": "", "headers": {},
+               "requestContext": {"accountId": "123456789012", "apiId": "local", "domainName": "127.0.0.1", "domainPrefix": "local",
+               "http": {"method": "GET", "path": "/warm", "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1", "userAgent": "local-stack"},
+               "requestId": "warm", "routeKey": "GET /warm", "stage": "$default", "time": "01/Jan/2026:00:00:00 +0000", "timeEpoch": 0},
+               "isBase64Encoded": false})
+    } else {
+        json!({"Records": []})
+    };
+    let url = format!("{invoke_url}/2015-03-31/functions/{binary}/invocations");
+    let response = http.post(&url).json(&event).send().await?;
+    let status = response.status();
+    let body = response.text().await.unwrap_or_default();
+    if !status.is_success() || body.contains("errorType") {
+        return Err(anyhow!("warm-up invocation answered {status}: {body}"));
+    }
+    Ok(())
+}
+
+/// Addresses of the stack shared by every test in one test binary.
+#[derive(Debug, Clone)]
+pub struct SharedStack {
+    pub gateway_url: String,
+    pub emulator: String,
+    pub invoke_port: u16,
+    pub provisioned: Provisioned,
+}
+
+static SHARED: OnceLock<Result<SharedStack, String>> = OnceLock::new();
+
+/// Starts the stack once per test process, on a thread of its own that lives as long as the
+/// process (its children are tied to that thread, so they stop when the tests end).
+pub fn shared() -> SharedStack {
+    let result = SHARED.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = tx.send(Err(e.to_string()));
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                match LocalStack::start(StackOptions::default()).await {
+                    Ok(stack) => {
+                        let _ = tx.send(Ok(SharedStack {
+                            gateway_url: stack.gateway_url.clone(),
+                            emulator: stack.emulator.endpoint.clone(),
+                            invoke_port: stack.invoke_port,
+                            provisioned: stack.provisioned.clone(),
+                        }));
+                        // Serve until the process exits.
+                        std::future::pending::<()>().await;
+                        drop(stack);
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(format!("{e:#}")));
+                    }
+                }
+            });
+        });
+        rx.recv().map_err(|e| e.to_string()).and_then(|r| r)
+    });
+    match result {
+        Ok(stack) => stack.clone(),
+        Err(e) => panic!("the local stack did not start: {e}"),
+    }
+}
+
+/// An emulator with the template's resources, shared by every test in one test binary (for
+/// adapter tests that need no functions).
+pub fn shared_emulator() -> (String, Provisioned) {
+    static EMULATOR: OnceLock<Result<(String, Provisioned), String>> = OnceLock::new();
+    let result = EMULATOR.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+                let _ = tx.send(Err("no runtime".to_owned()));
+                return;
+            };
+            runtime.block_on(async move {
+                let started = async {
+                    let root = crate::workspace_root();
+                    let template = Template::load(&root.join("infra/template.yaml"))?;
+                    let emulator = Emulator::start(crate::free_port()?).await?;
+                    let provisioned = provision::provision(&template, &emulator.sdk_config().await).await?;
+                    anyhow::Ok((emulator, provisioned))
+                };
+                match started.await {
+                    Ok((emulator, provisioned)) => {
+                        let _ = tx.send(Ok((emulator.endpoint.clone(), provisioned)));
+                        std::future::pending::<()>().await;
+                        drop(emulator);
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(format!("{e:#}")));
+                    }
+                }
+            });
+        });
+        rx.recv().map_err(|e| e.to_string()).and_then(|r| r)
+    });
+    match result {
+        Ok(v) => v.clone(),
+        Err(e) => panic!("the emulator did not start: {e}"),
+    }
+}

@@ -1,0 +1,287 @@
+//! Reads `infra/template.yaml`: the tables, queues, functions, environment variables and
+//! HTTP routes it declares. The local stack provisions and routes from this, so the template
+//! stays the single source of truth.
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde_yaml::Value;
+use std::path::Path;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Template {
+    pub tables: Vec<TableSpec>,
+    pub queues: Vec<QueueSpec>,
+    pub functions: Vec<FunctionSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TableSpec {
+    pub logical_id: String,
+    /// (name, type) of every declared attribute.
+    pub attributes: Vec<(String, String)>,
+    /// (hash, optional range).
+    pub key: (String, Option<String>),
+    pub indexes: Vec<IndexSpec>,
+    pub ttl_attribute: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct IndexSpec {
+    pub name: String,
+    pub key: (String, Option<String>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueSpec {
+    pub logical_id: String,
+    pub visibility_timeout: Option<i64>,
+    /// (dead-letter queue logical id, maxReceiveCount).
+    pub redrive: Option<(String, i64)>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct FunctionSpec {
+    pub logical_id: String,
+    /// The cargo binary (`Metadata.BuildProperties.Binary`).
+    pub binary: String,
+    pub env: Vec<(String, EnvValue)>,
+    pub routes: Vec<Route>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum EnvValue {
+    Literal(String),
+    Ref(String),
+    GetAtt(String, String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Route {
+    pub method: String,
+    /// `/actions/{id}` style.
+    pub path: String,
+    /// Declared with `Auth: { Authorizer: NONE }`: no JWT needed.
+    pub public: bool,
+}
+
+impl Route {
+    /// Matches a concrete path, returning the path parameters.
+    pub fn matches(&self, method: &str, path: &str) -> Option<Vec<(String, String)>> {
+        if self.method != "ANY" && !self.method.eq_ignore_ascii_case(method) {
+            return None;
+        }
+        let pattern: Vec<&str> = self.path.split('/').filter(|s| !s.is_empty()).collect();
+        let actual: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        if pattern.len() != actual.len() {
+            return None;
+        }
+        let mut params = Vec::new();
+        for (p, a) in pattern.iter().zip(&actual) {
+            if let Some(name) = p.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
+                params.push((name.to_owned(), (*a).to_owned()));
+            } else if p != a {
+                return None;
+            }
+        }
+        Some(params)
+    }
+}
+
+impl Template {
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        Self::parse(&text)
+    }
+
+    pub fn parse(text: &str) -> Result<Self> {
+        let doc: Value = serde_yaml::from_str(text).context("parsing the SAM template")?;
+        let resources = doc.get("Resources").and_then(Value::as_mapping).ok_or_else(|| anyhow!("template has no Resources"))?;
+        let globals_env = doc
+            .get("Globals")
+            .and_then(|g| g.get("Function"))
+            .and_then(|f| f.get("Environment"))
+            .and_then(|e| e.get("Variables"))
+            .map(parse_env)
+            .transpose()?
+            .unwrap_or_default();
+        let mut template = Template { tables: vec![], queues: vec![], functions: vec![] };
+        for (id, resource) in resources {
+            let id = id.as_str().ok_or_else(|| anyhow!("resource id is not a string"))?.to_owned();
+            let kind = resource.get("Type").and_then(Value::as_str).unwrap_or_default();
+            let props = resource.get("Properties").cloned().unwrap_or(Value::Null);
+            match kind {
+                "AWS::DynamoDB::Table" => template.tables.push(parse_table(&id, &props)?),
+                "AWS::SQS::Queue" => template.queues.push(parse_queue(&id, &props)?),
+                "AWS::Serverless::Function" => {
+                    let binary = resource
+                        .get("Metadata")
+                        .and_then(|m| m.get("BuildProperties"))
+                        .and_then(|b| b.get("Binary"))
+                        .and_then(Value::as_str)
+                        .ok_or_else(|| anyhow!("{id}: Metadata.BuildProperties.Binary is required"))?
+                        .to_owned();
+                    let mut env = globals_env.clone();
+                    if let Some(vars) = props.get("Environment").and_then(|e| e.get("Variables")) {
+                        for (k, v) in parse_env(vars)? {
+                            env.retain(|(name, _)| name != &k);
+                            env.push((k, v));
+                        }
+                    }
+                    let mut routes = Vec::new();
+                    if let Some(events) = props.get("Events").and_then(Value::as_mapping) {
+                        for (_, event) in events {
+                            if event.get("Type").and_then(Value::as_str) != Some("HttpApi") {
+                                continue;
+                            }
+                            let p = event.get("Properties").ok_or_else(|| anyhow!("{id}: HttpApi event without Properties"))?;
+                            let path = p.get("Path").and_then(Value::as_str).ok_or_else(|| anyhow!("{id}: route without Path"))?;
+                            let method = p.get("Method").and_then(Value::as_str).ok_or_else(|| anyhow!("{id}: route without Method"))?;
+                            let public = p.get("Auth").and_then(|a| a.get("Authorizer")).and_then(Value::as_str) == Some("NONE");
+                            routes.push(Route { method: method.to_ascii_uppercase(), path: path.to_owned(), public });
+                        }
+                    }
+                    template.functions.push(FunctionSpec { logical_id: id, binary, env, routes });
+                }
+                _ => {}
+            }
+        }
+        Ok(template)
+    }
+
+    pub fn table(&self, logical_id: &str) -> Option<&TableSpec> {
+        self.tables.iter().find(|t| t.logical_id == logical_id)
+    }
+
+    pub fn function_by_binary(&self, binary: &str) -> Option<&FunctionSpec> {
+        self.functions.iter().find(|f| f.binary == binary)
+    }
+}
+
+fn parse_env(vars: &Value) -> Result<Vec<(String, EnvValue)>> {
+    let map = vars.as_mapping().ok_or_else(|| anyhow!("Environment.Variables is not a mapping"))?;
+    map.iter()
+        .map(|(k, v)| {
+            let name = k.as_str().ok_or_else(|| anyhow!("env var name is not a string"))?.to_owned();
+            Ok((name, parse_env_value(v)?))
+        })
+        .collect()
+}
+
+fn parse_env_value(v: &Value) -> Result<EnvValue> {
+    match v {
+        Value::String(s) => Ok(EnvValue::Literal(s.clone())),
+        Value::Number(n) => Ok(EnvValue::Literal(n.to_string())),
+        Value::Bool(b) => Ok(EnvValue::Literal(b.to_string())),
+        Value::Tagged(tagged) => {
+            let arg = tagged.value.as_str().ok_or_else(|| anyhow!("{} takes a string here", tagged.tag))?;
+            if tagged.tag == "Ref" {
+                Ok(EnvValue::Ref(arg.to_owned()))
+            } else if tagged.tag == "GetAtt" {
+                let (res, attr) = arg.split_once('.').ok_or_else(|| anyhow!("!GetAtt {arg} has no attribute"))?;
+                Ok(EnvValue::GetAtt(res.to_owned(), attr.to_owned()))
+            } else {
+                bail!("unsupported intrinsic {} in an environment variable", tagged.tag)
+            }
+        }
+        other => bail!("unsupported environment value {other:?}"),
+    }
+}
+
+fn key_schema(v: Option<&Value>, what: &str) -> Result<(String, Option<String>)> {
+    let items = v.and_then(Value::as_sequence).ok_or_else(|| anyhow!("{what}: KeySchema missing"))?;
+    let mut hash = None;
+    let mut range = None;
+    for item in items {
+        let name = item.get("AttributeName").and_then(Value::as_str).ok_or_else(|| anyhow!("{what}: key without name"))?;
+        match item.get("KeyType").and_then(Value::as_str) {
+            Some("HASH") => hash = Some(name.to_owned()),
+            Some("RANGE") => range = Some(name.to_owned()),
+            other => bail!("{what}: unknown KeyType {other:?}"),
+        }
+    }
+    Ok((hash.ok_or_else(|| anyhow!("{what}: no HASH key"))?, range))
+}
+
+fn parse_table(id: &str, props: &Value) -> Result<TableSpec> {
+    let attributes = props
+        .get("AttributeDefinitions")
+        .and_then(Value::as_sequence)
+        .ok_or_else(|| anyhow!("{id}: AttributeDefinitions missing"))?
+        .iter()
+        .map(|a| {
+            let name = a.get("AttributeName").and_then(Value::as_str);
+            let kind = a.get("AttributeType").and_then(Value::as_str);
+            match (name, kind) {
+                (Some(n), Some(k)) => Ok((n.to_owned(), k.to_owned())),
+                _ => Err(anyhow!("{id}: malformed attribute definition")),
+            }
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let key = key_schema(props.get("KeySchema"), id)?;
+    let indexes = props
+        .get("GlobalSecondaryIndexes")
+        .and_then(Value::as_sequence)
+        .map(|gsis| {
+            gsis.iter()
+                .map(|g| {
+                    let name = g.get("IndexName").and_then(Value::as_str).ok_or_else(|| anyhow!("{id}: index without name"))?;
+                    Ok(IndexSpec { name: name.to_owned(), key: key_schema(g.get("KeySchema"), name)? })
+                })
+                .collect::<Result<Vec<_>>>()
+        })
+        .transpose()?
+        .unwrap_or_default();
+    let ttl_attribute = props
+        .get("TimeToLiveSpecification")
+        .filter(|t| t.get("Enabled").and_then(Value::as_bool) == Some(true))
+        .and_then(|t| t.get("AttributeName"))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    Ok(TableSpec { logical_id: id.to_owned(), attributes, key, indexes, ttl_attribute })
+}
+
+fn parse_queue(id: &str, props: &Value) -> Result<QueueSpec> {
+    let visibility_timeout = props.get("VisibilityTimeout").and_then(Value::as_i64);
+    let redrive = match props.get("RedrivePolicy") {
+        None => None,
+        Some(r) => {
+            let target = match r.get("deadLetterTargetArn") {
+                Some(Value::Tagged(t)) if t.tag == "GetAtt" => t.value.as_str().and_then(|s| s.strip_suffix(".Arn")).map(str::to_owned),
+                _ => None,
+            }
+            .ok_or_else(|| anyhow!("{id}: deadLetterTargetArn must be !GetAtt <Queue>.Arn"))?;
+            let max = r.get("maxReceiveCount").and_then(Value::as_i64).ok_or_else(|| anyhow!("{id}: maxReceiveCount missing"))?;
+            Some((target, max))
+        }
+    };
+    Ok(QueueSpec { logical_id: id.to_owned(), visibility_timeout, redrive })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_matching_binds_parameters() {
+        let r = Route { method: "GET".into(), path: "/actions/{id}/audit".into(), public: false };
+        assert_eq!(r.matches("GET", "/actions/abc/audit"), Some(vec![("id".into(), "abc".into())]));
+        assert_eq!(r.matches("POST", "/actions/abc/audit"), None);
+        assert_eq!(r.matches("GET", "/actions/abc"), None);
+        let any = Route { method: "ANY".into(), path: "/x".into(), public: true };
+        assert!(any.matches("DELETE", "/x").is_some());
+    }
+
+    #[test]
+    fn reads_the_project_template() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra/template.yaml");
+        let t = Template::load(&path).unwrap();
+        let actions = t.table("ActionsTable").unwrap();
+        assert_eq!(actions.key, ("pk".into(), Some("sk".into())));
+        assert_eq!(actions.ttl_attribute.as_deref(), Some("ttl"));
+        assert!(actions.indexes.iter().any(|i| i.name == "by_user"));
+        let intake = t.function_by_binary("intake").unwrap();
+        assert!(intake.env.iter().any(|(k, v)| k == "ACTIONS_TABLE" && *v == EnvValue::Ref("ActionsTable".into())));
+        assert!(intake.routes.iter().any(|r| r.method == "POST" && r.path == "/actions"));
+        let work = t.queues.iter().find(|q| q.logical_id == "WorkQueue").unwrap();
+        assert_eq!(work.redrive, Some(("WorkDeadLetterQueue".into(), 5)));
+    }
+}
