@@ -34,7 +34,10 @@ impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
         let policy = match std::env::var(vars::POLICY_FILE) {
             Ok(path) if !path.is_empty() => {
-                let text = std::fs::read_to_string(&path).map_err(|e| ConfigError::PolicyFile { path: path.clone(), error: e.to_string() })?;
+                let text = std::fs::read_to_string(&path).map_err(|e| ConfigError::PolicyFile {
+                    path: path.clone(),
+                    error: e.to_string(),
+                })?;
                 Policy::parse_toml(&text)?
             }
             _ => Policy::default_policy(),
@@ -49,7 +52,10 @@ impl Config {
 }
 
 fn required(name: &'static str) -> Result<String, ConfigError> {
-    std::env::var(name).ok().filter(|v| !v.is_empty()).ok_or(ConfigError::Missing(name))
+    std::env::var(name)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .ok_or(ConfigError::Missing(name))
 }
 
 /// The AWS SDK configuration: region, credentials and `AWS_ENDPOINT_URL` from the standard

@@ -34,7 +34,12 @@ pub struct IntakeService {
 
 impl IntakeService {
     pub fn new(store: Store, queue: WorkQueue, policy: Policy, clock: Arc<dyn Clock>) -> Self {
-        Self { store, queue, policy, clock }
+        Self {
+            store,
+            queue,
+            policy,
+            clock,
+        }
     }
 
     /// Answers one API Gateway request. Never fails: every error becomes a response.
@@ -57,7 +62,11 @@ impl IntakeService {
         let segments = api::path_segments(req);
         let parts: Vec<&str> = segments.iter().map(String::as_str).collect();
         let method = req.method().as_str();
-        let not_allowed = || Err(ApiError::MethodNotAllowed { method: method.to_owned() });
+        let not_allowed = || {
+            Err(ApiError::MethodNotAllowed {
+                method: method.to_owned(),
+            })
+        };
         match parts.as_slice() {
             ["actions"] => match method {
                 "POST" => self.create(req, &identity).await,
@@ -98,14 +107,23 @@ impl IntakeService {
         let idempotency_key = match api::header(req, "idempotency-key") {
             None => None,
             Some(raw) => Some(IdempotencyKey::parse(&raw).ok_or_else(|| {
-                ApiError::invalid("Idempotency-Key", "must be 1 to 255 printable ASCII characters without spaces")
+                ApiError::invalid(
+                    "Idempotency-Key",
+                    "must be 1 to 255 printable ASCII characters without spaces",
+                )
             })?),
         };
         let request = CreateActionRequest::parse(&body, now).map_err(|e| {
             if e.too_large {
-                ApiError::PayloadTooLarge { message: format!("{} {}", e.field, e.message), field: Some(e.field) }
+                ApiError::PayloadTooLarge {
+                    message: format!("{} {}", e.field, e.message),
+                    field: Some(e.field),
+                }
             } else {
-                ApiError::InvalidRequest { message: format!("{} {}", e.field, e.message), field: Some(e.field) }
+                ApiError::InvalidRequest {
+                    message: format!("{} {}", e.field, e.message),
+                    field: Some(e.field),
+                }
             }
         })?;
         let body_hash = hex_sha256(body.to_string().as_bytes());
@@ -117,8 +135,17 @@ impl IntakeService {
         }
 
         let action_types: Vec<&str> = request.action_steps().collect();
-        let needs_kyc = action_types.iter().any(|t| self.policy.rule(t).is_some_and(|r| r.requires_kyc));
-        let kyc_verified = if needs_kyc { self.store.kyc_verified(&identity.user).await.map_err(ApiError::internal)? } else { false };
+        let needs_kyc = action_types
+            .iter()
+            .any(|t| self.policy.rule(t).is_some_and(|r| r.requires_kyc));
+        let kyc_verified = if needs_kyc {
+            self.store
+                .kyc_verified(&identity.user)
+                .await
+                .map_err(ApiError::internal)?
+        } else {
+            false
+        };
         let decision = self.policy.evaluate(&Subject {
             action_types: action_types.clone(),
             risk_score: request.risk_score,
@@ -128,7 +155,9 @@ impl IntakeService {
         let counters = counters_for(&decision, now);
 
         if request.dry_run {
-            return self.dry_run(&request, &decision, &counters, identity, now).await;
+            return self
+                .dry_run(&request, &decision, &counters, identity, now)
+                .await;
         }
 
         let mut action = new_action(&request, &decision, identity, idempotency_key.clone(), now);
@@ -140,17 +169,29 @@ impl IntakeService {
         }
         let events = creation_events(&action, &decision, identity, &meta, now);
         // Denied actions are recorded (the audit trail shows the attempt) but use no quota.
-        let counters: &[CounterSpec] = if target == Status::Blocked { &[] } else { &counters };
+        let counters: &[CounterSpec] = if target == Status::Blocked {
+            &[]
+        } else {
+            &counters
+        };
         let idempotency = idempotency_key.as_ref().map(|k| (k, body_hash.as_str()));
-        match self.store.create_action(&action, &events, idempotency, counters, now).await {
+        match self
+            .store
+            .create_action(&action, &events, idempotency, counters, now)
+            .await
+        {
             Ok(()) => {}
             Err(CreateError::RateLimited(i)) => return Err(rate_limited(&counters[i], now)),
             Err(CreateError::IdempotencyKeyUsed) => {
                 // A concurrent request with the same key won the race.
-                let key = idempotency_key.as_ref().ok_or_else(|| ApiError::internal(anyhow::anyhow!("idempotency conflict without a key")))?;
+                let key = idempotency_key.as_ref().ok_or_else(|| {
+                    ApiError::internal(anyhow::anyhow!("idempotency conflict without a key"))
+                })?;
                 return match self.replay(&identity.user, key, &body_hash).await? {
                     Some(response) => Ok(response),
-                    None => Err(ApiError::internal(anyhow::anyhow!("idempotency record vanished"))),
+                    None => Err(ApiError::internal(anyhow::anyhow!(
+                        "idempotency record vanished"
+                    ))),
                 };
             }
             Err(CreateError::Store(e)) => return Err(ApiError::internal(e)),
@@ -159,7 +200,17 @@ impl IntakeService {
 
         if action.status == Status::Queued {
             // If this send is lost, the action stays `queued` and the sweep re-sends it.
-            if let Err(e) = self.queue.enqueue(&ExecuteMessage { action_id: action.action_id, step: 0 }, 0).await {
+            if let Err(e) = self
+                .queue
+                .enqueue(
+                    &ExecuteMessage {
+                        action_id: action.action_id,
+                        step: 0,
+                    },
+                    0,
+                )
+                .await
+            {
                 tracing::error!(error = %e, "queueing failed; the sweep will re-send");
             }
         }
@@ -168,8 +219,18 @@ impl IntakeService {
 
     /// Answers a request whose `Idempotency-Key` was seen before: the original action for the
     /// same body, 409 for a different one, `None` for a key never seen.
-    async fn replay(&self, user: &UserId, key: &IdempotencyKey, body_hash: &str) -> Result<Option<Response<Body>>, ApiError> {
-        let Some(record) = self.store.get_idempotency(user, key).await.map_err(ApiError::internal)? else {
+    async fn replay(
+        &self,
+        user: &UserId,
+        key: &IdempotencyKey,
+        body_hash: &str,
+    ) -> Result<Option<Response<Body>>, ApiError> {
+        let Some(record) = self
+            .store
+            .get_idempotency(user, key)
+            .await
+            .map_err(ApiError::internal)?
+        else {
             return Ok(None);
         };
         if !constant_time_eq(record.body_sha256.as_bytes(), body_hash.as_bytes()) {
@@ -180,13 +241,28 @@ impl IntakeService {
             .get_action(record.action_id)
             .await
             .map_err(ApiError::internal)?
-            .ok_or_else(|| ApiError::internal(anyhow::anyhow!("idempotency record points at a missing action")))?;
+            .ok_or_else(|| {
+                ApiError::internal(anyhow::anyhow!(
+                    "idempotency record points at a missing action"
+                ))
+            })?;
         let decision_view = StoredDecision::from(&action);
         creation_response_from_stored(&action, &decision_view, 200).map(Some)
     }
 
-    async fn dry_run(&self, request: &CreateActionRequest, decision: &Decision, counters: &[CounterSpec], identity: &Identity, now: DateTime<Utc>) -> Result<Response<Body>, ApiError> {
-        let used = self.store.counter_usage(&identity.user, counters).await.map_err(ApiError::internal)?;
+    async fn dry_run(
+        &self,
+        request: &CreateActionRequest,
+        decision: &Decision,
+        counters: &[CounterSpec],
+        identity: &Identity,
+        now: DateTime<Utc>,
+    ) -> Result<Response<Body>, ApiError> {
+        let used = self
+            .store
+            .counter_usage(&identity.user, counters)
+            .await
+            .map_err(ApiError::internal)?;
         let mut would_be_limited = None;
         let limits: Vec<Value> = counters
             .iter()
@@ -200,7 +276,12 @@ impl IntakeService {
             })
             .collect();
         let status = match would_be_limited {
-            Some(_) if decision.verdict != Verdict::Blocked && decision.verdict != Verdict::KycRequired => "rate_limited".to_owned(),
+            Some(_)
+                if decision.verdict != Verdict::Blocked
+                    && decision.verdict != Verdict::KycRequired =>
+            {
+                "rate_limited".to_owned()
+            }
             _ => target_status(decision, request, now).to_string(),
         };
         let tier = match decision.verdict {
@@ -212,7 +293,12 @@ impl IntakeService {
             reasons.push("rate_limited".into());
             let _ = secs;
         }
-        let steps: Vec<Value> = request.steps.iter().enumerate().map(|(i, k)| serde_json::to_value(Step::new(i, k.clone())).unwrap_or(Value::Null)).collect();
+        let steps: Vec<Value> = request
+            .steps
+            .iter()
+            .enumerate()
+            .map(|(i, k)| serde_json::to_value(Step::new(i, k.clone())).unwrap_or(Value::Null))
+            .collect();
         Ok(api::json_response(
             200,
             &json!({
@@ -238,7 +324,9 @@ impl IntakeService {
         let query = req.query_string_parameters();
         let status = match query.first("status") {
             None | Some("") => None,
-            Some(s) => Some(Status::parse(s).ok_or_else(|| ApiError::invalid("status", format!("`{s}` is not an action status")))?),
+            Some(s) => Some(Status::parse(s).ok_or_else(|| {
+                ApiError::invalid("status", format!("`{s}` is not an action status"))
+            })?),
         };
         let limit = match query.first("limit") {
             None | Some("") => DEFAULT_PAGE,
@@ -246,7 +334,12 @@ impl IntakeService {
                 .parse::<i32>()
                 .ok()
                 .filter(|n| (1..=MAX_PAGE).contains(n))
-                .ok_or_else(|| ApiError::invalid("limit", format!("must be a whole number from 1 to {MAX_PAGE}")))?,
+                .ok_or_else(|| {
+                    ApiError::invalid(
+                        "limit",
+                        format!("must be a whole number from 1 to {MAX_PAGE}"),
+                    )
+                })?,
         };
         let cursor = query.first("cursor").filter(|c| !c.is_empty());
         let page = self
@@ -265,21 +358,42 @@ impl IntakeService {
 
     async fn audit(&self, id: &str, identity: &Identity) -> Result<Response<Body>, ApiError> {
         let action = self.visible_action(id, identity).await?;
-        let events = self.store.audit_trail(action.action_id).await.map_err(ApiError::internal)?;
+        let events = self
+            .store
+            .audit_trail(action.action_id)
+            .await
+            .map_err(ApiError::internal)?;
         let events: Vec<Value> = events.iter().map(AuditEvent::to_api).collect();
-        Ok(api::json_response(200, &json!({ "action_id": action.action_id, "events": events })))
+        Ok(api::json_response(
+            200,
+            &json!({ "action_id": action.action_id, "events": events }),
+        ))
     }
 
     /// `cancel` (owner withdraws unstarted work), `done` and `dismiss` (a human closes a tier-3
     /// action they carried out, or decided against).
-    async fn close(&self, req: &Request, id: &str, verb: &str, identity: &Identity) -> Result<Response<Body>, ApiError> {
+    async fn close(
+        &self,
+        req: &Request,
+        id: &str,
+        verb: &str,
+        identity: &Identity,
+    ) -> Result<Response<Body>, ApiError> {
         let body = api::optional_json_body(req, 16 * 1024)?;
         let reason = match body.get("reason") {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) if s.len() <= 1024 => Some(s.clone()),
-            Some(_) => return Err(ApiError::invalid("reason", "must be a string of at most 1024 characters")),
+            Some(_) => {
+                return Err(ApiError::invalid(
+                    "reason",
+                    "must be a string of at most 1024 characters",
+                ))
+            }
         };
-        if let Some(extra) = body.as_object().and_then(|o| o.keys().find(|k| *k != "reason")) {
+        if let Some(extra) = body
+            .as_object()
+            .and_then(|o| o.keys().find(|k| *k != "reason"))
+        {
             return Err(ApiError::invalid(extra.clone(), "is not a known field"));
         }
         let meta = RequestMeta::from_request(req);
@@ -296,14 +410,29 @@ impl IntakeService {
             });
         }
         let reason = reason.unwrap_or_else(|| default_reason.to_owned());
-        let updated = self.apply_transition(&action, target, identity, &meta, reason).await?;
+        let updated = self
+            .apply_transition(&action, target, identity, &meta, reason)
+            .await?;
         Ok(api::json_response(200, &updated.to_api()))
     }
 
-    async fn apply_transition(&self, action: &Action, to: Status, identity: &Identity, meta: &RequestMeta, reason: String) -> Result<Action, ApiError> {
+    async fn apply_transition(
+        &self,
+        action: &Action,
+        to: Status,
+        identity: &Identity,
+        meta: &RequestMeta,
+        reason: String,
+    ) -> Result<Action, ApiError> {
         let now = self.clock.now();
         let mut after = action.clone();
-        after.status = action.status.transition_to(to).map_err(|e| ApiError::InvalidState { status: action.status, message: e.to_string() })?;
+        after.status = action
+            .status
+            .transition_to(to)
+            .map_err(|e| ApiError::InvalidState {
+                status: action.status,
+                message: e.to_string(),
+            })?;
         after.version = action.version + 1;
         after.updated_at = now;
         let event = AuditEvent {
@@ -323,15 +452,26 @@ impl IntakeService {
             Ok(()) => Ok(after),
             Err(TransitionError::Conflict) => {
                 // Someone moved it first; report the state it is in now.
-                let current = self.store.get_action(action.action_id).await.map_err(ApiError::internal)?;
+                let current = self
+                    .store
+                    .get_action(action.action_id)
+                    .await
+                    .map_err(ApiError::internal)?;
                 let status = current.map_or(action.status, |a| a.status);
-                Err(ApiError::InvalidState { status, message: "it changed while this request was handled".into() })
+                Err(ApiError::InvalidState {
+                    status,
+                    message: "it changed while this request was handled".into(),
+                })
             }
             Err(TransitionError::Store(e)) => Err(ApiError::internal(e)),
         }
     }
 
-    async fn rate_limits(&self, action_type: &str, identity: &Identity) -> Result<Response<Body>, ApiError> {
+    async fn rate_limits(
+        &self,
+        action_type: &str,
+        identity: &Identity,
+    ) -> Result<Response<Body>, ApiError> {
         if !BUILTIN_ACTION_TYPES.contains(&action_type) {
             return Err(ApiError::NotFound("action type"));
         }
@@ -339,9 +479,18 @@ impl IntakeService {
         let counters: Vec<CounterSpec> = self
             .policy
             .rule(action_type)
-            .map(|r| r.rate_limits.iter().map(|l| CounterSpec::at(action_type, *l, 1, now)).collect())
+            .map(|r| {
+                r.rate_limits
+                    .iter()
+                    .map(|l| CounterSpec::at(action_type, *l, 1, now))
+                    .collect()
+            })
             .unwrap_or_default();
-        let used = self.store.counter_usage(&identity.user, &counters).await.map_err(ApiError::internal)?;
+        let used = self
+            .store
+            .counter_usage(&identity.user, &counters)
+            .await
+            .map_err(ApiError::internal)?;
         let limits: Vec<Value> = counters
             .iter()
             .zip(used)
@@ -349,33 +498,61 @@ impl IntakeService {
                 json!({"window": c.limit.window.as_str(), "limit": c.limit.limit, "used": used, "remaining": c.limit.limit.saturating_sub(used), "resets_at": format_time(c.window_end)})
             })
             .collect();
-        Ok(api::json_response(200, &json!({"action_type": action_type, "limits": limits})))
+        Ok(api::json_response(
+            200,
+            &json!({"action_type": action_type, "limits": limits}),
+        ))
     }
 
     /// The host application records whether a user passed KYC (needed by `make_purchase`).
-    async fn kyc(&self, req: &Request, user: &str, identity: &Identity) -> Result<Response<Body>, ApiError> {
+    async fn kyc(
+        &self,
+        req: &Request,
+        user: &str,
+        identity: &Identity,
+    ) -> Result<Response<Body>, ApiError> {
         if !identity.admin {
             return Err(ApiError::Forbidden);
         }
-        let user = UserId::parse(user).ok_or_else(|| ApiError::invalid("user_id", "is not a valid user id"))?;
+        let user = UserId::parse(user)
+            .ok_or_else(|| ApiError::invalid("user_id", "is not a valid user id"))?;
         if req.method() == "PUT" {
             let body = api::json_body(req, 4 * 1024)?;
-            let verified = body.get("verified").and_then(Value::as_bool).ok_or_else(|| ApiError::invalid("verified", "must be true or false"))?;
-            if let Some(extra) = body.as_object().and_then(|o| o.keys().find(|k| *k != "verified")) {
+            let verified = body
+                .get("verified")
+                .and_then(Value::as_bool)
+                .ok_or_else(|| ApiError::invalid("verified", "must be true or false"))?;
+            if let Some(extra) = body
+                .as_object()
+                .and_then(|o| o.keys().find(|k| *k != "verified"))
+            {
                 return Err(ApiError::invalid(extra.clone(), "is not a known field"));
             }
-            self.store.set_kyc_verified(&user, verified, identity.user.as_str(), self.clock.now()).await.map_err(ApiError::internal)?;
+            self.store
+                .set_kyc_verified(&user, verified, identity.user.as_str(), self.clock.now())
+                .await
+                .map_err(ApiError::internal)?;
             tracing::info!(user = %user, verified, by = %identity.user, "kyc flag set");
         }
-        let verified = self.store.kyc_verified(&user).await.map_err(ApiError::internal)?;
-        Ok(api::json_response(200, &json!({"user_id": user, "kyc_verified": verified})))
+        let verified = self
+            .store
+            .kyc_verified(&user)
+            .await
+            .map_err(ApiError::internal)?;
+        Ok(api::json_response(
+            200,
+            &json!({"user_id": user, "kyc_verified": verified}),
+        ))
     }
 
     /// An action the caller may see: owner, designated approver or admin. Anyone else, and a
     /// malformed id, gets the same 404 as a missing action.
     async fn visible_action(&self, id: &str, identity: &Identity) -> Result<Action, ApiError> {
         let action = self.load(id).await?;
-        if action.user_id == identity.user || identity.admin || identity.is_approver(action.approver.as_ref()) {
+        if action.user_id == identity.user
+            || identity.admin
+            || identity.is_approver(action.approver.as_ref())
+        {
             Ok(action)
         } else {
             Err(ApiError::NotFound("action"))
@@ -394,18 +571,28 @@ impl IntakeService {
     async fn load(&self, id: &str) -> Result<Action, ApiError> {
         let id = ActionId::parse(id).ok_or(ApiError::NotFound("action"))?;
         tracing::Span::current().record("action_id", tracing::field::display(id));
-        self.store.get_action(id).await.map_err(ApiError::internal)?.ok_or(ApiError::NotFound("action"))
+        self.store
+            .get_action(id)
+            .await
+            .map_err(ApiError::internal)?
+            .ok_or(ApiError::NotFound("action"))
     }
 }
 
 /// One counter per (type, window), consuming as many units as the plan has steps of the type.
 fn counters_for(decision: &Decision, now: DateTime<Utc>) -> Vec<CounterSpec> {
-    let mut units: BTreeMap<(String, &'static str), (crate::policy::RateLimit, u32)> = BTreeMap::new();
+    let mut units: BTreeMap<(String, &'static str), (crate::policy::RateLimit, u32)> =
+        BTreeMap::new();
     for (action_type, limit) in &decision.rate_limits {
-        let entry = units.entry((action_type.clone(), limit.window.as_str())).or_insert((*limit, 0));
+        let entry = units
+            .entry((action_type.clone(), limit.window.as_str()))
+            .or_insert((*limit, 0));
         entry.1 += 1;
     }
-    units.into_iter().map(|((t, _), (limit, n))| CounterSpec::at(&t, limit, n, now)).collect()
+    units
+        .into_iter()
+        .map(|((t, _), (limit, n))| CounterSpec::at(&t, limit, n, now))
+        .collect()
 }
 
 fn target_status(decision: &Decision, request: &CreateActionRequest, now: DateTime<Utc>) -> Status {
@@ -413,12 +600,20 @@ fn target_status(decision: &Decision, request: &CreateActionRequest, now: DateTi
         Verdict::Blocked | Verdict::KycRequired => Status::Blocked,
         Verdict::Tier(Tier::Manual) => Status::Manual,
         Verdict::Tier(Tier::Approval) => Status::AwaitingApproval,
-        Verdict::Tier(Tier::Auto) if request.scheduled_for.is_some_and(|t| t > now) => Status::Pending,
+        Verdict::Tier(Tier::Auto) if request.scheduled_for.is_some_and(|t| t > now) => {
+            Status::Pending
+        }
         Verdict::Tier(Tier::Auto) => Status::Queued,
     }
 }
 
-fn new_action(request: &CreateActionRequest, decision: &Decision, identity: &Identity, key: Option<IdempotencyKey>, now: DateTime<Utc>) -> Action {
+fn new_action(
+    request: &CreateActionRequest,
+    decision: &Decision,
+    identity: &Identity,
+    key: Option<IdempotencyKey>,
+    now: DateTime<Utc>,
+) -> Action {
     let tier = match decision.verdict {
         Verdict::Tier(t) => Some(t),
         _ => None,
@@ -428,7 +623,12 @@ fn new_action(request: &CreateActionRequest, decision: &Decision, identity: &Ide
         user_id: identity.user.clone(),
         action_type: request.action_type.clone(),
         payload: request.payload.clone(),
-        steps: request.steps.iter().enumerate().map(|(i, k)| Step::new(i, k.clone())).collect(),
+        steps: request
+            .steps
+            .iter()
+            .enumerate()
+            .map(|(i, k)| Step::new(i, k.clone()))
+            .collect(),
         status: Status::Received,
         tier,
         risk_score: request.risk_score,
@@ -437,7 +637,11 @@ fn new_action(request: &CreateActionRequest, decision: &Decision, identity: &Ide
         scheduled_for: request.scheduled_for,
         rate_limit_key: request.rate_limit_key.clone(),
         // The policy's approver is only designated where approval is asked for.
-        approver: request.approver.clone().or_else(|| (tier == Some(Tier::Approval)).then(|| decision.approver.clone()).flatten()),
+        approver: request.approver.clone().or_else(|| {
+            (tier == Some(Tier::Approval))
+                .then(|| decision.approver.clone())
+                .flatten()
+        }),
         reasons: decision.reason_codes(),
         attempts: 0,
         max_attempts: decision.max_attempts,
@@ -452,7 +656,13 @@ fn new_action(request: &CreateActionRequest, decision: &Decision, identity: &Ide
 }
 
 /// The two first lines of every trail: submitted (→ received), and policy's placement.
-fn creation_events(action: &Action, decision: &Decision, identity: &Identity, meta: &RequestMeta, now: DateTime<Utc>) -> Vec<AuditEvent> {
+fn creation_events(
+    action: &Action,
+    decision: &Decision,
+    identity: &Identity,
+    meta: &RequestMeta,
+    now: DateTime<Utc>,
+) -> Vec<AuditEvent> {
     let base = AuditEvent {
         action_id: action.action_id,
         seq: 1,
@@ -471,8 +681,15 @@ fn creation_events(action: &Action, decision: &Decision, identity: &Identity, me
         actor: "policy".into(),
         from: Some(Status::Received),
         to: action.status,
-        reason: decision.reasons.iter().map(|r| r.message.as_str()).collect::<Vec<_>>().join("; "),
-        detail: Some(json!({"tier": action.tier, "reasons": decision.reasons, "approver": action.approver, "approval_expires_at": action.approval_expires_at.map(format_time)})),
+        reason: decision
+            .reasons
+            .iter()
+            .map(|r| r.message.as_str())
+            .collect::<Vec<_>>()
+            .join("; "),
+        detail: Some(
+            json!({"tier": action.tier, "reasons": decision.reasons, "approver": action.approver, "approval_expires_at": action.approval_expires_at.map(format_time)}),
+        ),
         ..base.clone()
     };
     vec![base, placed]
@@ -485,20 +702,35 @@ struct StoredDecision {
 
 impl From<&Action> for StoredDecision {
     fn from(a: &Action) -> Self {
-        Self { reasons: a.reasons.clone() }
+        Self {
+            reasons: a.reasons.clone(),
+        }
     }
 }
 
-fn creation_response(action: &Action, decision: &Decision, status: u16) -> Result<Response<Body>, ApiError> {
+fn creation_response(
+    action: &Action,
+    decision: &Decision,
+    status: u16,
+) -> Result<Response<Body>, ApiError> {
     let details = serde_json::to_value(&decision.reasons).map_err(ApiError::internal)?;
     respond_created(action, &decision.reason_codes(), Some(details), status)
 }
 
-fn creation_response_from_stored(action: &Action, stored: &StoredDecision, status: u16) -> Result<Response<Body>, ApiError> {
+fn creation_response_from_stored(
+    action: &Action,
+    stored: &StoredDecision,
+    status: u16,
+) -> Result<Response<Body>, ApiError> {
     respond_created(action, &stored.reasons, None, status)
 }
 
-fn respond_created(action: &Action, reasons: &[String], details: Option<Value>, status: u16) -> Result<Response<Body>, ApiError> {
+fn respond_created(
+    action: &Action,
+    reasons: &[String],
+    details: Option<Value>,
+    status: u16,
+) -> Result<Response<Body>, ApiError> {
     if action.status == Status::Blocked {
         let (code, message) = if reasons.iter().any(|r| r == "blocked") {
             ("blocked", "the policy blocks this action")
@@ -533,7 +765,12 @@ fn respond_created(action: &Action, reasons: &[String], details: Option<Value>, 
 fn rate_limited(counter: &CounterSpec, now: DateTime<Utc>) -> ApiError {
     let retry = (counter.window_end - now).num_seconds().max(1);
     ApiError::RateLimited {
-        message: format!("{} is limited to {} per {} for each user", counter.action_type, counter.limit.limit, counter.limit.window.as_str()),
+        message: format!(
+            "{} is limited to {} per {} for each user",
+            counter.action_type,
+            counter.limit.limit,
+            counter.limit.window.as_str()
+        ),
         retry_after_secs: retry,
         extra: json!({"action_type": counter.action_type, "window": counter.limit.window.as_str(), "limit": counter.limit.limit, "resets_at": format_time(counter.window_end)}),
     }
@@ -545,34 +782,88 @@ pub fn preview(request: &CreateActionRequest) -> Vec<String> {
         .steps
         .iter()
         .map(|step| match step {
-            crate::domain::StepKind::Action { action_type, payload } => describe(action_type, payload),
+            crate::domain::StepKind::Action {
+                action_type,
+                payload,
+            } => describe(action_type, payload),
             crate::domain::StepKind::WaitFor { wait_for } => format!("wait {wait_for}"),
-            crate::domain::StepKind::WaitUntil { wait_until } => format!("wait until {}", format_time(*wait_until)),
+            crate::domain::StepKind::WaitUntil { wait_until } => {
+                format!("wait until {}", format_time(*wait_until))
+            }
         })
         .collect()
 }
 
 pub fn describe(action_type: &str, payload: &Value) -> String {
-    let s = |k: &str| payload.get(k).and_then(Value::as_str).unwrap_or("?").to_owned();
-    let list = |k: &str| payload.get(k).and_then(Value::as_array).map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", ")).unwrap_or_default();
+    let s = |k: &str| {
+        payload
+            .get(k)
+            .and_then(Value::as_str)
+            .unwrap_or("?")
+            .to_owned()
+    };
+    let list = |k: &str| {
+        payload
+            .get(k)
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default()
+    };
     match action_type {
-        "send_email" => format!("send an email to {} with subject \"{}\"", list("to"), s("subject")),
+        "send_email" => format!(
+            "send an email to {} with subject \"{}\"",
+            list("to"),
+            s("subject")
+        ),
         "gmail.flag" => format!("flag Gmail message {}", s("message_id")),
         "gmail.archive" => format!("archive Gmail message {}", s("message_id")),
         "gmail.mark_read" => format!("mark Gmail message {} as read", s("message_id")),
         "gmail.spam" => format!("move Gmail message {} to spam", s("message_id")),
         "gmail.delete" => format!("delete Gmail message {} (by hand)", s("message_id")),
-        "gmail.label" => format!("label Gmail message {} with {}", s("message_id"), list("label_ids")),
-        "calendar.create_event" => format!("create calendar event \"{}\" from {} to {}", s("summary"), s("start"), s("end")),
+        "gmail.label" => format!(
+            "label Gmail message {} with {}",
+            s("message_id"),
+            list("label_ids")
+        ),
+        "calendar.create_event" => format!(
+            "create calendar event \"{}\" from {} to {}",
+            s("summary"),
+            s("start"),
+            s("end")
+        ),
         "http_request" => format!("{} {}", s("method"), s("url")),
-        "make_payment" => format!("pay {} {} to {}", payload.get("amount").map(Value::to_string).unwrap_or_default(), s("currency"), s("recipient")),
-        "make_purchase" => format!("buy {} for {} {}", s("item"), payload.get("amount").map(Value::to_string).unwrap_or_default(), s("currency")),
+        "make_payment" => format!(
+            "pay {} {} to {}",
+            payload
+                .get("amount")
+                .map(Value::to_string)
+                .unwrap_or_default(),
+            s("currency"),
+            s("recipient")
+        ),
+        "make_purchase" => format!(
+            "buy {} for {} {}",
+            s("item"),
+            payload
+                .get("amount")
+                .map(Value::to_string)
+                .unwrap_or_default(),
+            s("currency")
+        ),
         other => other.to_owned(),
     }
 }
 
 pub fn hex_sha256(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Comparison whose time does not depend on where the inputs differ.
@@ -589,7 +880,9 @@ mod tests {
     use crate::policy::Policy;
 
     fn now() -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339("2026-03-01T12:00:00Z").unwrap().with_timezone(&Utc)
+        DateTime::parse_from_rfc3339("2026-03-01T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc)
     }
 
     fn request(body: Value) -> CreateActionRequest {
@@ -597,18 +890,38 @@ mod tests {
     }
 
     fn decide(policy: &Policy, r: &CreateActionRequest) -> Decision {
-        policy.evaluate(&Subject { action_types: r.action_steps().collect(), risk_score: r.risk_score, confidence: r.confidence, kyc_verified: false })
+        policy.evaluate(&Subject {
+            action_types: r.action_steps().collect(),
+            risk_score: r.risk_score,
+            confidence: r.confidence,
+            kyc_verified: false,
+        })
     }
 
     #[test]
     fn tier_one_is_queued_now_or_pending_when_scheduled() {
         let p = Policy::default_policy();
-        let now_req = request(json!({"action_type": "gmail.flag", "payload": {"message_id": "m"}, "confidence": 0.9}));
-        assert_eq!(target_status(&decide(&p, &now_req), &now_req, now()), Status::Queued);
-        let later = request(json!({"action_type": "gmail.flag", "payload": {"message_id": "m"}, "confidence": 0.9, "scheduled_for": "2026-03-02T00:00:00Z"}));
-        assert_eq!(target_status(&decide(&p, &later), &later, now()), Status::Pending);
-        let past = request(json!({"action_type": "gmail.flag", "payload": {"message_id": "m"}, "confidence": 0.9, "scheduled_for": "2026-02-01T00:00:00Z"}));
-        assert_eq!(target_status(&decide(&p, &past), &past, now()), Status::Queued);
+        let now_req = request(
+            json!({"action_type": "gmail.flag", "payload": {"message_id": "m"}, "confidence": 0.9}),
+        );
+        assert_eq!(
+            target_status(&decide(&p, &now_req), &now_req, now()),
+            Status::Queued
+        );
+        let later = request(
+            json!({"action_type": "gmail.flag", "payload": {"message_id": "m"}, "confidence": 0.9, "scheduled_for": "2026-03-02T00:00:00Z"}),
+        );
+        assert_eq!(
+            target_status(&decide(&p, &later), &later, now()),
+            Status::Pending
+        );
+        let past = request(
+            json!({"action_type": "gmail.flag", "payload": {"message_id": "m"}, "confidence": 0.9, "scheduled_for": "2026-02-01T00:00:00Z"}),
+        );
+        assert_eq!(
+            target_status(&decide(&p, &past), &past, now()),
+            Status::Queued
+        );
     }
 
     #[test]
@@ -618,23 +931,40 @@ mod tests {
         let r = request(json!({"steps": [email, {"wait_for": "PT1H"}, email]}));
         let counters = counters_for(&decide(&p, &r), now());
         assert_eq!(counters.len(), 2);
-        assert!(counters.iter().all(|c| c.units == 2 && c.action_type == "send_email"));
+        assert!(counters
+            .iter()
+            .all(|c| c.units == 2 && c.action_type == "send_email"));
     }
 
     #[test]
     fn creation_trail_starts_with_received_then_placement() {
         let p = Policy::default_policy();
-        let r = request(json!({"action_type": "send_email", "payload": {"to": ["a@example.com"], "subject": "s", "text": "t"}}));
+        let r = request(
+            json!({"action_type": "send_email", "payload": {"to": ["a@example.com"], "subject": "s", "text": "t"}}),
+        );
         let d = decide(&p, &r);
-        let identity = Identity { user: UserId::parse("alice").unwrap(), email: None, admin: false };
+        let identity = Identity {
+            user: UserId::parse("alice").unwrap(),
+            email: None,
+            admin: false,
+        };
         let mut action = new_action(&r, &d, &identity, None, now());
         action.status = target_status(&d, &r, now());
         let events = creation_events(&action, &d, &identity, &RequestMeta::default(), now());
         assert_eq!(events.len(), 2);
-        assert_eq!((events[0].from, events[0].to, events[0].seq), (None, Status::Received, 1));
-        assert_eq!((events[1].from, events[1].to, events[1].seq), (Some(Status::Received), Status::AwaitingApproval, 2));
+        assert_eq!(
+            (events[0].from, events[0].to, events[0].seq),
+            (None, Status::Received, 1)
+        );
+        assert_eq!(
+            (events[1].from, events[1].to, events[1].seq),
+            (Some(Status::Received), Status::AwaitingApproval, 2)
+        );
         assert_eq!(action.version, 2);
-        assert_eq!(action.approver.as_ref().map(|a| a.as_str()), Some("approvals@example.com"));
+        assert_eq!(
+            action.approver.as_ref().map(|a| a.as_str()),
+            Some("approvals@example.com")
+        );
     }
 
     #[test]
@@ -646,7 +976,9 @@ mod tests {
 
     #[test]
     fn previews_read_as_sentences() {
-        let r = request(json!({"steps": [{"action_type": "gmail.archive", "payload": {"message_id": "m1"}}, {"wait_for": "P2D"}]}));
+        let r = request(
+            json!({"steps": [{"action_type": "gmail.archive", "payload": {"message_id": "m1"}}, {"wait_for": "P2D"}]}),
+        );
         assert_eq!(preview(&r), vec!["archive Gmail message m1", "wait P2D"]);
     }
 }

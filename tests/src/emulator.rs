@@ -16,7 +16,10 @@ impl Emulator {
     pub async fn start(port: u16) -> Result<Self> {
         let bin = crate::venv_bin("moto_server");
         if !bin.exists() {
-            bail!("{} not found: run `make setup` (or `make dev` / `make test`, which run it)", bin.display());
+            bail!(
+                "{} not found: run `make setup` (or `make dev` / `make test`, which run it)",
+                bin.display()
+            );
         }
         let logs = crate::workspace_root().join(".local");
         std::fs::create_dir_all(&logs)?;
@@ -24,8 +27,16 @@ impl Emulator {
         cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
         let child = ManagedChild::spawn("moto", cmd, Some(&logs.join(format!("moto-{port}.log"))))?;
         let endpoint = format!("http://127.0.0.1:{port}");
-        wait_for_http(&format!("{endpoint}/moto-api/reset-auth"), Duration::from_secs(60)).await?;
-        Ok(Self { endpoint, port, _child: child })
+        wait_for_http(
+            &format!("{endpoint}/moto-api/reset-auth"),
+            Duration::from_secs(60),
+        )
+        .await?;
+        Ok(Self {
+            endpoint,
+            port,
+            _child: child,
+        })
     }
 
     pub async fn sdk_config(&self) -> SdkConfig {
@@ -35,7 +46,8 @@ impl Emulator {
 
 /// SDK configuration for the emulator: fixed region and dummy credentials.
 pub async fn sdk_config_for(endpoint: &str) -> SdkConfig {
-    let creds = aws_sdk_dynamodb::config::Credentials::new("test", "test", None, None, "local-stack");
+    let creds =
+        aws_sdk_dynamodb::config::Credentials::new("test", "test", None, None, "local-stack");
     aws_config::defaults(BehaviorVersion::latest())
         .endpoint_url(endpoint)
         .region(Region::new("us-east-1"))
@@ -46,7 +58,9 @@ pub async fn sdk_config_for(endpoint: &str) -> SdkConfig {
 
 /// Polls until `url` answers anything at all over HTTP.
 pub async fn wait_for_http(url: &str, timeout: Duration) -> Result<()> {
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()?;
     let start = Instant::now();
     loop {
         if client.get(url).send().await.is_ok() {

@@ -6,8 +6,8 @@ use anyhow::{anyhow, Context, Result};
 use aws_config::SdkConfig;
 use aws_sdk_dynamodb::error::DisplayErrorContext;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType, ScalarAttributeType,
-    TimeToLiveSpecification,
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
+    ProjectionType, ScalarAttributeType, TimeToLiveSpecification,
 };
 use aws_sdk_sqs::types::QueueAttributeName;
 use std::collections::BTreeMap;
@@ -21,11 +21,17 @@ pub struct Provisioned {
 
 impl Provisioned {
     pub fn table(&self, logical_id: &str) -> Result<&str> {
-        self.tables.get(logical_id).map(String::as_str).ok_or_else(|| anyhow!("no table {logical_id}"))
+        self.tables
+            .get(logical_id)
+            .map(String::as_str)
+            .ok_or_else(|| anyhow!("no table {logical_id}"))
     }
 
     pub fn queue_url(&self, logical_id: &str) -> Result<&str> {
-        self.queues.get(logical_id).map(|(url, _)| url.as_str()).ok_or_else(|| anyhow!("no queue {logical_id}"))
+        self.queues
+            .get(logical_id)
+            .map(|(url, _)| url.as_str())
+            .ok_or_else(|| anyhow!("no queue {logical_id}"))
     }
 }
 
@@ -34,8 +40,11 @@ pub async fn provision(template: &Template, sdk: &SdkConfig) -> Result<Provision
     let sqs = aws_sdk_sqs::Client::new(sdk);
     let mut out = Provisioned::default();
     for table in &template.tables {
-        create_table(&ddb, table).await.with_context(|| format!("creating table {}", table.logical_id))?;
-        out.tables.insert(table.logical_id.clone(), table.logical_id.clone());
+        create_table(&ddb, table)
+            .await
+            .with_context(|| format!("creating table {}", table.logical_id))?;
+        out.tables
+            .insert(table.logical_id.clone(), table.logical_id.clone());
     }
     // Dead-letter queues first, so redrive policies can name them.
     let mut queues = template.queues.clone();
@@ -46,19 +55,36 @@ pub async fn provision(template: &Template, sdk: &SdkConfig) -> Result<Provision
             req = req.attributes(QueueAttributeName::VisibilityTimeout, v.to_string());
         }
         if let Some((dlq, max)) = &queue.redrive {
-            let (_, arn) = out.queues.get(dlq).ok_or_else(|| anyhow!("{}: dead-letter queue {dlq} not declared", queue.logical_id))?;
-            let policy = serde_json::json!({"deadLetterTargetArn": arn, "maxReceiveCount": max.to_string()});
+            let (_, arn) = out.queues.get(dlq).ok_or_else(|| {
+                anyhow!("{}: dead-letter queue {dlq} not declared", queue.logical_id)
+            })?;
+            let policy =
+                serde_json::json!({"deadLetterTargetArn": arn, "maxReceiveCount": max.to_string()});
             req = req.attributes(QueueAttributeName::RedrivePolicy, policy.to_string());
         }
-        let created = req.send().await.map_err(|e| anyhow!("creating queue {}: {}", queue.logical_id, DisplayErrorContext(e)))?;
-        let url = created.queue_url.ok_or_else(|| anyhow!("no url for {}", queue.logical_id))?;
+        let created = req.send().await.map_err(|e| {
+            anyhow!(
+                "creating queue {}: {}",
+                queue.logical_id,
+                DisplayErrorContext(e)
+            )
+        })?;
+        let url = created
+            .queue_url
+            .ok_or_else(|| anyhow!("no url for {}", queue.logical_id))?;
         let attrs = sqs
             .get_queue_attributes()
             .queue_url(&url)
             .attribute_names(QueueAttributeName::QueueArn)
             .send()
             .await
-            .map_err(|e| anyhow!("reading queue {}: {}", queue.logical_id, DisplayErrorContext(e)))?;
+            .map_err(|e| {
+                anyhow!(
+                    "reading queue {}: {}",
+                    queue.logical_id,
+                    DisplayErrorContext(e)
+                )
+            })?;
         let arn = attrs
             .attributes
             .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
@@ -70,9 +96,17 @@ pub async fn provision(template: &Template, sdk: &SdkConfig) -> Result<Provision
 
 async fn create_table(ddb: &aws_sdk_dynamodb::Client, spec: &TableSpec) -> Result<()> {
     let key = |(hash, range): &(String, Option<String>)| -> Result<Vec<KeySchemaElement>> {
-        let mut k = vec![KeySchemaElement::builder().attribute_name(hash).key_type(KeyType::Hash).build()?];
+        let mut k = vec![KeySchemaElement::builder()
+            .attribute_name(hash)
+            .key_type(KeyType::Hash)
+            .build()?];
         if let Some(r) = range {
-            k.push(KeySchemaElement::builder().attribute_name(r).key_type(KeyType::Range).build()?);
+            k.push(
+                KeySchemaElement::builder()
+                    .attribute_name(r)
+                    .key_type(KeyType::Range)
+                    .build()?,
+            );
         }
         Ok(k)
     };
@@ -82,22 +116,38 @@ async fn create_table(ddb: &aws_sdk_dynamodb::Client, spec: &TableSpec) -> Resul
         .billing_mode(BillingMode::PayPerRequest)
         .set_key_schema(Some(key(&spec.key)?));
     for (name, kind) in &spec.attributes {
-        req = req.attribute_definitions(AttributeDefinition::builder().attribute_name(name).attribute_type(ScalarAttributeType::from(kind.as_str())).build()?);
+        req = req.attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name(name)
+                .attribute_type(ScalarAttributeType::from(kind.as_str()))
+                .build()?,
+        );
     }
     for index in &spec.indexes {
         req = req.global_secondary_indexes(
             GlobalSecondaryIndex::builder()
                 .index_name(&index.name)
                 .set_key_schema(Some(key(&index.key)?))
-                .projection(Projection::builder().projection_type(ProjectionType::All).build())
+                .projection(
+                    Projection::builder()
+                        .projection_type(ProjectionType::All)
+                        .build(),
+                )
                 .build()?,
         );
     }
-    req.send().await.map_err(|e| anyhow!("{}", DisplayErrorContext(e)))?;
+    req.send()
+        .await
+        .map_err(|e| anyhow!("{}", DisplayErrorContext(e)))?;
     if let Some(ttl) = &spec.ttl_attribute {
         ddb.update_time_to_live()
             .table_name(&spec.logical_id)
-            .time_to_live_specification(TimeToLiveSpecification::builder().attribute_name(ttl).enabled(true).build()?)
+            .time_to_live_specification(
+                TimeToLiveSpecification::builder()
+                    .attribute_name(ttl)
+                    .enabled(true)
+                    .build()?,
+            )
             .send()
             .await
             .map_err(|e| anyhow!("{}", DisplayErrorContext(e)))?;
@@ -106,23 +156,39 @@ async fn create_table(ddb: &aws_sdk_dynamodb::Client, spec: &TableSpec) -> Resul
 }
 
 /// The environment the template gives `function`, resolved against the local resources.
-pub fn resolve_env(function: &FunctionSpec, provisioned: &Provisioned) -> Result<Vec<(String, String)>> {
+pub fn resolve_env(
+    function: &FunctionSpec,
+    provisioned: &Provisioned,
+) -> Result<Vec<(String, String)>> {
     function
         .env
         .iter()
         .map(|(name, value)| {
             let resolved = match value {
                 EnvValue::Literal(s) => s.clone(),
-                EnvValue::Ref(id) => match (provisioned.tables.get(id), provisioned.queues.get(id)) {
+                EnvValue::Ref(id) => match (provisioned.tables.get(id), provisioned.queues.get(id))
+                {
                     (Some(table), _) => table.clone(),
                     (_, Some((url, _))) => url.clone(),
-                    _ => return Err(anyhow!("{}: {name} refers to unknown resource {id}", function.logical_id)),
+                    _ => {
+                        return Err(anyhow!(
+                            "{}: {name} refers to unknown resource {id}",
+                            function.logical_id
+                        ))
+                    }
                 },
                 EnvValue::GetAtt(id, attr) => match (provisioned.queues.get(id), attr.as_str()) {
                     (Some((_, arn)), "Arn") => arn.clone(),
                     (Some((url, _)), "QueueUrl") => url.clone(),
-                    (_, "Arn") if provisioned.tables.contains_key(id) => format!("arn:aws:dynamodb:us-east-1:123456789012:table/{id}"),
-                    _ => return Err(anyhow!("{}: {name} uses unsupported !GetAtt {id}.{attr}", function.logical_id)),
+                    (_, "Arn") if provisioned.tables.contains_key(id) => {
+                        format!("arn:aws:dynamodb:us-east-1:123456789012:table/{id}")
+                    }
+                    _ => {
+                        return Err(anyhow!(
+                            "{}: {name} uses unsupported !GetAtt {id}.{attr}",
+                            function.logical_id
+                        ))
+                    }
                 },
             };
             Ok((name.clone(), resolved))

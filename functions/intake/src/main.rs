@@ -13,9 +13,18 @@ async fn main() -> Result<(), Error> {
     telemetry::init();
     let config = Config::from_env()?;
     let aws = aws_config().await;
-    let store = Store::new(aws_sdk_dynamodb::Client::new(&aws), &config.actions_table, &config.audit_table);
+    let store = Store::new(
+        aws_sdk_dynamodb::Client::new(&aws),
+        &config.actions_table,
+        &config.audit_table,
+    );
     let queue = WorkQueue::new(aws_sdk_sqs::Client::new(&aws), &config.work_queue_url);
-    let service = Arc::new(IntakeService::new(store, queue, config.policy, Arc::new(SystemClock)));
+    let service = Arc::new(IntakeService::new(
+        store,
+        queue,
+        config.policy,
+        Arc::new(SystemClock),
+    ));
     run(service_fn(move |req: Request| {
         let service = Arc::clone(&service);
         async move { Ok::<_, Error>(service.handle(req).await) }

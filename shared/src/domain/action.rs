@@ -214,7 +214,12 @@ impl AuditEvent {
             "reason": self.reason,
         });
         if let Some(map) = v.as_object_mut() {
-            for (key, value) in [("detail", self.detail.clone()), ("request_id", self.request_id.clone().map(Value::String)), ("source_ip", self.source_ip.clone().map(Value::String)), ("user_agent", self.user_agent.clone().map(Value::String))] {
+            for (key, value) in [
+                ("detail", self.detail.clone()),
+                ("request_id", self.request_id.clone().map(Value::String)),
+                ("source_ip", self.source_ip.clone().map(Value::String)),
+                ("user_agent", self.user_agent.clone().map(Value::String)),
+            ] {
                 if let Some(value) = value {
                     map.insert(key.to_owned(), value);
                 }
@@ -237,7 +242,12 @@ mod tests {
 
     #[test]
     fn steps_serialize_flat_with_kind() {
-        let step = Step::new(0, StepKind::WaitFor { wait_for: IsoDuration::from_secs(7200) });
+        let step = Step::new(
+            0,
+            StepKind::WaitFor {
+                wait_for: IsoDuration::from_secs(7200),
+            },
+        );
         let v = serde_json::to_value(&step).unwrap();
         assert_eq!(v["kind"], "wait_for");
         assert_eq!(v["wait_for"], "PT2H");

@@ -12,7 +12,11 @@ pub struct ActionId(Uuid);
 impl ActionId {
     pub fn new_v7(at: chrono::DateTime<chrono::Utc>) -> Self {
         let millis = u64::try_from(at.timestamp_millis()).unwrap_or(0);
-        let ts = uuid::Timestamp::from_unix(uuid::NoContext, millis / 1000, ((millis % 1000) * 1_000_000) as u32);
+        let ts = uuid::Timestamp::from_unix(
+            uuid::NoContext,
+            millis / 1000,
+            ((millis % 1000) * 1_000_000) as u32,
+        );
         Self(Uuid::new_v7(ts))
     }
 
@@ -42,7 +46,8 @@ impl UserId {
     pub fn parse(s: &str) -> Option<Self> {
         let ok = !s.is_empty()
             && s.len() <= 128
-            && s.chars().all(|c| !c.is_control() && !c.is_whitespace() && c != '#');
+            && s.chars()
+                .all(|c| !c.is_control() && !c.is_whitespace() && c != '#');
         ok.then(|| Self(s.to_owned()))
     }
 
@@ -76,7 +81,9 @@ impl EmailAddress {
             && !local.starts_with('.')
             && !local.ends_with('.')
             && !local.contains("..")
-            && local.chars().all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(c));
+            && local
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(c));
         let domain_ok = domain.contains('.')
             && domain.split('.').all(|label| {
                 !label.is_empty()
@@ -155,11 +162,26 @@ mod tests {
 
     #[test]
     fn email_addresses_are_checked_and_domain_lowercased() {
-        assert_eq!(EmailAddress::parse("Bob@Example.COM").unwrap().as_str(), "Bob@example.com");
-        for bad in ["", "bob", "bob@", "@example.com", "bob@example", "bo b@example.com", "bob@exa_mple.com", "a..b@example.com", "bob@-example.com"] {
+        assert_eq!(
+            EmailAddress::parse("Bob@Example.COM").unwrap().as_str(),
+            "Bob@example.com"
+        );
+        for bad in [
+            "",
+            "bob",
+            "bob@",
+            "@example.com",
+            "bob@example",
+            "bo b@example.com",
+            "bob@exa_mple.com",
+            "a..b@example.com",
+            "bob@-example.com",
+        ] {
             assert!(EmailAddress::parse(bad).is_none(), "{bad} accepted");
         }
-        assert!(EmailAddress::parse("bob@example.com").unwrap().matches("BOB@example.com"));
+        assert!(EmailAddress::parse("bob@example.com")
+            .unwrap()
+            .matches("BOB@example.com"));
     }
 
     #[test]

@@ -47,8 +47,17 @@ pub fn idempotency_pk(user: &UserId, key: &IdempotencyKey) -> String {
 }
 pub const IDEMPOTENCY_SK: &str = "IDEM";
 
-pub fn rate_counter_pk(user: &UserId, action_type: &str, window: Window, start: DateTime<Utc>) -> String {
-    format!("RATE#{user}#{action_type}#{}#{}", window.as_str(), start.timestamp())
+pub fn rate_counter_pk(
+    user: &UserId,
+    action_type: &str,
+    window: Window,
+    start: DateTime<Utc>,
+) -> String {
+    format!(
+        "RATE#{user}#{action_type}#{}#{}",
+        window.as_str(),
+        start.timestamp()
+    )
 }
 pub const RATE_SK: &str = "RATE";
 
@@ -68,5 +77,8 @@ pub fn sweep_due(action: &Action) -> Option<(String, String)> {
         Status::Queued => action.updated_at + chrono::Duration::minutes(5),
         _ => return None,
     };
-    Some((format!("DUE#{}", action.status), format!("{}#{}", crate::clock::format_time(due), action.action_id)))
+    Some((
+        format!("DUE#{}", action.status),
+        format!("{}#{}", crate::clock::format_time(due), action.action_id),
+    ))
 }

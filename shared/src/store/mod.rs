@@ -80,7 +80,13 @@ pub struct CounterSpec {
 impl CounterSpec {
     pub fn at(action_type: &str, limit: RateLimit, units: u32, now: DateTime<Utc>) -> Self {
         let (window_start, window_end) = limit.window.bounds(now);
-        Self { action_type: action_type.to_owned(), limit, units, window_start, window_end }
+        Self {
+            action_type: action_type.to_owned(),
+            limit,
+            units,
+            window_start,
+            window_end,
+        }
     }
 }
 
@@ -102,7 +108,11 @@ pub struct Store {
 
 impl Store {
     pub fn new(client: Client, table: impl Into<String>, audit_table: impl Into<String>) -> Self {
-        Self { client, table: table.into(), audit_table: audit_table.into() }
+        Self {
+            client,
+            table: table.into(),
+            audit_table: audit_table.into(),
+        }
     }
 
     pub fn client(&self) -> &Client {
@@ -120,18 +130,32 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<(), CreateError> {
         let mut items = Vec::new();
-        items.push(TransactWriteItem::builder().put(self.put_action(action, None)?).build());
+        items.push(
+            TransactWriteItem::builder()
+                .put(self.put_action(action, None)?)
+                .build(),
+        );
         for event in events {
-            items.push(TransactWriteItem::builder().put(self.put_audit(event)?).build());
+            items.push(
+                TransactWriteItem::builder()
+                    .put(self.put_audit(event)?)
+                    .build(),
+            );
         }
         let idempotency_index = idempotency.map(|_| items.len());
         if let Some((key, body_sha256)) = idempotency {
             let mut item = Item::new();
-            item.insert(keys::PK.into(), s(keys::idempotency_pk(&action.user_id, key)));
+            item.insert(
+                keys::PK.into(),
+                s(keys::idempotency_pk(&action.user_id, key)),
+            );
             item.insert(keys::SK.into(), s(keys::IDEMPOTENCY_SK));
             item.insert("action_id".into(), s(action.action_id.to_string()));
             item.insert("body_sha256".into(), s(body_sha256));
-            item.insert(keys::TTL.into(), n((now + chrono::Duration::days(IDEMPOTENCY_TTL_DAYS)).timestamp()));
+            item.insert(
+                keys::TTL.into(),
+                n((now + chrono::Duration::days(IDEMPOTENCY_TTL_DAYS)).timestamp()),
+            );
             let put = Put::builder()
                 .table_name(&self.table)
                 .set_item(Some(item))
@@ -144,7 +168,15 @@ impl Store {
         for counter in counters {
             let update = Update::builder()
                 .table_name(&self.table)
-                .key(keys::PK, s(keys::rate_counter_pk(&action.user_id, &counter.action_type, counter.limit.window, counter.window_start)))
+                .key(
+                    keys::PK,
+                    s(keys::rate_counter_pk(
+                        &action.user_id,
+                        &counter.action_type,
+                        counter.limit.window,
+                        counter.window_start,
+                    )),
+                )
                 .key(keys::SK, s(keys::RATE_SK))
                 // The counter only moves if the whole request still fits: exact under concurrency.
                 .update_expression("ADD #count :units SET #ttl = :ttl")
@@ -152,13 +184,25 @@ impl Store {
                 .expression_attribute_names("#count", "count")
                 .expression_attribute_names("#ttl", keys::TTL)
                 .expression_attribute_values(":units", n(counter.units))
-                .expression_attribute_values(":max_before", n(i64::from(counter.limit.limit) - i64::from(counter.units)))
-                .expression_attribute_values(":ttl", n((counter.window_end + chrono::Duration::days(1)).timestamp()))
+                .expression_attribute_values(
+                    ":max_before",
+                    n(i64::from(counter.limit.limit) - i64::from(counter.units)),
+                )
+                .expression_attribute_values(
+                    ":ttl",
+                    n((counter.window_end + chrono::Duration::days(1)).timestamp()),
+                )
                 .build()
                 .map_err(StoreError::from)?;
             items.push(TransactWriteItem::builder().update(update).build());
         }
-        match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
+        match self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await
+        {
             Ok(_) => Ok(()),
             Err(err) => {
                 let failed = cancelled_indexes(&err);
@@ -175,13 +219,26 @@ impl Store {
 
     /// Moves an action to its next state: one conditional write on the version and state it
     /// was read at, with the audit event of the move in the same transaction.
-    pub async fn transition(&self, before: &Action, after: &Action, event: &AuditEvent) -> Result<(), TransitionError> {
+    pub async fn transition(
+        &self,
+        before: &Action,
+        after: &Action,
+        event: &AuditEvent,
+    ) -> Result<(), TransitionError> {
         let put = self.put_action(after, Some(before))?;
         let items = vec![
             TransactWriteItem::builder().put(put).build(),
-            TransactWriteItem::builder().put(self.put_audit(event)?).build(),
+            TransactWriteItem::builder()
+                .put(self.put_audit(event)?)
+                .build(),
         ];
-        match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
+        match self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await
+        {
             Ok(_) => Ok(()),
             Err(err) if !cancelled_indexes(&err).is_empty() => Err(TransitionError::Conflict),
             Err(err) => Err(TransitionError::Store(StoreError::aws(err))),
@@ -203,14 +260,35 @@ impl Store {
     }
 
     /// The caller's actions, newest first, optionally of one status.
-    pub async fn list_actions(&self, user: &UserId, status: Option<Status>, limit: i32, cursor: Option<&str>) -> Result<Result<Page, BadCursor>, StoreError> {
+    pub async fn list_actions(
+        &self,
+        user: &UserId,
+        status: Option<Status>,
+        limit: i32,
+        cursor: Option<&str>,
+    ) -> Result<Result<Page, BadCursor>, StoreError> {
         let (index, pk_name, sk_name, partition) = match status {
-            None => (keys::GSI_BY_USER, keys::GSI1_PK, keys::GSI1_SK, keys::user_partition(user)),
-            Some(st) => (keys::GSI_BY_USER_STATUS, keys::GSI2_PK, keys::GSI2_SK, keys::user_status_partition(user, st)),
+            None => (
+                keys::GSI_BY_USER,
+                keys::GSI1_PK,
+                keys::GSI1_SK,
+                keys::user_partition(user),
+            ),
+            Some(st) => (
+                keys::GSI_BY_USER_STATUS,
+                keys::GSI2_PK,
+                keys::GSI2_SK,
+                keys::user_status_partition(user, st),
+            ),
         };
         let start_key = match cursor {
             None => None,
-            Some(c) => match decode_cursor(c, &[keys::PK, keys::SK, pk_name, sk_name], pk_name, &partition) {
+            Some(c) => match decode_cursor(
+                c,
+                &[keys::PK, keys::SK, pk_name, sk_name],
+                pk_name,
+                &partition,
+            ) {
                 Some(k) => Some(k),
                 None => return Ok(Err(BadCursor)),
             },
@@ -229,9 +307,16 @@ impl Store {
             .send()
             .await
             .map_err(StoreError::aws)?;
-        let actions = out.items().iter().map(action_from_item).collect::<Result<Vec<_>, _>>()?;
+        let actions = out
+            .items()
+            .iter()
+            .map(action_from_item)
+            .collect::<Result<Vec<_>, _>>()?;
         let next_cursor = out.last_evaluated_key().map(encode_cursor);
-        Ok(Ok(Page { actions, next_cursor }))
+        Ok(Ok(Page {
+            actions,
+            next_cursor,
+        }))
     }
 
     /// The audit trail of an action, oldest first.
@@ -252,8 +337,13 @@ impl Store {
                 .await
                 .map_err(StoreError::aws)?;
             for item in out.items() {
-                let doc = item.get("doc").and_then(|v| v.as_s().ok()).ok_or_else(|| StoreError::Corrupt("audit item without doc".into()))?;
-                events.push(serde_json::from_str(doc).map_err(|e| StoreError::Corrupt(e.to_string()))?);
+                let doc = item
+                    .get("doc")
+                    .and_then(|v| v.as_s().ok())
+                    .ok_or_else(|| StoreError::Corrupt("audit item without doc".into()))?;
+                events.push(
+                    serde_json::from_str(doc).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                );
             }
             start = out.last_evaluated_key;
             if start.is_none() {
@@ -262,7 +352,11 @@ impl Store {
         }
     }
 
-    pub async fn get_idempotency(&self, user: &UserId, key: &IdempotencyKey) -> Result<Option<IdempotencyRecord>, StoreError> {
+    pub async fn get_idempotency(
+        &self,
+        user: &UserId,
+        key: &IdempotencyKey,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
         let out = self
             .client
             .get_item()
@@ -273,30 +367,56 @@ impl Store {
             .send()
             .await
             .map_err(StoreError::aws)?;
-        let Some(item) = out.item else { return Ok(None) };
-        let id = item.get("action_id").and_then(|v| v.as_s().ok()).and_then(|s| ActionId::parse(s));
+        let Some(item) = out.item else {
+            return Ok(None);
+        };
+        let id = item
+            .get("action_id")
+            .and_then(|v| v.as_s().ok())
+            .and_then(|s| ActionId::parse(s));
         let hash = item.get("body_sha256").and_then(|v| v.as_s().ok());
         match (id, hash) {
-            (Some(action_id), Some(hash)) => Ok(Some(IdempotencyRecord { action_id, body_sha256: hash.clone() })),
+            (Some(action_id), Some(hash)) => Ok(Some(IdempotencyRecord {
+                action_id,
+                body_sha256: hash.clone(),
+            })),
             _ => Err(StoreError::Corrupt("idempotency record".into())),
         }
     }
 
     /// Units used of each counter (0 for a window nobody has used yet).
-    pub async fn counter_usage(&self, user: &UserId, counters: &[CounterSpec]) -> Result<Vec<u32>, StoreError> {
+    pub async fn counter_usage(
+        &self,
+        user: &UserId,
+        counters: &[CounterSpec],
+    ) -> Result<Vec<u32>, StoreError> {
         let mut used = Vec::with_capacity(counters.len());
         for counter in counters {
             let out = self
                 .client
                 .get_item()
                 .table_name(&self.table)
-                .key(keys::PK, s(keys::rate_counter_pk(user, &counter.action_type, counter.limit.window, counter.window_start)))
+                .key(
+                    keys::PK,
+                    s(keys::rate_counter_pk(
+                        user,
+                        &counter.action_type,
+                        counter.limit.window,
+                        counter.window_start,
+                    )),
+                )
                 .key(keys::SK, s(keys::RATE_SK))
                 .consistent_read(true)
                 .send()
                 .await
                 .map_err(StoreError::aws)?;
-            let count = out.item.as_ref().and_then(|i| i.get("count")).and_then(|v| v.as_n().ok()).and_then(|n| n.parse().ok()).unwrap_or(0);
+            let count = out
+                .item
+                .as_ref()
+                .and_then(|i| i.get("count"))
+                .and_then(|v| v.as_n().ok())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
             used.push(count);
         }
         Ok(used)
@@ -312,10 +432,22 @@ impl Store {
             .send()
             .await
             .map_err(StoreError::aws)?;
-        Ok(out.item.as_ref().and_then(|i| i.get("kyc_verified")).and_then(|v| v.as_bool().ok()).copied().unwrap_or(false))
+        Ok(out
+            .item
+            .as_ref()
+            .and_then(|i| i.get("kyc_verified"))
+            .and_then(|v| v.as_bool().ok())
+            .copied()
+            .unwrap_or(false))
     }
 
-    pub async fn set_kyc_verified(&self, user: &UserId, verified: bool, by: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
+    pub async fn set_kyc_verified(
+        &self,
+        user: &UserId,
+        verified: bool,
+        by: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
         self.client
             .update_item()
             .table_name(&self.table)
@@ -336,9 +468,15 @@ impl Store {
         let mut item = Item::new();
         item.insert(keys::PK.into(), s(keys::action_pk(action.action_id)));
         item.insert(keys::SK.into(), s(keys::ACTION_SK));
-        item.insert(keys::GSI1_PK.into(), s(keys::user_partition(&action.user_id)));
+        item.insert(
+            keys::GSI1_PK.into(),
+            s(keys::user_partition(&action.user_id)),
+        );
         item.insert(keys::GSI1_SK.into(), s(action.action_id.to_string()));
-        item.insert(keys::GSI2_PK.into(), s(keys::user_status_partition(&action.user_id, action.status)));
+        item.insert(
+            keys::GSI2_PK.into(),
+            s(keys::user_status_partition(&action.user_id, action.status)),
+        );
         item.insert(keys::GSI2_SK.into(), s(action.action_id.to_string()));
         if let Some((due_pk, due_sk)) = keys::sweep_due(action) {
             item.insert(keys::DUE_PK.into(), s(due_pk));
@@ -388,7 +526,10 @@ fn n(v: impl ToString) -> AttributeValue {
 }
 
 fn action_from_item(item: &Item) -> Result<Action, StoreError> {
-    let doc = item.get("doc").and_then(|v| v.as_s().ok()).ok_or_else(|| StoreError::Corrupt("action item without doc".into()))?;
+    let doc = item
+        .get("doc")
+        .and_then(|v| v.as_s().ok())
+        .ok_or_else(|| StoreError::Corrupt("action item without doc".into()))?;
     serde_json::from_str(doc).map_err(|e| StoreError::Corrupt(format!("action doc: {e}")))
 }
 
@@ -407,20 +548,37 @@ fn cancelled_indexes<R>(err: &SdkError<TransactWriteItemsError, R>) -> Vec<usize
 }
 
 fn encode_cursor(key: &Item) -> String {
-    let map: std::collections::BTreeMap<&str, &str> = key.iter().filter_map(|(k, v)| Some((k.as_str(), v.as_s().ok()?.as_str()))).collect();
+    let map: std::collections::BTreeMap<&str, &str> = key
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str(), v.as_s().ok()?.as_str())))
+        .collect();
     let json = serde_json::to_vec(&map).unwrap_or_default();
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
 }
 
 /// A cursor is only accepted with exactly the expected key attributes and the caller's own
 /// partition, so it cannot be used to page through someone else's actions.
-fn decode_cursor(cursor: &str, expected: &[&str], partition_attr: &str, partition: &str) -> Option<Item> {
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(cursor).ok()?;
+fn decode_cursor(
+    cursor: &str,
+    expected: &[&str],
+    partition_attr: &str,
+    partition: &str,
+) -> Option<Item> {
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(cursor)
+        .ok()?;
     let map: HashMap<String, String> = serde_json::from_slice(&bytes).ok()?;
-    if map.len() != expected.len() || !expected.iter().all(|k| map.contains_key(*k)) || map.get(partition_attr)? != partition {
+    if map.len() != expected.len()
+        || !expected.iter().all(|k| map.contains_key(*k))
+        || map.get(partition_attr)? != partition
+    {
         return None;
     }
-    Some(map.into_iter().map(|(k, v)| (k, AttributeValue::S(v))).collect())
+    Some(
+        map.into_iter()
+            .map(|(k, v)| (k, AttributeValue::S(v)))
+            .collect(),
+    )
 }
 
 #[cfg(test)]
@@ -430,14 +588,31 @@ mod tests {
     #[test]
     fn cursor_round_trips_and_is_bound_to_its_partition() {
         let mut key = Item::new();
-        for (k, v) in [("pk", "ACTION#1"), ("sk", "ACTION"), ("gsi1pk", "USER#alice"), ("gsi1sk", "1")] {
+        for (k, v) in [
+            ("pk", "ACTION#1"),
+            ("sk", "ACTION"),
+            ("gsi1pk", "USER#alice"),
+            ("gsi1sk", "1"),
+        ] {
             key.insert(k.into(), s(v));
         }
         let cursor = encode_cursor(&key);
         let expected = ["pk", "sk", "gsi1pk", "gsi1sk"];
-        assert_eq!(decode_cursor(&cursor, &expected, "gsi1pk", "USER#alice"), Some(key));
-        assert_eq!(decode_cursor(&cursor, &expected, "gsi1pk", "USER#bob"), None);
-        assert_eq!(decode_cursor("!!!", &expected, "gsi1pk", "USER#alice"), None);
-        assert_eq!(decode_cursor("e30", &expected, "gsi1pk", "USER#alice"), None);
+        assert_eq!(
+            decode_cursor(&cursor, &expected, "gsi1pk", "USER#alice"),
+            Some(key)
+        );
+        assert_eq!(
+            decode_cursor(&cursor, &expected, "gsi1pk", "USER#bob"),
+            None
+        );
+        assert_eq!(
+            decode_cursor("!!!", &expected, "gsi1pk", "USER#alice"),
+            None
+        );
+        assert_eq!(
+            decode_cursor("e30", &expected, "gsi1pk", "USER#alice"),
+            None
+        );
     }
 }

@@ -1,0 +1,40 @@
+# actiongate: the two commands are `make dev` and `make test`. Both install what they need.
+SHELL := /bin/bash
+CARGO ?= cargo
+export PATH := $(CURDIR)/.venv/bin:$(PATH)
+
+.PHONY: setup dev test lint fmt-check clippy build unit-and-e2e cfn-lint fmt clean-local
+
+setup:
+	@scripts/setup.sh
+
+## The whole stack on loopback (gateway http://127.0.0.1:$${ACTIONGATE_PORT:-8080}); Ctrl-C stops it.
+dev: setup
+	$(CARGO) build --workspace --bins
+	exec target/debug/local-stack
+
+## Every check and test: formatting, lints, template lint, unit, adapter and end-to-end tests.
+test: setup fmt-check cfn-lint clippy build unit-and-e2e
+	@echo "make test: all checks passed"
+
+fmt-check:
+	$(CARGO) fmt --all -- --check
+
+clippy:
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+cfn-lint:
+	.venv/bin/cfn-lint infra/template.yaml
+
+# One build of every binary and test target; cargo lambda and the tests reuse it.
+build:
+	$(CARGO) build --workspace --all-targets
+
+unit-and-e2e:
+	$(CARGO) test --workspace
+
+fmt:
+	$(CARGO) fmt --all
+
+clean-local:
+	rm -rf .local
