@@ -29,18 +29,10 @@ impl Identity {
                 .any(|t| t.trim_matches('"') == "admin")
         };
         let admin = claims.get("scope").is_some_and(|s| has_admin(s))
-            || ["groups", "cognito:groups"]
-                .iter()
-                .any(|k| claims.get(*k).is_some_and(|s| has_admin(s)))
-            || jwt
-                .scopes
-                .as_ref()
-                .is_some_and(|scopes| scopes.iter().any(|s| s == "admin"));
-        let email = claims.get("email").cloned().or_else(|| {
-            user.as_str()
-                .contains('@')
-                .then(|| user.as_str().to_owned())
-        });
+            || ["groups", "cognito:groups"].iter().any(|k| claims.get(*k).is_some_and(|s| has_admin(s)))
+            || jwt.scopes.as_ref().is_some_and(|scopes| scopes.iter().any(|s| s == "admin"));
+        let email =
+            claims.get("email").cloned().or_else(|| user.as_str().contains('@').then(|| user.as_str().to_owned()));
         Some(Self { user, email, admin })
     }
 
@@ -67,41 +59,24 @@ impl RequestMeta {
             Some(RequestContext::ApiGatewayV2(ctx)) => Self {
                 request_id: ctx.request_id.clone(),
                 source_ip: ctx.http.source_ip.clone(),
-                user_agent: ctx
-                    .http
-                    .user_agent
-                    .clone()
-                    .or_else(|| header(req, "user-agent")),
+                user_agent: ctx.http.user_agent.clone().or_else(|| header(req, "user-agent")),
             },
-            _ => Self {
-                request_id: None,
-                source_ip: None,
-                user_agent: header(req, "user-agent"),
-            },
+            _ => Self { request_id: None, source_ip: None, user_agent: header(req, "user-agent") },
         }
     }
 }
 
 pub fn header(req: &Request, name: &str) -> Option<String> {
-    req.headers()
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
+    req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
 }
 
 /// Every way an API request can fail, mapped to a status code in [`ApiError::into_response`].
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{message}")]
-    InvalidRequest {
-        message: String,
-        field: Option<String>,
-    },
+    InvalidRequest { message: String, field: Option<String> },
     #[error("{message}")]
-    PayloadTooLarge {
-        message: String,
-        field: Option<String>,
-    },
+    PayloadTooLarge { message: String, field: Option<String> },
     #[error("missing or invalid identity")]
     Unauthorized,
     #[error("this route needs an administrator")]
@@ -112,17 +87,9 @@ pub enum ApiError {
     MethodNotAllowed { method: String },
     /// A policy denial (`blocked`, `kyc_required`) with the reasons that fired.
     #[error("{message}")]
-    Denied {
-        code: &'static str,
-        message: String,
-        extra: Value,
-    },
+    Denied { code: &'static str, message: String, extra: Value },
     #[error("{message}")]
-    RateLimited {
-        message: String,
-        retry_after_secs: i64,
-        extra: Value,
-    },
+    RateLimited { message: String, retry_after_secs: i64, extra: Value },
     #[error("this Idempotency-Key was used with a different request body")]
     IdempotencyConflict,
     #[error("the action is {status}; {message}")]
@@ -133,10 +100,7 @@ pub enum ApiError {
 
 impl ApiError {
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
-        ApiError::InvalidRequest {
-            message: message.into(),
-            field: Some(field.into()),
-        }
+        ApiError::InvalidRequest { message: message.into(), field: Some(field.into()) }
     }
 
     pub fn internal(e: impl Into<anyhow::Error>) -> Self {
@@ -182,16 +146,11 @@ impl ApiError {
         let mut body = json!({"error": self.code(), "message": self.to_string()});
         let mut retry_after = None;
         match &self {
-            ApiError::InvalidRequest { field: Some(f), .. }
-            | ApiError::PayloadTooLarge { field: Some(f), .. } => {
+            ApiError::InvalidRequest { field: Some(f), .. } | ApiError::PayloadTooLarge { field: Some(f), .. } => {
                 body["field"] = json!(f);
             }
             ApiError::Denied { extra, .. } => merge(&mut body, extra),
-            ApiError::RateLimited {
-                extra,
-                retry_after_secs,
-                ..
-            } => {
+            ApiError::RateLimited { extra, retry_after_secs, .. } => {
                 merge(&mut body, extra);
                 body["retry_after"] = json!(retry_after_secs);
                 retry_after = Some(*retry_after_secs);
@@ -219,25 +178,16 @@ fn merge(body: &mut Value, extra: &Value) {
 
 pub fn json_response(status: u16, body: &Value) -> Response<Body> {
     let mut response = Response::new(Body::Text(body.to_string()));
-    *response.status_mut() =
-        http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+    *response.status_mut() = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
     let headers = response.headers_mut();
-    headers.insert(
-        "content-type",
-        http::HeaderValue::from_static("application/json"),
-    );
+    headers.insert("content-type", http::HeaderValue::from_static("application/json"));
     headers.insert("cache-control", http::HeaderValue::from_static("no-store"));
     response
 }
 
 /// Splits a request path into segments, ignoring empty ones (`/actions//x/` → `["actions", "x"]`).
 pub fn path_segments(req: &Request) -> Vec<String> {
-    req.uri()
-        .path()
-        .split('/')
-        .filter(|s| !s.is_empty())
-        .map(percent_decode)
-        .collect()
+    req.uri().path().split('/').filter(|s| !s.is_empty()).map(percent_decode).collect()
 }
 
 fn percent_decode(s: &str) -> String {
@@ -246,9 +196,7 @@ fn percent_decode(s: &str) -> String {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Some(b) = std::str::from_utf8(&bytes[i + 1..i + 3])
-                .ok()
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
+            if let Some(b) = std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok())
             {
                 out.push(b);
                 i += 3;
@@ -266,21 +214,14 @@ pub fn json_body(req: &Request, max_bytes: usize) -> Result<Value, ApiError> {
     let bytes: &[u8] = req.body().as_ref();
     if bytes.len() > max_bytes {
         return Err(ApiError::PayloadTooLarge {
-            message: format!(
-                "the body is {} bytes; the limit is {max_bytes}",
-                bytes.len()
-            ),
+            message: format!("the body is {} bytes; the limit is {max_bytes}", bytes.len()),
             field: Some("$".into()),
         });
     }
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::invalid(
-            "$",
-            "the body is empty; send a JSON object",
-        ));
+        return Err(ApiError::invalid("$", "the body is empty; send a JSON object"));
     }
-    serde_json::from_slice(bytes)
-        .map_err(|e| ApiError::invalid("$", format!("the body is not valid JSON: {e}")))
+    serde_json::from_slice(bytes).map_err(|e| ApiError::invalid("$", format!("the body is not valid JSON: {e}")))
 }
 
 /// An optional JSON body: empty is `{}`.
@@ -299,37 +240,14 @@ mod tests {
     #[test]
     fn errors_map_to_contract_codes() {
         let cases: Vec<(ApiError, u16, &str)> = vec![
-            (
-                ApiError::invalid("payload.to", "bad"),
-                400,
-                "invalid_request",
-            ),
+            (ApiError::invalid("payload.to", "bad"), 400, "invalid_request"),
             (ApiError::Unauthorized, 401, "unauthorized"),
             (ApiError::NotFound("action"), 404, "not_found"),
             (ApiError::IdempotencyConflict, 409, "idempotency_conflict"),
+            (ApiError::InvalidState { status: Status::Executing, message: "x".into() }, 409, "invalid_state"),
+            (ApiError::Denied { code: "blocked", message: "no".into(), extra: json!({}) }, 403, "blocked"),
             (
-                ApiError::InvalidState {
-                    status: Status::Executing,
-                    message: "x".into(),
-                },
-                409,
-                "invalid_state",
-            ),
-            (
-                ApiError::Denied {
-                    code: "blocked",
-                    message: "no".into(),
-                    extra: json!({}),
-                },
-                403,
-                "blocked",
-            ),
-            (
-                ApiError::RateLimited {
-                    message: "slow".into(),
-                    retry_after_secs: 42,
-                    extra: json!({}),
-                },
+                ApiError::RateLimited { message: "slow".into(), retry_after_secs: 42, extra: json!({}) },
                 429,
                 "rate_limited",
             ),
@@ -342,12 +260,9 @@ mod tests {
 
     #[test]
     fn rate_limited_response_carries_retry_after() {
-        let resp = ApiError::RateLimited {
-            message: "slow".into(),
-            retry_after_secs: 42,
-            extra: json!({"window": "hour"}),
-        }
-        .into_response();
+        let resp =
+            ApiError::RateLimited { message: "slow".into(), retry_after_secs: 42, extra: json!({"window": "hour"}) }
+                .into_response();
         assert_eq!(resp.status(), 429);
         assert_eq!(resp.headers()["retry-after"], "42");
         let body: Value = serde_json::from_slice(resp.body().as_ref()).unwrap();

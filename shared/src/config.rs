@@ -10,6 +10,30 @@ pub mod vars {
     pub const WORK_QUEUE_URL: &str = "WORK_QUEUE_URL";
     /// Optional: a policy file to use instead of the one embedded at build time.
     pub const POLICY_FILE: &str = "POLICY_FILE";
+    /// The verified SES identity approval mail is sent from.
+    pub const SENDER_EMAIL: &str = "SENDER_EMAIL";
+    /// Where approval links point (the API's public URL, or a custom domain).
+    pub const PUBLIC_BASE_URL: &str = "PUBLIC_BASE_URL";
+    /// Optional SES configuration set for delivery events.
+    pub const SES_CONFIGURATION_SET: &str = "SES_CONFIGURATION_SET";
+}
+
+/// What a function that sends mail needs.
+#[derive(Debug, Clone)]
+pub struct MailConfig {
+    pub sender: String,
+    pub public_base_url: String,
+    pub configuration_set: Option<String>,
+}
+
+impl MailConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Ok(Self {
+            sender: required(vars::SENDER_EMAIL)?,
+            public_base_url: required(vars::PUBLIC_BASE_URL)?,
+            configuration_set: std::env::var(vars::SES_CONFIGURATION_SET).ok().filter(|v| !v.is_empty()),
+        })
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -34,10 +58,8 @@ impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
         let policy = match std::env::var(vars::POLICY_FILE) {
             Ok(path) if !path.is_empty() => {
-                let text = std::fs::read_to_string(&path).map_err(|e| ConfigError::PolicyFile {
-                    path: path.clone(),
-                    error: e.to_string(),
-                })?;
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| ConfigError::PolicyFile { path: path.clone(), error: e.to_string() })?;
                 Policy::parse_toml(&text)?
             }
             _ => Policy::default_policy(),
@@ -52,10 +74,7 @@ impl Config {
 }
 
 fn required(name: &'static str) -> Result<String, ConfigError> {
-    std::env::var(name)
-        .ok()
-        .filter(|v| !v.is_empty())
-        .ok_or(ConfigError::Missing(name))
+    std::env::var(name).ok().filter(|v| !v.is_empty()).ok_or(ConfigError::Missing(name))
 }
 
 /// The AWS SDK configuration: region, credentials and `AWS_ENDPOINT_URL` from the standard

@@ -5,9 +5,11 @@
 //! ownership: anyone who may not see an action gets the same 404 as for a missing one.
 
 use crate::api::{self, ApiError, Identity, RequestMeta};
+use crate::approval;
 use crate::clock::{format_time, Clock};
 use crate::domain::action::Step;
 use crate::domain::{Action, ActionId, AuditEvent, IdempotencyKey, Status, Tier, UserId};
+use crate::mail::Mailer;
 use crate::policy::{Decision, Policy, Subject, Verdict};
 use crate::queue::{ExecuteMessage, WorkQueue};
 use crate::store::{CounterSpec, CreateError, Store, TransitionError};
@@ -25,21 +27,29 @@ pub const MAX_BODY_BYTES: usize = 256 * 1024;
 const DEFAULT_PAGE: i32 = 20;
 const MAX_PAGE: i32 = 100;
 
+/// Sends approval requests: the mailer and where links point.
+pub struct ApprovalMail {
+    pub mailer: Mailer,
+    pub public_base_url: String,
+}
+
 pub struct IntakeService {
     store: Store,
     queue: WorkQueue,
     policy: Policy,
+    approval_mail: ApprovalMail,
     clock: Arc<dyn Clock>,
 }
 
 impl IntakeService {
-    pub fn new(store: Store, queue: WorkQueue, policy: Policy, clock: Arc<dyn Clock>) -> Self {
-        Self {
-            store,
-            queue,
-            policy,
-            clock,
-        }
+    pub fn new(
+        store: Store,
+        queue: WorkQueue,
+        policy: Policy,
+        approval_mail: ApprovalMail,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self { store, queue, policy, approval_mail, clock }
     }
 
     /// Answers one API Gateway request. Never fails: every error becomes a response.
@@ -62,11 +72,7 @@ impl IntakeService {
         let segments = api::path_segments(req);
         let parts: Vec<&str> = segments.iter().map(String::as_str).collect();
         let method = req.method().as_str();
-        let not_allowed = || {
-            Err(ApiError::MethodNotAllowed {
-                method: method.to_owned(),
-            })
-        };
+        let not_allowed = || Err(ApiError::MethodNotAllowed { method: method.to_owned() });
         match parts.as_slice() {
             ["actions"] => match method {
                 "POST" => self.create(req, &identity).await,
@@ -107,23 +113,14 @@ impl IntakeService {
         let idempotency_key = match api::header(req, "idempotency-key") {
             None => None,
             Some(raw) => Some(IdempotencyKey::parse(&raw).ok_or_else(|| {
-                ApiError::invalid(
-                    "Idempotency-Key",
-                    "must be 1 to 255 printable ASCII characters without spaces",
-                )
+                ApiError::invalid("Idempotency-Key", "must be 1 to 255 printable ASCII characters without spaces")
             })?),
         };
         let request = CreateActionRequest::parse(&body, now).map_err(|e| {
             if e.too_large {
-                ApiError::PayloadTooLarge {
-                    message: format!("{} {}", e.field, e.message),
-                    field: Some(e.field),
-                }
+                ApiError::PayloadTooLarge { message: format!("{} {}", e.field, e.message), field: Some(e.field) }
             } else {
-                ApiError::InvalidRequest {
-                    message: format!("{} {}", e.field, e.message),
-                    field: Some(e.field),
-                }
+                ApiError::InvalidRequest { message: format!("{} {}", e.field, e.message), field: Some(e.field) }
             }
         })?;
         let body_hash = hex_sha256(body.to_string().as_bytes());
@@ -135,17 +132,9 @@ impl IntakeService {
         }
 
         let action_types: Vec<&str> = request.action_steps().collect();
-        let needs_kyc = action_types
-            .iter()
-            .any(|t| self.policy.rule(t).is_some_and(|r| r.requires_kyc));
-        let kyc_verified = if needs_kyc {
-            self.store
-                .kyc_verified(&identity.user)
-                .await
-                .map_err(ApiError::internal)?
-        } else {
-            false
-        };
+        let needs_kyc = action_types.iter().any(|t| self.policy.rule(t).is_some_and(|r| r.requires_kyc));
+        let kyc_verified =
+            if needs_kyc { self.store.kyc_verified(&identity.user).await.map_err(ApiError::internal)? } else { false };
         let decision = self.policy.evaluate(&Subject {
             action_types: action_types.clone(),
             risk_score: request.risk_score,
@@ -155,62 +144,62 @@ impl IntakeService {
         let counters = counters_for(&decision, now);
 
         if request.dry_run {
-            return self
-                .dry_run(&request, &decision, &counters, identity, now)
-                .await;
+            return self.dry_run(&request, &decision, &counters, identity, now).await;
         }
 
         let mut action = new_action(&request, &decision, identity, idempotency_key.clone(), now);
         tracing::Span::current().record("action_id", tracing::field::display(action.action_id));
         let target = target_status(&decision, &request, now);
         action.status = target;
+        let mut link = None;
         if target == Status::AwaitingApproval {
-            action.approval_expires_at = Some(now + decision.approval_expiry.to_chrono());
+            let expires_at = now + decision.approval_expiry.to_chrono();
+            action.approval_expires_at = Some(expires_at);
+            // Without an approver the action can still be decided through the API by an admin.
+            if let Some(approver) = action.approver.clone() {
+                let (token, record) = approval::issue_link(&action, &approver, expires_at);
+                action.approval_token_hash = Some(record.token_hash.clone());
+                link = Some((token, record, approver));
+            }
         }
         let events = creation_events(&action, &decision, identity, &meta, now);
         // Denied actions are recorded (the audit trail shows the attempt) but use no quota.
-        let counters: &[CounterSpec] = if target == Status::Blocked {
-            &[]
-        } else {
-            &counters
-        };
+        let counters: &[CounterSpec] = if target == Status::Blocked { &[] } else { &counters };
         let idempotency = idempotency_key.as_ref().map(|k| (k, body_hash.as_str()));
         match self
             .store
-            .create_action(&action, &events, idempotency, counters, now)
+            .create_action(&action, &events, idempotency, counters, link.as_ref().map(|(_, record, _)| record), now)
             .await
         {
             Ok(()) => {}
             Err(CreateError::RateLimited(i)) => return Err(rate_limited(&counters[i], now)),
             Err(CreateError::IdempotencyKeyUsed) => {
                 // A concurrent request with the same key won the race.
-                let key = idempotency_key.as_ref().ok_or_else(|| {
-                    ApiError::internal(anyhow::anyhow!("idempotency conflict without a key"))
-                })?;
+                let key = idempotency_key
+                    .as_ref()
+                    .ok_or_else(|| ApiError::internal(anyhow::anyhow!("idempotency conflict without a key")))?;
                 return match self.replay(&identity.user, key, &body_hash).await? {
                     Some(response) => Ok(response),
-                    None => Err(ApiError::internal(anyhow::anyhow!(
-                        "idempotency record vanished"
-                    ))),
+                    None => Err(ApiError::internal(anyhow::anyhow!("idempotency record vanished"))),
                 };
             }
             Err(CreateError::Store(e)) => return Err(ApiError::internal(e)),
         }
         tracing::info!(status = %action.status, tier = ?action.tier, "action created");
 
+        if let (Some((token, record, approver)), Some(expires_at)) = (&link, action.approval_expires_at) {
+            let url = approval::link(&self.approval_mail.public_base_url, token);
+            let mail = approval::approval_mail(&action, approver, &url, expires_at);
+            match self.approval_mail.mailer.send(&mail).await {
+                Ok(message_id) => tracing::info!(%message_id, approver = %record.approver, "approval requested"),
+                // The action stays decidable through the API; the link is lost with the mail.
+                Err(e) => tracing::error!(error = %e, approver = %record.approver, "approval mail failed"),
+            }
+        }
+
         if action.status == Status::Queued {
             // If this send is lost, the action stays `queued` and the sweep re-sends it.
-            if let Err(e) = self
-                .queue
-                .enqueue(
-                    &ExecuteMessage {
-                        action_id: action.action_id,
-                        step: 0,
-                    },
-                    0,
-                )
-                .await
-            {
+            if let Err(e) = self.queue.enqueue(&ExecuteMessage { action_id: action.action_id, step: 0 }, 0).await {
                 tracing::error!(error = %e, "queueing failed; the sweep will re-send");
             }
         }
@@ -225,12 +214,7 @@ impl IntakeService {
         key: &IdempotencyKey,
         body_hash: &str,
     ) -> Result<Option<Response<Body>>, ApiError> {
-        let Some(record) = self
-            .store
-            .get_idempotency(user, key)
-            .await
-            .map_err(ApiError::internal)?
-        else {
+        let Some(record) = self.store.get_idempotency(user, key).await.map_err(ApiError::internal)? else {
             return Ok(None);
         };
         if !constant_time_eq(record.body_sha256.as_bytes(), body_hash.as_bytes()) {
@@ -241,11 +225,7 @@ impl IntakeService {
             .get_action(record.action_id)
             .await
             .map_err(ApiError::internal)?
-            .ok_or_else(|| {
-                ApiError::internal(anyhow::anyhow!(
-                    "idempotency record points at a missing action"
-                ))
-            })?;
+            .ok_or_else(|| ApiError::internal(anyhow::anyhow!("idempotency record points at a missing action")))?;
         let decision_view = StoredDecision::from(&action);
         creation_response_from_stored(&action, &decision_view, 200).map(Some)
     }
@@ -258,11 +238,7 @@ impl IntakeService {
         identity: &Identity,
         now: DateTime<Utc>,
     ) -> Result<Response<Body>, ApiError> {
-        let used = self
-            .store
-            .counter_usage(&identity.user, counters)
-            .await
-            .map_err(ApiError::internal)?;
+        let used = self.store.counter_usage(&identity.user, counters).await.map_err(ApiError::internal)?;
         let mut would_be_limited = None;
         let limits: Vec<Value> = counters
             .iter()
@@ -276,10 +252,7 @@ impl IntakeService {
             })
             .collect();
         let status = match would_be_limited {
-            Some(_)
-                if decision.verdict != Verdict::Blocked
-                    && decision.verdict != Verdict::KycRequired =>
-            {
+            Some(_) if decision.verdict != Verdict::Blocked && decision.verdict != Verdict::KycRequired => {
                 "rate_limited".to_owned()
             }
             _ => target_status(decision, request, now).to_string(),
@@ -324,23 +297,18 @@ impl IntakeService {
         let query = req.query_string_parameters();
         let status = match query.first("status") {
             None | Some("") => None,
-            Some(s) => Some(Status::parse(s).ok_or_else(|| {
-                ApiError::invalid("status", format!("`{s}` is not an action status"))
-            })?),
+            Some(s) => Some(
+                Status::parse(s)
+                    .ok_or_else(|| ApiError::invalid("status", format!("`{s}` is not an action status")))?,
+            ),
         };
-        let limit = match query.first("limit") {
-            None | Some("") => DEFAULT_PAGE,
-            Some(s) => s
-                .parse::<i32>()
-                .ok()
-                .filter(|n| (1..=MAX_PAGE).contains(n))
-                .ok_or_else(|| {
-                    ApiError::invalid(
-                        "limit",
-                        format!("must be a whole number from 1 to {MAX_PAGE}"),
-                    )
+        let limit =
+            match query.first("limit") {
+                None | Some("") => DEFAULT_PAGE,
+                Some(s) => s.parse::<i32>().ok().filter(|n| (1..=MAX_PAGE).contains(n)).ok_or_else(|| {
+                    ApiError::invalid("limit", format!("must be a whole number from 1 to {MAX_PAGE}"))
                 })?,
-        };
+            };
         let cursor = query.first("cursor").filter(|c| !c.is_empty());
         let page = self
             .store
@@ -358,16 +326,9 @@ impl IntakeService {
 
     async fn audit(&self, id: &str, identity: &Identity) -> Result<Response<Body>, ApiError> {
         let action = self.visible_action(id, identity).await?;
-        let events = self
-            .store
-            .audit_trail(action.action_id)
-            .await
-            .map_err(ApiError::internal)?;
+        let events = self.store.audit_trail(action.action_id).await.map_err(ApiError::internal)?;
         let events: Vec<Value> = events.iter().map(AuditEvent::to_api).collect();
-        Ok(api::json_response(
-            200,
-            &json!({ "action_id": action.action_id, "events": events }),
-        ))
+        Ok(api::json_response(200, &json!({ "action_id": action.action_id, "events": events })))
     }
 
     /// `cancel` (owner withdraws unstarted work), `done` and `dismiss` (a human closes a tier-3
@@ -383,17 +344,9 @@ impl IntakeService {
         let reason = match body.get("reason") {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) if s.len() <= 1024 => Some(s.clone()),
-            Some(_) => {
-                return Err(ApiError::invalid(
-                    "reason",
-                    "must be a string of at most 1024 characters",
-                ))
-            }
+            Some(_) => return Err(ApiError::invalid("reason", "must be a string of at most 1024 characters")),
         };
-        if let Some(extra) = body
-            .as_object()
-            .and_then(|o| o.keys().find(|k| *k != "reason"))
-        {
+        if let Some(extra) = body.as_object().and_then(|o| o.keys().find(|k| *k != "reason")) {
             return Err(ApiError::invalid(extra.clone(), "is not a known field"));
         }
         let meta = RequestMeta::from_request(req);
@@ -410,9 +363,7 @@ impl IntakeService {
             });
         }
         let reason = reason.unwrap_or_else(|| default_reason.to_owned());
-        let updated = self
-            .apply_transition(&action, target, identity, &meta, reason)
-            .await?;
+        let updated = self.apply_transition(&action, target, identity, &meta, reason).await?;
         Ok(api::json_response(200, &updated.to_api()))
     }
 
@@ -429,10 +380,7 @@ impl IntakeService {
         after.status = action
             .status
             .transition_to(to)
-            .map_err(|e| ApiError::InvalidState {
-                status: action.status,
-                message: e.to_string(),
-            })?;
+            .map_err(|e| ApiError::InvalidState { status: action.status, message: e.to_string() })?;
         after.version = action.version + 1;
         after.updated_at = now;
         let event = AuditEvent {
@@ -452,26 +400,15 @@ impl IntakeService {
             Ok(()) => Ok(after),
             Err(TransitionError::Conflict) => {
                 // Someone moved it first; report the state it is in now.
-                let current = self
-                    .store
-                    .get_action(action.action_id)
-                    .await
-                    .map_err(ApiError::internal)?;
+                let current = self.store.get_action(action.action_id).await.map_err(ApiError::internal)?;
                 let status = current.map_or(action.status, |a| a.status);
-                Err(ApiError::InvalidState {
-                    status,
-                    message: "it changed while this request was handled".into(),
-                })
+                Err(ApiError::InvalidState { status, message: "it changed while this request was handled".into() })
             }
             Err(TransitionError::Store(e)) => Err(ApiError::internal(e)),
         }
     }
 
-    async fn rate_limits(
-        &self,
-        action_type: &str,
-        identity: &Identity,
-    ) -> Result<Response<Body>, ApiError> {
+    async fn rate_limits(&self, action_type: &str, identity: &Identity) -> Result<Response<Body>, ApiError> {
         if !BUILTIN_ACTION_TYPES.contains(&action_type) {
             return Err(ApiError::NotFound("action type"));
         }
@@ -479,18 +416,9 @@ impl IntakeService {
         let counters: Vec<CounterSpec> = self
             .policy
             .rule(action_type)
-            .map(|r| {
-                r.rate_limits
-                    .iter()
-                    .map(|l| CounterSpec::at(action_type, *l, 1, now))
-                    .collect()
-            })
+            .map(|r| r.rate_limits.iter().map(|l| CounterSpec::at(action_type, *l, 1, now)).collect())
             .unwrap_or_default();
-        let used = self
-            .store
-            .counter_usage(&identity.user, &counters)
-            .await
-            .map_err(ApiError::internal)?;
+        let used = self.store.counter_usage(&identity.user, &counters).await.map_err(ApiError::internal)?;
         let limits: Vec<Value> = counters
             .iter()
             .zip(used)
@@ -498,34 +426,22 @@ impl IntakeService {
                 json!({"window": c.limit.window.as_str(), "limit": c.limit.limit, "used": used, "remaining": c.limit.limit.saturating_sub(used), "resets_at": format_time(c.window_end)})
             })
             .collect();
-        Ok(api::json_response(
-            200,
-            &json!({"action_type": action_type, "limits": limits}),
-        ))
+        Ok(api::json_response(200, &json!({"action_type": action_type, "limits": limits})))
     }
 
     /// The host application records whether a user passed KYC (needed by `make_purchase`).
-    async fn kyc(
-        &self,
-        req: &Request,
-        user: &str,
-        identity: &Identity,
-    ) -> Result<Response<Body>, ApiError> {
+    async fn kyc(&self, req: &Request, user: &str, identity: &Identity) -> Result<Response<Body>, ApiError> {
         if !identity.admin {
             return Err(ApiError::Forbidden);
         }
-        let user = UserId::parse(user)
-            .ok_or_else(|| ApiError::invalid("user_id", "is not a valid user id"))?;
+        let user = UserId::parse(user).ok_or_else(|| ApiError::invalid("user_id", "is not a valid user id"))?;
         if req.method() == "PUT" {
             let body = api::json_body(req, 4 * 1024)?;
             let verified = body
                 .get("verified")
                 .and_then(Value::as_bool)
                 .ok_or_else(|| ApiError::invalid("verified", "must be true or false"))?;
-            if let Some(extra) = body
-                .as_object()
-                .and_then(|o| o.keys().find(|k| *k != "verified"))
-            {
+            if let Some(extra) = body.as_object().and_then(|o| o.keys().find(|k| *k != "verified")) {
                 return Err(ApiError::invalid(extra.clone(), "is not a known field"));
             }
             self.store
@@ -534,25 +450,15 @@ impl IntakeService {
                 .map_err(ApiError::internal)?;
             tracing::info!(user = %user, verified, by = %identity.user, "kyc flag set");
         }
-        let verified = self
-            .store
-            .kyc_verified(&user)
-            .await
-            .map_err(ApiError::internal)?;
-        Ok(api::json_response(
-            200,
-            &json!({"user_id": user, "kyc_verified": verified}),
-        ))
+        let verified = self.store.kyc_verified(&user).await.map_err(ApiError::internal)?;
+        Ok(api::json_response(200, &json!({"user_id": user, "kyc_verified": verified})))
     }
 
     /// An action the caller may see: owner, designated approver or admin. Anyone else, and a
     /// malformed id, gets the same 404 as a missing action.
     async fn visible_action(&self, id: &str, identity: &Identity) -> Result<Action, ApiError> {
         let action = self.load(id).await?;
-        if action.user_id == identity.user
-            || identity.admin
-            || identity.is_approver(action.approver.as_ref())
-        {
+        if action.user_id == identity.user || identity.admin || identity.is_approver(action.approver.as_ref()) {
             Ok(action)
         } else {
             Err(ApiError::NotFound("action"))
@@ -571,28 +477,18 @@ impl IntakeService {
     async fn load(&self, id: &str) -> Result<Action, ApiError> {
         let id = ActionId::parse(id).ok_or(ApiError::NotFound("action"))?;
         tracing::Span::current().record("action_id", tracing::field::display(id));
-        self.store
-            .get_action(id)
-            .await
-            .map_err(ApiError::internal)?
-            .ok_or(ApiError::NotFound("action"))
+        self.store.get_action(id).await.map_err(ApiError::internal)?.ok_or(ApiError::NotFound("action"))
     }
 }
 
 /// One counter per (type, window), consuming as many units as the plan has steps of the type.
 fn counters_for(decision: &Decision, now: DateTime<Utc>) -> Vec<CounterSpec> {
-    let mut units: BTreeMap<(String, &'static str), (crate::policy::RateLimit, u32)> =
-        BTreeMap::new();
+    let mut units: BTreeMap<(String, &'static str), (crate::policy::RateLimit, u32)> = BTreeMap::new();
     for (action_type, limit) in &decision.rate_limits {
-        let entry = units
-            .entry((action_type.clone(), limit.window.as_str()))
-            .or_insert((*limit, 0));
+        let entry = units.entry((action_type.clone(), limit.window.as_str())).or_insert((*limit, 0));
         entry.1 += 1;
     }
-    units
-        .into_iter()
-        .map(|((t, _), (limit, n))| CounterSpec::at(&t, limit, n, now))
-        .collect()
+    units.into_iter().map(|((t, _), (limit, n))| CounterSpec::at(&t, limit, n, now)).collect()
 }
 
 fn target_status(decision: &Decision, request: &CreateActionRequest, now: DateTime<Utc>) -> Status {
@@ -600,9 +496,7 @@ fn target_status(decision: &Decision, request: &CreateActionRequest, now: DateTi
         Verdict::Blocked | Verdict::KycRequired => Status::Blocked,
         Verdict::Tier(Tier::Manual) => Status::Manual,
         Verdict::Tier(Tier::Approval) => Status::AwaitingApproval,
-        Verdict::Tier(Tier::Auto) if request.scheduled_for.is_some_and(|t| t > now) => {
-            Status::Pending
-        }
+        Verdict::Tier(Tier::Auto) if request.scheduled_for.is_some_and(|t| t > now) => Status::Pending,
         Verdict::Tier(Tier::Auto) => Status::Queued,
     }
 }
@@ -623,12 +517,7 @@ fn new_action(
         user_id: identity.user.clone(),
         action_type: request.action_type.clone(),
         payload: request.payload.clone(),
-        steps: request
-            .steps
-            .iter()
-            .enumerate()
-            .map(|(i, k)| Step::new(i, k.clone()))
-            .collect(),
+        steps: request.steps.iter().enumerate().map(|(i, k)| Step::new(i, k.clone())).collect(),
         status: Status::Received,
         tier,
         risk_score: request.risk_score,
@@ -637,11 +526,10 @@ fn new_action(
         scheduled_for: request.scheduled_for,
         rate_limit_key: request.rate_limit_key.clone(),
         // The policy's approver is only designated where approval is asked for.
-        approver: request.approver.clone().or_else(|| {
-            (tier == Some(Tier::Approval))
-                .then(|| decision.approver.clone())
-                .flatten()
-        }),
+        approver: request
+            .approver
+            .clone()
+            .or_else(|| (tier == Some(Tier::Approval)).then(|| decision.approver.clone()).flatten()),
         reasons: decision.reason_codes(),
         attempts: 0,
         max_attempts: decision.max_attempts,
@@ -651,6 +539,10 @@ fn new_action(
         result: None,
         error: None,
         idempotency_key: key,
+        approval_token_hash: None,
+        decided_by: None,
+        decided_at: None,
+        decision_reason: None,
         version: 2,
     }
 }
@@ -681,12 +573,7 @@ fn creation_events(
         actor: "policy".into(),
         from: Some(Status::Received),
         to: action.status,
-        reason: decision
-            .reasons
-            .iter()
-            .map(|r| r.message.as_str())
-            .collect::<Vec<_>>()
-            .join("; "),
+        reason: decision.reasons.iter().map(|r| r.message.as_str()).collect::<Vec<_>>().join("; "),
         detail: Some(
             json!({"tier": action.tier, "reasons": decision.reasons, "approver": action.approver, "approval_expires_at": action.approval_expires_at.map(format_time)}),
         ),
@@ -702,17 +589,11 @@ struct StoredDecision {
 
 impl From<&Action> for StoredDecision {
     fn from(a: &Action) -> Self {
-        Self {
-            reasons: a.reasons.clone(),
-        }
+        Self { reasons: a.reasons.clone() }
     }
 }
 
-fn creation_response(
-    action: &Action,
-    decision: &Decision,
-    status: u16,
-) -> Result<Response<Body>, ApiError> {
+fn creation_response(action: &Action, decision: &Decision, status: u16) -> Result<Response<Body>, ApiError> {
     let details = serde_json::to_value(&decision.reasons).map_err(ApiError::internal)?;
     respond_created(action, &decision.reason_codes(), Some(details), status)
 }
@@ -782,10 +663,7 @@ pub fn preview(request: &CreateActionRequest) -> Vec<String> {
         .steps
         .iter()
         .map(|step| match step {
-            crate::domain::StepKind::Action {
-                action_type,
-                payload,
-            } => describe(action_type, payload),
+            crate::domain::StepKind::Action { action_type, payload } => describe(action_type, payload),
             crate::domain::StepKind::WaitFor { wait_for } => format!("wait {wait_for}"),
             crate::domain::StepKind::WaitUntil { wait_until } => {
                 format!("wait until {}", format_time(*wait_until))
@@ -795,64 +673,36 @@ pub fn preview(request: &CreateActionRequest) -> Vec<String> {
 }
 
 pub fn describe(action_type: &str, payload: &Value) -> String {
-    let s = |k: &str| {
-        payload
-            .get(k)
-            .and_then(Value::as_str)
-            .unwrap_or("?")
-            .to_owned()
-    };
+    let s = |k: &str| payload.get(k).and_then(Value::as_str).unwrap_or("?").to_owned();
     let list = |k: &str| {
         payload
             .get(k)
             .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(Value::as_str)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            })
+            .map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", "))
             .unwrap_or_default()
     };
     match action_type {
-        "send_email" => format!(
-            "send an email to {} with subject \"{}\"",
-            list("to"),
-            s("subject")
-        ),
+        "send_email" => format!("send an email to {} with subject \"{}\"", list("to"), s("subject")),
         "gmail.flag" => format!("flag Gmail message {}", s("message_id")),
         "gmail.archive" => format!("archive Gmail message {}", s("message_id")),
         "gmail.mark_read" => format!("mark Gmail message {} as read", s("message_id")),
         "gmail.spam" => format!("move Gmail message {} to spam", s("message_id")),
         "gmail.delete" => format!("delete Gmail message {} (by hand)", s("message_id")),
-        "gmail.label" => format!(
-            "label Gmail message {} with {}",
-            s("message_id"),
-            list("label_ids")
-        ),
-        "calendar.create_event" => format!(
-            "create calendar event \"{}\" from {} to {}",
-            s("summary"),
-            s("start"),
-            s("end")
-        ),
+        "gmail.label" => format!("label Gmail message {} with {}", s("message_id"), list("label_ids")),
+        "calendar.create_event" => {
+            format!("create calendar event \"{}\" from {} to {}", s("summary"), s("start"), s("end"))
+        }
         "http_request" => format!("{} {}", s("method"), s("url")),
         "make_payment" => format!(
             "pay {} {} to {}",
-            payload
-                .get("amount")
-                .map(Value::to_string)
-                .unwrap_or_default(),
+            payload.get("amount").map(Value::to_string).unwrap_or_default(),
             s("currency"),
             s("recipient")
         ),
         "make_purchase" => format!(
             "buy {} for {} {}",
             s("item"),
-            payload
-                .get("amount")
-                .map(Value::to_string)
-                .unwrap_or_default(),
+            payload.get("amount").map(Value::to_string).unwrap_or_default(),
             s("currency")
         ),
         other => other.to_owned(),
@@ -860,10 +710,7 @@ pub fn describe(action_type: &str, payload: &Value) -> String {
 }
 
 pub fn hex_sha256(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Comparison whose time does not depend on where the inputs differ.
@@ -880,9 +727,7 @@ mod tests {
     use crate::policy::Policy;
 
     fn now() -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339("2026-03-01T12:00:00Z")
-            .unwrap()
-            .with_timezone(&Utc)
+        DateTime::parse_from_rfc3339("2026-03-01T12:00:00Z").unwrap().with_timezone(&Utc)
     }
 
     fn request(body: Value) -> CreateActionRequest {
@@ -901,39 +746,27 @@ mod tests {
     #[test]
     fn tier_one_is_queued_now_or_pending_when_scheduled() {
         let p = Policy::default_policy();
-        let now_req = request(
-            json!({"action_type": "gmail.flag", "payload": {"message_id": "m"}, "confidence": 0.9}),
-        );
-        assert_eq!(
-            target_status(&decide(&p, &now_req), &now_req, now()),
-            Status::Queued
-        );
+        let now_req = request(json!({"action_type": "gmail.flag", "payload": {"message_id": "m"}, "confidence": 0.9}));
+        assert_eq!(target_status(&decide(&p, &now_req), &now_req, now()), Status::Queued);
         let later = request(
             json!({"action_type": "gmail.flag", "payload": {"message_id": "m"}, "confidence": 0.9, "scheduled_for": "2026-03-02T00:00:00Z"}),
         );
-        assert_eq!(
-            target_status(&decide(&p, &later), &later, now()),
-            Status::Pending
-        );
+        assert_eq!(target_status(&decide(&p, &later), &later, now()), Status::Pending);
         let past = request(
             json!({"action_type": "gmail.flag", "payload": {"message_id": "m"}, "confidence": 0.9, "scheduled_for": "2026-02-01T00:00:00Z"}),
         );
-        assert_eq!(
-            target_status(&decide(&p, &past), &past, now()),
-            Status::Queued
-        );
+        assert_eq!(target_status(&decide(&p, &past), &past, now()), Status::Queued);
     }
 
     #[test]
     fn plan_counters_aggregate_units_per_type_and_window() {
         let p = Policy::default_policy();
-        let email = json!({"action_type": "send_email", "payload": {"to": ["a@example.com"], "subject": "s", "text": "t"}});
+        let email =
+            json!({"action_type": "send_email", "payload": {"to": ["a@example.com"], "subject": "s", "text": "t"}});
         let r = request(json!({"steps": [email, {"wait_for": "PT1H"}, email]}));
         let counters = counters_for(&decide(&p, &r), now());
         assert_eq!(counters.len(), 2);
-        assert!(counters
-            .iter()
-            .all(|c| c.units == 2 && c.action_type == "send_email"));
+        assert!(counters.iter().all(|c| c.units == 2 && c.action_type == "send_email"));
     }
 
     #[test]
@@ -943,28 +776,18 @@ mod tests {
             json!({"action_type": "send_email", "payload": {"to": ["a@example.com"], "subject": "s", "text": "t"}}),
         );
         let d = decide(&p, &r);
-        let identity = Identity {
-            user: UserId::parse("alice").unwrap(),
-            email: None,
-            admin: false,
-        };
+        let identity = Identity { user: UserId::parse("alice").unwrap(), email: None, admin: false };
         let mut action = new_action(&r, &d, &identity, None, now());
         action.status = target_status(&d, &r, now());
         let events = creation_events(&action, &d, &identity, &RequestMeta::default(), now());
         assert_eq!(events.len(), 2);
-        assert_eq!(
-            (events[0].from, events[0].to, events[0].seq),
-            (None, Status::Received, 1)
-        );
+        assert_eq!((events[0].from, events[0].to, events[0].seq), (None, Status::Received, 1));
         assert_eq!(
             (events[1].from, events[1].to, events[1].seq),
             (Some(Status::Received), Status::AwaitingApproval, 2)
         );
         assert_eq!(action.version, 2);
-        assert_eq!(
-            action.approver.as_ref().map(|a| a.as_str()),
-            Some("approvals@example.com")
-        );
+        assert_eq!(action.approver.as_ref().map(|a| a.as_str()), Some("approvals@example.com"));
     }
 
     #[test]

@@ -6,10 +6,12 @@
 //! and one application service per function ([`intake`]).
 
 pub mod api;
+pub mod approval;
 pub mod clock;
 pub mod config;
 pub mod domain;
 pub mod intake;
+pub mod mail;
 pub mod policy;
 pub mod queue;
 pub mod store;

@@ -180,8 +180,7 @@ pub struct Subject<'a> {
 impl Policy {
     pub fn default_policy() -> Self {
         // The embedded default is checked by a unit test, so this cannot fail in a build that passed.
-        Self::parse_toml(DEFAULT_POLICY_TOML)
-            .unwrap_or_else(|e| panic!("embedded infra/policy.toml: {e}"))
+        Self::parse_toml(DEFAULT_POLICY_TOML).unwrap_or_else(|e| panic!("embedded infra/policy.toml: {e}"))
     }
 
     pub fn parse_toml(text: &str) -> Result<Self, PolicyError> {
@@ -191,8 +190,7 @@ impl Policy {
     }
 
     pub fn parse_json(value: serde_json::Value) -> Result<Self, PolicyError> {
-        let policy: Policy =
-            serde_json::from_value(value).map_err(|e| PolicyError(e.to_string()))?;
+        let policy: Policy = serde_json::from_value(value).map_err(|e| PolicyError(e.to_string()))?;
         policy.check()?;
         Ok(policy)
     }
@@ -201,53 +199,36 @@ impl Policy {
     pub fn check(&self) -> Result<(), PolicyError> {
         let d = &self.defaults;
         if !(0.0..=1.0).contains(&d.min_confidence) {
-            return Err(PolicyError(
-                "defaults.min_confidence must be between 0 and 1".into(),
-            ));
+            return Err(PolicyError("defaults.min_confidence must be between 0 and 1".into()));
         }
         if !(1..=20).contains(&d.max_attempts) {
-            return Err(PolicyError(
-                "defaults.max_attempts must be between 1 and 20".into(),
-            ));
+            return Err(PolicyError("defaults.max_attempts must be between 1 and 20".into()));
         }
         check_expiry("defaults.approval_expiry", d.approval_expiry)?;
         for name in self.types.keys() {
             if !BUILTIN_ACTION_TYPES.contains(&name.as_str()) {
-                return Err(PolicyError(format!(
-                    "types.{name}: not a known action type"
-                )));
+                return Err(PolicyError(format!("types.{name}: not a known action type")));
             }
         }
         for name in BUILTIN_ACTION_TYPES {
-            let rule = self
-                .types
-                .get(*name)
-                .ok_or_else(|| PolicyError(format!("types.{name}: missing")))?;
+            let rule = self.types.get(*name).ok_or_else(|| PolicyError(format!("types.{name}: missing")))?;
             if rule.tier.is_none() && !rule.blocked {
-                return Err(PolicyError(format!(
-                    "types.{name}: needs a tier (or blocked = true)"
-                )));
+                return Err(PolicyError(format!("types.{name}: needs a tier (or blocked = true)")));
             }
             if let Some(expiry) = rule.approval_expiry {
                 check_expiry(&format!("types.{name}.approval_expiry"), expiry)?;
             }
             if rule.max_attempts.is_some_and(|n| !(1..=20).contains(&n)) {
-                return Err(PolicyError(format!(
-                    "types.{name}.max_attempts must be between 1 and 20"
-                )));
+                return Err(PolicyError(format!("types.{name}.max_attempts must be between 1 and 20")));
             }
             for t in &rule.risk_thresholds {
                 if t.above >= 100 {
-                    return Err(PolicyError(format!(
-                        "types.{name}.risk_thresholds: above must be below 100"
-                    )));
+                    return Err(PolicyError(format!("types.{name}.risk_thresholds: above must be below 100")));
                 }
             }
             for l in &rule.rate_limits {
                 if l.limit == 0 {
-                    return Err(PolicyError(format!(
-                        "types.{name}.rate_limits: a limit of 0 is `blocked = true`"
-                    )));
+                    return Err(PolicyError(format!("types.{name}.rate_limits: a limit of 0 is `blocked = true`")));
                 }
             }
         }
@@ -273,39 +254,24 @@ impl Policy {
         let mut approver = self.defaults.approver.clone();
         let mut rate_limits = Vec::new();
         let plan = subject.action_types.len() > 1;
-        let reason = |code: &'static str, message: String, index: usize| Reason {
-            code,
-            message,
-            step: plan.then_some(index),
-        };
+        let reason =
+            |code: &'static str, message: String, index: usize| Reason { code, message, step: plan.then_some(index) };
 
         for (index, action_type) in subject.action_types.iter().enumerate() {
             let Some(rule) = self.rule(action_type) else {
                 // Unknown types never reach the policy (validation refuses them); stay safe anyway.
                 blocked = true;
-                reasons.push(reason(
-                    "blocked",
-                    format!("{action_type} is not a known action type"),
-                    index,
-                ));
+                reasons.push(reason("blocked", format!("{action_type} is not a known action type"), index));
                 continue;
             };
             if rule.blocked {
                 blocked = true;
-                reasons.push(reason(
-                    "blocked",
-                    format!("{action_type} is blocked by policy"),
-                    index,
-                ));
+                reasons.push(reason("blocked", format!("{action_type} is blocked by policy"), index));
                 continue;
             }
             if rule.requires_kyc && !subject.kyc_verified {
                 kyc_missing = true;
-                reasons.push(reason(
-                    "kyc_required",
-                    format!("{action_type} requires a KYC-verified user"),
-                    index,
-                ));
+                reasons.push(reason("kyc_required", format!("{action_type} requires a KYC-verified user"), index));
             }
             let mut step_tier = rule.tier.unwrap_or(Tier::Approval);
             if step_tier == Tier::Manual {
@@ -317,16 +283,10 @@ impl Policy {
             }
             if rule.requires_approval && step_tier < Tier::Approval {
                 step_tier = Tier::Approval;
-                reasons.push(reason(
-                    "requires_approval",
-                    format!("{action_type} always requires approval"),
-                    index,
-                ));
+                reasons.push(reason("requires_approval", format!("{action_type} always requires approval"), index));
             }
             for threshold in &rule.risk_thresholds {
-                if subject.risk_score.is_some_and(|r| r > threshold.above)
-                    && step_tier < threshold.tier
-                {
+                if subject.risk_score.is_some_and(|r| r > threshold.above) && step_tier < threshold.tier {
                     step_tier = threshold.tier;
                     reasons.push(reason(
                         "risk_above_threshold",
@@ -340,11 +300,7 @@ impl Policy {
                 }
             }
             if step_tier == Tier::Approval && rule.tier == Some(Tier::Approval) {
-                reasons.push(reason(
-                    "type_requires_approval",
-                    format!("{action_type} is a tier-2 action type"),
-                    index,
-                ));
+                reasons.push(reason("type_requires_approval", format!("{action_type} is a tier-2 action type"), index));
             }
             tier = tier.max(step_tier);
             if let Some(e) = rule.approval_expiry {
@@ -386,11 +342,7 @@ impl Policy {
         }
         if tier == Tier::Auto && !denied && !self.auto_execution.enabled {
             tier = Tier::Approval;
-            reasons.push(reason(
-                "auto_execution_disabled",
-                "automatic execution is switched off".into(),
-                0,
-            ));
+            reasons.push(reason("auto_execution_disabled", "automatic execution is switched off".into(), 0));
         }
         for r in &mut reasons {
             if !plan {
@@ -407,29 +359,16 @@ impl Policy {
                 Tier::Approval => ("needs_approval", "runs once a human approves (tier 2)"),
                 Tier::Manual => ("manual", "recorded for a human to carry out (tier 3)"),
             };
-            reasons.push(Reason {
-                code,
-                message: message.into(),
-                step: None,
-            });
+            reasons.push(Reason { code, message: message.into(), step: None });
             Verdict::Tier(tier)
         };
-        Decision {
-            verdict,
-            reasons,
-            approval_expiry: expiry,
-            max_attempts,
-            approver,
-            rate_limits,
-        }
+        Decision { verdict, reasons, approval_expiry: expiry, max_attempts, approver, rate_limits }
     }
 }
 
 fn check_expiry(field: &str, d: IsoDuration) -> Result<(), PolicyError> {
     if d.as_secs() < 60 || d.as_secs() > 30 * 86_400 {
-        return Err(PolicyError(format!(
-            "{field} must be between a minute and 30 days"
-        )));
+        return Err(PolicyError(format!("{field} must be between a minute and 30 days")));
     }
     Ok(())
 }
@@ -438,17 +377,8 @@ fn check_expiry(field: &str, d: IsoDuration) -> Result<(), PolicyError> {
 mod tests {
     use super::*;
 
-    fn subject(
-        types: &[&'static str],
-        risk: Option<u8>,
-        confidence: Option<f64>,
-    ) -> Subject<'static> {
-        Subject {
-            action_types: types.to_vec(),
-            risk_score: risk,
-            confidence,
-            kyc_verified: false,
-        }
+    fn subject(types: &[&'static str], risk: Option<u8>, confidence: Option<f64>) -> Subject<'static> {
+        Subject { action_types: types.to_vec(), risk_score: risk, confidence, kyc_verified: false }
     }
 
     fn tier_of(d: &Decision) -> Option<Tier> {
@@ -481,11 +411,7 @@ mod tests {
             ("calendar.create_event", Tier::Approval),
             ("http_request", Tier::Approval),
         ] {
-            assert_eq!(
-                tier_of(&p.evaluate(&subject(&[t], None, confident))),
-                Some(expected),
-                "{t}"
-            );
+            assert_eq!(tier_of(&p.evaluate(&subject(&[t], None, confident))), Some(expected), "{t}");
         }
     }
 
@@ -496,10 +422,7 @@ mod tests {
         assert_eq!(tier_of(&at_50), Some(Tier::Auto));
         let at_51 = p.evaluate(&subject(&["gmail.archive"], Some(51), Some(0.9)));
         assert_eq!(tier_of(&at_51), Some(Tier::Approval));
-        assert_eq!(
-            at_51.reason_codes(),
-            vec!["risk_above_threshold", "needs_approval"]
-        );
+        assert_eq!(at_51.reason_codes(), vec!["risk_above_threshold", "needs_approval"]);
     }
 
     #[test]
@@ -509,9 +432,7 @@ mod tests {
         assert_eq!(tier_of(&low), Some(Tier::Approval));
         assert!(low.reason_codes().contains(&"low_confidence".to_owned()));
         let missing = p.evaluate(&subject(&["gmail.flag"], None, None));
-        assert!(missing
-            .reason_codes()
-            .contains(&"confidence_missing".to_owned()));
+        assert!(missing.reason_codes().contains(&"confidence_missing".to_owned()));
         let exact = p.evaluate(&subject(&["gmail.flag"], None, Some(0.7)));
         assert_eq!(tier_of(&exact), Some(Tier::Auto));
         assert_eq!(exact.reason_codes(), vec!["auto_execute"]);
@@ -535,11 +456,7 @@ mod tests {
         let p = Policy::default_policy();
         let d = p.evaluate(&subject(&["gmail.label", "send_email"], None, Some(0.95)));
         assert_eq!(tier_of(&d), Some(Tier::Approval));
-        let typed = d
-            .reasons
-            .iter()
-            .find(|r| r.code == "type_requires_approval")
-            .unwrap();
+        let typed = d.reasons.iter().find(|r| r.code == "type_requires_approval").unwrap();
         assert_eq!(typed.step, Some(1));
         assert_eq!(d.rate_limits.len(), 2);
         let blocked = p.evaluate(&subject(&["gmail.label", "make_payment"], None, Some(0.95)));
@@ -552,28 +469,17 @@ mod tests {
         p.auto_execution.enabled = false;
         let d = p.evaluate(&subject(&["gmail.flag"], None, Some(0.99)));
         assert_eq!(tier_of(&d), Some(Tier::Approval));
-        assert!(d
-            .reason_codes()
-            .contains(&"auto_execution_disabled".to_owned()));
+        assert!(d.reason_codes().contains(&"auto_execution_disabled".to_owned()));
     }
 
     #[test]
     fn invalid_policies_are_refused_whole() {
         let base = DEFAULT_POLICY_TOML;
         let unknown_type = format!("{base}\n[types.\"gmail.nuke\"]\ntier = 1\n");
-        assert!(Policy::parse_toml(&unknown_type)
-            .unwrap_err()
-            .0
-            .contains("gmail.nuke"));
+        assert!(Policy::parse_toml(&unknown_type).unwrap_err().0.contains("gmail.nuke"));
         let missing = base.replace("[types.http_request]\ntier = 2", "");
-        assert!(Policy::parse_toml(&missing)
-            .unwrap_err()
-            .0
-            .contains("http_request"));
-        let bad_tier = base.replace(
-            "[types.http_request]\ntier = 2",
-            "[types.http_request]\ntier = 7",
-        );
+        assert!(Policy::parse_toml(&missing).unwrap_err().0.contains("http_request"));
+        let bad_tier = base.replace("[types.http_request]\ntier = 2", "[types.http_request]\ntier = 7");
         assert!(Policy::parse_toml(&bad_tier).is_err());
         let typo = base.replace("requires_kyc = true", "requires_kcy = true");
         assert!(Policy::parse_toml(&typo).is_err());
@@ -583,9 +489,7 @@ mod tests {
 
     #[test]
     fn windows_align_to_utc_hours_and_days() {
-        let at = chrono::DateTime::parse_from_rfc3339("2026-03-01T12:34:56Z")
-            .unwrap()
-            .with_timezone(&chrono::Utc);
+        let at = chrono::DateTime::parse_from_rfc3339("2026-03-01T12:34:56Z").unwrap().with_timezone(&chrono::Utc);
         let (s, e) = Window::Hour.bounds(at);
         assert_eq!(crate::clock::format_time(s), "2026-03-01T12:00:00Z");
         assert_eq!(crate::clock::format_time(e), "2026-03-01T13:00:00Z");

@@ -26,10 +26,7 @@ pub struct WorkQueue {
 
 impl WorkQueue {
     pub fn new(client: Client, url: impl Into<String>) -> Self {
-        Self {
-            client,
-            url: url.into(),
-        }
+        Self { client, url: url.into() }
     }
 
     pub fn url(&self) -> &str {
@@ -38,11 +35,7 @@ impl WorkQueue {
 
     /// Sends a message, optionally delayed (SQS caps delays at 15 minutes).
     #[tracing::instrument(skip(self), fields(action_id = %message.action_id))]
-    pub async fn enqueue(
-        &self,
-        message: &ExecuteMessage,
-        delay_secs: u32,
-    ) -> Result<String, QueueError> {
+    pub async fn enqueue(&self, message: &ExecuteMessage, delay_secs: u32) -> Result<String, QueueError> {
         let body = serde_json::to_string(message).map_err(|e| QueueError(e.to_string()))?;
         let out = self
             .client

@@ -40,11 +40,7 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            message: message.into(),
-            too_large: false,
-        }
+        Self { field: field.into(), message: message.into(), too_large: false }
     }
 }
 
@@ -77,10 +73,7 @@ impl CreateActionRequest {
         let scheduled_for = obj.opt_time("scheduled_for")?;
         if let Some(t) = scheduled_for {
             if t > now + chrono::Duration::days(366) {
-                return Err(FieldError::new(
-                    "scheduled_for",
-                    "must be within a year from now",
-                ));
+                return Err(FieldError::new("scheduled_for", "must be within a year from now"));
             }
         }
         let rate_limit_key = obj.opt_string_bounded("rate_limit_key", 256)?;
@@ -90,41 +83,23 @@ impl CreateActionRequest {
 
         let (action_type, payload, steps) = match (action_type, steps_value) {
             (Some(_), Some(_)) => {
-                return Err(FieldError::new(
-                    "steps",
-                    "give either action_type and payload, or steps, not both",
-                ))
+                return Err(FieldError::new("steps", "give either action_type and payload, or steps, not both"))
             }
-            (None, None) => {
-                return Err(FieldError::new(
-                    "action_type",
-                    "is required (or give steps for a plan)",
-                ))
-            }
+            (None, None) => return Err(FieldError::new("action_type", "is required (or give steps for a plan)")),
             (Some(action_type), None) => {
                 let payload = payload.ok_or_else(|| FieldError::new("payload", "is required"))?;
                 check_size("payload", payload)?;
                 validate_payload(&action_type, payload, "payload")?;
-                let step = StepKind::Action {
-                    action_type: action_type.clone(),
-                    payload: payload.clone(),
-                };
+                let step = StepKind::Action { action_type: action_type.clone(), payload: payload.clone() };
                 (action_type, payload.clone(), vec![step])
             }
             (None, Some(steps)) => {
                 if payload.is_some() {
-                    return Err(FieldError::new(
-                        "payload",
-                        "a plan gives each step its own payload",
-                    ));
+                    return Err(FieldError::new("payload", "a plan gives each step its own payload"));
                 }
                 check_size("steps", steps)?;
                 let steps = parse_steps(steps, now)?;
-                (
-                    crate::domain::action::PLAN_ACTION_TYPE.to_owned(),
-                    Value::Null,
-                    steps,
-                )
+                (crate::domain::action::PLAN_ACTION_TYPE.to_owned(), Value::Null, steps)
             }
         };
         Ok(Self {
@@ -159,14 +134,9 @@ fn check_size(field: &str, v: &Value) -> Result<(), FieldError> {
 }
 
 fn parse_steps(steps: &Value, now: DateTime<Utc>) -> Result<Vec<StepKind>, FieldError> {
-    let items = steps
-        .as_array()
-        .ok_or_else(|| FieldError::new("steps", "must be an array"))?;
+    let items = steps.as_array().ok_or_else(|| FieldError::new("steps", "must be an array"))?;
     if items.is_empty() || items.len() > MAX_PLAN_STEPS {
-        return Err(FieldError::new(
-            "steps",
-            format!("must have between 1 and {MAX_PLAN_STEPS} steps"),
-        ));
+        return Err(FieldError::new("steps", format!("must have between 1 and {MAX_PLAN_STEPS} steps")));
     }
     let mut out = Vec::with_capacity(items.len());
     let mut has_action = false;
@@ -174,24 +144,16 @@ fn parse_steps(steps: &Value, now: DateTime<Utc>) -> Result<Vec<StepKind>, Field
         let path = format!("steps[{i}]");
         let mut obj = Obj::at(item, &path)?;
         let kind = if let Some(action_type) = obj.opt_str("action_type")? {
-            let payload = obj
-                .take("payload")
-                .ok_or_else(|| FieldError::new(format!("{path}.payload"), "is required"))?;
+            let payload =
+                obj.take("payload").ok_or_else(|| FieldError::new(format!("{path}.payload"), "is required"))?;
             validate_payload(&action_type, payload, &format!("{path}.payload"))?;
             has_action = true;
-            StepKind::Action {
-                action_type,
-                payload: payload.clone(),
-            }
+            StepKind::Action { action_type, payload: payload.clone() }
         } else if let Some(text) = obj.opt_str("wait_for")? {
             let field = format!("{path}.wait_for");
-            let d =
-                IsoDuration::parse(&text).map_err(|e| FieldError::new(&field, e.to_string()))?;
+            let d = IsoDuration::parse(&text).map_err(|e| FieldError::new(&field, e.to_string()))?;
             if d.as_secs() == 0 || d.as_secs() > MAX_WAIT_SECS {
-                return Err(FieldError::new(
-                    field,
-                    "must be longer than zero and at most a year",
-                ));
+                return Err(FieldError::new(field, "must be longer than zero and at most a year"));
             }
             StepKind::WaitFor { wait_for: d }
         } else if let Some(t) = obj.opt_time("wait_until")? {
@@ -204,19 +166,13 @@ fn parse_steps(steps: &Value, now: DateTime<Utc>) -> Result<Vec<StepKind>, Field
             }
             StepKind::WaitUntil { wait_until: t }
         } else {
-            return Err(FieldError::new(
-                path,
-                "a step needs action_type and payload, wait_for, or wait_until",
-            ));
+            return Err(FieldError::new(path, "a step needs action_type and payload, wait_for, or wait_until"));
         };
         obj.finish()?;
         out.push(kind);
     }
     if !has_action {
-        return Err(FieldError::new(
-            "steps",
-            "a plan needs at least one action step",
-        ));
+        return Err(FieldError::new("steps", "a plan needs at least one action step"));
     }
     Ok(out)
 }
@@ -232,10 +188,7 @@ pub fn validate_payload(action_type: &str, payload: &Value, path: &str) -> Resul
             }
             let subject = p.req_str("subject")?;
             if subject.trim().is_empty() || subject.len() > 998 || subject.contains(['\r', '\n']) {
-                return Err(p.err(
-                    "subject",
-                    "must be one non-empty line of at most 998 characters",
-                ));
+                return Err(p.err("subject", "must be one non-empty line of at most 998 characters"));
             }
             let text = p.opt_str("text")?;
             let html = p.opt_str("html")?;
@@ -248,17 +201,14 @@ pub fn validate_payload(action_type: &str, payload: &Value, path: &str) -> Resul
         }
         "gmail.label" => {
             p.message_id()?;
-            let labels = p
-                .req("label_ids")?
-                .as_array()
-                .ok_or_else(|| p.err("label_ids", "must be an array of label ids"))?;
+            let labels =
+                p.req("label_ids")?.as_array().ok_or_else(|| p.err("label_ids", "must be an array of label ids"))?;
             if labels.is_empty() || labels.len() > 100 {
                 return Err(p.err("label_ids", "must name between 1 and 100 labels"));
             }
             for (i, label) in labels.iter().enumerate() {
-                let ok = label.as_str().is_some_and(|s| {
-                    !s.is_empty() && s.len() <= 256 && !s.chars().any(char::is_control)
-                });
+                let ok =
+                    label.as_str().is_some_and(|s| !s.is_empty() && s.len() <= 256 && !s.chars().any(char::is_control));
                 if !ok {
                     return Err(p.err(&format!("label_ids[{i}]"), "must be a non-empty label id"));
                 }
@@ -313,17 +263,11 @@ pub fn validate_payload(action_type: &str, payload: &Value, path: &str) -> Resul
             p.opt_int("quantity", 1, 10_000)?;
         }
         other => {
-            let field = if path == "payload" {
-                "action_type".to_owned()
-            } else {
-                path.replace(".payload", ".action_type")
-            };
+            let field =
+                if path == "payload" { "action_type".to_owned() } else { path.replace(".payload", ".action_type") };
             return Err(FieldError::new(
                 field,
-                format!(
-                    "unknown action type `{other}`; known types: {}",
-                    BUILTIN_ACTION_TYPES.join(", ")
-                ),
+                format!("unknown action type `{other}`; known types: {}", BUILTIN_ACTION_TYPES.join(", ")),
             ));
         }
     }
@@ -335,14 +279,10 @@ const HTTP_METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
 fn validate_http_request(p: &mut Obj<'_>, allow_rollback: bool) -> Result<(), FieldError> {
     let method = p.req_str("method")?;
     if !HTTP_METHODS.contains(&method.as_str()) {
-        return Err(p.err(
-            "method",
-            &format!("must be one of {}", HTTP_METHODS.join(", ")),
-        ));
+        return Err(p.err("method", &format!("must be one of {}", HTTP_METHODS.join(", "))));
     }
     let raw_url = p.req_str("url")?;
-    let url = url::Url::parse(&raw_url)
-        .map_err(|e| p.err("url", &format!("is not an absolute URL: {e}")))?;
+    let url = url::Url::parse(&raw_url).map_err(|e| p.err("url", &format!("is not an absolute URL: {e}")))?;
     if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
         return Err(p.err("url", "must be an http or https URL with a host"));
     }
@@ -350,25 +290,17 @@ fn validate_http_request(p: &mut Obj<'_>, allow_rollback: bool) -> Result<(), Fi
         return Err(p.err("url", "must not carry credentials; put them in headers"));
     }
     if let Some(headers) = p.take("headers") {
-        let map = headers.as_object().ok_or_else(|| {
-            p.err(
-                "headers",
-                "must be an object of header names to string values",
-            )
-        })?;
+        let map = headers
+            .as_object()
+            .ok_or_else(|| p.err("headers", "must be an object of header names to string values"))?;
         for (name, value) in map {
-            let valid_name = !name.is_empty()
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+            let valid_name =
+                !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
             if !valid_name
                 || ["host", "content-length", "transfer-encoding", "connection"]
                     .contains(&name.to_ascii_lowercase().as_str())
             {
-                return Err(p.err(
-                    &format!("headers.{name}"),
-                    "is not a header that may be set",
-                ));
+                return Err(p.err(&format!("headers.{name}"), "is not a header that may be set"));
             }
             let single_line = value.as_str().is_some_and(|v| !v.contains(['\r', '\n']));
             if !single_line {
@@ -400,25 +332,13 @@ struct Obj<'a> {
 
 impl<'a> Obj<'a> {
     fn root(v: &'a Value) -> Result<Self, FieldError> {
-        let map = v
-            .as_object()
-            .ok_or_else(|| FieldError::new("$", "the body must be a JSON object"))?;
-        Ok(Self {
-            map,
-            path: String::new(),
-            read: Vec::new(),
-        })
+        let map = v.as_object().ok_or_else(|| FieldError::new("$", "the body must be a JSON object"))?;
+        Ok(Self { map, path: String::new(), read: Vec::new() })
     }
 
     fn at(v: &'a Value, path: &str) -> Result<Self, FieldError> {
-        let map = v
-            .as_object()
-            .ok_or_else(|| FieldError::new(path, "must be an object"))?;
-        Ok(Self {
-            map,
-            path: path.to_owned(),
-            read: Vec::new(),
-        })
+        let map = v.as_object().ok_or_else(|| FieldError::new(path, "must be an object"))?;
+        Ok(Self { map, path: path.to_owned(), read: Vec::new() })
     }
 
     fn field(&self, name: &str) -> String {
@@ -457,8 +377,7 @@ impl<'a> Obj<'a> {
     }
 
     fn req_str(&mut self, name: &str) -> Result<String, FieldError> {
-        self.opt_str(name)?
-            .ok_or_else(|| self.err(name, "is required"))
+        self.opt_str(name)?.ok_or_else(|| self.err(name, "is required"))
     }
 
     fn opt_string_bounded(&mut self, name: &str, max: usize) -> Result<Option<String>, FieldError> {
@@ -519,44 +438,25 @@ impl<'a> Obj<'a> {
             None => Ok(None),
             Some(s) => DateTime::parse_from_rfc3339(&s)
                 .map(|t| Some(t.with_timezone(&Utc)))
-                .map_err(|_| {
-                    self.err(
-                        name,
-                        "must be an RFC 3339 time such as 2026-01-31T09:00:00Z",
-                    )
-                }),
+                .map_err(|_| self.err(name, "must be an RFC 3339 time such as 2026-01-31T09:00:00Z")),
         }
     }
 
     fn req_time(&mut self, name: &str) -> Result<DateTime<Utc>, FieldError> {
-        self.opt_time(name)?
-            .ok_or_else(|| self.err(name, "is required"))
+        self.opt_time(name)?.ok_or_else(|| self.err(name, "is required"))
     }
 
     fn opt_email(&mut self, name: &str) -> Result<Option<EmailAddress>, FieldError> {
         match self.opt_str(name)? {
             None => Ok(None),
-            Some(s) => EmailAddress::parse(&s)
-                .map(Some)
-                .ok_or_else(|| self.err(name, "must be an email address")),
+            Some(s) => EmailAddress::parse(&s).map(Some).ok_or_else(|| self.err(name, "must be an email address")),
         }
     }
 
-    fn email_list(
-        &mut self,
-        name: &str,
-        min: usize,
-        max: usize,
-    ) -> Result<Vec<EmailAddress>, FieldError> {
-        let items = self
-            .req(name)?
-            .as_array()
-            .ok_or_else(|| self.err(name, "must be an array of email addresses"))?;
+    fn email_list(&mut self, name: &str, min: usize, max: usize) -> Result<Vec<EmailAddress>, FieldError> {
+        let items = self.req(name)?.as_array().ok_or_else(|| self.err(name, "must be an array of email addresses"))?;
         if items.len() < min || items.len() > max {
-            return Err(self.err(
-                name,
-                &format!("must have between {min} and {max} addresses"),
-            ));
+            return Err(self.err(name, &format!("must have between {min} and {max} addresses")));
         }
         items
             .iter()
@@ -571,18 +471,12 @@ impl<'a> Obj<'a> {
 
     fn message_id(&mut self) -> Result<(), FieldError> {
         let id = self.req_str("message_id")?;
-        let ok = !id.is_empty()
-            && id.len() <= 256
-            && id
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        let ok =
+            !id.is_empty() && id.len() <= 256 && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
         if ok {
             Ok(())
         } else {
-            Err(self.err(
-                "message_id",
-                "must be a Gmail message id (letters, digits, - and _)",
-            ))
+            Err(self.err("message_id", "must be a Gmail message id (letters, digits, - and _)"))
         }
     }
 
@@ -600,9 +494,7 @@ mod tests {
     use serde_json::json;
 
     fn now() -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339("2026-03-01T12:00:00Z")
-            .unwrap()
-            .with_timezone(&Utc)
+        DateTime::parse_from_rfc3339("2026-03-01T12:00:00Z").unwrap().with_timezone(&Utc)
     }
 
     fn field_of(body: Value) -> String {
@@ -637,10 +529,7 @@ mod tests {
         assert_eq!(req.action_type, "plan");
         assert_eq!(req.payload, Value::Null);
         assert_eq!(req.steps.len(), 4);
-        assert_eq!(
-            req.action_steps().collect::<Vec<_>>(),
-            vec!["gmail.label", "gmail.archive"]
-        );
+        assert_eq!(req.action_steps().collect::<Vec<_>>(), vec!["gmail.label", "gmail.archive"]);
     }
 
     #[test]
@@ -654,54 +543,21 @@ mod tests {
             (json!({"action_type": "send_email"}), "payload"),
             (email(json!("x")), "payload"),
             (email(json!({"subject": "s", "text": "t"})), "payload.to"),
-            (
-                email(json!({"to": ["a@example.com", "bad"], "subject": "s", "text": "t"})),
-                "payload.to[1]",
-            ),
-            (
-                email(json!({"to": ["a@example.com"], "subject": "s"})),
-                "payload.text",
-            ),
-            (
-                email(json!({"to": ["a@example.com"], "subject": "a\nb", "text": "t"})),
-                "payload.subject",
-            ),
-            (
-                email(json!({"to": ["a@example.com"], "subject": "s", "text": "t", "bcc": []})),
-                "payload.bcc",
-            ),
-            (
-                json!({"action_type": "gmail.flag", "payload": {"message_id": "m1"}, "risk_score": 101}),
-                "risk_score",
-            ),
-            (
-                json!({"action_type": "gmail.flag", "payload": {"message_id": "m1"}, "risk_score": "high"}),
-                "risk_score",
-            ),
-            (
-                json!({"action_type": "gmail.flag", "payload": {"message_id": "m1"}, "confidence": 1.5}),
-                "confidence",
-            ),
+            (email(json!({"to": ["a@example.com", "bad"], "subject": "s", "text": "t"})), "payload.to[1]"),
+            (email(json!({"to": ["a@example.com"], "subject": "s"})), "payload.text"),
+            (email(json!({"to": ["a@example.com"], "subject": "a\nb", "text": "t"})), "payload.subject"),
+            (email(json!({"to": ["a@example.com"], "subject": "s", "text": "t", "bcc": []})), "payload.bcc"),
+            (json!({"action_type": "gmail.flag", "payload": {"message_id": "m1"}, "risk_score": 101}), "risk_score"),
+            (json!({"action_type": "gmail.flag", "payload": {"message_id": "m1"}, "risk_score": "high"}), "risk_score"),
+            (json!({"action_type": "gmail.flag", "payload": {"message_id": "m1"}, "confidence": 1.5}), "confidence"),
             (
                 json!({"action_type": "gmail.flag", "payload": {"message_id": "m1"}, "scheduled_for": "tomorrow"}),
                 "scheduled_for",
             ),
-            (
-                json!({"action_type": "gmail.flag", "payload": {"message_id": "m1"}, "approver": "nobody"}),
-                "approver",
-            ),
-            (
-                json!({"action_type": "gmail.flag", "payload": {"message_id": "m1"}, "dry_run": "yes"}),
-                "dry_run",
-            ),
-            (
-                json!({"action_type": "gmail.flag", "payload": {"message_id": "m1"}, "risk_scor": 5}),
-                "risk_scor",
-            ),
-            (
-                json!({"action_type": "gmail.flag", "payload": {"message_id": "../x"}}),
-                "payload.message_id",
-            ),
+            (json!({"action_type": "gmail.flag", "payload": {"message_id": "m1"}, "approver": "nobody"}), "approver"),
+            (json!({"action_type": "gmail.flag", "payload": {"message_id": "m1"}, "dry_run": "yes"}), "dry_run"),
+            (json!({"action_type": "gmail.flag", "payload": {"message_id": "m1"}, "risk_scor": 5}), "risk_scor"),
+            (json!({"action_type": "gmail.flag", "payload": {"message_id": "../x"}}), "payload.message_id"),
             (
                 json!({"action_type": "gmail.label", "payload": {"message_id": "m1", "label_ids": []}}),
                 "payload.label_ids",
@@ -781,13 +637,7 @@ mod tests {
         let payload = json!({"method": "POST", "url": "https://hooks.example.com/x", "headers": {"X-Token": "abc"}, "body": {"a": 1},
             "rollback": {"method": "DELETE", "url": "https://hooks.example.com/x/1"}});
         validate_payload("http_request", &payload, "payload").unwrap();
-        let bad_header =
-            json!({"method": "GET", "url": "https://h.example/", "headers": {"Host": "evil"}});
-        assert_eq!(
-            validate_payload("http_request", &bad_header, "payload")
-                .unwrap_err()
-                .field,
-            "payload.headers.Host"
-        );
+        let bad_header = json!({"method": "GET", "url": "https://h.example/", "headers": {"Host": "evil"}});
+        assert_eq!(validate_payload("http_request", &bad_header, "payload").unwrap_err().field, "payload.headers.Host");
     }
 }

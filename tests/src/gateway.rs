@@ -41,10 +41,8 @@ async fn handle(State(state): State<Arc<GatewayState>>, req: Request<Body>) -> R
         _ => {}
     }
     let method = req.method().as_str().to_owned();
-    let Some((route, binary, params)) = state
-        .routes
-        .iter()
-        .find_map(|(r, b)| r.matches(&method, &path).map(|p| (r, b, p)))
+    let Some((route, binary, params)) =
+        state.routes.iter().find_map(|(r, b)| r.matches(&method, &path).map(|p| (r, b, p)))
     else {
         return plain(StatusCode::NOT_FOUND, json!({"message": "Not Found"}));
     };
@@ -59,10 +57,7 @@ async fn handle(State(state): State<Arc<GatewayState>>, req: Request<Body>) -> R
     let n = state.requests.fetch_add(1, Ordering::Relaxed);
     let (parts, body) = req.into_parts();
     let Ok(body) = to_bytes(body, MAX_BODY).await else {
-        return plain(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            json!({"message": "Request Entity Too Large"}),
-        );
+        return plain(StatusCode::PAYLOAD_TOO_LARGE, json!({"message": "Request Entity Too Large"}));
     };
     let event = api_event(&parts, &body, route, &params, claims, n);
     invoke(&state, binary, &event).await
@@ -70,45 +65,30 @@ async fn handle(State(state): State<Arc<GatewayState>>, req: Request<Body>) -> R
 
 fn health(state: &GatewayState) -> Response<Body> {
     if state.ready.load(Ordering::Acquire) {
-        plain(
-            StatusCode::OK,
-            json!({"status": "ok", "emulator": state.emulator, "functions": state.invoke_url}),
-        )
+        plain(StatusCode::OK, json!({"status": "ok", "emulator": state.emulator, "functions": state.invoke_url}))
     } else {
-        plain(
-            StatusCode::SERVICE_UNAVAILABLE,
-            json!({"status": "starting"}),
-        )
+        plain(StatusCode::SERVICE_UNAVAILABLE, json!({"status": "starting"}))
     }
 }
 
 async fn outbox(state: &GatewayState) -> Response<Body> {
     match crate::outbox::read(&state.http, &state.emulator).await {
         Ok(messages) => plain(StatusCode::OK, json!({ "messages": messages })),
-        Err(e) => plain(
-            StatusCode::BAD_GATEWAY,
-            json!({"message": format!("{e:#}")}),
-        ),
+        Err(e) => plain(StatusCode::BAD_GATEWAY, json!({"message": format!("{e:#}")})),
     }
 }
 
 /// `Bearer dev:<user>` or `Bearer dev:<user>:admin` → JWT claims; anything else → `None`.
 pub fn dev_claims(headers: &HeaderMap) -> Option<Map<String, Value>> {
     let value = headers.get("authorization")?.to_str().ok()?;
-    let token = value
-        .strip_prefix("Bearer ")
-        .or_else(|| value.strip_prefix("bearer "))?
-        .trim();
+    let token = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer "))?.trim();
     let rest = token.strip_prefix("dev:")?;
     let (user, admin) = match rest.split_once(':') {
         None => (rest, false),
         Some((user, "admin")) => (user, true),
         Some(_) => return None,
     };
-    if user.is_empty()
-        || user.len() > 128
-        || user.chars().any(|c| c.is_whitespace() || c.is_control())
-    {
+    if user.is_empty() || user.len() > 128 || user.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return None;
     }
     let mut claims = Map::new();
@@ -163,11 +143,7 @@ fn api_event(
         Ok(s) => (s.to_owned(), false),
         Err(_) => (base64::engine::general_purpose::STANDARD.encode(body), true),
     };
-    let user_agent = parts
-        .headers
-        .get("user-agent")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
+    let user_agent = parts.headers.get("user-agent").and_then(|v| v.to_str().ok()).unwrap_or_default();
     let mut event = json!({
         "version": "2.0",
         "routeKey": route_key,
@@ -192,11 +168,7 @@ fn api_event(
         event["queryStringParameters"] = Value::Object(query);
     }
     if !params.is_empty() {
-        event["pathParameters"] = params
-            .iter()
-            .map(|(k, v)| (k.clone(), json!(v)))
-            .collect::<Map<_, _>>()
-            .into();
+        event["pathParameters"] = params.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<Map<_, _>>().into();
     }
     if !body.is_empty() {
         event["body"] = json!(body_text);
@@ -208,19 +180,13 @@ fn api_event(
 }
 
 async fn invoke(state: &GatewayState, binary: &str, event: &Value) -> Response<Body> {
-    let url = format!(
-        "{}/2015-03-31/functions/{binary}/invocations",
-        state.invoke_url
-    );
+    let url = format!("{}/2015-03-31/functions/{binary}/invocations", state.invoke_url);
     let result = state.http.post(&url).json(event).send().await;
     let response = match result {
         Ok(r) => r,
         Err(e) => {
             tracing::error!(error = %e, binary, "invoking the function failed");
-            return plain(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                json!({"message": "Internal Server Error"}),
-            );
+            return plain(StatusCode::INTERNAL_SERVER_ERROR, json!({"message": "Internal Server Error"}));
         }
     };
     let function_error = response.headers().contains_key("x-amz-function-error");
@@ -228,18 +194,12 @@ async fn invoke(state: &GatewayState, binary: &str, event: &Value) -> Response<B
         Ok(v) => v,
         Err(e) => {
             tracing::error!(error = %e, binary, "the function's response is not JSON");
-            return plain(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                json!({"message": "Internal Server Error"}),
-            );
+            return plain(StatusCode::INTERNAL_SERVER_ERROR, json!({"message": "Internal Server Error"}));
         }
     };
     if function_error || payload.get("errorType").is_some() || payload.get("statusCode").is_none() {
         tracing::error!(binary, payload = %payload, "the function failed");
-        return plain(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            json!({"message": "Internal Server Error"}),
-        );
+        return plain(StatusCode::INTERNAL_SERVER_ERROR, json!({"message": "Internal Server Error"}));
     }
     to_http(&payload)
 }
@@ -250,54 +210,32 @@ fn to_http(payload: &Value) -> Response<Body> {
         .and_then(Value::as_u64)
         .and_then(|s| StatusCode::from_u16(s as u16).ok())
         .unwrap_or(StatusCode::OK);
-    let body = payload
-        .get("body")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
+    let body = payload.get("body").and_then(Value::as_str).unwrap_or_default();
     let bytes = if payload.get("isBase64Encoded").and_then(Value::as_bool) == Some(true) {
-        base64::engine::general_purpose::STANDARD
-            .decode(body)
-            .unwrap_or_default()
+        base64::engine::general_purpose::STANDARD.decode(body).unwrap_or_default()
     } else {
         body.as_bytes().to_vec()
     };
     let mut response = Response::new(Body::from(bytes));
     *response.status_mut() = status;
     let headers = response.headers_mut();
-    for (k, v) in payload
-        .get("headers")
-        .and_then(Value::as_object)
-        .into_iter()
-        .flatten()
-    {
-        if let (Ok(name), Some(Ok(value))) = (
-            k.parse::<axum::http::HeaderName>(),
-            v.as_str().map(HeaderValue::from_str),
-        ) {
+    for (k, v) in payload.get("headers").and_then(Value::as_object).into_iter().flatten() {
+        if let (Ok(name), Some(Ok(value))) =
+            (k.parse::<axum::http::HeaderName>(), v.as_str().map(HeaderValue::from_str))
+        {
             headers.insert(name, value);
         }
     }
-    for (k, values) in payload
-        .get("multiValueHeaders")
-        .and_then(Value::as_object)
-        .into_iter()
-        .flatten()
-    {
+    for (k, values) in payload.get("multiValueHeaders").and_then(Value::as_object).into_iter().flatten() {
         for v in values.as_array().into_iter().flatten() {
-            if let (Ok(name), Some(Ok(value))) = (
-                k.parse::<axum::http::HeaderName>(),
-                v.as_str().map(HeaderValue::from_str),
-            ) {
+            if let (Ok(name), Some(Ok(value))) =
+                (k.parse::<axum::http::HeaderName>(), v.as_str().map(HeaderValue::from_str))
+            {
                 headers.append(name, value);
             }
         }
     }
-    for cookie in payload
-        .get("cookies")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
+    for cookie in payload.get("cookies").and_then(Value::as_array).into_iter().flatten() {
         if let Some(Ok(value)) = cookie.as_str().map(HeaderValue::from_str) {
             headers.append("set-cookie", value);
         }
@@ -308,9 +246,7 @@ fn to_http(payload: &Value) -> Response<Body> {
 fn plain(status: StatusCode, body: Value) -> Response<Body> {
     let mut response = Response::new(Body::from(body.to_string()));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert("content-type", HeaderValue::from_static("application/json"));
+    response.headers_mut().insert("content-type", HeaderValue::from_static("application/json"));
     response
 }
 
@@ -336,15 +272,9 @@ mod tests {
 
     #[test]
     fn malformed_identity_is_refused() {
-        for bad in [
-            "",
-            "Bearer",
-            "Bearer dev:",
-            "Basic dev:alice",
-            "Bearer alice",
-            "Bearer dev:alice:root",
-            "Bearer dev:a b",
-        ] {
+        for bad in
+            ["", "Bearer", "Bearer dev:", "Basic dev:alice", "Bearer alice", "Bearer dev:alice:root", "Bearer dev:a b"]
+        {
             assert!(dev_claims(&headers(bad)).is_none(), "{bad}");
         }
         assert!(dev_claims(&HeaderMap::new()).is_none());

@@ -23,15 +23,11 @@ pub fn workspace_root() -> PathBuf {
 
 /// The virtualenv `scripts/setup.sh` creates, holding moto, cargo-lambda and cfn-lint.
 pub fn venv_bin(tool: &str) -> PathBuf {
-    let venv = std::env::var_os("ACTIONGATE_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join(".venv"));
+    let venv = std::env::var_os("ACTIONGATE_VENV").map(PathBuf::from).unwrap_or_else(|| workspace_root().join(".venv"));
     venv.join("bin").join(tool)
 }
 
 /// A port the OS says is free right now on loopback.
 pub fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }

@@ -26,38 +26,13 @@ pub async fn read(http: &reqwest::Client, emulator: &str) -> Result<Vec<OutboxMe
         .context("decoding the emulator's state")?;
     let mut out = Vec::new();
     let ses = data.get("ses");
-    for raw in ses
-        .and_then(|s| s.get("RawMessage"))
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        let text = raw
-            .get("raw_data")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        let to = raw
-            .get("destinations")
-            .and_then(Value::as_array)
-            .map(|a| strings(a))
-            .unwrap_or_default();
-        out.push(parse_raw(
-            raw.get("id").and_then(Value::as_str).unwrap_or_default(),
-            to,
-            text,
-        ));
+    for raw in ses.and_then(|s| s.get("RawMessage")).and_then(Value::as_array).into_iter().flatten() {
+        let text = raw.get("raw_data").and_then(Value::as_str).unwrap_or_default();
+        let to = raw.get("destinations").and_then(Value::as_array).map(|a| strings(a)).unwrap_or_default();
+        out.push(parse_raw(raw.get("id").and_then(Value::as_str).unwrap_or_default(), to, text));
     }
-    for simple in ses
-        .and_then(|s| s.get("Message"))
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        let body = simple
-            .get("body")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned();
+    for simple in ses.and_then(|s| s.get("Message")).and_then(Value::as_array).into_iter().flatten() {
+        let body = simple.get("body").and_then(Value::as_str).unwrap_or_default().to_owned();
         let is_html = body.trim_start().starts_with('<');
         let to = simple
             .get("destinations")
@@ -66,22 +41,10 @@ pub async fn read(http: &reqwest::Client, emulator: &str) -> Result<Vec<OutboxMe
             .map(|a| strings(a))
             .unwrap_or_default();
         out.push(OutboxMessage {
-            id: simple
-                .get("id")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned(),
-            from: simple
-                .get("source")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned(),
+            id: simple.get("id").and_then(Value::as_str).unwrap_or_default().to_owned(),
+            from: simple.get("source").and_then(Value::as_str).unwrap_or_default().to_owned(),
             to,
-            subject: simple
-                .get("subject")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned(),
+            subject: simple.get("subject").and_then(Value::as_str).unwrap_or_default().to_owned(),
             text: (!is_html).then(|| body.clone()),
             html: is_html.then_some(body),
         });
@@ -90,10 +53,7 @@ pub async fn read(http: &reqwest::Client, emulator: &str) -> Result<Vec<OutboxMe
 }
 
 fn strings(a: &[Value]) -> Vec<String> {
-    a.iter()
-        .filter_map(Value::as_str)
-        .map(str::to_owned)
-        .collect()
+    a.iter().filter_map(Value::as_str).map(str::to_owned).collect()
 }
 
 /// Splits a MIME message into its headers and its text and HTML parts.
@@ -110,17 +70,10 @@ pub fn parse_raw(id: &str, destinations: Vec<String>, raw: &str) -> OutboxMessag
         return message;
     };
     use mailparse::MailHeaderMap;
-    message.subject = parsed
-        .headers
-        .get_first_value("Subject")
-        .unwrap_or_default();
+    message.subject = parsed.headers.get_first_value("Subject").unwrap_or_default();
     message.from = parsed.headers.get_first_value("From").unwrap_or_default();
     if let Some(to) = parsed.headers.get_first_value("To") {
-        let header_to: Vec<String> = to
-            .split(',')
-            .map(|s| s.trim().to_owned())
-            .filter(|s| !s.is_empty())
-            .collect();
+        let header_to: Vec<String> = to.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect();
         if !header_to.is_empty() {
             message.to = header_to;
         }

@@ -17,8 +17,7 @@ impl ManagedChild {
     pub fn spawn(name: &str, mut command: Command, log: Option<&Path>) -> Result<Self> {
         match log {
             Some(path) => {
-                let file = std::fs::File::create(path)
-                    .with_context(|| format!("creating {}", path.display()))?;
+                let file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
                 let err = file.try_clone()?;
                 command.stdout(Stdio::from(file)).stderr(Stdio::from(err));
             }
@@ -34,13 +33,8 @@ impl ManagedChild {
                 Ok(())
             });
         }
-        let child = command
-            .spawn()
-            .with_context(|| format!("starting {name}"))?;
-        Ok(Self {
-            name: name.to_owned(),
-            child,
-        })
+        let child = command.spawn().with_context(|| format!("starting {name}"))?;
+        Ok(Self { name: name.to_owned(), child })
     }
 
     pub fn id(&self) -> u32 {

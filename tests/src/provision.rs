@@ -6,8 +6,8 @@ use anyhow::{anyhow, Context, Result};
 use aws_config::SdkConfig;
 use aws_sdk_dynamodb::error::DisplayErrorContext;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
-    ProjectionType, ScalarAttributeType, TimeToLiveSpecification,
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType,
+    ScalarAttributeType, TimeToLiveSpecification,
 };
 use aws_sdk_sqs::types::QueueAttributeName;
 use std::collections::BTreeMap;
@@ -15,36 +15,40 @@ use std::collections::BTreeMap;
 /// Local names of what was created: logical id → table name, logical id → (url, arn).
 #[derive(Debug, Clone, Default)]
 pub struct Provisioned {
+    /// Template parameters at their defaults.
+    pub parameters: BTreeMap<String, String>,
+    pub email_identities: Vec<String>,
     pub tables: BTreeMap<String, String>,
     pub queues: BTreeMap<String, (String, String)>,
 }
 
 impl Provisioned {
     pub fn table(&self, logical_id: &str) -> Result<&str> {
-        self.tables
-            .get(logical_id)
-            .map(String::as_str)
-            .ok_or_else(|| anyhow!("no table {logical_id}"))
+        self.tables.get(logical_id).map(String::as_str).ok_or_else(|| anyhow!("no table {logical_id}"))
     }
 
     pub fn queue_url(&self, logical_id: &str) -> Result<&str> {
-        self.queues
-            .get(logical_id)
-            .map(|(url, _)| url.as_str())
-            .ok_or_else(|| anyhow!("no queue {logical_id}"))
+        self.queues.get(logical_id).map(|(url, _)| url.as_str()).ok_or_else(|| anyhow!("no queue {logical_id}"))
     }
 }
 
 pub async fn provision(template: &Template, sdk: &SdkConfig) -> Result<Provisioned> {
     let ddb = aws_sdk_dynamodb::Client::new(sdk);
     let sqs = aws_sdk_sqs::Client::new(sdk);
-    let mut out = Provisioned::default();
+    let ses = aws_sdk_sesv2::Client::new(sdk);
+    let mut out = Provisioned {
+        parameters: template.parameters.iter().filter_map(|(k, v)| Some((k.clone(), v.clone()?))).collect(),
+        ..Default::default()
+    };
+    for identity in &template.email_identities {
+        ses.create_email_identity().email_identity(identity).send().await.map_err(|e| {
+            anyhow!("creating SES identity {identity}: {}", aws_sdk_sesv2::error::DisplayErrorContext(e))
+        })?;
+        out.email_identities.push(identity.clone());
+    }
     for table in &template.tables {
-        create_table(&ddb, table)
-            .await
-            .with_context(|| format!("creating table {}", table.logical_id))?;
-        out.tables
-            .insert(table.logical_id.clone(), table.logical_id.clone());
+        create_table(&ddb, table).await.with_context(|| format!("creating table {}", table.logical_id))?;
+        out.tables.insert(table.logical_id.clone(), table.logical_id.clone());
     }
     // Dead-letter queues first, so redrive policies can name them.
     let mut queues = template.queues.clone();
@@ -55,36 +59,23 @@ pub async fn provision(template: &Template, sdk: &SdkConfig) -> Result<Provision
             req = req.attributes(QueueAttributeName::VisibilityTimeout, v.to_string());
         }
         if let Some((dlq, max)) = &queue.redrive {
-            let (_, arn) = out.queues.get(dlq).ok_or_else(|| {
-                anyhow!("{}: dead-letter queue {dlq} not declared", queue.logical_id)
-            })?;
-            let policy =
-                serde_json::json!({"deadLetterTargetArn": arn, "maxReceiveCount": max.to_string()});
+            let (_, arn) = out
+                .queues
+                .get(dlq)
+                .ok_or_else(|| anyhow!("{}: dead-letter queue {dlq} not declared", queue.logical_id))?;
+            let policy = serde_json::json!({"deadLetterTargetArn": arn, "maxReceiveCount": max.to_string()});
             req = req.attributes(QueueAttributeName::RedrivePolicy, policy.to_string());
         }
-        let created = req.send().await.map_err(|e| {
-            anyhow!(
-                "creating queue {}: {}",
-                queue.logical_id,
-                DisplayErrorContext(e)
-            )
-        })?;
-        let url = created
-            .queue_url
-            .ok_or_else(|| anyhow!("no url for {}", queue.logical_id))?;
+        let created =
+            req.send().await.map_err(|e| anyhow!("creating queue {}: {}", queue.logical_id, DisplayErrorContext(e)))?;
+        let url = created.queue_url.ok_or_else(|| anyhow!("no url for {}", queue.logical_id))?;
         let attrs = sqs
             .get_queue_attributes()
             .queue_url(&url)
             .attribute_names(QueueAttributeName::QueueArn)
             .send()
             .await
-            .map_err(|e| {
-                anyhow!(
-                    "reading queue {}: {}",
-                    queue.logical_id,
-                    DisplayErrorContext(e)
-                )
-            })?;
+            .map_err(|e| anyhow!("reading queue {}: {}", queue.logical_id, DisplayErrorContext(e)))?;
         let arn = attrs
             .attributes
             .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
@@ -96,17 +87,9 @@ pub async fn provision(template: &Template, sdk: &SdkConfig) -> Result<Provision
 
 async fn create_table(ddb: &aws_sdk_dynamodb::Client, spec: &TableSpec) -> Result<()> {
     let key = |(hash, range): &(String, Option<String>)| -> Result<Vec<KeySchemaElement>> {
-        let mut k = vec![KeySchemaElement::builder()
-            .attribute_name(hash)
-            .key_type(KeyType::Hash)
-            .build()?];
+        let mut k = vec![KeySchemaElement::builder().attribute_name(hash).key_type(KeyType::Hash).build()?];
         if let Some(r) = range {
-            k.push(
-                KeySchemaElement::builder()
-                    .attribute_name(r)
-                    .key_type(KeyType::Range)
-                    .build()?,
-            );
+            k.push(KeySchemaElement::builder().attribute_name(r).key_type(KeyType::Range).build()?);
         }
         Ok(k)
     };
@@ -128,26 +111,15 @@ async fn create_table(ddb: &aws_sdk_dynamodb::Client, spec: &TableSpec) -> Resul
             GlobalSecondaryIndex::builder()
                 .index_name(&index.name)
                 .set_key_schema(Some(key(&index.key)?))
-                .projection(
-                    Projection::builder()
-                        .projection_type(ProjectionType::All)
-                        .build(),
-                )
+                .projection(Projection::builder().projection_type(ProjectionType::All).build())
                 .build()?,
         );
     }
-    req.send()
-        .await
-        .map_err(|e| anyhow!("{}", DisplayErrorContext(e)))?;
+    req.send().await.map_err(|e| anyhow!("{}", DisplayErrorContext(e)))?;
     if let Some(ttl) = &spec.ttl_attribute {
         ddb.update_time_to_live()
             .table_name(&spec.logical_id)
-            .time_to_live_specification(
-                TimeToLiveSpecification::builder()
-                    .attribute_name(ttl)
-                    .enabled(true)
-                    .build()?,
-            )
+            .time_to_live_specification(TimeToLiveSpecification::builder().attribute_name(ttl).enabled(true).build()?)
             .send()
             .await
             .map_err(|e| anyhow!("{}", DisplayErrorContext(e)))?;
@@ -156,26 +128,32 @@ async fn create_table(ddb: &aws_sdk_dynamodb::Client, spec: &TableSpec) -> Resul
 }
 
 /// The environment the template gives `function`, resolved against the local resources.
+/// `overrides` supply what only a deployment can resolve (such as the API's public URL).
 pub fn resolve_env(
     function: &FunctionSpec,
     provisioned: &Provisioned,
+    overrides: &[(String, String)],
 ) -> Result<Vec<(String, String)>> {
     function
         .env
         .iter()
         .map(|(name, value)| {
+            if let Some((_, v)) = overrides.iter().find(|(k, _)| k == name) {
+                return Ok((name.clone(), v.clone()));
+            }
             let resolved = match value {
                 EnvValue::Literal(s) => s.clone(),
-                EnvValue::Ref(id) => match (provisioned.tables.get(id), provisioned.queues.get(id))
-                {
+                EnvValue::Deployed(expr) => {
+                    return Err(anyhow!(
+                        "{}: {name} = {expr} has no local value; the local stack must set it",
+                        function.logical_id
+                    ))
+                }
+                EnvValue::Ref(id) => match (provisioned.tables.get(id), provisioned.queues.get(id)) {
                     (Some(table), _) => table.clone(),
                     (_, Some((url, _))) => url.clone(),
-                    _ => {
-                        return Err(anyhow!(
-                            "{}: {name} refers to unknown resource {id}",
-                            function.logical_id
-                        ))
-                    }
+                    _ if provisioned.parameters.contains_key(id) => provisioned.parameters[id].clone(),
+                    _ => return Err(anyhow!("{}: {name} refers to unknown resource {id}", function.logical_id)),
                 },
                 EnvValue::GetAtt(id, attr) => match (provisioned.queues.get(id), attr.as_str()) {
                     (Some((_, arn)), "Arn") => arn.clone(),
@@ -183,12 +161,7 @@ pub fn resolve_env(
                     (_, "Arn") if provisioned.tables.contains_key(id) => {
                         format!("arn:aws:dynamodb:us-east-1:123456789012:table/{id}")
                     }
-                    _ => {
-                        return Err(anyhow!(
-                            "{}: {name} uses unsupported !GetAtt {id}.{attr}",
-                            function.logical_id
-                        ))
-                    }
+                    _ => return Err(anyhow!("{}: {name} uses unsupported !GetAtt {id}.{attr}", function.logical_id)),
                 },
             };
             Ok((name.clone(), resolved))

@@ -45,10 +45,7 @@ fn local_environment(endpoint: &str) -> Vec<(String, String)> {
         ("AWS_REGION".into(), "us-east-1".into()),
         ("AWS_ACCESS_KEY_ID".into(), "test".into()),
         ("AWS_SECRET_ACCESS_KEY".into(), "test".into()),
-        (
-            "RUST_LOG".into(),
-            std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
-        ),
+        ("RUST_LOG".into(), std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into())),
     ]
 }
 
@@ -56,28 +53,26 @@ impl LocalStack {
     pub async fn start(options: StackOptions) -> Result<Self> {
         let root = crate::workspace_root();
         let template = Template::load(&root.join("infra/template.yaml"))?;
-        let emulator_port = if options.emulator_port == 0 {
-            crate::free_port()?
-        } else {
-            options.emulator_port
-        };
-        let emulator = Emulator::start(emulator_port)
-            .await
-            .context("starting the AWS emulator")?;
+        let emulator_port = if options.emulator_port == 0 { crate::free_port()? } else { options.emulator_port };
+        let emulator = Emulator::start(emulator_port).await.context("starting the AWS emulator")?;
         let sdk = emulator.sdk_config().await;
-        let provisioned = provision::provision(&template, &sdk)
+        let provisioned =
+            provision::provision(&template, &sdk).await.context("provisioning from infra/template.yaml")?;
+
+        // The gateway's address is needed first: approval links point at it.
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", options.gateway_port))
             .await
-            .context("provisioning from infra/template.yaml")?;
+            .with_context(|| format!("binding the gateway to 127.0.0.1:{}", options.gateway_port))?;
+        let gateway_url = format!("http://{}", listener.local_addr()?);
+        let overrides = vec![("PUBLIC_BASE_URL".to_owned(), gateway_url.clone())];
 
         // One environment file for cargo lambda: every function's resolved template variables.
         let mut env: Vec<(String, String)> = Vec::new();
         for function in &template.functions {
-            for (k, v) in provision::resolve_env(function, &provisioned)? {
+            for (k, v) in provision::resolve_env(function, &provisioned, &overrides)? {
                 if let Some(existing) = env.iter().find(|(name, _)| *name == k) {
                     if existing.1 != v {
-                        return Err(anyhow!(
-                            "{k} differs between functions; the local stack shares one environment"
-                        ));
+                        return Err(anyhow!("{k} differs between functions; the local stack shares one environment"));
                     }
                 } else {
                     env.push((k, v));
@@ -88,29 +83,12 @@ impl LocalStack {
         let local_dir = root.join(".local");
         std::fs::create_dir_all(&local_dir)?;
         let env_file = local_dir.join(format!("functions-{emulator_port}.env"));
-        std::fs::write(
-            &env_file,
-            env.iter()
-                .map(|(k, v)| format!("{k}={v}\n"))
-                .collect::<String>(),
-        )?;
+        std::fs::write(&env_file, env.iter().map(|(k, v)| format!("{k}={v}\n")).collect::<String>())?;
 
-        let invoke_port = if options.invoke_port == 0 {
-            crate::free_port()?
-        } else {
-            options.invoke_port
-        };
+        let invoke_port = if options.invoke_port == 0 { crate::free_port()? } else { options.invoke_port };
         let mut cmd = Command::new(crate::venv_bin("cargo-lambda"));
         cmd.current_dir(&root)
-            .args([
-                "lambda",
-                "watch",
-                "-A",
-                "127.0.0.1",
-                "-P",
-                &invoke_port.to_string(),
-                "--env-file",
-            ])
+            .args(["lambda", "watch", "-A", "127.0.0.1", "-P", &invoke_port.to_string(), "--env-file"])
             .arg(&env_file);
         if !options.reload {
             cmd.arg("--ignore-changes");
@@ -125,11 +103,8 @@ impl LocalStack {
             }
         }
         let log = local_dir.join(format!("functions-{invoke_port}.log"));
-        let functions = ManagedChild::spawn(
-            "cargo lambda watch",
-            cmd,
-            (!options.inherit_logs).then_some(log.as_path()),
-        )?;
+        let functions =
+            ManagedChild::spawn("cargo lambda watch", cmd, (!options.inherit_logs).then_some(log.as_path()))?;
         let invoke_url = format!("http://127.0.0.1:{invoke_port}");
         emulator::wait_for_http(&invoke_url, Duration::from_secs(60))
             .await
@@ -140,9 +115,7 @@ impl LocalStack {
             .iter()
             .flat_map(|f| f.routes.iter().map(move |r| (r.clone(), f.binary.clone())))
             .collect();
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(300))
-            .build()?;
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(300)).build()?;
         let state = Arc::new(GatewayState {
             routes,
             invoke_url: invoke_url.clone(),
@@ -151,12 +124,6 @@ impl LocalStack {
             ready: AtomicBool::new(false),
             requests: AtomicU64::new(0),
         });
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", options.gateway_port))
-            .await
-            .with_context(|| {
-                format!("binding the gateway to 127.0.0.1:{}", options.gateway_port)
-            })?;
-        let gateway_url = format!("http://{}", listener.local_addr()?);
         let app = gateway::router(Arc::clone(&state));
         let gateway_task = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
@@ -166,26 +133,12 @@ impl LocalStack {
 
         // Start every function once, so the first real request does not pay for compilation.
         for function in &template.functions {
-            warm(
-                &http,
-                &invoke_url,
-                &function.binary,
-                !function.routes.is_empty(),
-            )
-            .await
-            .with_context(|| format!("starting function {}", function.binary))?;
+            warm(&http, &invoke_url, &function.binary, !function.routes.is_empty())
+                .await
+                .with_context(|| format!("starting function {}", function.binary))?;
         }
         state.ready.store(true, Ordering::Release);
-        Ok(Self {
-            template,
-            provisioned,
-            sdk,
-            gateway_url,
-            invoke_port,
-            emulator,
-            functions,
-            gateway_task,
-        })
+        Ok(Self { template, provisioned, sdk, gateway_url, invoke_port, emulator, functions, gateway_task })
     }
 
     /// Whether the functions' server is still up.
@@ -237,10 +190,7 @@ pub fn shared() -> SharedStack {
     let result = SHARED.get_or_init(|| {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
+            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                 Ok(rt) => rt,
                 Err(e) => {
                     let _ = tx.send(Err(e.to_string()));
@@ -281,10 +231,7 @@ pub fn shared_emulator() -> (String, Provisioned) {
     let result = EMULATOR.get_or_init(|| {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
                 let _ = tx.send(Err("no runtime".to_owned()));
                 return;
             };
@@ -293,8 +240,7 @@ pub fn shared_emulator() -> (String, Provisioned) {
                     let root = crate::workspace_root();
                     let template = Template::load(&root.join("infra/template.yaml"))?;
                     let emulator = Emulator::start(crate::free_port()?).await?;
-                    let provisioned =
-                        provision::provision(&template, &emulator.sdk_config().await).await?;
+                    let provisioned = provision::provision(&template, &emulator.sdk_config().await).await?;
                     anyhow::Ok((emulator, provisioned))
                 };
                 match started.await {

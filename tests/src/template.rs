@@ -8,6 +8,10 @@ use std::path::Path;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Template {
+    /// Parameter name → default value.
+    pub parameters: Vec<(String, Option<String>)>,
+    /// SES email identities (the sender), resolved from parameter defaults.
+    pub email_identities: Vec<String>,
     pub tables: Vec<TableSpec>,
     pub queues: Vec<QueueSpec>,
     pub functions: Vec<FunctionSpec>,
@@ -52,6 +56,9 @@ pub enum EnvValue {
     Literal(String),
     Ref(String),
     GetAtt(String, String),
+    /// An intrinsic only CloudFormation can resolve (`!If`, `!Sub` of the API's URL, …); the
+    /// local stack must set the variable itself.
+    Deployed(String),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -88,17 +95,14 @@ impl Route {
 
 impl Template {
     pub fn load(path: &Path) -> Result<Self> {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         Self::parse(&text)
     }
 
     pub fn parse(text: &str) -> Result<Self> {
         let doc: Value = serde_yaml::from_str(text).context("parsing the SAM template")?;
-        let resources = doc
-            .get("Resources")
-            .and_then(Value::as_mapping)
-            .ok_or_else(|| anyhow!("template has no Resources"))?;
+        let resources =
+            doc.get("Resources").and_then(Value::as_mapping).ok_or_else(|| anyhow!("template has no Resources"))?;
         let globals_env = doc
             .get("Globals")
             .and_then(|g| g.get("Function"))
@@ -107,33 +111,51 @@ impl Template {
             .map(parse_env)
             .transpose()?
             .unwrap_or_default();
-        let mut template = Template {
-            tables: vec![],
-            queues: vec![],
-            functions: vec![],
-        };
+        let parameters: Vec<(String, Option<String>)> = doc
+            .get("Parameters")
+            .and_then(Value::as_mapping)
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| {
+                        let default = v.get("Default").and_then(|d| match d {
+                            Value::String(s) => Some(s.clone()),
+                            Value::Number(n) => Some(n.to_string()),
+                            _ => None,
+                        });
+                        Some((k.as_str()?.to_owned(), default))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut template =
+            Template { parameters, email_identities: vec![], tables: vec![], queues: vec![], functions: vec![] };
         for (id, resource) in resources {
-            let id = id
-                .as_str()
-                .ok_or_else(|| anyhow!("resource id is not a string"))?
-                .to_owned();
-            let kind = resource
-                .get("Type")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
+            let id = id.as_str().ok_or_else(|| anyhow!("resource id is not a string"))?.to_owned();
+            let kind = resource.get("Type").and_then(Value::as_str).unwrap_or_default();
             let props = resource.get("Properties").cloned().unwrap_or(Value::Null);
             match kind {
                 "AWS::DynamoDB::Table" => template.tables.push(parse_table(&id, &props)?),
                 "AWS::SQS::Queue" => template.queues.push(parse_queue(&id, &props)?),
+                "AWS::SES::EmailIdentity" => {
+                    let identity = match props.get("EmailIdentity") {
+                        Some(Value::String(s)) => s.clone(),
+                        Some(Value::Tagged(t)) if t.tag == "Ref" => {
+                            let name = t.value.as_str().unwrap_or_default();
+                            template
+                                .parameter_default(name)
+                                .ok_or_else(|| anyhow!("{id}: parameter {name} needs a Default for the local stack"))?
+                        }
+                        _ => bail!("{id}: EmailIdentity must be a string or !Ref to a parameter"),
+                    };
+                    template.email_identities.push(identity);
+                }
                 "AWS::Serverless::Function" => {
                     let binary = resource
                         .get("Metadata")
                         .and_then(|m| m.get("BuildProperties"))
                         .and_then(|b| b.get("Binary"))
                         .and_then(Value::as_str)
-                        .ok_or_else(|| {
-                            anyhow!("{id}: Metadata.BuildProperties.Binary is required")
-                        })?
+                        .ok_or_else(|| anyhow!("{id}: Metadata.BuildProperties.Binary is required"))?
                         .to_owned();
                     let mut env = globals_env.clone();
                     if let Some(vars) = props.get("Environment").and_then(|e| e.get("Variables")) {
@@ -159,29 +181,21 @@ impl Template {
                                 .get("Method")
                                 .and_then(Value::as_str)
                                 .ok_or_else(|| anyhow!("{id}: route without Method"))?;
-                            let public = p
-                                .get("Auth")
-                                .and_then(|a| a.get("Authorizer"))
-                                .and_then(Value::as_str)
-                                == Some("NONE");
-                            routes.push(Route {
-                                method: method.to_ascii_uppercase(),
-                                path: path.to_owned(),
-                                public,
-                            });
+                            let public =
+                                p.get("Auth").and_then(|a| a.get("Authorizer")).and_then(Value::as_str) == Some("NONE");
+                            routes.push(Route { method: method.to_ascii_uppercase(), path: path.to_owned(), public });
                         }
                     }
-                    template.functions.push(FunctionSpec {
-                        logical_id: id,
-                        binary,
-                        env,
-                        routes,
-                    });
+                    template.functions.push(FunctionSpec { logical_id: id, binary, env, routes });
                 }
                 _ => {}
             }
         }
         Ok(template)
+    }
+
+    pub fn parameter_default(&self, name: &str) -> Option<String> {
+        self.parameters.iter().find(|(n, _)| n == name).and_then(|(_, d)| d.clone())
     }
 
     pub fn table(&self, logical_id: &str) -> Option<&TableSpec> {
@@ -194,15 +208,10 @@ impl Template {
 }
 
 fn parse_env(vars: &Value) -> Result<Vec<(String, EnvValue)>> {
-    let map = vars
-        .as_mapping()
-        .ok_or_else(|| anyhow!("Environment.Variables is not a mapping"))?;
+    let map = vars.as_mapping().ok_or_else(|| anyhow!("Environment.Variables is not a mapping"))?;
     map.iter()
         .map(|(k, v)| {
-            let name = k
-                .as_str()
-                .ok_or_else(|| anyhow!("env var name is not a string"))?
-                .to_owned();
+            let name = k.as_str().ok_or_else(|| anyhow!("env var name is not a string"))?.to_owned();
             Ok((name, parse_env_value(v)?))
         })
         .collect()
@@ -214,22 +223,18 @@ fn parse_env_value(v: &Value) -> Result<EnvValue> {
         Value::Number(n) => Ok(EnvValue::Literal(n.to_string())),
         Value::Bool(b) => Ok(EnvValue::Literal(b.to_string())),
         Value::Tagged(tagged) => {
-            let arg = tagged
-                .value
-                .as_str()
-                .ok_or_else(|| anyhow!("{} takes a string here", tagged.tag))?;
-            if tagged.tag == "Ref" {
-                Ok(EnvValue::Ref(arg.to_owned()))
-            } else if tagged.tag == "GetAtt" {
-                let (res, attr) = arg
-                    .split_once('.')
-                    .ok_or_else(|| anyhow!("!GetAtt {arg} has no attribute"))?;
-                Ok(EnvValue::GetAtt(res.to_owned(), attr.to_owned()))
-            } else {
-                bail!(
-                    "unsupported intrinsic {} in an environment variable",
-                    tagged.tag
-                )
+            let deployed = || {
+                let arg = serde_yaml::to_string(&tagged.value).unwrap_or_default();
+                EnvValue::Deployed(format!("!{} {}", tagged.tag.to_string().trim_start_matches('!'), arg.trim()))
+            };
+            match tagged.value.as_str() {
+                Some(arg) if tagged.tag == "Ref" => Ok(EnvValue::Ref(arg.to_owned())),
+                Some(arg) if tagged.tag == "GetAtt" => {
+                    let (res, attr) = arg.split_once('.').ok_or_else(|| anyhow!("!GetAtt {arg} has no attribute"))?;
+                    Ok(EnvValue::GetAtt(res.to_owned(), attr.to_owned()))
+                }
+                // `!If`, `!Sub` and friends: only a deployment can resolve them.
+                _ => Ok(deployed()),
             }
         }
         other => bail!("unsupported environment value {other:?}"),
@@ -237,16 +242,12 @@ fn parse_env_value(v: &Value) -> Result<EnvValue> {
 }
 
 fn key_schema(v: Option<&Value>, what: &str) -> Result<(String, Option<String>)> {
-    let items = v
-        .and_then(Value::as_sequence)
-        .ok_or_else(|| anyhow!("{what}: KeySchema missing"))?;
+    let items = v.and_then(Value::as_sequence).ok_or_else(|| anyhow!("{what}: KeySchema missing"))?;
     let mut hash = None;
     let mut range = None;
     for item in items {
-        let name = item
-            .get("AttributeName")
-            .and_then(Value::as_str)
-            .ok_or_else(|| anyhow!("{what}: key without name"))?;
+        let name =
+            item.get("AttributeName").and_then(Value::as_str).ok_or_else(|| anyhow!("{what}: key without name"))?;
         match item.get("KeyType").and_then(Value::as_str) {
             Some("HASH") => hash = Some(name.to_owned()),
             Some("RANGE") => range = Some(name.to_owned()),
@@ -282,10 +283,7 @@ fn parse_table(id: &str, props: &Value) -> Result<TableSpec> {
                         .get("IndexName")
                         .and_then(Value::as_str)
                         .ok_or_else(|| anyhow!("{id}: index without name"))?;
-                    Ok(IndexSpec {
-                        name: name.to_owned(),
-                        key: key_schema(g.get("KeySchema"), name)?,
-                    })
+                    Ok(IndexSpec { name: name.to_owned(), key: key_schema(g.get("KeySchema"), name)? })
                 })
                 .collect::<Result<Vec<_>>>()
         })
@@ -297,13 +295,7 @@ fn parse_table(id: &str, props: &Value) -> Result<TableSpec> {
         .and_then(|t| t.get("AttributeName"))
         .and_then(Value::as_str)
         .map(str::to_owned);
-    Ok(TableSpec {
-        logical_id: id.to_owned(),
-        attributes,
-        key,
-        indexes,
-        ttl_attribute,
-    })
+    Ok(TableSpec { logical_id: id.to_owned(), attributes, key, indexes, ttl_attribute })
 }
 
 fn parse_queue(id: &str, props: &Value) -> Result<QueueSpec> {
@@ -312,11 +304,9 @@ fn parse_queue(id: &str, props: &Value) -> Result<QueueSpec> {
         None => None,
         Some(r) => {
             let target = match r.get("deadLetterTargetArn") {
-                Some(Value::Tagged(t)) if t.tag == "GetAtt" => t
-                    .value
-                    .as_str()
-                    .and_then(|s| s.strip_suffix(".Arn"))
-                    .map(str::to_owned),
+                Some(Value::Tagged(t)) if t.tag == "GetAtt" => {
+                    t.value.as_str().and_then(|s| s.strip_suffix(".Arn")).map(str::to_owned)
+                }
                 _ => None,
             }
             .ok_or_else(|| anyhow!("{id}: deadLetterTargetArn must be !GetAtt <Queue>.Arn"))?;
@@ -327,11 +317,7 @@ fn parse_queue(id: &str, props: &Value) -> Result<QueueSpec> {
             Some((target, max))
         }
     };
-    Ok(QueueSpec {
-        logical_id: id.to_owned(),
-        visibility_timeout,
-        redrive,
-    })
+    Ok(QueueSpec { logical_id: id.to_owned(), visibility_timeout, redrive })
 }
 
 #[cfg(test)]
@@ -340,22 +326,11 @@ mod tests {
 
     #[test]
     fn route_matching_binds_parameters() {
-        let r = Route {
-            method: "GET".into(),
-            path: "/actions/{id}/audit".into(),
-            public: false,
-        };
-        assert_eq!(
-            r.matches("GET", "/actions/abc/audit"),
-            Some(vec![("id".into(), "abc".into())])
-        );
+        let r = Route { method: "GET".into(), path: "/actions/{id}/audit".into(), public: false };
+        assert_eq!(r.matches("GET", "/actions/abc/audit"), Some(vec![("id".into(), "abc".into())]));
         assert_eq!(r.matches("POST", "/actions/abc/audit"), None);
         assert_eq!(r.matches("GET", "/actions/abc"), None);
-        let any = Route {
-            method: "ANY".into(),
-            path: "/x".into(),
-            public: true,
-        };
+        let any = Route { method: "ANY".into(), path: "/x".into(), public: true };
         assert!(any.matches("DELETE", "/x").is_some());
     }
 
@@ -368,19 +343,9 @@ mod tests {
         assert_eq!(actions.ttl_attribute.as_deref(), Some("ttl"));
         assert!(actions.indexes.iter().any(|i| i.name == "by_user"));
         let intake = t.function_by_binary("intake").unwrap();
-        assert!(intake
-            .env
-            .iter()
-            .any(|(k, v)| k == "ACTIONS_TABLE" && *v == EnvValue::Ref("ActionsTable".into())));
-        assert!(intake
-            .routes
-            .iter()
-            .any(|r| r.method == "POST" && r.path == "/actions"));
-        let work = t
-            .queues
-            .iter()
-            .find(|q| q.logical_id == "WorkQueue")
-            .unwrap();
+        assert!(intake.env.iter().any(|(k, v)| k == "ACTIONS_TABLE" && *v == EnvValue::Ref("ActionsTable".into())));
+        assert!(intake.routes.iter().any(|r| r.method == "POST" && r.path == "/actions"));
+        let work = t.queues.iter().find(|q| q.logical_id == "WorkQueue").unwrap();
         assert_eq!(work.redrive, Some(("WorkDeadLetterQueue".into(), 5)));
     }
 }

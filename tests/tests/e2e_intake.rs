@@ -18,10 +18,7 @@ struct Reply {
 }
 
 fn api() -> Api {
-    Api {
-        stack: shared(),
-        http: reqwest::Client::new(),
-    }
+    Api { stack: shared(), http: reqwest::Client::new() }
 }
 
 /// A user name no other test uses.
@@ -33,11 +30,7 @@ fn uuid_like() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
     let n = N.fetch_add(1, Ordering::Relaxed);
-    format!("{:x}{:06x}", std::process::id(), n)
-        + &chrono::Utc::now()
-            .timestamp_nanos_opt()
-            .unwrap_or(0)
-            .to_string()
+    format!("{:x}{:06x}", std::process::id(), n) + &chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0).to_string()
 }
 
 impl Api {
@@ -65,16 +58,11 @@ impl Api {
         let headers = resp.headers().clone();
         let text = resp.text().await.unwrap();
         let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        Reply {
-            status,
-            headers,
-            body,
-        }
+        Reply { status, headers, body }
     }
 
     async fn post(&self, path: &str, user: &str, body: Value) -> Reply {
-        self.call("POST", path, Some(user), Some(body.to_string()), &[])
-            .await
+        self.call("POST", path, Some(user), Some(body.to_string()), &[]).await
     }
 
     async fn get(&self, path: &str, user: &str) -> Reply {
@@ -110,18 +98,10 @@ async fn tier_two_action_awaits_approval_with_expiry_and_trail() {
     assert_eq!(created.body["status"], "awaiting_approval");
     assert_eq!(created.body["tier"], 2);
     assert_eq!(created.body["requires_approval"], true);
-    assert!(created.body["reasons"]
-        .as_array()
-        .unwrap()
-        .contains(&json!("needs_approval")));
-    let expires =
-        chrono::DateTime::parse_from_rfc3339(created.body["approval_expires_at"].as_str().unwrap())
-            .unwrap();
+    assert!(created.body["reasons"].as_array().unwrap().contains(&json!("needs_approval")));
+    let expires = chrono::DateTime::parse_from_rfc3339(created.body["approval_expires_at"].as_str().unwrap()).unwrap();
     let in_an_hour = chrono::Utc::now() + chrono::Duration::hours(1);
-    assert!(
-        (expires.timestamp() - in_an_hour.timestamp()).abs() < 60,
-        "expiry is one hour away"
-    );
+    assert!((expires.timestamp() - in_an_hour.timestamp()).abs() < 60, "expiry is one hour away");
 
     let id = created.body["action_id"].as_str().unwrap();
     let got = api.get(&format!("/actions/{id}"), &alice).await;
@@ -140,10 +120,7 @@ async fn tier_two_action_awaits_approval_with_expiry_and_trail() {
         "created_at",
         "updated_at",
     ] {
-        assert!(
-            got.body.get(field).is_some(),
-            "GET /actions/{{id}} lacks {field}"
-        );
+        assert!(got.body.get(field).is_some(), "GET /actions/{{id}} lacks {field}");
     }
     assert_eq!(got.body["user_id"], alice.as_str());
     assert_eq!(got.body["risk_score"], 20);
@@ -185,11 +162,7 @@ async fn tier_one_action_is_queued_on_sqs() {
             .send()
             .await
             .unwrap();
-        if out
-            .messages()
-            .iter()
-            .any(|m| m.body().is_some_and(|b| b.contains(&id)))
-        {
+        if out.messages().iter().any(|m| m.body().is_some_and(|b| b.contains(&id))) {
             found = true;
             break;
         }
@@ -207,31 +180,15 @@ async fn scheduled_tier_one_waits_pending_and_tier_three_is_manual() {
     let pending = api.post("/actions", &alice, body).await;
     assert_eq!(pending.body["status"], "pending", "{}", pending.body);
 
-    let manual = api
-        .post(
-            "/actions",
-            &alice,
-            json!({"action_type": "gmail.delete", "payload": {"message_id": "m9"}}),
-        )
-        .await;
+    let manual =
+        api.post("/actions", &alice, json!({"action_type": "gmail.delete", "payload": {"message_id": "m9"}})).await;
     assert_eq!(manual.status, 201);
     assert_eq!(manual.body["status"], "manual");
     assert_eq!(manual.body["tier"], 3);
     let id = manual.body["action_id"].as_str().unwrap();
-    let cancel = api
-        .post(&format!("/actions/{id}/cancel"), &alice, json!({}))
-        .await;
-    assert_eq!(
-        cancel.status, 409,
-        "a manual action is closed with done or dismiss"
-    );
-    let done = api
-        .post(
-            &format!("/actions/{id}/done"),
-            &alice,
-            json!({"reason": "deleted it myself"}),
-        )
-        .await;
+    let cancel = api.post(&format!("/actions/{id}/cancel"), &alice, json!({})).await;
+    assert_eq!(cancel.status, 409, "a manual action is closed with done or dismiss");
+    let done = api.post(&format!("/actions/{id}/done"), &alice, json!({"reason": "deleted it myself"})).await;
     assert_eq!(done.status, 200);
     assert_eq!(done.body["status"], "done_manually");
 }
@@ -248,23 +205,23 @@ async fn low_confidence_and_high_risk_need_approval() {
         )
         .await;
     assert_eq!(low.body["tier"], 2);
-    assert!(low.body["reasons"]
-        .as_array()
-        .unwrap()
-        .contains(&json!("low_confidence")));
+    assert!(low.body["reasons"].as_array().unwrap().contains(&json!("low_confidence")));
     let risky = api.post("/actions", &alice, json!({"action_type": "gmail.archive", "payload": {"message_id": "m"}, "confidence": 0.9, "risk_score": 75})).await;
     assert_eq!(risky.body["tier"], 2);
-    assert!(risky.body["reasons"]
-        .as_array()
-        .unwrap()
-        .contains(&json!("risk_above_threshold")));
+    assert!(risky.body["reasons"].as_array().unwrap().contains(&json!("risk_above_threshold")));
 }
 
 #[tokio::test]
 async fn payment_is_blocked_and_purchase_needs_kyc_until_admin_sets_it() {
     let api = api();
     let alice = someone("alice");
-    let pay = api.post("/actions", &alice, json!({"action_type": "make_payment", "payload": {"amount": 10, "currency": "USD", "recipient": "acme"}})).await;
+    let pay = api
+        .post(
+            "/actions",
+            &alice,
+            json!({"action_type": "make_payment", "payload": {"amount": 10, "currency": "USD", "recipient": "acme"}}),
+        )
+        .await;
     assert_eq!(pay.status, 403);
     assert_eq!(pay.body["error"], "blocked");
     assert_eq!(pay.body["reasons"], json!(["blocked"]));
@@ -273,7 +230,8 @@ async fn payment_is_blocked_and_purchase_needs_kyc_until_admin_sets_it() {
     let got = api.get(&format!("/actions/{id}"), &alice).await;
     assert_eq!(got.body["status"], "blocked");
 
-    let purchase = json!({"action_type": "make_purchase", "payload": {"item": "laptop", "amount": 999.5, "currency": "EUR"}});
+    let purchase =
+        json!({"action_type": "make_purchase", "payload": {"item": "laptop", "amount": 999.5, "currency": "EUR"}});
     let denied = api.post("/actions", &alice, purchase.clone()).await;
     assert_eq!(denied.status, 403);
     assert_eq!(denied.body["error"], "kyc_required");
@@ -317,23 +275,14 @@ async fn another_users_action_is_not_found() {
         assert_eq!(r.status, 404, "{path}");
         assert_eq!(r.body["error"], "not_found");
     }
-    let cancel = api
-        .post(&format!("/actions/{id}/cancel"), &bob, json!({}))
-        .await;
+    let cancel = api.post(&format!("/actions/{id}/cancel"), &bob, json!({})).await;
     assert_eq!(cancel.status, 404);
     let listing = api.get("/actions", &bob).await;
     assert_eq!(listing.body["actions"], json!([]));
     // The designated approver and an admin may read it.
-    let approver = api
-        .get(&format!("/actions/{id}"), "approvals@example.com")
-        .await;
+    let approver = api.get(&format!("/actions/{id}"), "approvals@example.com").await;
     assert_eq!(approver.status, 200);
-    let admin = api
-        .get(
-            &format!("/actions/{id}"),
-            &format!("{}:admin", someone("root")),
-        )
-        .await;
+    let admin = api.get(&format!("/actions/{id}"), &format!("{}:admin", someone("root"))).await;
     assert_eq!(admin.status, 200);
 }
 
@@ -343,39 +292,18 @@ async fn cancel_moves_waiting_work_and_refuses_twice() {
     let alice = someone("alice");
     let created = api.post("/actions", &alice, email_action()).await;
     let id = created.body["action_id"].as_str().unwrap();
-    let cancelled = api
-        .post(
-            &format!("/actions/{id}/cancel"),
-            &alice,
-            json!({"reason": "changed my mind"}),
-        )
-        .await;
+    let cancelled = api.post(&format!("/actions/{id}/cancel"), &alice, json!({"reason": "changed my mind"})).await;
     assert_eq!(cancelled.status, 200, "{}", cancelled.body);
     assert_eq!(cancelled.body["status"], "cancelled");
-    let again = api
-        .post(&format!("/actions/{id}/cancel"), &alice, json!({}))
-        .await;
+    let again = api.post(&format!("/actions/{id}/cancel"), &alice, json!({})).await;
     assert_eq!(again.status, 409);
     assert_eq!(again.body["error"], "invalid_state");
     assert_eq!(again.body["status"], "cancelled");
     let audit = api.get(&format!("/actions/{id}/audit"), &alice).await;
-    let last = audit.body["events"]
-        .as_array()
-        .unwrap()
-        .last()
-        .unwrap()
-        .clone();
+    let last = audit.body["events"].as_array().unwrap().last().unwrap().clone();
     assert_eq!(
-        (
-            last["from"].as_str(),
-            last["to"].as_str(),
-            last["reason"].as_str()
-        ),
-        (
-            Some("awaiting_approval"),
-            Some("cancelled"),
-            Some("changed my mind")
-        )
+        (last["from"].as_str(), last["to"].as_str(), last["reason"].as_str()),
+        (Some("awaiting_approval"), Some("cancelled"), Some("changed my mind"))
     );
 }
 
@@ -385,40 +313,20 @@ async fn listing_pages_newest_first_and_filters_by_status() {
     let alice = someone("alice");
     let mut ids = Vec::new();
     for i in 0..3 {
-        let r = api
-            .post("/actions", &alice, flag_action(&format!("m{i}")))
-            .await;
+        let r = api.post("/actions", &alice, flag_action(&format!("m{i}"))).await;
         ids.push(r.body["action_id"].as_str().unwrap().to_owned());
     }
-    let manual = api
-        .post(
-            "/actions",
-            &alice,
-            json!({"action_type": "gmail.delete", "payload": {"message_id": "mx"}}),
-        )
-        .await;
+    let manual =
+        api.post("/actions", &alice, json!({"action_type": "gmail.delete", "payload": {"message_id": "mx"}})).await;
     let page1 = api.get("/actions?limit=2", &alice).await;
     assert_eq!(page1.status, 200);
-    let got: Vec<&str> = page1.body["actions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["action_id"].as_str().unwrap())
-        .collect();
-    assert_eq!(
-        got,
-        vec![manual.body["action_id"].as_str().unwrap(), ids[2].as_str()]
-    );
+    let got: Vec<&str> =
+        page1.body["actions"].as_array().unwrap().iter().map(|a| a["action_id"].as_str().unwrap()).collect();
+    assert_eq!(got, vec![manual.body["action_id"].as_str().unwrap(), ids[2].as_str()]);
     let cursor = page1.body["next_cursor"].as_str().unwrap();
-    let page2 = api
-        .get(&format!("/actions?limit=2&cursor={cursor}"), &alice)
-        .await;
-    let got: Vec<&str> = page2.body["actions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["action_id"].as_str().unwrap())
-        .collect();
+    let page2 = api.get(&format!("/actions?limit=2&cursor={cursor}"), &alice).await;
+    let got: Vec<&str> =
+        page2.body["actions"].as_array().unwrap().iter().map(|a| a["action_id"].as_str().unwrap()).collect();
     assert_eq!(got, vec![ids[1].as_str(), ids[0].as_str()]);
     let queued = api.get("/actions?status=queued", &alice).await;
     assert_eq!(queued.body["actions"].as_array().unwrap().len(), 3);
@@ -431,59 +339,23 @@ async fn idempotency_key_replays_and_conflicts() {
     let api = api();
     let alice = someone("alice");
     let key = [("idempotency-key", "order-77")];
-    let first = api
-        .call(
-            "POST",
-            "/actions",
-            Some(&alice),
-            Some(email_action().to_string()),
-            &key,
-        )
-        .await;
+    let first = api.call("POST", "/actions", Some(&alice), Some(email_action().to_string()), &key).await;
     assert_eq!(first.status, 201);
-    let replay = api
-        .call(
-            "POST",
-            "/actions",
-            Some(&alice),
-            Some(email_action().to_string()),
-            &key,
-        )
-        .await;
+    let replay = api.call("POST", "/actions", Some(&alice), Some(email_action().to_string()), &key).await;
     assert_eq!(replay.status, 200, "{}", replay.body);
     assert_eq!(replay.body["action_id"], first.body["action_id"]);
     assert_eq!(replay.body["status"], first.body["status"]);
     let mut other = email_action();
     other["payload"]["subject"] = json!("Different");
-    let conflict = api
-        .call(
-            "POST",
-            "/actions",
-            Some(&alice),
-            Some(other.to_string()),
-            &key,
-        )
-        .await;
+    let conflict = api.call("POST", "/actions", Some(&alice), Some(other.to_string()), &key).await;
     assert_eq!(conflict.status, 409);
     assert_eq!(conflict.body["error"], "idempotency_conflict");
     // The same key is a different key for another user.
     let bob = someone("bob");
-    let bobs = api
-        .call(
-            "POST",
-            "/actions",
-            Some(&bob),
-            Some(email_action().to_string()),
-            &key,
-        )
-        .await;
+    let bobs = api.call("POST", "/actions", Some(&bob), Some(email_action().to_string()), &key).await;
     assert_eq!(bobs.status, 201);
     let listing = api.get("/actions", &alice).await;
-    assert_eq!(
-        listing.body["actions"].as_array().unwrap().len(),
-        1,
-        "the replay stored nothing new"
-    );
+    assert_eq!(listing.body["actions"].as_array().unwrap().len(), 1, "the replay stored nothing new");
 }
 
 #[tokio::test]
@@ -491,29 +363,12 @@ async fn concurrent_requests_with_one_key_create_one_action() {
     let api = api();
     let alice = someone("alice");
     let body = flag_action("m-race").to_string();
-    let calls = (0..6).map(|_| {
-        api.call(
-            "POST",
-            "/actions",
-            Some(&alice),
-            Some(body.clone()),
-            &[("idempotency-key", "race-1")],
-        )
-    });
+    let calls = (0..6)
+        .map(|_| api.call("POST", "/actions", Some(&alice), Some(body.clone()), &[("idempotency-key", "race-1")]));
     let replies = futures_like_join(calls).await;
-    let ids: std::collections::HashSet<_> = replies
-        .iter()
-        .map(|r| r.body["action_id"].as_str().unwrap_or("none").to_owned())
-        .collect();
-    assert_eq!(
-        ids.len(),
-        1,
-        "{:?}",
-        replies
-            .iter()
-            .map(|r| (r.status, r.body.clone()))
-            .collect::<Vec<_>>()
-    );
+    let ids: std::collections::HashSet<_> =
+        replies.iter().map(|r| r.body["action_id"].as_str().unwrap_or("none").to_owned()).collect();
+    assert_eq!(ids.len(), 1, "{:?}", replies.iter().map(|r| (r.status, r.body.clone())).collect::<Vec<_>>());
     assert_eq!(replies.iter().filter(|r| r.status == 201).count(), 1);
     assert!(replies.iter().all(|r| r.status == 201 || r.status == 200));
 }
@@ -530,62 +385,39 @@ async fn email_rate_limit_answers_429_with_retry_after() {
     assert_eq!(limited.status, 429, "{}", limited.body);
     assert_eq!(limited.body["error"], "rate_limited");
     assert_eq!(limited.body["window"], "hour");
-    let retry: i64 = limited.headers["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let retry: i64 = limited.headers["retry-after"].to_str().unwrap().parse().unwrap();
     assert!((1..=3600).contains(&retry));
     let status = api.get("/rate-limits/send_email", &alice).await;
     assert_eq!(status.status, 200);
     let limits = status.body["limits"].as_array().unwrap();
     let hour = limits.iter().find(|l| l["window"] == "hour").unwrap();
-    assert_eq!(
-        (hour["limit"].as_u64(), hour["used"].as_u64()),
-        (Some(50), Some(50))
-    );
+    assert_eq!((hour["limit"].as_u64(), hour["used"].as_u64()), (Some(50), Some(50)));
     let day = limits.iter().find(|l| l["window"] == "day").unwrap();
-    assert_eq!(
-        (day["limit"].as_u64(), day["used"].as_u64()),
-        (Some(500), Some(50))
-    );
+    assert_eq!((day["limit"].as_u64(), day["used"].as_u64()), (Some(500), Some(50)));
     // Other types and other users are not affected.
-    assert_eq!(
-        api.post("/actions", &alice, flag_action("m")).await.status,
-        201
-    );
-    assert_eq!(
-        api.post("/actions", &someone("bob"), email_action())
-            .await
-            .status,
-        201
-    );
+    assert_eq!(api.post("/actions", &alice, flag_action("m")).await.status, 201);
+    assert_eq!(api.post("/actions", &someone("bob"), email_action()).await.status, 201);
 }
 
 #[tokio::test]
 async fn dry_run_previews_and_stores_nothing() {
     let api = api();
     let alice = someone("alice");
-    let mut body = json!({"action_type": "gmail.archive", "payload": {"message_id": "m1"}, "risk_score": 80, "confidence": 0.9});
+    let mut body =
+        json!({"action_type": "gmail.archive", "payload": {"message_id": "m1"}, "risk_score": 80, "confidence": 0.9});
     body["dry_run"] = json!(true);
     let r = api.post("/actions", &alice, body).await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.body["dry_run"], true);
     assert_eq!(r.body["tier"], 2);
     assert_eq!(r.body["status"], "awaiting_approval");
-    assert!(r.body["reasons"]
-        .as_array()
-        .unwrap()
-        .contains(&json!("risk_above_threshold")));
+    assert!(r.body["reasons"].as_array().unwrap().contains(&json!("risk_above_threshold")));
     assert_eq!(r.body["preview"], json!(["archive Gmail message m1"]));
     let blocked = api.post("/actions", &alice, json!({"action_type": "make_payment", "payload": {"amount": 1, "currency": "USD", "recipient": "x"}, "dry_run": true})).await;
     assert_eq!(blocked.status, 200);
     assert_eq!(blocked.body["status"], "blocked");
     assert_eq!(api.get("/actions", &alice).await.body["actions"], json!([]));
-    assert_eq!(
-        api.get("/rate-limits/send_email", &alice).await.body["limits"][0]["used"],
-        0
-    );
+    assert_eq!(api.get("/rate-limits/send_email", &alice).await.body["limits"][0]["used"], 0);
 }
 
 #[tokio::test]
@@ -600,12 +432,7 @@ async fn plan_with_wait_steps_is_accepted_as_one_action() {
     let r = api.post("/actions", &alice, plan).await;
     assert_eq!(r.status, 201, "{}", r.body);
     assert_eq!(r.body["tier"], 2, "the plan takes its highest step tier");
-    let got = api
-        .get(
-            &format!("/actions/{}", r.body["action_id"].as_str().unwrap()),
-            &alice,
-        )
-        .await;
+    let got = api.get(&format!("/actions/{}", r.body["action_id"].as_str().unwrap()), &alice).await;
     assert_eq!(got.body["action_type"], "plan");
     let steps = got.body["steps"].as_array().unwrap();
     assert_eq!(steps.len(), 3);
@@ -619,14 +446,7 @@ async fn bad_input_gets_a_clear_4xx_naming_the_field() {
     let alice = someone("alice");
     let big = "x".repeat(70 * 1024);
     // (method, path, body, status, error code, field)
-    type Case<'a> = (
-        &'a str,
-        &'a str,
-        Option<String>,
-        u16,
-        &'a str,
-        Option<&'a str>,
-    );
+    type Case<'a> = (&'a str, &'a str, Option<String>, u16, &'a str, Option<&'a str>);
     let cases: Vec<Case> = vec![
         ("POST", "/actions", Some("{not json".into()), 400, "invalid_request", Some("$")),
         ("POST", "/actions", Some("".into()), 400, "invalid_request", Some("$")),
@@ -652,15 +472,7 @@ async fn bad_input_gets_a_clear_4xx_naming_the_field() {
         ("GET", "/rate-limits/teleport", None, 404, "not_found", None),
     ];
     for (method, path, body, status, code, field) in cases {
-        let r = api
-            .call(
-                method,
-                path,
-                Some(&alice),
-                body.clone(),
-                &[("content-type", "application/json")],
-            )
-            .await;
+        let r = api.call(method, path, Some(&alice), body.clone(), &[("content-type", "application/json")]).await;
         assert_eq!(
             r.status,
             status,
@@ -675,18 +487,9 @@ async fn bad_input_gets_a_clear_4xx_naming_the_field() {
         }
     }
     let bad_key = api
-        .call(
-            "POST",
-            "/actions",
-            Some(&alice),
-            Some(flag_action("m").to_string()),
-            &[("idempotency-key", "has space")],
-        )
+        .call("POST", "/actions", Some(&alice), Some(flag_action("m").to_string()), &[("idempotency-key", "has space")])
         .await;
-    assert_eq!(
-        (bad_key.status, bad_key.body["field"].as_str()),
-        (400, Some("Idempotency-Key"))
-    );
+    assert_eq!((bad_key.status, bad_key.body["field"].as_str()), (400, Some("Idempotency-Key")));
 }
 
 #[tokio::test]
@@ -694,16 +497,8 @@ async fn missing_or_malformed_identity_is_401() {
     let api = api();
     let none = api.call("GET", "/actions", None, None, &[]).await;
     assert_eq!(none.status, 401);
-    for header in [
-        "Bearer",
-        "Bearer dev:",
-        "Basic abc",
-        "Bearer dev:alice:superuser",
-        "Bearer alice",
-    ] {
-        let r = api
-            .call("GET", "/actions", None, None, &[("authorization", header)])
-            .await;
+    for header in ["Bearer", "Bearer dev:", "Basic abc", "Bearer dev:alice:superuser", "Bearer alice"] {
+        let r = api.call("GET", "/actions", None, None, &[("authorization", header)]).await;
         assert_eq!(r.status, 401, "{header}");
     }
     let unknown_route = api.get("/nothing-here", "alice").await;
@@ -731,15 +526,10 @@ async fn cargo_lambda_invoke_with_sample_events() {
             .arg(root.join("events").join(file))
             .output()
             .expect("cargo lambda invoke runs");
-        assert!(
-            out.status.success(),
-            "{file}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "{file}: {}", String::from_utf8_lossy(&out.stderr));
         let response: Value = serde_json::from_slice(&out.stdout)
             .unwrap_or_else(|e| panic!("{file}: {e}: {}", String::from_utf8_lossy(&out.stdout)));
-        let body: Value = serde_json::from_str(response["body"].as_str().unwrap_or("null"))
-            .unwrap_or(Value::Null);
+        let body: Value = serde_json::from_str(response["body"].as_str().unwrap_or("null")).unwrap_or(Value::Null);
         json!({"status": response["statusCode"], "body": body})
     };
     let email = invoke("apigw-create-tier2-email.json");
@@ -750,16 +540,10 @@ async fn cargo_lambda_invoke_with_sample_events() {
     let plan = invoke("apigw-create-plan.json");
     assert_eq!(plan["status"], 201, "{plan}");
     let dry = invoke("apigw-create-dry-run.json");
-    assert_eq!(
-        (dry["status"].as_u64(), dry["body"]["dry_run"].as_bool()),
-        (Some(200), Some(true))
-    );
+    assert_eq!((dry["status"].as_u64(), dry["body"]["dry_run"].as_bool()), (Some(200), Some(true)));
     let malformed = invoke("apigw-create-malformed-json.json");
     assert_eq!(
-        (
-            malformed["status"].as_u64(),
-            malformed["body"]["error"].as_str()
-        ),
+        (malformed["status"].as_u64(), malformed["body"]["error"].as_str()),
         (Some(400), Some("invalid_request"))
     );
     let anonymous = invoke("apigw-create-unauthenticated.json");
@@ -773,9 +557,7 @@ async fn cargo_lambda_invoke_with_sample_events() {
     assert_eq!(limits["status"], 200);
 }
 
-async fn futures_like_join<F: std::future::Future>(
-    futures: impl IntoIterator<Item = F>,
-) -> Vec<F::Output> {
+async fn futures_like_join<F: std::future::Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
     // Poll them all together on this task so the requests really overlap.
     let mut pinned: Vec<_> = futures.into_iter().map(Box::pin).collect();
     let mut results: Vec<Option<F::Output>> = (0..pinned.len()).map(|_| None).collect();
@@ -796,8 +578,5 @@ async fn futures_like_join<F: std::future::Future>(
         }
     })
     .await;
-    results
-        .into_iter()
-        .map(|r| r.expect("polled to completion"))
-        .collect()
+    results.into_iter().map(|r| r.expect("polled to completion")).collect()
 }

@@ -37,10 +37,7 @@ fn action(owner: &UserId, status: Status, at: DateTime<Utc>) -> Action {
         payload: json!({"message_id": "m1"}),
         steps: vec![Step::new(
             0,
-            StepKind::Action {
-                action_type: "gmail.flag".into(),
-                payload: json!({"message_id": "m1"}),
-            },
+            StepKind::Action { action_type: "gmail.flag".into(), payload: json!({"message_id": "m1"}) },
         )],
         status,
         tier: Some(Tier::Auto),
@@ -59,6 +56,10 @@ fn action(owner: &UserId, status: Status, at: DateTime<Utc>) -> Action {
         result: None,
         error: None,
         idempotency_key: None,
+        approval_token_hash: None,
+        decided_by: None,
+        decided_at: None,
+        decision_reason: None,
         version: 1,
     }
 }
@@ -84,30 +85,12 @@ async fn created_action_reads_back_with_its_trail() {
     let store = store().await;
     let owner = user("alice");
     let a = action(&owner, Status::Queued, Utc::now());
-    store
-        .create_action(
-            &a,
-            &[event(&a, 1, None, Status::Queued)],
-            None,
-            &[],
-            Utc::now(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(
-        store.get_action(a.action_id).await.unwrap(),
-        Some(a.clone())
-    );
+    store.create_action(&a, &[event(&a, 1, None, Status::Queued)], None, &[], None, Utc::now()).await.unwrap();
+    assert_eq!(store.get_action(a.action_id).await.unwrap(), Some(a.clone()));
     let trail = store.audit_trail(a.action_id).await.unwrap();
     assert_eq!(trail.len(), 1);
     assert_eq!(trail[0].to, Status::Queued);
-    assert_eq!(
-        store
-            .get_action(ActionId::new_v7(Utc::now()))
-            .await
-            .unwrap(),
-        None
-    );
+    assert_eq!(store.get_action(ActionId::new_v7(Utc::now())).await.unwrap(), None);
 }
 
 #[tokio::test]
@@ -115,50 +98,22 @@ async fn transition_is_conditional_on_version_and_state() {
     let store = store().await;
     let owner = user("bob");
     let a = action(&owner, Status::Queued, Utc::now());
-    store
-        .create_action(
-            &a,
-            &[event(&a, 1, None, Status::Queued)],
-            None,
-            &[],
-            Utc::now(),
-        )
-        .await
-        .unwrap();
+    store.create_action(&a, &[event(&a, 1, None, Status::Queued)], None, &[], None, Utc::now()).await.unwrap();
 
     let mut cancelled = a.clone();
     cancelled.status = Status::Cancelled;
     cancelled.version = 2;
-    store
-        .transition(
-            &a,
-            &cancelled,
-            &event(&a, 2, Some(Status::Queued), Status::Cancelled),
-        )
-        .await
-        .unwrap();
+    store.transition(&a, &cancelled, &event(&a, 2, Some(Status::Queued), Status::Cancelled)).await.unwrap();
 
     // A second writer that read version 1 loses, and its audit event is not written either.
     let mut executing = a.clone();
     executing.status = Status::Executing;
     executing.version = 2;
-    let lost = store
-        .transition(
-            &a,
-            &executing,
-            &event(&a, 3, Some(Status::Queued), Status::Executing),
-        )
-        .await;
+    let lost = store.transition(&a, &executing, &event(&a, 3, Some(Status::Queued), Status::Executing)).await;
     assert!(matches!(lost, Err(TransitionError::Conflict)), "{lost:?}");
     let trail = store.audit_trail(a.action_id).await.unwrap();
-    assert_eq!(
-        trail.iter().map(|e| e.to).collect::<Vec<_>>(),
-        vec![Status::Queued, Status::Cancelled]
-    );
-    assert_eq!(
-        store.get_action(a.action_id).await.unwrap().unwrap().status,
-        Status::Cancelled
-    );
+    assert_eq!(trail.iter().map(|e| e.to).collect::<Vec<_>>(), vec![Status::Queued, Status::Cancelled]);
+    assert_eq!(store.get_action(a.action_id).await.unwrap().unwrap().status, Status::Cancelled);
 }
 
 #[tokio::test]
@@ -166,36 +121,15 @@ async fn audit_events_cannot_be_overwritten() {
     let store = store().await;
     let owner = user("carol");
     let a = action(&owner, Status::Queued, Utc::now());
-    store
-        .create_action(
-            &a,
-            &[event(&a, 1, None, Status::Queued)],
-            None,
-            &[],
-            Utc::now(),
-        )
-        .await
-        .unwrap();
+    store.create_action(&a, &[event(&a, 1, None, Status::Queued)], None, &[], None, Utc::now()).await.unwrap();
     let mut next = a.clone();
     next.version = 2;
     next.status = Status::Cancelled;
     // Reusing seq 1 must fail the whole transaction, leaving the action untouched.
-    let err = store
-        .transition(
-            &a,
-            &next,
-            &event(&a, 1, Some(Status::Queued), Status::Cancelled),
-        )
-        .await;
+    let err = store.transition(&a, &next, &event(&a, 1, Some(Status::Queued), Status::Cancelled)).await;
     assert!(matches!(err, Err(TransitionError::Conflict)));
-    assert_eq!(
-        store.get_action(a.action_id).await.unwrap().unwrap().status,
-        Status::Queued
-    );
-    assert_eq!(
-        store.audit_trail(a.action_id).await.unwrap()[0].to,
-        Status::Queued
-    );
+    assert_eq!(store.get_action(a.action_id).await.unwrap().unwrap().status, Status::Queued);
+    assert_eq!(store.audit_trail(a.action_id).await.unwrap()[0].to, Status::Queued);
 }
 
 #[tokio::test]
@@ -205,70 +139,22 @@ async fn listing_is_newest_first_paged_and_filtered_by_status() {
     let t0 = Utc::now();
     let mut ids = Vec::new();
     for i in 0..5 {
-        let status = if i % 2 == 0 {
-            Status::Queued
-        } else {
-            Status::Manual
-        };
+        let status = if i % 2 == 0 { Status::Queued } else { Status::Manual };
         let a = action(&owner, status, t0 + Duration::milliseconds(i * 10));
-        store
-            .create_action(&a, &[event(&a, 1, None, status)], None, &[], t0)
-            .await
-            .unwrap();
+        store.create_action(&a, &[event(&a, 1, None, status)], None, &[], None, t0).await.unwrap();
         ids.push(a.action_id);
     }
-    let first = store
-        .list_actions(&owner, None, 2, None)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(
-        first
-            .actions
-            .iter()
-            .map(|a| a.action_id)
-            .collect::<Vec<_>>(),
-        vec![ids[4], ids[3]]
-    );
+    let first = store.list_actions(&owner, None, 2, None).await.unwrap().unwrap();
+    assert_eq!(first.actions.iter().map(|a| a.action_id).collect::<Vec<_>>(), vec![ids[4], ids[3]]);
     let cursor = first.next_cursor.expect("more pages");
-    let second = store
-        .list_actions(&owner, None, 2, Some(&cursor))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(
-        second
-            .actions
-            .iter()
-            .map(|a| a.action_id)
-            .collect::<Vec<_>>(),
-        vec![ids[2], ids[1]]
-    );
-    let queued = store
-        .list_actions(&owner, Some(Status::Queued), 10, None)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(
-        queued
-            .actions
-            .iter()
-            .map(|a| a.action_id)
-            .collect::<Vec<_>>(),
-        vec![ids[4], ids[2], ids[0]]
-    );
+    let second = store.list_actions(&owner, None, 2, Some(&cursor)).await.unwrap().unwrap();
+    assert_eq!(second.actions.iter().map(|a| a.action_id).collect::<Vec<_>>(), vec![ids[2], ids[1]]);
+    let queued = store.list_actions(&owner, Some(Status::Queued), 10, None).await.unwrap().unwrap();
+    assert_eq!(queued.actions.iter().map(|a| a.action_id).collect::<Vec<_>>(), vec![ids[4], ids[2], ids[0]]);
     // A cursor from one user's listing is refused for another user.
     let other = user("eve");
-    assert!(store
-        .list_actions(&other, None, 2, Some(&cursor))
-        .await
-        .unwrap()
-        .is_err());
-    assert!(store
-        .list_actions(&owner, None, 2, Some("garbage"))
-        .await
-        .unwrap()
-        .is_err());
+    assert!(store.list_actions(&other, None, 2, Some(&cursor)).await.unwrap().is_err());
+    assert!(store.list_actions(&owner, None, 2, Some("garbage")).await.unwrap().is_err());
 }
 
 #[tokio::test]
@@ -278,13 +164,7 @@ async fn idempotency_key_is_single_use() {
     let key = IdempotencyKey::parse("order-1").unwrap();
     let a = action(&owner, Status::Queued, Utc::now());
     store
-        .create_action(
-            &a,
-            &[event(&a, 1, None, Status::Queued)],
-            Some((&key, "hash-a")),
-            &[],
-            Utc::now(),
-        )
+        .create_action(&a, &[event(&a, 1, None, Status::Queued)], Some((&key, "hash-a")), &[], None, Utc::now())
         .await
         .unwrap();
     let record = store.get_idempotency(&owner, &key).await.unwrap().unwrap();
@@ -292,23 +172,10 @@ async fn idempotency_key_is_single_use() {
     assert_eq!(record.body_sha256, "hash-a");
     let b = action(&owner, Status::Queued, Utc::now());
     let err = store
-        .create_action(
-            &b,
-            &[event(&b, 1, None, Status::Queued)],
-            Some((&key, "hash-b")),
-            &[],
-            Utc::now(),
-        )
+        .create_action(&b, &[event(&b, 1, None, Status::Queued)], Some((&key, "hash-b")), &[], None, Utc::now())
         .await;
-    assert!(
-        matches!(err, Err(CreateError::IdempotencyKeyUsed)),
-        "{err:?}"
-    );
-    assert_eq!(
-        store.get_action(b.action_id).await.unwrap(),
-        None,
-        "the losing action must not be stored"
-    );
+    assert!(matches!(err, Err(CreateError::IdempotencyKeyUsed)), "{err:?}");
+    assert_eq!(store.get_action(b.action_id).await.unwrap(), None, "the losing action must not be stored");
 }
 
 #[tokio::test]
@@ -316,43 +183,24 @@ async fn rate_counters_are_exact_under_concurrency() {
     let store = store().await;
     let owner = user("grace");
     let now = Utc::now();
-    let limit = RateLimit {
-        window: Window::Hour,
-        limit: 10,
-    };
+    let limit = RateLimit { window: Window::Hour, limit: 10 };
     let attempts = (0..30).map(|_| {
         let store = store.clone();
         let owner = owner.clone();
         async move {
             let a = action(&owner, Status::AwaitingApproval, Utc::now());
             let counters = [CounterSpec::at("send_email", limit, 1, now)];
-            store
-                .create_action(&a, &[event(&a, 1, None, a.status)], None, &counters, now)
-                .await
+            store.create_action(&a, &[event(&a, 1, None, a.status)], None, &counters, None, now).await
         }
     });
     let results = futures_join_all(attempts).await;
     let ok = results.iter().filter(|r| r.is_ok()).count();
-    let limited = results
-        .iter()
-        .filter(|r| matches!(r, Err(CreateError::RateLimited(0))))
-        .count();
+    let limited = results.iter().filter(|r| matches!(r, Err(CreateError::RateLimited(0)))).count();
     assert_eq!((ok, limited), (10, 20), "{results:?}");
-    let used = store
-        .counter_usage(&owner, &[CounterSpec::at("send_email", limit, 1, now)])
-        .await
-        .unwrap();
+    let used = store.counter_usage(&owner, &[CounterSpec::at("send_email", limit, 1, now)]).await.unwrap();
     assert_eq!(used, vec![10]);
-    let stored = store
-        .list_actions(&owner, None, 100, None)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(
-        stored.actions.len(),
-        10,
-        "rate-limited creations must store nothing"
-    );
+    let stored = store.list_actions(&owner, None, 100, None).await.unwrap().unwrap();
+    assert_eq!(stored.actions.len(), 10, "rate-limited creations must store nothing");
 }
 
 #[tokio::test]
@@ -360,10 +208,7 @@ async fn a_request_larger_than_what_is_left_is_refused_whole() {
     let store = store().await;
     let owner = user("heidi");
     let now = Utc::now();
-    let limit = RateLimit {
-        window: Window::Day,
-        limit: 3,
-    };
+    let limit = RateLimit { window: Window::Day, limit: 3 };
     let a = action(&owner, Status::AwaitingApproval, now);
     store
         .create_action(
@@ -371,6 +216,7 @@ async fn a_request_larger_than_what_is_left_is_refused_whole() {
             &[event(&a, 1, None, a.status)],
             None,
             &[CounterSpec::at("send_email", limit, 2, now)],
+            None,
             now,
         )
         .await
@@ -382,17 +228,12 @@ async fn a_request_larger_than_what_is_left_is_refused_whole() {
             &[event(&b, 1, None, b.status)],
             None,
             &[CounterSpec::at("send_email", limit, 2, now)],
+            None,
             now,
         )
         .await;
     assert!(matches!(err, Err(CreateError::RateLimited(0))));
-    assert_eq!(
-        store
-            .counter_usage(&owner, &[CounterSpec::at("send_email", limit, 1, now)])
-            .await
-            .unwrap(),
-        vec![2]
-    );
+    assert_eq!(store.counter_usage(&owner, &[CounterSpec::at("send_email", limit, 1, now)]).await.unwrap(), vec![2]);
 }
 
 #[tokio::test]
@@ -400,10 +241,7 @@ async fn kyc_flag_defaults_off_and_can_be_set() {
     let store = store().await;
     let owner = user("ivan");
     assert!(!store.kyc_verified(&owner).await.unwrap());
-    store
-        .set_kyc_verified(&owner, true, "admin", Utc::now())
-        .await
-        .unwrap();
+    store.set_kyc_verified(&owner, true, "admin", Utc::now()).await.unwrap();
     assert!(store.kyc_verified(&owner).await.unwrap());
 }
 
@@ -413,33 +251,15 @@ async fn queue_carries_execute_messages() {
     let sdk = sdk_config_for(&endpoint).await;
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     // A queue of its own, so other tests' messages do not interfere.
-    let url = sqs
-        .create_queue()
-        .queue_name(format!("adapter-{}", uuid_suffix()))
-        .send()
-        .await
-        .unwrap()
-        .queue_url
-        .unwrap();
+    let url =
+        sqs.create_queue().queue_name(format!("adapter-{}", uuid_suffix())).send().await.unwrap().queue_url.unwrap();
     let _ = provisioned;
     let queue = WorkQueue::new(sqs.clone(), &url);
-    let message = ExecuteMessage {
-        action_id: ActionId::new_v7(Utc::now()),
-        step: 0,
-    };
+    let message = ExecuteMessage { action_id: ActionId::new_v7(Utc::now()), step: 0 };
     queue.enqueue(&message, 0).await.unwrap();
-    let received = sqs
-        .receive_message()
-        .queue_url(&url)
-        .wait_time_seconds(1)
-        .send()
-        .await
-        .unwrap();
+    let received = sqs.receive_message().queue_url(&url).wait_time_seconds(1).send().await.unwrap();
     let body = received.messages()[0].body().unwrap();
-    assert_eq!(
-        serde_json::from_str::<ExecuteMessage>(body).unwrap(),
-        message
-    );
+    assert_eq!(serde_json::from_str::<ExecuteMessage>(body).unwrap(), message);
 }
 
 async fn futures_join_all<F>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output>

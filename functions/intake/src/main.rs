@@ -1,7 +1,9 @@
-//! intake Lambda: the agent-facing API (create, read, list, audit, cancel, rate limits, dry run).
+//! intake Lambda: the agent-facing API (create, read, list, audit, cancel, rate limits, dry run)
+//! and approval requests by mail.
 
-use actiongate::config::{aws_config, Config};
-use actiongate::intake::IntakeService;
+use actiongate::config::{aws_config, Config, MailConfig};
+use actiongate::intake::{ApprovalMail, IntakeService};
+use actiongate::mail::Mailer;
 use actiongate::queue::WorkQueue;
 use actiongate::store::Store;
 use actiongate::{telemetry, SystemClock};
@@ -12,19 +14,13 @@ use std::sync::Arc;
 async fn main() -> Result<(), Error> {
     telemetry::init();
     let config = Config::from_env()?;
+    let mail = MailConfig::from_env()?;
     let aws = aws_config().await;
-    let store = Store::new(
-        aws_sdk_dynamodb::Client::new(&aws),
-        &config.actions_table,
-        &config.audit_table,
-    );
+    let store = Store::new(aws_sdk_dynamodb::Client::new(&aws), &config.actions_table, &config.audit_table);
     let queue = WorkQueue::new(aws_sdk_sqs::Client::new(&aws), &config.work_queue_url);
-    let service = Arc::new(IntakeService::new(
-        store,
-        queue,
-        config.policy,
-        Arc::new(SystemClock),
-    ));
+    let mailer = Mailer::new(aws_sdk_sesv2::Client::new(&aws), mail.sender, mail.configuration_set);
+    let approval_mail = ApprovalMail { mailer, public_base_url: mail.public_base_url };
+    let service = Arc::new(IntakeService::new(store, queue, config.policy, approval_mail, Arc::new(SystemClock)));
     run(service_fn(move |req: Request| {
         let service = Arc::clone(&service);
         async move { Ok::<_, Error>(service.handle(req).await) }

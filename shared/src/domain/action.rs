@@ -141,6 +141,16 @@ pub struct Action {
     pub result: Option<Value>,
     pub error: Option<Value>,
     pub idempotency_key: Option<IdempotencyKey>,
+    /// SHA-256 of the outstanding approval link's token (never the token itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_token_hash: Option<String>,
+    /// Who approved or rejected, when, and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision_reason: Option<String>,
     /// Optimistic-concurrency counter; every write checks and bumps it.
     pub version: u64,
 }
@@ -175,6 +185,9 @@ impl Action {
             "updated_at": crate::clock::format_time(self.updated_at),
             "result": self.result,
             "error": self.error,
+            "decided_by": self.decided_by,
+            "decided_at": self.decided_at.map(crate::clock::format_time),
+            "decision_reason": self.decision_reason,
         })
     }
 }
@@ -242,12 +255,7 @@ mod tests {
 
     #[test]
     fn steps_serialize_flat_with_kind() {
-        let step = Step::new(
-            0,
-            StepKind::WaitFor {
-                wait_for: IsoDuration::from_secs(7200),
-            },
-        );
+        let step = Step::new(0, StepKind::WaitFor { wait_for: IsoDuration::from_secs(7200) });
         let v = serde_json::to_value(&step).unwrap();
         assert_eq!(v["kind"], "wait_for");
         assert_eq!(v["wait_for"], "PT2H");

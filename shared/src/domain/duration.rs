@@ -52,10 +52,7 @@ impl IsoDuration {
                     return Err(err());
                 }
                 let value: u64 = number.parse().map_err(|_| err())?;
-                seconds = value
-                    .checked_mul(units[index].1)
-                    .and_then(|v| seconds.checked_add(v))
-                    .ok_or_else(err)?;
+                seconds = value.checked_mul(units[index].1).and_then(|v| seconds.checked_add(v)).ok_or_else(err)?;
                 number.clear();
                 last_unit = index + 1;
             }

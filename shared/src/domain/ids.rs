@@ -12,11 +12,7 @@ pub struct ActionId(Uuid);
 impl ActionId {
     pub fn new_v7(at: chrono::DateTime<chrono::Utc>) -> Self {
         let millis = u64::try_from(at.timestamp_millis()).unwrap_or(0);
-        let ts = uuid::Timestamp::from_unix(
-            uuid::NoContext,
-            millis / 1000,
-            ((millis % 1000) * 1_000_000) as u32,
-        );
+        let ts = uuid::Timestamp::from_unix(uuid::NoContext, millis / 1000, ((millis % 1000) * 1_000_000) as u32);
         Self(Uuid::new_v7(ts))
     }
 
@@ -44,10 +40,8 @@ pub struct UserId(String);
 impl UserId {
     /// 1–128 printable characters, no `#` (it separates key parts in the table).
     pub fn parse(s: &str) -> Option<Self> {
-        let ok = !s.is_empty()
-            && s.len() <= 128
-            && s.chars()
-                .all(|c| !c.is_control() && !c.is_whitespace() && c != '#');
+        let ok =
+            !s.is_empty() && s.len() <= 128 && s.chars().all(|c| !c.is_control() && !c.is_whitespace() && c != '#');
         ok.then(|| Self(s.to_owned()))
     }
 
@@ -81,9 +75,7 @@ impl EmailAddress {
             && !local.starts_with('.')
             && !local.ends_with('.')
             && !local.contains("..")
-            && local
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(c));
+            && local.chars().all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(c));
         let domain_ok = domain.contains('.')
             && domain.split('.').all(|label| {
                 !label.is_empty()
@@ -162,10 +154,7 @@ mod tests {
 
     #[test]
     fn email_addresses_are_checked_and_domain_lowercased() {
-        assert_eq!(
-            EmailAddress::parse("Bob@Example.COM").unwrap().as_str(),
-            "Bob@example.com"
-        );
+        assert_eq!(EmailAddress::parse("Bob@Example.COM").unwrap().as_str(), "Bob@example.com");
         for bad in [
             "",
             "bob",
@@ -179,9 +168,7 @@ mod tests {
         ] {
             assert!(EmailAddress::parse(bad).is_none(), "{bad} accepted");
         }
-        assert!(EmailAddress::parse("bob@example.com")
-            .unwrap()
-            .matches("BOB@example.com"));
+        assert!(EmailAddress::parse("bob@example.com").unwrap().matches("BOB@example.com"));
     }
 
     #[test]

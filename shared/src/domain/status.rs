@@ -105,8 +105,7 @@ impl Status {
             Waiting => &[Queued, Cancelled],
             Completed | Failed => &[RollingBack],
             RollingBack => &[RolledBack, RollbackFailed],
-            Blocked | Rejected | Expired | Cancelled | DoneManually | Dismissed | RolledBack
-            | RollbackFailed => &[],
+            Blocked | Rejected | Expired | Cancelled | DoneManually | Dismissed | RolledBack | RollbackFailed => &[],
         }
     }
 
@@ -118,10 +117,7 @@ impl Status {
         if self.can_move_to(next) {
             Ok(next)
         } else {
-            Err(IllegalTransition {
-                from: self,
-                to: next,
-            })
+            Err(IllegalTransition { from: self, to: next })
         }
     }
 
@@ -160,32 +156,12 @@ mod tests {
     fn the_documented_lifecycle_is_legal() {
         use Status::*;
         let paths: &[&[Status]] = &[
-            &[
-                Received,
-                AwaitingApproval,
-                Approved,
-                Queued,
-                Executing,
-                Completed,
-                RollingBack,
-                RolledBack,
-            ],
+            &[Received, AwaitingApproval, Approved, Queued, Executing, Completed, RollingBack, RolledBack],
             &[Received, AwaitingApproval, Rejected],
             &[Received, AwaitingApproval, Expired],
             &[Received, Manual, DoneManually],
-            &[
-                Received, Pending, Queued, Executing, Waiting, Queued, Executing, Completed,
-            ],
-            &[
-                Received,
-                Queued,
-                Executing,
-                Queued,
-                Executing,
-                Failed,
-                RollingBack,
-                RollbackFailed,
-            ],
+            &[Received, Pending, Queued, Executing, Waiting, Queued, Executing, Completed],
+            &[Received, Queued, Executing, Queued, Executing, Failed, RollingBack, RollbackFailed],
             &[Received, Blocked],
         ];
         for path in paths {
@@ -204,25 +180,13 @@ mod tests {
         assert!(Completed.transition_to(Queued).is_err());
         assert!(Manual.transition_to(Queued).is_err());
         let err = Blocked.transition_to(Queued).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "an action cannot move from blocked to queued"
-        );
+        assert_eq!(err.to_string(), "an action cannot move from blocked to queued");
     }
 
     #[test]
     fn terminal_states_have_no_successors() {
         use Status::*;
-        for s in [
-            Blocked,
-            Rejected,
-            Expired,
-            Cancelled,
-            DoneManually,
-            Dismissed,
-            RolledBack,
-            RollbackFailed,
-        ] {
+        for s in [Blocked, Rejected, Expired, Cancelled, DoneManually, Dismissed, RolledBack, RollbackFailed] {
             assert!(s.is_terminal());
         }
         assert!(!Completed.is_terminal());
@@ -231,13 +195,7 @@ mod tests {
     #[test]
     fn only_work_not_yet_running_is_cancellable() {
         use Status::*;
-        let cancellable: Vec<_> = Status::ALL
-            .into_iter()
-            .filter(|s| s.is_cancellable())
-            .collect();
-        assert_eq!(
-            cancellable,
-            vec![AwaitingApproval, Pending, Queued, Waiting]
-        );
+        let cancellable: Vec<_> = Status::ALL.into_iter().filter(|s| s.is_cancellable()).collect();
+        assert_eq!(cancellable, vec![AwaitingApproval, Pending, Queued, Waiting]);
     }
 }

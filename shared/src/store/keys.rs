@@ -7,6 +7,7 @@
 //! | idempotency record | `IDEM#<user>#<key>` | `IDEM` | TTL |
 //! | rate counter | `RATE#<user>#<type>#<window>#<start>` | `RATE` | TTL |
 //! | user profile | `USER#<user>` | `PROFILE` | |
+//! | approval link | `APPROVAL#<sha256 of token>` | `APPROVAL` | TTL |
 //!
 //! Audit table (`action_id`, `seq`): append-only, one item per transition.
 
@@ -47,19 +48,15 @@ pub fn idempotency_pk(user: &UserId, key: &IdempotencyKey) -> String {
 }
 pub const IDEMPOTENCY_SK: &str = "IDEM";
 
-pub fn rate_counter_pk(
-    user: &UserId,
-    action_type: &str,
-    window: Window,
-    start: DateTime<Utc>,
-) -> String {
-    format!(
-        "RATE#{user}#{action_type}#{}#{}",
-        window.as_str(),
-        start.timestamp()
-    )
+pub fn rate_counter_pk(user: &UserId, action_type: &str, window: Window, start: DateTime<Utc>) -> String {
+    format!("RATE#{user}#{action_type}#{}#{}", window.as_str(), start.timestamp())
 }
 pub const RATE_SK: &str = "RATE";
+
+pub fn approval_pk(token_hash: &str) -> String {
+    format!("APPROVAL#{token_hash}")
+}
+pub const APPROVAL_SK: &str = "APPROVAL";
 
 pub fn profile_pk(user: &UserId) -> String {
     format!("USER#{user}")
@@ -77,8 +74,5 @@ pub fn sweep_due(action: &Action) -> Option<(String, String)> {
         Status::Queued => action.updated_at + chrono::Duration::minutes(5),
         _ => return None,
     };
-    Some((
-        format!("DUE#{}", action.status),
-        format!("{}#{}", crate::clock::format_time(due), action.action_id),
-    ))
+    Some((format!("DUE#{}", action.status), format!("{}#{}", crate::clock::format_time(due), action.action_id)))
 }

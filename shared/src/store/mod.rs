@@ -59,6 +59,60 @@ pub enum TransitionError {
     Store(#[from] StoreError),
 }
 
+/// The lifecycle of one approval link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApprovalStatus {
+    Pending,
+    Approved,
+    Rejected,
+    Expired,
+    /// The action was decided, cancelled or re-requested some other way.
+    Closed,
+}
+
+impl ApprovalStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApprovalStatus::Pending => "pending",
+            ApprovalStatus::Approved => "approved",
+            ApprovalStatus::Rejected => "rejected",
+            ApprovalStatus::Expired => "expired",
+            ApprovalStatus::Closed => "closed",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        [Self::Pending, Self::Approved, Self::Rejected, Self::Expired, Self::Closed]
+            .into_iter()
+            .find(|v| v.as_str() == s)
+    }
+}
+
+/// An approval link: bound to one action, one approver and the digest of the exact plan.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApprovalRecord {
+    pub token_hash: String,
+    pub action_id: ActionId,
+    pub approver: String,
+    pub plan_digest: String,
+    pub expires_at: DateTime<Utc>,
+    pub status: ApprovalStatus,
+    pub decided_by: Option<String>,
+    pub decided_at: Option<DateTime<Utc>>,
+}
+
+/// Consumes an approval link together with a transition: only a link still pending may be used.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApprovalUse<'a> {
+    pub token_hash: &'a str,
+    pub status: ApprovalStatus,
+    pub by: &'a str,
+    pub at: DateTime<Utc>,
+}
+
+/// How long an approval record outlives its expiry (so late clicks still get a clear page).
+pub const APPROVAL_RECORD_DAYS: i64 = 30;
+
 /// A client idempotency record: which action a key produced, for which request body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdempotencyRecord {
@@ -80,13 +134,7 @@ pub struct CounterSpec {
 impl CounterSpec {
     pub fn at(action_type: &str, limit: RateLimit, units: u32, now: DateTime<Utc>) -> Self {
         let (window_start, window_end) = limit.window.bounds(now);
-        Self {
-            action_type: action_type.to_owned(),
-            limit,
-            units,
-            window_start,
-            window_end,
-        }
+        Self { action_type: action_type.to_owned(), limit, units, window_start, window_end }
     }
 }
 
@@ -108,11 +156,7 @@ pub struct Store {
 
 impl Store {
     pub fn new(client: Client, table: impl Into<String>, audit_table: impl Into<String>) -> Self {
-        Self {
-            client,
-            table: table.into(),
-            audit_table: audit_table.into(),
-        }
+        Self { client, table: table.into(), audit_table: audit_table.into() }
     }
 
     pub fn client(&self) -> &Client {
@@ -127,35 +171,25 @@ impl Store {
         events: &[AuditEvent],
         idempotency: Option<(&IdempotencyKey, &str)>,
         counters: &[CounterSpec],
+        approval: Option<&ApprovalRecord>,
         now: DateTime<Utc>,
     ) -> Result<(), CreateError> {
         let mut items = Vec::new();
-        items.push(
-            TransactWriteItem::builder()
-                .put(self.put_action(action, None)?)
-                .build(),
-        );
+        items.push(TransactWriteItem::builder().put(self.put_action(action, None)?).build());
+        if let Some(record) = approval {
+            items.push(TransactWriteItem::builder().put(self.put_approval(record)?).build());
+        }
         for event in events {
-            items.push(
-                TransactWriteItem::builder()
-                    .put(self.put_audit(event)?)
-                    .build(),
-            );
+            items.push(TransactWriteItem::builder().put(self.put_audit(event)?).build());
         }
         let idempotency_index = idempotency.map(|_| items.len());
         if let Some((key, body_sha256)) = idempotency {
             let mut item = Item::new();
-            item.insert(
-                keys::PK.into(),
-                s(keys::idempotency_pk(&action.user_id, key)),
-            );
+            item.insert(keys::PK.into(), s(keys::idempotency_pk(&action.user_id, key)));
             item.insert(keys::SK.into(), s(keys::IDEMPOTENCY_SK));
             item.insert("action_id".into(), s(action.action_id.to_string()));
             item.insert("body_sha256".into(), s(body_sha256));
-            item.insert(
-                keys::TTL.into(),
-                n((now + chrono::Duration::days(IDEMPOTENCY_TTL_DAYS)).timestamp()),
-            );
+            item.insert(keys::TTL.into(), n((now + chrono::Duration::days(IDEMPOTENCY_TTL_DAYS)).timestamp()));
             let put = Put::builder()
                 .table_name(&self.table)
                 .set_item(Some(item))
@@ -188,21 +222,12 @@ impl Store {
                     ":max_before",
                     n(i64::from(counter.limit.limit) - i64::from(counter.units)),
                 )
-                .expression_attribute_values(
-                    ":ttl",
-                    n((counter.window_end + chrono::Duration::days(1)).timestamp()),
-                )
+                .expression_attribute_values(":ttl", n((counter.window_end + chrono::Duration::days(1)).timestamp()))
                 .build()
                 .map_err(StoreError::from)?;
             items.push(TransactWriteItem::builder().update(update).build());
         }
-        match self
-            .client
-            .transact_write_items()
-            .set_transact_items(Some(items))
-            .send()
-            .await
-        {
+        match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
             Ok(_) => Ok(()),
             Err(err) => {
                 let failed = cancelled_indexes(&err);
@@ -219,26 +244,41 @@ impl Store {
 
     /// Moves an action to its next state: one conditional write on the version and state it
     /// was read at, with the audit event of the move in the same transaction.
-    pub async fn transition(
+    pub async fn transition(&self, before: &Action, after: &Action, event: &AuditEvent) -> Result<(), TransitionError> {
+        self.transition_many(before, after, std::slice::from_ref(event), None).await
+    }
+
+    /// Like [`Store::transition`] for a chain of moves written at once (one audit event each,
+    /// e.g. `awaiting_approval → approved → queued`), optionally consuming an approval link.
+    pub async fn transition_many(
         &self,
         before: &Action,
         after: &Action,
-        event: &AuditEvent,
+        events: &[AuditEvent],
+        approval: Option<ApprovalUse<'_>>,
     ) -> Result<(), TransitionError> {
         let put = self.put_action(after, Some(before))?;
-        let items = vec![
-            TransactWriteItem::builder().put(put).build(),
-            TransactWriteItem::builder()
-                .put(self.put_audit(event)?)
-                .build(),
-        ];
-        match self
-            .client
-            .transact_write_items()
-            .set_transact_items(Some(items))
-            .send()
-            .await
-        {
+        let mut items = vec![TransactWriteItem::builder().put(put).build()];
+        for event in events {
+            items.push(TransactWriteItem::builder().put(self.put_audit(event)?).build());
+        }
+        if let Some(used) = approval {
+            let update = Update::builder()
+                .table_name(&self.table)
+                .key(keys::PK, s(keys::approval_pk(used.token_hash)))
+                .key(keys::SK, s(keys::APPROVAL_SK))
+                .update_expression("SET #status = :status, decided_by = :by, decided_at = :at")
+                .condition_expression("#status = :pending")
+                .expression_attribute_names("#status", "status")
+                .expression_attribute_values(":status", s(used.status.as_str()))
+                .expression_attribute_values(":pending", s(ApprovalStatus::Pending.as_str()))
+                .expression_attribute_values(":by", s(used.by))
+                .expression_attribute_values(":at", s(crate::clock::format_time(used.at)))
+                .build()
+                .map_err(StoreError::from)?;
+            items.push(TransactWriteItem::builder().update(update).build());
+        }
+        match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
             Ok(_) => Ok(()),
             Err(err) if !cancelled_indexes(&err).is_empty() => Err(TransitionError::Conflict),
             Err(err) => Err(TransitionError::Store(StoreError::aws(err))),
@@ -268,27 +308,12 @@ impl Store {
         cursor: Option<&str>,
     ) -> Result<Result<Page, BadCursor>, StoreError> {
         let (index, pk_name, sk_name, partition) = match status {
-            None => (
-                keys::GSI_BY_USER,
-                keys::GSI1_PK,
-                keys::GSI1_SK,
-                keys::user_partition(user),
-            ),
-            Some(st) => (
-                keys::GSI_BY_USER_STATUS,
-                keys::GSI2_PK,
-                keys::GSI2_SK,
-                keys::user_status_partition(user, st),
-            ),
+            None => (keys::GSI_BY_USER, keys::GSI1_PK, keys::GSI1_SK, keys::user_partition(user)),
+            Some(st) => (keys::GSI_BY_USER_STATUS, keys::GSI2_PK, keys::GSI2_SK, keys::user_status_partition(user, st)),
         };
         let start_key = match cursor {
             None => None,
-            Some(c) => match decode_cursor(
-                c,
-                &[keys::PK, keys::SK, pk_name, sk_name],
-                pk_name,
-                &partition,
-            ) {
+            Some(c) => match decode_cursor(c, &[keys::PK, keys::SK, pk_name, sk_name], pk_name, &partition) {
                 Some(k) => Some(k),
                 None => return Ok(Err(BadCursor)),
             },
@@ -307,16 +332,9 @@ impl Store {
             .send()
             .await
             .map_err(StoreError::aws)?;
-        let actions = out
-            .items()
-            .iter()
-            .map(action_from_item)
-            .collect::<Result<Vec<_>, _>>()?;
+        let actions = out.items().iter().map(action_from_item).collect::<Result<Vec<_>, _>>()?;
         let next_cursor = out.last_evaluated_key().map(encode_cursor);
-        Ok(Ok(Page {
-            actions,
-            next_cursor,
-        }))
+        Ok(Ok(Page { actions, next_cursor }))
     }
 
     /// The audit trail of an action, oldest first.
@@ -341,15 +359,40 @@ impl Store {
                     .get("doc")
                     .and_then(|v| v.as_s().ok())
                     .ok_or_else(|| StoreError::Corrupt("audit item without doc".into()))?;
-                events.push(
-                    serde_json::from_str(doc).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                );
+                events.push(serde_json::from_str(doc).map_err(|e| StoreError::Corrupt(e.to_string()))?);
             }
             start = out.last_evaluated_key;
             if start.is_none() {
                 return Ok(events);
             }
         }
+    }
+
+    pub async fn get_approval(&self, token_hash: &str) -> Result<Option<ApprovalRecord>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(keys::PK, s(keys::approval_pk(token_hash)))
+            .key(keys::SK, s(keys::APPROVAL_SK))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(StoreError::aws)?;
+        let Some(item) = out.item else { return Ok(None) };
+        let text = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
+        let time = |k: &str| text(k).and_then(|t| DateTime::parse_from_rfc3339(&t).ok()).map(|t| t.with_timezone(&Utc));
+        let corrupt = || StoreError::Corrupt(format!("approval record {token_hash}"));
+        Ok(Some(ApprovalRecord {
+            token_hash: token_hash.to_owned(),
+            action_id: text("action_id").and_then(|id| ActionId::parse(&id)).ok_or_else(corrupt)?,
+            approver: text("approver").ok_or_else(corrupt)?,
+            plan_digest: text("plan_digest").ok_or_else(corrupt)?,
+            expires_at: time("expires_at").ok_or_else(corrupt)?,
+            status: text("status").and_then(|st| ApprovalStatus::parse(&st)).ok_or_else(corrupt)?,
+            decided_by: text("decided_by"),
+            decided_at: time("decided_at"),
+        }))
     }
 
     pub async fn get_idempotency(
@@ -370,26 +413,16 @@ impl Store {
         let Some(item) = out.item else {
             return Ok(None);
         };
-        let id = item
-            .get("action_id")
-            .and_then(|v| v.as_s().ok())
-            .and_then(|s| ActionId::parse(s));
+        let id = item.get("action_id").and_then(|v| v.as_s().ok()).and_then(|s| ActionId::parse(s));
         let hash = item.get("body_sha256").and_then(|v| v.as_s().ok());
         match (id, hash) {
-            (Some(action_id), Some(hash)) => Ok(Some(IdempotencyRecord {
-                action_id,
-                body_sha256: hash.clone(),
-            })),
+            (Some(action_id), Some(hash)) => Ok(Some(IdempotencyRecord { action_id, body_sha256: hash.clone() })),
             _ => Err(StoreError::Corrupt("idempotency record".into())),
         }
     }
 
     /// Units used of each counter (0 for a window nobody has used yet).
-    pub async fn counter_usage(
-        &self,
-        user: &UserId,
-        counters: &[CounterSpec],
-    ) -> Result<Vec<u32>, StoreError> {
+    pub async fn counter_usage(&self, user: &UserId, counters: &[CounterSpec]) -> Result<Vec<u32>, StoreError> {
         let mut used = Vec::with_capacity(counters.len());
         for counter in counters {
             let out = self
@@ -398,12 +431,7 @@ impl Store {
                 .table_name(&self.table)
                 .key(
                     keys::PK,
-                    s(keys::rate_counter_pk(
-                        user,
-                        &counter.action_type,
-                        counter.limit.window,
-                        counter.window_start,
-                    )),
+                    s(keys::rate_counter_pk(user, &counter.action_type, counter.limit.window, counter.window_start)),
                 )
                 .key(keys::SK, s(keys::RATE_SK))
                 .consistent_read(true)
@@ -468,15 +496,9 @@ impl Store {
         let mut item = Item::new();
         item.insert(keys::PK.into(), s(keys::action_pk(action.action_id)));
         item.insert(keys::SK.into(), s(keys::ACTION_SK));
-        item.insert(
-            keys::GSI1_PK.into(),
-            s(keys::user_partition(&action.user_id)),
-        );
+        item.insert(keys::GSI1_PK.into(), s(keys::user_partition(&action.user_id)));
         item.insert(keys::GSI1_SK.into(), s(action.action_id.to_string()));
-        item.insert(
-            keys::GSI2_PK.into(),
-            s(keys::user_status_partition(&action.user_id, action.status)),
-        );
+        item.insert(keys::GSI2_PK.into(), s(keys::user_status_partition(&action.user_id, action.status)));
         item.insert(keys::GSI2_SK.into(), s(action.action_id.to_string()));
         if let Some((due_pk, due_sk)) = keys::sweep_due(action) {
             item.insert(keys::DUE_PK.into(), s(due_pk));
@@ -497,6 +519,26 @@ impl Store {
                 .expression_attribute_values(":status", s(prev.status.as_str())),
         };
         Ok(builder.build()?)
+    }
+
+    fn put_approval(&self, record: &ApprovalRecord) -> Result<Put, StoreError> {
+        let mut item = Item::new();
+        item.insert(keys::PK.into(), s(keys::approval_pk(&record.token_hash)));
+        item.insert(keys::SK.into(), s(keys::APPROVAL_SK));
+        item.insert("action_id".into(), s(record.action_id.to_string()));
+        item.insert("approver".into(), s(&record.approver));
+        item.insert("plan_digest".into(), s(&record.plan_digest));
+        item.insert("expires_at".into(), s(crate::clock::format_time(record.expires_at)));
+        item.insert("status".into(), s(record.status.as_str()));
+        item.insert(
+            keys::TTL.into(),
+            n((record.expires_at + chrono::Duration::days(APPROVAL_RECORD_DAYS)).timestamp()),
+        );
+        Ok(Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)")
+            .build()?)
     }
 
     fn put_audit(&self, event: &AuditEvent) -> Result<Put, StoreError> {
@@ -548,25 +590,16 @@ fn cancelled_indexes<R>(err: &SdkError<TransactWriteItemsError, R>) -> Vec<usize
 }
 
 fn encode_cursor(key: &Item) -> String {
-    let map: std::collections::BTreeMap<&str, &str> = key
-        .iter()
-        .filter_map(|(k, v)| Some((k.as_str(), v.as_s().ok()?.as_str())))
-        .collect();
+    let map: std::collections::BTreeMap<&str, &str> =
+        key.iter().filter_map(|(k, v)| Some((k.as_str(), v.as_s().ok()?.as_str()))).collect();
     let json = serde_json::to_vec(&map).unwrap_or_default();
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
 }
 
 /// A cursor is only accepted with exactly the expected key attributes and the caller's own
 /// partition, so it cannot be used to page through someone else's actions.
-fn decode_cursor(
-    cursor: &str,
-    expected: &[&str],
-    partition_attr: &str,
-    partition: &str,
-) -> Option<Item> {
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(cursor)
-        .ok()?;
+fn decode_cursor(cursor: &str, expected: &[&str], partition_attr: &str, partition: &str) -> Option<Item> {
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(cursor).ok()?;
     let map: HashMap<String, String> = serde_json::from_slice(&bytes).ok()?;
     if map.len() != expected.len()
         || !expected.iter().all(|k| map.contains_key(*k))
@@ -574,11 +607,7 @@ fn decode_cursor(
     {
         return None;
     }
-    Some(
-        map.into_iter()
-            .map(|(k, v)| (k, AttributeValue::S(v)))
-            .collect(),
-    )
+    Some(map.into_iter().map(|(k, v)| (k, AttributeValue::S(v))).collect())
 }
 
 #[cfg(test)]
@@ -588,31 +617,14 @@ mod tests {
     #[test]
     fn cursor_round_trips_and_is_bound_to_its_partition() {
         let mut key = Item::new();
-        for (k, v) in [
-            ("pk", "ACTION#1"),
-            ("sk", "ACTION"),
-            ("gsi1pk", "USER#alice"),
-            ("gsi1sk", "1"),
-        ] {
+        for (k, v) in [("pk", "ACTION#1"), ("sk", "ACTION"), ("gsi1pk", "USER#alice"), ("gsi1sk", "1")] {
             key.insert(k.into(), s(v));
         }
         let cursor = encode_cursor(&key);
         let expected = ["pk", "sk", "gsi1pk", "gsi1sk"];
-        assert_eq!(
-            decode_cursor(&cursor, &expected, "gsi1pk", "USER#alice"),
-            Some(key)
-        );
-        assert_eq!(
-            decode_cursor(&cursor, &expected, "gsi1pk", "USER#bob"),
-            None
-        );
-        assert_eq!(
-            decode_cursor("!!!", &expected, "gsi1pk", "USER#alice"),
-            None
-        );
-        assert_eq!(
-            decode_cursor("e30", &expected, "gsi1pk", "USER#alice"),
-            None
-        );
+        assert_eq!(decode_cursor(&cursor, &expected, "gsi1pk", "USER#alice"), Some(key));
+        assert_eq!(decode_cursor(&cursor, &expected, "gsi1pk", "USER#bob"), None);
+        assert_eq!(decode_cursor("!!!", &expected, "gsi1pk", "USER#alice"), None);
+        assert_eq!(decode_cursor("e30", &expected, "gsi1pk", "USER#alice"), None);
     }
 }

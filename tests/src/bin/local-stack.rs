@@ -4,9 +4,7 @@ use actiongate_local::stack::{LocalStack, StackOptions};
 
 fn port(var: &str, default: u16) -> anyhow::Result<u16> {
     match std::env::var(var) {
-        Ok(v) => v
-            .parse()
-            .map_err(|_| anyhow::anyhow!("{var} must be a port number, not `{v}`")),
+        Ok(v) => v.parse().map_err(|_| anyhow::anyhow!("{var} must be a port number, not `{v}`")),
         Err(_) => Ok(default),
     }
 }
@@ -14,31 +12,21 @@ fn port(var: &str, default: u16) -> anyhow::Result<u16> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
     let options = StackOptions {
         gateway_port: port("ACTIONGATE_PORT", 8080)?,
         emulator_port: port("ACTIONGATE_EMULATOR_PORT", 5000)?,
         invoke_port: port("ACTIONGATE_FUNCTIONS_PORT", 9000)?,
-        reload: std::env::var("ACTIONGATE_RELOAD")
-            .map(|v| v != "0")
-            .unwrap_or(true),
+        reload: std::env::var("ACTIONGATE_RELOAD").map(|v| v != "0").unwrap_or(true),
         inherit_logs: true,
     };
     println!("actiongate: starting the local stack (emulator, provisioning, functions)…");
     let mut stack = LocalStack::start(options).await?;
     println!();
-    println!(
-        "  gateway    {}   (try: curl {}/health)",
-        stack.gateway_url, stack.gateway_url
-    );
+    println!("  gateway    {}   (try: curl {}/health)", stack.gateway_url, stack.gateway_url);
     println!("  emulator   {}", stack.emulator.endpoint);
-    println!(
-        "  functions  http://127.0.0.1:{} (cargo lambda watch)",
-        stack.invoke_port
-    );
+    println!("  functions  http://127.0.0.1:{} (cargo lambda watch)", stack.invoke_port);
     println!("  identity   Authorization: Bearer dev:<user_id>   (admin: dev:<user_id>:admin)");
     println!("  outbox     {}/_local/outbox", stack.gateway_url);
     println!();

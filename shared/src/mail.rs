@@ -1,0 +1,119 @@
+//! Outgoing mail through SES v2. Messages are sent as raw MIME (multipart/alternative) so the
+//! text and HTML parts both arrive exactly as written.
+
+use aws_sdk_sesv2::error::DisplayErrorContext;
+use aws_sdk_sesv2::primitives::Blob;
+use aws_sdk_sesv2::types::{Destination, EmailContent, RawMessage};
+use base64::Engine as _;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mail {
+    pub to: Vec<String>,
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("sending mail failed: {0}")]
+pub struct MailError(String);
+
+#[derive(Clone)]
+pub struct Mailer {
+    client: aws_sdk_sesv2::Client,
+    sender: String,
+    configuration_set: Option<String>,
+}
+
+impl Mailer {
+    pub fn new(client: aws_sdk_sesv2::Client, sender: impl Into<String>, configuration_set: Option<String>) -> Self {
+        Self { client, sender: sender.into(), configuration_set }
+    }
+
+    pub fn sender(&self) -> &str {
+        &self.sender
+    }
+
+    /// Sends one message; returns the SES message id.
+    pub async fn send(&self, mail: &Mail) -> Result<String, MailError> {
+        let raw = mime_message(&self.sender, mail, &boundary());
+        let out = self
+            .client
+            .send_email()
+            .from_email_address(&self.sender)
+            .destination(Destination::builder().set_to_addresses(Some(mail.to.clone())).build())
+            .content(
+                EmailContent::builder()
+                    .raw(
+                        RawMessage::builder()
+                            .data(Blob::new(raw.into_bytes()))
+                            .build()
+                            .map_err(|e| MailError(e.to_string()))?,
+                    )
+                    .build(),
+            )
+            .set_configuration_set_name(self.configuration_set.clone())
+            .send()
+            .await
+            .map_err(|e| MailError(DisplayErrorContext(e).to_string()))?;
+        Ok(out.message_id.unwrap_or_default())
+    }
+}
+
+fn boundary() -> String {
+    use rand::RngCore;
+    let mut b = [0u8; 12];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    format!("=_actiongate_{}", crate::approval::token::hex(&b))
+}
+
+/// A multipart/alternative message with base64-encoded UTF-8 parts (safe for any content and
+/// any line length).
+pub fn mime_message(from: &str, mail: &Mail, boundary: &str) -> String {
+    let b64 = |s: &str| {
+        let encoded = base64::engine::general_purpose::STANDARD.encode(s.as_bytes());
+        encoded.as_bytes().chunks(76).map(|c| String::from_utf8_lossy(c).into_owned()).collect::<Vec<_>>().join("\r\n")
+    };
+    format!(
+        "From: {from}\r\nTo: {to}\r\nSubject: {subject}\r\nMIME-Version: 1.0\r\nContent-Type: multipart/alternative; boundary=\"{boundary}\"\r\n\r\n\
+         --{boundary}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n{text}\r\n\
+         --{boundary}\r\nContent-Type: text/html; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n{html}\r\n\
+         --{boundary}--\r\n",
+        to = mail.to.join(", "),
+        subject = encode_header(&mail.subject),
+        text = b64(&mail.text),
+        html = b64(&mail.html),
+    )
+}
+
+/// RFC 2047 encoding for non-ASCII header values; header injection is impossible because
+/// CR and LF are dropped.
+fn encode_header(value: &str) -> String {
+    let clean: String = value.chars().filter(|c| *c != '\r' && *c != '\n').collect();
+    if clean.is_ascii() {
+        clean
+    } else {
+        format!("=?UTF-8?B?{}?=", base64::engine::general_purpose::STANDARD.encode(clean.as_bytes()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mime_message_has_both_parts_and_safe_headers() {
+        let mail = Mail {
+            to: vec!["a@example.com".into()],
+            subject: "Approve: pay €5\r\nBcc: evil@example.com".into(),
+            text: "plain".into(),
+            html: "<p>html</p>".into(),
+        };
+        let raw = mime_message("from@example.com", &mail, "B");
+        assert!(raw.contains("Content-Type: multipart/alternative; boundary=\"B\""));
+        assert!(raw.contains("Subject: =?UTF-8?B?"));
+        assert!(!raw.contains("\r\nBcc:"));
+        assert!(raw.contains(&base64::engine::general_purpose::STANDARD.encode("plain")));
+        assert!(raw.ends_with("--B--\r\n"));
+    }
+}
