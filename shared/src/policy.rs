@@ -367,8 +367,8 @@ impl Policy {
 }
 
 fn check_expiry(field: &str, d: IsoDuration) -> Result<(), PolicyError> {
-    if d.as_secs() < 60 || d.as_secs() > 30 * 86_400 {
-        return Err(PolicyError(format!("{field} must be between a minute and 30 days")));
+    if d.as_secs() < 1 || d.as_secs() > 30 * 86_400 {
+        return Err(PolicyError(format!("{field} must be between a second and 30 days")));
     }
     Ok(())
 }

@@ -25,6 +25,8 @@ pub struct StackOptions {
     pub reload: bool,
     /// Send the functions' logs to our stdout instead of `.local/functions-<port>.log`.
     pub inherit_logs: bool,
+    /// More environment for the functions (e.g. `POLICY_FILE` for a test policy).
+    pub extra_env: Vec<(String, String)>,
 }
 
 pub struct LocalStack {
@@ -80,6 +82,7 @@ impl LocalStack {
             }
         }
         env.extend(local_environment(&emulator.endpoint));
+        env.extend(options.extra_env.iter().cloned());
         let local_dir = root.join(".local");
         std::fs::create_dir_all(&local_dir)?;
         let env_file = local_dir.join(format!("functions-{emulator_port}.env"));
@@ -187,7 +190,14 @@ static SHARED: OnceLock<Result<SharedStack, String>> = OnceLock::new();
 /// Starts the stack once per test process, on a thread of its own that lives as long as the
 /// process (its children are tied to that thread, so they stop when the tests end).
 pub fn shared() -> SharedStack {
-    let result = SHARED.get_or_init(|| {
+    shared_with(&[])
+}
+
+/// Like [`shared`], with more environment for the functions. The first call in a test process
+/// decides it; every test of one binary must ask for the same.
+pub fn shared_with(extra_env: &[(&str, &str)]) -> SharedStack {
+    let extra_env: Vec<(String, String)> = extra_env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+    let result = SHARED.get_or_init(move || {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
@@ -198,7 +208,7 @@ pub fn shared() -> SharedStack {
                 }
             };
             runtime.block_on(async move {
-                match LocalStack::start(StackOptions::default()).await {
+                match LocalStack::start(StackOptions { extra_env, ..StackOptions::default() }).await {
                     Ok(stack) => {
                         let _ = tx.send(Ok(SharedStack {
                             gateway_url: stack.gateway_url.clone(),

@@ -1,74 +1,13 @@
 //! End-to-end: the intake function compiled and run by `cargo lambda watch`, reached through
 //! the local gateway over HTTP and through `cargo lambda invoke` with the `events/` fixtures.
 
+mod common;
+
 use actiongate_local::emulator::sdk_config_for;
-use actiongate_local::stack::{shared, SharedStack};
+use actiongate_local::stack::shared;
+use common::{api, futures_like_join, someone};
 use serde_json::{json, Value};
 use std::process::Command;
-
-struct Api {
-    stack: SharedStack,
-    http: reqwest::Client,
-}
-
-struct Reply {
-    status: u16,
-    headers: reqwest::header::HeaderMap,
-    body: Value,
-}
-
-fn api() -> Api {
-    Api { stack: shared(), http: reqwest::Client::new() }
-}
-
-/// A user name no other test uses.
-fn someone(name: &str) -> String {
-    format!("{name}-{}", &uuid_like()[..12])
-}
-
-fn uuid_like() -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    let n = N.fetch_add(1, Ordering::Relaxed);
-    format!("{:x}{:06x}", std::process::id(), n) + &chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0).to_string()
-}
-
-impl Api {
-    async fn call(
-        &self,
-        method: &str,
-        path: &str,
-        user: Option<&str>,
-        body: Option<String>,
-        headers: &[(&str, &str)],
-    ) -> Reply {
-        let url = format!("{}{path}", self.stack.gateway_url);
-        let mut req = self.http.request(method.parse().unwrap(), url);
-        if let Some(u) = user {
-            req = req.header("authorization", format!("Bearer dev:{u}"));
-        }
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        if let Some(b) = body {
-            req = req.header("content-type", "application/json").body(b);
-        }
-        let resp = req.send().await.expect("gateway reachable");
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let text = resp.text().await.unwrap();
-        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        Reply { status, headers, body }
-    }
-
-    async fn post(&self, path: &str, user: &str, body: Value) -> Reply {
-        self.call("POST", path, Some(user), Some(body.to_string()), &[]).await
-    }
-
-    async fn get(&self, path: &str, user: &str) -> Reply {
-        self.call("GET", path, Some(user), None, &[]).await
-    }
-}
 
 fn email_action() -> Value {
     json!({"action_type": "send_email", "payload": {"to": ["bob@example.com"], "subject": "Hello", "text": "Hi Bob"}, "risk_score": 20, "confidence": 0.8})
@@ -555,28 +494,4 @@ async fn cargo_lambda_invoke_with_sample_events() {
     assert_eq!(unknown["status"], 404);
     let limits = invoke("apigw-rate-limits.json");
     assert_eq!(limits["status"], 200);
-}
-
-async fn futures_like_join<F: std::future::Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
-    // Poll them all together on this task so the requests really overlap.
-    let mut pinned: Vec<_> = futures.into_iter().map(Box::pin).collect();
-    let mut results: Vec<Option<F::Output>> = (0..pinned.len()).map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (i, f) in pinned.iter_mut().enumerate() {
-            if results[i].is_none() {
-                match f.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => results[i] = Some(v),
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
-    })
-    .await;
-    results.into_iter().map(|r| r.expect("polled to completion")).collect()
 }

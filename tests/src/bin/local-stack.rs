@@ -1,6 +1,15 @@
 //! `make dev`: the whole stack on loopback, in the foreground until Ctrl-C.
 
+use actiongate_local::outbox;
 use actiongate_local::stack::{LocalStack, StackOptions};
+
+/// The first `http(s)://…/approvals/<token>` in a mail's text.
+fn approval_link(text: &str) -> Option<&str> {
+    let at = text.find("/approvals/")?;
+    let start = text[..at].rfind("http")?;
+    let end = text[at..].find(|c: char| c.is_whitespace()).map_or(text.len(), |e| at + e);
+    Some(&text[start..end])
+}
 
 fn port(var: &str, default: u16) -> anyhow::Result<u16> {
     match std::env::var(var) {
@@ -20,6 +29,7 @@ async fn main() -> anyhow::Result<()> {
         invoke_port: port("ACTIONGATE_FUNCTIONS_PORT", 9000)?,
         reload: std::env::var("ACTIONGATE_RELOAD").map(|v| v != "0").unwrap_or(true),
         inherit_logs: true,
+        extra_env: vec![],
     };
     println!("actiongate: starting the local stack (emulator, provisioning, functions)…");
     let mut stack = LocalStack::start(options).await?;
@@ -31,7 +41,9 @@ async fn main() -> anyhow::Result<()> {
     println!("  outbox     {}/_local/outbox", stack.gateway_url);
     println!();
     println!("Ready. Ctrl-C stops everything.");
-    let mut ticker = tokio::time::interval(std::time::Duration::from_secs(2));
+    let http = reqwest::Client::new();
+    let mut mail_seen = 0usize;
+    let mut ticker = tokio::time::interval(std::time::Duration::from_secs(1));
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
@@ -39,6 +51,16 @@ async fn main() -> anyhow::Result<()> {
                 if !stack.functions_running() {
                     eprintln!("cargo lambda watch exited; stopping");
                     break;
+                }
+                // Print each approval link as its mail is sent, so it can be clicked.
+                if let Ok(messages) = outbox::read(&http, &stack.emulator.endpoint).await {
+                    for m in messages.iter().skip(mail_seen) {
+                        println!("\n✉  mail to {}: {}", m.to.join(", "), m.subject);
+                        if let Some(link) = m.text.as_deref().and_then(approval_link) {
+                            println!("   approval link: {link}\n");
+                        }
+                    }
+                    mail_seen = mail_seen.max(messages.len());
                 }
             }
         }

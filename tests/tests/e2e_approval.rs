@@ -1,0 +1,380 @@
+//! End-to-end approval flow: the approval mail read back from the emulator's SES, the link's
+//! page fetched like a mail scanner would, decisions by form and by API, expiry and races.
+
+mod common;
+
+use actiongate_local::emulator::sdk_config_for;
+use actiongate_local::stack::shared_with;
+use common::{futures_like_join, someone, Api, Reply};
+use serde_json::{json, Value};
+use std::sync::OnceLock;
+
+/// Approvals for `gmail.spam` expire after a few seconds here, so expiry can be tested.
+const SHORT_EXPIRY_SECS: u64 = 3;
+
+fn api() -> Api {
+    static POLICY: OnceLock<String> = OnceLock::new();
+    let path = POLICY.get_or_init(|| {
+        let root = actiongate_local::workspace_root();
+        let policy = std::fs::read_to_string(root.join("infra/policy.toml")).unwrap();
+        let short = policy.replace(
+            "[types.\"gmail.spam\"]\ntier = 2",
+            &format!("[types.\"gmail.spam\"]\ntier = 2\napproval_expiry = \"PT{SHORT_EXPIRY_SECS}S\""),
+        );
+        assert_ne!(policy, short, "the policy fixture edit must apply");
+        std::fs::create_dir_all(root.join(".local")).unwrap();
+        let path = root.join(".local/policy-e2e-approval.toml");
+        std::fs::write(&path, short).unwrap();
+        path.to_string_lossy().into_owned()
+    });
+    Api { stack: shared_with(&[("POLICY_FILE", path)]), http: reqwest::Client::new() }
+}
+
+fn email_action(approver: &str) -> Value {
+    json!({"action_type": "send_email", "payload": {"to": ["bob@example.com"], "subject": "Contract draft", "text": "Hi Bob, see attached."},
+           "risk_score": 35, "confidence": 0.8, "approver": approver})
+}
+
+/// The approval mail for `action_id`, waiting briefly for it to arrive.
+async fn approval_mail(api: &Api, action_id: &str) -> Value {
+    for _ in 0..50 {
+        let outbox = api.call("GET", "/_local/outbox", None, None, &[]).await;
+        if let Some(m) = outbox.body["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["text"].as_str().is_some_and(|t| t.contains(action_id)))
+        {
+            return m.clone();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("no approval mail for {action_id}");
+}
+
+/// The path of the one approval link in the mail (`/approvals/<token>`).
+fn link_path(mail: &Value) -> String {
+    let text = mail["text"].as_str().unwrap();
+    let start = text.find("/approvals/").expect("a link in the text part");
+    let token: String = text[start + "/approvals/".len()..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .collect();
+    assert_eq!(token.len(), 43, "a 256-bit url-safe token");
+    let html = mail["html"].as_str().unwrap();
+    assert!(html.contains(&format!("/approvals/{token}")), "the HTML part carries the same link");
+    format!("/approvals/{token}")
+}
+
+async fn form(api: &Api, path: &str, body: &str) -> Reply {
+    api.call(
+        "POST",
+        path,
+        None,
+        Some(body.to_owned()),
+        &[("content-type", "application/x-www-form-urlencoded"), ("user-agent", "approver-browser/1.0")],
+    )
+    .await
+}
+
+async fn status_of(api: &Api, owner: &str, id: &str) -> (String, u64) {
+    let action = api.get(&format!("/actions/{id}"), owner).await;
+    let trail = api.get(&format!("/actions/{id}/audit"), owner).await;
+    (action.body["status"].as_str().unwrap().to_owned(), trail.body["events"].as_array().unwrap().len() as u64)
+}
+
+fn html(r: &Reply) -> &str {
+    r.body.as_str().expect("an HTML page")
+}
+
+async fn create(api: &Api, owner: &str, body: Value) -> String {
+    let r = api.post("/actions", owner, body).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.body["status"], "awaiting_approval");
+    r.body["action_id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn scanner_fetches_change_nothing_and_the_human_post_approves_once() {
+    let api = api();
+    let owner = someone("alice");
+    let approver = format!("{}@example.com", someone("boss"));
+    let id = create(&api, &owner, email_action(&approver)).await;
+
+    let mail = approval_mail(&api, &id).await;
+    assert_eq!(mail["to"], json!([approver]));
+    assert!(mail["subject"].as_str().unwrap().starts_with("Approval needed: send an email to bob@example.com"));
+    let text = mail["text"].as_str().unwrap();
+    for expected in [
+        "Risk score: 35",
+        "this type of action always needs a human's approval",
+        "Preview (dry run)",
+        "Contract draft",
+        "expires at",
+        &owner,
+    ] {
+        assert!(text.contains(expected), "mail text lacks {expected:?}:\n{text}");
+    }
+    let link = link_path(&mail);
+
+    // A mail scanner: three GETs and a HEAD. Each shows the page; none changes anything.
+    let before = status_of(&api, &owner, &id).await;
+    for _ in 0..3 {
+        let page = api.call("GET", &link, None, None, &[("user-agent", "Mimecast-Scanner")]).await;
+        assert_eq!(page.status, 200);
+        let body = html(&page);
+        assert!(
+            body.contains("Approve this action?")
+                && body.contains("value=\"approve\"")
+                && body.contains("value=\"reject\"")
+        );
+        assert!(body.contains("Contract draft") && !body.contains("<script"));
+        assert_eq!(page.headers["cache-control"], "no-store");
+        assert_eq!(page.headers["referrer-policy"], "no-referrer");
+        assert_eq!(page.headers["x-frame-options"], "DENY");
+        assert!(page.headers["x-robots-tag"].to_str().unwrap().contains("noindex"));
+        assert!(page.headers["content-security-policy"].to_str().unwrap().starts_with("default-src 'none'"));
+    }
+    let head = api.call("HEAD", &link, None, None, &[]).await;
+    assert_eq!(head.status, 200);
+    assert_eq!(status_of(&api, &owner, &id).await, before, "fetching the link changed the action");
+    assert_eq!(before.0, "awaiting_approval");
+
+    // The human clicks Approve.
+    let decided = form(&api, &link, "decision=approve&reason=Looks+right").await;
+    assert_eq!(decided.status, 200, "{}", html(&decided));
+    assert!(html(&decided).contains("Approved"));
+    let action = api.get(&format!("/actions/{id}"), &owner).await;
+    assert_eq!(action.body["status"], "queued");
+    assert_eq!(action.body["decided_by"], approver.as_str());
+    let trail = api.get(&format!("/actions/{id}/audit"), &owner).await;
+    let events = trail.body["events"].as_array().unwrap();
+    let approved = &events[2];
+    assert_eq!((approved["from"].as_str(), approved["to"].as_str()), (Some("awaiting_approval"), Some("approved")));
+    assert_eq!(approved["actor"], approver.as_str());
+    assert_eq!(approved["reason"], "approved: Looks right");
+    assert_eq!(approved["source_ip"], "127.0.0.1");
+    assert_eq!(approved["user_agent"], "approver-browser/1.0");
+    assert_eq!((events[3]["from"].as_str(), events[3]["to"].as_str()), (Some("approved"), Some("queued")));
+    assert_eq!(events.len(), 4);
+
+    // The work is on the queue.
+    let sdk = sdk_config_for(&api.stack.emulator).await;
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let url = api.stack.provisioned.queue_url("WorkQueue").unwrap();
+    let mut found = false;
+    for _ in 0..10 {
+        let out = sqs
+            .receive_message()
+            .queue_url(url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .visibility_timeout(0)
+            .send()
+            .await
+            .unwrap();
+        if out.messages().iter().any(|m| m.body().is_some_and(|b| b.contains(&id))) {
+            found = true;
+            break;
+        }
+    }
+    assert!(found, "approved work was not queued");
+
+    // A second click: the already-decided page, and nothing changes.
+    let again = form(&api, &link, "decision=reject").await;
+    assert_eq!(again.status, 409);
+    assert!(html(&again).contains("already approved by") && html(&again).contains(&approver));
+    let shown = api.call("GET", &link, None, None, &[]).await;
+    assert_eq!(shown.status, 409);
+    assert_eq!(status_of(&api, &owner, &id).await, ("queued".to_owned(), 4));
+}
+
+#[tokio::test]
+async fn reject_by_link_records_the_reason() {
+    let api = api();
+    let owner = someone("alice");
+    let approver = format!("{}@example.com", someone("boss"));
+    let id = create(&api, &owner, email_action(&approver)).await;
+    let link = link_path(&approval_mail(&api, &id).await);
+    let r = form(&api, &link, "decision=reject&reason=wrong+recipient").await;
+    assert_eq!(r.status, 200);
+    assert!(html(&r).contains("Rejected"));
+    let action = api.get(&format!("/actions/{id}"), &owner).await;
+    assert_eq!(action.body["status"], "rejected");
+    assert_eq!(action.body["decision_reason"], "wrong recipient");
+}
+
+#[tokio::test]
+async fn concurrent_approve_and_reject_have_exactly_one_winner() {
+    let api = api();
+    for round in 0..3 {
+        let owner = someone("alice");
+        let approver = format!("{}@example.com", someone("boss"));
+        let id = create(&api, &owner, email_action(&approver)).await;
+        let link = link_path(&approval_mail(&api, &id).await);
+        let replies =
+            futures_like_join([form(&api, &link, "decision=approve"), form(&api, &link, "decision=reject")]).await;
+        let statuses: Vec<u16> = replies.iter().map(|r| r.status).collect();
+        assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 1, "round {round}: {statuses:?}");
+        assert_eq!(statuses.iter().filter(|s| **s == 409).count(), 1, "round {round}: {statuses:?}");
+        let winner_approved = replies[0].status == 200;
+        let (status, events) = status_of(&api, &owner, &id).await;
+        if winner_approved {
+            assert_eq!((status.as_str(), events), ("queued", 4));
+        } else {
+            assert_eq!((status.as_str(), events), ("rejected", 3));
+        }
+    }
+}
+
+#[tokio::test]
+async fn expired_link_is_refused_and_expires_the_action() {
+    let api = api();
+    let owner = someone("alice");
+    let r = api
+        .post(
+            "/actions",
+            &owner,
+            json!({"action_type": "gmail.spam", "payload": {"message_id": "m1"}, "approver": "spam-boss@example.com"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let id = r.body["action_id"].as_str().unwrap().to_owned();
+    let link = link_path(&approval_mail(&api, &id).await);
+    assert_eq!(api.call("GET", &link, None, None, &[]).await.status, 200);
+    tokio::time::sleep(std::time::Duration::from_secs(SHORT_EXPIRY_SECS + 1)).await;
+
+    let page = api.call("GET", &link, None, None, &[]).await;
+    assert_eq!(page.status, 410);
+    assert_eq!(
+        status_of(&api, &owner, &id).await.0,
+        "awaiting_approval",
+        "a GET never changes state, even when expired"
+    );
+    let late = form(&api, &link, "decision=approve").await;
+    assert_eq!(late.status, 410);
+    assert!(html(&late).contains("expired"));
+    let (status, _) = status_of(&api, &owner, &id).await;
+    assert_eq!(status, "expired");
+    let trail = api.get(&format!("/actions/{id}/audit"), &owner).await;
+    let last = trail.body["events"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!((last["from"].as_str(), last["to"].as_str()), (Some("awaiting_approval"), Some("expired")));
+}
+
+#[tokio::test]
+async fn tampered_unknown_and_malformed_tokens_get_a_404_page() {
+    let api = api();
+    let owner = someone("alice");
+    let id = create(&api, &owner, email_action("boss@example.com")).await;
+    let link = link_path(&approval_mail(&api, &id).await);
+    let mut tampered = link.clone();
+    let last = tampered.pop().unwrap();
+    tampered.push(if last == 'A' { 'B' } else { 'A' });
+    for path in [
+        tampered.as_str(),
+        "/approvals/not-a-token",
+        "/approvals/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        "/approvals/%00%ff",
+    ] {
+        let page = api.call("GET", path, None, None, &[]).await;
+        assert_eq!(page.status, 404, "{path}");
+        assert!(html(&page).contains("not valid"));
+        assert_eq!(page.headers["cache-control"], "no-store");
+        let post = form(&api, path, "decision=approve").await;
+        assert_eq!(post.status, 404, "{path}");
+    }
+    assert_eq!(status_of(&api, &owner, &id).await.0, "awaiting_approval");
+}
+
+#[tokio::test]
+async fn bad_forms_get_a_400_page_and_change_nothing() {
+    let api = api();
+    let owner = someone("alice");
+    let id = create(&api, &owner, email_action("boss@example.com")).await;
+    let link = link_path(&approval_mail(&api, &id).await);
+    for body in [
+        "",
+        "reason=just+because",
+        "decision=maybe",
+        "decision=approve&decision=reject",
+        &format!("decision=approve&reason={}", "x".repeat(1200)),
+    ] {
+        let r = form(&api, &link, body).await;
+        assert_eq!(r.status, 400, "{body:.40}");
+        assert!(
+            html(&r).contains("approve or reject")
+                || html(&r).contains("too long")
+                || html(&r).contains("more than one")
+        );
+    }
+    assert_eq!(status_of(&api, &owner, &id).await, ("awaiting_approval".to_owned(), 2));
+    // The link still works afterwards.
+    assert_eq!(api.call("GET", &link, None, None, &[]).await.status, 200);
+}
+
+#[tokio::test]
+async fn cancelled_action_kills_its_link() {
+    let api = api();
+    let owner = someone("alice");
+    let id = create(&api, &owner, email_action("boss@example.com")).await;
+    let link = link_path(&approval_mail(&api, &id).await);
+    assert_eq!(api.post(&format!("/actions/{id}/cancel"), &owner, json!({})).await.status, 200);
+    let page = api.call("GET", &link, None, None, &[]).await;
+    assert_eq!(page.status, 410);
+    assert!(html(&page).contains("cancelled"));
+    assert_eq!(form(&api, &link, "decision=approve").await.status, 410);
+    assert_eq!(status_of(&api, &owner, &id).await.0, "cancelled");
+}
+
+#[tokio::test]
+async fn api_decisions_are_for_the_approver_and_admins_only() {
+    let api = api();
+    let owner = someone("alice");
+    let approver = format!("{}@example.com", someone("boss"));
+    let id = create(&api, &owner, email_action(&approver)).await;
+    let path = format!("/actions/{id}/approve");
+
+    let stranger = api.post(&path, &someone("mallory"), json!({})).await;
+    assert_eq!(stranger.status, 404, "another user must not learn the action exists");
+    let owner_try = api.post(&path, &owner, json!({})).await;
+    assert_eq!(owner_try.status, 403, "the owner may not approve their own action");
+    let bad_body = api.post(&path, &approver, json!({"reason": 5})).await;
+    assert_eq!((bad_body.status, bad_body.body["field"].as_str()), (400, Some("reason")));
+    assert_eq!(
+        api.post(&format!("/actions/{}/approve", "01a1feb2-0000-7000-8000-000000000000"), &approver, json!({}))
+            .await
+            .status,
+        404
+    );
+
+    let ok = api.post(&path, &approver, json!({"reason": "fine"})).await;
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    assert_eq!(ok.body["status"], "queued");
+    let again = api.post(&format!("/actions/{id}/reject"), &approver, json!({})).await;
+    assert_eq!(again.status, 409);
+    assert_eq!((again.body["error"].as_str(), again.body["status"].as_str()), (Some("invalid_state"), Some("queued")));
+
+    // The emailed link now says it was decided, by whom.
+    let link = link_path(&approval_mail(&api, &id).await);
+    let page = api.call("GET", &link, None, None, &[]).await;
+    assert_eq!(page.status, 409);
+    assert!(html(&page).contains(&approver));
+
+    // An admin may decide another action.
+    let other = create(&api, &owner, email_action(&approver)).await;
+    let admin = format!("{}:admin", someone("root"));
+    let rejected = api.post(&format!("/actions/{other}/reject"), &admin, json!({"reason": "not now"})).await;
+    assert_eq!(rejected.status, 200);
+    assert_eq!(rejected.body["status"], "rejected");
+}
+
+#[tokio::test]
+async fn approval_routes_refuse_other_methods_and_unauthenticated_api_calls() {
+    let api = api();
+    let owner = someone("alice");
+    let id = create(&api, &owner, email_action("boss@example.com")).await;
+    let unauthenticated = api.call("POST", &format!("/actions/{id}/approve"), None, Some("{}".into()), &[]).await;
+    assert_eq!(unauthenticated.status, 401);
+    let put = api.call("PUT", "/approvals/whatever", None, None, &[]).await;
+    assert_eq!(put.status, 404, "no such route at the gateway");
+}
