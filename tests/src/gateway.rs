@@ -5,18 +5,22 @@
 //! authorizer would pass, and answers 401 itself for a missing or malformed header, as API
 //! Gateway does. It then invokes the function through cargo lambda's Lambda Invoke API with a
 //! payload-format-2.0 event and translates the function's response back to HTTP.
+//!
+//! It is served by `tiny_http` on threads of its own rather than by a hyper-based framework:
+//! hyper also sits under the AWS SDK's HTTP client, and enabling its server features here would
+//! give the functions a different feature set in the workspace build than in cargo lambda's
+//! per-function build, compiling the SDK twice.
 
 use crate::template::Route;
-use axum::body::{to_bytes, Body};
-use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use base64::Engine as _;
 use serde_json::{json, Map, Value};
+use std::io::Read;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// API Gateway's own payload limit.
-const MAX_BODY: usize = 10 * 1024 * 1024;
+const MAX_BODY: u64 = 10 * 1024 * 1024;
+const WORKERS: usize = 8;
 
 pub struct GatewayState {
     /// (route, binary of the function serving it).
@@ -29,58 +33,110 @@ pub struct GatewayState {
     pub requests: AtomicU64,
 }
 
-pub fn router(state: Arc<GatewayState>) -> axum::Router {
-    axum::Router::new().fallback(handle).with_state(state)
+/// What the gateway answers: status, headers, body.
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
 }
 
-async fn handle(State(state): State<Arc<GatewayState>>, req: Request<Body>) -> Response<Body> {
-    let path = req.uri().path().to_owned();
+/// A request as the gateway sees it.
+pub struct Incoming {
+    pub method: String,
+    /// Path and query, as sent.
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+/// Serves until the server is dropped, answering on worker threads that call into `runtime`.
+pub fn serve(server: Arc<tiny_http::Server>, state: Arc<GatewayState>, runtime: tokio::runtime::Handle) {
+    for _ in 0..WORKERS {
+        let server = Arc::clone(&server);
+        let state = Arc::clone(&state);
+        let runtime = runtime.clone();
+        std::thread::spawn(move || {
+            while let Ok(mut request) = server.recv() {
+                let mut body = Vec::new();
+                let too_large = request.as_reader().take(MAX_BODY + 1).read_to_end(&mut body).is_err()
+                    || body.len() as u64 > MAX_BODY;
+                let incoming = Incoming {
+                    method: request.method().as_str().to_ascii_uppercase(),
+                    url: request.url().to_owned(),
+                    headers: request
+                        .headers()
+                        .iter()
+                        .map(|h| (h.field.as_str().as_str().to_ascii_lowercase(), h.value.as_str().to_owned()))
+                        .collect(),
+                    body,
+                };
+                let reply = if too_large {
+                    plain(413, json!({"message": "Request Entity Too Large"}))
+                } else {
+                    runtime.block_on(handle(&state, incoming))
+                };
+                let mut response = tiny_http::Response::from_data(reply.body).with_status_code(reply.status);
+                for (name, value) in reply.headers {
+                    if let Ok(h) = tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes()) {
+                        response.add_header(h);
+                    }
+                }
+                let _ = request.respond(response);
+            }
+        });
+    }
+}
+
+pub async fn handle(state: &GatewayState, req: Incoming) -> Reply {
+    let (path, query) = match req.url.split_once('?') {
+        Some((p, q)) => (p.to_owned(), q.to_owned()),
+        None => (req.url.clone(), String::new()),
+    };
     match path.as_str() {
-        "/health" => return health(&state),
-        "/_local/outbox" => return outbox(&state).await,
+        "/health" => return health(state),
+        "/_local/outbox" => return outbox(state).await,
         _ => {}
     }
-    let method = req.method().as_str().to_owned();
     let Some((route, binary, params)) =
-        state.routes.iter().find_map(|(r, b)| r.matches(&method, &path).map(|p| (r, b, p)))
+        state.routes.iter().find_map(|(r, b)| r.matches(&req.method, &path).map(|p| (r, b, p)))
     else {
-        return plain(StatusCode::NOT_FOUND, json!({"message": "Not Found"}));
+        return plain(404, json!({"message": "Not Found"}));
     };
     let claims = if route.public {
         None
     } else {
-        match dev_claims(req.headers()) {
+        match dev_claims(header(&req.headers, "authorization")) {
             Some(c) => Some(c),
-            None => return plain(StatusCode::UNAUTHORIZED, json!({"message": "Unauthorized"})),
+            None => return plain(401, json!({"message": "Unauthorized"})),
         }
     };
     let n = state.requests.fetch_add(1, Ordering::Relaxed);
-    let (parts, body) = req.into_parts();
-    let Ok(body) = to_bytes(body, MAX_BODY).await else {
-        return plain(StatusCode::PAYLOAD_TOO_LARGE, json!({"message": "Request Entity Too Large"}));
-    };
-    let event = api_event(&parts, &body, route, &params, claims, n);
-    invoke(&state, binary, &event).await
+    let event = api_event(&req, &path, &query, route, &params, claims, n);
+    invoke(state, binary, &event).await
 }
 
-fn health(state: &GatewayState) -> Response<Body> {
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
+fn health(state: &GatewayState) -> Reply {
     if state.ready.load(Ordering::Acquire) {
-        plain(StatusCode::OK, json!({"status": "ok", "emulator": state.emulator, "functions": state.invoke_url}))
+        plain(200, json!({"status": "ok", "emulator": state.emulator, "functions": state.invoke_url}))
     } else {
-        plain(StatusCode::SERVICE_UNAVAILABLE, json!({"status": "starting"}))
+        plain(503, json!({"status": "starting"}))
     }
 }
 
-async fn outbox(state: &GatewayState) -> Response<Body> {
+async fn outbox(state: &GatewayState) -> Reply {
     match crate::outbox::read(&state.http, &state.emulator).await {
-        Ok(messages) => plain(StatusCode::OK, json!({ "messages": messages })),
-        Err(e) => plain(StatusCode::BAD_GATEWAY, json!({"message": format!("{e:#}")})),
+        Ok(messages) => plain(200, json!({ "messages": messages })),
+        Err(e) => plain(502, json!({"message": format!("{e:#}")})),
     }
 }
 
 /// `Bearer dev:<user>` or `Bearer dev:<user>:admin` → JWT claims; anything else → `None`.
-pub fn dev_claims(headers: &HeaderMap) -> Option<Map<String, Value>> {
-    let value = headers.get("authorization")?.to_str().ok()?;
+pub fn dev_claims(authorization: Option<&str>) -> Option<Map<String, Value>> {
+    let value = authorization?;
     let token = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer "))?.trim();
     let rest = token.strip_prefix("dev:")?;
     let (user, admin) = match rest.split_once(':') {
@@ -103,51 +159,45 @@ pub fn dev_claims(headers: &HeaderMap) -> Option<Map<String, Value>> {
     Some(claims)
 }
 
+/// Joins repeated keys with commas, as API Gateway does for headers and query parameters.
+fn joined<'a>(pairs: impl Iterator<Item = (String, String)> + 'a) -> Map<String, Value> {
+    let mut map = Map::new();
+    for (k, v) in pairs {
+        match map.get_mut(&k) {
+            Some(Value::String(existing)) => {
+                existing.push(',');
+                existing.push_str(&v);
+            }
+            _ => {
+                map.insert(k, json!(v));
+            }
+        }
+    }
+    map
+}
+
 fn api_event(
-    parts: &axum::http::request::Parts,
-    body: &[u8],
+    req: &Incoming,
+    path: &str,
+    raw_query: &str,
     route: &Route,
     params: &[(String, String)],
     claims: Option<Map<String, Value>>,
     n: u64,
 ) -> Value {
-    let mut headers = Map::new();
-    for (name, value) in &parts.headers {
-        let v = String::from_utf8_lossy(value.as_bytes()).into_owned();
-        match headers.get_mut(name.as_str()) {
-            Some(Value::String(existing)) => {
-                existing.push(',');
-                existing.push_str(&v);
-            }
-            _ => {
-                headers.insert(name.as_str().to_owned(), json!(v));
-            }
-        }
-    }
-    let raw_query = parts.uri.query().unwrap_or_default().to_owned();
-    let mut query = Map::new();
-    for (k, v) in url::form_urlencoded::parse(raw_query.as_bytes()) {
-        match query.get_mut(k.as_ref()) {
-            Some(Value::String(existing)) => {
-                existing.push(',');
-                existing.push_str(&v);
-            }
-            _ => {
-                query.insert(k.into_owned(), json!(v));
-            }
-        }
-    }
+    let headers = joined(req.headers.iter().cloned());
+    let query =
+        joined(url::form_urlencoded::parse(raw_query.as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())));
     let route_key = format!("{} {}", route.method, route.path);
     let now = chrono::Utc::now();
-    let (body_text, is_b64) = match std::str::from_utf8(body) {
+    let (body_text, is_b64) = match std::str::from_utf8(&req.body) {
         Ok(s) => (s.to_owned(), false),
-        Err(_) => (base64::engine::general_purpose::STANDARD.encode(body), true),
+        Err(_) => (base64::engine::general_purpose::STANDARD.encode(&req.body), true),
     };
-    let user_agent = parts.headers.get("user-agent").and_then(|v| v.to_str().ok()).unwrap_or_default();
     let mut event = json!({
         "version": "2.0",
         "routeKey": route_key,
-        "rawPath": parts.uri.path(),
+        "rawPath": path,
         "rawQueryString": raw_query,
         "headers": headers,
         "requestContext": {
@@ -155,7 +205,8 @@ fn api_event(
             "apiId": "local",
             "domainName": "127.0.0.1",
             "domainPrefix": "local",
-            "http": {"method": parts.method.as_str(), "path": parts.uri.path(), "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1", "userAgent": user_agent},
+            "http": {"method": req.method, "path": path, "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1",
+                     "userAgent": header(&req.headers, "user-agent").unwrap_or_default()},
             "requestId": format!("local-{}-{n}", now.timestamp_millis()),
             "routeKey": route_key,
             "stage": "$default",
@@ -170,7 +221,7 @@ fn api_event(
     if !params.is_empty() {
         event["pathParameters"] = params.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<Map<_, _>>().into();
     }
-    if !body.is_empty() {
+    if !req.body.is_empty() {
         event["body"] = json!(body_text);
     }
     if let Some(claims) = claims {
@@ -179,14 +230,13 @@ fn api_event(
     event
 }
 
-async fn invoke(state: &GatewayState, binary: &str, event: &Value) -> Response<Body> {
+async fn invoke(state: &GatewayState, binary: &str, event: &Value) -> Reply {
     let url = format!("{}/2015-03-31/functions/{binary}/invocations", state.invoke_url);
-    let result = state.http.post(&url).json(event).send().await;
-    let response = match result {
+    let response = match state.http.post(&url).json(event).send().await {
         Ok(r) => r,
         Err(e) => {
             tracing::error!(error = %e, binary, "invoking the function failed");
-            return plain(StatusCode::INTERNAL_SERVER_ERROR, json!({"message": "Internal Server Error"}));
+            return plain(500, json!({"message": "Internal Server Error"}));
         }
     };
     let function_error = response.headers().contains_key("x-amz-function-error");
@@ -194,78 +244,61 @@ async fn invoke(state: &GatewayState, binary: &str, event: &Value) -> Response<B
         Ok(v) => v,
         Err(e) => {
             tracing::error!(error = %e, binary, "the function's response is not JSON");
-            return plain(StatusCode::INTERNAL_SERVER_ERROR, json!({"message": "Internal Server Error"}));
+            return plain(500, json!({"message": "Internal Server Error"}));
         }
     };
     if function_error || payload.get("errorType").is_some() || payload.get("statusCode").is_none() {
         tracing::error!(binary, payload = %payload, "the function failed");
-        return plain(StatusCode::INTERNAL_SERVER_ERROR, json!({"message": "Internal Server Error"}));
+        return plain(500, json!({"message": "Internal Server Error"}));
     }
-    to_http(&payload)
+    to_reply(&payload)
 }
 
-fn to_http(payload: &Value) -> Response<Body> {
-    let status = payload
-        .get("statusCode")
-        .and_then(Value::as_u64)
-        .and_then(|s| StatusCode::from_u16(s as u16).ok())
-        .unwrap_or(StatusCode::OK);
+fn to_reply(payload: &Value) -> Reply {
+    let status = payload.get("statusCode").and_then(Value::as_u64).map_or(200, |s| s as u16);
     let body = payload.get("body").and_then(Value::as_str).unwrap_or_default();
-    let bytes = if payload.get("isBase64Encoded").and_then(Value::as_bool) == Some(true) {
+    let body = if payload.get("isBase64Encoded").and_then(Value::as_bool) == Some(true) {
         base64::engine::general_purpose::STANDARD.decode(body).unwrap_or_default()
     } else {
         body.as_bytes().to_vec()
     };
-    let mut response = Response::new(Body::from(bytes));
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
+    let mut headers = Vec::new();
     for (k, v) in payload.get("headers").and_then(Value::as_object).into_iter().flatten() {
-        if let (Ok(name), Some(Ok(value))) =
-            (k.parse::<axum::http::HeaderName>(), v.as_str().map(HeaderValue::from_str))
-        {
-            headers.insert(name, value);
+        if let Some(v) = v.as_str() {
+            headers.push((k.clone(), v.to_owned()));
         }
     }
     for (k, values) in payload.get("multiValueHeaders").and_then(Value::as_object).into_iter().flatten() {
-        for v in values.as_array().into_iter().flatten() {
-            if let (Ok(name), Some(Ok(value))) =
-                (k.parse::<axum::http::HeaderName>(), v.as_str().map(HeaderValue::from_str))
-            {
-                headers.append(name, value);
+        for v in values.as_array().into_iter().flatten().filter_map(Value::as_str) {
+            if !headers.iter().any(|(name, value)| name == k && value == v) {
+                headers.push((k.clone(), v.to_owned()));
             }
         }
     }
-    for cookie in payload.get("cookies").and_then(Value::as_array).into_iter().flatten() {
-        if let Some(Ok(value)) = cookie.as_str().map(HeaderValue::from_str) {
-            headers.append("set-cookie", value);
-        }
+    for cookie in payload.get("cookies").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str) {
+        headers.push(("set-cookie".into(), cookie.to_owned()));
     }
-    response
+    Reply { status, headers, body }
 }
 
-fn plain(status: StatusCode, body: Value) -> Response<Body> {
-    let mut response = Response::new(Body::from(body.to_string()));
-    *response.status_mut() = status;
-    response.headers_mut().insert("content-type", HeaderValue::from_static("application/json"));
-    response
+fn plain(status: u16, body: Value) -> Reply {
+    Reply {
+        status,
+        headers: vec![("content-type".into(), "application/json".into())],
+        body: body.to_string().into_bytes(),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn headers(auth: &str) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        h.insert("authorization", HeaderValue::from_str(auth).unwrap());
-        h
-    }
-
     #[test]
     fn dev_identity_becomes_claims() {
-        let c = dev_claims(&headers("Bearer dev:alice")).unwrap();
+        let c = dev_claims(Some("Bearer dev:alice")).unwrap();
         assert_eq!(c["sub"], "alice");
         assert!(c.get("scope").is_none());
-        let admin = dev_claims(&headers("Bearer dev:root@example.com:admin")).unwrap();
+        let admin = dev_claims(Some("Bearer dev:root@example.com:admin")).unwrap();
         assert_eq!(admin["scope"], "admin");
         assert_eq!(admin["email"], "root@example.com");
     }
@@ -275,8 +308,14 @@ mod tests {
         for bad in
             ["", "Bearer", "Bearer dev:", "Basic dev:alice", "Bearer alice", "Bearer dev:alice:root", "Bearer dev:a b"]
         {
-            assert!(dev_claims(&headers(bad)).is_none(), "{bad}");
+            assert!(dev_claims(Some(bad)).is_none(), "{bad}");
         }
-        assert!(dev_claims(&HeaderMap::new()).is_none());
+        assert!(dev_claims(None).is_none());
+    }
+
+    #[test]
+    fn repeated_query_keys_are_joined() {
+        let m = joined(vec![("a".to_owned(), "1".to_owned()), ("a".to_owned(), "2".to_owned())].into_iter());
+        assert_eq!(m["a"], "1,2");
     }
 }

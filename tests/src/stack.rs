@@ -37,7 +37,7 @@ pub struct LocalStack {
     pub invoke_port: u16,
     pub emulator: Emulator,
     functions: ManagedChild,
-    gateway_task: tokio::task::JoinHandle<()>,
+    gateway: Arc<tiny_http::Server>,
 }
 
 /// Everything the functions need besides what the template gives them.
@@ -62,10 +62,13 @@ impl LocalStack {
             provision::provision(&template, &sdk).await.context("provisioning from infra/template.yaml")?;
 
         // The gateway's address is needed first: approval links point at it.
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", options.gateway_port))
-            .await
-            .with_context(|| format!("binding the gateway to 127.0.0.1:{}", options.gateway_port))?;
-        let gateway_url = format!("http://{}", listener.local_addr()?);
+        let server = tiny_http::Server::http(("127.0.0.1", options.gateway_port))
+            .map(Arc::new)
+            .map_err(|e| anyhow!("binding the gateway to 127.0.0.1:{}: {e}", options.gateway_port))?;
+        let gateway_url = match server.server_addr().to_ip() {
+            Some(addr) => format!("http://{addr}"),
+            None => return Err(anyhow!("the gateway is not on an IP address")),
+        };
         let overrides = vec![("PUBLIC_BASE_URL".to_owned(), gateway_url.clone())];
 
         // One environment file for cargo lambda: every function's resolved template variables.
@@ -95,6 +98,23 @@ impl LocalStack {
             .arg(&env_file);
         if !options.reload {
             cmd.arg("--ignore-changes");
+        }
+        // `cargo test` gives its test binaries CARGO_PKG_NAME, CARGO_MANIFEST_DIR and the like.
+        // Passed on to cargo lambda's `cargo run`, they would dirty every build script that
+        // watches them (ring's does) and recompile the AWS SDK a second time.
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy();
+            let package_scoped = [
+                "CARGO_PKG_",
+                "CARGO_MANIFEST_",
+                "CARGO_BIN_",
+                "CARGO_CRATE_",
+                "CARGO_PRIMARY_",
+                "CARGO_TARGET_TMPDIR",
+            ];
+            if package_scoped.iter().any(|p| name.starts_with(p)) {
+                cmd.env_remove(name.as_ref());
+            }
         }
         // cargo lambda runs `cargo`; make sure it finds the same toolchain we were built with.
         if let Some(cargo) = std::env::var_os("CARGO") {
@@ -127,12 +147,7 @@ impl LocalStack {
             ready: AtomicBool::new(false),
             requests: AtomicU64::new(0),
         });
-        let app = gateway::router(Arc::clone(&state));
-        let gateway_task = tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
-                tracing::error!(error = %e, "gateway stopped");
-            }
-        });
+        gateway::serve(Arc::clone(&server), Arc::clone(&state), tokio::runtime::Handle::current());
 
         // Start every function once, so the first real request does not pay for compilation.
         for function in &template.functions {
@@ -141,7 +156,7 @@ impl LocalStack {
                 .with_context(|| format!("starting function {}", function.binary))?;
         }
         state.ready.store(true, Ordering::Release);
-        Ok(Self { template, provisioned, sdk, gateway_url, invoke_port, emulator, functions, gateway_task })
+        Ok(Self { template, provisioned, sdk, gateway_url, invoke_port, emulator, functions, gateway: server })
     }
 
     /// Whether the functions' server is still up.
@@ -150,7 +165,7 @@ impl LocalStack {
     }
 
     pub fn stop(mut self) {
-        self.gateway_task.abort();
+        self.gateway.unblock();
         self.functions.stop();
     }
 }
