@@ -543,6 +543,7 @@ fn new_action(
         decided_by: None,
         decided_at: None,
         decision_reason: None,
+        lease_expires_at: None,
         version: 2,
     }
 }

@@ -9,6 +9,7 @@ use base64::Engine as _;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Mail {
     pub to: Vec<String>,
+    pub cc: Vec<String>,
     pub subject: String,
     pub text: String,
     pub html: String,
@@ -41,7 +42,12 @@ impl Mailer {
             .client
             .send_email()
             .from_email_address(&self.sender)
-            .destination(Destination::builder().set_to_addresses(Some(mail.to.clone())).build())
+            .destination(
+                Destination::builder()
+                    .set_to_addresses(Some(mail.to.clone()))
+                    .set_cc_addresses((!mail.cc.is_empty()).then(|| mail.cc.clone()))
+                    .build(),
+            )
             .content(
                 EmailContent::builder()
                     .raw(
@@ -75,11 +81,12 @@ pub fn mime_message(from: &str, mail: &Mail, boundary: &str) -> String {
         encoded.as_bytes().chunks(76).map(|c| String::from_utf8_lossy(c).into_owned()).collect::<Vec<_>>().join("\r\n")
     };
     format!(
-        "From: {from}\r\nTo: {to}\r\nSubject: {subject}\r\nMIME-Version: 1.0\r\nContent-Type: multipart/alternative; boundary=\"{boundary}\"\r\n\r\n\
+        "From: {from}\r\nTo: {to}\r\n{cc}Subject: {subject}\r\nMIME-Version: 1.0\r\nContent-Type: multipart/alternative; boundary=\"{boundary}\"\r\n\r\n\
          --{boundary}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n{text}\r\n\
          --{boundary}\r\nContent-Type: text/html; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n{html}\r\n\
          --{boundary}--\r\n",
         to = mail.to.join(", "),
+        cc = if mail.cc.is_empty() { String::new() } else { format!("Cc: {}\r\n", mail.cc.join(", ")) },
         subject = encode_header(&mail.subject),
         text = b64(&mail.text),
         html = b64(&mail.html),

@@ -30,6 +30,14 @@ pub struct Defaults {
     #[serde(default = "default_max_attempts")]
     pub max_attempts: u32,
     pub approver: Option<EmailAddress>,
+    /// Exponential backoff with full jitter: attempt n waits up to `min(cap, base × 2^(n-1))`.
+    #[serde(default = "default_retry_base")]
+    pub retry_base: IsoDuration,
+    #[serde(default = "default_retry_cap")]
+    pub retry_cap: IsoDuration,
+    /// Roll back a plan's completed steps when a later step fails for good.
+    #[serde(default)]
+    pub compensate_on_failure: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -118,6 +126,12 @@ fn default_expiry() -> IsoDuration {
 fn default_max_attempts() -> u32 {
     3
 }
+fn default_retry_base() -> IsoDuration {
+    IsoDuration::from_secs(2)
+}
+fn default_retry_cap() -> IsoDuration {
+    IsoDuration::from_secs(900)
+}
 fn yes() -> bool {
     true
 }
@@ -205,6 +219,11 @@ impl Policy {
             return Err(PolicyError("defaults.max_attempts must be between 1 and 20".into()));
         }
         check_expiry("defaults.approval_expiry", d.approval_expiry)?;
+        if d.retry_base.as_secs() == 0 || d.retry_base > d.retry_cap || d.retry_cap.as_secs() > 86_400 {
+            return Err(PolicyError(
+                "defaults.retry_base must be positive and at most retry_cap (at most a day)".into(),
+            ));
+        }
         for name in self.types.keys() {
             if !BUILTIN_ACTION_TYPES.contains(&name.as_str()) {
                 return Err(PolicyError(format!("types.{name}: not a known action type")));

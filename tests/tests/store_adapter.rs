@@ -60,6 +60,7 @@ fn action(owner: &UserId, status: Status, at: DateTime<Utc>) -> Action {
         decided_by: None,
         decided_at: None,
         decision_reason: None,
+        lease_expires_at: None,
         version: 1,
     }
 }

@@ -148,5 +148,5 @@ pub fn approval_mail(action: &Action, approver: &EmailAddress, link: &str, expir
         approver = e(approver.as_str()),
         id = action.action_id,
     );
-    Mail { to: vec![approver.as_str().to_owned()], subject, text, html }
+    Mail { to: vec![approver.as_str().to_owned()], cc: vec![], subject, text, html }
 }

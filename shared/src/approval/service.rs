@@ -481,6 +481,7 @@ mod tests {
             decided_by: None,
             decided_at: None,
             decision_reason: None,
+            lease_expires_at: None,
             version: 2,
         };
         let approver = action.approver.clone().unwrap();

@@ -88,6 +88,12 @@ pub struct Step {
     pub result: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<Value>,
+    /// What the target looked like before the change (for rollback).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<Value>,
+    /// When a wait step ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wake_at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -103,6 +109,8 @@ impl Step {
             attempts: 0,
             result: None,
             error: None,
+            snapshot: None,
+            wake_at: None,
             started_at: None,
             finished_at: None,
         }
@@ -151,6 +159,9 @@ pub struct Action {
     pub decided_at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decision_reason: Option<String>,
+    /// While `executing`: until when the executor that claimed it may still be working.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_expires_at: Option<DateTime<Utc>>,
     /// Optimistic-concurrency counter; every write checks and bumps it.
     pub version: u64,
 }
@@ -158,6 +169,11 @@ pub struct Action {
 impl Action {
     pub fn is_plan(&self) -> bool {
         self.action_type == PLAN_ACTION_TYPE
+    }
+
+    /// The first step not yet completed (`steps.len()` when all are).
+    pub fn next_step(&self) -> usize {
+        self.steps.iter().position(|s| s.state != StepState::Completed).unwrap_or(self.steps.len())
     }
 
     /// The API representation (`GET /actions/{id}`).
@@ -188,6 +204,7 @@ impl Action {
             "decided_by": self.decided_by,
             "decided_at": self.decided_at.map(crate::clock::format_time),
             "decision_reason": self.decision_reason,
+            "lease_expires_at": self.lease_expires_at.map(crate::clock::format_time),
         })
     }
 }

@@ -62,6 +62,7 @@ pub fn profile_pk(user: &UserId) -> String {
     format!("USER#{user}")
 }
 pub const PROFILE_SK: &str = "PROFILE";
+pub const GOOGLE_CREDENTIAL_SK: &str = "CREDENTIAL#google";
 
 /// Where the sweep finds an action that has timed work, and when it is due: a sparse index,
 /// so the sweep queries exactly the due items and never scans.
@@ -72,6 +73,13 @@ pub fn sweep_due(action: &Action) -> Option<(String, String)> {
         // Queued work that no executor has claimed after a while was lost between the store
         // and the queue (or the message was dead-lettered); the sweep re-sends it.
         Status::Queued => action.updated_at + chrono::Duration::minutes(5),
+        // A lease that runs out means the executor died: the sweep recovers the step.
+        Status::Executing => action.lease_expires_at.unwrap_or(action.updated_at),
+        // A wait whose schedule never fired is resumed by the sweep.
+        Status::Waiting => {
+            action.steps.get(action.next_step()).and_then(|s| s.wake_at).unwrap_or(action.updated_at)
+                + chrono::Duration::minutes(5)
+        }
         _ => return None,
     };
     Some((format!("DUE#{}", action.status), format!("{}#{}", crate::clock::format_time(due), action.action_id)))

@@ -450,6 +450,35 @@ impl Store {
         Ok(used)
     }
 
+    /// The user's Google OAuth access token, as the host application stored it.
+    pub async fn google_token(&self, user: &UserId) -> Result<Option<String>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(keys::PK, s(keys::profile_pk(user)))
+            .key(keys::SK, s(keys::GOOGLE_CREDENTIAL_SK))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(StoreError::aws)?;
+        Ok(out.item.as_ref().and_then(|i| i.get("access_token")).and_then(|v| v.as_s().ok()).cloned())
+    }
+
+    pub async fn set_google_token(&self, user: &UserId, token: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item(keys::PK, s(keys::profile_pk(user)))
+            .item(keys::SK, s(keys::GOOGLE_CREDENTIAL_SK))
+            .item("access_token", s(token))
+            .item("updated_at", s(crate::clock::format_time(at)))
+            .send()
+            .await
+            .map_err(StoreError::aws)?;
+        Ok(())
+    }
+
     pub async fn kyc_verified(&self, user: &UserId) -> Result<bool, StoreError> {
         let out = self
             .client

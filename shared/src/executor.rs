@@ -1,0 +1,551 @@
+//! The executor service: runs the current step of an action from a work-queue message.
+//!
+//! A step is claimed with one conditional write (`queued → executing`) carrying a lease that
+//! ends with the Lambda invocation, so two executors never run it at once; duplicates and
+//! redeliveries of a step that is running or done are acknowledged and do nothing. Transient
+//! failures go back to `queued` with exponential backoff and full jitter (SQS delay up to 15
+//! minutes, EventBridge Scheduler beyond); permanent ones fail the action, which stops the plan.
+//! Wait steps rest in `waiting` until a one-time schedule puts the action back on the queue.
+
+use crate::clock::{format_time, Clock};
+use crate::domain::action::{StepKind, StepState};
+use crate::domain::{Action, AuditEvent, Status};
+use crate::handlers::{idempotency_key, Dependencies, HandlerError, Registry, StepContext};
+use crate::queue::{ExecuteMessage, WorkQueue};
+use crate::scheduler::WakeUpScheduler;
+use crate::store::{Store, TransitionError};
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::Arc;
+use tracing::Instrument;
+
+/// SQS's longest message delay; longer backoffs go through the scheduler.
+const MAX_SQS_DELAY_SECS: u64 = 900;
+/// A lease ends this long before the invocation's deadline, so a successor never overlaps.
+const LEASE_MARGIN_SECS: i64 = 1;
+
+/// What became of one message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Work was done; the action is now in this state.
+    Ran(Status),
+    /// A duplicate, stale or not-runnable message: acknowledged, nothing done.
+    Ignored(String),
+    /// Unusable: sent to the dead-letter queue and acknowledged.
+    DeadLettered(String),
+    /// Could not be handled now (the store was unreachable): SQS delivers it again.
+    Retry(String),
+}
+
+/// Opt-in crash simulation for tests (never set by the template): abort the process right
+/// after a side effect and before it is recorded, for actions whose `rate_limit_key` is
+/// `fault:abort-after-effect`, on their first attempt.
+pub const FAULT_INJECTION_VAR: &str = "ACTIONGATE_FAULT_INJECTION";
+pub const ABORT_AFTER_EFFECT_KEY: &str = "fault:abort-after-effect";
+
+pub struct ExecutorService {
+    store: Store,
+    queue: WorkQueue,
+    dead_letters: WorkQueue,
+    scheduler: WakeUpScheduler,
+    registry: Registry,
+    deps: Dependencies,
+    clock: Arc<dyn Clock>,
+    fault_injection: bool,
+}
+
+/// Exponential backoff with full jitter: uniform in `[0, min(cap, base × 2^(attempt-1))]`.
+/// `unit` is a random number in `[0, 1)`.
+pub fn backoff_secs(attempt: u32, base_secs: u64, cap_secs: u64, unit: f64) -> u64 {
+    let exp = base_secs.saturating_mul(1u64 << attempt.saturating_sub(1).min(32)).min(cap_secs);
+    ((exp as f64) * unit.clamp(0.0, 1.0)).round() as u64
+}
+
+impl ExecutorService {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        store: Store,
+        queue: WorkQueue,
+        dead_letters: WorkQueue,
+        scheduler: WakeUpScheduler,
+        registry: Registry,
+        deps: Dependencies,
+        clock: Arc<dyn Clock>,
+        fault_injection: bool,
+    ) -> Self {
+        Self { store, queue, dead_letters, scheduler, registry, deps, clock, fault_injection }
+    }
+
+    /// Handles an SQS batch: messages run concurrently, and only the ones to retry are
+    /// reported, so one bad message never fails its batch-mates.
+    pub async fn handle_batch(self: &Arc<Self>, event: SqsEvent, deadline: DateTime<Utc>) -> SqsBatchResponse {
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut ids = HashMap::new();
+        for record in event.records {
+            let id = record.message_id.clone().unwrap_or_default();
+            let service = Arc::clone(self);
+            let handle = tasks.spawn(async move { service.handle_message(&record, deadline).await });
+            ids.insert(handle.id(), id);
+        }
+        let mut response = SqsBatchResponse::default();
+        while let Some(joined) = tasks.join_next_with_id().await {
+            let (task, retry) = match joined {
+                Ok((task, outcome)) => (task, matches!(outcome, Outcome::Retry(_))),
+                Err(e) => {
+                    tracing::error!(error = %e, "message task failed");
+                    (e.id(), true)
+                }
+            };
+            if retry {
+                let mut failure = BatchItemFailure::default();
+                failure.item_identifier = ids.get(&task).cloned().unwrap_or_default();
+                response.batch_item_failures.push(failure);
+            }
+        }
+        response
+    }
+
+    pub async fn handle_message(&self, record: &SqsMessage, deadline: DateTime<Utc>) -> Outcome {
+        let message_id = record.message_id.clone().unwrap_or_default();
+        let body = record.body.clone().unwrap_or_default();
+        let message: ExecuteMessage = match serde_json::from_str(&body) {
+            Ok(m) => m,
+            Err(e) => return self.dead_letter(&message_id, &body, &format!("not a work message: {e}")).await,
+        };
+        let span = tracing::info_span!("execute", action_id = %message.action_id, step = message.step, message_id = %message_id);
+        let outcome = self.run(&message, deadline).instrument(span.clone()).await;
+        span.in_scope(|| tracing::info!(outcome = ?outcome, "message handled"));
+        match outcome {
+            Outcome::DeadLettered(reason) => self.dead_letter(&message_id, &body, &reason).await,
+            other => other,
+        }
+    }
+
+    async fn dead_letter(&self, message_id: &str, body: &str, reason: &str) -> Outcome {
+        tracing::error!(message_id, reason, "dead-lettering a message");
+        match self.dead_letters.send_raw(body, reason, message_id).await {
+            Ok(_) => Outcome::DeadLettered(reason.to_owned()),
+            // Let SQS redeliver it; its redrive policy dead-letters it after a few tries anyway.
+            Err(e) => Outcome::Retry(format!("dead-letter queue unavailable: {e}")),
+        }
+    }
+
+    /// Runs what the message asks for, if it is still due.
+    pub async fn run(&self, message: &ExecuteMessage, deadline: DateTime<Utc>) -> Outcome {
+        let mut step = message.step;
+        // A finished wait continues into the step after it in the same invocation.
+        for _ in 0..=crate::validation::MAX_PLAN_STEPS + 1 {
+            let action = match self.store.get_action(message.action_id).await {
+                Ok(Some(a)) => a,
+                Ok(None) => return Outcome::DeadLettered(format!("no action {}", message.action_id)),
+                Err(e) => return Outcome::Retry(e.to_string()),
+            };
+            let next = action.next_step();
+            if step != next {
+                return Outcome::Ignored(format!(
+                    "step {step} is not the next step ({next}): a duplicate or stale message"
+                ));
+            }
+            let Some(kind) = action.steps.get(next).map(|s| s.kind.clone()) else {
+                return Outcome::Ignored("every step is done".into());
+            };
+            let outcome = match (action.status, kind) {
+                (Status::Queued, StepKind::Action { .. }) => self.execute_step(action, deadline).await,
+                (Status::Queued, _) => self.start_wait(action, deadline).await,
+                (Status::Waiting, _) => match self.finish_wait(action).await {
+                    Ok(()) => {
+                        step = next + 1;
+                        continue;
+                    }
+                    Err(outcome) => outcome,
+                },
+                (Status::Executing, _) => match self.recover(action).await {
+                    Ok(()) => continue,
+                    Err(outcome) => outcome,
+                },
+                (status, _) => Outcome::Ignored(format!("the action is {status}")),
+            };
+            return outcome;
+        }
+        Outcome::Ignored("step limit reached".into())
+    }
+
+    fn event(
+        &self,
+        action: &Action,
+        seq: u64,
+        from: Status,
+        to: Status,
+        reason: String,
+        detail: Option<Value>,
+    ) -> AuditEvent {
+        AuditEvent {
+            action_id: action.action_id,
+            seq,
+            at: self.clock.now(),
+            actor: "executor".into(),
+            from: Some(from),
+            to,
+            reason,
+            detail,
+            request_id: None,
+            source_ip: None,
+            user_agent: None,
+        }
+    }
+
+    /// `before` → `after` with one audit event per hop in `path` (`path[0]` is before's state).
+    async fn write(
+        &self,
+        before: &Action,
+        mut after: Action,
+        path: &[(Status, String, Option<Value>)],
+    ) -> Result<Action, TransitionError> {
+        let now = self.clock.now();
+        let mut events = Vec::new();
+        let mut from = before.status;
+        for (i, (to, reason, detail)) in path.iter().enumerate() {
+            from.transition_to(*to).map_err(|_| TransitionError::Conflict)?;
+            events.push(self.event(before, before.version + 1 + i as u64, from, *to, reason.clone(), detail.clone()));
+            from = *to;
+        }
+        after.status = from;
+        after.version = before.version + path.len() as u64;
+        after.updated_at = now;
+        self.store.transition_many(before, &after, &events, None).await?;
+        Ok(after)
+    }
+
+    fn lease(&self, deadline: DateTime<Utc>) -> DateTime<Utc> {
+        let now = self.clock.now();
+        (deadline - chrono::Duration::seconds(LEASE_MARGIN_SECS)).max(now + chrono::Duration::seconds(1))
+    }
+
+    async fn execute_step(&self, action: Action, deadline: DateTime<Utc>) -> Outcome {
+        let index = action.next_step();
+        let StepKind::Action { action_type, payload } = action.steps[index].kind.clone() else {
+            return Outcome::Ignored("not an action step".into());
+        };
+        let now = self.clock.now();
+        let Some(handler) = self.registry.get(&action_type) else {
+            let error = HandlerError::permanent("no_handler", format!("{action_type} is never executed by the system"));
+            return self.fail_unclaimed(action, index, error).await;
+        };
+        let key = idempotency_key(action.action_id, index);
+        let ctx = StepContext {
+            action_id: action.action_id,
+            user: &action.user_id,
+            step: index,
+            payload: &payload,
+            idempotency_key: key,
+            deps: &self.deps,
+        };
+
+        // Read what the target looks like before claiming: harmless if another executor races.
+        let snapshot = match handler.validate(&payload) {
+            Err(e) => Err(e),
+            Ok(()) => handler.snapshot(&ctx).await,
+        };
+        let mut claimed = action.clone();
+        claimed.attempts += 1;
+        claimed.lease_expires_at = Some(self.lease(deadline));
+        let step = &mut claimed.steps[index];
+        step.attempts += 1;
+        step.state = StepState::Running;
+        step.started_at = Some(now);
+        let attempt = step.attempts;
+        let snapshot = match snapshot {
+            Ok(s) => {
+                step.snapshot = (!s.is_null()).then_some(s);
+                step.error = None;
+                None
+            }
+            Err(e) => Some(e),
+        };
+        let claim_reason = format!("step {index} ({action_type}) attempt {attempt} started");
+        if let Some(error) = snapshot {
+            // Count the attempt and settle it in the same write.
+            let claimed_path = (Status::Executing, claim_reason, None);
+            return self.settle_failure(&action, claimed, index, error, Some(claimed_path)).await;
+        }
+        let claimed = match self
+            .write(
+                &action,
+                claimed,
+                &[(
+                    Status::Executing,
+                    claim_reason,
+                    Some(json!({"lease_expires_at": format_time(self.lease(deadline))})),
+                )],
+            )
+            .await
+        {
+            Ok(a) => a,
+            Err(TransitionError::Conflict) => return Outcome::Ignored("claimed by another executor".into()),
+            Err(TransitionError::Store(e)) => return Outcome::Retry(e.to_string()),
+        };
+        tracing::info!(attempt, action_type = %action_type, "step claimed");
+
+        let result = handler.execute(&ctx).await;
+        if self.fault_injection
+            && claimed.rate_limit_key.as_deref() == Some(ABORT_AFTER_EFFECT_KEY)
+            && attempt == 1
+            && result.is_ok()
+        {
+            tracing::error!("fault injection: aborting after the side effect, before recording it");
+            std::process::abort();
+        }
+        match result {
+            Ok(value) => self.settle_success(&claimed, index, value).await,
+            Err(error) => self.settle_failure(&claimed, claimed.clone(), index, error, None).await,
+        }
+    }
+
+    async fn settle_success(&self, claimed: &Action, index: usize, value: Value) -> Outcome {
+        let now = self.clock.now();
+        let mut after = claimed.clone();
+        after.lease_expires_at = None;
+        let step = &mut after.steps[index];
+        step.state = StepState::Completed;
+        step.result = Some(value.clone());
+        step.error = None;
+        step.finished_at = Some(now);
+        let last = index + 1 == after.steps.len();
+        let (to, reason) = if last {
+            after.result = Some(if after.steps.len() == 1 {
+                value
+            } else {
+                json!(after.steps.iter().map(|s| s.result.clone()).collect::<Vec<_>>())
+            });
+            (Status::Completed, format!("step {index} succeeded; the action is complete"))
+        } else {
+            (Status::Queued, format!("step {index} succeeded; step {} is next", index + 1))
+        };
+        match self.write(claimed, after, &[(to, reason, None)]).await {
+            Ok(done) => {
+                if !last {
+                    self.enqueue(&done, index + 1, 0).await;
+                }
+                Outcome::Ran(done.status)
+            }
+            Err(e) => {
+                // The lease ran out and someone else took over, or the store failed: the step's
+                // effect happened; the recovery path (idempotency key) reconciles it.
+                tracing::error!(error = %e, "recording a successful step failed");
+                Outcome::Retry(e.to_string())
+            }
+        }
+    }
+
+    /// Retries a transient failure with backoff while attempts remain; otherwise fails the action.
+    async fn settle_failure(
+        &self,
+        before: &Action,
+        mut after: Action,
+        index: usize,
+        error: HandlerError,
+        claimed_path: Option<(Status, String, Option<Value>)>,
+    ) -> Outcome {
+        let now = self.clock.now();
+        let attempt = after.steps[index].attempts;
+        let max = after.max_attempts.max(1);
+        after.lease_expires_at = None;
+        let step = &mut after.steps[index];
+        step.error = Some(json!(error));
+        step.finished_at = Some(now);
+        let detail = json!({"step": index, "attempt": attempt, "error": error});
+        let mut path: Vec<(Status, String, Option<Value>)> = claimed_path.into_iter().collect();
+        let mut retry_in = None;
+        if error.is_transient() && attempt < max {
+            step.state = StepState::NotStarted;
+            let policy = &self.deps.policy.defaults;
+            let delay =
+                backoff_secs(attempt, policy.retry_base.as_secs(), policy.retry_cap.as_secs(), rand::random::<f64>());
+            retry_in = Some(delay);
+            path.push((
+                Status::Queued,
+                format!("attempt {attempt} of {max} failed ({error}); retrying in {delay}s"),
+                Some(detail),
+            ));
+        } else {
+            step.state = StepState::Failed;
+            after.error = Some(
+                json!({"step": index, "code": error.code, "message": error.message, "kind": error.kind, "attempts": attempt}),
+            );
+            let why = if error.is_transient() {
+                format!("attempt {attempt} of {max} failed ({error}); no attempts left")
+            } else {
+                format!("step {index} failed permanently ({error})")
+            };
+            path.push((Status::Failed, why, Some(detail)));
+        }
+        match self.write(before, after, &path).await {
+            Ok(done) => {
+                if let Some(delay) = retry_in {
+                    self.enqueue(&done, index, delay).await;
+                }
+                tracing::warn!(error = %error, attempt, status = %done.status, "step failed");
+                Outcome::Ran(done.status)
+            }
+            Err(TransitionError::Conflict) => Outcome::Ignored("the action changed while the step ran".into()),
+            Err(TransitionError::Store(e)) => Outcome::Retry(e.to_string()),
+        }
+    }
+
+    /// A step that cannot even be claimed (no handler): fail it with its claim in one write.
+    async fn fail_unclaimed(&self, action: Action, index: usize, error: HandlerError) -> Outcome {
+        let mut after = action.clone();
+        after.steps[index].attempts += 1;
+        after.attempts += 1;
+        let path = (Status::Executing, format!("step {index} started"), None);
+        self.settle_failure(&action, after, index, error, Some(path)).await
+    }
+
+    /// Queues the next run of `step`, delayed by `delay_secs` (via the scheduler past 15 minutes).
+    async fn enqueue(&self, action: &Action, step: usize, delay_secs: u64) {
+        let message = ExecuteMessage { action_id: action.action_id, step };
+        let result = if delay_secs > MAX_SQS_DELAY_SECS {
+            let at = self.clock.now() + chrono::Duration::seconds(delay_secs as i64);
+            let name = WakeUpScheduler::name(&message, &format!("s{step}-a{}", action.attempts));
+            self.scheduler.schedule(&name, at, &message).await.map_err(|e| e.to_string())
+        } else {
+            self.queue.enqueue(&message, delay_secs as u32).await.map(|_| ()).map_err(|e| e.to_string())
+        };
+        if let Err(e) = result {
+            // The action is `queued` in the store; the sweep re-sends work nobody claimed.
+            tracing::error!(error = %e, "queueing the next run failed; the sweep will re-send");
+        }
+    }
+
+    /// A wait step: schedule the wake-up, then rest in `waiting`.
+    async fn start_wait(&self, action: Action, deadline: DateTime<Utc>) -> Outcome {
+        let index = action.next_step();
+        let now = self.clock.now();
+        let wake_at = match &action.steps[index].kind {
+            StepKind::WaitFor { wait_for } => action.steps[index].wake_at.unwrap_or(now + wait_for.to_chrono()),
+            StepKind::WaitUntil { wait_until } => *wait_until,
+            StepKind::Action { .. } => return Outcome::Ignored("not a wait step".into()),
+        };
+        let message = ExecuteMessage { action_id: action.action_id, step: index };
+        if wake_at > now {
+            if let Err(e) = self
+                .scheduler
+                .schedule(&WakeUpScheduler::name(&message, &format!("s{index}-wait")), wake_at, &message)
+                .await
+            {
+                return Outcome::Retry(e.to_string());
+            }
+        }
+        let mut after = action.clone();
+        after.lease_expires_at = None;
+        let step = &mut after.steps[index];
+        step.state = StepState::Waiting;
+        step.started_at = Some(now);
+        step.wake_at = Some(wake_at);
+        let _ = deadline;
+        let path = [
+            (Status::Executing, format!("step {index} (wait) started"), None),
+            (
+                Status::Waiting,
+                format!("waiting until {}", format_time(wake_at)),
+                Some(json!({"wake_at": format_time(wake_at)})),
+            ),
+        ];
+        match self.write(&action, after, &path).await {
+            Ok(done) => {
+                if wake_at <= now {
+                    self.enqueue(&done, index, 0).await;
+                }
+                Outcome::Ran(done.status)
+            }
+            Err(TransitionError::Conflict) => Outcome::Ignored("claimed by another executor".into()),
+            Err(TransitionError::Store(e)) => Outcome::Retry(e.to_string()),
+        }
+    }
+
+    /// The wake-up fired: the wait step is done, the action is queued for the next step.
+    async fn finish_wait(&self, action: Action) -> Result<(), Outcome> {
+        let index = action.next_step();
+        let now = self.clock.now();
+        let wake_at = action.steps[index].wake_at.unwrap_or(now);
+        if now + chrono::Duration::seconds(1) < wake_at {
+            return Err(Outcome::Ignored(format!("the wait lasts until {}", format_time(wake_at))));
+        }
+        let mut after = action.clone();
+        let step = &mut after.steps[index];
+        step.state = StepState::Completed;
+        step.finished_at = Some(now);
+        if index + 1 == after.steps.len() {
+            return Err(Outcome::Ignored("a plan cannot end with a wait".into()));
+        }
+        match self
+            .write(&action, after, &[(Status::Queued, format!("wait over; step {} is next", index + 1), None)])
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(TransitionError::Conflict) => Err(Outcome::Ignored("the wait was already resumed".into())),
+            Err(TransitionError::Store(e)) => Err(Outcome::Retry(e.to_string())),
+        }
+    }
+
+    /// An `executing` action whose lease ran out: its executor died. An idempotent step goes
+    /// back to the queue; one whose effect may or may not have happened is left for a human.
+    pub async fn recover(&self, action: Action) -> Result<(), Outcome> {
+        let now = self.clock.now();
+        if action.lease_expires_at.is_some_and(|t| now < t) {
+            return Err(Outcome::Ignored("running under another executor's lease".into()));
+        }
+        let index = action.next_step();
+        let idempotent = match &action.steps.get(index).map(|s| &s.kind) {
+            Some(StepKind::Action { action_type, .. }) => {
+                self.registry.get(action_type).is_some_and(|h| h.idempotent())
+            }
+            _ => true,
+        };
+        let mut after = action.clone();
+        after.lease_expires_at = None;
+        let path = if idempotent {
+            after.steps[index].state = StepState::NotStarted;
+            vec![(Status::Queued, format!("the executor of step {index} stopped (lease expired); resuming it"), None)]
+        } else {
+            after.steps[index].state = StepState::Failed;
+            let message = format!("the executor stopped during step {index}; whether its effect happened is unknown and it cannot be repeated safely: a human must check");
+            after.error = Some(
+                json!({"step": index, "code": "outcome_unknown", "message": message, "kind": "permanent", "needs_human": true}),
+            );
+            vec![(Status::Failed, message, Some(json!({"needs_human": true})))]
+        };
+        match self.write(&action, after, &path).await {
+            Ok(done) if done.status == Status::Queued => Ok(()),
+            Ok(done) => Err(Outcome::Ran(done.status)),
+            Err(TransitionError::Conflict) => Err(Outcome::Ignored("recovered by someone else".into())),
+            Err(TransitionError::Store(e)) => Err(Outcome::Retry(e.to_string())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_exponentially_and_is_capped() {
+        assert_eq!(backoff_secs(1, 2, 900, 1.0), 2);
+        assert_eq!(backoff_secs(2, 2, 900, 1.0), 4);
+        assert_eq!(backoff_secs(5, 2, 900, 1.0), 32);
+        assert_eq!(backoff_secs(20, 2, 900, 1.0), 900);
+        assert_eq!(backoff_secs(200, 2, 900, 1.0), 900);
+    }
+
+    #[test]
+    fn backoff_jitter_spans_zero_to_the_ceiling() {
+        assert_eq!(backoff_secs(3, 2, 900, 0.0), 0);
+        assert_eq!(backoff_secs(3, 2, 900, 0.5), 4);
+        for i in 0..100 {
+            let unit = i as f64 / 100.0;
+            assert!(backoff_secs(4, 2, 900, unit) <= 16);
+        }
+    }
+}

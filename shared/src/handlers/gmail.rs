@@ -1,0 +1,171 @@
+//! Gmail label changes through `users.messages.modify`. The snapshot is the message's label
+//! ids before the change; rollback puts back exactly that set. Setting labels is naturally
+//! idempotent, so a repeated attempt cannot double an effect.
+
+use super::{Handler, HandlerError, HandlerFuture, Reversibility, StepContext};
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+
+/// Which labels an action type adds and removes.
+#[derive(Debug, Clone, Copy)]
+pub struct LabelChange {
+    pub add: &'static [&'static str],
+    pub remove: &'static [&'static str],
+    /// `gmail.label`: the payload's `label_ids` are added too.
+    pub payload_labels: bool,
+}
+
+pub const CHANGES: [(&str, LabelChange); 5] = [
+    ("gmail.flag", LabelChange { add: &["STARRED"], remove: &[], payload_labels: false }),
+    ("gmail.archive", LabelChange { add: &[], remove: &["INBOX"], payload_labels: false }),
+    ("gmail.mark_read", LabelChange { add: &[], remove: &["UNREAD"], payload_labels: false }),
+    ("gmail.spam", LabelChange { add: &["SPAM"], remove: &["INBOX"], payload_labels: false }),
+    ("gmail.label", LabelChange { add: &[], remove: &[], payload_labels: true }),
+];
+
+pub struct GmailModify {
+    pub change: LabelChange,
+}
+
+fn message_id(payload: &Value) -> Result<&str, HandlerError> {
+    payload
+        .get("message_id")
+        .and_then(Value::as_str)
+        .filter(|id| !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+        .ok_or_else(|| HandlerError::permanent("invalid_payload", "message_id is missing or malformed"))
+}
+
+fn message_url(ctx: &StepContext<'_>, id: &str) -> String {
+    format!("{}/gmail/v1/users/me/messages/{id}", ctx.deps.gmail_base.trim_end_matches('/'))
+}
+
+async fn current_labels(ctx: &StepContext<'_>, id: &str) -> Result<BTreeSet<String>, HandlerError> {
+    let token = ctx.deps.credentials.google_token(ctx.user).await?;
+    let response = ctx
+        .deps
+        .http
+        .get(format!("{}?format=minimal", message_url(ctx, id)))
+        .bearer_auth(token.expose())
+        .send()
+        .await
+        .map_err(|e| HandlerError::from_reqwest(&e, "Gmail"))?;
+    let status = response.status().as_u16();
+    let body = response.text().await.map_err(|e| HandlerError::from_reqwest(&e, "Gmail"))?;
+    if status != 200 {
+        return Err(HandlerError::from_status(status, "Gmail", &body));
+    }
+    let v: Value =
+        serde_json::from_str(&body).map_err(|e| HandlerError::permanent("bad_response", format!("Gmail: {e}")))?;
+    Ok(v.get("labelIds")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(str::to_owned)
+        .collect())
+}
+
+async fn modify(
+    ctx: &StepContext<'_>,
+    id: &str,
+    add: &BTreeSet<String>,
+    remove: &BTreeSet<String>,
+) -> Result<BTreeSet<String>, HandlerError> {
+    let token = ctx.deps.credentials.google_token(ctx.user).await?;
+    let response = ctx
+        .deps
+        .http
+        .post(format!("{}/modify", message_url(ctx, id)))
+        .bearer_auth(token.expose())
+        .json(&json!({"addLabelIds": add, "removeLabelIds": remove}))
+        .send()
+        .await
+        .map_err(|e| HandlerError::from_reqwest(&e, "Gmail"))?;
+    let status = response.status().as_u16();
+    let body = response.text().await.map_err(|e| HandlerError::from_reqwest(&e, "Gmail"))?;
+    if status != 200 {
+        return Err(HandlerError::from_status(status, "Gmail", &body));
+    }
+    let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    Ok(v.get("labelIds")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(str::to_owned)
+        .collect())
+}
+
+fn labels_of(v: &Value) -> BTreeSet<String> {
+    v.as_array().into_iter().flatten().filter_map(Value::as_str).map(str::to_owned).collect()
+}
+
+impl Handler for GmailModify {
+    fn validate(&self, payload: &Value) -> Result<(), HandlerError> {
+        message_id(payload)?;
+        if self.change.payload_labels && labels_of(payload.get("label_ids").unwrap_or(&Value::Null)).is_empty() {
+            return Err(HandlerError::permanent("invalid_payload", "label_ids must name at least one label"));
+        }
+        Ok(())
+    }
+
+    fn preview(&self, payload: &Value) -> String {
+        let labels = labels_of(payload.get("label_ids").unwrap_or(&Value::Null));
+        let mut add: Vec<&str> = self.change.add.to_vec();
+        add.extend(labels.iter().map(String::as_str));
+        format!(
+            "Gmail message {}: add labels [{}], remove labels [{}]",
+            payload.get("message_id").and_then(Value::as_str).unwrap_or("?"),
+            add.join(", "),
+            self.change.remove.join(", ")
+        )
+    }
+
+    fn reversibility(&self, _: &Value) -> Reversibility {
+        Reversibility::Reversible
+    }
+
+    fn idempotent(&self) -> bool {
+        true
+    }
+
+    fn snapshot<'a>(&'a self, ctx: &'a StepContext<'a>) -> HandlerFuture<'a, Result<Value, HandlerError>> {
+        Box::pin(async move {
+            let id = message_id(ctx.payload)?;
+            Ok(json!({"message_id": id, "label_ids": current_labels(ctx, id).await?}))
+        })
+    }
+
+    fn execute<'a>(&'a self, ctx: &'a StepContext<'a>) -> HandlerFuture<'a, Result<Value, HandlerError>> {
+        Box::pin(async move {
+            let id = message_id(ctx.payload)?;
+            let mut add: BTreeSet<String> = self.change.add.iter().map(|s| (*s).to_owned()).collect();
+            if self.change.payload_labels {
+                add.extend(labels_of(ctx.payload.get("label_ids").unwrap_or(&Value::Null)));
+            }
+            let remove: BTreeSet<String> = self.change.remove.iter().map(|s| (*s).to_owned()).collect();
+            let after = modify(ctx, id, &add, &remove).await?;
+            Ok(json!({"message_id": id, "label_ids": after}))
+        })
+    }
+
+    fn rollback<'a>(
+        &'a self,
+        ctx: &'a StepContext<'a>,
+        snapshot: &'a Value,
+        _: &'a Value,
+    ) -> HandlerFuture<'a, Result<Value, HandlerError>> {
+        Box::pin(async move {
+            let id = message_id(ctx.payload)?;
+            let before = labels_of(snapshot.get("label_ids").unwrap_or(&Value::Null));
+            let now = current_labels(ctx, id).await?;
+            let add: BTreeSet<String> = before.difference(&now).cloned().collect();
+            let remove: BTreeSet<String> = now.difference(&before).cloned().collect();
+            if add.is_empty() && remove.is_empty() {
+                return Ok(json!({"message_id": id, "label_ids": now, "changed": false}));
+            }
+            let restored = modify(ctx, id, &add, &remove).await?;
+            Ok(json!({"message_id": id, "label_ids": restored, "changed": true}))
+        })
+    }
+}
