@@ -16,6 +16,46 @@ pub mod vars {
     pub const PUBLIC_BASE_URL: &str = "PUBLIC_BASE_URL";
     /// Optional SES configuration set for delivery events.
     pub const SES_CONFIGURATION_SET: &str = "SES_CONFIGURATION_SET";
+    pub const WORK_QUEUE_ARN: &str = "WORK_QUEUE_ARN";
+    pub const DEAD_LETTER_QUEUE_URL: &str = "DEAD_LETTER_QUEUE_URL";
+    /// The EventBridge Scheduler group wake-ups are created in, and the role they assume.
+    pub const SCHEDULE_GROUP: &str = "SCHEDULE_GROUP";
+    pub const SCHEDULER_ROLE_ARN: &str = "SCHEDULER_ROLE_ARN";
+    /// Base URLs of the Google APIs (tests point them at local fakes).
+    pub const GMAIL_API_BASE: &str = "GMAIL_API_BASE";
+    pub const CALENDAR_API_BASE: &str = "CALENDAR_API_BASE";
+    /// Comma-separated hosts and IPs webhooks may reach although they are not public.
+    pub const WEBHOOK_ALLOWLIST: &str = "WEBHOOK_ALLOWLIST";
+}
+
+/// What the executor needs besides [`Config`].
+#[derive(Debug, Clone)]
+pub struct ExecutorConfig {
+    pub work_queue_arn: String,
+    pub dead_letter_queue_url: String,
+    pub schedule_group: String,
+    pub scheduler_role_arn: String,
+    pub sender: String,
+    pub gmail_base: String,
+    pub calendar_base: String,
+    pub webhook_allowlist: String,
+    pub fault_injection: bool,
+}
+
+impl ExecutorConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Ok(Self {
+            work_queue_arn: required(vars::WORK_QUEUE_ARN)?,
+            dead_letter_queue_url: required(vars::DEAD_LETTER_QUEUE_URL)?,
+            schedule_group: required(vars::SCHEDULE_GROUP)?,
+            scheduler_role_arn: required(vars::SCHEDULER_ROLE_ARN)?,
+            sender: required(vars::SENDER_EMAIL)?,
+            gmail_base: required(vars::GMAIL_API_BASE)?,
+            calendar_base: required(vars::CALENDAR_API_BASE)?,
+            webhook_allowlist: std::env::var(vars::WEBHOOK_ALLOWLIST).unwrap_or_default(),
+            fault_injection: std::env::var(crate::executor::FAULT_INJECTION_VAR).is_ok_and(|v| v == "1"),
+        })
+    }
 }
 
 /// What a function that sends mail needs.

@@ -98,6 +98,10 @@ impl IntakeService {
                 "GET" => self.rate_limits(action_type, &identity).await,
                 _ => not_allowed(),
             },
+            ["admin", "users", user, "google-token"] => match method {
+                "PUT" => self.google_token(req, user, &identity).await,
+                _ => not_allowed(),
+            },
             ["admin", "users", user, "kyc"] => match method {
                 "GET" | "PUT" => self.kyc(req, user, &identity).await,
                 _ => not_allowed(),
@@ -454,6 +458,27 @@ impl IntakeService {
         Ok(api::json_response(200, &json!({"user_id": user, "kyc_verified": verified})))
     }
 
+    /// The host application stores a user's Google OAuth access token for the Gmail and
+    /// Calendar handlers. It is write-only through the API and never logged.
+    async fn google_token(&self, req: &Request, user: &str, identity: &Identity) -> Result<Response<Body>, ApiError> {
+        if !identity.admin {
+            return Err(ApiError::Forbidden);
+        }
+        let user = UserId::parse(user).ok_or_else(|| ApiError::invalid("user_id", "is not a valid user id"))?;
+        let body = api::json_body(req, 16 * 1024)?;
+        let token = body
+            .get("access_token")
+            .and_then(Value::as_str)
+            .filter(|t| !t.is_empty() && t.len() <= 4096 && t.chars().all(|c| c.is_ascii_graphic()))
+            .ok_or_else(|| ApiError::invalid("access_token", "must be a non-empty token"))?;
+        if let Some(extra) = body.as_object().and_then(|o| o.keys().find(|k| *k != "access_token")) {
+            return Err(ApiError::invalid(extra.clone(), "is not a known field"));
+        }
+        self.store.set_google_token(&user, token, self.clock.now()).await.map_err(ApiError::internal)?;
+        tracing::info!(user = %user, by = %identity.user, "google token stored");
+        Ok(api::json_response(200, &json!({"user_id": user, "google_token": "stored"})))
+    }
+
     /// An action the caller may see: owner, designated approver or admin. Anyone else, and a
     /// malformed id, gets the same 404 as a missing action.
     async fn visible_action(&self, id: &str, identity: &Identity) -> Result<Action, ApiError> {
@@ -801,8 +826,8 @@ mod tests {
     #[test]
     fn previews_read_as_sentences() {
         let r = request(
-            json!({"steps": [{"action_type": "gmail.archive", "payload": {"message_id": "m1"}}, {"wait_for": "P2D"}]}),
+            json!({"steps": [{"action_type": "gmail.archive", "payload": {"message_id": "m1"}}, {"wait_for": "P2D"}, {"action_type": "gmail.flag", "payload": {"message_id": "m1"}}]}),
         );
-        assert_eq!(preview(&r), vec!["archive Gmail message m1", "wait P2D"]);
+        assert_eq!(preview(&r), vec!["archive Gmail message m1", "wait P2D", "flag Gmail message m1"]);
     }
 }

@@ -112,6 +112,7 @@ mod tests {
     fn mime_message_has_both_parts_and_safe_headers() {
         let mail = Mail {
             to: vec!["a@example.com".into()],
+            cc: vec!["c@example.com".into()],
             subject: "Approve: pay €5\r\nBcc: evil@example.com".into(),
             text: "plain".into(),
             html: "<p>html</p>".into(),
@@ -119,6 +120,7 @@ mod tests {
         let raw = mime_message("from@example.com", &mail, "B");
         assert!(raw.contains("Content-Type: multipart/alternative; boundary=\"B\""));
         assert!(raw.contains("Subject: =?UTF-8?B?"));
+        assert!(raw.contains("\r\nCc: c@example.com\r\n"));
         assert!(!raw.contains("\r\nBcc:"));
         assert!(raw.contains(&base64::engine::general_purpose::STANDARD.encode("plain")));
         assert!(raw.ends_with("--B--\r\n"));

@@ -174,6 +174,9 @@ fn parse_steps(steps: &Value, now: DateTime<Utc>) -> Result<Vec<StepKind>, Field
     if !has_action {
         return Err(FieldError::new("steps", "a plan needs at least one action step"));
     }
+    if !matches!(out.last(), Some(StepKind::Action { .. })) {
+        return Err(FieldError::new(format!("steps[{}]", out.len() - 1), "a plan must end with an action step, not a wait"));
+    }
     Ok(out)
 }
 
@@ -587,6 +590,10 @@ mod tests {
             (
                 json!({"steps": [{"action_type": "gmail.flag", "payload": {"message_id": "m"}}, {"wait_for": "2 hours"}]}),
                 "steps[1].wait_for",
+            ),
+            (
+                json!({"steps": [{"action_type": "gmail.flag", "payload": {"message_id": "m"}}, {"wait_for": "PT1H"}]}),
+                "steps[1]",
             ),
             (
                 json!({"steps": [{"action_type": "gmail.flag", "payload": {"message_id": "m"}}, {"wait_until": "2020-01-01T00:00:00Z"}]}),

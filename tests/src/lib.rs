@@ -4,10 +4,12 @@
 //! foreground; the end-to-end tests start one per test binary.
 
 pub mod emulator;
+pub mod fakes;
 pub mod gateway;
 pub mod outbox;
 pub mod process;
 pub mod provision;
+pub mod pump;
 pub mod stack;
 pub mod template;
 

@@ -18,6 +18,10 @@ pub struct Provisioned {
     /// Template parameters at their defaults.
     pub parameters: BTreeMap<String, String>,
     pub email_identities: Vec<String>,
+    /// Schedule group logical id → name.
+    pub schedule_groups: BTreeMap<String, String>,
+    /// Role logical id → ARN.
+    pub roles: BTreeMap<String, String>,
     pub tables: BTreeMap<String, String>,
     pub queues: BTreeMap<String, (String, String)>,
 }
@@ -40,6 +44,20 @@ pub async fn provision(template: &Template, sdk: &SdkConfig) -> Result<Provision
         parameters: template.parameters.iter().filter_map(|(k, v)| Some((k.clone(), v.clone()?))).collect(),
         ..Default::default()
     };
+    let scheduler = aws_sdk_scheduler::Client::new(sdk);
+    for group in &template.schedule_groups {
+        scheduler
+            .create_schedule_group()
+            .name(group)
+            .send()
+            .await
+            .map_err(|e| anyhow!("creating schedule group {group}: {}", aws_sdk_scheduler::error::DisplayErrorContext(e)))?;
+        out.schedule_groups.insert(group.clone(), group.clone());
+    }
+    for role in &template.roles {
+        // moto does not check IAM; the ARN only has to be well formed.
+        out.roles.insert(role.clone(), format!("arn:aws:iam::123456789012:role/{role}"));
+    }
     for identity in &template.email_identities {
         ses.create_email_identity().email_identity(identity).send().await.map_err(|e| {
             anyhow!("creating SES identity {identity}: {}", aws_sdk_sesv2::error::DisplayErrorContext(e))
@@ -153,10 +171,12 @@ pub fn resolve_env(
                     (Some(table), _) => table.clone(),
                     (_, Some((url, _))) => url.clone(),
                     _ if provisioned.parameters.contains_key(id) => provisioned.parameters[id].clone(),
+                    _ if provisioned.schedule_groups.contains_key(id) => provisioned.schedule_groups[id].clone(),
                     _ => return Err(anyhow!("{}: {name} refers to unknown resource {id}", function.logical_id)),
                 },
                 EnvValue::GetAtt(id, attr) => match (provisioned.queues.get(id), attr.as_str()) {
                     (Some((_, arn)), "Arn") => arn.clone(),
+                    (None, "Arn") if provisioned.roles.contains_key(id) => provisioned.roles[id].clone(),
                     (Some((url, _)), "QueueUrl") => url.clone(),
                     (_, "Arn") if provisioned.tables.contains_key(id) => {
                         format!("arn:aws:dynamodb:us-east-1:123456789012:table/{id}")

@@ -1,6 +1,8 @@
 //! Starting and stopping the whole local stack.
 
 use crate::emulator::{self, Emulator};
+use crate::fakes::Fakes;
+use crate::pump;
 use crate::gateway::{self, GatewayState};
 use crate::process::ManagedChild;
 use crate::provision::{self, Provisioned};
@@ -36,8 +38,10 @@ pub struct LocalStack {
     pub gateway_url: String,
     pub invoke_port: u16,
     pub emulator: Emulator,
+    pub fakes: Fakes,
     functions: ManagedChild,
     gateway: Arc<tiny_http::Server>,
+    _pumps: Vec<pump::Pumps>,
 }
 
 /// Everything the functions need besides what the template gives them.
@@ -69,7 +73,19 @@ impl LocalStack {
             Some(addr) => format!("http://{addr}"),
             None => return Err(anyhow!("the gateway is not on an IP address")),
         };
-        let overrides = vec![("PUBLIC_BASE_URL".to_owned(), gateway_url.clone())];
+        // Stateful stand-ins for Gmail, Google Calendar and webhook receivers.
+        let fakes = Fakes::start()?;
+        for (id, labels) in [("demo-message-1", &["INBOX", "UNREAD", "IMPORTANT"][..]), ("demo-message-2", &["INBOX", "UNREAD"][..])] {
+            fakes.seed_message(id, labels);
+        }
+        // What only a deployment (or the local stand-ins) can supply.
+        let overrides = vec![
+            ("PUBLIC_BASE_URL".to_owned(), gateway_url.clone()),
+            ("GMAIL_API_BASE".to_owned(), fakes.url.clone()),
+            ("CALENDAR_API_BASE".to_owned(), format!("{}/calendar/v3", fakes.url)),
+            // Webhooks to loopback are allowed locally (deployed, only public addresses).
+            ("WEBHOOK_ALLOWLIST".to_owned(), "127.0.0.1,localhost".to_owned()),
+        ];
 
         // One environment file for cargo lambda: every function's resolved template variables.
         let mut env: Vec<(String, String)> = Vec::new();
@@ -155,8 +171,24 @@ impl LocalStack {
                 .await
                 .with_context(|| format!("starting function {}", function.binary))?;
         }
+        let mut pumps = Vec::new();
+        for function in template.functions.iter().filter(|f| !f.sqs_sources.is_empty()) {
+            for queue in &function.sqs_sources {
+                let (url, arn) = provisioned.queues.get(queue).cloned().ok_or_else(|| anyhow!("no queue {queue}"))?;
+                pumps.push(pump::start(pump::PumpConfig {
+                    sdk: sdk.clone(),
+                    http: http.clone(),
+                    invoke_url: invoke_url.clone(),
+                    executor: function.binary.clone(),
+                    work_queue_url: url,
+                    work_queue_arn: arn,
+                    schedule_groups: provisioned.schedule_groups.values().cloned().collect(),
+                    queues_by_arn: provisioned.queues.values().map(|(url, arn)| (arn.clone(), url.clone())).collect(),
+                }));
+            }
+        }
         state.ready.store(true, Ordering::Release);
-        Ok(Self { template, provisioned, sdk, gateway_url, invoke_port, emulator, functions, gateway: server })
+        Ok(Self { template, provisioned, sdk, gateway_url, invoke_port, emulator, functions, gateway: server, fakes, _pumps: pumps })
     }
 
     /// Whether the functions' server is still up.
@@ -198,6 +230,8 @@ pub struct SharedStack {
     pub emulator: String,
     pub invoke_port: u16,
     pub provisioned: Provisioned,
+    /// Base URL of the fake Gmail, Calendar and webhook services.
+    pub fakes_url: String,
 }
 
 static SHARED: OnceLock<Result<SharedStack, String>> = OnceLock::new();
@@ -230,6 +264,7 @@ pub fn shared_with(extra_env: &[(&str, &str)]) -> SharedStack {
                             emulator: stack.emulator.endpoint.clone(),
                             invoke_port: stack.invoke_port,
                             provisioned: stack.provisioned.clone(),
+                            fakes_url: stack.fakes.url.clone(),
                         }));
                         // Serve until the process exits.
                         std::future::pending::<()>().await;

@@ -12,6 +12,10 @@ pub struct Template {
     pub parameters: Vec<(String, Option<String>)>,
     /// SES email identities (the sender), resolved from parameter defaults.
     pub email_identities: Vec<String>,
+    /// EventBridge Scheduler groups (logical ids).
+    pub schedule_groups: Vec<String>,
+    /// IAM roles (logical ids).
+    pub roles: Vec<String>,
     pub tables: Vec<TableSpec>,
     pub queues: Vec<QueueSpec>,
     pub functions: Vec<FunctionSpec>,
@@ -49,6 +53,8 @@ pub struct FunctionSpec {
     pub binary: String,
     pub env: Vec<(String, EnvValue)>,
     pub routes: Vec<Route>,
+    /// Queues (logical ids) whose messages an event source mapping delivers to it.
+    pub sqs_sources: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -128,7 +134,15 @@ impl Template {
             })
             .unwrap_or_default();
         let mut template =
-            Template { parameters, email_identities: vec![], tables: vec![], queues: vec![], functions: vec![] };
+            Template {
+            parameters,
+            email_identities: vec![],
+            schedule_groups: vec![],
+            roles: vec![],
+            tables: vec![],
+            queues: vec![],
+            functions: vec![],
+        };
         for (id, resource) in resources {
             let id = id.as_str().ok_or_else(|| anyhow!("resource id is not a string"))?.to_owned();
             let kind = resource.get("Type").and_then(Value::as_str).unwrap_or_default();
@@ -136,6 +150,8 @@ impl Template {
             match kind {
                 "AWS::DynamoDB::Table" => template.tables.push(parse_table(&id, &props)?),
                 "AWS::SQS::Queue" => template.queues.push(parse_queue(&id, &props)?),
+                "AWS::Scheduler::ScheduleGroup" => template.schedule_groups.push(id.clone()),
+                "AWS::IAM::Role" => template.roles.push(id.clone()),
                 "AWS::SES::EmailIdentity" => {
                     let identity = match props.get("EmailIdentity") {
                         Some(Value::String(s)) => s.clone(),
@@ -165,8 +181,19 @@ impl Template {
                         }
                     }
                     let mut routes = Vec::new();
+                    let mut sqs_sources = Vec::new();
                     if let Some(events) = props.get("Events").and_then(Value::as_mapping) {
                         for (_, event) in events {
+                            if event.get("Type").and_then(Value::as_str) == Some("SQS") {
+                                let queue = match event.get("Properties").and_then(|p| p.get("Queue")) {
+                                    Some(Value::Tagged(t)) if t.tag == "GetAtt" => {
+                                        t.value.as_str().and_then(|s| s.strip_suffix(".Arn")).map(str::to_owned)
+                                    }
+                                    _ => None,
+                                };
+                                sqs_sources.push(queue.ok_or_else(|| anyhow!("{id}: SQS event Queue must be !GetAtt <Queue>.Arn"))?);
+                                continue;
+                            }
                             if event.get("Type").and_then(Value::as_str) != Some("HttpApi") {
                                 continue;
                             }
@@ -186,7 +213,7 @@ impl Template {
                             routes.push(Route { method: method.to_ascii_uppercase(), path: path.to_owned(), public });
                         }
                     }
-                    template.functions.push(FunctionSpec { logical_id: id, binary, env, routes });
+                    template.functions.push(FunctionSpec { logical_id: id, binary, env, routes, sqs_sources });
                 }
                 _ => {}
             }

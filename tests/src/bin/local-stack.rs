@@ -39,6 +39,7 @@ async fn main() -> anyhow::Result<()> {
     println!("  functions  http://127.0.0.1:{} (cargo lambda watch)", stack.invoke_port);
     println!("  identity   Authorization: Bearer dev:<user_id>   (admin: dev:<user_id>:admin)");
     println!("  outbox     {}/_local/outbox", stack.gateway_url);
+    println!("  fakes      {}/_fake/state   (Gmail, Calendar, webhooks: {}/hook/ok)", stack.fakes.url, stack.fakes.url);
     println!();
     println!("Ready. Ctrl-C stops everything.");
     let http = reqwest::Client::new();

@@ -1,0 +1,55 @@
+//! executor Lambda: an SQS event source (ReportBatchItemFailures) delivering work messages.
+
+use actiongate::config::{aws_config, Config, ExecutorConfig};
+use actiongate::executor::ExecutorService;
+use actiongate::handlers::webhook::{AddressGuard, Allowlist};
+use actiongate::handlers::{Dependencies, Registry};
+use actiongate::mail::Mailer;
+use actiongate::queue::WorkQueue;
+use actiongate::scheduler::WakeUpScheduler;
+use actiongate::store::Store;
+use actiongate::{telemetry, SystemClock};
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use lambda_runtime::{run, service_fn, Error, LambdaEvent};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    telemetry::init();
+    let config = Config::from_env()?;
+    let exec = ExecutorConfig::from_env()?;
+    let aws = aws_config().await;
+    let store = Store::new(aws_sdk_dynamodb::Client::new(&aws), &config.actions_table, &config.audit_table);
+    let sqs = aws_sdk_sqs::Client::new(&aws);
+    let deps = Dependencies {
+        http: reqwest::Client::builder().timeout(Duration::from_secs(15)).connect_timeout(Duration::from_secs(5)).build()?,
+        mailer: Some(Mailer::new(aws_sdk_sesv2::Client::new(&aws), exec.sender, None)),
+        credentials: Arc::new(store.clone()),
+        kyc: Arc::new(store.clone()),
+        gmail_base: exec.gmail_base,
+        calendar_base: exec.calendar_base,
+        guard: AddressGuard::new(Allowlist::parse(&exec.webhook_allowlist)),
+        policy: config.policy,
+    };
+    let scheduler =
+        WakeUpScheduler::new(aws_sdk_scheduler::Client::new(&aws), exec.schedule_group, exec.scheduler_role_arn, exec.work_queue_arn);
+    let service = Arc::new(ExecutorService::new(
+        store,
+        WorkQueue::new(sqs.clone(), &config.work_queue_url),
+        WorkQueue::new(sqs, &exec.dead_letter_queue_url),
+        scheduler,
+        Registry::standard(),
+        deps,
+        Arc::new(SystemClock),
+        exec.fault_injection,
+    ));
+    run(service_fn(move |event: LambdaEvent<SqsEvent>| {
+        let service = Arc::clone(&service);
+        async move {
+            let deadline = chrono::DateTime::from_timestamp_millis(event.context.deadline as i64).unwrap_or_else(chrono::Utc::now);
+            Ok::<SqsBatchResponse, Error>(service.handle_batch(event.payload, deadline).await)
+        }
+    }))
+    .await
+}

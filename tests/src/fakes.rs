@@ -1,0 +1,206 @@
+//! Stateful fake external services on loopback: Gmail (`users.messages` get and modify),
+//! Google Calendar (events insert, get, delete) and webhook receivers. They keep state, so a
+//! test can see exactly what an action changed and what a rollback restored; `/_fake/state`
+//! shows it all.
+//!
+//! Webhook paths choose behaviour: `/hook/ok…` answers 200, `/hook/flaky-N…` answers 503 to
+//! the first N deliveries of each idempotency key, `/hook/bad…` answers 400, `/hook/redirect`
+//! redirects to `?to=`. Webhooks honour `Idempotency-Key`: a repeated key replays the first
+//! answer and records no second effect.
+
+use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::sync::{Arc, Mutex};
+
+#[derive(Default, Debug)]
+pub struct FakeState {
+    /// message id → label ids.
+    pub gmail: BTreeMap<String, Vec<String>>,
+    /// (calendar id, event id) → event.
+    pub events: BTreeMap<(String, String), Value>,
+    /// Every webhook delivery that had an effect (first per idempotency key).
+    pub effects: Vec<Value>,
+    /// Every webhook request received, effect or not.
+    pub deliveries: Vec<Value>,
+    /// idempotency key → (status, body) first answered with a 2xx.
+    answered: BTreeMap<String, (u16, Value)>,
+    /// idempotency key → failures still to give (flaky hooks).
+    failures_left: BTreeMap<String, u32>,
+    pub bearer_tokens: Vec<String>,
+}
+
+pub struct Fakes {
+    pub url: String,
+    pub state: Arc<Mutex<FakeState>>,
+    server: Arc<tiny_http::Server>,
+}
+
+impl Drop for Fakes {
+    fn drop(&mut self) {
+        self.server.unblock();
+    }
+}
+
+impl Fakes {
+    pub fn start() -> anyhow::Result<Self> {
+        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").map_err(|e| anyhow::anyhow!("fake services: {e}"))?);
+        let url = match server.server_addr().to_ip() {
+            Some(addr) => format!("http://{addr}"),
+            None => anyhow::bail!("fake services are not on an IP address"),
+        };
+        let state = Arc::new(Mutex::new(FakeState::default()));
+        for _ in 0..4 {
+            let server = Arc::clone(&server);
+            let state = Arc::clone(&state);
+            std::thread::spawn(move || {
+                while let Ok(mut request) = server.recv() {
+                    let mut body = Vec::new();
+                    let _ = request.as_reader().take(2 * 1024 * 1024).read_to_end(&mut body);
+                    let headers: Vec<(String, String)> =
+                        request.headers().iter().map(|h| (h.field.as_str().as_str().to_ascii_lowercase(), h.value.as_str().to_owned())).collect();
+                    let (status, reply_headers, reply) = {
+                        let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
+                        route(&mut st, request.method().as_str(), request.url(), &headers, &body)
+                    };
+                    let mut response = tiny_http::Response::from_data(reply.to_string().into_bytes()).with_status_code(status);
+                    for (k, v) in reply_headers.into_iter().chain([("content-type".to_owned(), "application/json".to_owned())]) {
+                        if let Ok(h) = tiny_http::Header::from_bytes(k.as_bytes(), v.as_bytes()) {
+                            response.add_header(h);
+                        }
+                    }
+                    let _ = request.respond(response);
+                }
+            });
+        }
+        Ok(Self { url, state, server })
+    }
+
+    /// Adds (or resets) a Gmail message with these labels.
+    pub fn seed_message(&self, id: &str, labels: &[&str]) {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.gmail.insert(id.to_owned(), labels.iter().map(|s| (*s).to_owned()).collect());
+    }
+}
+
+type Reply = (u16, Vec<(String, String)>, Value);
+
+fn ok(v: Value) -> Reply {
+    (200, vec![], v)
+}
+
+fn err(status: u16, message: &str) -> Reply {
+    (status, vec![], json!({"error": {"code": status, "message": message}}))
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
+fn route(st: &mut FakeState, method: &str, url: &str, headers: &[(String, String)], body: &[u8]) -> Reply {
+    let (path, query) = url.split_once('?').unwrap_or((url, ""));
+    let parts: Vec<String> =
+        path.split('/').filter(|s| !s.is_empty()).map(|s| url::form_urlencoded::parse(s.as_bytes()).map(|(k, _)| k.into_owned()).collect()).collect();
+    let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
+    let json_body: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    if parts.first() == Some(&"_fake") {
+        return control(st, method, &parts[1..], &json_body);
+    }
+    if parts.first() == Some(&"hook") {
+        return webhook(st, method, path, query, headers, body);
+    }
+    // Google APIs need a bearer token.
+    match header(headers, "authorization").and_then(|a| a.strip_prefix("Bearer ")) {
+        Some(token) if !token.is_empty() => {
+            if !st.bearer_tokens.iter().any(|t| t == token) {
+                st.bearer_tokens.push(token.to_owned());
+            }
+        }
+        _ => return err(401, "missing bearer token"),
+    }
+    match (method, parts.as_slice()) {
+        ("GET", ["gmail", "v1", "users", "me", "messages", id]) => match st.gmail.get(*id) {
+            Some(labels) => ok(json!({"id": id, "labelIds": labels})),
+            None => err(404, "Requested entity was not found."),
+        },
+        ("POST", ["gmail", "v1", "users", "me", "messages", id, "modify"]) => {
+            let Some(labels) = st.gmail.get_mut(*id) else { return err(404, "Requested entity was not found.") };
+            let list = |k: &str| -> Vec<String> { json_body.get(k).and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).map(str::to_owned).collect() };
+            labels.retain(|l| !list("removeLabelIds").contains(l));
+            for l in list("addLabelIds") {
+                if !labels.contains(&l) {
+                    labels.push(l);
+                }
+            }
+            ok(json!({"id": id, "labelIds": labels}))
+        }
+        ("POST", ["calendar", "v3", "calendars", cal, "events"]) => {
+            let id = json_body.get("id").and_then(Value::as_str).map(str::to_owned).unwrap_or_else(|| format!("evt{}", st.events.len() + 1));
+            let key = ((*cal).to_owned(), id.clone());
+            if st.events.contains_key(&key) {
+                return err(409, "The requested identifier already exists.");
+            }
+            let mut event = json_body.clone();
+            event["id"] = json!(id);
+            event["htmlLink"] = json!(format!("https://calendar.example/event?eid={id}"));
+            st.events.insert(key, event.clone());
+            ok(event)
+        }
+        ("GET", ["calendar", "v3", "calendars", cal, "events", id]) => match st.events.get(&((*cal).to_owned(), (*id).to_owned())) {
+            Some(e) => ok(e.clone()),
+            None => err(404, "Not Found"),
+        },
+        ("DELETE", ["calendar", "v3", "calendars", cal, "events", id]) => match st.events.remove(&((*cal).to_owned(), (*id).to_owned())) {
+            Some(_) => (204, vec![], Value::Null),
+            None => err(410, "Resource has been deleted"),
+        },
+        _ => err(404, "no such fake route"),
+    }
+}
+
+fn webhook(st: &mut FakeState, method: &str, path: &str, query: &str, headers: &[(String, String)], body: &[u8]) -> Reply {
+    let key = header(headers, "idempotency-key").unwrap_or_default().to_owned();
+    let delivery = json!({"method": method, "path": path, "idempotency_key": key, "body": String::from_utf8_lossy(body)});
+    st.deliveries.push(delivery.clone());
+    let name = path.trim_start_matches("/hook/");
+    if name.starts_with("redirect") {
+        let to: String = url::form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == "to").map(|(_, v)| v.into_owned()).unwrap_or_default();
+        return (302, vec![("location".into(), to)], json!({}));
+    }
+    if let Some((status, reply)) = st.answered.get(&key).filter(|_| !key.is_empty()) {
+        return (*status, vec![], reply.clone());
+    }
+    if name.starts_with("bad") {
+        return err(400, "the receiver refuses this payload");
+    }
+    if let Some(rest) = name.strip_prefix("flaky-") {
+        let n: u32 = rest.chars().take_while(char::is_ascii_digit).collect::<String>().parse().unwrap_or(1);
+        let left = st.failures_left.entry(key.clone()).or_insert(n);
+        if *left > 0 {
+            *left -= 1;
+            return err(503, "try again later");
+        }
+    }
+    st.effects.push(delivery);
+    let reply = json!({"received": true, "effect": st.effects.len()});
+    if !key.is_empty() {
+        st.answered.insert(key, (200, reply.clone()));
+    }
+    ok(reply)
+}
+
+fn control(st: &mut FakeState, method: &str, parts: &[&str], body: &Value) -> Reply {
+    match (method, parts) {
+        ("GET", ["state"]) => {
+            let events: Map<String, Value> = st.events.iter().map(|((c, e), v)| (format!("{c}/{e}"), v.clone())).collect();
+            ok(json!({"gmail": st.gmail, "events": events, "effects": st.effects, "deliveries": st.deliveries}))
+        }
+        ("POST", ["gmail", "messages"]) => {
+            let Some(id) = body.get("id").and_then(Value::as_str) else { return err(400, "id is required") };
+            let labels = body.get("labelIds").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).map(str::to_owned).collect();
+            st.gmail.insert(id.to_owned(), labels);
+            ok(json!({"id": id}))
+        }
+        _ => err(404, "no such control route"),
+    }
+}
