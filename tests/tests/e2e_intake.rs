@@ -3,7 +3,6 @@
 
 mod common;
 
-use actiongate_local::emulator::sdk_config_for;
 use actiongate_local::stack::shared;
 use common::{api, futures_like_join, someone};
 use serde_json::{json, Value};
@@ -78,35 +77,29 @@ async fn tier_two_action_awaits_approval_with_expiry_and_trail() {
 }
 
 #[tokio::test]
-async fn tier_one_action_is_queued_on_sqs() {
+async fn tier_one_action_runs_automatically_against_gmail() {
     let api = api();
     let alice = someone("alice");
-    let created = api.post("/actions", &alice, flag_action("m-queued")).await;
+    let message = someone("msg");
+    let http = reqwest::Client::new();
+    http.post(format!("{}/_fake/gmail/messages", api.stack.fakes_url)).json(&json!({"id": message, "labelIds": ["INBOX", "UNREAD"]})).send().await.unwrap();
+    let admin = format!("{}:admin", someone("root"));
+    let stored = api.call("PUT", &format!("/admin/users/{alice}/google-token"), Some(&admin), Some(json!({"access_token": "ya29.local-test"}).to_string()), &[]).await;
+    assert_eq!(stored.status, 200, "{}", stored.body);
+    assert!(!stored.body.to_string().contains("ya29"), "the token is never echoed");
+
+    let created = api.post("/actions", &alice, flag_action(&message)).await;
     assert_eq!(created.status, 201, "{}", created.body);
     assert_eq!(created.body["status"], "queued");
     assert_eq!(created.body["tier"], 1);
     let id = created.body["action_id"].as_str().unwrap().to_owned();
-
-    let sdk = sdk_config_for(&api.stack.emulator).await;
-    let sqs = aws_sdk_sqs::Client::new(&sdk);
-    let url = api.stack.provisioned.queue_url("WorkQueue").unwrap();
-    let mut found = false;
-    for _ in 0..10 {
-        let out = sqs
-            .receive_message()
-            .queue_url(url)
-            .max_number_of_messages(10)
-            .wait_time_seconds(1)
-            .visibility_timeout(0)
-            .send()
-            .await
-            .unwrap();
-        if out.messages().iter().any(|m| m.body().is_some_and(|b| b.contains(&id))) {
-            found = true;
-            break;
-        }
-    }
-    assert!(found, "no work-queue message for {id}");
+    let done = common::wait_for_status(&api, &alice, &id, &["completed", "failed"], 60).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    let state: Value = http.get(format!("{}/_fake/state", api.stack.fakes_url)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(state["gmail"][&message], json!(["INBOX", "UNREAD", "STARRED"]));
+    let trail = api.get(&format!("/actions/{id}/audit"), &alice).await;
+    let moves: Vec<String> = trail.body["events"].as_array().unwrap().iter().map(|e| format!("{}>{}", e["from"].as_str().unwrap_or("-"), e["to"].as_str().unwrap())).collect();
+    assert_eq!(moves, vec!["->received", "received>queued", "queued>executing", "executing>completed"]);
 }
 
 #[tokio::test]
@@ -251,8 +244,8 @@ async fn listing_pages_newest_first_and_filters_by_status() {
     let api = api();
     let alice = someone("alice");
     let mut ids = Vec::new();
-    for i in 0..3 {
-        let r = api.post("/actions", &alice, flag_action(&format!("m{i}"))).await;
+    for _ in 0..3 {
+        let r = api.post("/actions", &alice, email_action()).await;
         ids.push(r.body["action_id"].as_str().unwrap().to_owned());
     }
     let manual =
@@ -267,7 +260,7 @@ async fn listing_pages_newest_first_and_filters_by_status() {
     let got: Vec<&str> =
         page2.body["actions"].as_array().unwrap().iter().map(|a| a["action_id"].as_str().unwrap()).collect();
     assert_eq!(got, vec![ids[1].as_str(), ids[0].as_str()]);
-    let queued = api.get("/actions?status=queued", &alice).await;
+    let queued = api.get("/actions?status=awaiting_approval", &alice).await;
     assert_eq!(queued.body["actions"].as_array().unwrap().len(), 3);
     let manual_only = api.get("/actions?status=manual", &alice).await;
     assert_eq!(manual_only.body["actions"].as_array().unwrap().len(), 1);

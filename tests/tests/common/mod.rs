@@ -20,6 +20,21 @@ pub fn api() -> Api {
 }
 
 /// A user name no other test uses.
+/// Polls `GET /actions/{id}` until its status is one of `wanted` (panics after `secs`).
+pub async fn wait_for_status(api: &Api, owner: &str, id: &str, wanted: &[&str], secs: u64) -> Value {
+    let start = std::time::Instant::now();
+    loop {
+        let action = api.get(&format!("/actions/{id}"), owner).await.body;
+        if action["status"].as_str().is_some_and(|s| wanted.contains(&s)) {
+            return action;
+        }
+        if start.elapsed().as_secs() > secs {
+            panic!("action {id} did not reach {wanted:?} in {secs}s: {action}");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
 pub fn someone(name: &str) -> String {
     format!("{name}-{}", &uuid_like()[..12])
 }
