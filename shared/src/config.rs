@@ -17,7 +17,6 @@ pub mod vars {
     /// Optional SES configuration set for delivery events.
     pub const SES_CONFIGURATION_SET: &str = "SES_CONFIGURATION_SET";
     pub const WORK_QUEUE_ARN: &str = "WORK_QUEUE_ARN";
-    pub const DEAD_LETTER_QUEUE_URL: &str = "DEAD_LETTER_QUEUE_URL";
     /// The EventBridge Scheduler group wake-ups are created in, and the role they assume.
     pub const SCHEDULE_GROUP: &str = "SCHEDULE_GROUP";
     pub const SCHEDULER_ROLE_ARN: &str = "SCHEDULER_ROLE_ARN";
@@ -32,7 +31,6 @@ pub mod vars {
 #[derive(Debug, Clone)]
 pub struct ExecutorConfig {
     pub work_queue_arn: String,
-    pub dead_letter_queue_url: String,
     pub schedule_group: String,
     pub scheduler_role_arn: String,
     pub sender: String,
@@ -46,7 +44,6 @@ impl ExecutorConfig {
     pub fn from_env() -> Result<Self, ConfigError> {
         Ok(Self {
             work_queue_arn: required(vars::WORK_QUEUE_ARN)?,
-            dead_letter_queue_url: required(vars::DEAD_LETTER_QUEUE_URL)?,
             schedule_group: required(vars::SCHEDULE_GROUP)?,
             scheduler_role_arn: required(vars::SCHEDULER_ROLE_ARN)?,
             sender: required(vars::SENDER_EMAIL)?,

@@ -33,8 +33,9 @@ pub enum Outcome {
     Ran(Status),
     /// A duplicate, stale or not-runnable message: acknowledged, nothing done.
     Ignored(String),
-    /// Unusable: sent to the dead-letter queue and acknowledged.
-    DeadLettered(String),
+    /// Unusable: reported as failed, so the queue's redrive policy moves it to the
+    /// dead-letter queue after `maxReceiveCount` deliveries (never retried forever).
+    DeadLetter(String),
     /// Could not be handled now (the store was unreachable): SQS delivers it again.
     Retry(String),
 }
@@ -48,7 +49,6 @@ pub const ABORT_AFTER_EFFECT_KEY: &str = "fault:abort-after-effect";
 pub struct ExecutorService {
     store: Store,
     queue: WorkQueue,
-    dead_letters: WorkQueue,
     scheduler: WakeUpScheduler,
     registry: Registry,
     deps: Dependencies,
@@ -68,14 +68,13 @@ impl ExecutorService {
     pub fn new(
         store: Store,
         queue: WorkQueue,
-        dead_letters: WorkQueue,
         scheduler: WakeUpScheduler,
         registry: Registry,
         deps: Dependencies,
         clock: Arc<dyn Clock>,
         fault_injection: bool,
     ) -> Self {
-        Self { store, queue, dead_letters, scheduler, registry, deps, clock, fault_injection }
+        Self { store, queue, scheduler, registry, deps, clock, fault_injection }
     }
 
     /// Handles an SQS batch: messages run concurrently, and only the ones to retry are
@@ -92,7 +91,7 @@ impl ExecutorService {
         let mut response = SqsBatchResponse::default();
         while let Some(joined) = tasks.join_next_with_id().await {
             let (task, retry) = match joined {
-                Ok((task, outcome)) => (task, matches!(outcome, Outcome::Retry(_))),
+                Ok((task, outcome)) => (task, matches!(outcome, Outcome::Retry(_) | Outcome::DeadLetter(_))),
                 Err(e) => {
                     tracing::error!(error = %e, "message task failed");
                     (e.id(), true)
@@ -112,24 +111,18 @@ impl ExecutorService {
         let body = record.body.clone().unwrap_or_default();
         let message: ExecuteMessage = match serde_json::from_str(&body) {
             Ok(m) => m,
-            Err(e) => return self.dead_letter(&message_id, &body, &format!("not a work message: {e}")).await,
+            Err(e) => {
+                tracing::error!(message_id = %message_id, error = %e, body = %body.chars().take(200).collect::<String>(), "not a work message");
+                return Outcome::DeadLetter(format!("not a work message: {e}"));
+            }
         };
         let span = tracing::info_span!("execute", action_id = %message.action_id, step = message.step, message_id = %message_id);
         let outcome = self.run(&message, deadline).instrument(span.clone()).await;
         span.in_scope(|| tracing::info!(outcome = ?outcome, "message handled"));
-        match outcome {
-            Outcome::DeadLettered(reason) => self.dead_letter(&message_id, &body, &reason).await,
-            other => other,
+        if let Outcome::DeadLetter(reason) = &outcome {
+            tracing::error!(message_id = %message_id, reason = %reason, "unusable message");
         }
-    }
-
-    async fn dead_letter(&self, message_id: &str, body: &str, reason: &str) -> Outcome {
-        tracing::error!(message_id, reason, "dead-lettering a message");
-        match self.dead_letters.send_raw(body, reason, message_id).await {
-            Ok(_) => Outcome::DeadLettered(reason.to_owned()),
-            // Let SQS redeliver it; its redrive policy dead-letters it after a few tries anyway.
-            Err(e) => Outcome::Retry(format!("dead-letter queue unavailable: {e}")),
-        }
+        outcome
     }
 
     /// Runs what the message asks for, if it is still due.
@@ -139,7 +132,7 @@ impl ExecutorService {
         for _ in 0..=crate::validation::MAX_PLAN_STEPS + 1 {
             let action = match self.store.get_action(message.action_id).await {
                 Ok(Some(a)) => a,
-                Ok(None) => return Outcome::DeadLettered(format!("no action {}", message.action_id)),
+                Ok(None) => return Outcome::DeadLetter(format!("no action {}", message.action_id)),
                 Err(e) => return Outcome::Retry(e.to_string()),
             };
             let next = action.next_step();
@@ -495,7 +488,9 @@ impl ExecutorService {
     pub async fn recover(&self, action: Action) -> Result<(), Outcome> {
         let now = self.clock.now();
         if action.lease_expires_at.is_some_and(|t| now < t) {
-            return Err(Outcome::Ignored("running under another executor's lease".into()));
+            // Hand it back to SQS: it returns after the lease, and if that executor died by
+            // then, this message resumes the work (no sweep needed).
+            return Err(Outcome::Retry("running under another executor's lease".into()));
         }
         let index = action.next_step();
         let idempotent = match &action.steps.get(index).map(|s| &s.kind) {

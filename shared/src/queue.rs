@@ -33,34 +33,6 @@ impl WorkQueue {
         &self.url
     }
 
-    /// Sends an unusable message's body on to this (dead-letter) queue with why it failed.
-    pub async fn send_raw(&self, body: &str, reason: &str, source_message_id: &str) -> Result<String, QueueError> {
-        use aws_sdk_sqs::types::MessageAttributeValue;
-        let attribute = |v: &str| {
-            MessageAttributeValue::builder()
-                .data_type("String")
-                .string_value(v)
-                .build()
-                .map_err(|e| QueueError(e.to_string()))
-        };
-        let body = if body.is_empty() { "(empty)" } else { body };
-        let reason: String = reason.chars().take(1000).collect();
-        let out = self
-            .client
-            .send_message()
-            .queue_url(&self.url)
-            .message_body(body)
-            .message_attributes("reason", attribute(&reason)?)
-            .message_attributes(
-                "source_message_id",
-                attribute(if source_message_id.is_empty() { "unknown" } else { source_message_id })?,
-            )
-            .send()
-            .await
-            .map_err(|e| QueueError(DisplayErrorContext(e).to_string()))?;
-        Ok(out.message_id.unwrap_or_default())
-    }
-
     /// Sends a message, optionally delayed (SQS caps delays at 15 minutes).
     #[tracing::instrument(skip(self), fields(action_id = %message.action_id))]
     pub async fn enqueue(&self, message: &ExecuteMessage, delay_secs: u32) -> Result<String, QueueError> {

@@ -36,8 +36,7 @@ async fn main() -> Result<(), Error> {
         WakeUpScheduler::new(aws_sdk_scheduler::Client::new(&aws), exec.schedule_group, exec.scheduler_role_arn, exec.work_queue_arn);
     let service = Arc::new(ExecutorService::new(
         store,
-        WorkQueue::new(sqs.clone(), &config.work_queue_url),
-        WorkQueue::new(sqs, &exec.dead_letter_queue_url),
+        WorkQueue::new(sqs, &config.work_queue_url),
         scheduler,
         Registry::standard(),
         deps,

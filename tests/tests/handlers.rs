@@ -1,0 +1,220 @@
+//! Each handler against its stateful fake (or the emulator's SES): the effect, the snapshot,
+//! and a rollback that restores the fake's state.
+
+use actiongate::domain::{ActionId, UserId};
+use actiongate::handlers::webhook::{AddressGuard, Allowlist};
+use actiongate::handlers::{
+    idempotency_key, CredentialProvider, Dependencies, ErrorKind, HandlerError, HandlerFuture, KycCheck, Registry, Secret, StepContext,
+};
+use actiongate::mail::Mailer;
+use actiongate::policy::Policy;
+use actiongate_local::emulator::sdk_config_for;
+use actiongate_local::fakes::Fakes;
+use actiongate_local::stack::shared_emulator;
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+struct FixedToken;
+impl CredentialProvider for FixedToken {
+    fn google_token<'a>(&'a self, _: &'a UserId) -> HandlerFuture<'a, Result<Secret, HandlerError>> {
+        Box::pin(async { Ok(Secret::new("ya29.test-token")) })
+    }
+}
+
+struct Kyc(bool);
+impl KycCheck for Kyc {
+    fn verified<'a>(&'a self, _: &'a UserId) -> HandlerFuture<'a, Result<bool, HandlerError>> {
+        let v = self.0;
+        Box::pin(async move { Ok(v) })
+    }
+}
+
+async fn deps(fakes: &Fakes, allow: &str, kyc: bool, policy: Policy) -> Dependencies {
+    let (endpoint, _) = shared_emulator();
+    let sdk = sdk_config_for(&endpoint).await;
+    Dependencies {
+        http: reqwest::Client::new(),
+        mailer: Some(Mailer::new(aws_sdk_sesv2::Client::new(&sdk), "actiongate@example.com", None)),
+        credentials: Arc::new(FixedToken),
+        kyc: Arc::new(Kyc(kyc)),
+        gmail_base: fakes.url.clone(),
+        calendar_base: format!("{}/calendar/v3", fakes.url),
+        guard: AddressGuard::new(Allowlist::parse(allow)),
+        policy,
+    }
+}
+
+fn user() -> UserId {
+    UserId::parse("alice").unwrap()
+}
+
+fn ctx<'a>(deps: &'a Dependencies, user: &'a UserId, payload: &'a Value, id: ActionId, step: usize) -> StepContext<'a> {
+    StepContext { action_id: id, user, step, payload, idempotency_key: idempotency_key(id, step), deps }
+}
+
+fn sorted(v: &Value) -> Vec<String> {
+    let mut l: Vec<String> = v.as_array().unwrap().iter().map(|x| x.as_str().unwrap().to_owned()).collect();
+    l.sort();
+    l
+}
+
+async fn fake_state(fakes: &Fakes) -> Value {
+    reqwest::get(format!("{}/_fake/state", fakes.url)).await.unwrap().json().await.unwrap()
+}
+
+#[tokio::test]
+async fn gmail_handlers_change_labels_and_rollback_restores_them_exactly() {
+    let fakes = Fakes::start().unwrap();
+    let deps = deps(&fakes, "", false, Policy::default_policy()).await;
+    let registry = Registry::standard();
+    let cases = [
+        ("gmail.flag", json!({"message_id": "m-flag"}), vec!["IMPORTANT", "INBOX", "STARRED", "UNREAD"]),
+        ("gmail.archive", json!({"message_id": "m-archive"}), vec!["IMPORTANT", "UNREAD"]),
+        ("gmail.mark_read", json!({"message_id": "m-read"}), vec!["IMPORTANT", "INBOX"]),
+        ("gmail.spam", json!({"message_id": "m-spam"}), vec!["IMPORTANT", "SPAM", "UNREAD"]),
+        ("gmail.label", json!({"message_id": "m-label", "label_ids": ["Label_7", "Label_9"]}), vec!["IMPORTANT", "INBOX", "Label_7", "Label_9", "UNREAD"]),
+    ];
+    let alice = user();
+    for (action_type, payload, expected) in cases {
+        let id = payload["message_id"].as_str().unwrap();
+        fakes.seed_message(id, &["INBOX", "UNREAD", "IMPORTANT"]);
+        let handler = registry.get(action_type).unwrap();
+        handler.validate(&payload).unwrap();
+        let c = ctx(&deps, &alice, &payload, ActionId::new_v7(chrono::Utc::now()), 0);
+        let snapshot = handler.snapshot(&c).await.unwrap();
+        assert_eq!(sorted(&snapshot["label_ids"]), vec!["IMPORTANT", "INBOX", "UNREAD"], "{action_type} snapshot");
+        let result = handler.execute(&c).await.unwrap();
+        assert_eq!(sorted(&fake_state(&fakes).await["gmail"][id]), expected, "{action_type} effect");
+        // Doing it again changes nothing more (label changes are idempotent).
+        handler.execute(&c).await.unwrap();
+        assert_eq!(sorted(&fake_state(&fakes).await["gmail"][id]), expected, "{action_type} repeated");
+        handler.rollback(&c, &snapshot, &result).await.unwrap();
+        assert_eq!(sorted(&fake_state(&fakes).await["gmail"][id]), vec!["IMPORTANT", "INBOX", "UNREAD"], "{action_type} rollback");
+    }
+    // A missing message is a permanent error; so is a missing token at the fake.
+    let payload = json!({"message_id": "nope"});
+    let c = ctx(&deps, &alice, &payload, ActionId::new_v7(chrono::Utc::now()), 0);
+    let err = registry.get("gmail.archive").unwrap().execute(&c).await.unwrap_err();
+    assert_eq!((err.kind, err.code.as_str()), (ErrorKind::Permanent, "http_404"));
+}
+
+#[tokio::test]
+async fn calendar_event_is_created_once_and_rollback_deletes_it() {
+    let fakes = Fakes::start().unwrap();
+    let deps = deps(&fakes, "", false, Policy::default_policy()).await;
+    let handler = Registry::standard().get("calendar.create_event").unwrap();
+    let payload = json!({"summary": "Review", "start": "2026-12-01T10:00:00Z", "end": "2026-12-01T10:30:00Z", "attendees": ["bob@example.com"], "location": "Room 1"});
+    let alice = user();
+    let c = ctx(&deps, &alice, &payload, ActionId::new_v7(chrono::Utc::now()), 2);
+    assert_eq!(handler.snapshot(&c).await.unwrap(), Value::Null);
+    let first = handler.execute(&c).await.unwrap();
+    let again = handler.execute(&c).await.unwrap();
+    assert_eq!(first["event_id"], again["event_id"], "a repeated attempt finds the same event");
+    let events = fake_state(&fakes).await["events"].clone();
+    assert_eq!(events.as_object().unwrap().len(), 1);
+    let event = events.as_object().unwrap().values().next().unwrap();
+    assert_eq!(event["summary"], "Review");
+    assert_eq!(event["attendees"], json!([{"email": "bob@example.com"}]));
+    handler.rollback(&c, &Value::Null, &first).await.unwrap();
+    assert_eq!(fake_state(&fakes).await["events"], json!({}));
+    let twice = handler.rollback(&c, &Value::Null, &first).await.unwrap();
+    assert_eq!(twice["already_gone"], true, "rolling back twice is harmless");
+}
+
+#[tokio::test]
+async fn webhook_carries_an_idempotency_key_and_compensates_on_rollback() {
+    let fakes = Fakes::start().unwrap();
+    let deps = deps(&fakes, "127.0.0.1", false, Policy::default_policy()).await;
+    let handler = Registry::standard().get("http_request").unwrap();
+    let payload = json!({"method": "POST", "url": format!("{}/hook/ok-orders", fakes.url), "headers": {"X-Source": "agent"}, "body": {"order": 42},
+                         "rollback": {"method": "DELETE", "url": format!("{}/hook/ok-orders/42", fakes.url)}});
+    handler.validate(&payload).unwrap();
+    let alice = user();
+    let id = ActionId::new_v7(chrono::Utc::now());
+    let c = ctx(&deps, &alice, &payload, id, 0);
+    let result = handler.execute(&c).await.unwrap();
+    assert_eq!(result["status"], 200);
+    handler.execute(&c).await.unwrap();
+    let state = fake_state(&fakes).await;
+    assert_eq!(state["effects"].as_array().unwrap().len(), 1, "the receiver honoured the key: one effect for two deliveries");
+    assert_eq!(state["deliveries"].as_array().unwrap().len(), 2);
+    assert_eq!(state["effects"][0]["idempotency_key"], idempotency_key(id, 0).as_str());
+    handler.rollback(&c, &Value::Null, &result).await.unwrap();
+    let state = fake_state(&fakes).await;
+    assert_eq!(state["effects"][1]["method"], "DELETE");
+    assert_eq!(state["effects"][1]["path"], "/hook/ok-orders/42");
+}
+
+#[tokio::test]
+async fn webhook_errors_are_classified_and_private_addresses_refused() {
+    let fakes = Fakes::start().unwrap();
+    let alice = user();
+    let id = ActionId::new_v7(chrono::Utc::now());
+    let local = deps(&fakes, "127.0.0.1", false, Policy::default_policy()).await;
+    let handler = Registry::standard().get("http_request").unwrap();
+    let call = |url: String| json!({"method": "POST", "url": url});
+
+    let bad = call(format!("{}/hook/bad", fakes.url));
+    let err = handler.execute(&ctx(&local, &alice, &bad, id, 0)).await.unwrap_err();
+    assert_eq!((err.kind, err.code.as_str()), (ErrorKind::Permanent, "http_400"));
+
+    let flaky = call(format!("{}/hook/flaky-1", fakes.url));
+    let c = ctx(&local, &alice, &flaky, id, 1);
+    assert_eq!(handler.execute(&c).await.unwrap_err().kind, ErrorKind::Transient);
+    assert_eq!(handler.execute(&c).await.unwrap()["status"], 200);
+
+    let redirect = call(format!("{}/hook/redirect?to=http://169.254.169.254/latest/meta-data", fakes.url));
+    let err = handler.execute(&ctx(&local, &alice, &redirect, id, 2)).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Permanent, "{err}");
+
+    let closed = call(format!("{}/hook/ok", fakes.url));
+    let strict = deps(&fakes, "", false, Policy::default_policy()).await;
+    let err = handler.execute(&ctx(&strict, &alice, &closed, id, 3)).await.unwrap_err();
+    assert_eq!((err.kind, err.code.as_str()), (ErrorKind::Permanent, "address_refused"));
+    let by_name = call(format!("{}/hook/ok", fakes.url.replace("127.0.0.1", "localhost")));
+    let err = handler.execute(&ctx(&strict, &alice, &by_name, id, 4)).await.unwrap_err();
+    assert!(err.message.contains("not allowed") || err.code == "connection", "{err}");
+    // bad, flaky twice, and the redirecting hook itself; the refused requests never left.
+    assert_eq!(fake_state(&fakes).await["deliveries"].as_array().unwrap().len(), 4);
+
+    let unreachable = call("http://127.0.0.1:9/hook".into());
+    assert_eq!(handler.execute(&ctx(&local, &alice, &unreachable, id, 5)).await.unwrap_err().kind, ErrorKind::Transient);
+}
+
+#[tokio::test]
+async fn send_email_goes_through_ses_and_cannot_be_rolled_back() {
+    let fakes = Fakes::start().unwrap();
+    let deps = deps(&fakes, "", false, Policy::default_policy()).await;
+    let handler = Registry::standard().get("send_email").unwrap();
+    let subject = format!("Quarterly {}", ActionId::new_v7(chrono::Utc::now()));
+    let payload = json!({"to": ["bob@example.com"], "cc": ["carol@example.com"], "subject": subject, "text": "Numbers attached."});
+    let alice = user();
+    let c = ctx(&deps, &alice, &payload, ActionId::new_v7(chrono::Utc::now()), 0);
+    let result = handler.execute(&c).await.unwrap();
+    assert!(result["message_id"].as_str().is_some_and(|m| !m.is_empty()));
+    let (endpoint, _) = shared_emulator();
+    let mail = actiongate_local::outbox::read(&reqwest::Client::new(), &endpoint).await.unwrap();
+    let sent = mail.iter().find(|m| m.subject == subject).expect("the mail reached SES");
+    assert_eq!(sent.text.as_deref().map(str::trim), Some("Numbers attached."));
+    let err = handler.rollback(&c, &Value::Null, &result).await.unwrap_err();
+    assert_eq!(err.code, "not_reversible");
+    assert!(!handler.idempotent());
+}
+
+#[tokio::test]
+async fn payment_handlers_refuse_unless_policy_allows() {
+    let fakes = Fakes::start().unwrap();
+    let alice = user();
+    let registry = Registry::standard();
+    let pay = json!({"amount": 5, "currency": "USD", "recipient": "acme"});
+    let buy = json!({"amount": 5, "currency": "USD", "item": "stapler"});
+    let deps_no_kyc = deps(&fakes, "", false, Policy::default_policy()).await;
+    let id = ActionId::new_v7(chrono::Utc::now());
+    let err = registry.get("make_payment").unwrap().execute(&ctx(&deps_no_kyc, &alice, &pay, id, 0)).await.unwrap_err();
+    assert_eq!(err.code, "blocked");
+    let err = registry.get("make_purchase").unwrap().execute(&ctx(&deps_no_kyc, &alice, &buy, id, 0)).await.unwrap_err();
+    assert_eq!(err.code, "kyc_required");
+    let deps_kyc = deps(&fakes, "", true, Policy::default_policy()).await;
+    let err = registry.get("make_purchase").unwrap().execute(&ctx(&deps_kyc, &alice, &buy, id, 0)).await.unwrap_err();
+    assert_eq!((err.kind, err.code.as_str()), (ErrorKind::Permanent, "no_payment_provider"));
+}
