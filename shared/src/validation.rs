@@ -175,7 +175,10 @@ fn parse_steps(steps: &Value, now: DateTime<Utc>) -> Result<Vec<StepKind>, Field
         return Err(FieldError::new("steps", "a plan needs at least one action step"));
     }
     if !matches!(out.last(), Some(StepKind::Action { .. })) {
-        return Err(FieldError::new(format!("steps[{}]", out.len() - 1), "a plan must end with an action step, not a wait"));
+        return Err(FieldError::new(
+            format!("steps[{}]", out.len() - 1),
+            "a plan must end with an action step, not a wait",
+        ));
     }
     Ok(out)
 }

@@ -44,7 +44,8 @@ impl Drop for Fakes {
 
 impl Fakes {
     pub fn start() -> anyhow::Result<Self> {
-        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").map_err(|e| anyhow::anyhow!("fake services: {e}"))?);
+        let server =
+            Arc::new(tiny_http::Server::http("127.0.0.1:0").map_err(|e| anyhow::anyhow!("fake services: {e}"))?);
         let url = match server.server_addr().to_ip() {
             Some(addr) => format!("http://{addr}"),
             None => anyhow::bail!("fake services are not on an IP address"),
@@ -57,14 +58,20 @@ impl Fakes {
                 while let Ok(mut request) = server.recv() {
                     let mut body = Vec::new();
                     let _ = request.as_reader().take(2 * 1024 * 1024).read_to_end(&mut body);
-                    let headers: Vec<(String, String)> =
-                        request.headers().iter().map(|h| (h.field.as_str().as_str().to_ascii_lowercase(), h.value.as_str().to_owned())).collect();
+                    let headers: Vec<(String, String)> = request
+                        .headers()
+                        .iter()
+                        .map(|h| (h.field.as_str().as_str().to_ascii_lowercase(), h.value.as_str().to_owned()))
+                        .collect();
                     let (status, reply_headers, reply) = {
                         let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
                         route(&mut st, request.method().as_str(), request.url(), &headers, &body)
                     };
-                    let mut response = tiny_http::Response::from_data(reply.to_string().into_bytes()).with_status_code(status);
-                    for (k, v) in reply_headers.into_iter().chain([("content-type".to_owned(), "application/json".to_owned())]) {
+                    let mut response =
+                        tiny_http::Response::from_data(reply.to_string().into_bytes()).with_status_code(status);
+                    for (k, v) in
+                        reply_headers.into_iter().chain([("content-type".to_owned(), "application/json".to_owned())])
+                    {
                         if let Ok(h) = tiny_http::Header::from_bytes(k.as_bytes(), v.as_bytes()) {
                             response.add_header(h);
                         }
@@ -99,8 +106,11 @@ fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
 
 fn route(st: &mut FakeState, method: &str, url: &str, headers: &[(String, String)], body: &[u8]) -> Reply {
     let (path, query) = url.split_once('?').unwrap_or((url, ""));
-    let parts: Vec<String> =
-        path.split('/').filter(|s| !s.is_empty()).map(|s| url::form_urlencoded::parse(s.as_bytes()).map(|(k, _)| k.into_owned()).collect()).collect();
+    let parts: Vec<String> = path
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(|s| url::form_urlencoded::parse(s.as_bytes()).map(|(k, _)| k.into_owned()).collect())
+        .collect();
     let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
     let json_body: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     if parts.first() == Some(&"_fake") {
@@ -125,7 +135,16 @@ fn route(st: &mut FakeState, method: &str, url: &str, headers: &[(String, String
         },
         ("POST", ["gmail", "v1", "users", "me", "messages", id, "modify"]) => {
             let Some(labels) = st.gmail.get_mut(*id) else { return err(404, "Requested entity was not found.") };
-            let list = |k: &str| -> Vec<String> { json_body.get(k).and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).map(str::to_owned).collect() };
+            let list = |k: &str| -> Vec<String> {
+                json_body
+                    .get(k)
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            };
             labels.retain(|l| !list("removeLabelIds").contains(l));
             for l in list("addLabelIds") {
                 if !labels.contains(&l) {
@@ -135,7 +154,11 @@ fn route(st: &mut FakeState, method: &str, url: &str, headers: &[(String, String
             ok(json!({"id": id, "labelIds": labels}))
         }
         ("POST", ["calendar", "v3", "calendars", cal, "events"]) => {
-            let id = json_body.get("id").and_then(Value::as_str).map(str::to_owned).unwrap_or_else(|| format!("evt{}", st.events.len() + 1));
+            let id = json_body
+                .get("id")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .unwrap_or_else(|| format!("evt{}", st.events.len() + 1));
             let key = ((*cal).to_owned(), id.clone());
             if st.events.contains_key(&key) {
                 return err(409, "The requested identifier already exists.");
@@ -146,25 +169,40 @@ fn route(st: &mut FakeState, method: &str, url: &str, headers: &[(String, String
             st.events.insert(key, event.clone());
             ok(event)
         }
-        ("GET", ["calendar", "v3", "calendars", cal, "events", id]) => match st.events.get(&((*cal).to_owned(), (*id).to_owned())) {
-            Some(e) => ok(e.clone()),
-            None => err(404, "Not Found"),
-        },
-        ("DELETE", ["calendar", "v3", "calendars", cal, "events", id]) => match st.events.remove(&((*cal).to_owned(), (*id).to_owned())) {
-            Some(_) => (204, vec![], Value::Null),
-            None => err(410, "Resource has been deleted"),
-        },
+        ("GET", ["calendar", "v3", "calendars", cal, "events", id]) => {
+            match st.events.get(&((*cal).to_owned(), (*id).to_owned())) {
+                Some(e) => ok(e.clone()),
+                None => err(404, "Not Found"),
+            }
+        }
+        ("DELETE", ["calendar", "v3", "calendars", cal, "events", id]) => {
+            match st.events.remove(&((*cal).to_owned(), (*id).to_owned())) {
+                Some(_) => (204, vec![], Value::Null),
+                None => err(410, "Resource has been deleted"),
+            }
+        }
         _ => err(404, "no such fake route"),
     }
 }
 
-fn webhook(st: &mut FakeState, method: &str, path: &str, query: &str, headers: &[(String, String)], body: &[u8]) -> Reply {
+fn webhook(
+    st: &mut FakeState,
+    method: &str,
+    path: &str,
+    query: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> Reply {
     let key = header(headers, "idempotency-key").unwrap_or_default().to_owned();
-    let delivery = json!({"method": method, "path": path, "idempotency_key": key, "body": String::from_utf8_lossy(body)});
+    let delivery =
+        json!({"method": method, "path": path, "idempotency_key": key, "body": String::from_utf8_lossy(body)});
     st.deliveries.push(delivery.clone());
     let name = path.trim_start_matches("/hook/");
     if name.starts_with("redirect") {
-        let to: String = url::form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == "to").map(|(_, v)| v.into_owned()).unwrap_or_default();
+        let to: String = url::form_urlencoded::parse(query.as_bytes())
+            .find(|(k, _)| k == "to")
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default();
         return (302, vec![("location".into(), to)], json!({}));
     }
     if let Some((status, reply)) = st.answered.get(&key).filter(|_| !key.is_empty()) {
@@ -192,12 +230,20 @@ fn webhook(st: &mut FakeState, method: &str, path: &str, query: &str, headers: &
 fn control(st: &mut FakeState, method: &str, parts: &[&str], body: &Value) -> Reply {
     match (method, parts) {
         ("GET", ["state"]) => {
-            let events: Map<String, Value> = st.events.iter().map(|((c, e), v)| (format!("{c}/{e}"), v.clone())).collect();
+            let events: Map<String, Value> =
+                st.events.iter().map(|((c, e), v)| (format!("{c}/{e}"), v.clone())).collect();
             ok(json!({"gmail": st.gmail, "events": events, "effects": st.effects, "deliveries": st.deliveries}))
         }
         ("POST", ["gmail", "messages"]) => {
             let Some(id) = body.get("id").and_then(Value::as_str) else { return err(400, "id is required") };
-            let labels = body.get("labelIds").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).map(str::to_owned).collect();
+            let labels = body
+                .get("labelIds")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect();
             st.gmail.insert(id.to_owned(), labels);
             ok(json!({"id": id}))
         }

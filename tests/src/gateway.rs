@@ -232,7 +232,19 @@ fn api_event(
 
 async fn invoke(state: &GatewayState, binary: &str, event: &Value) -> Reply {
     let url = format!("{}/2015-03-31/functions/{binary}/invocations", state.invoke_url);
-    let response = match state.http.post(&url).json(event).send().await {
+    // While cargo lambda restarts after a crash, the invoke port refuses connections for a
+    // moment; Lambda itself would just start a new environment.
+    let mut result = state.http.post(&url).json(event).send().await;
+    for _ in 0..100 {
+        match &result {
+            Err(e) if e.is_connect() => {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                result = state.http.post(&url).json(event).send().await;
+            }
+            _ => break,
+        }
+    }
+    let response = match result {
         Ok(r) => r,
         Err(e) => {
             tracing::error!(error = %e, binary, "invoking the function failed");

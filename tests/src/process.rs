@@ -17,7 +17,11 @@ impl ManagedChild {
     pub fn spawn(name: &str, mut command: Command, log: Option<&Path>) -> Result<Self> {
         match log {
             Some(path) => {
-                let file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .with_context(|| format!("opening {}", path.display()))?;
                 let err = file.try_clone()?;
                 command.stdout(Stdio::from(file)).stderr(Stdio::from(err));
             }
@@ -39,6 +43,24 @@ impl ManagedChild {
 
     pub fn id(&self) -> u32 {
         self.child.id()
+    }
+
+    /// How many processes it started that are still alive.
+    pub fn children(&self) -> usize {
+        let pid = self.child.id().to_string();
+        let Ok(entries) = std::fs::read_dir("/proc") else { return 0 };
+        entries
+            .filter_map(Result::ok)
+            .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+            // Fields after the parenthesised command name: state, then the parent pid.
+            .filter(|stat| {
+                let Some((_, rest)) = stat.rsplit_once(')') else { return false };
+                let mut fields = rest.split_whitespace();
+                let (state, ppid) = (fields.next(), fields.next());
+                // Zombies (exited, not yet reaped) do not count as running.
+                ppid == Some(pid.as_str()) && !matches!(state, Some("Z" | "X"))
+            })
+            .count()
     }
 
     /// Whether it is still running.

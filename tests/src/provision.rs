@@ -46,12 +46,9 @@ pub async fn provision(template: &Template, sdk: &SdkConfig) -> Result<Provision
     };
     let scheduler = aws_sdk_scheduler::Client::new(sdk);
     for group in &template.schedule_groups {
-        scheduler
-            .create_schedule_group()
-            .name(group)
-            .send()
-            .await
-            .map_err(|e| anyhow!("creating schedule group {group}: {}", aws_sdk_scheduler::error::DisplayErrorContext(e)))?;
+        scheduler.create_schedule_group().name(group).send().await.map_err(|e| {
+            anyhow!("creating schedule group {group}: {}", aws_sdk_scheduler::error::DisplayErrorContext(e))
+        })?;
         out.schedule_groups.insert(group.clone(), group.clone());
     }
     for role in &template.roles {

@@ -97,17 +97,19 @@ async fn deliver_once(config: &PumpConfig, sqs: &aws_sdk_sqs::Client) -> Result<
     let url = format!("{}/2015-03-31/functions/{}/invocations", config.invoke_url, config.executor);
     let result = config.http.post(&url).json(&json!({ "Records": records })).send().await;
     let failed: Option<Vec<String>> = match result {
-        Ok(response) if !response.headers().contains_key("x-amz-function-error") => match response.json::<Value>().await {
-            Ok(v) if v.get("errorType").is_none() => Some(
-                v.get("batchItemFailures")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|f| f.get("itemIdentifier").and_then(Value::as_str).map(str::to_owned))
-                    .collect(),
-            ),
-            _ => None,
-        },
+        Ok(response) if !response.headers().contains_key("x-amz-function-error") => {
+            match response.json::<Value>().await {
+                Ok(v) if v.get("errorType").is_none() => Some(
+                    v.get("batchItemFailures")
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|f| f.get("itemIdentifier").and_then(Value::as_str).map(str::to_owned))
+                        .collect(),
+                ),
+                _ => None,
+            }
+        }
         _ => None,
     };
     for m in &messages {
@@ -115,7 +117,13 @@ async fn deliver_once(config: &PumpConfig, sqs: &aws_sdk_sqs::Client) -> Result<
         // A crashed invocation fails the whole batch, as the event source mapping would.
         let retry = failed.as_ref().is_none_or(|f| f.iter().any(|x| x == id));
         if retry {
-            let _ = sqs.change_message_visibility().queue_url(&config.work_queue_url).receipt_handle(receipt).visibility_timeout(RETRY_VISIBILITY_SECS).send().await;
+            let _ = sqs
+                .change_message_visibility()
+                .queue_url(&config.work_queue_url)
+                .receipt_handle(receipt)
+                .visibility_timeout(RETRY_VISIBILITY_SECS)
+                .send()
+                .await;
         } else {
             let _ = sqs.delete_message().queue_url(&config.work_queue_url).receipt_handle(receipt).send().await;
         }
@@ -123,20 +131,44 @@ async fn deliver_once(config: &PumpConfig, sqs: &aws_sdk_sqs::Client) -> Result<
     Ok(())
 }
 
-async fn fire_due_schedules(config: &PumpConfig, scheduler: &aws_sdk_scheduler::Client, sqs: &aws_sdk_sqs::Client) -> Result<()> {
+async fn fire_due_schedules(
+    config: &PumpConfig,
+    scheduler: &aws_sdk_scheduler::Client,
+    sqs: &aws_sdk_sqs::Client,
+) -> Result<()> {
     let now = chrono::Utc::now();
     for group in &config.schedule_groups {
-        let listed = scheduler.list_schedules().group_name(group).send().await.map_err(|e| anyhow!("{}", aws_sdk_scheduler::error::DisplayErrorContext(e)))?;
+        let listed = scheduler
+            .list_schedules()
+            .group_name(group)
+            .send()
+            .await
+            .map_err(|e| anyhow!("{}", aws_sdk_scheduler::error::DisplayErrorContext(e)))?;
         for summary in listed.schedules() {
             let Some(name) = summary.name() else { continue };
-            let schedule = scheduler.get_schedule().group_name(group).name(name).send().await.map_err(|e| anyhow!("{}", aws_sdk_scheduler::error::DisplayErrorContext(e)))?;
-            let due = schedule.schedule_expression().and_then(actiongate::scheduler::parse_at).is_some_and(|at| at <= now);
+            let schedule = scheduler
+                .get_schedule()
+                .group_name(group)
+                .name(name)
+                .send()
+                .await
+                .map_err(|e| anyhow!("{}", aws_sdk_scheduler::error::DisplayErrorContext(e)))?;
+            let due =
+                schedule.schedule_expression().and_then(actiongate::scheduler::parse_at).is_some_and(|at| at <= now);
             if !due {
                 continue;
             }
             let target = schedule.target().ok_or_else(|| anyhow!("schedule {name} has no target"))?;
-            let url = config.queues_by_arn.get(target.arn()).ok_or_else(|| anyhow!("schedule {name} targets unknown {}", target.arn()))?;
-            sqs.send_message().queue_url(url).message_body(target.input().unwrap_or("{}")).send().await.map_err(|e| anyhow!("{}", aws_sdk_sqs::error::DisplayErrorContext(e)))?;
+            let url = config
+                .queues_by_arn
+                .get(target.arn())
+                .ok_or_else(|| anyhow!("schedule {name} targets unknown {}", target.arn()))?;
+            sqs.send_message()
+                .queue_url(url)
+                .message_body(target.input().unwrap_or("{}"))
+                .send()
+                .await
+                .map_err(|e| anyhow!("{}", aws_sdk_sqs::error::DisplayErrorContext(e)))?;
             // ActionAfterCompletion DELETE.
             let _ = scheduler.delete_schedule().group_name(group).name(name).send().await;
         }

@@ -2,17 +2,17 @@
 
 use crate::emulator::{self, Emulator};
 use crate::fakes::Fakes;
-use crate::pump;
 use crate::gateway::{self, GatewayState};
 use crate::process::ManagedChild;
 use crate::provision::{self, Provisioned};
+use crate::pump;
 use crate::template::Template;
 use anyhow::{anyhow, Context, Result};
 use aws_config::SdkConfig;
 use serde_json::json;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 #[derive(Debug, Clone, Default)]
@@ -39,7 +39,8 @@ pub struct LocalStack {
     pub invoke_port: u16,
     pub emulator: Emulator,
     pub fakes: Fakes,
-    functions: ManagedChild,
+    functions: Arc<Mutex<ManagedChild>>,
+    supervising: Arc<AtomicBool>,
     gateway: Arc<tiny_http::Server>,
     _pumps: Vec<pump::Pumps>,
 }
@@ -75,7 +76,9 @@ impl LocalStack {
         };
         // Stateful stand-ins for Gmail, Google Calendar and webhook receivers.
         let fakes = Fakes::start()?;
-        for (id, labels) in [("demo-message-1", &["INBOX", "UNREAD", "IMPORTANT"][..]), ("demo-message-2", &["INBOX", "UNREAD"][..])] {
+        for (id, labels) in
+            [("demo-message-1", &["INBOX", "UNREAD", "IMPORTANT"][..]), ("demo-message-2", &["INBOX", "UNREAD"][..])]
+        {
             fakes.seed_message(id, labels);
         }
         // What only a deployment (or the local stand-ins) can supply.
@@ -108,11 +111,107 @@ impl LocalStack {
         std::fs::write(&env_file, env.iter().map(|(k, v)| format!("{k}={v}\n")).collect::<String>())?;
 
         let invoke_port = if options.invoke_port == 0 { crate::free_port()? } else { options.invoke_port };
+        let log = (!options.inherit_logs).then(|| local_dir.join(format!("functions-{invoke_port}.log")));
+        let invoke_url = format!("http://127.0.0.1:{invoke_port}");
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(300)).build()?;
+        let watch = WatchCommand {
+            functions: template.functions.iter().map(|f| (f.binary.clone(), !f.routes.is_empty())).collect(),
+            invoke_url: invoke_url.clone(),
+            http: http.clone(),
+            root: root.clone(),
+            invoke_port,
+            env_file: env_file.clone(),
+            reload: options.reload,
+            log,
+        };
+        let functions = Arc::new(Mutex::new(watch.spawn()?));
+        emulator::wait_for_http(&invoke_url, Duration::from_secs(60))
+            .await
+            .context("waiting for cargo lambda watch")?;
+
+        let routes = template
+            .functions
+            .iter()
+            .flat_map(|f| f.routes.iter().map(move |r| (r.clone(), f.binary.clone())))
+            .collect();
+        let state = Arc::new(GatewayState {
+            routes,
+            invoke_url: invoke_url.clone(),
+            emulator: emulator.endpoint.clone(),
+            http: http.clone(),
+            ready: AtomicBool::new(false),
+            requests: AtomicU64::new(0),
+        });
+        gateway::serve(Arc::clone(&server), Arc::clone(&state), tokio::runtime::Handle::current());
+
+        // Start every function once, so the first real request does not pay for compilation.
+        watch.warm_all().await?;
+        let supervising = Arc::new(AtomicBool::new(true));
+        supervise(Arc::clone(&functions), watch, Arc::clone(&supervising));
+        let mut pumps = Vec::new();
+        for function in template.functions.iter().filter(|f| !f.sqs_sources.is_empty()) {
+            for queue in &function.sqs_sources {
+                let (url, arn) = provisioned.queues.get(queue).cloned().ok_or_else(|| anyhow!("no queue {queue}"))?;
+                pumps.push(pump::start(pump::PumpConfig {
+                    sdk: sdk.clone(),
+                    http: http.clone(),
+                    invoke_url: invoke_url.clone(),
+                    executor: function.binary.clone(),
+                    work_queue_url: url,
+                    work_queue_arn: arn,
+                    schedule_groups: provisioned.schedule_groups.values().cloned().collect(),
+                    queues_by_arn: provisioned.queues.values().map(|(url, arn)| (arn.clone(), url.clone())).collect(),
+                }));
+            }
+        }
+        state.ready.store(true, Ordering::Release);
+        Ok(Self {
+            template,
+            provisioned,
+            sdk,
+            gateway_url,
+            invoke_port,
+            emulator,
+            functions,
+            supervising,
+            gateway: server,
+            fakes,
+            _pumps: pumps,
+        })
+    }
+
+    /// Whether the functions' server is up (it is restarted if a function crashes it).
+    pub fn functions_running(&self) -> bool {
+        self.functions.lock().unwrap_or_else(|p| p.into_inner()).running()
+    }
+
+    pub fn stop(self) {
+        self.gateway.unblock();
+        self.supervising.store(false, Ordering::Release);
+        self.functions.lock().unwrap_or_else(|p| p.into_inner()).stop();
+    }
+}
+
+/// How to start `cargo lambda watch` (again, after a function crashed and took it down).
+struct WatchCommand {
+    /// (binary, serves HTTP) of every function, to start them after a restart.
+    functions: Vec<(String, bool)>,
+    invoke_url: String,
+    http: reqwest::Client,
+    root: std::path::PathBuf,
+    invoke_port: u16,
+    env_file: std::path::PathBuf,
+    reload: bool,
+    log: Option<std::path::PathBuf>,
+}
+
+impl WatchCommand {
+    fn spawn(&self) -> Result<ManagedChild> {
         let mut cmd = Command::new(crate::venv_bin("cargo-lambda"));
-        cmd.current_dir(&root)
-            .args(["lambda", "watch", "-A", "127.0.0.1", "-P", &invoke_port.to_string(), "--env-file"])
-            .arg(&env_file);
-        if !options.reload {
+        cmd.current_dir(&self.root)
+            .args(["lambda", "watch", "-A", "127.0.0.1", "-P", &self.invoke_port.to_string(), "--env-file"])
+            .arg(&self.env_file);
+        if !self.reload {
             cmd.arg("--ignore-changes");
         }
         // `cargo test` gives its test binaries CARGO_PKG_NAME, CARGO_MANIFEST_DIR and the like.
@@ -141,65 +240,51 @@ impl LocalStack {
                 cmd.env("PATH", std::env::join_paths(dirs)?);
             }
         }
-        let log = local_dir.join(format!("functions-{invoke_port}.log"));
-        let functions =
-            ManagedChild::spawn("cargo lambda watch", cmd, (!options.inherit_logs).then_some(log.as_path()))?;
-        let invoke_url = format!("http://127.0.0.1:{invoke_port}");
-        emulator::wait_for_http(&invoke_url, Duration::from_secs(60))
-            .await
-            .context("waiting for cargo lambda watch")?;
+        ManagedChild::spawn("cargo lambda watch", cmd, self.log.as_deref())
+    }
 
-        let routes = template
-            .functions
-            .iter()
-            .flat_map(|f| f.routes.iter().map(move |r| (r.clone(), f.binary.clone())))
-            .collect();
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(300)).build()?;
-        let state = Arc::new(GatewayState {
-            routes,
-            invoke_url: invoke_url.clone(),
-            emulator: emulator.endpoint.clone(),
-            http: http.clone(),
-            ready: AtomicBool::new(false),
-            requests: AtomicU64::new(0),
-        });
-        gateway::serve(Arc::clone(&server), Arc::clone(&state), tokio::runtime::Handle::current());
-
-        // Start every function once, so the first real request does not pay for compilation.
-        for function in &template.functions {
-            warm(&http, &invoke_url, &function.binary, !function.routes.is_empty())
+    async fn warm_all(&self) -> Result<()> {
+        for (binary, is_http) in &self.functions {
+            warm(&self.http, &self.invoke_url, binary, *is_http)
                 .await
-                .with_context(|| format!("starting function {}", function.binary))?;
+                .with_context(|| format!("starting function {binary}"))?;
         }
-        let mut pumps = Vec::new();
-        for function in template.functions.iter().filter(|f| !f.sqs_sources.is_empty()) {
-            for queue in &function.sqs_sources {
-                let (url, arn) = provisioned.queues.get(queue).cloned().ok_or_else(|| anyhow!("no queue {queue}"))?;
-                pumps.push(pump::start(pump::PumpConfig {
-                    sdk: sdk.clone(),
-                    http: http.clone(),
-                    invoke_url: invoke_url.clone(),
-                    executor: function.binary.clone(),
-                    work_queue_url: url,
-                    work_queue_arn: arn,
-                    schedule_groups: provisioned.schedule_groups.values().cloned().collect(),
-                    queues_by_arn: provisioned.queues.values().map(|(url, arn)| (arn.clone(), url.clone())).collect(),
-                }));
+        Ok(())
+    }
+}
+
+/// Lambda replaces a crashed execution environment; cargo lambda instead stops altogether
+/// when a function process dies. Restart it, so a crash fails only the invocation in flight.
+fn supervise(functions: Arc<Mutex<ManagedChild>>, watch: WatchCommand, supervising: Arc<AtomicBool>) {
+    tokio::spawn(async move {
+        while supervising.load(Ordering::Acquire) {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            // Once warm, a healthy cargo lambda keeps one process per function; when one dies it
+            // stops serving (and may stop the others).
+            let healthy = {
+                let mut child = functions.lock().unwrap_or_else(|p| p.into_inner());
+                child.running() && child.children() >= watch.functions.len()
+            };
+            if healthy || !supervising.load(Ordering::Acquire) {
+                continue;
+            }
+            tracing::warn!("cargo lambda watch stopped serving (a function crashed); restarting it");
+            let restarted = match watch.spawn() {
+                Ok(fresh) => {
+                    let mut old = std::mem::replace(&mut *functions.lock().unwrap_or_else(|p| p.into_inner()), fresh);
+                    old.stop();
+                    match emulator::wait_for_http(&watch.invoke_url, Duration::from_secs(60)).await {
+                        Ok(()) => watch.warm_all().await,
+                        Err(e) => Err(e),
+                    }
+                }
+                Err(e) => Err(e),
+            };
+            if let Err(e) = restarted {
+                tracing::error!(error = %format!("{e:#}"), "restarting cargo lambda watch failed");
             }
         }
-        state.ready.store(true, Ordering::Release);
-        Ok(Self { template, provisioned, sdk, gateway_url, invoke_port, emulator, functions, gateway: server, fakes, _pumps: pumps })
-    }
-
-    /// Whether the functions' server is still up.
-    pub fn functions_running(&mut self) -> bool {
-        self.functions.running()
-    }
-
-    pub fn stop(mut self) {
-        self.gateway.unblock();
-        self.functions.stop();
-    }
+    });
 }
 
 async fn warm(http: &reqwest::Client, invoke_url: &str, binary: &str, is_http: bool) -> Result<()> {

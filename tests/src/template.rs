@@ -133,8 +133,7 @@ impl Template {
                     .collect()
             })
             .unwrap_or_default();
-        let mut template =
-            Template {
+        let mut template = Template {
             parameters,
             email_identities: vec![],
             schedule_groups: vec![],
@@ -191,7 +190,10 @@ impl Template {
                                     }
                                     _ => None,
                                 };
-                                sqs_sources.push(queue.ok_or_else(|| anyhow!("{id}: SQS event Queue must be !GetAtt <Queue>.Arn"))?);
+                                sqs_sources.push(
+                                    queue
+                                        .ok_or_else(|| anyhow!("{id}: SQS event Queue must be !GetAtt <Queue>.Arn"))?,
+                                );
                                 continue;
                             }
                             if event.get("Type").and_then(Value::as_str) != Some("HttpApi") {

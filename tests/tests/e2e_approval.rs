@@ -161,7 +161,13 @@ async fn scanner_fetches_change_nothing_and_the_human_post_approves_once() {
     let done = common::wait_for_status(&api, &owner, &id, &["completed", "failed"], 60).await;
     assert_eq!(done["status"], "completed", "{done}");
     let outbox = api.call("GET", "/_local/outbox", None, None, &[]).await;
-    let sent: Vec<&Value> = outbox.body["messages"].as_array().unwrap().iter().filter(|m| m["subject"] == "Contract draft").filter(|m| m["text"].as_str().is_some_and(|t| t.contains("Hi Bob"))).collect();
+    let sent: Vec<&Value> = outbox.body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["subject"] == "Contract draft")
+        .filter(|m| m["text"].as_str().is_some_and(|t| t.contains("Hi Bob")))
+        .collect();
     assert!(!sent.is_empty(), "the approved email was not sent");
 
     // A second click: the already-decided page, and nothing changes.
@@ -173,7 +179,8 @@ async fn scanner_fetches_change_nothing_and_the_human_post_approves_once() {
     let (status, events) = status_of(&api, &owner, &id).await;
     assert_eq!(status, "completed");
     let trail = api.get(&format!("/actions/{id}/audit"), &owner).await;
-    let decisions = trail.body["events"].as_array().unwrap().iter().filter(|e| e["from"] == "awaiting_approval").count();
+    let decisions =
+        trail.body["events"].as_array().unwrap().iter().filter(|e| e["from"] == "awaiting_approval").count();
     assert_eq!(decisions, 1, "one decision only, {events} events");
 }
 
@@ -207,8 +214,13 @@ async fn concurrent_approve_and_reject_have_exactly_one_winner() {
         assert_eq!(statuses.iter().filter(|s| **s == 409).count(), 1, "round {round}: {statuses:?}");
         let winner_approved = replies[0].status == 200;
         let trail = api.get(&format!("/actions/{id}/audit"), &owner).await;
-        let decisions: Vec<&str> =
-            trail.body["events"].as_array().unwrap().iter().filter(|e| e["from"] == "awaiting_approval").map(|e| e["to"].as_str().unwrap()).collect();
+        let decisions: Vec<&str> = trail.body["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["from"] == "awaiting_approval")
+            .map(|e| e["to"].as_str().unwrap())
+            .collect();
         assert_eq!(decisions, vec![if winner_approved { "approved" } else { "rejected" }], "round {round}");
     }
 }

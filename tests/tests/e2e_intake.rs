@@ -82,9 +82,21 @@ async fn tier_one_action_runs_automatically_against_gmail() {
     let alice = someone("alice");
     let message = someone("msg");
     let http = reqwest::Client::new();
-    http.post(format!("{}/_fake/gmail/messages", api.stack.fakes_url)).json(&json!({"id": message, "labelIds": ["INBOX", "UNREAD"]})).send().await.unwrap();
+    http.post(format!("{}/_fake/gmail/messages", api.stack.fakes_url))
+        .json(&json!({"id": message, "labelIds": ["INBOX", "UNREAD"]}))
+        .send()
+        .await
+        .unwrap();
     let admin = format!("{}:admin", someone("root"));
-    let stored = api.call("PUT", &format!("/admin/users/{alice}/google-token"), Some(&admin), Some(json!({"access_token": "ya29.local-test"}).to_string()), &[]).await;
+    let stored = api
+        .call(
+            "PUT",
+            &format!("/admin/users/{alice}/google-token"),
+            Some(&admin),
+            Some(json!({"access_token": "ya29.local-test"}).to_string()),
+            &[],
+        )
+        .await;
     assert_eq!(stored.status, 200, "{}", stored.body);
     assert!(!stored.body.to_string().contains("ya29"), "the token is never echoed");
 
@@ -95,10 +107,16 @@ async fn tier_one_action_runs_automatically_against_gmail() {
     let id = created.body["action_id"].as_str().unwrap().to_owned();
     let done = common::wait_for_status(&api, &alice, &id, &["completed", "failed"], 60).await;
     assert_eq!(done["status"], "completed", "{done}");
-    let state: Value = http.get(format!("{}/_fake/state", api.stack.fakes_url)).send().await.unwrap().json().await.unwrap();
+    let state: Value =
+        http.get(format!("{}/_fake/state", api.stack.fakes_url)).send().await.unwrap().json().await.unwrap();
     assert_eq!(state["gmail"][&message], json!(["INBOX", "UNREAD", "STARRED"]));
     let trail = api.get(&format!("/actions/{id}/audit"), &alice).await;
-    let moves: Vec<String> = trail.body["events"].as_array().unwrap().iter().map(|e| format!("{}>{}", e["from"].as_str().unwrap_or("-"), e["to"].as_str().unwrap())).collect();
+    let moves: Vec<String> = trail.body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| format!("{}>{}", e["from"].as_str().unwrap_or("-"), e["to"].as_str().unwrap()))
+        .collect();
     assert_eq!(moves, vec!["->received", "received>queued", "queued>executing", "executing>completed"]);
 }
 

@@ -4,7 +4,8 @@
 use actiongate::domain::{ActionId, UserId};
 use actiongate::handlers::webhook::{AddressGuard, Allowlist};
 use actiongate::handlers::{
-    idempotency_key, CredentialProvider, Dependencies, ErrorKind, HandlerError, HandlerFuture, KycCheck, Registry, Secret, StepContext,
+    idempotency_key, CredentialProvider, Dependencies, ErrorKind, HandlerError, HandlerFuture, KycCheck, Registry,
+    Secret, StepContext,
 };
 use actiongate::mail::Mailer;
 use actiongate::policy::Policy;
@@ -72,7 +73,11 @@ async fn gmail_handlers_change_labels_and_rollback_restores_them_exactly() {
         ("gmail.archive", json!({"message_id": "m-archive"}), vec!["IMPORTANT", "UNREAD"]),
         ("gmail.mark_read", json!({"message_id": "m-read"}), vec!["IMPORTANT", "INBOX"]),
         ("gmail.spam", json!({"message_id": "m-spam"}), vec!["IMPORTANT", "SPAM", "UNREAD"]),
-        ("gmail.label", json!({"message_id": "m-label", "label_ids": ["Label_7", "Label_9"]}), vec!["IMPORTANT", "INBOX", "Label_7", "Label_9", "UNREAD"]),
+        (
+            "gmail.label",
+            json!({"message_id": "m-label", "label_ids": ["Label_7", "Label_9"]}),
+            vec!["IMPORTANT", "INBOX", "Label_7", "Label_9", "UNREAD"],
+        ),
     ];
     let alice = user();
     for (action_type, payload, expected) in cases {
@@ -89,7 +94,11 @@ async fn gmail_handlers_change_labels_and_rollback_restores_them_exactly() {
         handler.execute(&c).await.unwrap();
         assert_eq!(sorted(&fake_state(&fakes).await["gmail"][id]), expected, "{action_type} repeated");
         handler.rollback(&c, &snapshot, &result).await.unwrap();
-        assert_eq!(sorted(&fake_state(&fakes).await["gmail"][id]), vec!["IMPORTANT", "INBOX", "UNREAD"], "{action_type} rollback");
+        assert_eq!(
+            sorted(&fake_state(&fakes).await["gmail"][id]),
+            vec!["IMPORTANT", "INBOX", "UNREAD"],
+            "{action_type} rollback"
+        );
     }
     // A missing message is a permanent error; so is a missing token at the fake.
     let payload = json!({"message_id": "nope"});
@@ -136,7 +145,11 @@ async fn webhook_carries_an_idempotency_key_and_compensates_on_rollback() {
     assert_eq!(result["status"], 200);
     handler.execute(&c).await.unwrap();
     let state = fake_state(&fakes).await;
-    assert_eq!(state["effects"].as_array().unwrap().len(), 1, "the receiver honoured the key: one effect for two deliveries");
+    assert_eq!(
+        state["effects"].as_array().unwrap().len(),
+        1,
+        "the receiver honoured the key: one effect for two deliveries"
+    );
     assert_eq!(state["deliveries"].as_array().unwrap().len(), 2);
     assert_eq!(state["effects"][0]["idempotency_key"], idempotency_key(id, 0).as_str());
     handler.rollback(&c, &Value::Null, &result).await.unwrap();
@@ -178,7 +191,10 @@ async fn webhook_errors_are_classified_and_private_addresses_refused() {
     assert_eq!(fake_state(&fakes).await["deliveries"].as_array().unwrap().len(), 4);
 
     let unreachable = call("http://127.0.0.1:9/hook".into());
-    assert_eq!(handler.execute(&ctx(&local, &alice, &unreachable, id, 5)).await.unwrap_err().kind, ErrorKind::Transient);
+    assert_eq!(
+        handler.execute(&ctx(&local, &alice, &unreachable, id, 5)).await.unwrap_err().kind,
+        ErrorKind::Transient
+    );
 }
 
 #[tokio::test]
@@ -212,7 +228,8 @@ async fn payment_handlers_refuse_unless_policy_allows() {
     let id = ActionId::new_v7(chrono::Utc::now());
     let err = registry.get("make_payment").unwrap().execute(&ctx(&deps_no_kyc, &alice, &pay, id, 0)).await.unwrap_err();
     assert_eq!(err.code, "blocked");
-    let err = registry.get("make_purchase").unwrap().execute(&ctx(&deps_no_kyc, &alice, &buy, id, 0)).await.unwrap_err();
+    let err =
+        registry.get("make_purchase").unwrap().execute(&ctx(&deps_no_kyc, &alice, &buy, id, 0)).await.unwrap_err();
     assert_eq!(err.code, "kyc_required");
     let deps_kyc = deps(&fakes, "", true, Policy::default_policy()).await;
     let err = registry.get("make_purchase").unwrap().execute(&ctx(&deps_kyc, &alice, &buy, id, 0)).await.unwrap_err();

@@ -23,7 +23,10 @@ async fn main() -> Result<(), Error> {
     let store = Store::new(aws_sdk_dynamodb::Client::new(&aws), &config.actions_table, &config.audit_table);
     let sqs = aws_sdk_sqs::Client::new(&aws);
     let deps = Dependencies {
-        http: reqwest::Client::builder().timeout(Duration::from_secs(15)).connect_timeout(Duration::from_secs(5)).build()?,
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(15))
+            .connect_timeout(Duration::from_secs(5))
+            .build()?,
         mailer: Some(Mailer::new(aws_sdk_sesv2::Client::new(&aws), exec.sender, None)),
         credentials: Arc::new(store.clone()),
         kyc: Arc::new(store.clone()),
@@ -32,8 +35,12 @@ async fn main() -> Result<(), Error> {
         guard: AddressGuard::new(Allowlist::parse(&exec.webhook_allowlist)),
         policy: config.policy,
     };
-    let scheduler =
-        WakeUpScheduler::new(aws_sdk_scheduler::Client::new(&aws), exec.schedule_group, exec.scheduler_role_arn, exec.work_queue_arn);
+    let scheduler = WakeUpScheduler::new(
+        aws_sdk_scheduler::Client::new(&aws),
+        exec.schedule_group,
+        exec.scheduler_role_arn,
+        exec.work_queue_arn,
+    );
     let service = Arc::new(ExecutorService::new(
         store,
         WorkQueue::new(sqs, &config.work_queue_url),
@@ -46,7 +53,8 @@ async fn main() -> Result<(), Error> {
     run(service_fn(move |event: LambdaEvent<SqsEvent>| {
         let service = Arc::clone(&service);
         async move {
-            let deadline = chrono::DateTime::from_timestamp_millis(event.context.deadline as i64).unwrap_or_else(chrono::Utc::now);
+            let deadline =
+                chrono::DateTime::from_timestamp_millis(event.context.deadline as i64).unwrap_or_else(chrono::Utc::now);
             Ok::<SqsBatchResponse, Error>(service.handle_batch(event.payload, deadline).await)
         }
     }))

@@ -32,7 +32,7 @@ async fn main() -> anyhow::Result<()> {
         extra_env: vec![],
     };
     println!("actiongate: starting the local stack (emulator, provisioning, functions)…");
-    let mut stack = LocalStack::start(options).await?;
+    let stack = LocalStack::start(options).await?;
     println!();
     println!("  gateway    {}   (try: curl {}/health)", stack.gateway_url, stack.gateway_url);
     println!("  emulator   {}", stack.emulator.endpoint);
@@ -49,10 +49,6 @@ async fn main() -> anyhow::Result<()> {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
             _ = ticker.tick() => {
-                if !stack.functions_running() {
-                    eprintln!("cargo lambda watch exited; stopping");
-                    break;
-                }
                 // Print each approval link as its mail is sent, so it can be clicked.
                 if let Ok(messages) = outbox::read(&http, &stack.emulator.endpoint).await {
                     for m in messages.iter().skip(mail_seen) {
