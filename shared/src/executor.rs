@@ -421,6 +421,11 @@ impl ExecutorService {
             StepKind::WaitUntil { wait_until } => *wait_until,
             StepKind::Action { .. } => return Outcome::Ignored("not a wait step".into()),
         };
+        // Schedules have second precision: round up, so a wait never ends early.
+        let wake_at = match wake_at.timestamp_subsec_nanos() {
+            0 => wake_at,
+            nanos => wake_at + chrono::Duration::nanoseconds(1_000_000_000 - i64::from(nanos)),
+        };
         let message = ExecuteMessage { action_id: action.action_id, step: index };
         if wake_at > now {
             if let Err(e) = self
@@ -463,7 +468,7 @@ impl ExecutorService {
         let index = action.next_step();
         let now = self.clock.now();
         let wake_at = action.steps[index].wake_at.unwrap_or(now);
-        if now + chrono::Duration::seconds(1) < wake_at {
+        if now < wake_at {
             return Err(Outcome::Ignored(format!("the wait lasts until {}", format_time(wake_at))));
         }
         let mut after = action.clone();
