@@ -224,6 +224,22 @@ pub fn json_body(req: &Request, max_bytes: usize) -> Result<Value, ApiError> {
     serde_json::from_slice(bytes).map_err(|e| ApiError::invalid("$", format!("the body is not valid JSON: {e}")))
 }
 
+/// A `{reason?}` body (cancel, approve, reject, …): at most `max_chars`, no other fields.
+pub fn optional_reason(req: &Request, max_chars: usize) -> Result<Option<String>, ApiError> {
+    let body = optional_json_body(req, 16 * 1024)?;
+    let reason = match body.get("reason") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s.chars().count() <= max_chars => Some(s.clone()),
+        Some(_) => {
+            return Err(ApiError::invalid("reason", format!("must be a string of at most {max_chars} characters")))
+        }
+    };
+    if let Some(extra) = body.as_object().and_then(|o| o.keys().find(|k| *k != "reason")) {
+        return Err(ApiError::invalid(extra.clone(), "is not a known field"));
+    }
+    Ok(reason)
+}
+
 /// An optional JSON body: empty is `{}`.
 pub fn optional_json_body(req: &Request, max_bytes: usize) -> Result<Value, ApiError> {
     let bytes: &[u8] = req.body().as_ref();

@@ -344,15 +344,7 @@ impl IntakeService {
         verb: &str,
         identity: &Identity,
     ) -> Result<Response<Body>, ApiError> {
-        let body = api::optional_json_body(req, 16 * 1024)?;
-        let reason = match body.get("reason") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(s)) if s.len() <= 1024 => Some(s.clone()),
-            Some(_) => return Err(ApiError::invalid("reason", "must be a string of at most 1024 characters")),
-        };
-        if let Some(extra) = body.as_object().and_then(|o| o.keys().find(|k| *k != "reason")) {
-            return Err(ApiError::invalid(extra.clone(), "is not a known field"));
-        }
+        let reason = api::optional_reason(req, 1024)?;
         let meta = RequestMeta::from_request(req);
         let action = self.owned_action(id, identity).await?;
         let (target, default_reason) = match verb {

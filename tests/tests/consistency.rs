@@ -49,7 +49,11 @@ fn the_tables_the_store_uses_exist_with_the_same_keys() {
     let t = template();
     let actions = t.table("ActionsTable").unwrap();
     assert_eq!(actions.key, (keys::PK.to_owned(), Some(keys::SK.to_owned())));
-    for (index, pk, sk) in [(keys::GSI_BY_USER, keys::GSI1_PK, keys::GSI1_SK), (keys::GSI_BY_USER_STATUS, keys::GSI2_PK, keys::GSI2_SK), (keys::GSI_DUE, keys::DUE_PK, keys::DUE_SK)] {
+    for (index, pk, sk) in [
+        (keys::GSI_BY_USER, keys::GSI1_PK, keys::GSI1_SK),
+        (keys::GSI_BY_USER_STATUS, keys::GSI2_PK, keys::GSI2_SK),
+        (keys::GSI_DUE, keys::DUE_PK, keys::DUE_SK),
+    ] {
         let i = actions.indexes.iter().find(|i| i.name == index).unwrap_or_else(|| panic!("index {index} missing"));
         assert_eq!(i.key, (pk.to_owned(), Some(sk.to_owned())), "{index}");
     }
@@ -74,7 +78,9 @@ fn each_function_builds_with_the_workspace_feature_set() {
         String::from_utf8_lossy(&out.stdout).lines().map(|l| l.trim_end_matches(" (*)").to_owned()).collect()
     };
     let workspace = tree(&["--workspace"]);
-    let ours = |line: &String| ["actiongate ", "intake ", "approval ", "executor ", "actiongate-local "].iter().any(|p| line.starts_with(p));
+    let ours = |line: &String| {
+        ["actiongate ", "intake ", "approval ", "executor ", "actiongate-local "].iter().any(|p| line.starts_with(p))
+    };
     for binary in ["intake", "approval", "executor"] {
         let alone = tree(&["-p", binary]);
         let differing: Vec<&String> = alone

@@ -5,43 +5,11 @@ mod common;
 
 use actiongate_local::emulator::sdk_config_for;
 use actiongate_local::stack::shared_with;
-use common::{someone, wait_for_status, Api};
+use common::{approved_webhook, deliveries_to, effects_on, fake_state, someone, trail, wait_for_status, Api};
 use serde_json::{json, Value};
 
 fn api() -> Api {
     Api { stack: shared_with(&[]), http: reqwest::Client::new() }
-}
-
-const APPROVER: &str = "ops@example.com";
-
-async fn fake_state(api: &Api) -> Value {
-    api.http.get(format!("{}/_fake/state", api.stack.fakes_url)).send().await.unwrap().json().await.unwrap()
-}
-
-fn effects_on(state: &Value, path: &str) -> usize {
-    state["effects"].as_array().unwrap().iter().filter(|e| e["path"] == path).count()
-}
-
-fn deliveries_to(state: &Value, path: &str) -> usize {
-    state["deliveries"].as_array().unwrap().iter().filter(|e| e["path"] == path).count()
-}
-
-/// Creates a webhook action and approves it through the API; returns its id.
-async fn approved_webhook(api: &Api, owner: &str, path: &str, extra: Value) -> String {
-    let mut body = json!({"action_type": "http_request", "payload": {"method": "POST", "url": format!("{}{path}", api.stack.fakes_url), "body": {"n": 1}}, "approver": APPROVER});
-    for (k, v) in extra.as_object().unwrap() {
-        body[k] = v.clone();
-    }
-    let created = api.post("/actions", owner, body).await;
-    assert_eq!(created.status, 201, "{}", created.body);
-    let id = created.body["action_id"].as_str().unwrap().to_owned();
-    let approved = api.post(&format!("/actions/{id}/approve"), APPROVER, json!({})).await;
-    assert_eq!(approved.status, 200, "{}", approved.body);
-    id
-}
-
-async fn trail(api: &Api, owner: &str, id: &str) -> Vec<Value> {
-    api.get(&format!("/actions/{id}/audit"), owner).await.body["events"].as_array().unwrap().clone()
 }
 
 async fn send_to_work_queue(api: &Api, body: &str) {

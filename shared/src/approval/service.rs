@@ -10,7 +10,7 @@ use crate::queue::{ExecuteMessage, WorkQueue};
 use crate::store::{ApprovalRecord, ApprovalStatus, ApprovalUse, Store, TransitionError};
 use chrono::{DateTime, Utc};
 use lambda_http::{Body, Request, Response};
-use serde_json::{json, Value};
+use serde_json::json;
 use std::sync::Arc;
 use tracing::Instrument;
 
@@ -197,20 +197,7 @@ impl ApprovalService {
 
     async fn decide_by_api(&self, req: &Request, id: &str, decision: Decision) -> Result<Response<Body>, ApiError> {
         let identity = Identity::from_request(req).ok_or(ApiError::Unauthorized)?;
-        let body = api::optional_json_body(req, 16 * 1024)?;
-        let reason = match body.get("reason") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(s)) if s.chars().count() <= MAX_REASON_CHARS => Some(s.clone()),
-            Some(_) => {
-                return Err(ApiError::invalid(
-                    "reason",
-                    format!("must be a string of at most {MAX_REASON_CHARS} characters"),
-                ))
-            }
-        };
-        if let Some(extra) = body.as_object().and_then(|o| o.keys().find(|k| *k != "reason")) {
-            return Err(ApiError::invalid(extra.clone(), "is not a known field"));
-        }
+        let reason = api::optional_reason(req, MAX_REASON_CHARS)?;
         let id = ActionId::parse(id).ok_or(ApiError::NotFound("action"))?;
         tracing::Span::current().record("action_id", tracing::field::display(id));
         let action =

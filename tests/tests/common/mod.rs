@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use actiongate_local::stack::{shared, SharedStack};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 pub struct Api {
     pub stack: SharedStack,
@@ -105,4 +105,36 @@ pub async fn futures_like_join<F: std::future::Future>(futures: impl IntoIterato
     })
     .await;
     results.into_iter().map(|r| r.expect("polled to completion")).collect()
+}
+
+pub const APPROVER: &str = "ops@example.com";
+
+pub async fn fake_state(api: &Api) -> Value {
+    api.http.get(format!("{}/_fake/state", api.stack.fakes_url)).send().await.unwrap().json().await.unwrap()
+}
+
+pub fn effects_on(state: &Value, path: &str) -> usize {
+    state["effects"].as_array().unwrap().iter().filter(|e| e["path"] == path).count()
+}
+
+pub fn deliveries_to(state: &Value, path: &str) -> usize {
+    state["deliveries"].as_array().unwrap().iter().filter(|e| e["path"] == path).count()
+}
+
+/// Creates a webhook action and approves it through the API; returns its id.
+pub async fn approved_webhook(api: &Api, owner: &str, path: &str, extra: Value) -> String {
+    let mut body = json!({"action_type": "http_request", "payload": {"method": "POST", "url": format!("{}{path}", api.stack.fakes_url), "body": {"n": 1}}, "approver": APPROVER});
+    for (k, v) in extra.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    let created = api.post("/actions", owner, body).await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let id = created.body["action_id"].as_str().unwrap().to_owned();
+    let approved = api.post(&format!("/actions/{id}/approve"), APPROVER, json!({})).await;
+    assert_eq!(approved.status, 200, "{}", approved.body);
+    id
+}
+
+pub async fn trail(api: &Api, owner: &str, id: &str) -> Vec<Value> {
+    api.get(&format!("/actions/{id}/audit"), owner).await.body["events"].as_array().unwrap().clone()
 }
