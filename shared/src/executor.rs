@@ -9,7 +9,7 @@
 
 use crate::clock::{format_time, Clock};
 use crate::domain::action::{StepKind, StepState};
-use crate::domain::{Action, AuditEvent, Status};
+use crate::domain::{Action, Status};
 use crate::handlers::{idempotency_key, Dependencies, HandlerError, Registry, StepContext};
 use crate::queue::{ExecuteMessage, WorkQueue};
 use crate::scheduler::WakeUpScheduler;
@@ -165,50 +165,13 @@ impl ExecutorService {
         Outcome::Ignored("step limit reached".into())
     }
 
-    fn event(
-        &self,
-        action: &Action,
-        seq: u64,
-        from: Status,
-        to: Status,
-        reason: String,
-        detail: Option<Value>,
-    ) -> AuditEvent {
-        AuditEvent {
-            action_id: action.action_id,
-            seq,
-            at: self.clock.now(),
-            actor: "executor".into(),
-            from: Some(from),
-            to,
-            reason,
-            detail,
-            request_id: None,
-            source_ip: None,
-            user_agent: None,
-        }
-    }
-
-    /// `before` → `after` with one audit event per hop in `path` (`path[0]` is before's state).
     async fn write(
         &self,
         before: &Action,
-        mut after: Action,
+        after: Action,
         path: &[(Status, String, Option<Value>)],
     ) -> Result<Action, TransitionError> {
-        let now = self.clock.now();
-        let mut events = Vec::new();
-        let mut from = before.status;
-        for (i, (to, reason, detail)) in path.iter().enumerate() {
-            from.transition_to(*to).map_err(|_| TransitionError::Conflict)?;
-            events.push(self.event(before, before.version + 1 + i as u64, from, *to, reason.clone(), detail.clone()));
-            from = *to;
-        }
-        after.status = from;
-        after.version = before.version + path.len() as u64;
-        after.updated_at = now;
-        self.store.transition_many(before, &after, &events, None).await?;
-        Ok(after)
+        self.store.advance(before, after, path, "executor", self.clock.now()).await
     }
 
     fn lease(&self, deadline: DateTime<Utc>) -> DateTime<Utc> {
@@ -488,8 +451,7 @@ impl ExecutorService {
         }
     }
 
-    /// An `executing` action whose lease ran out: its executor died. An idempotent step goes
-    /// back to the queue; one whose effect may or may not have happened is left for a human.
+    /// An `executing` action whose lease ran out: its executor died. See [`lease_recovery`].
     pub async fn recover(&self, action: Action) -> Result<(), Outcome> {
         let now = self.clock.now();
         if action.lease_expires_at.is_some_and(|t| now < t) {
@@ -497,32 +459,41 @@ impl ExecutorService {
             // then, this message resumes the work (no sweep needed).
             return Err(Outcome::Retry("running under another executor's lease".into()));
         }
-        let index = action.next_step();
-        let idempotent = match &action.steps.get(index).map(|s| &s.kind) {
-            Some(StepKind::Action { action_type, .. }) => {
-                self.registry.get(action_type).is_some_and(|h| h.idempotent())
-            }
-            _ => true,
-        };
-        let mut after = action.clone();
-        after.lease_expires_at = None;
-        let path = if idempotent {
-            after.steps[index].state = StepState::NotStarted;
-            vec![(Status::Queued, format!("the executor of step {index} stopped (lease expired); resuming it"), None)]
-        } else {
-            after.steps[index].state = StepState::Failed;
-            let message = format!("the executor stopped during step {index}; whether its effect happened is unknown and it cannot be repeated safely: a human must check");
-            after.error = Some(
-                json!({"step": index, "code": "outcome_unknown", "message": message, "kind": "permanent", "needs_human": true}),
-            );
-            vec![(Status::Failed, message, Some(json!({"needs_human": true})))]
-        };
-        match self.write(&action, after, &path).await {
+        let (after, hop) = lease_recovery(&action, &self.registry);
+        match self.write(&action, after, &[hop]).await {
             Ok(done) if done.status == Status::Queued => Ok(()),
             Ok(done) => Err(Outcome::Ran(done.status)),
             Err(TransitionError::Conflict) => Err(Outcome::Ignored("recovered by someone else".into())),
             Err(TransitionError::Store(e)) => Err(Outcome::Retry(e.to_string())),
         }
+    }
+}
+
+/// What to do with a step whose executor died (its lease expired): an idempotent step goes
+/// back to the queue; one whose effect may or may not have happened (and cannot be repeated
+/// safely) fails with `outcome_unknown` for a human to check.
+pub fn lease_recovery(action: &Action, registry: &Registry) -> (Action, (Status, String, Option<Value>)) {
+    let index = action.next_step();
+    let idempotent = match action.steps.get(index).map(|s| &s.kind) {
+        Some(StepKind::Action { action_type, .. }) => registry.get(action_type).is_some_and(|h| h.idempotent()),
+        _ => true,
+    };
+    let mut after = action.clone();
+    after.lease_expires_at = None;
+    if idempotent {
+        if let Some(step) = after.steps.get_mut(index) {
+            step.state = StepState::NotStarted;
+        }
+        (after, (Status::Queued, format!("the executor of step {index} stopped (lease expired); resuming it"), None))
+    } else {
+        if let Some(step) = after.steps.get_mut(index) {
+            step.state = StepState::Failed;
+        }
+        let message = format!("the executor stopped during step {index}; whether its effect happened is unknown and it cannot be repeated safely: a human must check");
+        after.error = Some(
+            json!({"step": index, "code": "outcome_unknown", "message": message, "kind": "permanent", "needs_human": true}),
+        );
+        (after, (Status::Failed, message, Some(json!({"needs_human": true}))))
     }
 }
 

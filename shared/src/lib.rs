@@ -18,6 +18,7 @@ pub mod policy;
 pub mod queue;
 pub mod scheduler;
 pub mod store;
+pub mod sweep;
 pub mod telemetry;
 pub mod validation;
 

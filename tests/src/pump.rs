@@ -68,6 +68,26 @@ pub fn start(config: PumpConfig) -> Pumps {
     Pumps { stop }
 }
 
+/// Plays the schedules that invoke a function (the sweep's `rate(...)`), faster locally.
+pub fn start_timer(http: reqwest::Client, invoke_url: String, binary: String, inputs: Vec<String>, every: Duration) {
+    tokio::spawn(async move {
+        let url = format!("{invoke_url}/2015-03-31/functions/{binary}/invocations");
+        loop {
+            tokio::time::sleep(every).await;
+            for input in &inputs {
+                let body: Value = serde_json::from_str(input).unwrap_or(Value::Null);
+                match http.post(&url).json(&body).send().await {
+                    Ok(r) => {
+                        let report = r.text().await.unwrap_or_default();
+                        tracing::debug!(%binary, %report, "scheduled invocation");
+                    }
+                    Err(e) => tracing::warn!(%binary, error = %e, "scheduled invocation failed"),
+                }
+            }
+        }
+    });
+}
+
 async fn deliver_once(config: &PumpConfig, sqs: &aws_sdk_sqs::Client) -> Result<()> {
     let out = sqs
         .receive_message()

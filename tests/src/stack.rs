@@ -29,6 +29,8 @@ pub struct StackOptions {
     pub inherit_logs: bool,
     /// More environment for the functions (e.g. `POLICY_FILE` for a test policy).
     pub extra_env: Vec<(String, String)>,
+    /// How often scheduled functions (the sweep) run; 0 means the default of 2 seconds.
+    pub schedule_every_secs: u64,
 }
 
 pub struct LocalStack {
@@ -148,6 +150,16 @@ impl LocalStack {
         watch.warm_all().await?;
         let supervising = Arc::new(AtomicBool::new(true));
         supervise(Arc::clone(&functions), watch, Arc::clone(&supervising));
+        let every = Duration::from_secs(if options.schedule_every_secs == 0 { 2 } else { options.schedule_every_secs });
+        for function in template.functions.iter().filter(|f| !f.schedule_inputs.is_empty()) {
+            pump::start_timer(
+                http.clone(),
+                invoke_url.clone(),
+                function.binary.clone(),
+                function.schedule_inputs.clone(),
+                every,
+            );
+        }
         let mut pumps = Vec::new();
         for function in template.functions.iter().filter(|f| !f.sqs_sources.is_empty()) {
             for queue in &function.sqs_sources {

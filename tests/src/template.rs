@@ -55,6 +55,8 @@ pub struct FunctionSpec {
     pub routes: Vec<Route>,
     /// Queues (logical ids) whose messages an event source mapping delivers to it.
     pub sqs_sources: Vec<String>,
+    /// Inputs of the EventBridge Scheduler schedules (`ScheduleV2`) that invoke it.
+    pub schedule_inputs: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -181,6 +183,7 @@ impl Template {
                     }
                     let mut routes = Vec::new();
                     let mut sqs_sources = Vec::new();
+                    let mut schedule_inputs = Vec::new();
                     if let Some(events) = props.get("Events").and_then(Value::as_mapping) {
                         for (_, event) in events {
                             if event.get("Type").and_then(Value::as_str) == Some("SQS") {
@@ -194,6 +197,15 @@ impl Template {
                                     queue
                                         .ok_or_else(|| anyhow!("{id}: SQS event Queue must be !GetAtt <Queue>.Arn"))?,
                                 );
+                                continue;
+                            }
+                            if event.get("Type").and_then(Value::as_str) == Some("ScheduleV2") {
+                                let input = event
+                                    .get("Properties")
+                                    .and_then(|p| p.get("Input"))
+                                    .and_then(Value::as_str)
+                                    .unwrap_or("{}");
+                                schedule_inputs.push(input.to_owned());
                                 continue;
                             }
                             if event.get("Type").and_then(Value::as_str) != Some("HttpApi") {
@@ -215,7 +227,14 @@ impl Template {
                             routes.push(Route { method: method.to_ascii_uppercase(), path: path.to_owned(), public });
                         }
                     }
-                    template.functions.push(FunctionSpec { logical_id: id, binary, env, routes, sqs_sources });
+                    template.functions.push(FunctionSpec {
+                        logical_id: id,
+                        binary,
+                        env,
+                        routes,
+                        sqs_sources,
+                        schedule_inputs,
+                    });
                 }
                 _ => {}
             }

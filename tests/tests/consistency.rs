@@ -32,7 +32,7 @@ fn reads(binary: &str) -> Vec<&'static str> {
 fn every_variable_a_function_reads_is_set_for_it_in_the_template() {
     let t = template();
     let binaries: BTreeSet<&str> = t.functions.iter().map(|f| f.binary.as_str()).collect();
-    assert_eq!(binaries, BTreeSet::from(["approval", "executor", "intake"]));
+    assert_eq!(binaries, BTreeSet::from(["approval", "executor", "intake", "sweep"]));
     for f in &t.functions {
         let set: BTreeSet<&str> = f.env.iter().map(|(k, _)| k.as_str()).collect();
         for var in reads(&f.binary) {
@@ -79,9 +79,11 @@ fn each_function_builds_with_the_workspace_feature_set() {
     };
     let workspace = tree(&["--workspace"]);
     let ours = |line: &String| {
-        ["actiongate ", "intake ", "approval ", "executor ", "actiongate-local "].iter().any(|p| line.starts_with(p))
+        ["actiongate ", "intake ", "approval ", "executor ", "sweep ", "actiongate-local "]
+            .iter()
+            .any(|p| line.starts_with(p))
     };
-    for binary in ["intake", "approval", "executor"] {
+    for binary in ["intake", "approval", "executor", "sweep"] {
         let alone = tree(&["-p", binary]);
         let differing: Vec<&String> = alone
             .iter()

@@ -285,6 +285,64 @@ impl Store {
         }
     }
 
+    /// Moves `before` along `path` (one audit event per hop, by `actor`) and stores `after`
+    /// in that final state, in one conditional transaction. Returns the stored action.
+    pub async fn advance(
+        &self,
+        before: &Action,
+        mut after: Action,
+        path: &[(Status, String, Option<serde_json::Value>)],
+        actor: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Action, TransitionError> {
+        let mut events = Vec::with_capacity(path.len());
+        let mut from = before.status;
+        for (i, (to, reason, detail)) in path.iter().enumerate() {
+            from.transition_to(*to).map_err(|_| TransitionError::Conflict)?;
+            events.push(AuditEvent {
+                action_id: before.action_id,
+                seq: before.version + 1 + i as u64,
+                at,
+                actor: actor.to_owned(),
+                from: Some(from),
+                to: *to,
+                reason: reason.clone(),
+                detail: detail.clone(),
+                request_id: None,
+                source_ip: None,
+                user_agent: None,
+            });
+            from = *to;
+        }
+        after.status = from;
+        after.version = before.version + path.len() as u64;
+        after.updated_at = at;
+        self.transition_many(before, &after, &events, None).await?;
+        Ok(after)
+    }
+
+    /// Actions with timed work of `status` due at or before `now`, oldest first. The index is
+    /// eventually consistent: re-read an action before acting on it.
+    pub async fn due(&self, status: Status, now: DateTime<Utc>, limit: i32) -> Result<Vec<Action>, StoreError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(keys::GSI_DUE)
+            .key_condition_expression("#pk = :pk AND #sk <= :now")
+            .expression_attribute_names("#pk", keys::DUE_PK)
+            .expression_attribute_names("#sk", keys::DUE_SK)
+            .expression_attribute_values(":pk", s(format!("DUE#{status}")))
+            // `~` sorts after every id character, so everything due in this second is included.
+            .expression_attribute_values(":now", s(format!("{}#~", crate::clock::format_time(now))))
+            .scan_index_forward(true)
+            .limit(limit)
+            .send()
+            .await
+            .map_err(StoreError::aws)?;
+        out.items().iter().map(action_from_item).collect()
+    }
+
     pub async fn get_action(&self, id: ActionId) -> Result<Option<Action>, StoreError> {
         let out = self
             .client

@@ -30,6 +30,7 @@ async fn main() -> anyhow::Result<()> {
         reload: std::env::var("ACTIONGATE_RELOAD").map(|v| v != "0").unwrap_or(true),
         inherit_logs: true,
         extra_env: vec![],
+        schedule_every_secs: port("ACTIONGATE_SWEEP_SECS", 5)? as u64,
     };
     println!("actiongate: starting the local stack (emulator, provisioning, functions)…");
     let stack = LocalStack::start(options).await?;

@@ -1,0 +1,32 @@
+//! sweep Lambda: invoked by EventBridge Scheduler every few minutes.
+
+use actiongate::config::{aws_config, Config};
+use actiongate::handlers::Registry;
+use actiongate::queue::WorkQueue;
+use actiongate::store::Store;
+use actiongate::sweep::SweepService;
+use actiongate::{telemetry, SystemClock};
+use lambda_runtime::{run, service_fn, Error, LambdaEvent};
+use serde_json::Value;
+use std::sync::Arc;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    telemetry::init();
+    let config = Config::from_env()?;
+    let aws = aws_config().await;
+    let store = Store::new(aws_sdk_dynamodb::Client::new(&aws), &config.actions_table, &config.audit_table);
+    let queue = WorkQueue::new(aws_sdk_sqs::Client::new(&aws), &config.work_queue_url);
+    let service = Arc::new(SweepService::new(store, queue, Registry::standard(), config.policy, Arc::new(SystemClock)));
+    run(service_fn(move |event: LambdaEvent<Value>| {
+        let service = Arc::clone(&service);
+        async move {
+            // The schedule's input only identifies the caller; anything else is logged, not fatal.
+            if !event.payload.is_object() {
+                tracing::warn!(input = %event.payload, "unexpected sweep input; sweeping anyway");
+            }
+            Ok::<Value, Error>(serde_json::to_value(service.run().await)?)
+        }
+    }))
+    .await
+}

@@ -1,0 +1,177 @@
+//! The sweep: all timed work, found through the sparse `due` index (never a table scan).
+//!
+//! - `pending` actions whose time has come are queued (unless auto-execution is switched off);
+//! - approvals past their expiry become `expired`, and their link is closed;
+//! - `executing` steps whose lease ran out (a crashed executor) are recovered;
+//! - `queued` work nobody claimed for a while (a lost SQS send) is sent again;
+//! - waits whose wake-up never arrived are woken.
+//!
+//! Every change is a conditional write, so two sweeps at once never start the same action
+//! twice: the loser's write fails and it moves on.
+
+use crate::clock::{format_time, Clock};
+use crate::domain::{Action, Status};
+use crate::executor::lease_recovery;
+use crate::handlers::Registry;
+use crate::policy::Policy;
+use crate::queue::{ExecuteMessage, WorkQueue};
+use crate::store::{ApprovalStatus, ApprovalUse, Store, TransitionError};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use std::sync::Arc;
+
+/// How many due items of each kind one sweep handles (the rest wait for the next sweep).
+pub const BATCH: i32 = 100;
+const ACTOR: &str = "sweep";
+
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+pub struct SweepReport {
+    pub started: u32,
+    pub held: u32,
+    pub expired: u32,
+    pub recovered: u32,
+    pub needs_human: u32,
+    pub resent: u32,
+    pub woken: u32,
+    /// Lost races with another sweep or an executor (nothing to do).
+    pub raced: u32,
+    pub errors: u32,
+}
+
+pub struct SweepService {
+    store: Store,
+    queue: WorkQueue,
+    registry: Registry,
+    policy: Policy,
+    clock: Arc<dyn Clock>,
+}
+
+impl SweepService {
+    pub fn new(store: Store, queue: WorkQueue, registry: Registry, policy: Policy, clock: Arc<dyn Clock>) -> Self {
+        Self { store, queue, registry, policy, clock }
+    }
+
+    pub async fn run(&self) -> SweepReport {
+        let now = self.clock.now();
+        let mut report = SweepReport::default();
+        for status in [Status::AwaitingApproval, Status::Executing, Status::Pending, Status::Queued, Status::Waiting] {
+            let due = match self.store.due(status, now, BATCH).await {
+                Ok(due) => due,
+                Err(e) => {
+                    tracing::error!(error = %e, %status, "reading due work failed");
+                    report.errors += 1;
+                    continue;
+                }
+            };
+            for stale in due {
+                // The index lags; act only on what a consistent read still shows as due.
+                let action = match self.store.get_action(stale.action_id).await {
+                    Ok(Some(a)) if a.status == status => a,
+                    Ok(_) => continue,
+                    Err(e) => {
+                        tracing::error!(error = %e, action_id = %stale.action_id, "reading an action failed");
+                        report.errors += 1;
+                        continue;
+                    }
+                };
+                let span = tracing::info_span!("sweep", action_id = %action.action_id, %status);
+                let _guard = span.enter();
+                if let Err(e) = self.handle(action, now, &mut report).await {
+                    match e {
+                        TransitionError::Conflict => report.raced += 1,
+                        TransitionError::Store(e) => {
+                            tracing::error!(error = %e, "sweep write failed");
+                            report.errors += 1;
+                        }
+                    }
+                }
+            }
+        }
+        tracing::info!(report = ?report, "sweep finished");
+        report
+    }
+
+    async fn handle(
+        &self,
+        action: Action,
+        now: DateTime<Utc>,
+        report: &mut SweepReport,
+    ) -> Result<(), TransitionError> {
+        match action.status {
+            Status::AwaitingApproval if action.approval_expires_at.is_some_and(|t| t <= now) => {
+                let mut after = action.clone();
+                after.status = Status::Expired;
+                after.version = action.version + 1;
+                after.updated_at = now;
+                let reason = format!(
+                    "no decision before {}; the approval expired",
+                    action.approval_expires_at.map(format_time).unwrap_or_default()
+                );
+                let event = crate::domain::AuditEvent {
+                    action_id: action.action_id,
+                    seq: after.version,
+                    at: now,
+                    actor: ACTOR.into(),
+                    from: Some(Status::AwaitingApproval),
+                    to: Status::Expired,
+                    reason,
+                    detail: None,
+                    request_id: None,
+                    source_ip: None,
+                    user_agent: None,
+                };
+                let link = action.approval_token_hash.as_deref().map(|h| ApprovalUse {
+                    token_hash: h,
+                    status: ApprovalStatus::Expired,
+                    by: ACTOR,
+                    at: now,
+                });
+                self.store.transition_many(&action, &after, &[event], link).await?;
+                report.expired += 1;
+            }
+            Status::Executing if action.lease_expires_at.is_none_or(|t| t <= now) => {
+                let (after, hop) = lease_recovery(&action, &self.registry);
+                let done = self.store.advance(&action, after, &[hop], ACTOR, now).await?;
+                if done.status == Status::Queued {
+                    self.send(&done).await;
+                    report.recovered += 1;
+                } else {
+                    report.needs_human += 1;
+                }
+            }
+            Status::Pending if action.scheduled_for.is_none_or(|t| t <= now) => {
+                if !self.policy.auto_execution.enabled {
+                    report.held += 1;
+                    return Ok(());
+                }
+                let hop = (Status::Queued, "its time came; queued by the sweep".to_owned(), None);
+                let done = self.store.advance(&action, action.clone(), &[hop], ACTOR, now).await?;
+                self.send(&done).await;
+                report.started += 1;
+            }
+            Status::Queued => {
+                // Nobody claimed it for a while: the message was lost. Touch it (so the next
+                // sweep waits again) and send it anew; a duplicate is harmless.
+                let mut touched = action.clone();
+                touched.version = action.version + 1;
+                touched.updated_at = now;
+                self.store.transition_many(&action, &touched, &[], None).await?;
+                self.send(&touched).await;
+                report.resent += 1;
+            }
+            Status::Waiting => {
+                self.send(&action).await;
+                report.woken += 1;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    async fn send(&self, action: &Action) {
+        let message = ExecuteMessage { action_id: action.action_id, step: action.next_step() };
+        if let Err(e) = self.queue.enqueue(&message, 0).await {
+            tracing::error!(error = %e, "queueing from the sweep failed; the next sweep retries");
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! End-to-end: the sweep (on a 2-second local timer) doing timed work through the `due` index.
+
+mod common;
+
+use actiongate::domain::action::{Step, StepKind, StepState};
+use actiongate::domain::{Action, ActionId, AuditEvent, Status, Tier, UserId};
+use actiongate::store::Store;
+use actiongate_local::emulator::sdk_config_for;
+use actiongate_local::stack::shared_with;
+use common::{deliveries_to, fake_state, someone, trail, wait_for_status, Api};
+use serde_json::{json, Value};
+use std::sync::OnceLock;
+
+const SHORT_EXPIRY_SECS: u64 = 3;
+
+fn api() -> Api {
+    static POLICY: OnceLock<String> = OnceLock::new();
+    let path = POLICY.get_or_init(|| {
+        let root = actiongate_local::workspace_root();
+        let policy = std::fs::read_to_string(root.join("infra/policy.toml")).unwrap();
+        let short = policy.replace(
+            "[types.\"gmail.spam\"]\ntier = 2",
+            &format!("[types.\"gmail.spam\"]\ntier = 2\napproval_expiry = \"PT{SHORT_EXPIRY_SECS}S\""),
+        );
+        assert_ne!(policy, short);
+        std::fs::create_dir_all(root.join(".local")).unwrap();
+        let path = root.join(".local/policy-e2e-sweep.toml");
+        std::fs::write(&path, short).unwrap();
+        path.to_string_lossy().into_owned()
+    });
+    Api { stack: shared_with(&[("POLICY_FILE", path)]), http: reqwest::Client::new() }
+}
+
+async fn with_google(api: &Api, owner: &str, message: &str) {
+    api.http
+        .post(format!("{}/_fake/gmail/messages", api.stack.fakes_url))
+        .json(&json!({"id": message, "labelIds": ["INBOX"]}))
+        .send()
+        .await
+        .unwrap();
+    let admin = format!("{}:admin", someone("root"));
+    api.call(
+        "PUT",
+        &format!("/admin/users/{owner}/google-token"),
+        Some(&admin),
+        Some(json!({"access_token": "ya29.sweep"}).to_string()),
+        &[],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn an_undecided_approval_expires_through_the_sweep() {
+    let api = api();
+    let owner = someone("alice");
+    let created = api
+        .post(
+            "/actions",
+            &owner,
+            json!({"action_type": "gmail.spam", "payload": {"message_id": "m1"}, "approver": "boss@example.com"}),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let id = created.body["action_id"].as_str().unwrap().to_owned();
+    let expired = wait_for_status(&api, &owner, &id, &["expired"], 30).await;
+    assert_eq!(expired["status"], "expired");
+    let last = trail(&api, &owner, &id).await.last().unwrap().clone();
+    assert_eq!(
+        (last["actor"].as_str(), last["from"].as_str(), last["to"].as_str()),
+        (Some("sweep"), Some("awaiting_approval"), Some("expired"))
+    );
+    let late = api.post(&format!("/actions/{id}/approve"), "boss@example.com", json!({})).await;
+    assert_eq!((late.status, late.body["status"].as_str()), (409, Some("expired")));
+}
+
+#[tokio::test]
+async fn scheduled_tier_one_work_starts_when_due() {
+    let api = api();
+    let owner = someone("alice");
+    let message = someone("msg");
+    with_google(&api, &owner, &message).await;
+    let at = (chrono::Utc::now() + chrono::Duration::seconds(3)).to_rfc3339();
+    let created = api.post("/actions", &owner, json!({"action_type": "gmail.flag", "payload": {"message_id": message}, "confidence": 0.9, "scheduled_for": at})).await;
+    assert_eq!(created.body["status"], "pending", "{}", created.body);
+    let id = created.body["action_id"].as_str().unwrap().to_owned();
+    let done = wait_for_status(&api, &owner, &id, &["completed", "failed"], 30).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    let started = trail(&api, &owner, &id).await.into_iter().find(|e| e["from"] == "pending").unwrap();
+    assert_eq!((started["to"].as_str(), started["actor"].as_str()), (Some("queued"), Some("sweep")));
+    let at = chrono::DateTime::parse_from_rfc3339(started["at"].as_str().unwrap()).unwrap();
+    let scheduled = chrono::DateTime::parse_from_rfc3339(done["scheduled_for"].as_str().unwrap()).unwrap();
+    assert!(at >= scheduled, "started at {at}, before its time {scheduled}");
+    assert_eq!(fake_state(&api).await["gmail"][&message], json!(["INBOX", "STARRED"]));
+}
+
+#[tokio::test]
+async fn concurrent_sweeps_never_start_an_action_twice() {
+    let api = api();
+    let owner = someone("alice");
+    let mut ids = Vec::new();
+    let mut messages = Vec::new();
+    for _ in 0..4 {
+        let message = someone("msg");
+        with_google(&api, &owner, &message).await;
+        let at = (chrono::Utc::now() + chrono::Duration::seconds(2)).to_rfc3339();
+        let r = api.post("/actions", &owner, json!({"action_type": "gmail.flag", "payload": {"message_id": message}, "confidence": 0.9, "scheduled_for": at})).await;
+        ids.push(r.body["action_id"].as_str().unwrap().to_owned());
+        messages.push(message);
+    }
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    // Three sweeps at once, besides the timer's.
+    let url = format!("http://127.0.0.1:{}/2015-03-31/functions/sweep/invocations", api.stack.invoke_port);
+    let sweeps = (0..3).map(|_| api.http.post(&url).json(&json!({"source": "test"})).send());
+    for r in common::futures_like_join(sweeps).await {
+        let report: Value = r.unwrap().json().await.unwrap();
+        assert!(report.get("started").is_some(), "{report}");
+    }
+    for id in &ids {
+        let done = wait_for_status(&api, &owner, id, &["completed", "failed"], 30).await;
+        assert_eq!(done["status"], "completed");
+        let events = trail(&api, &owner, id).await;
+        assert_eq!(
+            events.iter().filter(|e| e["from"] == "pending" && e["to"] == "queued").count(),
+            1,
+            "{id} started twice"
+        );
+        assert_eq!(events.iter().filter(|e| e["to"] == "executing").count(), 1);
+    }
+}
+
+#[tokio::test]
+async fn a_crashed_executors_step_is_recovered_by_the_sweep() {
+    let api = api();
+    // An action its executor claimed and then died on: executing, lease long gone, and no
+    // message left on the queue. Only the sweep can find it.
+    let sdk = sdk_config_for(&api.stack.emulator).await;
+    let store = Store::new(
+        aws_sdk_dynamodb::Client::new(&sdk),
+        api.stack.provisioned.table("ActionsTable").unwrap(),
+        api.stack.provisioned.table("AuditTable").unwrap(),
+    );
+    let owner = someone("alice");
+    let path = format!("/hook/ok-orphan-{}", someone("x"));
+    let payload = json!({"method": "POST", "url": format!("{}{path}", api.stack.fakes_url)});
+    let now = chrono::Utc::now();
+    let mut step = Step::new(0, StepKind::Action { action_type: "http_request".into(), payload: payload.clone() });
+    step.state = StepState::Running;
+    step.attempts = 1;
+    let action = Action {
+        action_id: ActionId::new_v7(now),
+        user_id: UserId::parse(&owner).unwrap(),
+        action_type: "http_request".into(),
+        payload,
+        steps: vec![step],
+        status: Status::Executing,
+        tier: Some(Tier::Approval),
+        risk_score: None,
+        confidence: None,
+        priority: 0,
+        scheduled_for: None,
+        rate_limit_key: None,
+        approver: None,
+        reasons: vec![],
+        attempts: 1,
+        max_attempts: 3,
+        approval_expires_at: None,
+        created_at: now,
+        updated_at: now,
+        result: None,
+        error: None,
+        idempotency_key: None,
+        approval_token_hash: None,
+        decided_by: None,
+        decided_at: None,
+        decision_reason: None,
+        lease_expires_at: Some(now - chrono::Duration::minutes(1)),
+        version: 1,
+    };
+    let event = AuditEvent {
+        action_id: action.action_id,
+        seq: 1,
+        at: now,
+        actor: "test".into(),
+        from: None,
+        to: Status::Executing,
+        reason: "claimed, then the executor died".into(),
+        detail: None,
+        request_id: None,
+        source_ip: None,
+        user_agent: None,
+    };
+    store.create_action(&action, &[event], None, &[], None, now).await.unwrap();
+    let id = action.action_id.to_string();
+    let done = wait_for_status(&api, &owner, &id, &["completed", "failed"], 30).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    let recovered =
+        trail(&api, &owner, &id).await.into_iter().find(|e| e["from"] == "executing" && e["to"] == "queued").unwrap();
+    assert_eq!(recovered["actor"], "sweep");
+    assert_eq!(deliveries_to(&fake_state(&api).await, &path), 1);
+}
