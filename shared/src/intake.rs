@@ -145,10 +145,10 @@ impl IntakeService {
             confidence: request.confidence,
             kyc_verified,
         });
-        let counters = counters_for(&decision, now);
+        let counters = counters_for(&identity.user, &decision, now);
 
         if request.dry_run {
-            return self.dry_run(&request, &decision, &counters, identity, now).await;
+            return self.dry_run(&request, &decision, &counters, now).await;
         }
 
         let mut action = new_action(&request, &decision, identity, idempotency_key.clone(), now);
@@ -166,17 +166,47 @@ impl IntakeService {
                 link = Some((token, record, approver));
             }
         }
-        let events = creation_events(&action, &decision, identity, &meta, now);
         // Denied actions are recorded (the audit trail shows the attempt) but use no quota.
-        let counters: &[CounterSpec] = if target == Status::Blocked { &[] } else { &counters };
+        let type_counters: Vec<CounterSpec> = if target == Status::Blocked { Vec::new() } else { counters };
+        // Tier-1 work that would run now also takes a unit of automatic execution.
+        let (auto_counters, cooldown) = if target == Status::Queued {
+            crate::sweep::auto_guards(&self.policy, &action, now)
+        } else {
+            (Vec::new(), None)
+        };
+        let mut all_counters = type_counters.clone();
+        all_counters.extend(auto_counters.iter().cloned());
         let idempotency = idempotency_key.as_ref().map(|k| (k, body_hash.as_str()));
-        match self
+        let approval_record = link.as_ref().map(|(_, record, _)| record);
+        let mut events = creation_events(&action, &decision, identity, &meta, now);
+        let mut result = self
             .store
-            .create_action(&action, &events, idempotency, counters, link.as_ref().map(|(_, record, _)| record), now)
-            .await
-        {
+            .create_action(&action, &events, idempotency, &all_counters, approval_record, cooldown.as_ref(), now)
+            .await;
+        // Over the automatic-execution limits or in cool-down: it waits `pending` for the sweep.
+        let held = match &result {
+            Err(CreateError::RateLimited(i)) if *i >= type_counters.len() => {
+                Some(crate::sweep::limit_reason(&all_counters[*i]))
+            }
+            Err(CreateError::CoolingDown) => cooldown.as_ref().map(crate::sweep::cooldown_reason),
+            _ => None,
+        };
+        if let Some(reason) = held {
+            action.status = Status::Pending;
+            action.hold_reason = Some(reason.clone());
+            events = creation_events(&action, &decision, identity, &meta, now);
+            events[1].reason = format!("{}; {reason}", events[1].reason);
+            result = self
+                .store
+                .create_action(&action, &events, idempotency, &type_counters, approval_record, None, now)
+                .await;
+        }
+        match result {
             Ok(()) => {}
-            Err(CreateError::RateLimited(i)) => return Err(rate_limited(&counters[i], now)),
+            Err(CreateError::RateLimited(i)) => return Err(rate_limited(&type_counters[i], now)),
+            Err(CreateError::CoolingDown) => {
+                return Err(ApiError::internal(anyhow::anyhow!("cool-down on a held action")))
+            }
             Err(CreateError::IdempotencyKeyUsed) => {
                 // A concurrent request with the same key won the race.
                 let key = idempotency_key
@@ -239,10 +269,9 @@ impl IntakeService {
         request: &CreateActionRequest,
         decision: &Decision,
         counters: &[CounterSpec],
-        identity: &Identity,
         now: DateTime<Utc>,
     ) -> Result<Response<Body>, ApiError> {
-        let used = self.store.counter_usage(&identity.user, counters).await.map_err(ApiError::internal)?;
+        let used = self.store.counter_usage(counters).await.map_err(ApiError::internal)?;
         let mut would_be_limited = None;
         let limits: Vec<Value> = counters
             .iter()
@@ -252,7 +281,7 @@ impl IntakeService {
                 if !fits && would_be_limited.is_none() {
                     would_be_limited = Some((c.window_end - now).num_seconds().max(1));
                 }
-                json!({"action_type": c.action_type, "window": c.limit.window.as_str(), "limit": c.limit.limit, "used": used, "would_fit": fits, "resets_at": format_time(c.window_end)})
+                json!({"action_type": c.label, "window": c.limit.window.as_str(), "limit": c.limit.limit, "used": used, "would_fit": fits, "resets_at": format_time(c.window_end)})
             })
             .collect();
         let status = match would_be_limited {
@@ -412,9 +441,14 @@ impl IntakeService {
         let counters: Vec<CounterSpec> = self
             .policy
             .rule(action_type)
-            .map(|r| r.rate_limits.iter().map(|l| CounterSpec::at(action_type, *l, 1, now)).collect())
+            .map(|r| {
+                r.rate_limits
+                    .iter()
+                    .map(|l| CounterSpec::at(format!("{}#{action_type}", identity.user), action_type, *l, 1, now))
+                    .collect()
+            })
             .unwrap_or_default();
-        let used = self.store.counter_usage(&identity.user, &counters).await.map_err(ApiError::internal)?;
+        let used = self.store.counter_usage(&counters).await.map_err(ApiError::internal)?;
         let limits: Vec<Value> = counters
             .iter()
             .zip(used)
@@ -499,13 +533,13 @@ impl IntakeService {
 }
 
 /// One counter per (type, window), consuming as many units as the plan has steps of the type.
-fn counters_for(decision: &Decision, now: DateTime<Utc>) -> Vec<CounterSpec> {
+fn counters_for(user: &UserId, decision: &Decision, now: DateTime<Utc>) -> Vec<CounterSpec> {
     let mut units: BTreeMap<(String, &'static str), (crate::policy::RateLimit, u32)> = BTreeMap::new();
     for (action_type, limit) in &decision.rate_limits {
         let entry = units.entry((action_type.clone(), limit.window.as_str())).or_insert((*limit, 0));
         entry.1 += 1;
     }
-    units.into_iter().map(|((t, _), (limit, n))| CounterSpec::at(&t, limit, n, now)).collect()
+    units.into_iter().map(|((t, _), (limit, n))| CounterSpec::at(format!("{user}#{t}"), &t, limit, n, now)).collect()
 }
 
 fn target_status(decision: &Decision, request: &CreateActionRequest, now: DateTime<Utc>) -> Status {
@@ -561,6 +595,7 @@ fn new_action(
         decided_at: None,
         decision_reason: None,
         lease_expires_at: None,
+        hold_reason: None,
         version: 2,
     }
 }
@@ -666,12 +701,12 @@ fn rate_limited(counter: &CounterSpec, now: DateTime<Utc>) -> ApiError {
     ApiError::RateLimited {
         message: format!(
             "{} is limited to {} per {} for each user",
-            counter.action_type,
+            counter.label,
             counter.limit.limit,
             counter.limit.window.as_str()
         ),
         retry_after_secs: retry,
-        extra: json!({"action_type": counter.action_type, "window": counter.limit.window.as_str(), "limit": counter.limit.limit, "resets_at": format_time(counter.window_end)}),
+        extra: json!({"action_type": counter.label, "window": counter.limit.window.as_str(), "limit": counter.limit.limit, "resets_at": format_time(counter.window_end)}),
     }
 }
 
@@ -782,9 +817,9 @@ mod tests {
         let email =
             json!({"action_type": "send_email", "payload": {"to": ["a@example.com"], "subject": "s", "text": "t"}});
         let r = request(json!({"steps": [email, {"wait_for": "PT1H"}, email]}));
-        let counters = counters_for(&decide(&p, &r), now());
+        let counters = counters_for(&UserId::parse("alice").unwrap(), &decide(&p, &r), now());
         assert_eq!(counters.len(), 2);
-        assert!(counters.iter().all(|c| c.units == 2 && c.action_type == "send_email"));
+        assert!(counters.iter().all(|c| c.units == 2 && c.label == "send_email" && c.scope == "alice#send_email"));
     }
 
     #[test]

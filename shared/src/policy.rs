@@ -45,8 +45,13 @@ pub struct Defaults {
 pub struct AutoExecution {
     /// The global kill switch for tier-1 execution.
     pub enabled: bool,
+    /// Tier-1 executions started, for all users together.
     pub per_hour: u32,
     pub per_day: u32,
+    /// Tier-1 executions started for one user (default: the global limits).
+    pub per_user_per_hour: Option<u32>,
+    pub per_user_per_day: Option<u32>,
+    /// An entity (`rate_limit_key`) acted on automatically rests this long.
     pub cooldown: IsoDuration,
 }
 

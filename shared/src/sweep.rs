@@ -13,9 +13,9 @@ use crate::clock::{format_time, Clock};
 use crate::domain::{Action, Status};
 use crate::executor::lease_recovery;
 use crate::handlers::Registry;
-use crate::policy::Policy;
+use crate::policy::{Policy, RateLimit, Window};
 use crate::queue::{ExecuteMessage, WorkQueue};
-use crate::store::{ApprovalStatus, ApprovalUse, Store, TransitionError};
+use crate::store::{ApprovalStatus, ApprovalUse, Cooldown, CounterSpec, GuardError, Store, TransitionError};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::sync::Arc;
@@ -36,6 +36,55 @@ pub struct SweepReport {
     /// Lost races with another sweep or an executor (nothing to do).
     pub raced: u32,
     pub errors: u32,
+}
+
+/// What starting one tier-1 execution consumes: a unit of the global and the per-user
+/// automatic-execution limits, and (with a `rate_limit_key`) the entity's cool-down.
+pub fn auto_guards(policy: &Policy, action: &Action, now: DateTime<Utc>) -> (Vec<CounterSpec>, Option<Cooldown>) {
+    let a = &policy.auto_execution;
+    let user = action.user_id.as_str();
+    let limit = |window, limit| RateLimit { window, limit };
+    let counters = vec![
+        CounterSpec::at("auto#all", "automatic execution", limit(Window::Hour, a.per_hour), 1, now),
+        CounterSpec::at("auto#all", "automatic execution", limit(Window::Day, a.per_day), 1, now),
+        CounterSpec::at(
+            format!("auto#{user}"),
+            "automatic execution per user",
+            limit(Window::Hour, a.per_user_per_hour.unwrap_or(a.per_hour)),
+            1,
+            now,
+        ),
+        CounterSpec::at(
+            format!("auto#{user}"),
+            "automatic execution per user",
+            limit(Window::Day, a.per_user_per_day.unwrap_or(a.per_day)),
+            1,
+            now,
+        ),
+    ];
+    let cooldown = action.rate_limit_key.as_ref().map(|entity| Cooldown {
+        user: action.user_id.clone(),
+        entity: entity.clone(),
+        until: now + a.cooldown.to_chrono(),
+    });
+    (counters, cooldown)
+}
+
+pub fn limit_reason(counter: &CounterSpec) -> String {
+    format!(
+        "auto_limit: {} is limited to {} per {}; waits until {}",
+        counter.label,
+        counter.limit.limit,
+        counter.limit.window.as_str(),
+        format_time(counter.window_end)
+    )
+}
+
+pub fn cooldown_reason(cooldown: &Cooldown) -> String {
+    format!(
+        "cooldown: {} was acted on automatically recently; it rests before the next automatic action",
+        cooldown.entity
+    )
 }
 
 pub struct SweepService {
@@ -63,6 +112,11 @@ impl SweepService {
                     continue;
                 }
             };
+            let mut due = due;
+            // Pending work starts by priority, then oldest first.
+            if status == Status::Pending {
+                due.sort_by_key(|a| std::cmp::Reverse(a.priority));
+            }
             for stale in due {
                 // The index lags; act only on what a consistent read still shows as due.
                 let action = match self.store.get_action(stale.action_id).await {
@@ -144,10 +198,27 @@ impl SweepService {
                     report.held += 1;
                     return Ok(());
                 }
+                let (counters, cooldown) = auto_guards(&self.policy, &action, now);
+                let mut after = action.clone();
+                after.hold_reason = None;
                 let hop = (Status::Queued, "its time came; queued by the sweep".to_owned(), None);
-                let done = self.store.advance(&action, action.clone(), &[hop], ACTOR, now).await?;
-                self.send(&done).await;
-                report.started += 1;
+                let reason = match self
+                    .store
+                    .advance_guarded(&action, after, &[hop], ACTOR, now, &counters, cooldown.as_ref())
+                    .await
+                {
+                    Ok(done) => {
+                        self.send(&done).await;
+                        report.started += 1;
+                        return Ok(());
+                    }
+                    Err(GuardError::Conflict) => return Err(TransitionError::Conflict),
+                    Err(GuardError::Store(e)) => return Err(TransitionError::Store(e)),
+                    Err(GuardError::CounterFull(i)) => limit_reason(&counters[i]),
+                    Err(GuardError::CoolingDown) => cooldown.as_ref().map(cooldown_reason).unwrap_or_default(),
+                };
+                report.held += 1;
+                self.note_hold(&action, reason, now).await?;
             }
             Status::Queued => {
                 // Nobody claimed it for a while: the message was lost. Touch it (so the next
@@ -166,6 +237,32 @@ impl SweepService {
             _ => {}
         }
         Ok(())
+    }
+
+    /// Still waiting: say why in the trail, once per change of reason.
+    async fn note_hold(&self, action: &Action, reason: String, now: DateTime<Utc>) -> Result<(), TransitionError> {
+        let kind = |r: &str| r.split(':').next().map(str::to_owned);
+        if action.hold_reason.as_deref().and_then(kind) == kind(&reason) {
+            return Ok(());
+        }
+        let mut after = action.clone();
+        after.hold_reason = Some(reason.clone());
+        after.version = action.version + 1;
+        after.updated_at = now;
+        let note = crate::domain::AuditEvent {
+            action_id: action.action_id,
+            seq: after.version,
+            at: now,
+            actor: ACTOR.into(),
+            from: Some(Status::Pending),
+            to: Status::Pending,
+            reason,
+            detail: None,
+            request_id: None,
+            source_ip: None,
+            user_agent: None,
+        };
+        self.store.transition_many(action, &after, &[note], None).await
     }
 
     async fn send(&self, action: &Action) {

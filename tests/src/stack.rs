@@ -31,6 +31,8 @@ pub struct StackOptions {
     pub extra_env: Vec<(String, String)>,
     /// How often scheduled functions (the sweep) run; 0 means the default of 2 seconds.
     pub schedule_every_secs: u64,
+    /// Do not run scheduled functions at all (tests of behaviour that must hold without them).
+    pub no_schedules: bool,
 }
 
 pub struct LocalStack {
@@ -151,7 +153,7 @@ impl LocalStack {
         let supervising = Arc::new(AtomicBool::new(true));
         supervise(Arc::clone(&functions), watch, Arc::clone(&supervising));
         let every = Duration::from_secs(if options.schedule_every_secs == 0 { 2 } else { options.schedule_every_secs });
-        for function in template.functions.iter().filter(|f| !f.schedule_inputs.is_empty()) {
+        for function in template.functions.iter().filter(|f| !f.schedule_inputs.is_empty() && !options.no_schedules) {
             pump::start_timer(
                 http.clone(),
                 invoke_url.clone(),
@@ -354,7 +356,9 @@ pub fn shared_with(extra_env: &[(&str, &str)]) -> SharedStack {
                 }
             };
             runtime.block_on(async move {
-                match LocalStack::start(StackOptions { extra_env, ..StackOptions::default() }).await {
+                // `ACTIONGATE_SWEEP=off` in a test's environment list turns the sweep's timer off.
+                let no_schedules = extra_env.iter().any(|(k, v)| k == "ACTIONGATE_SWEEP" && v == "off");
+                match LocalStack::start(StackOptions { extra_env, no_schedules, ..StackOptions::default() }).await {
                     Ok(stack) => {
                         let _ = tx.send(Ok(SharedStack {
                             gateway_url: stack.gateway_url.clone(),

@@ -14,19 +14,14 @@ const SHORT_EXPIRY_SECS: u64 = 3;
 fn api() -> Api {
     static POLICY: OnceLock<String> = OnceLock::new();
     let path = POLICY.get_or_init(|| {
-        let root = actiongate_local::workspace_root();
-        let policy = std::fs::read_to_string(root.join("infra/policy.toml")).unwrap();
-        let short = policy.replace(
+        let spam = (
             "[types.\"gmail.spam\"]\ntier = 2",
-            &format!("[types.\"gmail.spam\"]\ntier = 2\napproval_expiry = \"PT{SHORT_EXPIRY_SECS}S\""),
+            format!("[types.\"gmail.spam\"]\ntier = 2\napproval_expiry = \"PT{SHORT_EXPIRY_SECS}S\""),
         );
-        assert_ne!(policy, short, "the policy fixture edit must apply");
-        std::fs::create_dir_all(root.join(".local")).unwrap();
-        let path = root.join(".local/policy-e2e-approval.toml");
-        std::fs::write(&path, short).unwrap();
-        path.to_string_lossy().into_owned()
+        common::policy_file("e2e-approval", &[common::ROOMY_AUTO_LIMITS, (spam.0, &spam.1)])
     });
-    Api { stack: shared_with(&[("POLICY_FILE", path)]), http: reqwest::Client::new() }
+    // No sweep here: expiry must hold at decision time on its own.
+    Api { stack: shared_with(&[("POLICY_FILE", path), ("ACTIONGATE_SWEEP", "off")]), http: reqwest::Client::new() }
 }
 
 fn email_action(approver: &str) -> Value {

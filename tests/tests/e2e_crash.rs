@@ -3,13 +3,12 @@
 
 mod common;
 
-use actiongate_local::stack::shared_with;
 use common::{approved_webhook, deliveries_to, effects_on, fake_state, someone, trail, wait_for_status, Api};
 use serde_json::json;
 
 /// The executor may simulate a crash here (see `executor::FAULT_INJECTION_VAR`).
 fn api() -> Api {
-    Api { stack: shared_with(&[("ACTIONGATE_FAULT_INJECTION", "1")]), http: reqwest::Client::new() }
+    common::api_with(&[("ACTIONGATE_FAULT_INJECTION", "1")])
 }
 
 #[tokio::test]

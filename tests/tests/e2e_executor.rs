@@ -4,12 +4,11 @@
 mod common;
 
 use actiongate_local::emulator::sdk_config_for;
-use actiongate_local::stack::shared_with;
 use common::{approved_webhook, deliveries_to, effects_on, fake_state, someone, trail, wait_for_status, Api};
 use serde_json::{json, Value};
 
 fn api() -> Api {
-    Api { stack: shared_with(&[]), http: reqwest::Client::new() }
+    common::api()
 }
 
 async fn send_to_work_queue(api: &Api, body: &str) {

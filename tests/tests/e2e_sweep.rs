@@ -13,23 +13,23 @@ use std::sync::OnceLock;
 
 const SHORT_EXPIRY_SECS: u64 = 3;
 
+/// Short approvals for `gmail.spam`; automatic execution limited per user (10/hour, 50/day)
+/// and roomy for all users together, so the limit test does not starve the others.
 fn api() -> Api {
     static POLICY: OnceLock<String> = OnceLock::new();
     let path = POLICY.get_or_init(|| {
-        let root = actiongate_local::workspace_root();
-        let policy = std::fs::read_to_string(root.join("infra/policy.toml")).unwrap();
-        let short = policy.replace(
+        let spam = (
             "[types.\"gmail.spam\"]\ntier = 2",
-            &format!("[types.\"gmail.spam\"]\ntier = 2\napproval_expiry = \"PT{SHORT_EXPIRY_SECS}S\""),
+            format!("[types.\"gmail.spam\"]\ntier = 2\napproval_expiry = \"PT{SHORT_EXPIRY_SECS}S\""),
         );
-        assert_ne!(policy, short);
-        std::fs::create_dir_all(root.join(".local")).unwrap();
-        let path = root.join(".local/policy-e2e-sweep.toml");
-        std::fs::write(&path, short).unwrap();
-        path.to_string_lossy().into_owned()
+        let (from, roomy) = common::ROOMY_AUTO_LIMITS;
+        let per_user = format!("{roomy}\nper_user_per_hour = {PER_USER_HOUR}\nper_user_per_day = 50");
+        common::policy_file("e2e-sweep", &[(from, &per_user), (spam.0, &spam.1)])
     });
     Api { stack: shared_with(&[("POLICY_FILE", path)]), http: reqwest::Client::new() }
 }
+
+const PER_USER_HOUR: usize = 10;
 
 async fn with_google(api: &Api, owner: &str, message: &str) {
     api.http
@@ -174,6 +174,7 @@ async fn a_crashed_executors_step_is_recovered_by_the_sweep() {
         decided_at: None,
         decision_reason: None,
         lease_expires_at: Some(now - chrono::Duration::minutes(1)),
+        hold_reason: None,
         version: 1,
     };
     let event = AuditEvent {
@@ -189,7 +190,7 @@ async fn a_crashed_executors_step_is_recovered_by_the_sweep() {
         source_ip: None,
         user_agent: None,
     };
-    store.create_action(&action, &[event], None, &[], None, now).await.unwrap();
+    store.create_action(&action, &[event], None, &[], None, None, now).await.unwrap();
     let id = action.action_id.to_string();
     let done = wait_for_status(&api, &owner, &id, &["completed", "failed"], 30).await;
     assert_eq!(done["status"], "completed", "{done}");
@@ -197,4 +198,72 @@ async fn a_crashed_executors_step_is_recovered_by_the_sweep() {
         trail(&api, &owner, &id).await.into_iter().find(|e| e["from"] == "executing" && e["to"] == "queued").unwrap();
     assert_eq!(recovered["actor"], "sweep");
     assert_eq!(deliveries_to(&fake_state(&api).await, &path), 1);
+}
+
+#[tokio::test]
+async fn sixty_tier_one_actions_run_exactly_the_limit_and_the_rest_wait_with_reasons() {
+    let api = api();
+    let owner = someone("busy");
+    let mut ids = Vec::new();
+    for i in 0..60 {
+        let message = format!("{owner}-m{i}");
+        if i == 0 {
+            with_google(&api, &owner, &message).await;
+        } else {
+            api.http
+                .post(format!("{}/_fake/gmail/messages", api.stack.fakes_url))
+                .json(&json!({"id": message, "labelIds": ["INBOX"]}))
+                .send()
+                .await
+                .unwrap();
+        }
+        let r = api
+            .post(
+                "/actions",
+                &owner,
+                json!({"action_type": "gmail.flag", "payload": {"message_id": message}, "confidence": 0.9}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.body);
+        ids.push(r.body["action_id"].as_str().unwrap().to_owned());
+    }
+    for id in &ids[..PER_USER_HOUR] {
+        let done = wait_for_status(&api, &owner, id, &["completed", "failed"], 60).await;
+        assert_eq!(done["status"], "completed", "{done}");
+    }
+    // Give the sweep a few rounds: it must not start any of the others in this hour.
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    let mut statuses = std::collections::BTreeMap::new();
+    for id in &ids {
+        let action = api.get(&format!("/actions/{id}"), &owner).await.body;
+        *statuses.entry(action["status"].as_str().unwrap().to_owned()).or_insert(0) += 1;
+        if action["status"] == "pending" {
+            assert!(
+                action["hold_reason"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("auto_limit: automatic execution per user is limited to 10 per hour"),
+                "{action}"
+            );
+            let placed = trail(&api, &owner, id).await[1].clone();
+            assert_eq!(placed["to"], "pending");
+            assert!(placed["reason"].as_str().unwrap().contains("auto_limit"), "{placed}");
+        }
+    }
+    assert_eq!(statuses, std::collections::BTreeMap::from([("completed".to_owned(), 10), ("pending".to_owned(), 50)]));
+}
+
+#[tokio::test]
+async fn an_entity_acted_on_recently_cools_down() {
+    let api = api();
+    let owner = someone("alice");
+    let message = someone("msg");
+    with_google(&api, &owner, &message).await;
+    let body = json!({"action_type": "gmail.flag", "payload": {"message_id": message}, "confidence": 0.9, "rate_limit_key": message});
+    let first = api.post("/actions", &owner, body.clone()).await;
+    assert_eq!(first.body["status"], "queued", "{}", first.body);
+    let second = api.post("/actions", &owner, body).await;
+    assert_eq!(second.body["status"], "pending", "{}", second.body);
+    let held = api.get(&format!("/actions/{}", second.body["action_id"].as_str().unwrap()), &owner).await.body;
+    assert!(held["hold_reason"].as_str().unwrap().starts_with("cooldown:"), "{held}");
 }

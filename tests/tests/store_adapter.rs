@@ -61,6 +61,7 @@ fn action(owner: &UserId, status: Status, at: DateTime<Utc>) -> Action {
         decided_at: None,
         decision_reason: None,
         lease_expires_at: None,
+        hold_reason: None,
         version: 1,
     }
 }
@@ -86,7 +87,7 @@ async fn created_action_reads_back_with_its_trail() {
     let store = store().await;
     let owner = user("alice");
     let a = action(&owner, Status::Queued, Utc::now());
-    store.create_action(&a, &[event(&a, 1, None, Status::Queued)], None, &[], None, Utc::now()).await.unwrap();
+    store.create_action(&a, &[event(&a, 1, None, Status::Queued)], None, &[], None, None, Utc::now()).await.unwrap();
     assert_eq!(store.get_action(a.action_id).await.unwrap(), Some(a.clone()));
     let trail = store.audit_trail(a.action_id).await.unwrap();
     assert_eq!(trail.len(), 1);
@@ -99,7 +100,7 @@ async fn transition_is_conditional_on_version_and_state() {
     let store = store().await;
     let owner = user("bob");
     let a = action(&owner, Status::Queued, Utc::now());
-    store.create_action(&a, &[event(&a, 1, None, Status::Queued)], None, &[], None, Utc::now()).await.unwrap();
+    store.create_action(&a, &[event(&a, 1, None, Status::Queued)], None, &[], None, None, Utc::now()).await.unwrap();
 
     let mut cancelled = a.clone();
     cancelled.status = Status::Cancelled;
@@ -122,7 +123,7 @@ async fn audit_events_cannot_be_overwritten() {
     let store = store().await;
     let owner = user("carol");
     let a = action(&owner, Status::Queued, Utc::now());
-    store.create_action(&a, &[event(&a, 1, None, Status::Queued)], None, &[], None, Utc::now()).await.unwrap();
+    store.create_action(&a, &[event(&a, 1, None, Status::Queued)], None, &[], None, None, Utc::now()).await.unwrap();
     let mut next = a.clone();
     next.version = 2;
     next.status = Status::Cancelled;
@@ -142,7 +143,7 @@ async fn listing_is_newest_first_paged_and_filtered_by_status() {
     for i in 0..5 {
         let status = if i % 2 == 0 { Status::Queued } else { Status::Manual };
         let a = action(&owner, status, t0 + Duration::milliseconds(i * 10));
-        store.create_action(&a, &[event(&a, 1, None, status)], None, &[], None, t0).await.unwrap();
+        store.create_action(&a, &[event(&a, 1, None, status)], None, &[], None, None, t0).await.unwrap();
         ids.push(a.action_id);
     }
     let first = store.list_actions(&owner, None, 2, None).await.unwrap().unwrap();
@@ -165,7 +166,7 @@ async fn idempotency_key_is_single_use() {
     let key = IdempotencyKey::parse("order-1").unwrap();
     let a = action(&owner, Status::Queued, Utc::now());
     store
-        .create_action(&a, &[event(&a, 1, None, Status::Queued)], Some((&key, "hash-a")), &[], None, Utc::now())
+        .create_action(&a, &[event(&a, 1, None, Status::Queued)], Some((&key, "hash-a")), &[], None, None, Utc::now())
         .await
         .unwrap();
     let record = store.get_idempotency(&owner, &key).await.unwrap().unwrap();
@@ -173,7 +174,7 @@ async fn idempotency_key_is_single_use() {
     assert_eq!(record.body_sha256, "hash-a");
     let b = action(&owner, Status::Queued, Utc::now());
     let err = store
-        .create_action(&b, &[event(&b, 1, None, Status::Queued)], Some((&key, "hash-b")), &[], None, Utc::now())
+        .create_action(&b, &[event(&b, 1, None, Status::Queued)], Some((&key, "hash-b")), &[], None, None, Utc::now())
         .await;
     assert!(matches!(err, Err(CreateError::IdempotencyKeyUsed)), "{err:?}");
     assert_eq!(store.get_action(b.action_id).await.unwrap(), None, "the losing action must not be stored");
@@ -190,15 +191,18 @@ async fn rate_counters_are_exact_under_concurrency() {
         let owner = owner.clone();
         async move {
             let a = action(&owner, Status::AwaitingApproval, Utc::now());
-            let counters = [CounterSpec::at("send_email", limit, 1, now)];
-            store.create_action(&a, &[event(&a, 1, None, a.status)], None, &counters, None, now).await
+            let counters = [CounterSpec::at(format!("{owner}#send_email"), "send_email", limit, 1, now)];
+            store.create_action(&a, &[event(&a, 1, None, a.status)], None, &counters, None, None, now).await
         }
     });
     let results = futures_join_all(attempts).await;
     let ok = results.iter().filter(|r| r.is_ok()).count();
     let limited = results.iter().filter(|r| matches!(r, Err(CreateError::RateLimited(0)))).count();
     assert_eq!((ok, limited), (10, 20), "{results:?}");
-    let used = store.counter_usage(&owner, &[CounterSpec::at("send_email", limit, 1, now)]).await.unwrap();
+    let used = store
+        .counter_usage(&[CounterSpec::at(format!("{owner}#send_email"), "send_email", limit, 1, now)])
+        .await
+        .unwrap();
     assert_eq!(used, vec![10]);
     let stored = store.list_actions(&owner, None, 100, None).await.unwrap().unwrap();
     assert_eq!(stored.actions.len(), 10, "rate-limited creations must store nothing");
@@ -216,7 +220,8 @@ async fn a_request_larger_than_what_is_left_is_refused_whole() {
             &a,
             &[event(&a, 1, None, a.status)],
             None,
-            &[CounterSpec::at("send_email", limit, 2, now)],
+            &[CounterSpec::at(format!("{owner}#send_email"), "send_email", limit, 2, now)],
+            None,
             None,
             now,
         )
@@ -228,13 +233,20 @@ async fn a_request_larger_than_what_is_left_is_refused_whole() {
             &b,
             &[event(&b, 1, None, b.status)],
             None,
-            &[CounterSpec::at("send_email", limit, 2, now)],
+            &[CounterSpec::at(format!("{owner}#send_email"), "send_email", limit, 2, now)],
+            None,
             None,
             now,
         )
         .await;
     assert!(matches!(err, Err(CreateError::RateLimited(0))));
-    assert_eq!(store.counter_usage(&owner, &[CounterSpec::at("send_email", limit, 1, now)]).await.unwrap(), vec![2]);
+    assert_eq!(
+        store
+            .counter_usage(&[CounterSpec::at(format!("{owner}#send_email"), "send_email", limit, 1, now)])
+            .await
+            .unwrap(),
+        vec![2]
+    );
 }
 
 #[tokio::test]

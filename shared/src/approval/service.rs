@@ -469,6 +469,7 @@ mod tests {
             decided_at: None,
             decision_reason: None,
             lease_expires_at: None,
+            hold_reason: None,
             version: 2,
         };
         let approver = action.approver.clone().unwrap();

@@ -159,6 +159,9 @@ pub struct Action {
     pub decided_at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decision_reason: Option<String>,
+    /// While `pending`: why it waits (automatic-execution limits, cool-down, open breaker).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold_reason: Option<String>,
     /// While `executing`: until when the executor that claimed it may still be working.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease_expires_at: Option<DateTime<Utc>>,
@@ -205,6 +208,7 @@ impl Action {
             "decided_at": self.decided_at.map(crate::clock::format_time),
             "decision_reason": self.decision_reason,
             "lease_expires_at": self.lease_expires_at.map(crate::clock::format_time),
+            "hold_reason": self.hold_reason,
         })
     }
 }

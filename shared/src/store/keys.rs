@@ -5,7 +5,8 @@
 //! |---|---|---|---|
 //! | action | `ACTION#<id>` | `ACTION` | `gsi1` = owner / id, `gsi2` = owner+status / id, `due` = sweep bucket / due time |
 //! | idempotency record | `IDEM#<user>#<key>` | `IDEM` | TTL |
-//! | rate counter | `RATE#<user>#<type>#<window>#<start>` | `RATE` | TTL |
+//! | rate counter | `RATE#<scope>#<window>#<start>` | `RATE` | TTL |
+//! | entity cool-down | `COOLDOWN#<user>#<rate_limit_key>` | `COOLDOWN` | TTL |
 //! | user profile | `USER#<user>` | `PROFILE` | |
 //! | approval link | `APPROVAL#<sha256 of token>` | `APPROVAL` | TTL |
 //!
@@ -48,9 +49,15 @@ pub fn idempotency_pk(user: &UserId, key: &IdempotencyKey) -> String {
 }
 pub const IDEMPOTENCY_SK: &str = "IDEM";
 
-pub fn rate_counter_pk(user: &UserId, action_type: &str, window: Window, start: DateTime<Utc>) -> String {
-    format!("RATE#{user}#{action_type}#{}#{}", window.as_str(), start.timestamp())
+/// A fixed-window counter: `scope` names what is counted (`<user>#<type>`, `auto#all`, …).
+pub fn rate_counter_pk(scope: &str, window: Window, start: DateTime<Utc>) -> String {
+    format!("RATE#{scope}#{}#{}", window.as_str(), start.timestamp())
 }
+
+pub fn cooldown_pk(user: &UserId, entity: &str) -> String {
+    format!("COOLDOWN#{user}#{entity}")
+}
+pub const COOLDOWN_SK: &str = "COOLDOWN";
 pub const RATE_SK: &str = "RATE";
 
 pub fn approval_pk(token_hash: &str) -> String {

@@ -46,6 +46,8 @@ pub enum CreateError {
     /// The counter at this index of the request's counters is full.
     #[error("rate limit reached")]
     RateLimited(usize),
+    #[error("the entity is cooling down")]
+    CoolingDown,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -120,10 +122,14 @@ pub struct IdempotencyRecord {
     pub body_sha256: String,
 }
 
-/// One fixed-window counter a new action consumes a unit of.
+/// One fixed-window counter a write consumes units of.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CounterSpec {
-    pub action_type: String,
+    /// What is counted: `<user>#<type>` for per-user type limits, `auto#all` / `auto#<user>` for
+    /// automatic execution.
+    pub scope: String,
+    /// What to call it in messages (an action type, or "automatic execution").
+    pub label: String,
     pub limit: RateLimit,
     /// How many units this request consumes (a plan may repeat a type).
     pub units: u32,
@@ -132,10 +138,38 @@ pub struct CounterSpec {
 }
 
 impl CounterSpec {
-    pub fn at(action_type: &str, limit: RateLimit, units: u32, now: DateTime<Utc>) -> Self {
+    pub fn at(
+        scope: impl Into<String>,
+        label: impl Into<String>,
+        limit: RateLimit,
+        units: u32,
+        now: DateTime<Utc>,
+    ) -> Self {
         let (window_start, window_end) = limit.window.bounds(now);
-        Self { action_type: action_type.to_owned(), limit, units, window_start, window_end }
+        Self { scope: scope.into(), label: label.into(), limit, units, window_start, window_end }
     }
+}
+
+/// "Not again before": an entity (`rate_limit_key`) acted on automatically rests until `until`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cooldown {
+    pub user: UserId,
+    pub entity: String,
+    pub until: DateTime<Utc>,
+}
+
+/// Why a guarded write did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum GuardError {
+    #[error("the action changed concurrently")]
+    Conflict,
+    /// The counter at this index is full.
+    #[error("limit reached")]
+    CounterFull(usize),
+    #[error("the entity is cooling down")]
+    CoolingDown,
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 pub struct Page {
@@ -165,6 +199,8 @@ impl Store {
 
     /// Stores a new action with its first audit events, its idempotency record and its rate
     /// counters, all or nothing. A full counter or a reused key cancels the whole write.
+    // Each parameter is an independent part of the one creation transaction.
+    #[allow(clippy::too_many_arguments)]
     pub async fn create_action(
         &self,
         action: &Action,
@@ -172,6 +208,7 @@ impl Store {
         idempotency: Option<(&IdempotencyKey, &str)>,
         counters: &[CounterSpec],
         approval: Option<&ApprovalRecord>,
+        cooldown: Option<&Cooldown>,
         now: DateTime<Utc>,
     ) -> Result<(), CreateError> {
         let mut items = Vec::new();
@@ -200,32 +237,11 @@ impl Store {
         }
         let first_counter = items.len();
         for counter in counters {
-            let update = Update::builder()
-                .table_name(&self.table)
-                .key(
-                    keys::PK,
-                    s(keys::rate_counter_pk(
-                        &action.user_id,
-                        &counter.action_type,
-                        counter.limit.window,
-                        counter.window_start,
-                    )),
-                )
-                .key(keys::SK, s(keys::RATE_SK))
-                // The counter only moves if the whole request still fits: exact under concurrency.
-                .update_expression("ADD #count :units SET #ttl = :ttl")
-                .condition_expression("attribute_not_exists(#count) OR #count <= :max_before")
-                .expression_attribute_names("#count", "count")
-                .expression_attribute_names("#ttl", keys::TTL)
-                .expression_attribute_values(":units", n(counter.units))
-                .expression_attribute_values(
-                    ":max_before",
-                    n(i64::from(counter.limit.limit) - i64::from(counter.units)),
-                )
-                .expression_attribute_values(":ttl", n((counter.window_end + chrono::Duration::days(1)).timestamp()))
-                .build()
-                .map_err(StoreError::from)?;
-            items.push(TransactWriteItem::builder().update(update).build());
+            items.push(TransactWriteItem::builder().update(self.counter_update(counter)?).build());
+        }
+        let cooldown_index = items.len();
+        if let Some(c) = cooldown {
+            items.push(TransactWriteItem::builder().put(self.cooldown_put(c, now)?).build());
         }
         match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
             Ok(_) => Ok(()),
@@ -234,7 +250,10 @@ impl Store {
                 if idempotency_index.is_some_and(|i| failed.contains(&i)) {
                     return Err(CreateError::IdempotencyKeyUsed);
                 }
-                if let Some(i) = failed.iter().find(|i| **i >= first_counter) {
+                if cooldown.is_some() && failed.contains(&cooldown_index) {
+                    return Err(CreateError::CoolingDown);
+                }
+                if let Some(i) = failed.iter().find(|i| **i >= first_counter && **i < cooldown_index) {
                     return Err(CreateError::RateLimited(i - first_counter));
                 }
                 Err(CreateError::Store(StoreError::aws(err)))
@@ -295,25 +314,8 @@ impl Store {
         actor: &str,
         at: DateTime<Utc>,
     ) -> Result<Action, TransitionError> {
-        let mut events = Vec::with_capacity(path.len());
-        let mut from = before.status;
-        for (i, (to, reason, detail)) in path.iter().enumerate() {
-            from.transition_to(*to).map_err(|_| TransitionError::Conflict)?;
-            events.push(AuditEvent {
-                action_id: before.action_id,
-                seq: before.version + 1 + i as u64,
-                at,
-                actor: actor.to_owned(),
-                from: Some(from),
-                to: *to,
-                reason: reason.clone(),
-                detail: detail.clone(),
-                request_id: None,
-                source_ip: None,
-                user_agent: None,
-            });
-            from = *to;
-        }
+        let events = path_events(before, path, actor, at).ok_or(TransitionError::Conflict)?;
+        let from = events.last().map_or(before.status, |e| e.to);
         after.status = from;
         after.version = before.version + path.len() as u64;
         after.updated_at = at;
@@ -480,17 +482,14 @@ impl Store {
     }
 
     /// Units used of each counter (0 for a window nobody has used yet).
-    pub async fn counter_usage(&self, user: &UserId, counters: &[CounterSpec]) -> Result<Vec<u32>, StoreError> {
+    pub async fn counter_usage(&self, counters: &[CounterSpec]) -> Result<Vec<u32>, StoreError> {
         let mut used = Vec::with_capacity(counters.len());
         for counter in counters {
             let out = self
                 .client
                 .get_item()
                 .table_name(&self.table)
-                .key(
-                    keys::PK,
-                    s(keys::rate_counter_pk(user, &counter.action_type, counter.limit.window, counter.window_start)),
-                )
+                .key(keys::PK, s(keys::rate_counter_pk(&counter.scope, counter.limit.window, counter.window_start)))
                 .key(keys::SK, s(keys::RATE_SK))
                 .consistent_read(true)
                 .send()
@@ -608,6 +607,81 @@ impl Store {
         Ok(builder.build()?)
     }
 
+    fn counter_update(&self, counter: &CounterSpec) -> Result<Update, StoreError> {
+        Ok(Update::builder()
+            .table_name(&self.table)
+            .key(keys::PK, s(keys::rate_counter_pk(&counter.scope, counter.limit.window, counter.window_start)))
+            .key(keys::SK, s(keys::RATE_SK))
+            // The counter only moves if the whole request still fits: exact under concurrency.
+            .update_expression("ADD #count :units SET #ttl = :ttl")
+            .condition_expression("attribute_not_exists(#count) OR #count <= :max_before")
+            .expression_attribute_names("#count", "count")
+            .expression_attribute_names("#ttl", keys::TTL)
+            .expression_attribute_values(":units", n(counter.units))
+            .expression_attribute_values(":max_before", n(i64::from(counter.limit.limit) - i64::from(counter.units)))
+            .expression_attribute_values(":ttl", n((counter.window_end + chrono::Duration::days(1)).timestamp()))
+            .build()?)
+    }
+
+    fn cooldown_put(&self, c: &Cooldown, now: DateTime<Utc>) -> Result<Put, StoreError> {
+        Ok(Put::builder()
+            .table_name(&self.table)
+            .item(keys::PK, s(keys::cooldown_pk(&c.user, &c.entity)))
+            .item(keys::SK, s(keys::COOLDOWN_SK))
+            .item("until", s(crate::clock::format_time(c.until)))
+            .item(keys::TTL, n((c.until + chrono::Duration::days(1)).timestamp()))
+            .condition_expression("attribute_not_exists(pk) OR #until <= :now")
+            .expression_attribute_names("#until", "until")
+            .expression_attribute_values(":now", s(crate::clock::format_time(now)))
+            .build()?)
+    }
+
+    /// Like [`Store::advance`], also consuming `counters` and starting a `cooldown`, all or
+    /// nothing (automatic execution's limits).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn advance_guarded(
+        &self,
+        before: &Action,
+        mut after: Action,
+        path: &[(Status, String, Option<serde_json::Value>)],
+        actor: &str,
+        at: DateTime<Utc>,
+        counters: &[CounterSpec],
+        cooldown: Option<&Cooldown>,
+    ) -> Result<Action, GuardError> {
+        let events = path_events(before, path, actor, at).ok_or(GuardError::Conflict)?;
+        after.status = events.last().map_or(before.status, |e| e.to);
+        after.version = before.version + path.len() as u64;
+        after.updated_at = at;
+        let mut items = vec![TransactWriteItem::builder().put(self.put_action(&after, Some(before))?).build()];
+        for event in &events {
+            items.push(TransactWriteItem::builder().put(self.put_audit(event)?).build());
+        }
+        let first_counter = items.len();
+        for counter in counters {
+            items.push(TransactWriteItem::builder().update(self.counter_update(counter)?).build());
+        }
+        let cooldown_index = items.len();
+        if let Some(c) = cooldown {
+            items.push(TransactWriteItem::builder().put(self.cooldown_put(c, at)?).build());
+        }
+        match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
+            Ok(_) => Ok(after),
+            Err(err) => {
+                let failed = cancelled_indexes(&err);
+                if failed.iter().any(|i| *i < first_counter) {
+                    Err(GuardError::Conflict)
+                } else if cooldown.is_some() && failed.contains(&cooldown_index) {
+                    Err(GuardError::CoolingDown)
+                } else if let Some(i) = failed.iter().find(|i| **i >= first_counter) {
+                    Err(GuardError::CounterFull(i - first_counter))
+                } else {
+                    Err(GuardError::Store(StoreError::aws(err)))
+                }
+            }
+        }
+    }
+
     fn put_approval(&self, record: &ApprovalRecord) -> Result<Put, StoreError> {
         let mut item = Item::new();
         item.insert(keys::PK.into(), s(keys::approval_pk(&record.token_hash)));
@@ -644,6 +718,35 @@ impl Store {
             .expression_attribute_names("#pk", keys::AUDIT_PK)
             .build()?)
     }
+}
+
+/// One audit event per hop of `path`, checked against the state machine.
+fn path_events(
+    before: &Action,
+    path: &[(Status, String, Option<serde_json::Value>)],
+    actor: &str,
+    at: DateTime<Utc>,
+) -> Option<Vec<AuditEvent>> {
+    let mut events = Vec::with_capacity(path.len());
+    let mut from = before.status;
+    for (i, (to, reason, detail)) in path.iter().enumerate() {
+        from.transition_to(*to).ok()?;
+        events.push(AuditEvent {
+            action_id: before.action_id,
+            seq: before.version + 1 + i as u64,
+            at,
+            actor: actor.to_owned(),
+            from: Some(from),
+            to: *to,
+            reason: reason.clone(),
+            detail: detail.clone(),
+            request_id: None,
+            source_ip: None,
+            user_agent: None,
+        });
+        from = *to;
+    }
+    Some(events)
 }
 
 fn s(v: impl Into<String>) -> AttributeValue {

@@ -31,6 +31,7 @@ async fn main() -> anyhow::Result<()> {
         inherit_logs: true,
         extra_env: vec![],
         schedule_every_secs: port("ACTIONGATE_SWEEP_SECS", 5)? as u64,
+        no_schedules: false,
     };
     println!("actiongate: starting the local stack (emulator, provisioning, functions)…");
     let stack = LocalStack::start(options).await?;

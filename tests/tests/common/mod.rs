@@ -1,7 +1,7 @@
 //! Helpers shared by the end-to-end test binaries: HTTP calls through the local gateway.
 #![allow(dead_code)]
 
-use actiongate_local::stack::{shared, SharedStack};
+use actiongate_local::stack::{shared_with, SharedStack};
 use serde_json::{json, Value};
 
 pub struct Api {
@@ -16,7 +16,36 @@ pub struct Reply {
 }
 
 pub fn api() -> Api {
-    Api { stack: shared(), http: reqwest::Client::new() }
+    api_with(&[])
+}
+
+/// Room for the automatic executions of every test in a binary (they share one stack).
+pub const ROOMY_AUTO_LIMITS: (&str, &str) = (
+    "[auto_execution]\nenabled = true\nper_hour = 10\nper_day = 50",
+    "[auto_execution]\nenabled = true\nper_hour = 1000\nper_day = 5000",
+);
+
+/// The deployed policy with `edits` (exact text replacements) applied, written for this test
+/// binary; returns its path for `POLICY_FILE`.
+pub fn policy_file(name: &str, edits: &[(&str, &str)]) -> String {
+    let root = actiongate_local::workspace_root();
+    let mut policy = std::fs::read_to_string(root.join("infra/policy.toml")).unwrap();
+    for (from, to) in edits {
+        assert!(policy.contains(from), "policy fixture edit does not apply: {from}");
+        policy = policy.replace(from, to);
+    }
+    std::fs::create_dir_all(root.join(".local")).unwrap();
+    let path = root.join(format!(".local/policy-{name}.toml"));
+    std::fs::write(&path, policy).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+/// A stack with the roomy policy plus `env` for the functions.
+pub fn api_with(env: &[(&str, &str)]) -> Api {
+    let policy = policy_file(&format!("roomy-{}", std::process::id()), &[ROOMY_AUTO_LIMITS]);
+    let mut all: Vec<(&str, &str)> = vec![("POLICY_FILE", &policy)];
+    all.extend_from_slice(env);
+    Api { stack: shared_with(&all), http: reqwest::Client::new() }
 }
 
 /// A user name no other test uses.
