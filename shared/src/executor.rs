@@ -281,6 +281,7 @@ impl ExecutorService {
         };
         match self.write(claimed, after, &[(to, reason, None)]).await {
             Ok(done) => {
+                self.record_automatic_outcome(&done, true).await;
                 if !last {
                     self.enqueue(&done, index + 1, 0).await;
                 }
@@ -339,6 +340,7 @@ impl ExecutorService {
         }
         match self.write(before, after, &path).await {
             Ok(done) => {
+                self.record_automatic_outcome(&done, false).await;
                 if let Some(delay) = retry_in {
                     self.enqueue(&done, index, delay).await;
                 }
@@ -347,6 +349,63 @@ impl ExecutorService {
             }
             Err(TransitionError::Conflict) => Outcome::Ignored("the action changed while the step ran".into()),
             Err(TransitionError::Store(e)) => Outcome::Retry(e.to_string()),
+        }
+    }
+
+    /// Feeds the circuit breaker with the outcome of automatic (tier-1) work; the executor that
+    /// opens it tells the admin, once.
+    async fn record_automatic_outcome(&self, action: &Action, success: bool) {
+        if action.tier != Some(crate::domain::Tier::Auto) {
+            return;
+        }
+        let settings = self.deps.policy.auto_execution.breaker;
+        for _ in 0..5 {
+            let now = self.clock.now();
+            let mut breaker = match self.store.breaker().await {
+                Ok(b) => b,
+                Err(e) => return tracing::error!(error = %e, "reading the circuit breaker failed"),
+            };
+            let before = breaker.version;
+            let opened = breaker.record(success, &settings, now);
+            breaker.version += 1;
+            let change = opened.as_deref().map(|r| ("closed", "open", "executor", r));
+            match self.store.save_breaker(before, &breaker, change, now).await {
+                Ok(()) => {
+                    if let Some(reason) = opened {
+                        tracing::error!(%reason, "circuit breaker opened: automatic execution paused");
+                        self.alert_breaker_open(&reason, now).await;
+                    }
+                    return;
+                }
+                Err(TransitionError::Conflict) => continue,
+                Err(TransitionError::Store(e)) => {
+                    return tracing::error!(error = %e, "saving the circuit breaker failed")
+                }
+            }
+        }
+    }
+
+    async fn alert_breaker_open(&self, reason: &str, now: DateTime<Utc>) {
+        let policy = &self.deps.policy;
+        let (Some(mailer), Some(to)) = (
+            self.deps.mailer.as_ref(),
+            policy.auto_execution.alert_email.as_ref().or(policy.defaults.approver.as_ref()),
+        ) else {
+            return;
+        };
+        let text = format!(
+            "actiongate paused automatic execution at {}: {reason}.\n\nTier-1 actions wait (pending) until an administrator resets the breaker with POST /admin/circuit-breaker/reset. Approved actions still run.\n",
+            format_time(now)
+        );
+        let mail = crate::mail::Mail {
+            to: vec![to.as_str().to_owned()],
+            cc: vec![],
+            subject: "actiongate: automatic execution paused (circuit breaker open)".into(),
+            html: format!("<p>{}</p>", crate::approval::pages::escape(&text).replace("\n\n", "</p><p>")),
+            text,
+        };
+        if let Err(e) = mailer.send(&mail).await {
+            tracing::error!(error = %e, "the breaker alert could not be sent");
         }
     }
 

@@ -98,6 +98,14 @@ impl IntakeService {
                 "GET" => self.rate_limits(action_type, &identity).await,
                 _ => not_allowed(),
             },
+            ["admin", "circuit-breaker"] => match method {
+                "GET" => self.breaker_status(&identity).await,
+                _ => not_allowed(),
+            },
+            ["admin", "circuit-breaker", "reset"] => match method {
+                "POST" => self.breaker_reset(&identity).await,
+                _ => not_allowed(),
+            },
             ["admin", "users", user, "google-token"] => match method {
                 "PUT" => self.google_token(req, user, &identity).await,
                 _ => not_allowed(),
@@ -168,8 +176,16 @@ impl IntakeService {
         }
         // Denied actions are recorded (the audit trail shows the attempt) but use no quota.
         let type_counters: Vec<CounterSpec> = if target == Status::Blocked { Vec::new() } else { counters };
+        // While the circuit breaker is open, tier-1 work waits.
+        if target == Status::Queued {
+            let breaker = self.store.breaker().await.map_err(ApiError::internal)?;
+            if breaker.is_open() {
+                action.status = Status::Pending;
+                action.hold_reason = Some(crate::sweep::breaker_reason(&breaker));
+            }
+        }
         // Tier-1 work that would run now also takes a unit of automatic execution.
-        let (auto_counters, cooldown) = if target == Status::Queued {
+        let (auto_counters, cooldown) = if action.status == Status::Queued {
             crate::sweep::auto_guards(&self.policy, &action, now)
         } else {
             (Vec::new(), None)
@@ -179,6 +195,9 @@ impl IntakeService {
         let idempotency = idempotency_key.as_ref().map(|k| (k, body_hash.as_str()));
         let approval_record = link.as_ref().map(|(_, record, _)| record);
         let mut events = creation_events(&action, &decision, identity, &meta, now);
+        if let Some(reason) = &action.hold_reason {
+            events[1].reason = format!("{}; {reason}", events[1].reason);
+        }
         let mut result = self
             .store
             .create_action(&action, &events, idempotency, &all_counters, approval_record, cooldown.as_ref(), now)
@@ -482,6 +501,41 @@ impl IntakeService {
         }
         let verified = self.store.kyc_verified(&user).await.map_err(ApiError::internal)?;
         Ok(api::json_response(200, &json!({"user_id": user, "kyc_verified": verified})))
+    }
+
+    async fn breaker_status(&self, identity: &Identity) -> Result<Response<Body>, ApiError> {
+        if !identity.admin {
+            return Err(ApiError::Forbidden);
+        }
+        let breaker = self.store.breaker().await.map_err(ApiError::internal)?;
+        let mut body = breaker.to_api();
+        body["events"] = json!(self.store.breaker_trail().await.map_err(ApiError::internal)?);
+        Ok(api::json_response(200, &body))
+    }
+
+    /// Closes the breaker (audited); held tier-1 work is started by the next sweep.
+    async fn breaker_reset(&self, identity: &Identity) -> Result<Response<Body>, ApiError> {
+        if !identity.admin {
+            return Err(ApiError::Forbidden);
+        }
+        for _ in 0..5 {
+            let mut breaker = self.store.breaker().await.map_err(ApiError::internal)?;
+            let before = breaker.version;
+            let was = breaker.state;
+            breaker.reset();
+            breaker.version += 1;
+            let from = if was == crate::breaker::BreakerStatus::Open { "open" } else { "closed" };
+            let change = Some((from, "closed", identity.user.as_str(), "reset by an administrator"));
+            match self.store.save_breaker(before, &breaker, change, self.clock.now()).await {
+                Ok(()) => {
+                    tracing::info!(by = %identity.user, "circuit breaker reset");
+                    return Ok(api::json_response(200, &breaker.to_api()));
+                }
+                Err(TransitionError::Conflict) => continue,
+                Err(TransitionError::Store(e)) => return Err(ApiError::internal(e)),
+            }
+        }
+        Err(ApiError::internal(anyhow::anyhow!("the circuit breaker kept changing during the reset")))
     }
 
     /// The host application stores a user's Google OAuth access token for the Gmail and

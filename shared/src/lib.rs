@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod approval;
+pub mod breaker;
 pub mod clock;
 pub mod config;
 pub mod domain;

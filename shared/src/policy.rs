@@ -53,6 +53,10 @@ pub struct AutoExecution {
     pub per_user_per_day: Option<u32>,
     /// An entity (`rate_limit_key`) acted on automatically rests this long.
     pub cooldown: IsoDuration,
+    #[serde(default)]
+    pub breaker: crate::breaker::BreakerSettings,
+    /// Who is told when the breaker opens (default: `defaults.approver`).
+    pub alert_email: Option<EmailAddress>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

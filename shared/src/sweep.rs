@@ -80,6 +80,13 @@ pub fn limit_reason(counter: &CounterSpec) -> String {
     )
 }
 
+pub fn breaker_reason(breaker: &crate::breaker::Breaker) -> String {
+    format!(
+        "breaker_open: automatic execution is paused ({}); it waits until an admin resets the circuit breaker",
+        breaker.reason.as_deref().unwrap_or("too many failures")
+    )
+}
+
 pub fn cooldown_reason(cooldown: &Cooldown) -> String {
     format!(
         "cooldown: {} was acted on automatically recently; it rests before the next automatic action",
@@ -103,6 +110,19 @@ impl SweepService {
     pub async fn run(&self) -> SweepReport {
         let now = self.clock.now();
         let mut report = SweepReport::default();
+        // If the breaker cannot be read, automatic work waits rather than risk running open.
+        let breaker = match self.store.breaker().await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(error = %e, "reading the circuit breaker failed; holding automatic work");
+                report.errors += 1;
+                crate::breaker::Breaker {
+                    state: crate::breaker::BreakerStatus::Open,
+                    reason: Some("its state could not be read".into()),
+                    ..Default::default()
+                }
+            }
+        };
         for status in [Status::AwaitingApproval, Status::Executing, Status::Pending, Status::Queued, Status::Waiting] {
             let due = match self.store.due(status, now, BATCH).await {
                 Ok(due) => due,
@@ -130,7 +150,7 @@ impl SweepService {
                 };
                 let span = tracing::info_span!("sweep", action_id = %action.action_id, %status);
                 let _guard = span.enter();
-                if let Err(e) = self.handle(action, now, &mut report).await {
+                if let Err(e) = self.handle(action, now, &breaker, &mut report).await {
                     match e {
                         TransitionError::Conflict => report.raced += 1,
                         TransitionError::Store(e) => {
@@ -149,6 +169,7 @@ impl SweepService {
         &self,
         action: Action,
         now: DateTime<Utc>,
+        breaker: &crate::breaker::Breaker,
         report: &mut SweepReport,
     ) -> Result<(), TransitionError> {
         match action.status {
@@ -197,6 +218,10 @@ impl SweepService {
                 if !self.policy.auto_execution.enabled {
                     report.held += 1;
                     return Ok(());
+                }
+                if breaker.is_open() && action.tier == Some(crate::domain::Tier::Auto) {
+                    report.held += 1;
+                    return self.note_hold(&action, breaker_reason(breaker), now).await;
                 }
                 let (counters, cooldown) = auto_guards(&self.policy, &action, now);
                 let mut after = action.clone();

@@ -54,6 +54,11 @@ pub fn rate_counter_pk(scope: &str, window: Window, start: DateTime<Utc>) -> Str
     format!("RATE#{scope}#{}#{}", window.as_str(), start.timestamp())
 }
 
+pub const BREAKER_PK: &str = "BREAKER";
+pub const BREAKER_SK: &str = "STATE";
+/// The audit stream of the circuit breaker (the audit table's key is otherwise an action id).
+pub const BREAKER_AUDIT_STREAM: &str = "circuit-breaker";
+
 pub fn cooldown_pk(user: &UserId, entity: &str) -> String {
     format!("COOLDOWN#{user}#{entity}")
 }

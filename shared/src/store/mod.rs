@@ -345,6 +345,86 @@ impl Store {
         out.items().iter().map(action_from_item).collect()
     }
 
+    /// The circuit breaker (closed when never written).
+    pub async fn breaker(&self) -> Result<crate::breaker::Breaker, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(keys::PK, s(keys::BREAKER_PK))
+            .key(keys::SK, s(keys::BREAKER_SK))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(StoreError::aws)?;
+        match out.item.as_ref().and_then(|i| i.get("doc")).and_then(|v| v.as_s().ok()) {
+            None => Ok(crate::breaker::Breaker::default()),
+            Some(doc) => serde_json::from_str(doc).map_err(|e| StoreError::Corrupt(format!("breaker: {e}"))),
+        }
+    }
+
+    /// Saves the breaker if nobody changed it since `before_version` was read; a change of state
+    /// (`from` → `to`, by `actor`, because `reason`) is audited in the same transaction.
+    pub async fn save_breaker(
+        &self,
+        before_version: u64,
+        after: &crate::breaker::Breaker,
+        change: Option<(&str, &str, &str, &str)>,
+        at: DateTime<Utc>,
+    ) -> Result<(), TransitionError> {
+        let doc = serde_json::to_string(after).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let put = Put::builder()
+            .table_name(&self.table)
+            .item(keys::PK, s(keys::BREAKER_PK))
+            .item(keys::SK, s(keys::BREAKER_SK))
+            .item("version", n(after.version))
+            .item("doc", s(doc))
+            .condition_expression("attribute_not_exists(pk) OR #version = :version")
+            .expression_attribute_names("#version", "version")
+            .expression_attribute_values(":version", n(before_version))
+            .build()
+            .map_err(StoreError::from)?;
+        let mut items = vec![TransactWriteItem::builder().put(put).build()];
+        if let Some((from, to, actor, reason)) = change {
+            let event = serde_json::json!({"stream": keys::BREAKER_AUDIT_STREAM, "seq": after.version, "at": crate::clock::format_time(at), "actor": actor, "from": from, "to": to, "reason": reason});
+            let audit = Put::builder()
+                .table_name(&self.audit_table)
+                .item(keys::AUDIT_PK, s(keys::BREAKER_AUDIT_STREAM))
+                .item(keys::AUDIT_SK, n(after.version))
+                .item("at", s(crate::clock::format_time(at)))
+                .item("doc", s(event.to_string()))
+                .condition_expression("attribute_not_exists(#pk)")
+                .expression_attribute_names("#pk", keys::AUDIT_PK)
+                .build()
+                .map_err(StoreError::from)?;
+            items.push(TransactWriteItem::builder().put(audit).build());
+        }
+        match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
+            Ok(_) => Ok(()),
+            Err(err) if !cancelled_indexes(&err).is_empty() => Err(TransitionError::Conflict),
+            Err(err) => Err(TransitionError::Store(StoreError::aws(err))),
+        }
+    }
+
+    /// The breaker's audit trail, oldest first.
+    pub async fn breaker_trail(&self) -> Result<Vec<serde_json::Value>, StoreError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.audit_table)
+            .key_condition_expression("#pk = :pk")
+            .expression_attribute_names("#pk", keys::AUDIT_PK)
+            .expression_attribute_values(":pk", s(keys::BREAKER_AUDIT_STREAM))
+            .send()
+            .await
+            .map_err(StoreError::aws)?;
+        Ok(out
+            .items()
+            .iter()
+            .filter_map(|i| i.get("doc")?.as_s().ok().and_then(|d| serde_json::from_str(d).ok()))
+            .collect())
+    }
+
     pub async fn get_action(&self, id: ActionId) -> Result<Option<Action>, StoreError> {
         let out = self
             .client
