@@ -16,6 +16,8 @@ pub mod vars {
     pub const PUBLIC_BASE_URL: &str = "PUBLIC_BASE_URL";
     /// Optional SES configuration set for delivery events.
     pub const SES_CONFIGURATION_SET: &str = "SES_CONFIGURATION_SET";
+    /// How long a function keeps the effective policy before reading the override again.
+    pub const POLICY_CACHE_SECS: &str = "POLICY_CACHE_SECS";
     pub const WORK_QUEUE_ARN: &str = "WORK_QUEUE_ARN";
     /// The EventBridge Scheduler group wake-ups are created in, and the role they assume.
     pub const SCHEDULE_GROUP: &str = "SCHEDULE_GROUP";
@@ -89,6 +91,7 @@ pub struct Config {
     pub audit_table: String,
     pub work_queue_url: String,
     pub policy: Policy,
+    pub policy_cache: std::time::Duration,
 }
 
 impl Config {
@@ -106,6 +109,9 @@ impl Config {
             audit_table: required(vars::AUDIT_TABLE)?,
             work_queue_url: required(vars::WORK_QUEUE_URL)?,
             policy,
+            policy_cache: std::time::Duration::from_secs(
+                std::env::var(vars::POLICY_CACHE_SECS).ok().and_then(|v| v.parse().ok()).unwrap_or(30),
+            ),
         })
     }
 }

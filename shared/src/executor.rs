@@ -317,7 +317,8 @@ impl ExecutorService {
         let mut retry_in = None;
         if error.is_transient() && attempt < max {
             step.state = StepState::NotStarted;
-            let policy = &self.deps.policy.defaults;
+            let current = self.deps.policy.current().await;
+            let policy = &current.defaults;
             let delay =
                 backoff_secs(attempt, policy.retry_base.as_secs(), policy.retry_cap.as_secs(), rand::random::<f64>());
             retry_in = Some(delay);
@@ -358,7 +359,7 @@ impl ExecutorService {
         if action.tier != Some(crate::domain::Tier::Auto) {
             return;
         }
-        let settings = self.deps.policy.auto_execution.breaker;
+        let settings = self.deps.policy.current().await.auto_execution.breaker;
         for _ in 0..5 {
             let now = self.clock.now();
             let mut breaker = match self.store.breaker().await {
@@ -386,7 +387,7 @@ impl ExecutorService {
     }
 
     async fn alert_breaker_open(&self, reason: &str, now: DateTime<Utc>) {
-        let policy = &self.deps.policy;
+        let policy = self.deps.policy.current().await;
         let (Some(mailer), Some(to)) = (
             self.deps.mailer.as_ref(),
             policy.auto_execution.alert_email.as_ref().or(policy.defaults.approver.as_ref()),

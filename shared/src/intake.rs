@@ -11,6 +11,7 @@ use crate::domain::action::Step;
 use crate::domain::{Action, ActionId, AuditEvent, IdempotencyKey, Status, Tier, UserId};
 use crate::mail::Mailer;
 use crate::policy::{Decision, Policy, Subject, Verdict};
+use crate::policy_source::PolicySource;
 use crate::queue::{ExecuteMessage, WorkQueue};
 use crate::store::{CounterSpec, CreateError, Store, TransitionError};
 use crate::validation::{CreateActionRequest, BUILTIN_ACTION_TYPES};
@@ -36,7 +37,7 @@ pub struct ApprovalMail {
 pub struct IntakeService {
     store: Store,
     queue: WorkQueue,
-    policy: Policy,
+    policies: Arc<PolicySource>,
     approval_mail: ApprovalMail,
     clock: Arc<dyn Clock>,
 }
@@ -45,11 +46,11 @@ impl IntakeService {
     pub fn new(
         store: Store,
         queue: WorkQueue,
-        policy: Policy,
+        policies: Arc<PolicySource>,
         approval_mail: ApprovalMail,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        Self { store, queue, policy, approval_mail, clock }
+        Self { store, queue, policies, approval_mail, clock }
     }
 
     /// Answers one API Gateway request. Never fails: every error becomes a response.
@@ -98,6 +99,11 @@ impl IntakeService {
                 "GET" => self.rate_limits(action_type, &identity).await,
                 _ => not_allowed(),
             },
+            ["admin", "policy"] => match method {
+                "GET" => self.policy_status(&identity).await,
+                "PUT" => self.replace_policy(req, &identity).await,
+                _ => not_allowed(),
+            },
             ["admin", "circuit-breaker"] => match method {
                 "GET" => self.breaker_status(&identity).await,
                 _ => not_allowed(),
@@ -144,10 +150,11 @@ impl IntakeService {
         }
 
         let action_types: Vec<&str> = request.action_steps().collect();
-        let needs_kyc = action_types.iter().any(|t| self.policy.rule(t).is_some_and(|r| r.requires_kyc));
+        let policy = self.policies.current().await;
+        let needs_kyc = action_types.iter().any(|t| policy.rule(t).is_some_and(|r| r.requires_kyc));
         let kyc_verified =
             if needs_kyc { self.store.kyc_verified(&identity.user).await.map_err(ApiError::internal)? } else { false };
-        let decision = self.policy.evaluate(&Subject {
+        let decision = policy.evaluate(&Subject {
             action_types: action_types.clone(),
             risk_score: request.risk_score,
             confidence: request.confidence,
@@ -186,7 +193,7 @@ impl IntakeService {
         }
         // Tier-1 work that would run now also takes a unit of automatic execution.
         let (auto_counters, cooldown) = if action.status == Status::Queued {
-            crate::sweep::auto_guards(&self.policy, &action, now)
+            crate::sweep::auto_guards(&policy, &action, now)
         } else {
             (Vec::new(), None)
         };
@@ -457,8 +464,8 @@ impl IntakeService {
             return Err(ApiError::NotFound("action type"));
         }
         let now = self.clock.now();
-        let counters: Vec<CounterSpec> = self
-            .policy
+        let policy = self.policies.current().await;
+        let counters: Vec<CounterSpec> = policy
             .rule(action_type)
             .map(|r| {
                 r.rate_limits
@@ -503,13 +510,55 @@ impl IntakeService {
         Ok(api::json_response(200, &json!({"user_id": user, "kyc_verified": verified})))
     }
 
+    async fn policy_status(&self, identity: &Identity) -> Result<Response<Body>, ApiError> {
+        if !identity.admin {
+            return Err(ApiError::Forbidden);
+        }
+        let stored = self.store.policy_override().await.map_err(ApiError::internal)?;
+        let events =
+            self.store.system_trail(crate::store::keys::POLICY_AUDIT_STREAM).await.map_err(ApiError::internal)?;
+        let body = match stored {
+            Some(s) => {
+                json!({"policy": s.policy, "source": "override", "version": s.version, "updated_by": s.updated_by, "updated_at": s.updated_at, "events": events})
+            }
+            None => json!({"policy": self.policies.deployed(), "source": "deployed", "version": 0, "events": events}),
+        };
+        Ok(api::json_response(200, &body))
+    }
+
+    /// Replaces the policy at run time. The whole document is validated first; an invalid one
+    /// is refused and nothing is stored. Every change is audited.
+    async fn replace_policy(&self, req: &Request, identity: &Identity) -> Result<Response<Body>, ApiError> {
+        if !identity.admin {
+            return Err(ApiError::Forbidden);
+        }
+        let body = api::json_body(req, 256 * 1024)?;
+        let policy = Policy::parse_json(body)
+            .map_err(|e| ApiError::InvalidRequest { message: e.to_string(), field: Some("$".into()) })?;
+        let before = self.store.policy_override().await.map_err(ApiError::internal)?.map_or(0, |s| s.version);
+        match self.store.put_policy(before, &policy, identity.user.as_str(), self.clock.now()).await {
+            Ok(version) => {
+                tracing::info!(by = %identity.user, version, "policy replaced");
+                Ok(api::json_response(200, &json!({"policy": policy, "source": "override", "version": version})))
+            }
+            Err(TransitionError::Conflict) => {
+                Err(ApiError::internal(anyhow::anyhow!("the policy changed concurrently")))
+            }
+            Err(TransitionError::Store(e)) => Err(ApiError::internal(e)),
+        }
+    }
+
     async fn breaker_status(&self, identity: &Identity) -> Result<Response<Body>, ApiError> {
         if !identity.admin {
             return Err(ApiError::Forbidden);
         }
         let breaker = self.store.breaker().await.map_err(ApiError::internal)?;
         let mut body = breaker.to_api();
-        body["events"] = json!(self.store.breaker_trail().await.map_err(ApiError::internal)?);
+        body["events"] = json!(self
+            .store
+            .system_trail(crate::store::keys::BREAKER_AUDIT_STREAM)
+            .await
+            .map_err(ApiError::internal)?);
         Ok(api::json_response(200, &body))
     }
 

@@ -16,6 +16,7 @@ pub mod handlers;
 pub mod intake;
 pub mod mail;
 pub mod policy;
+pub mod policy_source;
 pub mod queue;
 pub mod scheduler;
 pub mod store;

@@ -14,6 +14,7 @@ use crate::domain::{Action, Status};
 use crate::executor::lease_recovery;
 use crate::handlers::Registry;
 use crate::policy::{Policy, RateLimit, Window};
+use crate::policy_source::PolicySource;
 use crate::queue::{ExecuteMessage, WorkQueue};
 use crate::store::{ApprovalStatus, ApprovalUse, Cooldown, CounterSpec, GuardError, Store, TransitionError};
 use chrono::{DateTime, Utc};
@@ -98,17 +99,24 @@ pub struct SweepService {
     store: Store,
     queue: WorkQueue,
     registry: Registry,
-    policy: Policy,
+    policies: Arc<PolicySource>,
     clock: Arc<dyn Clock>,
 }
 
 impl SweepService {
-    pub fn new(store: Store, queue: WorkQueue, registry: Registry, policy: Policy, clock: Arc<dyn Clock>) -> Self {
-        Self { store, queue, registry, policy, clock }
+    pub fn new(
+        store: Store,
+        queue: WorkQueue,
+        registry: Registry,
+        policies: Arc<PolicySource>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self { store, queue, registry, policies, clock }
     }
 
     pub async fn run(&self) -> SweepReport {
         let now = self.clock.now();
+        let policy = self.policies.current().await;
         let mut report = SweepReport::default();
         // If the breaker cannot be read, automatic work waits rather than risk running open.
         let breaker = match self.store.breaker().await {
@@ -150,7 +158,7 @@ impl SweepService {
                 };
                 let span = tracing::info_span!("sweep", action_id = %action.action_id, %status);
                 let _guard = span.enter();
-                if let Err(e) = self.handle(action, now, &breaker, &mut report).await {
+                if let Err(e) = self.handle(action, now, &policy, &breaker, &mut report).await {
                     match e {
                         TransitionError::Conflict => report.raced += 1,
                         TransitionError::Store(e) => {
@@ -169,6 +177,7 @@ impl SweepService {
         &self,
         action: Action,
         now: DateTime<Utc>,
+        policy: &Policy,
         breaker: &crate::breaker::Breaker,
         report: &mut SweepReport,
     ) -> Result<(), TransitionError> {
@@ -215,7 +224,7 @@ impl SweepService {
                 }
             }
             Status::Pending if action.scheduled_for.is_none_or(|t| t <= now) => {
-                if !self.policy.auto_execution.enabled {
+                if !policy.auto_execution.enabled {
                     report.held += 1;
                     return Ok(());
                 }
@@ -223,7 +232,7 @@ impl SweepService {
                     report.held += 1;
                     return self.note_hold(&action, breaker_reason(breaker), now).await;
                 }
-                let (counters, cooldown) = auto_guards(&self.policy, &action, now);
+                let (counters, cooldown) = auto_guards(policy, &action, now);
                 let mut after = action.clone();
                 after.hold_reason = None;
                 let hop = (Status::Queued, "its time came; queued by the sweep".to_owned(), None);

@@ -108,7 +108,11 @@ impl LocalStack {
             }
         }
         env.extend(local_environment(&emulator.endpoint));
-        env.extend(options.extra_env.iter().cloned());
+        // A test's own variables win over the template's (e.g. a policy cache of 0 seconds).
+        for (k, v) in &options.extra_env {
+            env.retain(|(name, _)| name != k);
+            env.push((k.clone(), v.clone()));
+        }
         let local_dir = root.join(".local");
         std::fs::create_dir_all(&local_dir)?;
         let env_file = local_dir.join(format!("functions-{emulator_port}.env"));

@@ -11,7 +11,7 @@ fn template() -> Template {
 
 /// What each function's `main` reads through `actiongate::config`.
 fn reads(binary: &str) -> Vec<&'static str> {
-    let mut v = vec![vars::ACTIONS_TABLE, vars::AUDIT_TABLE, vars::WORK_QUEUE_URL];
+    let mut v = vec![vars::ACTIONS_TABLE, vars::AUDIT_TABLE, vars::WORK_QUEUE_URL, vars::POLICY_CACHE_SECS];
     match binary {
         "intake" => v.extend([vars::SENDER_EMAIL, vars::PUBLIC_BASE_URL]),
         "executor" => v.extend([

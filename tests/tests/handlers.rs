@@ -41,7 +41,7 @@ async fn deps(fakes: &Fakes, allow: &str, kyc: bool, policy: Policy) -> Dependen
         gmail_base: fakes.url.clone(),
         calendar_base: format!("{}/calendar/v3", fakes.url),
         guard: AddressGuard::new(Allowlist::parse(allow)),
-        policy,
+        policy: Arc::new(actiongate::policy_source::PolicySource::fixed(policy)),
     }
 }
 

@@ -5,6 +5,7 @@ use actiongate::executor::ExecutorService;
 use actiongate::handlers::webhook::{AddressGuard, Allowlist};
 use actiongate::handlers::{Dependencies, Registry};
 use actiongate::mail::Mailer;
+use actiongate::policy_source::PolicySource;
 use actiongate::queue::WorkQueue;
 use actiongate::scheduler::WakeUpScheduler;
 use actiongate::store::Store;
@@ -33,7 +34,7 @@ async fn main() -> Result<(), Error> {
         gmail_base: exec.gmail_base,
         calendar_base: exec.calendar_base,
         guard: AddressGuard::new(Allowlist::parse(&exec.webhook_allowlist)),
-        policy: config.policy,
+        policy: Arc::new(PolicySource::new(store.clone(), config.policy, config.policy_cache)),
     };
     let scheduler = WakeUpScheduler::new(
         aws_sdk_scheduler::Client::new(&aws),

@@ -4,6 +4,7 @@
 use actiongate::config::{aws_config, Config, MailConfig};
 use actiongate::intake::{ApprovalMail, IntakeService};
 use actiongate::mail::Mailer;
+use actiongate::policy_source::PolicySource;
 use actiongate::queue::WorkQueue;
 use actiongate::store::Store;
 use actiongate::{telemetry, SystemClock};
@@ -20,7 +21,13 @@ async fn main() -> Result<(), Error> {
     let queue = WorkQueue::new(aws_sdk_sqs::Client::new(&aws), &config.work_queue_url);
     let mailer = Mailer::new(aws_sdk_sesv2::Client::new(&aws), mail.sender, mail.configuration_set);
     let approval_mail = ApprovalMail { mailer, public_base_url: mail.public_base_url };
-    let service = Arc::new(IntakeService::new(store, queue, config.policy, approval_mail, Arc::new(SystemClock)));
+    let service = Arc::new(IntakeService::new(
+        store.clone(),
+        queue,
+        Arc::new(PolicySource::new(store, config.policy, config.policy_cache)),
+        approval_mail,
+        Arc::new(SystemClock),
+    ));
     run(service_fn(move |req: Request| {
         let service = Arc::clone(&service);
         async move { Ok::<_, Error>(service.handle(req).await) }

@@ -2,6 +2,7 @@
 
 use actiongate::config::{aws_config, Config};
 use actiongate::handlers::Registry;
+use actiongate::policy_source::PolicySource;
 use actiongate::queue::WorkQueue;
 use actiongate::store::Store;
 use actiongate::sweep::SweepService;
@@ -17,7 +18,13 @@ async fn main() -> Result<(), Error> {
     let aws = aws_config().await;
     let store = Store::new(aws_sdk_dynamodb::Client::new(&aws), &config.actions_table, &config.audit_table);
     let queue = WorkQueue::new(aws_sdk_sqs::Client::new(&aws), &config.work_queue_url);
-    let service = Arc::new(SweepService::new(store, queue, Registry::standard(), config.policy, Arc::new(SystemClock)));
+    let service = Arc::new(SweepService::new(
+        store.clone(),
+        queue,
+        Registry::standard(),
+        Arc::new(PolicySource::new(store, config.policy, config.policy_cache)),
+        Arc::new(SystemClock),
+    ));
     run(service_fn(move |event: LambdaEvent<Value>| {
         let service = Arc::clone(&service);
         async move {

@@ -121,7 +121,7 @@ pub struct Dependencies {
     pub gmail_base: String,
     pub calendar_base: String,
     pub guard: webhook::AddressGuard,
-    pub policy: crate::policy::Policy,
+    pub policy: Arc<crate::policy_source::PolicySource>,
     pub kyc: Arc<dyn KycCheck>,
 }
 

@@ -33,7 +33,8 @@ impl Handler for Payment {
 
     fn execute<'a>(&'a self, ctx: &'a StepContext<'a>) -> HandlerFuture<'a, Result<Value, HandlerError>> {
         Box::pin(async move {
-            let rule = ctx.deps.policy.rule(self.action_type);
+            let policy = ctx.deps.policy.current().await;
+            let rule = policy.rule(self.action_type);
             if rule.is_none_or(|r| r.blocked) {
                 return Err(HandlerError::permanent("blocked", format!("{} is blocked by policy", self.action_type)));
             }

@@ -54,6 +54,10 @@ pub fn rate_counter_pk(scope: &str, window: Window, start: DateTime<Utc>) -> Str
     format!("RATE#{scope}#{}#{}", window.as_str(), start.timestamp())
 }
 
+pub const POLICY_PK: &str = "POLICY";
+pub const POLICY_SK: &str = "CURRENT";
+/// The audit stream of policy changes.
+pub const POLICY_AUDIT_STREAM: &str = "policy";
 pub const BREAKER_PK: &str = "BREAKER";
 pub const BREAKER_SK: &str = "STATE";
 /// The audit stream of the circuit breaker (the audit table's key is otherwise an action id).

@@ -112,6 +112,15 @@ pub struct ApprovalUse<'a> {
     pub at: DateTime<Utc>,
 }
 
+/// The administrator's policy override and who set it when.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredPolicy {
+    pub policy: crate::policy::Policy,
+    pub version: u64,
+    pub updated_by: String,
+    pub updated_at: String,
+}
+
 /// How long an approval record outlives its expiry (so late clicks still get a clear page).
 pub const APPROVAL_RECORD_DAYS: i64 = 30;
 
@@ -345,6 +354,91 @@ impl Store {
         out.items().iter().map(action_from_item).collect()
     }
 
+    /// The administrator's policy override, if any.
+    pub async fn policy_override(&self) -> Result<Option<StoredPolicy>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(keys::PK, s(keys::POLICY_PK))
+            .key(keys::SK, s(keys::POLICY_SK))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(StoreError::aws)?;
+        let Some(item) = out.item else { return Ok(None) };
+        let text = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
+        let doc: serde_json::Value =
+            serde_json::from_str(&text("doc")).map_err(|e| StoreError::Corrupt(format!("policy: {e}")))?;
+        let policy = crate::policy::Policy::parse_json(doc).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let version = item.get("version").and_then(|v| v.as_n().ok()).and_then(|n| n.parse().ok()).unwrap_or(0);
+        Ok(Some(StoredPolicy { policy, version, updated_by: text("updated_by"), updated_at: text("updated_at") }))
+    }
+
+    /// Stores a (validated) policy override if the stored version is still `before_version`,
+    /// with its audit event in the same transaction.
+    pub async fn put_policy(
+        &self,
+        before_version: u64,
+        policy: &crate::policy::Policy,
+        by: &str,
+        at: DateTime<Utc>,
+    ) -> Result<u64, TransitionError> {
+        let version = before_version + 1;
+        let doc = serde_json::to_string(policy).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let put = Put::builder()
+            .table_name(&self.table)
+            .item(keys::PK, s(keys::POLICY_PK))
+            .item(keys::SK, s(keys::POLICY_SK))
+            .item("version", n(version))
+            .item("doc", s(&doc))
+            .item("updated_by", s(by))
+            .item("updated_at", s(crate::clock::format_time(at)))
+            .condition_expression("attribute_not_exists(pk) OR #version = :version")
+            .expression_attribute_names("#version", "version")
+            .expression_attribute_values(":version", n(before_version))
+            .build()
+            .map_err(StoreError::from)?;
+        let event = serde_json::json!({"stream": keys::POLICY_AUDIT_STREAM, "seq": version, "at": crate::clock::format_time(at), "actor": by,
+            "from": before_version, "to": version, "reason": "policy replaced by an administrator", "detail": {"policy": policy}});
+        let audit = Put::builder()
+            .table_name(&self.audit_table)
+            .item(keys::AUDIT_PK, s(keys::POLICY_AUDIT_STREAM))
+            .item(keys::AUDIT_SK, n(version))
+            .item("at", s(crate::clock::format_time(at)))
+            .item("doc", s(event.to_string()))
+            .condition_expression("attribute_not_exists(#pk)")
+            .expression_attribute_names("#pk", keys::AUDIT_PK)
+            .build()
+            .map_err(StoreError::from)?;
+        let items =
+            vec![TransactWriteItem::builder().put(put).build(), TransactWriteItem::builder().put(audit).build()];
+        match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
+            Ok(_) => Ok(version),
+            Err(err) if !cancelled_indexes(&err).is_empty() => Err(TransitionError::Conflict),
+            Err(err) => Err(TransitionError::Store(StoreError::aws(err))),
+        }
+    }
+
+    /// An audit stream that is not an action's (`policy`, `circuit-breaker`), oldest first.
+    pub async fn system_trail(&self, stream: &str) -> Result<Vec<serde_json::Value>, StoreError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.audit_table)
+            .key_condition_expression("#pk = :pk")
+            .expression_attribute_names("#pk", keys::AUDIT_PK)
+            .expression_attribute_values(":pk", s(stream))
+            .send()
+            .await
+            .map_err(StoreError::aws)?;
+        Ok(out
+            .items()
+            .iter()
+            .filter_map(|i| i.get("doc")?.as_s().ok().and_then(|d| serde_json::from_str(d).ok()))
+            .collect())
+    }
+
     /// The circuit breaker (closed when never written).
     pub async fn breaker(&self) -> Result<crate::breaker::Breaker, StoreError> {
         let out = self
@@ -404,25 +498,6 @@ impl Store {
             Err(err) if !cancelled_indexes(&err).is_empty() => Err(TransitionError::Conflict),
             Err(err) => Err(TransitionError::Store(StoreError::aws(err))),
         }
-    }
-
-    /// The breaker's audit trail, oldest first.
-    pub async fn breaker_trail(&self) -> Result<Vec<serde_json::Value>, StoreError> {
-        let out = self
-            .client
-            .query()
-            .table_name(&self.audit_table)
-            .key_condition_expression("#pk = :pk")
-            .expression_attribute_names("#pk", keys::AUDIT_PK)
-            .expression_attribute_values(":pk", s(keys::BREAKER_AUDIT_STREAM))
-            .send()
-            .await
-            .map_err(StoreError::aws)?;
-        Ok(out
-            .items()
-            .iter()
-            .filter_map(|i| i.get("doc")?.as_s().ok().and_then(|d| serde_json::from_str(d).ok()))
-            .collect())
     }
 
     pub async fn get_action(&self, id: ActionId) -> Result<Option<Action>, StoreError> {

@@ -1,0 +1,51 @@
+//! The effective policy: an administrator's override stored in DynamoDB (`PUT /admin/policy`),
+//! else the policy deployed with the stack. Each function keeps it for a short while, so a
+//! change reaches every function within `POLICY_CACHE_SECS`.
+
+use crate::policy::Policy;
+use crate::store::Store;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub struct PolicySource {
+    store: Option<Store>,
+    deployed: Arc<Policy>,
+    ttl: Duration,
+    cache: Mutex<Option<(Instant, Arc<Policy>)>>,
+}
+
+impl PolicySource {
+    pub fn new(store: Store, deployed: Policy, ttl: Duration) -> Self {
+        Self { store: Some(store), deployed: Arc::new(deployed), ttl, cache: Mutex::new(None) }
+    }
+
+    /// Always this policy (tests, tools).
+    pub fn fixed(policy: Policy) -> Self {
+        Self { store: None, deployed: Arc::new(policy), ttl: Duration::MAX, cache: Mutex::new(None) }
+    }
+
+    pub fn deployed(&self) -> &Policy {
+        &self.deployed
+    }
+
+    pub async fn current(&self) -> Arc<Policy> {
+        let Some(store) = &self.store else { return Arc::clone(&self.deployed) };
+        let cached = self.cache.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some((at, policy)) = &cached {
+            if at.elapsed() < self.ttl {
+                return Arc::clone(policy);
+            }
+        }
+        let fresh = match store.policy_override().await {
+            Ok(Some(stored)) => Arc::new(stored.policy),
+            Ok(None) => Arc::clone(&self.deployed),
+            Err(e) => {
+                // Keep what we had (or the deployed policy) rather than fail the request.
+                tracing::error!(error = %e, "reading the policy override failed");
+                return cached.map_or_else(|| Arc::clone(&self.deployed), |(_, p)| p);
+            }
+        };
+        *self.cache.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), Arc::clone(&fresh)));
+        fresh
+    }
+}

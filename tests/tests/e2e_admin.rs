@@ -1,0 +1,58 @@
+//! Run-time policy administration, on a stack of its own (a policy change affects everyone).
+
+mod common;
+
+use common::someone;
+use serde_json::json;
+
+#[tokio::test]
+async fn admins_replace_the_policy_whole_or_not_at_all_and_the_kill_switch_takes_effect() {
+    let api = common::api_with(&[("POLICY_CACHE_SECS", "0")]);
+    let admin = format!("{}:admin", someone("root"));
+    let owner = someone("alice");
+
+    let current = api.call("GET", "/admin/policy", Some(&admin), None, &[]).await;
+    assert_eq!(current.status, 200, "{}", current.body);
+    assert_eq!(current.body["source"], "deployed");
+    assert_eq!(current.body["policy"]["types"]["make_payment"]["blocked"], true);
+    assert_eq!(api.call("GET", "/admin/policy", Some(&owner), None, &[]).await.status, 403);
+    assert_eq!(
+        api.call("PUT", "/admin/policy", Some(&owner), Some(current.body["policy"].to_string()), &[]).await.status,
+        403
+    );
+
+    // Invalid documents are refused whole, and nothing changes.
+    let mut unknown_type = current.body["policy"].clone();
+    unknown_type["types"]["gmail.nuke"] = json!({"tier": 1});
+    let mut bad_tier = current.body["policy"].clone();
+    bad_tier["types"]["gmail.flag"]["tier"] = json!(9);
+    let mut typo = current.body["policy"].clone();
+    typo["auto_execution"]["enabeld"] = json!(false);
+    for bad in [unknown_type, bad_tier, typo, json!({"types": {}}), json!("policy")] {
+        let r = api.call("PUT", "/admin/policy", Some(&admin), Some(bad.to_string()), &[]).await;
+        assert_eq!((r.status, r.body["error"].as_str()), (400, Some("invalid_request")), "{}", r.body);
+    }
+    assert_eq!(api.call("PUT", "/admin/policy", Some(&admin), Some("{nope".into()), &[]).await.status, 400);
+    assert_eq!(api.call("GET", "/admin/policy", Some(&admin), None, &[]).await.body["source"], "deployed");
+
+    // Tier-1 runs automatically until the kill switch is thrown.
+    let flag =
+        json!({"action_type": "gmail.flag", "payload": {"message_id": "m1"}, "confidence": 0.95, "dry_run": true});
+    assert_eq!(api.post("/actions", &owner, flag.clone()).await.body["tier"], 1);
+    let mut off = current.body["policy"].clone();
+    off["auto_execution"]["enabled"] = json!(false);
+    let stored = api.call("PUT", "/admin/policy", Some(&admin), Some(off.to_string()), &[]).await;
+    assert_eq!((stored.status, stored.body["version"].as_u64()), (200, Some(1)), "{}", stored.body);
+    let after = api.post("/actions", &owner, flag).await;
+    assert_eq!(after.body["tier"], 2, "{}", after.body);
+    assert!(after.body["reasons"].as_array().unwrap().contains(&json!("auto_execution_disabled")));
+
+    // The change is audited: who, when, what.
+    let status = api.call("GET", "/admin/policy", Some(&admin), None, &[]).await;
+    assert_eq!(status.body["source"], "override");
+    assert_eq!(status.body["updated_by"], admin.trim_end_matches(":admin"));
+    let events = status.body["events"].as_array().unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["actor"], admin.trim_end_matches(":admin"));
+    assert_eq!(events[0]["detail"]["policy"]["auto_execution"]["enabled"], false);
+}
