@@ -46,11 +46,30 @@ async fn main() -> anyhow::Result<()> {
     println!("Ready. Ctrl-C stops everything.");
     let http = reqwest::Client::new();
     let mut mail_seen = 0usize;
+    let store = actiongate::store::Store::new(
+        aws_sdk_dynamodb::Client::new(&stack.sdk),
+        stack.provisioned.table("ActionsTable")?,
+        stack.provisioned.table("AuditTable")?,
+    );
+    let mut breaker_shown: Option<actiongate::breaker::BreakerStatus> = None;
     let mut ticker = tokio::time::interval(std::time::Duration::from_secs(1));
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
             _ = ticker.tick() => {
+                // Show the circuit breaker whenever it changes.
+                if let Ok(breaker) = store.breaker().await {
+                    if breaker_shown != Some(breaker.state) {
+                        match breaker.state {
+                            actiongate::breaker::BreakerStatus::Open => println!(
+                                "\n⚠  circuit breaker OPEN: {} — tier-1 work waits; reset with POST /admin/circuit-breaker/reset\n",
+                                breaker.reason.as_deref().unwrap_or("too many failures")
+                            ),
+                            actiongate::breaker::BreakerStatus::Closed => println!("   circuit breaker: closed (automatic execution running)"),
+                        }
+                        breaker_shown = Some(breaker.state);
+                    }
+                }
                 // Print each approval link as its mail is sent, so it can be clicked.
                 if let Ok(messages) = outbox::read(&http, &stack.emulator.endpoint).await {
                     for m in messages.iter().skip(mail_seen) {
