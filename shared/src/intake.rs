@@ -211,15 +211,19 @@ impl IntakeService {
             .await;
         // Over the automatic-execution limits or in cool-down: it waits `pending` for the sweep.
         let held = match &result {
-            Err(CreateError::RateLimited(i)) if *i >= type_counters.len() => {
-                Some(crate::sweep::limit_reason(&all_counters[*i]))
+            Err(CreateError::RateLimited(i)) if *i >= type_counters.len() => Some((
+                crate::sweep::limit_reason(&all_counters[*i]),
+                crate::sweep::hold_until(Some(&all_counters[*i]), now),
+            )),
+            Err(CreateError::CoolingDown) => {
+                cooldown.as_ref().map(|c| (crate::sweep::cooldown_reason(c), crate::sweep::hold_until(None, now)))
             }
-            Err(CreateError::CoolingDown) => cooldown.as_ref().map(crate::sweep::cooldown_reason),
             _ => None,
         };
-        if let Some(reason) = held {
+        if let Some((reason, until)) = held {
             action.status = Status::Pending;
             action.hold_reason = Some(reason.clone());
+            action.hold_until = Some(until);
             events = creation_events(&action, &decision, identity, &meta, now);
             events[1].reason = format!("{}; {reason}", events[1].reason);
             result = self
@@ -699,6 +703,8 @@ fn new_action(
         decision_reason: None,
         lease_expires_at: None,
         hold_reason: None,
+        hold_until: None,
+        approval_reminded: false,
         version: 2,
     }
 }

@@ -30,6 +30,7 @@ pub struct SweepReport {
     pub started: u32,
     pub held: u32,
     pub expired: u32,
+    pub reminded: u32,
     pub recovered: u32,
     pub needs_human: u32,
     pub resent: u32,
@@ -71,6 +72,12 @@ pub fn auto_guards(policy: &Policy, action: &Action, now: DateTime<Utc>) -> (Vec
     (counters, cooldown)
 }
 
+/// How long held work rests before the sweep tries it again: until the full window resets, or
+/// a few minutes for a cool-down (its end is not known here).
+pub fn hold_until(counter: Option<&CounterSpec>, now: DateTime<Utc>) -> DateTime<Utc> {
+    counter.map_or(now + chrono::Duration::minutes(5), |c| c.window_end)
+}
+
 pub fn limit_reason(counter: &CounterSpec) -> String {
     format!(
         "auto_limit: {} is limited to {} per {}; waits until {}",
@@ -100,6 +107,8 @@ pub struct SweepService {
     queue: WorkQueue,
     registry: Registry,
     policies: Arc<PolicySource>,
+    /// Reminders and expiry notices (`None`: no mail).
+    mail: Option<crate::intake::ApprovalMail>,
     clock: Arc<dyn Clock>,
 }
 
@@ -109,9 +118,77 @@ impl SweepService {
         queue: WorkQueue,
         registry: Registry,
         policies: Arc<PolicySource>,
+        mail: Option<crate::intake::ApprovalMail>,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        Self { store, queue, registry, policies, clock }
+        Self { store, queue, registry, policies, mail, clock }
+    }
+
+    /// Halfway through the window, the approver gets the request again with a fresh link (only
+    /// the token's hash is ever stored, so the old link cannot be re-sent; it is closed).
+    async fn remind_approver(&self, action: &Action, now: DateTime<Utc>) -> Result<(), TransitionError> {
+        let (Some(approver), Some(expires_at)) = (action.approver.clone(), action.approval_expires_at) else {
+            return Ok(());
+        };
+        let mut after = action.clone();
+        let (token, record) = crate::approval::issue_link(&after, &approver, expires_at);
+        after.approval_token_hash = Some(record.token_hash.clone());
+        after.approval_reminded = true;
+        after.version = action.version + 1;
+        after.updated_at = now;
+        let note = crate::domain::AuditEvent {
+            action_id: action.action_id,
+            seq: after.version,
+            at: now,
+            actor: ACTOR.into(),
+            from: Some(Status::AwaitingApproval),
+            to: Status::AwaitingApproval,
+            reason: format!("reminder sent to {approver} with a new link; the earlier link is closed"),
+            detail: None,
+            request_id: None,
+            source_ip: None,
+            user_agent: None,
+        };
+        let old = action.approval_token_hash.as_deref().map(|h| ApprovalUse {
+            token_hash: h,
+            status: ApprovalStatus::Closed,
+            by: ACTOR,
+            at: now,
+        });
+        self.store.reissue_link(action, &after, &note, &record, old).await?;
+        if let Some(mail) = &self.mail {
+            let link = crate::approval::link(&mail.public_base_url, &token);
+            let mut message = crate::approval::approval_mail(&after, &approver, &link, expires_at);
+            message.subject = format!("Reminder: {}", message.subject);
+            if let Err(e) = mail.mailer.send(&message).await {
+                tracing::error!(error = %e, "the approval reminder could not be sent");
+            }
+        }
+        Ok(())
+    }
+
+    /// The requester learns that nobody decided in time (when their id is a mail address).
+    async fn tell_requester_expired(&self, action: &Action) {
+        let (Some(mail), Some(to)) = (&self.mail, crate::domain::EmailAddress::parse(action.user_id.as_str())) else {
+            return;
+        };
+        let lines = crate::approval::plan_lines(action);
+        let text = format!(
+            "Nobody approved your request in time, so it will not run:\n\n  {}\n\nIt expired at {}. Submit it again if it is still needed.\nAction id: {}\n",
+            lines.join("; "),
+            action.approval_expires_at.map(format_time).unwrap_or_default(),
+            action.action_id
+        );
+        let message = crate::mail::Mail {
+            to: vec![to.as_str().to_owned()],
+            cc: vec![],
+            subject: format!("Expired without a decision: {}", lines.first().cloned().unwrap_or_default()),
+            html: format!("<pre>{}</pre>", crate::approval::pages::escape(&text)),
+            text,
+        };
+        if let Err(e) = mail.mailer.send(&message).await {
+            tracing::error!(error = %e, "the expiry notice could not be sent");
+        }
     }
 
     pub async fn run(&self) -> SweepReport {
@@ -212,6 +289,11 @@ impl SweepService {
                 });
                 self.store.transition_many(&action, &after, &[event], link).await?;
                 report.expired += 1;
+                self.tell_requester_expired(&after).await;
+            }
+            Status::AwaitingApproval if action.approval_reminder_at().is_some_and(|t| t <= now) => {
+                self.remind_approver(&action, now).await?;
+                report.reminded += 1;
             }
             Status::Executing if action.lease_expires_at.is_none_or(|t| t <= now) => {
                 let (after, hop) = lease_recovery(&action, &self.registry);
@@ -230,13 +312,14 @@ impl SweepService {
                 }
                 if breaker.is_open() && action.tier == Some(crate::domain::Tier::Auto) {
                     report.held += 1;
-                    return self.note_hold(&action, breaker_reason(breaker), now).await;
+                    return self.note_hold(&action, breaker_reason(breaker), None, now).await;
                 }
                 let (counters, cooldown) = auto_guards(policy, &action, now);
                 let mut after = action.clone();
                 after.hold_reason = None;
+                after.hold_until = None;
                 let hop = (Status::Queued, "its time came; queued by the sweep".to_owned(), None);
-                let reason = match self
+                let (reason, until) = match self
                     .store
                     .advance_guarded(&action, after, &[hop], ACTOR, now, &counters, cooldown.as_ref())
                     .await
@@ -248,11 +331,15 @@ impl SweepService {
                     }
                     Err(GuardError::Conflict) => return Err(TransitionError::Conflict),
                     Err(GuardError::Store(e)) => return Err(TransitionError::Store(e)),
-                    Err(GuardError::CounterFull(i)) => limit_reason(&counters[i]),
-                    Err(GuardError::CoolingDown) => cooldown.as_ref().map(cooldown_reason).unwrap_or_default(),
+                    Err(GuardError::CounterFull(i)) => {
+                        (limit_reason(&counters[i]), Some(hold_until(Some(&counters[i]), now)))
+                    }
+                    Err(GuardError::CoolingDown) => {
+                        (cooldown.as_ref().map(cooldown_reason).unwrap_or_default(), Some(hold_until(None, now)))
+                    }
                 };
                 report.held += 1;
-                self.note_hold(&action, reason, now).await?;
+                self.note_hold(&action, reason, until, now).await?;
             }
             Status::Queued => {
                 // Nobody claimed it for a while: the message was lost. Touch it (so the next
@@ -274,15 +361,28 @@ impl SweepService {
     }
 
     /// Still waiting: say why in the trail, once per change of reason.
-    async fn note_hold(&self, action: &Action, reason: String, now: DateTime<Utc>) -> Result<(), TransitionError> {
+    /// Records why it still waits (in the trail, once per change of reason) and until when it
+    /// need not be tried again (`None`: every sweep, as while the breaker is open).
+    async fn note_hold(
+        &self,
+        action: &Action,
+        reason: String,
+        until: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> Result<(), TransitionError> {
         let kind = |r: &str| r.split(':').next().map(str::to_owned);
-        if action.hold_reason.as_deref().and_then(kind) == kind(&reason) {
+        let same_reason = action.hold_reason.as_deref().and_then(kind) == kind(&reason);
+        if same_reason && action.hold_until == until {
             return Ok(());
         }
         let mut after = action.clone();
         after.hold_reason = Some(reason.clone());
+        after.hold_until = until;
         after.version = action.version + 1;
         after.updated_at = now;
+        if same_reason {
+            return self.store.transition_many(action, &after, &[], None).await;
+        }
         let note = crate::domain::AuditEvent {
             action_id: action.action_id,
             seq: after.version,

@@ -13,7 +13,7 @@ fn template() -> Template {
 fn reads(binary: &str) -> Vec<&'static str> {
     let mut v = vec![vars::ACTIONS_TABLE, vars::AUDIT_TABLE, vars::WORK_QUEUE_URL, vars::POLICY_CACHE_SECS];
     match binary {
-        "intake" => v.extend([vars::SENDER_EMAIL, vars::PUBLIC_BASE_URL]),
+        "intake" | "sweep" => v.extend([vars::SENDER_EMAIL, vars::PUBLIC_BASE_URL]),
         "executor" => v.extend([
             vars::WORK_QUEUE_ARN,
             vars::SCHEDULE_GROUP,

@@ -10,6 +10,7 @@ use actiongate_local::stack::shared_with;
 use common::{deliveries_to, fake_state, someone, trail, wait_for_status, Api};
 use serde_json::{json, Value};
 use std::sync::OnceLock;
+use std::time::Duration;
 
 const SHORT_EXPIRY_SECS: u64 = 3;
 
@@ -24,12 +25,36 @@ fn api() -> Api {
         );
         let (from, roomy) = common::ROOMY_AUTO_LIMITS;
         let per_user = format!("{roomy}\nper_user_per_hour = {PER_USER_HOUR}\nper_user_per_day = 50");
-        common::policy_file("e2e-sweep", &[(from, &per_user), (spam.0, &spam.1)])
+        let webhook = (
+            "[types.http_request]\ntier = 2",
+            format!("[types.http_request]\ntier = 2\napproval_expiry = \"PT{WEBHOOK_EXPIRY_SECS}S\""),
+        );
+        common::policy_file("e2e-sweep", &[(from, &per_user), (spam.0, &spam.1), (webhook.0, &webhook.1)])
     });
     Api { stack: shared_with(&[("POLICY_FILE", path)]), http: reqwest::Client::new() }
 }
 
 const PER_USER_HOUR: usize = 10;
+/// Long enough for a reminder (halfway) to come well before the expiry.
+const WEBHOOK_EXPIRY_SECS: u64 = 20;
+
+/// Every mail in the outbox whose text mentions `needle`, oldest first.
+async fn mails_about(api: &Api, needle: &str) -> Vec<Value> {
+    let outbox = api.call("GET", "/_local/outbox", None, None, &[]).await;
+    outbox.body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["text"].as_str().is_some_and(|t| t.contains(needle)))
+        .cloned()
+        .collect()
+}
+
+fn link_in(mail: &Value) -> String {
+    let text = mail["text"].as_str().unwrap();
+    let start = text.find("/approvals/").unwrap();
+    text[start..].split_whitespace().next().unwrap().to_owned()
+}
 
 async fn with_google(api: &Api, owner: &str, message: &str) {
     api.http
@@ -175,6 +200,8 @@ async fn a_crashed_executors_step_is_recovered_by_the_sweep() {
         decision_reason: None,
         lease_expires_at: Some(now - chrono::Duration::minutes(1)),
         hold_reason: None,
+        hold_until: None,
+        approval_reminded: false,
         version: 1,
     };
     let event = AuditEvent {
@@ -266,4 +293,55 @@ async fn an_entity_acted_on_recently_cools_down() {
     assert_eq!(second.body["status"], "pending", "{}", second.body);
     let held = api.get(&format!("/actions/{}", second.body["action_id"].as_str().unwrap()), &owner).await.body;
     assert!(held["hold_reason"].as_str().unwrap().starts_with("cooldown:"), "{held}");
+}
+
+#[tokio::test]
+async fn the_approver_is_reminded_halfway_and_the_requester_told_on_expiry() {
+    let api = api();
+    let owner = format!("{}@example.com", someone("requester"));
+    let approver = format!("{}@example.com", someone("boss"));
+    let created = api
+        .post("/actions", &owner, json!({"action_type": "http_request", "payload": {"method": "POST", "url": "https://hooks.example.com/x"}, "approver": approver}))
+        .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let id = created.body["action_id"].as_str().unwrap().to_owned();
+
+    let mut mails = Vec::new();
+    for _ in 0..100 {
+        mails = mails_about(&api, &id).await.into_iter().filter(|m| m["to"] == json!([approver])).collect();
+        if mails.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(mails.len(), 2, "the request and one reminder: {mails:?}");
+    assert!(mails[1]["subject"].as_str().unwrap().starts_with("Reminder: Approval needed"));
+    let (first, second) = (link_in(&mails[0]), link_in(&mails[1]));
+    assert_ne!(first, second);
+    assert_eq!(api.call("GET", &first, None, None, &[]).await.status, 410, "the earlier link is closed");
+    let page = api.call("GET", &second, None, None, &[]).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let note = trail(&api, &owner, &id)
+        .await
+        .into_iter()
+        .find(|e| e["reason"].as_str().is_some_and(|r| r.starts_with("reminder sent")))
+        .unwrap();
+    assert_eq!(
+        (note["from"].as_str(), note["to"].as_str(), note["actor"].as_str()),
+        (Some("awaiting_approval"), Some("awaiting_approval"), Some("sweep"))
+    );
+
+    // Nobody decides: it expires, and the requester hears about it.
+    wait_for_status(&api, &owner, &id, &["expired"], 30).await;
+    let mut told = Vec::new();
+    for _ in 0..25 {
+        told = mails_about(&api, &id).await.into_iter().filter(|m| m["to"] == json!([owner])).collect();
+        if !told.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(told.len(), 1);
+    assert!(told[0]["subject"].as_str().unwrap().starts_with("Expired without a decision"));
+    assert_eq!(api.call("GET", &second, None, None, &[]).await.status, 410);
 }

@@ -62,6 +62,8 @@ fn action(owner: &UserId, status: Status, at: DateTime<Utc>) -> Action {
         decision_reason: None,
         lease_expires_at: None,
         hold_reason: None,
+        hold_until: None,
+        approval_reminded: false,
         version: 1,
     }
 }

@@ -1,7 +1,9 @@
 //! sweep Lambda: invoked by EventBridge Scheduler every few minutes.
 
-use actiongate::config::{aws_config, Config};
+use actiongate::config::{aws_config, Config, MailConfig};
 use actiongate::handlers::Registry;
+use actiongate::intake::ApprovalMail;
+use actiongate::mail::Mailer;
 use actiongate::policy_source::PolicySource;
 use actiongate::queue::WorkQueue;
 use actiongate::store::Store;
@@ -15,6 +17,7 @@ use std::sync::Arc;
 async fn main() -> Result<(), Error> {
     telemetry::init();
     let config = Config::from_env()?;
+    let mail = MailConfig::from_env()?;
     let aws = aws_config().await;
     let store = Store::new(aws_sdk_dynamodb::Client::new(&aws), &config.actions_table, &config.audit_table);
     let queue = WorkQueue::new(aws_sdk_sqs::Client::new(&aws), &config.work_queue_url);
@@ -23,6 +26,10 @@ async fn main() -> Result<(), Error> {
         queue,
         Registry::standard(),
         Arc::new(PolicySource::new(store, config.policy, config.policy_cache)),
+        Some(ApprovalMail {
+            mailer: Mailer::new(aws_sdk_sesv2::Client::new(&aws), mail.sender, mail.configuration_set),
+            public_base_url: mail.public_base_url,
+        }),
         Arc::new(SystemClock),
     ));
     run(service_fn(move |event: LambdaEvent<Value>| {

@@ -470,6 +470,8 @@ mod tests {
             decision_reason: None,
             lease_expires_at: None,
             hold_reason: None,
+            hold_until: None,
+            approval_reminded: false,
             version: 2,
         };
         let approver = action.approver.clone().unwrap();

@@ -159,9 +159,15 @@ pub struct Action {
     pub decided_at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decision_reason: Option<String>,
+    /// Whether the approver was already reminded (once, halfway through the window).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub approval_reminded: bool,
     /// While `pending`: why it waits (automatic-execution limits, cool-down, open breaker).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hold_reason: Option<String>,
+    /// While `pending`: not worth trying again before this (the full window resets then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold_until: Option<DateTime<Utc>>,
     /// While `executing`: until when the executor that claimed it may still be working.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease_expires_at: Option<DateTime<Utc>>,
@@ -172,6 +178,13 @@ pub struct Action {
 impl Action {
     pub fn is_plan(&self) -> bool {
         self.action_type == PLAN_ACTION_TYPE
+    }
+
+    /// When the approver gets a reminder: halfway between the request and its expiry.
+    pub fn approval_reminder_at(&self) -> Option<DateTime<Utc>> {
+        let expires = self.approval_expires_at?;
+        (!self.approval_reminded && self.approval_token_hash.is_some())
+            .then(|| self.created_at + (expires - self.created_at) / 2)
     }
 
     /// The first step not yet completed (`steps.len()` when all are).

@@ -84,8 +84,11 @@ pub const GOOGLE_CREDENTIAL_SK: &str = "CREDENTIAL#google";
 /// so the sweep queries exactly the due items and never scans.
 pub fn sweep_due(action: &Action) -> Option<(String, String)> {
     let due: DateTime<Utc> = match action.status {
-        Status::Pending => action.scheduled_for.unwrap_or(action.created_at),
-        Status::AwaitingApproval => action.approval_expires_at?,
+        Status::Pending => {
+            action.scheduled_for.unwrap_or(action.created_at).max(action.hold_until.unwrap_or(action.created_at))
+        }
+        // A reminder comes first, then the expiry.
+        Status::AwaitingApproval => action.approval_reminder_at().or(action.approval_expires_at)?,
         // Queued work that no executor has claimed after a while was lost between the store
         // and the queue (or the message was dead-lettered); the sweep re-sends it.
         Status::Queued => action.updated_at + chrono::Duration::minutes(5),

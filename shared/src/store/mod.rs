@@ -291,20 +291,7 @@ impl Store {
             items.push(TransactWriteItem::builder().put(self.put_audit(event)?).build());
         }
         if let Some(used) = approval {
-            let update = Update::builder()
-                .table_name(&self.table)
-                .key(keys::PK, s(keys::approval_pk(used.token_hash)))
-                .key(keys::SK, s(keys::APPROVAL_SK))
-                .update_expression("SET #status = :status, decided_by = :by, decided_at = :at")
-                .condition_expression("#status = :pending")
-                .expression_attribute_names("#status", "status")
-                .expression_attribute_values(":status", s(used.status.as_str()))
-                .expression_attribute_values(":pending", s(ApprovalStatus::Pending.as_str()))
-                .expression_attribute_values(":by", s(used.by))
-                .expression_attribute_values(":at", s(crate::clock::format_time(used.at)))
-                .build()
-                .map_err(StoreError::from)?;
-            items.push(TransactWriteItem::builder().update(update).build());
+            items.push(TransactWriteItem::builder().update(self.close_link(&used)?).build());
         }
         match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
             Ok(_) => Ok(()),
@@ -352,6 +339,31 @@ impl Store {
             .await
             .map_err(StoreError::aws)?;
         out.items().iter().map(action_from_item).collect()
+    }
+
+    /// Replaces an action's approval link: the new record is stored, the old one closed (if it
+    /// is still pending) and the action updated with its audit note, all or nothing.
+    pub async fn reissue_link(
+        &self,
+        before: &Action,
+        after: &Action,
+        note: &AuditEvent,
+        new_link: &ApprovalRecord,
+        old_link: Option<ApprovalUse<'_>>,
+    ) -> Result<(), TransitionError> {
+        let mut items = vec![
+            TransactWriteItem::builder().put(self.put_action(after, Some(before))?).build(),
+            TransactWriteItem::builder().put(self.put_audit(note)?).build(),
+            TransactWriteItem::builder().put(self.put_approval(new_link)?).build(),
+        ];
+        if let Some(used) = old_link {
+            items.push(TransactWriteItem::builder().update(self.close_link(&used)?).build());
+        }
+        match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
+            Ok(_) => Ok(()),
+            Err(err) if !cancelled_indexes(&err).is_empty() => Err(TransitionError::Conflict),
+            Err(err) => Err(TransitionError::Store(StoreError::aws(err))),
+        }
     }
 
     /// The administrator's policy override, if any.
@@ -760,6 +772,22 @@ impl Store {
                 .expression_attribute_values(":status", s(prev.status.as_str())),
         };
         Ok(builder.build()?)
+    }
+
+    /// Uses up an approval link, on the condition that it is still pending.
+    fn close_link(&self, used: &ApprovalUse<'_>) -> Result<Update, StoreError> {
+        Ok(Update::builder()
+            .table_name(&self.table)
+            .key(keys::PK, s(keys::approval_pk(used.token_hash)))
+            .key(keys::SK, s(keys::APPROVAL_SK))
+            .update_expression("SET #status = :status, decided_by = :by, decided_at = :at")
+            .condition_expression("#status = :pending")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":status", s(used.status.as_str()))
+            .expression_attribute_values(":pending", s(ApprovalStatus::Pending.as_str()))
+            .expression_attribute_values(":by", s(used.by))
+            .expression_attribute_values(":at", s(crate::clock::format_time(used.at)))
+            .build()?)
     }
 
     fn counter_update(&self, counter: &CounterSpec) -> Result<Update, StoreError> {
