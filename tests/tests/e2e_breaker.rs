@@ -16,14 +16,7 @@ async fn failing_automatic_work_opens_the_breaker_until_an_admin_resets_it() {
     };
     let owner = someone("alice");
     let admin = format!("{}:admin", someone("root"));
-    api.call(
-        "PUT",
-        &format!("/admin/users/{owner}/google-token"),
-        Some(&admin),
-        Some(json!({"access_token": "ya29.breaker"}).to_string()),
-        &[],
-    )
-    .await;
+    common::store_google_token(&api, &owner).await;
     let flag =
         |message: &str| json!({"action_type": "gmail.flag", "payload": {"message_id": message}, "confidence": 0.9});
 

@@ -100,21 +100,8 @@ async fn a_plan_rests_in_waiting_and_resumes_when_the_schedule_fires() {
     let api = api();
     let owner = someone("alice");
     let message = someone("msg");
-    api.http
-        .post(format!("{}/_fake/gmail/messages", api.stack.fakes_url))
-        .json(&json!({"id": message, "labelIds": ["INBOX"]}))
-        .send()
-        .await
-        .unwrap();
-    let admin = format!("{}:admin", someone("root"));
-    api.call(
-        "PUT",
-        &format!("/admin/users/{owner}/google-token"),
-        Some(&admin),
-        Some(json!({"access_token": "ya29.plan"}).to_string()),
-        &[],
-    )
-    .await;
+    common::seed_message(&api, &message).await;
+    common::store_google_token(&api, &owner).await;
     let plan = json!({"steps": [
         {"action_type": "gmail.label", "payload": {"message_id": message, "label_ids": ["Label_follow_up"]}},
         {"wait_for": "PT3S"},

@@ -57,21 +57,8 @@ fn link_in(mail: &Value) -> String {
 }
 
 async fn with_google(api: &Api, owner: &str, message: &str) {
-    api.http
-        .post(format!("{}/_fake/gmail/messages", api.stack.fakes_url))
-        .json(&json!({"id": message, "labelIds": ["INBOX"]}))
-        .send()
-        .await
-        .unwrap();
-    let admin = format!("{}:admin", someone("root"));
-    api.call(
-        "PUT",
-        &format!("/admin/users/{owner}/google-token"),
-        Some(&admin),
-        Some(json!({"access_token": "ya29.sweep"}).to_string()),
-        &[],
-    )
-    .await;
+    common::seed_message(api, message).await;
+    common::store_google_token(api, owner).await;
 }
 
 #[tokio::test]

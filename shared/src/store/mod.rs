@@ -368,17 +368,8 @@ impl Store {
 
     /// The administrator's policy override, if any.
     pub async fn policy_override(&self) -> Result<Option<StoredPolicy>, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key(keys::PK, s(keys::POLICY_PK))
-            .key(keys::SK, s(keys::POLICY_SK))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(StoreError::aws)?;
-        let Some(item) = out.item else { return Ok(None) };
+        let found = self.item(keys::POLICY_PK, keys::POLICY_SK).await?;
+        let Some(item) = found else { return Ok(None) };
         let text = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
         let doc: serde_json::Value =
             serde_json::from_str(&text("doc")).map_err(|e| StoreError::Corrupt(format!("policy: {e}")))?;
@@ -453,17 +444,8 @@ impl Store {
 
     /// The circuit breaker (closed when never written).
     pub async fn breaker(&self) -> Result<crate::breaker::Breaker, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key(keys::PK, s(keys::BREAKER_PK))
-            .key(keys::SK, s(keys::BREAKER_SK))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(StoreError::aws)?;
-        match out.item.as_ref().and_then(|i| i.get("doc")).and_then(|v| v.as_s().ok()) {
+        let found = self.item(keys::BREAKER_PK, keys::BREAKER_SK).await?;
+        match found.as_ref().and_then(|i| i.get("doc")).and_then(|v| v.as_s().ok()) {
             None => Ok(crate::breaker::Breaker::default()),
             Some(doc) => serde_json::from_str(doc).map_err(|e| StoreError::Corrupt(format!("breaker: {e}"))),
         }
@@ -513,17 +495,8 @@ impl Store {
     }
 
     pub async fn get_action(&self, id: ActionId) -> Result<Option<Action>, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key(keys::PK, s(keys::action_pk(id)))
-            .key(keys::SK, s(keys::ACTION_SK))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(StoreError::aws)?;
-        out.item.as_ref().map(action_from_item).transpose()
+        let found = self.item(keys::action_pk(id), keys::ACTION_SK).await?;
+        found.as_ref().map(action_from_item).transpose()
     }
 
     /// The caller's actions, newest first, optionally of one status.
@@ -596,17 +569,8 @@ impl Store {
     }
 
     pub async fn get_approval(&self, token_hash: &str) -> Result<Option<ApprovalRecord>, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key(keys::PK, s(keys::approval_pk(token_hash)))
-            .key(keys::SK, s(keys::APPROVAL_SK))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(StoreError::aws)?;
-        let Some(item) = out.item else { return Ok(None) };
+        let found = self.item(keys::approval_pk(token_hash), keys::APPROVAL_SK).await?;
+        let Some(item) = found else { return Ok(None) };
         let text = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
         let time = |k: &str| text(k).and_then(|t| DateTime::parse_from_rfc3339(&t).ok()).map(|t| t.with_timezone(&Utc));
         let corrupt = || StoreError::Corrupt(format!("approval record {token_hash}"));
@@ -627,17 +591,8 @@ impl Store {
         user: &UserId,
         key: &IdempotencyKey,
     ) -> Result<Option<IdempotencyRecord>, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key(keys::PK, s(keys::idempotency_pk(user, key)))
-            .key(keys::SK, s(keys::IDEMPOTENCY_SK))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(StoreError::aws)?;
-        let Some(item) = out.item else {
+        let found = self.item(keys::idempotency_pk(user, key), keys::IDEMPOTENCY_SK).await?;
+        let Some(item) = found else {
             return Ok(None);
         };
         let id = item.get("action_id").and_then(|v| v.as_s().ok()).and_then(|s| ActionId::parse(s));
@@ -652,18 +607,10 @@ impl Store {
     pub async fn counter_usage(&self, counters: &[CounterSpec]) -> Result<Vec<u32>, StoreError> {
         let mut used = Vec::with_capacity(counters.len());
         for counter in counters {
-            let out = self
-                .client
-                .get_item()
-                .table_name(&self.table)
-                .key(keys::PK, s(keys::rate_counter_pk(&counter.scope, counter.limit.window, counter.window_start)))
-                .key(keys::SK, s(keys::RATE_SK))
-                .consistent_read(true)
-                .send()
-                .await
-                .map_err(StoreError::aws)?;
-            let count = out
-                .item
+            let found = self
+                .item(keys::rate_counter_pk(&counter.scope, counter.limit.window, counter.window_start), keys::RATE_SK)
+                .await?;
+            let count = found
                 .as_ref()
                 .and_then(|i| i.get("count"))
                 .and_then(|v| v.as_n().ok())
@@ -676,17 +623,8 @@ impl Store {
 
     /// The user's Google OAuth access token, as the host application stored it.
     pub async fn google_token(&self, user: &UserId) -> Result<Option<String>, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key(keys::PK, s(keys::profile_pk(user)))
-            .key(keys::SK, s(keys::GOOGLE_CREDENTIAL_SK))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(StoreError::aws)?;
-        Ok(out.item.as_ref().and_then(|i| i.get("access_token")).and_then(|v| v.as_s().ok()).cloned())
+        let found = self.item(keys::profile_pk(user), keys::GOOGLE_CREDENTIAL_SK).await?;
+        Ok(found.as_ref().and_then(|i| i.get("access_token")).and_then(|v| v.as_s().ok()).cloned())
     }
 
     pub async fn set_google_token(&self, user: &UserId, token: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
@@ -704,22 +642,8 @@ impl Store {
     }
 
     pub async fn kyc_verified(&self, user: &UserId) -> Result<bool, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key(keys::PK, s(keys::profile_pk(user)))
-            .key(keys::SK, s(keys::PROFILE_SK))
-            .send()
-            .await
-            .map_err(StoreError::aws)?;
-        Ok(out
-            .item
-            .as_ref()
-            .and_then(|i| i.get("kyc_verified"))
-            .and_then(|v| v.as_bool().ok())
-            .copied()
-            .unwrap_or(false))
+        let found = self.item(keys::profile_pk(user), keys::PROFILE_SK).await?;
+        Ok(found.as_ref().and_then(|i| i.get("kyc_verified")).and_then(|v| v.as_bool().ok()).copied().unwrap_or(false))
     }
 
     pub async fn set_kyc_verified(
@@ -788,6 +712,21 @@ impl Store {
             .expression_attribute_values(":by", s(used.by))
             .expression_attribute_values(":at", s(crate::clock::format_time(used.at)))
             .build()?)
+    }
+
+    /// One item by key, read consistently.
+    async fn item(&self, pk: impl Into<String>, sk: &str) -> Result<Option<Item>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(keys::PK, s(pk.into()))
+            .key(keys::SK, s(sk))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(StoreError::aws)?;
+        Ok(out.item)
     }
 
     fn counter_update(&self, counter: &CounterSpec) -> Result<Update, StoreError> {

@@ -171,3 +171,26 @@ pub async fn approved_webhook(api: &Api, owner: &str, path: &str, extra: Value) 
 pub async fn trail(api: &Api, owner: &str, id: &str) -> Vec<Value> {
     api.get(&format!("/actions/{id}/audit"), owner).await.body["events"].as_array().unwrap().clone()
 }
+
+/// A Gmail message in the fake (labels `INBOX`).
+pub async fn seed_message(api: &Api, message: &str) {
+    api.http
+        .post(format!("{}/_fake/gmail/messages", api.stack.fakes_url))
+        .json(&json!({"id": message, "labelIds": ["INBOX"]}))
+        .send()
+        .await
+        .unwrap();
+}
+
+/// The host application stores `owner`'s Google token (any token works with the fakes).
+pub async fn store_google_token(api: &Api, owner: &str) {
+    let admin = format!("{}:admin", someone("root"));
+    api.call(
+        "PUT",
+        &format!("/admin/users/{owner}/google-token"),
+        Some(&admin),
+        Some(json!({"access_token": "ya29.test"}).to_string()),
+        &[],
+    )
+    .await;
+}
