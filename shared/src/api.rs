@@ -90,6 +90,9 @@ pub enum ApiError {
     Denied { code: &'static str, message: String, extra: Value },
     #[error("{message}")]
     RateLimited { message: String, retry_after_secs: i64, extra: Value },
+    /// A request that conflicts with what the action is (`not_reversible`), with details.
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String, extra: Value },
     #[error("this Idempotency-Key was used with a different request body")]
     IdempotencyConflict,
     #[error("the action is {status}; {message}")]
@@ -116,7 +119,7 @@ impl ApiError {
             ApiError::NotFound(_) => 404,
             ApiError::MethodNotAllowed { .. } => 405,
             ApiError::RateLimited { .. } => 429,
-            ApiError::IdempotencyConflict | ApiError::InvalidState { .. } => 409,
+            ApiError::IdempotencyConflict | ApiError::InvalidState { .. } | ApiError::Conflict { .. } => 409,
             ApiError::Internal(_) => 500,
         }
     }
@@ -129,7 +132,7 @@ impl ApiError {
             ApiError::Forbidden => "forbidden",
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
-            ApiError::Denied { code, .. } => code,
+            ApiError::Denied { code, .. } | ApiError::Conflict { code, .. } => code,
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::IdempotencyConflict => "idempotency_conflict",
             ApiError::InvalidState { .. } => "invalid_state",
@@ -149,7 +152,7 @@ impl ApiError {
             ApiError::InvalidRequest { field: Some(f), .. } | ApiError::PayloadTooLarge { field: Some(f), .. } => {
                 body["field"] = json!(f);
             }
-            ApiError::Denied { extra, .. } => merge(&mut body, extra),
+            ApiError::Denied { extra, .. } | ApiError::Conflict { extra, .. } => merge(&mut body, extra),
             ApiError::RateLimited { extra, retry_after_secs, .. } => {
                 merge(&mut body, extra);
                 body["retry_after"] = json!(retry_after_secs);
@@ -183,6 +186,22 @@ pub fn json_response(status: u16, body: &Value) -> Response<Body> {
     headers.insert("content-type", http::HeaderValue::from_static("application/json"));
     headers.insert("cache-control", http::HeaderValue::from_static("no-store"));
     response
+}
+
+/// An HTTP response as API Gateway's payload format 2.0 expects it from a function that is
+/// not run by `lambda_http` (one that also takes direct invocations).
+pub fn to_apigw_v2(response: Response<Body>) -> Value {
+    use base64::Engine as _;
+    let (parts, body) = response.into_parts();
+    let headers: serde_json::Map<String, Value> =
+        parts.headers.iter().filter_map(|(k, v)| Some((k.as_str().to_owned(), json!(v.to_str().ok()?)))).collect();
+    let (body, b64) = match body {
+        Body::Empty => (String::new(), false),
+        Body::Text(t) => (t, false),
+        Body::Binary(b) => (base64::engine::general_purpose::STANDARD.encode(b), true),
+        _ => (String::new(), false),
+    };
+    json!({"statusCode": parts.status.as_u16(), "headers": headers, "body": body, "isBase64Encoded": b64, "cookies": []})
 }
 
 /// Splits a request path into segments, ignoring empty ones (`/actions//x/` → `["actions", "x"]`).

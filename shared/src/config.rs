@@ -29,16 +29,33 @@ pub mod vars {
     pub const WEBHOOK_ALLOWLIST: &str = "WEBHOOK_ALLOWLIST";
 }
 
+/// What the action handlers need (executor and rollback).
+#[derive(Debug, Clone)]
+pub struct HandlerConfig {
+    pub sender: String,
+    pub gmail_base: String,
+    pub calendar_base: String,
+    pub webhook_allowlist: String,
+}
+
+impl HandlerConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Ok(Self {
+            sender: required(vars::SENDER_EMAIL)?,
+            gmail_base: required(vars::GMAIL_API_BASE)?,
+            calendar_base: required(vars::CALENDAR_API_BASE)?,
+            webhook_allowlist: std::env::var(vars::WEBHOOK_ALLOWLIST).unwrap_or_default(),
+        })
+    }
+}
+
 /// What the executor needs besides [`Config`].
 #[derive(Debug, Clone)]
 pub struct ExecutorConfig {
     pub work_queue_arn: String,
     pub schedule_group: String,
     pub scheduler_role_arn: String,
-    pub sender: String,
-    pub gmail_base: String,
-    pub calendar_base: String,
-    pub webhook_allowlist: String,
+    pub handlers: HandlerConfig,
     pub fault_injection: bool,
 }
 
@@ -48,10 +65,7 @@ impl ExecutorConfig {
             work_queue_arn: required(vars::WORK_QUEUE_ARN)?,
             schedule_group: required(vars::SCHEDULE_GROUP)?,
             scheduler_role_arn: required(vars::SCHEDULER_ROLE_ARN)?,
-            sender: required(vars::SENDER_EMAIL)?,
-            gmail_base: required(vars::GMAIL_API_BASE)?,
-            calendar_base: required(vars::CALENDAR_API_BASE)?,
-            webhook_allowlist: std::env::var(vars::WEBHOOK_ALLOWLIST).unwrap_or_default(),
+            handlers: HandlerConfig::from_env()?,
             fault_injection: std::env::var(crate::executor::FAULT_INJECTION_VAR).is_ok_and(|v| v == "1"),
         })
     }

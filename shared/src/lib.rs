@@ -18,6 +18,7 @@ pub mod mail;
 pub mod policy;
 pub mod policy_source;
 pub mod queue;
+pub mod rollback;
 pub mod scheduler;
 pub mod store;
 pub mod sweep;

@@ -14,6 +14,9 @@ fn reads(binary: &str) -> Vec<&'static str> {
     let mut v = vec![vars::ACTIONS_TABLE, vars::AUDIT_TABLE, vars::WORK_QUEUE_URL, vars::POLICY_CACHE_SECS];
     match binary {
         "intake" | "sweep" => v.extend([vars::SENDER_EMAIL, vars::PUBLIC_BASE_URL]),
+        "rollback" => {
+            v.extend([vars::SENDER_EMAIL, vars::GMAIL_API_BASE, vars::CALENDAR_API_BASE, vars::WEBHOOK_ALLOWLIST])
+        }
         "executor" => v.extend([
             vars::WORK_QUEUE_ARN,
             vars::SCHEDULE_GROUP,
@@ -32,7 +35,7 @@ fn reads(binary: &str) -> Vec<&'static str> {
 fn every_variable_a_function_reads_is_set_for_it_in_the_template() {
     let t = template();
     let binaries: BTreeSet<&str> = t.functions.iter().map(|f| f.binary.as_str()).collect();
-    assert_eq!(binaries, BTreeSet::from(["approval", "executor", "intake", "sweep"]));
+    assert_eq!(binaries, BTreeSet::from(["approval", "executor", "intake", "rollback", "sweep"]));
     for f in &t.functions {
         let set: BTreeSet<&str> = f.env.iter().map(|(k, _)| k.as_str()).collect();
         for var in reads(&f.binary) {
@@ -79,11 +82,11 @@ fn each_function_builds_with_the_workspace_feature_set() {
     };
     let workspace = tree(&["--workspace"]);
     let ours = |line: &String| {
-        ["actiongate ", "intake ", "approval ", "executor ", "sweep ", "actiongate-local "]
+        ["actiongate ", "intake ", "approval ", "executor ", "sweep ", "rollback ", "actiongate-local "]
             .iter()
             .any(|p| line.starts_with(p))
     };
-    for binary in ["intake", "approval", "executor", "sweep"] {
+    for binary in ["intake", "approval", "executor", "sweep", "rollback"] {
         let alone = tree(&["-p", binary]);
         let differing: Vec<&String> = alone
             .iter()

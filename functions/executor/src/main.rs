@@ -2,9 +2,7 @@
 
 use actiongate::config::{aws_config, Config, ExecutorConfig};
 use actiongate::executor::ExecutorService;
-use actiongate::handlers::webhook::{AddressGuard, Allowlist};
 use actiongate::handlers::{Dependencies, Registry};
-use actiongate::mail::Mailer;
 use actiongate::policy_source::PolicySource;
 use actiongate::queue::WorkQueue;
 use actiongate::scheduler::WakeUpScheduler;
@@ -13,7 +11,6 @@ use actiongate::{telemetry, SystemClock};
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
 use std::sync::Arc;
-use std::time::Duration;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -22,20 +19,8 @@ async fn main() -> Result<(), Error> {
     let exec = ExecutorConfig::from_env()?;
     let aws = aws_config().await;
     let store = Store::new(aws_sdk_dynamodb::Client::new(&aws), &config.actions_table, &config.audit_table);
-    let sqs = aws_sdk_sqs::Client::new(&aws);
-    let deps = Dependencies {
-        http: reqwest::Client::builder()
-            .timeout(Duration::from_secs(15))
-            .connect_timeout(Duration::from_secs(5))
-            .build()?,
-        mailer: Some(Mailer::new(aws_sdk_sesv2::Client::new(&aws), exec.sender, None)),
-        credentials: Arc::new(store.clone()),
-        kyc: Arc::new(store.clone()),
-        gmail_base: exec.gmail_base,
-        calendar_base: exec.calendar_base,
-        guard: AddressGuard::new(Allowlist::parse(&exec.webhook_allowlist)),
-        policy: Arc::new(PolicySource::new(store.clone(), config.policy, config.policy_cache)),
-    };
+    let policy = Arc::new(PolicySource::new(store.clone(), config.policy, config.policy_cache));
+    let deps = Dependencies::from_config(&aws, &store, exec.handlers, policy)?;
     let scheduler = WakeUpScheduler::new(
         aws_sdk_scheduler::Client::new(&aws),
         exec.schedule_group,
@@ -44,7 +29,7 @@ async fn main() -> Result<(), Error> {
     );
     let service = Arc::new(ExecutorService::new(
         store,
-        WorkQueue::new(sqs, &config.work_queue_url),
+        WorkQueue::new(aws_sdk_sqs::Client::new(&aws), &config.work_queue_url),
         scheduler,
         Registry::standard(),
         deps,

@@ -125,6 +125,30 @@ pub struct Dependencies {
     pub kyc: Arc<dyn KycCheck>,
 }
 
+impl Dependencies {
+    /// The real clients: Google APIs and webhooks over HTTPS, SES, tokens from the store.
+    pub fn from_config(
+        aws: &aws_config::SdkConfig,
+        store: &crate::store::Store,
+        config: crate::config::HandlerConfig,
+        policy: Arc<crate::policy_source::PolicySource>,
+    ) -> Result<Self, reqwest::Error> {
+        Ok(Self {
+            http: reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(15))
+                .connect_timeout(std::time::Duration::from_secs(5))
+                .build()?,
+            mailer: Some(crate::mail::Mailer::new(aws_sdk_sesv2::Client::new(aws), config.sender, None)),
+            credentials: Arc::new(store.clone()),
+            kyc: Arc::new(store.clone()),
+            gmail_base: config.gmail_base,
+            calendar_base: config.calendar_base,
+            guard: webhook::AddressGuard::new(webhook::Allowlist::parse(&config.webhook_allowlist)),
+            policy,
+        })
+    }
+}
+
 /// A secret that never appears in logs or debug output.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);

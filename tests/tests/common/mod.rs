@@ -9,6 +9,7 @@ pub struct Api {
     pub http: reqwest::Client,
 }
 
+#[derive(Debug)]
 pub struct Reply {
     pub status: u16,
     pub headers: reqwest::header::HeaderMap,

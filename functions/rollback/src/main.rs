@@ -1,0 +1,36 @@
+//! rollback Lambda: `POST /actions/{id}/rollback` through API Gateway, or a direct invocation
+//! with `{action_id, reason?, partial?}`.
+
+use actiongate::config::{aws_config, Config, HandlerConfig};
+use actiongate::handlers::{Dependencies, Registry};
+use actiongate::policy_source::PolicySource;
+use actiongate::rollback::RollbackService;
+use actiongate::store::Store;
+use actiongate::{api, telemetry, SystemClock};
+use lambda_http::request::LambdaRequest;
+use lambda_runtime::{run, service_fn, Error, LambdaEvent};
+use serde_json::Value;
+use std::sync::Arc;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    telemetry::init();
+    let config = Config::from_env()?;
+    let aws = aws_config().await;
+    let store = Store::new(aws_sdk_dynamodb::Client::new(&aws), &config.actions_table, &config.audit_table);
+    let policy = Arc::new(PolicySource::new(store.clone(), config.policy, config.policy_cache));
+    let deps = Dependencies::from_config(&aws, &store, HandlerConfig::from_env()?, policy)?;
+    let service = Arc::new(RollbackService::new(store, Registry::standard(), deps, Arc::new(SystemClock)));
+    run(service_fn(move |event: LambdaEvent<Value>| {
+        let service = Arc::clone(&service);
+        async move {
+            if event.payload.get("requestContext").is_some() {
+                let request: LambdaRequest = serde_json::from_value(event.payload)?;
+                Ok::<Value, Error>(api::to_apigw_v2(service.handle(request.into()).await))
+            } else {
+                Ok(service.invoke(event.payload).await)
+            }
+        }
+    }))
+    .await
+}

@@ -1,0 +1,245 @@
+//! Rollback: undoes the executed steps of a completed or failed action, newest first, through
+//! each handler's rollback from the stored snapshot.
+//!
+//! Irreversible steps (a sent email) make the request a 409 `not_reversible` naming them,
+//! unless the caller asks for a partial rollback, whose result lists what was not undone.
+//! Progress is saved after every step, so a rollback that stopped half-way continues where it
+//! was, and asking twice is harmless.
+
+use crate::api::{self, ApiError, Identity};
+use crate::clock::Clock;
+use crate::domain::action::{StepKind, StepState};
+use crate::domain::{Action, ActionId, Status};
+use crate::handlers::{idempotency_key, Dependencies, Registry, Reversibility, StepContext};
+use crate::store::{Store, TransitionError};
+use lambda_http::{Body, Request, Response};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+/// A rollback request, from the API (`{reason?, partial?}`) or a direct invocation.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackRequest {
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// Undo what can be undone and report the rest, instead of refusing.
+    #[serde(default)]
+    pub partial: bool,
+}
+
+/// A direct invocation: `{action_id, reason?, partial?}` (operators, automation).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirectRollback {
+    pub action_id: String,
+    #[serde(default)]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub partial: bool,
+}
+
+pub struct RollbackService {
+    store: Store,
+    registry: Registry,
+    deps: Dependencies,
+    clock: Arc<dyn Clock>,
+}
+
+impl RollbackService {
+    pub fn new(store: Store, registry: Registry, deps: Dependencies, clock: Arc<dyn Clock>) -> Self {
+        Self { store, registry, deps, clock }
+    }
+
+    /// `POST /actions/{id}/rollback`: the owner or an admin.
+    pub async fn handle(&self, req: Request) -> Response<Body> {
+        let result = async {
+            let identity = Identity::from_request(&req).ok_or(ApiError::Unauthorized)?;
+            let segments = api::path_segments(&req);
+            let id = match segments.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+                ["actions", id, "rollback"] if req.method() == "POST" => (*id).to_owned(),
+                ["actions", _, "rollback"] => {
+                    return Err(ApiError::MethodNotAllowed { method: req.method().to_string() })
+                }
+                _ => return Err(ApiError::NotFound("route")),
+            };
+            let body = api::optional_json_body(&req, 16 * 1024)?;
+            let request: RollbackRequest =
+                serde_json::from_value(body).map_err(|e| ApiError::invalid("$", e.to_string()))?;
+            let action = self.load(&id).await?;
+            if action.user_id != identity.user && !identity.admin {
+                return Err(ApiError::NotFound("action"));
+            }
+            let done = self.roll_back(action, &request, identity.user.as_str()).await?;
+            Ok(api::json_response(200, &with_outcome(&done)))
+        }
+        .await;
+        result.unwrap_or_else(ApiError::into_response)
+    }
+
+    /// A direct invocation; errors come back as `{error, message}` values.
+    pub async fn invoke(&self, payload: Value) -> Value {
+        let result = async {
+            let request: DirectRollback =
+                serde_json::from_value(payload).map_err(|e| ApiError::invalid("$", e.to_string()))?;
+            let action = self.load(&request.action_id).await?;
+            let done = self
+                .roll_back(action, &RollbackRequest { reason: request.reason, partial: request.partial }, "operator")
+                .await?;
+            Ok::<Value, ApiError>(with_outcome(&done))
+        }
+        .await;
+        result.unwrap_or_else(|e| json!({"error": e.code(), "message": e.to_string()}))
+    }
+
+    async fn load(&self, id: &str) -> Result<Action, ApiError> {
+        let id = ActionId::parse(id).ok_or(ApiError::NotFound("action"))?;
+        self.store.get_action(id).await.map_err(ApiError::internal)?.ok_or(ApiError::NotFound("action"))
+    }
+
+    /// Completed action steps, newest first, with whether each can be undone.
+    fn undoable(&self, action: &Action) -> Vec<(usize, String, Value, bool)> {
+        action
+            .steps
+            .iter()
+            .rev()
+            .filter(|s| s.state == StepState::Completed)
+            .filter_map(|s| match &s.kind {
+                StepKind::Action { action_type, payload } => {
+                    let reversible = self
+                        .registry
+                        .get(action_type)
+                        .is_some_and(|h| h.reversibility(payload) == Reversibility::Reversible);
+                    Some((s.index, action_type.clone(), payload.clone(), reversible))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    pub async fn roll_back(&self, action: Action, request: &RollbackRequest, actor: &str) -> Result<Action, ApiError> {
+        tracing::info!(action_id = %action.action_id, actor, partial = request.partial, "rollback requested");
+        match action.status {
+            // Twice is harmless.
+            Status::RolledBack => return Ok(action),
+            Status::Completed | Status::Failed | Status::RollingBack => {}
+            other => {
+                return Err(ApiError::InvalidState {
+                    status: other,
+                    message: "only completed or failed actions can be rolled back".into(),
+                })
+            }
+        }
+        let steps = self.undoable(&action);
+        let irreversible: Vec<Value> = steps
+            .iter()
+            .filter(|(_, _, _, reversible)| !reversible)
+            .map(|(i, t, _, _)| json!({"step": i, "action_type": t}))
+            .collect();
+        if !irreversible.is_empty() && !request.partial {
+            return Err(ApiError::Conflict {
+                code: "not_reversible",
+                message: "some executed steps cannot be undone; ask for a partial rollback to undo the rest".into(),
+                extra: json!({"status": action.status, "irreversible_steps": irreversible}),
+            });
+        }
+        let now = self.clock.now();
+        let mut current = if action.status == Status::RollingBack {
+            action
+        } else {
+            let reason = request.reason.clone().unwrap_or_else(|| "rollback requested".into());
+            self.store
+                .advance(
+                    &action,
+                    action.clone(),
+                    &[(Status::RollingBack, reason, Some(json!({"by": actor, "partial": request.partial})))],
+                    actor,
+                    now,
+                )
+                .await
+                .map_err(conflict_or_internal)?
+        };
+        let mut order = Vec::new();
+        for (index, action_type, payload, _) in steps.into_iter().filter(|s| s.3) {
+            let handler = self
+                .registry
+                .get(&action_type)
+                .ok_or_else(|| ApiError::internal(anyhow::anyhow!("no handler for {action_type}")))?;
+            let step = &current.steps[index];
+            let snapshot = step.snapshot.clone().unwrap_or(Value::Null);
+            let result = step.result.clone().unwrap_or(Value::Null);
+            let ctx = StepContext {
+                action_id: current.action_id,
+                user: &current.user_id,
+                step: index,
+                payload: &payload,
+                idempotency_key: idempotency_key(current.action_id, index),
+                deps: &self.deps,
+            };
+            let outcome = handler.rollback(&ctx, &snapshot, &result).await;
+            let mut after = current.clone();
+            let now = self.clock.now();
+            match outcome {
+                Ok(undone) => {
+                    after.steps[index].state = StepState::RolledBack;
+                    after.steps[index].error = None;
+                    after.steps[index].result = Some(json!({"executed": result, "rolled_back": undone}));
+                    after.version = current.version + 1;
+                    after.updated_at = now;
+                    // Progress, not a transition: saved so a stopped rollback continues here.
+                    self.store.transition_many(&current, &after, &[], None).await.map_err(conflict_or_internal)?;
+                    tracing::info!(action_id = %current.action_id, step = index, "step rolled back");
+                    current = after;
+                    order.push(index);
+                }
+                Err(e) => {
+                    after.steps[index].error = Some(json!(e));
+                    after.error =
+                        Some(json!({"rollback_step": index, "code": e.code, "message": e.message, "kind": e.kind}));
+                    let why = format!("rolling back step {index} ({action_type}) failed: {e}");
+                    return self
+                        .store
+                        .advance(
+                            &current,
+                            after,
+                            &[(Status::RollbackFailed, why, Some(json!({"step": index, "error": e})))],
+                            actor,
+                            now,
+                        )
+                        .await
+                        .map_err(conflict_or_internal);
+                }
+            }
+        }
+        let detail = json!({"rolled_back_in_order": order, "not_undone": irreversible});
+        let reason = if irreversible.is_empty() {
+            "every executed step was undone".to_owned()
+        } else {
+            "partial rollback: irreversible steps were left as they are".to_owned()
+        };
+        self.store
+            .advance(&current, current.clone(), &[(Status::RolledBack, reason, Some(detail))], actor, self.clock.now())
+            .await
+            .map_err(conflict_or_internal)
+    }
+}
+
+fn conflict_or_internal(e: TransitionError) -> ApiError {
+    match e {
+        TransitionError::Conflict => {
+            ApiError::InvalidState { status: Status::RollingBack, message: "it changed while being rolled back".into() }
+        }
+        TransitionError::Store(e) => ApiError::internal(e),
+    }
+}
+
+/// The action, plus which steps were undone and which could not be.
+fn with_outcome(action: &Action) -> Value {
+    let mut body = action.to_api();
+    let steps = |state: StepState| -> Vec<usize> {
+        action.steps.iter().filter(|s| s.state == state).map(|s| s.index).collect()
+    };
+    body["rolled_back_steps"] = json!(steps(StepState::RolledBack));
+    body["not_undone_steps"] = json!(steps(StepState::Completed));
+    body
+}

@@ -1,0 +1,169 @@
+//! End-to-end rollback: the fakes' state after an action, and after its rollback.
+
+mod common;
+
+use common::{
+    approved_webhook, fake_state, seed_message, someone, store_google_token, trail, wait_for_status, Api, APPROVER,
+};
+use serde_json::{json, Value};
+
+async fn completed(api: &Api, owner: &str, body: Value) -> String {
+    let r = api.post("/actions", owner, body).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let id = r.body["action_id"].as_str().unwrap().to_owned();
+    if r.body["status"] == "awaiting_approval" {
+        assert_eq!(api.post(&format!("/actions/{id}/approve"), APPROVER, json!({})).await.status, 200);
+    }
+    let done = wait_for_status(api, owner, &id, &["completed", "failed"], 60).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    id
+}
+
+async fn rollback(api: &Api, user: &str, id: &str, body: Value) -> common::Reply {
+    api.post(&format!("/actions/{id}/rollback"), user, body).await
+}
+
+#[tokio::test]
+async fn archive_then_rollback_restores_the_labels_exactly_and_twice_is_harmless() {
+    let api = common::api();
+    let owner = someone("alice");
+    let message = someone("msg");
+    seed_message(&api, &message).await;
+    api.http
+        .post(format!("{}/_fake/gmail/messages", api.stack.fakes_url))
+        .json(&json!({"id": message, "labelIds": ["INBOX", "UNREAD", "IMPORTANT"]}))
+        .send()
+        .await
+        .unwrap();
+    store_google_token(&api, &owner).await;
+    let id = completed(
+        &api,
+        &owner,
+        json!({"action_type": "gmail.archive", "payload": {"message_id": message}, "confidence": 0.9}),
+    )
+    .await;
+    assert_eq!(fake_state(&api).await["gmail"][&message], json!(["UNREAD", "IMPORTANT"]));
+
+    let r = rollback(&api, &owner, &id, json!({"reason": "wrong message"})).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["status"], "rolled_back");
+    assert_eq!(r.body["rolled_back_steps"], json!([0]));
+    let mut labels: Vec<String> = serde_json::from_value(fake_state(&api).await["gmail"][&message].clone()).unwrap();
+    labels.sort();
+    assert_eq!(labels, vec!["IMPORTANT", "INBOX", "UNREAD"]);
+    let again = rollback(&api, &owner, &id, json!({})).await;
+    assert_eq!((again.status, again.body["status"].as_str()), (200, Some("rolled_back")));
+    let moves: Vec<String> = trail(&api, &owner, &id)
+        .await
+        .iter()
+        .map(|e| format!("{}>{}", e["from"].as_str().unwrap_or("-"), e["to"].as_str().unwrap()))
+        .collect();
+    assert_eq!(&moves[moves.len() - 2..], ["completed>rolling_back", "rolling_back>rolled_back"]);
+}
+
+#[tokio::test]
+async fn a_created_calendar_event_is_gone_after_rollback() {
+    let api = common::api();
+    let owner = someone("alice");
+    store_google_token(&api, &owner).await;
+    let summary = someone("Review");
+    let id = completed(
+        &api,
+        &owner,
+        json!({"action_type": "calendar.create_event", "payload": {"summary": summary, "start": "2026-12-01T10:00:00Z", "end": "2026-12-01T11:00:00Z"}, "approver": APPROVER}),
+    )
+    .await;
+    let has_event =
+        |state: &Value| state["events"].as_object().unwrap().values().any(|e| e["summary"] == summary.as_str());
+    assert!(has_event(&fake_state(&api).await));
+    let r = rollback(&api, &owner, &id, json!({})).await;
+    assert_eq!((r.status, r.body["status"].as_str()), (200, Some("rolled_back")), "{}", r.body);
+    assert!(!has_event(&fake_state(&api).await));
+}
+
+#[tokio::test]
+async fn a_three_step_plan_is_rolled_back_newest_first() {
+    let api = common::api();
+    let owner = someone("alice");
+    let message = someone("msg");
+    api.http
+        .post(format!("{}/_fake/gmail/messages", api.stack.fakes_url))
+        .json(&json!({"id": message, "labelIds": ["INBOX", "UNREAD"]}))
+        .send()
+        .await
+        .unwrap();
+    store_google_token(&api, &owner).await;
+    let plan = json!({"steps": [
+        {"action_type": "gmail.label", "payload": {"message_id": message, "label_ids": ["Label_1"]}},
+        {"action_type": "gmail.flag", "payload": {"message_id": message}},
+        {"action_type": "gmail.mark_read", "payload": {"message_id": message}}
+    ], "confidence": 0.9});
+    let id = completed(&api, &owner, plan).await;
+    assert_eq!(fake_state(&api).await["gmail"][&message], json!(["INBOX", "Label_1", "STARRED"]));
+    let r = rollback(&api, &owner, &id, json!({})).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let mut labels: Vec<String> = serde_json::from_value(fake_state(&api).await["gmail"][&message].clone()).unwrap();
+    labels.sort();
+    assert_eq!(labels, vec!["INBOX", "UNREAD"]);
+    let last = trail(&api, &owner, &id).await.last().unwrap().clone();
+    assert_eq!(last["to"], "rolled_back");
+    assert_eq!(last["detail"]["rolled_back_in_order"], json!([2, 1, 0]));
+}
+
+#[tokio::test]
+async fn a_sent_email_makes_rollback_409_unless_partial() {
+    let api = common::api();
+    let owner = someone("alice");
+    let path = format!("/hook/ok-rb-{}", someone("x"));
+    // Step 0 sends an email (irreversible); step 1 calls a webhook with a compensating request.
+    let plan = json!({"steps": [
+        {"action_type": "send_email", "payload": {"to": ["bob@example.com"], "subject": "Sent for good", "text": "hi"}},
+        {"action_type": "http_request", "payload": {"method": "POST", "url": format!("{}{path}", api.stack.fakes_url),
+            "rollback": {"method": "DELETE", "url": format!("{}{path}/undo", api.stack.fakes_url)}}}
+    ], "approver": APPROVER});
+    let id = completed(&api, &owner, plan).await;
+    let refused = rollback(&api, &owner, &id, json!({})).await;
+    assert_eq!(refused.status, 409, "{}", refused.body);
+    assert_eq!(refused.body["error"], "not_reversible");
+    assert_eq!(refused.body["irreversible_steps"], json!([{"step": 0, "action_type": "send_email"}]));
+    assert_eq!(
+        api.get(&format!("/actions/{id}"), &owner).await.body["status"],
+        "completed",
+        "a refused rollback changes nothing"
+    );
+
+    let partial = rollback(&api, &owner, &id, json!({"partial": true})).await;
+    assert_eq!(partial.status, 200, "{}", partial.body);
+    assert_eq!(partial.body["status"], "rolled_back");
+    assert_eq!(partial.body["rolled_back_steps"], json!([1]));
+    assert_eq!(partial.body["not_undone_steps"], json!([0]));
+    let state = fake_state(&api).await;
+    assert!(state["effects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["path"] == format!("{path}/undo") && e["method"] == "DELETE"));
+}
+
+#[tokio::test]
+async fn rollback_is_for_the_owner_of_finished_work() {
+    let api = common::api();
+    let owner = someone("alice");
+    let id = approved_webhook(&api, &owner, &format!("/hook/ok-rbauth-{}", someone("x")), json!({})).await;
+    wait_for_status(&api, &owner, &id, &["completed"], 60).await;
+    assert_eq!(rollback(&api, &someone("mallory"), &id, json!({})).await.status, 404);
+    assert_eq!(api.call("POST", &format!("/actions/{id}/rollback"), None, Some("{}".into()), &[]).await.status, 401);
+    let bad = rollback(&api, &owner, &id, json!({"partial": "yes"})).await;
+    assert_eq!((bad.status, bad.body["error"].as_str()), (400, Some("invalid_request")));
+    let waiting =
+        api.post("/actions", &owner, json!({"action_type": "gmail.spam", "payload": {"message_id": "m"}})).await;
+    let not_done = rollback(&api, &owner, waiting.body["action_id"].as_str().unwrap(), json!({})).await;
+    assert_eq!((not_done.status, not_done.body["error"].as_str()), (409, Some("invalid_state")));
+    // A webhook without a compensating request cannot be undone either.
+    assert_eq!(rollback(&api, &owner, &id, json!({})).await.body["error"], "not_reversible");
+    // Direct invocation, as an operator would.
+    let url = format!("http://127.0.0.1:{}/2015-03-31/functions/rollback/invocations", api.stack.invoke_port);
+    let direct: Value =
+        api.http.post(url).json(&json!({"action_id": id, "partial": true})).send().await.unwrap().json().await.unwrap();
+    assert_eq!(direct["status"], "rolled_back", "{direct}");
+}
