@@ -99,3 +99,37 @@ fn each_function_builds_with_the_workspace_feature_set() {
         assert!(differing.is_empty(), "{binary} alone resolves different features: {differing:?}");
     }
 }
+
+/// Audit events are never updated or deleted: no function's policy allows it on the audit table.
+#[test]
+fn no_function_may_update_or_delete_audit_items() {
+    let text = std::fs::read_to_string(actiongate_local::workspace_root().join("infra/template.yaml")).unwrap();
+    let doc: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    let resources = doc["Resources"].as_mapping().unwrap();
+    let mut checked = 0;
+    for (name, resource) in resources {
+        if resource["Type"].as_str() != Some("AWS::Serverless::Function") {
+            continue;
+        }
+        for policy in resource["Properties"]["Policies"].as_sequence().into_iter().flatten() {
+            for statement in policy["Statement"].as_sequence().into_iter().flatten() {
+                let on_audit = serde_yaml::to_string(&statement["Resource"]).unwrap().contains("AuditTable");
+                if !on_audit {
+                    continue;
+                }
+                checked += 1;
+                let actions: Vec<&str> = match &statement["Action"] {
+                    serde_yaml::Value::Sequence(s) => s.iter().filter_map(|a| a.as_str()).collect(),
+                    other => other.as_str().into_iter().collect(),
+                };
+                for action in actions {
+                    assert!(
+                        ["dynamodb:PutItem", "dynamodb:Query"].contains(&action),
+                        "{name:?} may {action} on the audit table; audit items are append-only"
+                    );
+                }
+            }
+        }
+    }
+    assert!(checked >= 5, "every function appends to the audit table");
+}
