@@ -95,6 +95,10 @@ impl IntakeService {
                 "POST" => self.close(req, id, verb, &identity).await,
                 _ => not_allowed(),
             },
+            ["stats"] => match method {
+                "GET" => self.stats(&identity).await,
+                _ => not_allowed(),
+            },
             ["rate-limits", action_type] => match method {
                 "GET" => self.rate_limits(action_type, &identity).await,
                 _ => not_allowed(),
@@ -512,6 +516,57 @@ impl IntakeService {
         }
         let verified = self.store.kyc_verified(&user).await.map_err(ApiError::internal)?;
         Ok(api::json_response(200, &json!({"user_id": user, "kyc_verified": verified})))
+    }
+
+    /// Today's outcomes, from counters kept with each transition: the caller's own, or
+    /// everyone's for an admin.
+    async fn stats(&self, identity: &Identity) -> Result<Response<Body>, ApiError> {
+        let now = self.clock.now();
+        let scope = if identity.admin { "all".to_owned() } else { format!("user#{}", identity.user) };
+        let counters =
+            self.store.daily_stats(&scope, &now.format("%Y-%m-%d").to_string()).await.map_err(ApiError::internal)?;
+        let get = |k: &str| counters.get(k).copied().unwrap_or(0);
+        let mut by_type = serde_json::Map::new();
+        for (key, value) in &counters {
+            if let Some((action_type, field)) = key.strip_prefix("t#").and_then(|r| r.rsplit_once('#')) {
+                let entry = by_type
+                    .entry(action_type.to_owned())
+                    .or_insert_with(|| json!({"executed": 0, "succeeded": 0, "failed": 0, "rolled_back": 0}));
+                entry[field] = json!(value);
+            }
+        }
+        let succeeded = get("auto_executed") + get("approved_executed");
+        let executed = succeeded + get("failed");
+        let ratio = |a: u64, b: u64| {
+            if b == 0 {
+                Value::Null
+            } else {
+                json!(((a as f64 / b as f64) * 1000.0).round() / 1000.0)
+            }
+        };
+        let recent = self
+            .store
+            .list_actions(&identity.user, None, 10, None)
+            .await
+            .map_err(ApiError::internal)?
+            .map(|p| p.actions)
+            .unwrap_or_default();
+        let recent: Vec<Value> = recent
+            .iter()
+            .map(|a| json!({"action_id": a.action_id, "action_type": a.action_type, "status": a.status, "tier": a.tier, "updated_at": format_time(a.updated_at)}))
+            .collect();
+        Ok(api::json_response(
+            200,
+            &json!({
+                "scope": if identity.admin { "all" } else { "own" },
+                "day": now.format("%Y-%m-%d").to_string(),
+                "today": {"auto_executed": get("auto_executed"), "approved_executed": get("approved_executed"), "failed": get("failed"), "rolled_back": get("rolled_back")},
+                "by_type": by_type,
+                "success_rate": ratio(succeeded, executed),
+                "rollback_rate": ratio(get("rolled_back"), succeeded),
+                "recent": recent,
+            }),
+        ))
     }
 
     async fn policy_status(&self, identity: &Identity) -> Result<Response<Body>, ApiError> {

@@ -167,3 +167,49 @@ async fn rollback_is_for_the_owner_of_finished_work() {
         api.http.post(url).json(&json!({"action_id": id, "partial": true})).send().await.unwrap().json().await.unwrap();
     assert_eq!(direct["status"], "rolled_back", "{direct}");
 }
+
+#[tokio::test]
+async fn stats_match_a_scripted_mix_of_outcomes() {
+    let api = common::api();
+    let owner = someone("stats");
+    store_google_token(&api, &owner).await;
+    let mut flags = Vec::new();
+    for i in 0..2 {
+        let message = format!("{owner}-m{i}");
+        seed_message(&api, &message).await;
+        flags.push(
+            completed(
+                &api,
+                &owner,
+                json!({"action_type": "gmail.flag", "payload": {"message_id": message}, "confidence": 0.9}),
+            )
+            .await,
+        );
+    }
+    let ok = approved_webhook(&api, &owner, &format!("/hook/ok-stats-{}", someone("x")), json!({})).await;
+    assert_eq!(wait_for_status(&api, &owner, &ok, &["completed"], 60).await["status"], "completed");
+    let bad = approved_webhook(&api, &owner, &format!("/hook/bad-stats-{}", someone("x")), json!({})).await;
+    assert_eq!(wait_for_status(&api, &owner, &bad, &["failed"], 60).await["status"], "failed");
+    assert_eq!(rollback(&api, &owner, &flags[0], json!({})).await.status, 200);
+
+    let stats = api.get("/stats", &owner).await;
+    assert_eq!(stats.status, 200, "{}", stats.body);
+    assert_eq!(stats.body["scope"], "own");
+    assert_eq!(stats.body["today"], json!({"auto_executed": 2, "approved_executed": 1, "failed": 1, "rolled_back": 1}));
+    assert_eq!(
+        stats.body["by_type"]["gmail.flag"],
+        json!({"executed": 2, "succeeded": 2, "failed": 0, "rolled_back": 1})
+    );
+    assert_eq!(
+        stats.body["by_type"]["http_request"],
+        json!({"executed": 2, "succeeded": 1, "failed": 1, "rolled_back": 0})
+    );
+    assert_eq!(stats.body["success_rate"], 0.75);
+    assert_eq!(stats.body["rollback_rate"], 0.333);
+    assert_eq!(stats.body["recent"].as_array().unwrap().len(), 4);
+
+    let everyone = api.get("/stats", &format!("{}:admin", someone("root"))).await;
+    assert_eq!(everyone.body["scope"], "all");
+    assert!(everyone.body["today"]["auto_executed"].as_u64().unwrap() >= 2);
+    assert_eq!(api.get("/stats", &someone("nobody")).await.body["today"]["auto_executed"], 0);
+}

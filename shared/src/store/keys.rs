@@ -63,6 +63,12 @@ pub const BREAKER_SK: &str = "STATE";
 /// The audit stream of the circuit breaker (the audit table's key is otherwise an action id).
 pub const BREAKER_AUDIT_STREAM: &str = "circuit-breaker";
 
+/// Daily outcome counters: `scope` is `all` or `user#<id>`, `day` is `YYYY-MM-DD` (UTC).
+pub fn stats_pk(scope: &str, day: &str) -> String {
+    format!("STATS#{scope}#{day}")
+}
+pub const STATS_SK: &str = "STATS";
+
 pub fn cooldown_pk(user: &UserId, entity: &str) -> String {
     format!("COOLDOWN#{user}#{entity}")
 }

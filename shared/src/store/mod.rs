@@ -12,7 +12,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValue, TransactWriteIte
 use aws_sdk_dynamodb::Client;
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 type Item = HashMap<String, AttributeValue>;
 
@@ -289,6 +289,10 @@ impl Store {
         let mut items = vec![TransactWriteItem::builder().put(put).build()];
         for event in events {
             items.push(TransactWriteItem::builder().put(self.put_audit(event)?).build());
+        }
+        // Outcomes are counted with the transition that produces them: exact, and no scans.
+        for update in self.stats_updates(before, after)? {
+            items.push(TransactWriteItem::builder().update(update).build());
         }
         if let Some(used) = approval {
             items.push(TransactWriteItem::builder().update(self.close_link(&used)?).build());
@@ -712,6 +716,57 @@ impl Store {
             .expression_attribute_values(":by", s(used.by))
             .expression_attribute_values(":at", s(crate::clock::format_time(used.at)))
             .build()?)
+    }
+
+    /// Counter updates for a transition that finishes work (`completed`, `failed`,
+    /// `rolled_back`), for the user and for everyone, on the day it happened.
+    fn stats_updates(&self, before: &Action, after: &Action) -> Result<Vec<Update>, StoreError> {
+        if before.status == after.status {
+            return Ok(Vec::new());
+        }
+        let t = &after.action_type;
+        let auto = after.tier == Some(crate::domain::Tier::Auto);
+        let fields: Vec<String> = match after.status {
+            Status::Completed => vec![
+                if auto { "auto_executed".into() } else { "approved_executed".into() },
+                format!("t#{t}#executed"),
+                format!("t#{t}#succeeded"),
+            ],
+            Status::Failed => vec!["failed".into(), format!("t#{t}#executed"), format!("t#{t}#failed")],
+            Status::RolledBack => vec!["rolled_back".into(), format!("t#{t}#rolled_back")],
+            _ => return Ok(Vec::new()),
+        };
+        let day = after.updated_at.format("%Y-%m-%d").to_string();
+        let mut updates = Vec::new();
+        for scope in ["all".to_owned(), format!("user#{}", after.user_id)] {
+            let mut builder = Update::builder()
+                .table_name(&self.table)
+                .key(keys::PK, s(keys::stats_pk(&scope, &day)))
+                .key(keys::SK, s(keys::STATS_SK))
+                .expression_attribute_values(":one", n(1))
+                .expression_attribute_values(":ttl", n((after.updated_at + chrono::Duration::days(400)).timestamp()));
+            let mut adds = Vec::new();
+            for (i, field) in fields.iter().enumerate() {
+                builder = builder.expression_attribute_names(format!("#f{i}"), field);
+                adds.push(format!("#f{i} :one"));
+            }
+            builder = builder
+                .expression_attribute_names("#ttl", keys::TTL)
+                .update_expression(format!("ADD {} SET #ttl = :ttl", adds.join(", ")));
+            updates.push(builder.build()?);
+        }
+        Ok(updates)
+    }
+
+    /// One day's outcome counters for `scope` (`all` or `user#<id>`).
+    pub async fn daily_stats(&self, scope: &str, day: &str) -> Result<BTreeMap<String, u64>, StoreError> {
+        let found = self.item(keys::stats_pk(scope, day), keys::STATS_SK).await?;
+        Ok(found
+            .into_iter()
+            .flatten()
+            .filter_map(|(k, v)| Some((k, v.as_n().ok()?.parse().ok()?)))
+            .filter(|(k, _)| k != keys::TTL)
+            .collect())
     }
 
     /// One item by key, read consistently.
