@@ -39,30 +39,32 @@ fn message_url(ctx: &StepContext<'_>, id: &str) -> String {
     format!("{}/gmail/v1/users/me/messages/{id}", ctx.deps.gmail_base.trim_end_matches('/'))
 }
 
-async fn current_labels(ctx: &StepContext<'_>, id: &str) -> Result<BTreeSet<String>, HandlerError> {
+/// Sends a Gmail API request with the user's token; the label ids of the message it returns.
+/// `strict`: an unreadable answer is an error (a snapshot must be exact); otherwise the change
+/// was made and an unreadable answer just reports no labels.
+async fn labels_from(
+    ctx: &StepContext<'_>,
+    request: reqwest::RequestBuilder,
+    strict: bool,
+) -> Result<BTreeSet<String>, HandlerError> {
     let token = ctx.deps.credentials.google_token(ctx.user).await?;
-    let response = ctx
-        .deps
-        .http
-        .get(format!("{}?format=minimal", message_url(ctx, id)))
-        .bearer_auth(token.expose())
-        .send()
-        .await
-        .map_err(|e| HandlerError::from_reqwest(&e, "Gmail"))?;
+    let response =
+        request.bearer_auth(token.expose()).send().await.map_err(|e| HandlerError::from_reqwest(&e, "Gmail"))?;
     let status = response.status().as_u16();
     let body = response.text().await.map_err(|e| HandlerError::from_reqwest(&e, "Gmail"))?;
     if status != 200 {
         return Err(HandlerError::from_status(status, "Gmail", &body));
     }
-    let v: Value =
-        serde_json::from_str(&body).map_err(|e| HandlerError::permanent("bad_response", format!("Gmail: {e}")))?;
-    Ok(v.get("labelIds")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .map(str::to_owned)
-        .collect())
+    let v: Value = match serde_json::from_str(&body) {
+        Ok(v) => v,
+        Err(e) if strict => return Err(HandlerError::permanent("bad_response", format!("Gmail: {e}"))),
+        Err(_) => Value::Null,
+    };
+    Ok(labels_of(v.get("labelIds").unwrap_or(&Value::Null)))
+}
+
+async fn current_labels(ctx: &StepContext<'_>, id: &str) -> Result<BTreeSet<String>, HandlerError> {
+    labels_from(ctx, ctx.deps.http.get(format!("{}?format=minimal", message_url(ctx, id))), true).await
 }
 
 async fn modify(
@@ -71,29 +73,8 @@ async fn modify(
     add: &BTreeSet<String>,
     remove: &BTreeSet<String>,
 ) -> Result<BTreeSet<String>, HandlerError> {
-    let token = ctx.deps.credentials.google_token(ctx.user).await?;
-    let response = ctx
-        .deps
-        .http
-        .post(format!("{}/modify", message_url(ctx, id)))
-        .bearer_auth(token.expose())
-        .json(&json!({"addLabelIds": add, "removeLabelIds": remove}))
-        .send()
-        .await
-        .map_err(|e| HandlerError::from_reqwest(&e, "Gmail"))?;
-    let status = response.status().as_u16();
-    let body = response.text().await.map_err(|e| HandlerError::from_reqwest(&e, "Gmail"))?;
-    if status != 200 {
-        return Err(HandlerError::from_status(status, "Gmail", &body));
-    }
-    let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-    Ok(v.get("labelIds")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .map(str::to_owned)
-        .collect())
+    let request = ctx.deps.http.post(format!("{}/modify", message_url(ctx, id)));
+    labels_from(ctx, request.json(&json!({"addLabelIds": add, "removeLabelIds": remove})), false).await
 }
 
 fn labels_of(v: &Value) -> BTreeSet<String> {

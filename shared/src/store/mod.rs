@@ -297,11 +297,7 @@ impl Store {
         if let Some(used) = approval {
             items.push(TransactWriteItem::builder().update(self.close_link(&used)?).build());
         }
-        match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
-            Ok(_) => Ok(()),
-            Err(err) if !cancelled_indexes(&err).is_empty() => Err(TransitionError::Conflict),
-            Err(err) => Err(TransitionError::Store(StoreError::aws(err))),
-        }
+        self.conditional_transaction(items).await
     }
 
     /// Moves `before` along `path` (one audit event per hop, by `actor`) and stores `after`
@@ -363,11 +359,7 @@ impl Store {
         if let Some(used) = old_link {
             items.push(TransactWriteItem::builder().update(self.close_link(&used)?).build());
         }
-        match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
-            Ok(_) => Ok(()),
-            Err(err) if !cancelled_indexes(&err).is_empty() => Err(TransitionError::Conflict),
-            Err(err) => Err(TransitionError::Store(StoreError::aws(err))),
-        }
+        self.conditional_transaction(items).await
     }
 
     /// The administrator's policy override, if any.
@@ -420,11 +412,7 @@ impl Store {
             .map_err(StoreError::from)?;
         let items =
             vec![TransactWriteItem::builder().put(put).build(), TransactWriteItem::builder().put(audit).build()];
-        match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
-            Ok(_) => Ok(version),
-            Err(err) if !cancelled_indexes(&err).is_empty() => Err(TransitionError::Conflict),
-            Err(err) => Err(TransitionError::Store(StoreError::aws(err))),
-        }
+        self.conditional_transaction(items).await.map(|()| version)
     }
 
     /// An audit stream that is not an action's (`policy`, `circuit-breaker`), oldest first.
@@ -491,11 +479,7 @@ impl Store {
                 .map_err(StoreError::from)?;
             items.push(TransactWriteItem::builder().put(audit).build());
         }
-        match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
-            Ok(_) => Ok(()),
-            Err(err) if !cancelled_indexes(&err).is_empty() => Err(TransitionError::Conflict),
-            Err(err) => Err(TransitionError::Store(StoreError::aws(err))),
-        }
+        self.conditional_transaction(items).await
     }
 
     pub async fn get_action(&self, id: ActionId) -> Result<Option<Action>, StoreError> {
@@ -767,6 +751,16 @@ impl Store {
             .filter_map(|(k, v)| Some((k, v.as_n().ok()?.parse().ok()?)))
             .filter(|(k, _)| k != keys::TTL)
             .collect())
+    }
+
+    /// Runs a transaction whose only expected failure is a condition: any cancelled item means
+    /// someone else changed something first.
+    async fn conditional_transaction(&self, items: Vec<TransactWriteItem>) -> Result<(), TransitionError> {
+        match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
+            Ok(_) => Ok(()),
+            Err(err) if !cancelled_indexes(&err).is_empty() => Err(TransitionError::Conflict),
+            Err(err) => Err(TransitionError::Store(StoreError::aws(err))),
+        }
     }
 
     /// One item by key, read consistently.
