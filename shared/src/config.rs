@@ -27,6 +27,8 @@ pub mod vars {
     pub const CALENDAR_API_BASE: &str = "CALENDAR_API_BASE";
     /// Comma-separated hosts and IPs webhooks may reach although they are not public.
     pub const WEBHOOK_ALLOWLIST: &str = "WEBHOOK_ALLOWLIST";
+    /// Days a step's rollback snapshot is kept (DynamoDB TTL); default 90.
+    pub const ROLLBACK_RETENTION_DAYS: &str = "ROLLBACK_RETENTION_DAYS";
 }
 
 /// What the action handlers need (executor and rollback).
@@ -93,6 +95,8 @@ impl MailConfig {
 pub enum ConfigError {
     #[error("environment variable {0} is not set")]
     Missing(&'static str),
+    #[error("environment variable {0} must be {1}")]
+    Invalid(&'static str, &'static str),
     #[error("cannot read policy file {path}: {error}")]
     PolicyFile { path: String, error: String },
     #[error(transparent)]
@@ -106,6 +110,7 @@ pub struct Config {
     pub work_queue_url: String,
     pub policy: Policy,
     pub policy_cache: std::time::Duration,
+    pub rollback_retention: chrono::Duration,
 }
 
 impl Config {
@@ -126,7 +131,21 @@ impl Config {
             policy_cache: std::time::Duration::from_secs(
                 std::env::var(vars::POLICY_CACHE_SECS).ok().and_then(|v| v.parse().ok()).unwrap_or(30),
             ),
+            rollback_retention: chrono::Duration::days(match std::env::var(vars::ROLLBACK_RETENTION_DAYS) {
+                Ok(v) if !v.is_empty() => v
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|d| (1..=3650).contains(d))
+                    .ok_or(ConfigError::Invalid(vars::ROLLBACK_RETENTION_DAYS, "a number of days from 1 to 3650"))?,
+                _ => crate::store::DEFAULT_ROLLBACK_RETENTION_DAYS,
+            }),
         })
+    }
+
+    /// The store over the configured tables, keeping snapshots for the configured retention.
+    pub fn store(&self, aws: &aws_config::SdkConfig) -> crate::store::Store {
+        crate::store::Store::new(aws_sdk_dynamodb::Client::new(aws), &self.actions_table, &self.audit_table)
+            .with_snapshot_retention(self.rollback_retention)
     }
 }
 

@@ -12,6 +12,7 @@ use crate::domain::action::{StepKind, StepState};
 use crate::domain::{Action, Status};
 use crate::handlers::{idempotency_key, Dependencies, HandlerError, Registry, StepContext};
 use crate::queue::{ExecuteMessage, WorkQueue};
+use crate::rollback::{RollbackRequest, RollbackService};
 use crate::scheduler::WakeUpScheduler;
 use crate::store::{Store, TransitionError};
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
@@ -50,10 +51,12 @@ pub struct ExecutorService {
     store: Store,
     queue: WorkQueue,
     scheduler: WakeUpScheduler,
-    registry: Registry,
-    deps: Dependencies,
+    registry: Arc<Registry>,
+    deps: Arc<Dependencies>,
     clock: Arc<dyn Clock>,
     fault_injection: bool,
+    /// Rolls back the completed steps of a plan that failed for good, when the policy asks.
+    compensator: RollbackService,
 }
 
 /// Exponential backoff with full jitter: uniform in `[0, min(cap, base × 2^(attempt-1))]`.
@@ -74,7 +77,10 @@ impl ExecutorService {
         clock: Arc<dyn Clock>,
         fault_injection: bool,
     ) -> Self {
-        Self { store, queue, scheduler, registry, deps, clock, fault_injection }
+        let (registry, deps) = (Arc::new(registry), Arc::new(deps));
+        let compensator =
+            RollbackService::new(store.clone(), Arc::clone(&registry), Arc::clone(&deps), Arc::clone(&clock));
+        Self { store, queue, scheduler, registry, deps, clock, fault_injection, compensator }
     }
 
     /// Handles an SQS batch: messages run concurrently, and only the ones to retry are
@@ -199,9 +205,11 @@ impl ExecutorService {
             deps: &self.deps,
         };
 
-        // Read what the target looks like before claiming: harmless if another executor races.
+        // Read what the target looks like before claiming (harmless if another executor races),
+        // once: a retry after a crash must not take the changed target for the original.
         let snapshot = match handler.validate(&payload) {
             Err(e) => Err(e),
+            Ok(()) if action.steps[index].snapshot_at.is_some() => Ok(Value::Null),
             Ok(()) => handler.snapshot(&ctx).await,
         };
         let mut claimed = action.clone();
@@ -214,7 +222,10 @@ impl ExecutorService {
         let attempt = step.attempts;
         let snapshot = match snapshot {
             Ok(s) => {
-                step.snapshot = (!s.is_null()).then_some(s);
+                if !s.is_null() {
+                    step.snapshot = Some(s);
+                    step.snapshot_at = Some(now);
+                }
                 step.error = None;
                 None
             }
@@ -346,10 +357,39 @@ impl ExecutorService {
                     self.enqueue(&done, index, delay).await;
                 }
                 tracing::warn!(error = %error, attempt, status = %done.status, "step failed");
+                if done.status == Status::Failed {
+                    return self.compensate(done).await;
+                }
                 Outcome::Ran(done.status)
             }
             Err(TransitionError::Conflict) => Outcome::Ignored("the action changed while the step ran".into()),
             Err(TransitionError::Store(e)) => Outcome::Retry(e.to_string()),
+        }
+    }
+
+    /// Automatic compensation: when the policy says so, a plan that failed for good has its
+    /// completed steps rolled back (what cannot be undone is reported in the rollback's result).
+    async fn compensate(&self, failed: Action) -> Outcome {
+        let executed =
+            failed.steps.iter().any(|s| s.state == StepState::Completed && matches!(s.kind, StepKind::Action { .. }));
+        if !executed || !self.deps.policy.current().await.defaults.compensate_on_failure {
+            return Outcome::Ran(Status::Failed);
+        }
+        let step = failed.error.as_ref().and_then(|e| e.get("step")).cloned().unwrap_or(Value::Null);
+        let request = RollbackRequest {
+            reason: Some(format!("automatic compensation: step {step} failed for good")),
+            partial: true,
+        };
+        match self.compensator.roll_back(failed, &request, "executor").await {
+            Ok(done) => {
+                tracing::info!(status = %done.status, "failed plan compensated");
+                Outcome::Ran(done.status)
+            }
+            Err(e) => {
+                // The failure is recorded; the rollback can be resumed through the API.
+                tracing::error!(error = %e, "automatic compensation did not finish");
+                Outcome::Ran(Status::Failed)
+            }
         }
     }
 

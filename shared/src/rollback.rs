@@ -11,11 +11,23 @@ use crate::clock::Clock;
 use crate::domain::action::{StepKind, StepState};
 use crate::domain::{Action, ActionId, Status};
 use crate::handlers::{idempotency_key, Dependencies, Registry, Reversibility, StepContext};
-use crate::store::{Store, TransitionError};
+use crate::store::{Store, StoredSnapshot, TransitionError};
 use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
 use std::sync::Arc;
+
+/// Why a completed step is not undone.
+const IRREVERSIBLE: &str = "irreversible";
+const EXPIRED: &str = "rollback_data_expired";
+
+struct Undo {
+    index: usize,
+    action_type: String,
+    payload: Value,
+    blocker: Option<&'static str>,
+}
 
 /// A rollback request, from the API (`{reason?, partial?}`) or a direct invocation.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -41,14 +53,19 @@ pub struct DirectRollback {
 
 pub struct RollbackService {
     store: Store,
-    registry: Registry,
-    deps: Dependencies,
+    registry: Arc<Registry>,
+    deps: Arc<Dependencies>,
     clock: Arc<dyn Clock>,
 }
 
 impl RollbackService {
-    pub fn new(store: Store, registry: Registry, deps: Dependencies, clock: Arc<dyn Clock>) -> Self {
-        Self { store, registry, deps, clock }
+    pub fn new(
+        store: Store,
+        registry: impl Into<Arc<Registry>>,
+        deps: impl Into<Arc<Dependencies>>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self { store, registry: registry.into(), deps: deps.into(), clock }
     }
 
     /// `POST /actions/{id}/rollback`: the owner or an admin.
@@ -97,8 +114,9 @@ impl RollbackService {
         self.store.get_action(id).await.map_err(ApiError::internal)?.ok_or(ApiError::NotFound("action"))
     }
 
-    /// Completed action steps, newest first, with whether each can be undone.
-    fn undoable(&self, action: &Action) -> Vec<(usize, String, Value, bool)> {
+    /// Completed action steps, newest first, each with why it cannot be undone, if it cannot.
+    fn undoable(&self, action: &Action, snapshots: &BTreeMap<usize, StoredSnapshot>) -> Vec<Undo> {
+        let now = self.clock.now();
         action
             .steps
             .iter()
@@ -110,7 +128,14 @@ impl RollbackService {
                         .registry
                         .get(action_type)
                         .is_some_and(|h| h.reversibility(payload) == Reversibility::Reversible);
-                    Some((s.index, action_type.clone(), payload.clone(), reversible))
+                    // TTL deletion is lazy: an item past its expiry counts as gone.
+                    let kept = s.snapshot_at.is_none() || snapshots.get(&s.index).is_some_and(|k| k.expires_at > now);
+                    let blocker = match (reversible, kept) {
+                        (false, _) => Some(IRREVERSIBLE),
+                        (true, false) => Some(EXPIRED),
+                        (true, true) => None,
+                    };
+                    Some(Undo { index: s.index, action_type: action_type.clone(), payload: payload.clone(), blocker })
                 }
                 _ => None,
             })
@@ -130,16 +155,28 @@ impl RollbackService {
                 })
             }
         }
-        let steps = self.undoable(&action);
+        let snapshots = if action.steps.iter().any(|s| s.snapshot_at.is_some()) {
+            self.store.snapshots(action.action_id).await.map_err(ApiError::internal)?
+        } else {
+            BTreeMap::new()
+        };
+        let steps = self.undoable(&action, &snapshots);
         let irreversible: Vec<Value> = steps
             .iter()
-            .filter(|(_, _, _, reversible)| !reversible)
-            .map(|(i, t, _, _)| json!({"step": i, "action_type": t}))
+            .filter_map(|u| Some(json!({"step": u.index, "action_type": u.action_type, "why": u.blocker?})))
             .collect();
         if !irreversible.is_empty() && !request.partial {
+            let (code, message) = if steps.iter().any(|u| u.blocker == Some(IRREVERSIBLE)) {
+                ("not_reversible", "some executed steps cannot be undone; ask for a partial rollback to undo the rest")
+            } else {
+                (
+                    "rollback_expired",
+                    "the rollback data of some steps is past its retention; ask for a partial rollback to undo the rest",
+                )
+            };
             return Err(ApiError::Conflict {
-                code: "not_reversible",
-                message: "some executed steps cannot be undone; ask for a partial rollback to undo the rest".into(),
+                code,
+                message: message.into(),
                 extra: json!({"status": action.status, "irreversible_steps": irreversible}),
             });
         }
@@ -160,13 +197,13 @@ impl RollbackService {
                 .map_err(conflict_or_internal)?
         };
         let mut order = Vec::new();
-        for (index, action_type, payload, _) in steps.into_iter().filter(|s| s.3) {
+        for Undo { index, action_type, payload, .. } in steps.into_iter().filter(|u| u.blocker.is_none()) {
             let handler = self
                 .registry
                 .get(&action_type)
                 .ok_or_else(|| ApiError::internal(anyhow::anyhow!("no handler for {action_type}")))?;
             let step = &current.steps[index];
-            let snapshot = step.snapshot.clone().unwrap_or(Value::Null);
+            let snapshot = snapshots.get(&index).map_or(Value::Null, |k| k.snapshot.clone());
             let result = step.result.clone().unwrap_or(Value::Null);
             let ctx = StepContext {
                 action_id: current.action_id,

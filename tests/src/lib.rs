@@ -5,6 +5,7 @@
 
 pub mod emulator;
 pub mod fakes;
+pub mod fixtures;
 pub mod gateway;
 pub mod outbox;
 pub mod process;

@@ -11,7 +11,13 @@ fn template() -> Template {
 
 /// What each function's `main` reads through `actiongate::config`.
 fn reads(binary: &str) -> Vec<&'static str> {
-    let mut v = vec![vars::ACTIONS_TABLE, vars::AUDIT_TABLE, vars::WORK_QUEUE_URL, vars::POLICY_CACHE_SECS];
+    let mut v = vec![
+        vars::ACTIONS_TABLE,
+        vars::AUDIT_TABLE,
+        vars::WORK_QUEUE_URL,
+        vars::POLICY_CACHE_SECS,
+        vars::ROLLBACK_RETENTION_DAYS,
+    ];
     match binary {
         "intake" | "sweep" => v.extend([vars::SENDER_EMAIL, vars::PUBLIC_BASE_URL]),
         "rollback" => {

@@ -7,6 +7,11 @@ use common::{
 };
 use serde_json::{json, Value};
 
+/// This suite's policy compensates failed plans automatically.
+fn api() -> Api {
+    common::api_with_policy(&[("retry_cap = \"PT15M\"", "retry_cap = \"PT15M\"\ncompensate_on_failure = true")], &[])
+}
+
 async fn completed(api: &Api, owner: &str, body: Value) -> String {
     let r = api.post("/actions", owner, body).await;
     assert_eq!(r.status, 201, "{}", r.body);
@@ -25,7 +30,7 @@ async fn rollback(api: &Api, user: &str, id: &str, body: Value) -> common::Reply
 
 #[tokio::test]
 async fn archive_then_rollback_restores_the_labels_exactly_and_twice_is_harmless() {
-    let api = common::api();
+    let api = api();
     let owner = someone("alice");
     let message = someone("msg");
     seed_message(&api, &message).await;
@@ -63,7 +68,7 @@ async fn archive_then_rollback_restores_the_labels_exactly_and_twice_is_harmless
 
 #[tokio::test]
 async fn a_created_calendar_event_is_gone_after_rollback() {
-    let api = common::api();
+    let api = api();
     let owner = someone("alice");
     store_google_token(&api, &owner).await;
     let summary = someone("Review");
@@ -83,7 +88,7 @@ async fn a_created_calendar_event_is_gone_after_rollback() {
 
 #[tokio::test]
 async fn a_three_step_plan_is_rolled_back_newest_first() {
-    let api = common::api();
+    let api = api();
     let owner = someone("alice");
     let message = someone("msg");
     api.http
@@ -112,7 +117,7 @@ async fn a_three_step_plan_is_rolled_back_newest_first() {
 
 #[tokio::test]
 async fn a_sent_email_makes_rollback_409_unless_partial() {
-    let api = common::api();
+    let api = api();
     let owner = someone("alice");
     let path = format!("/hook/ok-rb-{}", someone("x"));
     // Step 0 sends an email (irreversible); step 1 calls a webhook with a compensating request.
@@ -125,7 +130,10 @@ async fn a_sent_email_makes_rollback_409_unless_partial() {
     let refused = rollback(&api, &owner, &id, json!({})).await;
     assert_eq!(refused.status, 409, "{}", refused.body);
     assert_eq!(refused.body["error"], "not_reversible");
-    assert_eq!(refused.body["irreversible_steps"], json!([{"step": 0, "action_type": "send_email"}]));
+    assert_eq!(
+        refused.body["irreversible_steps"],
+        json!([{"step": 0, "action_type": "send_email", "why": "irreversible"}])
+    );
     assert_eq!(
         api.get(&format!("/actions/{id}"), &owner).await.body["status"],
         "completed",
@@ -146,8 +154,46 @@ async fn a_sent_email_makes_rollback_409_unless_partial() {
 }
 
 #[tokio::test]
+async fn a_plan_that_fails_for_good_is_compensated_when_the_policy_says_so() {
+    let api = api();
+    let owner = someone("alice");
+    let message = someone("msg");
+    api.http
+        .post(format!("{}/_fake/gmail/messages", api.stack.fakes_url))
+        .json(&json!({"id": message, "labelIds": ["INBOX", "UNREAD"]}))
+        .send()
+        .await
+        .unwrap();
+    store_google_token(&api, &owner).await;
+    let hook = format!("{}/hook/bad-compensate-{}", api.stack.fakes_url, someone("x"));
+    let plan = json!({"steps": [
+        {"action_type": "gmail.label", "payload": {"message_id": message, "label_ids": ["Label_3"]}},
+        {"action_type": "http_request", "payload": {"method": "POST", "url": hook}}
+    ], "approver": APPROVER});
+    let r = api.post("/actions", &owner, plan).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let id = r.body["action_id"].as_str().unwrap().to_owned();
+    assert_eq!(api.post(&format!("/actions/{id}/approve"), APPROVER, json!({})).await.status, 200);
+
+    let done = wait_for_status(&api, &owner, &id, &["rolled_back", "rollback_failed"], 60).await;
+    assert_eq!(done["status"], "rolled_back", "{done}");
+    assert_eq!(done["steps"][0]["state"], "rolled_back");
+    assert_eq!(done["steps"][1]["state"], "failed");
+    let mut labels: Vec<String> = serde_json::from_value(fake_state(&api).await["gmail"][&message].clone()).unwrap();
+    labels.sort();
+    assert_eq!(labels, vec!["INBOX", "UNREAD"], "the label step was undone");
+    let events = trail(&api, &owner, &id).await;
+    let moves: Vec<String> =
+        events.iter().map(|e| format!("{}>{}", e["from"].as_str().unwrap_or("-"), e["to"].as_str().unwrap())).collect();
+    assert_eq!(&moves[moves.len() - 3..], ["executing>failed", "failed>rolling_back", "rolling_back>rolled_back"]);
+    let compensation = &events[events.len() - 2];
+    assert_eq!(compensation["actor"], "executor");
+    assert!(compensation["reason"].as_str().unwrap().starts_with("automatic compensation: step 1"), "{compensation}");
+}
+
+#[tokio::test]
 async fn rollback_is_for_the_owner_of_finished_work() {
-    let api = common::api();
+    let api = api();
     let owner = someone("alice");
     let id = approved_webhook(&api, &owner, &format!("/hook/ok-rbauth-{}", someone("x")), json!({})).await;
     wait_for_status(&api, &owner, &id, &["completed"], 60).await;
@@ -170,7 +216,7 @@ async fn rollback_is_for_the_owner_of_finished_work() {
 
 #[tokio::test]
 async fn stats_match_a_scripted_mix_of_outcomes() {
-    let api = common::api();
+    let api = api();
     let owner = someone("stats");
     store_google_token(&api, &owner).await;
     let mut flags = Vec::new();

@@ -1,7 +1,9 @@
 //! Each handler against its stateful fake (or the emulator's SES): the effect, the snapshot,
 //! and a rollback that restores the fake's state.
 
-use actiongate::domain::{ActionId, UserId};
+use actiongate::clock::FixedClock;
+use actiongate::domain::action::{StepKind, StepState};
+use actiongate::domain::{ActionId, Status, UserId};
 use actiongate::handlers::webhook::{AddressGuard, Allowlist};
 use actiongate::handlers::{
     idempotency_key, CredentialProvider, Dependencies, ErrorKind, HandlerError, HandlerFuture, KycCheck, Registry,
@@ -9,8 +11,10 @@ use actiongate::handlers::{
 };
 use actiongate::mail::Mailer;
 use actiongate::policy::Policy;
+use actiongate::rollback::{RollbackRequest, RollbackService};
 use actiongate_local::emulator::sdk_config_for;
 use actiongate_local::fakes::Fakes;
+use actiongate_local::fixtures;
 use actiongate_local::stack::shared_emulator;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -234,4 +238,61 @@ async fn payment_handlers_refuse_unless_policy_allows() {
     let deps_kyc = deps(&fakes, "", true, Policy::default_policy()).await;
     let err = registry.get("make_purchase").unwrap().execute(&ctx(&deps_kyc, &alice, &buy, id, 0)).await.unwrap_err();
     assert_eq!((err.kind, err.code.as_str()), (ErrorKind::Permanent, "no_payment_provider"));
+}
+
+#[tokio::test]
+async fn rollback_restores_from_the_kept_snapshot_and_refuses_once_the_retention_has_passed() {
+    let fakes = Fakes::start().unwrap();
+    let deps = Arc::new(deps(&fakes, "", false, Policy::default_policy()).await);
+    let store = fixtures::store().await.with_snapshot_retention(chrono::Duration::days(1));
+    let archive = Registry::standard().get("gmail.archive").unwrap();
+    let taken = chrono::Utc::now();
+    let owner = UserId::parse(&format!("retention-{}", taken.timestamp_micros())).unwrap();
+    // Two archived messages, each a completed action whose snapshot was taken at `taken`.
+    let mut completed = Vec::new();
+    for name in ["kept", "expired"] {
+        let message = format!("m-{name}-{}", taken.timestamp_micros());
+        fakes.seed_message(&message, &["INBOX", "UNREAD"]);
+        let payload = json!({"message_id": message});
+        let mut a = fixtures::action(&owner, Status::Queued, taken);
+        a.action_type = "gmail.archive".into();
+        a.payload = payload.clone();
+        a.steps[0].kind = StepKind::Action { action_type: "gmail.archive".into(), payload: payload.clone() };
+        store
+            .create_action(&a, &[fixtures::event(&a, 1, None, Status::Queued)], None, &[], None, None, taken)
+            .await
+            .unwrap();
+        let c = ctx(&deps, &owner, &payload, a.action_id, 0);
+        let mut done = a.clone();
+        done.steps[0].snapshot = Some(archive.snapshot(&c).await.unwrap());
+        done.steps[0].snapshot_at = Some(taken);
+        done.steps[0].result = Some(archive.execute(&c).await.unwrap());
+        done.steps[0].state = StepState::Completed;
+        let path = [(Status::Executing, "claimed".into(), None), (Status::Completed, "done".into(), None)];
+        store.advance(&a, done, &path, "test", taken).await.unwrap();
+        assert_eq!(sorted(&fake_state(&fakes).await["gmail"][&message]), vec!["UNREAD"]);
+        completed.push((message, a.action_id));
+    }
+    let at =
+        |t| RollbackService::new(store.clone(), Registry::standard(), Arc::clone(&deps), Arc::new(FixedClock::at(t)));
+    let whole = RollbackRequest { reason: None, partial: false };
+
+    // Within the retention the labels come back exactly.
+    let (message, id) = &completed[0];
+    let action = store.get_action(*id).await.unwrap().unwrap();
+    let done = at(taken + chrono::Duration::hours(23)).roll_back(action, &whole, "test").await.unwrap();
+    assert_eq!(done.status, Status::RolledBack);
+    assert_eq!(sorted(&fake_state(&fakes).await["gmail"][message]), vec!["INBOX", "UNREAD"]);
+
+    // Past it (even before DynamoDB's lazy TTL deletion) the rollback is refused and nothing
+    // changes; a partial rollback leaves the step and says so.
+    let (message, id) = &completed[1];
+    let late = at(taken + chrono::Duration::days(1) + chrono::Duration::seconds(1));
+    let action = store.get_action(*id).await.unwrap().unwrap();
+    let refused = late.roll_back(action.clone(), &whole, "test").await.unwrap_err();
+    assert_eq!(refused.code(), "rollback_expired");
+    assert_eq!(store.get_action(*id).await.unwrap().unwrap().status, Status::Completed);
+    let partial = late.roll_back(action, &RollbackRequest { reason: None, partial: true }, "test").await.unwrap();
+    assert_eq!((partial.status, partial.steps[0].state), (Status::RolledBack, StepState::Completed));
+    assert_eq!(sorted(&fake_state(&fakes).await["gmail"][message]), vec!["UNREAD"]);
 }

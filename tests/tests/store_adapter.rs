@@ -1,25 +1,15 @@
 //! Adapter tests: the DynamoDB store and SQS queue against the emulator, through the real SDK,
 //! with the tables provisioned from the SAM template.
 
-use actiongate::domain::action::{Step, StepKind};
-use actiongate::domain::{Action, ActionId, AuditEvent, IdempotencyKey, Status, Tier, UserId};
+use actiongate::domain::{ActionId, IdempotencyKey, Status, UserId};
 use actiongate::policy::{RateLimit, Window};
 use actiongate::queue::{ExecuteMessage, WorkQueue};
-use actiongate::store::{CounterSpec, CreateError, Store, TransitionError};
+use actiongate::store::{CounterSpec, CreateError, TransitionError};
 use actiongate_local::emulator::sdk_config_for;
+use actiongate_local::fixtures::{action, event, store};
 use actiongate_local::stack::shared_emulator;
-use chrono::{DateTime, Duration, Utc};
+use chrono::{Duration, Utc};
 use serde_json::json;
-
-async fn store() -> Store {
-    let (endpoint, provisioned) = shared_emulator();
-    let sdk = sdk_config_for(&endpoint).await;
-    Store::new(
-        aws_sdk_dynamodb::Client::new(&sdk),
-        provisioned.table("ActionsTable").unwrap(),
-        provisioned.table("AuditTable").unwrap(),
-    )
-}
 
 fn user(name: &str) -> UserId {
     UserId::parse(&format!("{name}-{}", uuid_suffix())).unwrap()
@@ -27,61 +17,6 @@ fn user(name: &str) -> UserId {
 
 fn uuid_suffix() -> String {
     ActionId::new_v7(Utc::now()).to_string()[24..].to_owned()
-}
-
-fn action(owner: &UserId, status: Status, at: DateTime<Utc>) -> Action {
-    Action {
-        action_id: ActionId::new_v7(at),
-        user_id: owner.clone(),
-        action_type: "gmail.flag".into(),
-        payload: json!({"message_id": "m1"}),
-        steps: vec![Step::new(
-            0,
-            StepKind::Action { action_type: "gmail.flag".into(), payload: json!({"message_id": "m1"}) },
-        )],
-        status,
-        tier: Some(Tier::Auto),
-        risk_score: None,
-        confidence: Some(0.9),
-        priority: 0,
-        scheduled_for: None,
-        rate_limit_key: None,
-        approver: None,
-        reasons: vec!["auto_execute".into()],
-        attempts: 0,
-        max_attempts: 3,
-        approval_expires_at: None,
-        created_at: at,
-        updated_at: at,
-        result: None,
-        error: None,
-        idempotency_key: None,
-        approval_token_hash: None,
-        decided_by: None,
-        decided_at: None,
-        decision_reason: None,
-        lease_expires_at: None,
-        hold_reason: None,
-        hold_until: None,
-        approval_reminded: false,
-        version: 1,
-    }
-}
-
-fn event(a: &Action, seq: u64, from: Option<Status>, to: Status) -> AuditEvent {
-    AuditEvent {
-        action_id: a.action_id,
-        seq,
-        at: a.updated_at,
-        actor: "test".into(),
-        from,
-        to,
-        reason: "test".into(),
-        detail: None,
-        request_id: None,
-        source_ip: None,
-        user_agent: None,
-    }
 }
 
 #[tokio::test]
@@ -288,4 +223,31 @@ where
         out.push(h.await.expect("task panicked"));
     }
     out
+}
+
+#[tokio::test]
+async fn a_snapshot_lives_in_its_own_item_for_the_retention_and_is_written_once() {
+    let store = store().await.with_snapshot_retention(Duration::days(7));
+    let now = Utc::now();
+    let a = action(&user("snap"), Status::Queued, now);
+    store.create_action(&a, &[event(&a, 1, None, Status::Queued)], None, &[], None, None, now).await.unwrap();
+    assert!(store.snapshots(a.action_id).await.unwrap().is_empty());
+
+    let mut claimed = a.clone();
+    claimed.steps[0].snapshot = Some(json!({"label_ids": ["INBOX"]}));
+    claimed.steps[0].snapshot_at = Some(now);
+    store.advance(&a, claimed, &[(Status::Executing, "claimed".into(), None)], "test", now).await.unwrap();
+    let kept = store.snapshots(a.action_id).await.unwrap();
+    assert_eq!(kept.keys().copied().collect::<Vec<_>>(), vec![0]);
+    assert_eq!(kept[&0].snapshot, json!({"label_ids": ["INBOX"]}));
+    assert_eq!(kept[&0].expires_at.timestamp(), (now + Duration::days(7)).timestamp(), "TTL = taken + retention");
+
+    // The action's document records when, not what: the TTL can remove the data on its own.
+    let stored = store.get_action(a.action_id).await.unwrap().unwrap();
+    assert_eq!((stored.steps[0].snapshot.clone(), stored.steps[0].snapshot_at), (None, Some(now)));
+    // Later writes of the action leave the snapshot as first taken.
+    let mut later = stored.clone();
+    later.steps[0].snapshot = Some(json!({"label_ids": []}));
+    store.advance(&stored, later, &[(Status::Queued, "retry".into(), None)], "test", now).await.unwrap();
+    assert_eq!(store.snapshots(a.action_id).await.unwrap()[&0].snapshot, json!({"label_ids": ["INBOX"]}));
 }

@@ -4,7 +4,6 @@
 use actiongate::approval::service::ApprovalService;
 use actiongate::config::{aws_config, Config};
 use actiongate::queue::WorkQueue;
-use actiongate::store::Store;
 use actiongate::{telemetry, SystemClock};
 use lambda_http::{run, service_fn, Error, Request};
 use std::sync::Arc;
@@ -14,7 +13,7 @@ async fn main() -> Result<(), Error> {
     telemetry::init();
     let config = Config::from_env()?;
     let aws = aws_config().await;
-    let store = Store::new(aws_sdk_dynamodb::Client::new(&aws), &config.actions_table, &config.audit_table);
+    let store = config.store(&aws);
     let queue = WorkQueue::new(aws_sdk_sqs::Client::new(&aws), &config.work_queue_url);
     let service = Arc::new(ApprovalService::new(store, queue, Arc::new(SystemClock)));
     run(service_fn(move |req: Request| {

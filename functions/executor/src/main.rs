@@ -6,7 +6,6 @@ use actiongate::handlers::{Dependencies, Registry};
 use actiongate::policy_source::PolicySource;
 use actiongate::queue::WorkQueue;
 use actiongate::scheduler::WakeUpScheduler;
-use actiongate::store::Store;
 use actiongate::{telemetry, SystemClock};
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
@@ -18,7 +17,7 @@ async fn main() -> Result<(), Error> {
     let config = Config::from_env()?;
     let exec = ExecutorConfig::from_env()?;
     let aws = aws_config().await;
-    let store = Store::new(aws_sdk_dynamodb::Client::new(&aws), &config.actions_table, &config.audit_table);
+    let store = config.store(&aws);
     let policy = Arc::new(PolicySource::new(store.clone(), config.policy, config.policy_cache));
     let deps = Dependencies::from_config(&aws, &store, exec.handlers, policy)?;
     let scheduler = WakeUpScheduler::new(

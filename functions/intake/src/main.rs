@@ -6,7 +6,6 @@ use actiongate::intake::{ApprovalMail, IntakeService};
 use actiongate::mail::Mailer;
 use actiongate::policy_source::PolicySource;
 use actiongate::queue::WorkQueue;
-use actiongate::store::Store;
 use actiongate::{telemetry, SystemClock};
 use lambda_http::{run, service_fn, Error, Request};
 use std::sync::Arc;
@@ -17,7 +16,7 @@ async fn main() -> Result<(), Error> {
     let config = Config::from_env()?;
     let mail = MailConfig::from_env()?;
     let aws = aws_config().await;
-    let store = Store::new(aws_sdk_dynamodb::Client::new(&aws), &config.actions_table, &config.audit_table);
+    let store = config.store(&aws);
     let queue = WorkQueue::new(aws_sdk_sqs::Client::new(&aws), &config.work_queue_url);
     let mailer = Mailer::new(aws_sdk_sesv2::Client::new(&aws), mail.sender, mail.configuration_set);
     let approval_mail = ApprovalMail { mailer, public_base_url: mail.public_base_url };

@@ -5,7 +5,6 @@ use actiongate::config::{aws_config, Config, HandlerConfig};
 use actiongate::handlers::{Dependencies, Registry};
 use actiongate::policy_source::PolicySource;
 use actiongate::rollback::RollbackService;
-use actiongate::store::Store;
 use actiongate::{api, telemetry, SystemClock};
 use lambda_http::request::LambdaRequest;
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
@@ -17,7 +16,7 @@ async fn main() -> Result<(), Error> {
     telemetry::init();
     let config = Config::from_env()?;
     let aws = aws_config().await;
-    let store = Store::new(aws_sdk_dynamodb::Client::new(&aws), &config.actions_table, &config.audit_table);
+    let store = config.store(&aws);
     let policy = Arc::new(PolicySource::new(store.clone(), config.policy, config.policy_cache));
     let deps = Dependencies::from_config(&aws, &store, HandlerConfig::from_env()?, policy)?;
     let service = Arc::new(RollbackService::new(store, Registry::standard(), deps, Arc::new(SystemClock)));

@@ -6,7 +6,6 @@ use actiongate::intake::ApprovalMail;
 use actiongate::mail::Mailer;
 use actiongate::policy_source::PolicySource;
 use actiongate::queue::WorkQueue;
-use actiongate::store::Store;
 use actiongate::sweep::SweepService;
 use actiongate::{telemetry, SystemClock};
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
@@ -19,7 +18,7 @@ async fn main() -> Result<(), Error> {
     let config = Config::from_env()?;
     let mail = MailConfig::from_env()?;
     let aws = aws_config().await;
-    let store = Store::new(aws_sdk_dynamodb::Client::new(&aws), &config.actions_table, &config.audit_table);
+    let store = config.store(&aws);
     let queue = WorkQueue::new(aws_sdk_sqs::Client::new(&aws), &config.work_queue_url);
     let service = Arc::new(SweepService::new(
         store.clone(),

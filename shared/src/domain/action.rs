@@ -88,9 +88,14 @@ pub struct Step {
     pub result: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<Value>,
-    /// What the target looked like before the change (for rollback).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// What the target looked like before the change (for rollback). Stored in an item of its
+    /// own whose TTL is the rollback retention, never in the action's document.
+    #[serde(skip)]
     pub snapshot: Option<Value>,
+    /// When the snapshot was taken: once, before the first attempt, so a retry after a crash
+    /// never records the changed target as the "before".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_at: Option<DateTime<Utc>>,
     /// When a wait step ends.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wake_at: Option<DateTime<Utc>>,
@@ -110,6 +115,7 @@ impl Step {
             result: None,
             error: None,
             snapshot: None,
+            snapshot_at: None,
             wake_at: None,
             started_at: None,
             finished_at: None,

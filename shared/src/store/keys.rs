@@ -9,6 +9,8 @@
 //! | entity cool-down | `COOLDOWN#<user>#<rate_limit_key>` | `COOLDOWN` | TTL |
 //! | user profile | `USER#<user>` | `PROFILE` | |
 //! | approval link | `APPROVAL#<sha256 of token>` | `APPROVAL` | TTL |
+//! | step snapshot | `SNAPSHOT#<action id>` | `STEP#<index>` | TTL = taken + rollback retention |
+//! | daily outcome counters | `STATS#<scope>#<day>` | `STATS` | TTL |
 //!
 //! Audit table (`action_id`, `seq`): append-only, one item per transition.
 
@@ -68,6 +70,14 @@ pub fn stats_pk(scope: &str, day: &str) -> String {
     format!("STATS#{scope}#{day}")
 }
 pub const STATS_SK: &str = "STATS";
+
+/// A step's rollback snapshot, kept for the rollback retention (TTL).
+pub fn snapshot_pk(id: ActionId) -> String {
+    format!("SNAPSHOT#{id}")
+}
+pub fn snapshot_sk(step: usize) -> String {
+    format!("STEP#{step:04}")
+}
 
 pub fn cooldown_pk(user: &UserId, entity: &str) -> String {
     format!("COOLDOWN#{user}#{entity}")

@@ -195,11 +195,33 @@ pub struct Store {
     client: Client,
     table: String,
     audit_table: String,
+    snapshot_retention: chrono::Duration,
+}
+
+/// How long rollback snapshots are kept unless configured otherwise.
+pub const DEFAULT_ROLLBACK_RETENTION_DAYS: i64 = 90;
+
+/// A step's stored snapshot and when the retention lets it go.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredSnapshot {
+    pub snapshot: serde_json::Value,
+    pub expires_at: DateTime<Utc>,
 }
 
 impl Store {
     pub fn new(client: Client, table: impl Into<String>, audit_table: impl Into<String>) -> Self {
-        Self { client, table: table.into(), audit_table: audit_table.into() }
+        Self {
+            client,
+            table: table.into(),
+            audit_table: audit_table.into(),
+            snapshot_retention: chrono::Duration::days(DEFAULT_ROLLBACK_RETENTION_DAYS),
+        }
+    }
+
+    /// How long a step's rollback snapshot is kept (its item's TTL).
+    pub fn with_snapshot_retention(mut self, retention: chrono::Duration) -> Self {
+        self.snapshot_retention = retention;
+        self
     }
 
     pub fn client(&self) -> &Client {
@@ -285,8 +307,7 @@ impl Store {
         events: &[AuditEvent],
         approval: Option<ApprovalUse<'_>>,
     ) -> Result<(), TransitionError> {
-        let put = self.put_action(after, Some(before))?;
-        let mut items = vec![TransactWriteItem::builder().put(put).build()];
+        let mut items = self.action_writes(before, after)?;
         for event in events {
             items.push(TransactWriteItem::builder().put(self.put_audit(event)?).build());
         }
@@ -657,6 +678,59 @@ impl Store {
         Ok(())
     }
 
+    /// The conditional put of `after`, plus the snapshots its steps took since `before`.
+    fn action_writes(&self, before: &Action, after: &Action) -> Result<Vec<TransactWriteItem>, StoreError> {
+        let mut items = vec![TransactWriteItem::builder().put(self.put_action(after, Some(before))?).build()];
+        for step in &after.steps {
+            let (Some(snapshot), Some(taken)) = (&step.snapshot, step.snapshot_at) else { continue };
+            if before.steps.get(step.index).and_then(|b| b.snapshot_at) == Some(taken) {
+                continue;
+            }
+            let mut item = Item::new();
+            item.insert(keys::PK.into(), s(keys::snapshot_pk(after.action_id)));
+            item.insert(keys::SK.into(), s(keys::snapshot_sk(step.index)));
+            item.insert("taken_at".into(), s(crate::clock::format_time(taken)));
+            let doc = serde_json::to_string(snapshot).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            item.insert("doc".into(), s(doc));
+            item.insert(keys::TTL.into(), n((taken + self.snapshot_retention).timestamp()));
+            let put = Put::builder().table_name(&self.table).set_item(Some(item)).build()?;
+            items.push(TransactWriteItem::builder().put(put).build());
+        }
+        Ok(items)
+    }
+
+    /// The rollback snapshots of an action's steps that are still kept, by step index.
+    pub async fn snapshots(&self, id: ActionId) -> Result<BTreeMap<usize, StoredSnapshot>, StoreError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("#pk = :pk")
+            .expression_attribute_names("#pk", keys::PK)
+            .expression_attribute_values(":pk", s(keys::snapshot_pk(id)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(StoreError::aws)?;
+        let mut snapshots = BTreeMap::new();
+        for item in out.items() {
+            let field = |name: &str| item.get(name).and_then(|v| v.as_s().ok().or_else(|| v.as_n().ok()));
+            let corrupt = || StoreError::Corrupt(format!("snapshot item of {id}"));
+            let index = field(keys::SK)
+                .and_then(|sk| sk.strip_prefix("STEP#"))
+                .and_then(|i| i.parse::<usize>().ok())
+                .ok_or_else(corrupt)?;
+            let snapshot = serde_json::from_str(field("doc").ok_or_else(corrupt)?)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let expires_at = field(keys::TTL)
+                .and_then(|t| t.parse::<i64>().ok())
+                .and_then(|t| DateTime::from_timestamp(t, 0))
+                .ok_or_else(corrupt)?;
+            snapshots.insert(index, StoredSnapshot { snapshot, expires_at });
+        }
+        Ok(snapshots)
+    }
+
     fn put_action(&self, action: &Action, before: Option<&Action>) -> Result<Put, StoreError> {
         let mut item = Item::new();
         item.insert(keys::PK.into(), s(keys::action_pk(action.action_id)));
@@ -824,7 +898,7 @@ impl Store {
         after.status = events.last().map_or(before.status, |e| e.to);
         after.version = before.version + path.len() as u64;
         after.updated_at = at;
-        let mut items = vec![TransactWriteItem::builder().put(self.put_action(&after, Some(before))?).build()];
+        let mut items = self.action_writes(before, &after)?;
         for event in &events {
             items.push(TransactWriteItem::builder().put(self.put_audit(event)?).build());
         }

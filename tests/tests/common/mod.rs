@@ -47,7 +47,14 @@ pub const PATIENT_BREAKER: (&str, &str) =
 
 /// A stack with the roomy policy (and a patient breaker) plus `env` for the functions.
 pub fn api_with(env: &[(&str, &str)]) -> Api {
-    let policy = policy_file(&format!("roomy-{}", std::process::id()), &[ROOMY_AUTO_LIMITS, PATIENT_BREAKER]);
+    api_with_policy(&[], env)
+}
+
+/// Like [`api_with`], with more `edits` to the policy.
+pub fn api_with_policy(edits: &[(&str, &str)], env: &[(&str, &str)]) -> Api {
+    let mut all_edits = vec![ROOMY_AUTO_LIMITS, PATIENT_BREAKER];
+    all_edits.extend_from_slice(edits);
+    let policy = policy_file(&format!("roomy-{}", std::process::id()), &all_edits);
     let mut all: Vec<(&str, &str)> = vec![("POLICY_FILE", &policy)];
     all.extend_from_slice(env);
     Api { stack: shared_with(&all), http: reqwest::Client::new() }
