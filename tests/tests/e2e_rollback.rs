@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 /// This suite's policy compensates failed plans automatically.
 fn api() -> Api {
-    common::api_with_policy(&[("retry_cap = \"PT15M\"", "retry_cap = \"PT15M\"\ncompensate_on_failure = true")], &[])
+    common::api_with_policy(&[("compensate_on_failure = false", "compensate_on_failure = true")], &[])
 }
 
 async fn completed(api: &Api, owner: &str, body: Value) -> String {
