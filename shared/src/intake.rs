@@ -120,6 +120,10 @@ impl IntakeService {
                 "PUT" => self.google_token(req, user, &identity).await,
                 _ => not_allowed(),
             },
+            ["admin", "users", user, "audit"] => match method {
+                "GET" => self.user_audit(user, &identity).await,
+                _ => not_allowed(),
+            },
             ["admin", "users", user, "kyc"] => match method {
                 "GET" | "PUT" => self.kyc(req, user, &identity).await,
                 _ => not_allowed(),
@@ -511,11 +515,22 @@ impl IntakeService {
             self.store
                 .set_kyc_verified(&user, verified, identity.user.as_str(), self.clock.now())
                 .await
-                .map_err(ApiError::internal)?;
+                .map_err(busy_or_internal)?;
             tracing::info!(user = %user, verified, by = %identity.user, "kyc flag set");
         }
         let verified = self.store.kyc_verified(&user).await.map_err(ApiError::internal)?;
         Ok(api::json_response(200, &json!({"user_id": user, "kyc_verified": verified})))
+    }
+
+    /// The administrative changes to a user (KYC, stored credentials), oldest first.
+    async fn user_audit(&self, user: &str, identity: &Identity) -> Result<Response<Body>, ApiError> {
+        if !identity.admin {
+            return Err(ApiError::Forbidden);
+        }
+        let user = UserId::parse(user).ok_or_else(|| ApiError::invalid("user_id", "is not a valid user id"))?;
+        let events =
+            self.store.system_trail(&crate::store::keys::user_audit_stream(&user)).await.map_err(ApiError::internal)?;
+        Ok(api::json_response(200, &json!({"user_id": user, "events": events})))
     }
 
     /// Today's outcomes, from counters kept with each transition: the caller's own, or
@@ -600,10 +615,7 @@ impl IntakeService {
                 tracing::info!(by = %identity.user, version, "policy replaced");
                 Ok(api::json_response(200, &json!({"policy": policy, "source": "override", "version": version})))
             }
-            Err(TransitionError::Conflict) => {
-                Err(ApiError::internal(anyhow::anyhow!("the policy changed concurrently")))
-            }
-            Err(TransitionError::Store(e)) => Err(ApiError::internal(e)),
+            Err(e) => Err(busy_or_internal(e)),
         }
     }
 
@@ -662,7 +674,10 @@ impl IntakeService {
         if let Some(extra) = body.as_object().and_then(|o| o.keys().find(|k| *k != "access_token")) {
             return Err(ApiError::invalid(extra.clone(), "is not a known field"));
         }
-        self.store.set_google_token(&user, token, self.clock.now()).await.map_err(ApiError::internal)?;
+        self.store
+            .set_google_token(&user, token, identity.user.as_str(), self.clock.now())
+            .await
+            .map_err(busy_or_internal)?;
         tracing::info!(user = %user, by = %identity.user, "google token stored");
         Ok(api::json_response(200, &json!({"user_id": user, "google_token": "stored"})))
     }
@@ -936,6 +951,18 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
         return false;
     }
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// A change that lost to a concurrent one is a 409 the client may retry.
+fn busy_or_internal(e: TransitionError) -> ApiError {
+    match e {
+        TransitionError::Conflict => ApiError::Conflict {
+            code: "concurrent_update",
+            message: "it was changed concurrently; read it again and retry".into(),
+            extra: json!({}),
+        },
+        TransitionError::Store(e) => ApiError::internal(e),
+    }
 }
 
 #[cfg(test)]

@@ -94,6 +94,10 @@ pub fn profile_pk(user: &UserId) -> String {
     format!("USER#{user}")
 }
 pub const PROFILE_SK: &str = "PROFILE";
+/// The audit stream of administrative changes to a user (KYC, stored credentials).
+pub fn user_audit_stream(user: &UserId) -> String {
+    format!("user#{user}")
+}
 pub const GOOGLE_CREDENTIAL_SK: &str = "CREDENTIAL#google";
 
 /// Where the sweep finds an action that has timed work, and when it is due: a sparse index,

@@ -8,7 +8,7 @@ use crate::domain::{Action, ActionId, AuditEvent, IdempotencyKey, Status, UserId
 use crate::policy::RateLimit;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValue, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
 use aws_sdk_dynamodb::Client;
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
@@ -196,6 +196,14 @@ pub struct Store {
     table: String,
     audit_table: String,
     snapshot_retention: chrono::Duration,
+}
+
+/// An administrative change to a user's profile (its fields, plus another item to write).
+struct UserChange {
+    set: Vec<(&'static str, AttributeValue)>,
+    other: Option<Put>,
+    to: &'static str,
+    reason: &'static str,
 }
 
 /// How long rollback snapshots are kept unless configured otherwise.
@@ -636,18 +644,29 @@ impl Store {
         Ok(found.as_ref().and_then(|i| i.get("access_token")).and_then(|v| v.as_s().ok()).cloned())
     }
 
-    pub async fn set_google_token(&self, user: &UserId, token: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
-        self.client
-            .put_item()
+    /// Stores `user`'s Google token (write-only: it never appears in the audit event).
+    pub async fn set_google_token(
+        &self,
+        user: &UserId,
+        token: &str,
+        by: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), TransitionError> {
+        let credential = Put::builder()
             .table_name(&self.table)
             .item(keys::PK, s(keys::profile_pk(user)))
             .item(keys::SK, s(keys::GOOGLE_CREDENTIAL_SK))
             .item("access_token", s(token))
             .item("updated_at", s(crate::clock::format_time(at)))
-            .send()
-            .await
-            .map_err(StoreError::aws)?;
-        Ok(())
+            .build()
+            .map_err(StoreError::from)?;
+        let change = UserChange {
+            set: vec![],
+            other: Some(credential),
+            to: "google_token_stored",
+            reason: "Google OAuth token stored",
+        };
+        self.change_user(user, change, by, at).await
     }
 
     pub async fn kyc_verified(&self, user: &UserId) -> Result<bool, StoreError> {
@@ -661,21 +680,89 @@ impl Store {
         verified: bool,
         by: &str,
         at: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        self.client
-            .update_item()
-            .table_name(&self.table)
-            .key(keys::PK, s(keys::profile_pk(user)))
-            .key(keys::SK, s(keys::PROFILE_SK))
-            .update_expression("SET kyc_verified = :v, kyc_updated_by = :by, kyc_updated_at = :at")
-            .expression_attribute_values(":v", AttributeValue::Bool(verified))
-            .expression_attribute_values(":by", s(by))
-            .expression_attribute_values(":at", s(crate::clock::format_time(at)))
-            .return_values(ReturnValue::None)
-            .send()
-            .await
-            .map_err(StoreError::aws)?;
-        Ok(())
+    ) -> Result<(), TransitionError> {
+        let set = vec![
+            ("kyc_verified", AttributeValue::Bool(verified)),
+            ("kyc_updated_by", s(by)),
+            ("kyc_updated_at", s(crate::clock::format_time(at))),
+        ];
+        let (to, reason) =
+            if verified { ("kyc_verified", "KYC verified") } else { ("kyc_unverified", "KYC withdrawn") };
+        self.change_user(user, UserChange { set, other: None, to, reason }, by, at).await
+    }
+
+    /// An administrative change to a user, with one event on the user's audit stream in the
+    /// same transaction. The stream's sequence number is kept on the profile item, so two
+    /// concurrent changes cannot take the same one (the loser retries).
+    async fn change_user(
+        &self,
+        user: &UserId,
+        change: UserChange,
+        by: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), TransitionError> {
+        let stream = keys::user_audit_stream(user);
+        for _ in 0..5 {
+            let profile = self.item(keys::profile_pk(user), keys::PROFILE_SK).await?;
+            let field = |name: &str| profile.as_ref().and_then(|i| i.get(name));
+            let seq: u64 = field("audit_seq").and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok()).unwrap_or(0);
+            let kyc = field("kyc_verified").and_then(|v| v.as_bool().ok()).copied().unwrap_or(false);
+            let from = if change.to.starts_with("kyc") {
+                if kyc {
+                    "kyc_verified"
+                } else {
+                    "kyc_unverified"
+                }
+            } else {
+                "google_token"
+            };
+            let mut profile_update = Update::builder()
+                .table_name(&self.table)
+                .key(keys::PK, s(keys::profile_pk(user)))
+                .key(keys::SK, s(keys::PROFILE_SK))
+                .expression_attribute_values(":next", n(seq + 1));
+            profile_update = match seq {
+                0 => profile_update.condition_expression("attribute_not_exists(audit_seq)"),
+                _ => {
+                    profile_update.condition_expression("audit_seq = :seq").expression_attribute_values(":seq", n(seq))
+                }
+            };
+            let mut sets = vec!["audit_seq = :next".to_owned()];
+            for (i, (name, value)) in change.set.iter().enumerate() {
+                sets.push(format!("#f{i} = :f{i}"));
+                profile_update = profile_update
+                    .expression_attribute_names(format!("#f{i}"), *name)
+                    .expression_attribute_values(format!(":f{i}"), value.clone());
+            }
+            let profile_update = profile_update
+                .update_expression(format!("SET {}", sets.join(", ")))
+                .build()
+                .map_err(StoreError::from)?;
+            let event = serde_json::json!({"stream": stream, "seq": seq + 1, "at": crate::clock::format_time(at),
+                "actor": by, "from": from, "to": change.to, "reason": change.reason});
+            let audit = Put::builder()
+                .table_name(&self.audit_table)
+                .item(keys::AUDIT_PK, s(&stream))
+                .item(keys::AUDIT_SK, n(seq + 1))
+                .item("at", s(crate::clock::format_time(at)))
+                .item("doc", s(event.to_string()))
+                .condition_expression("attribute_not_exists(#pk)")
+                .expression_attribute_names("#pk", keys::AUDIT_PK)
+                .build()
+                .map_err(StoreError::from)?;
+            let mut items = vec![
+                TransactWriteItem::builder().update(profile_update).build(),
+                TransactWriteItem::builder().put(audit).build(),
+            ];
+            if let Some(other) = change.other.clone() {
+                items.push(TransactWriteItem::builder().put(other).build());
+            }
+            match self.conditional_transaction(items).await {
+                Err(TransitionError::Conflict) => continue,
+                done => return done,
+            }
+        }
+        Err(TransitionError::Conflict)
     }
 
     /// The conditional put of `after`, plus the snapshots its steps took since `before`.
