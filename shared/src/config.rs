@@ -29,12 +29,17 @@ pub mod vars {
     pub const WEBHOOK_ALLOWLIST: &str = "WEBHOOK_ALLOWLIST";
     /// Days a step's rollback snapshot is kept (DynamoDB TTL); default 90.
     pub const ROLLBACK_RETENTION_DAYS: &str = "ROLLBACK_RETENTION_DAYS";
+
+    /// Read when set, deliberately left unset by the template (the embedded policy is the
+    /// deployed one).
+    pub const UNSET_IN_TEMPLATE: &[&str] = &[POLICY_FILE];
 }
 
 /// What the action handlers need (executor and rollback).
 #[derive(Debug, Clone)]
 pub struct HandlerConfig {
     pub sender: String,
+    pub configuration_set: Option<String>,
     pub gmail_base: String,
     pub calendar_base: String,
     pub webhook_allowlist: String,
@@ -44,6 +49,7 @@ impl HandlerConfig {
     pub fn from_env() -> Result<Self, ConfigError> {
         Ok(Self {
             sender: required(vars::SENDER_EMAIL)?,
+            configuration_set: optional(vars::SES_CONFIGURATION_SET),
             gmail_base: required(vars::GMAIL_API_BASE)?,
             calendar_base: required(vars::CALENDAR_API_BASE)?,
             webhook_allowlist: std::env::var(vars::WEBHOOK_ALLOWLIST).unwrap_or_default(),
@@ -86,7 +92,7 @@ impl MailConfig {
         Ok(Self {
             sender: required(vars::SENDER_EMAIL)?,
             public_base_url: required(vars::PUBLIC_BASE_URL)?,
-            configuration_set: std::env::var(vars::SES_CONFIGURATION_SET).ok().filter(|v| !v.is_empty()),
+            configuration_set: optional(vars::SES_CONFIGURATION_SET),
         })
     }
 }
@@ -147,6 +153,10 @@ impl Config {
         crate::store::Store::new(aws_sdk_dynamodb::Client::new(aws), &self.actions_table, &self.audit_table)
             .with_snapshot_retention(self.rollback_retention)
     }
+}
+
+fn optional(name: &'static str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
 fn required(name: &'static str) -> Result<String, ConfigError> {

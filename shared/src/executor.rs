@@ -414,6 +414,7 @@ impl ExecutorService {
                 Ok(()) => {
                     if let Some(reason) = opened {
                         tracing::error!(%reason, "circuit breaker opened: automatic execution paused");
+                        crate::telemetry::breaker_open_metric(now);
                         self.alert_breaker_open(&reason, now).await;
                     }
                     return;

@@ -208,6 +208,9 @@ impl SweepService {
                 }
             }
         };
+        if breaker.is_open() {
+            crate::telemetry::breaker_open_metric(now);
+        }
         for status in [Status::AwaitingApproval, Status::Executing, Status::Pending, Status::Queued, Status::Waiting] {
             let due = match self.store.due(status, now, BATCH).await {
                 Ok(due) => due,

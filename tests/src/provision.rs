@@ -1,4 +1,5 @@
-//! Creates in the emulator exactly the tables and queues the SAM template declares, and
+//! Creates in the emulator exactly the tables, queues, SES identities and configuration sets
+//! and schedule groups the SAM template declares (`tests/tests/provisioning.rs` checks it), and
 //! resolves each function's environment (`!Ref`, `!GetAtt`) to the local resources.
 
 use crate::template::{EnvValue, FunctionSpec, TableSpec, Template};
@@ -22,6 +23,8 @@ pub struct Provisioned {
     pub schedule_groups: BTreeMap<String, String>,
     /// Role logical id → ARN.
     pub roles: BTreeMap<String, String>,
+    /// SES configuration set logical id → name.
+    pub configuration_sets: BTreeMap<String, String>,
     pub tables: BTreeMap<String, String>,
     pub queues: BTreeMap<String, (String, String)>,
 }
@@ -60,6 +63,12 @@ pub async fn provision(template: &Template, sdk: &SdkConfig) -> Result<Provision
             anyhow!("creating SES identity {identity}: {}", aws_sdk_sesv2::error::DisplayErrorContext(e))
         })?;
         out.email_identities.push(identity.clone());
+    }
+    for set in &template.configuration_sets {
+        ses.create_configuration_set().configuration_set_name(set).send().await.map_err(|e| {
+            anyhow!("creating SES configuration set {set}: {}", aws_sdk_sesv2::error::DisplayErrorContext(e))
+        })?;
+        out.configuration_sets.insert(set.clone(), set.clone());
     }
     for table in &template.tables {
         create_table(&ddb, table).await.with_context(|| format!("creating table {}", table.logical_id))?;
@@ -169,6 +178,7 @@ pub fn resolve_env(
                     (_, Some((url, _))) => url.clone(),
                     _ if provisioned.parameters.contains_key(id) => provisioned.parameters[id].clone(),
                     _ if provisioned.schedule_groups.contains_key(id) => provisioned.schedule_groups[id].clone(),
+                    _ if provisioned.configuration_sets.contains_key(id) => provisioned.configuration_sets[id].clone(),
                     _ => return Err(anyhow!("{}: {name} refers to unknown resource {id}", function.logical_id)),
                 },
                 EnvValue::GetAtt(id, attr) => match (provisioned.queues.get(id), attr.as_str()) {

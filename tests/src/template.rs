@@ -16,6 +16,10 @@ pub struct Template {
     pub schedule_groups: Vec<String>,
     /// IAM roles (logical ids).
     pub roles: Vec<String>,
+    /// SES configuration sets (logical ids).
+    pub configuration_sets: Vec<String>,
+    /// Every resource: (logical id, type).
+    pub resources: Vec<(String, String)>,
     pub tables: Vec<TableSpec>,
     pub queues: Vec<QueueSpec>,
     pub functions: Vec<FunctionSpec>,
@@ -57,6 +61,8 @@ pub struct FunctionSpec {
     pub sqs_sources: Vec<String>,
     /// Inputs of the EventBridge Scheduler schedules (`ScheduleV2`) that invoke it.
     pub schedule_inputs: Vec<String>,
+    /// Its execution role (logical id), from `Role: !GetAtt <Role>.Arn`.
+    pub role: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -140,6 +146,8 @@ impl Template {
             email_identities: vec![],
             schedule_groups: vec![],
             roles: vec![],
+            configuration_sets: vec![],
+            resources: vec![],
             tables: vec![],
             queues: vec![],
             functions: vec![],
@@ -148,11 +156,13 @@ impl Template {
             let id = id.as_str().ok_or_else(|| anyhow!("resource id is not a string"))?.to_owned();
             let kind = resource.get("Type").and_then(Value::as_str).unwrap_or_default();
             let props = resource.get("Properties").cloned().unwrap_or(Value::Null);
+            template.resources.push((id.clone(), kind.to_owned()));
             match kind {
                 "AWS::DynamoDB::Table" => template.tables.push(parse_table(&id, &props)?),
                 "AWS::SQS::Queue" => template.queues.push(parse_queue(&id, &props)?),
                 "AWS::Scheduler::ScheduleGroup" => template.schedule_groups.push(id.clone()),
                 "AWS::IAM::Role" => template.roles.push(id.clone()),
+                "AWS::SES::ConfigurationSet" => template.configuration_sets.push(id.clone()),
                 "AWS::SES::EmailIdentity" => {
                     let identity = match props.get("EmailIdentity") {
                         Some(Value::String(s)) => s.clone(),
@@ -234,6 +244,12 @@ impl Template {
                         routes,
                         sqs_sources,
                         schedule_inputs,
+                        role: match props.get("Role") {
+                            Some(Value::Tagged(t)) if t.tag == "GetAtt" => {
+                                t.value.as_str().and_then(|s| s.strip_suffix(".Arn")).map(str::to_owned)
+                            }
+                            _ => None,
+                        },
                     });
                 }
                 _ => {}

@@ -9,47 +9,107 @@ fn template() -> Template {
     Template::load(&actiongate_local::workspace_root().join("infra/template.yaml")).unwrap()
 }
 
-/// What each function's `main` reads through `actiongate::config`.
-fn reads(binary: &str) -> Vec<&'static str> {
-    let mut v = vec![
-        vars::ACTIONS_TABLE,
-        vars::AUDIT_TABLE,
-        vars::WORK_QUEUE_URL,
-        vars::POLICY_CACHE_SECS,
-        vars::ROLLBACK_RETENTION_DAYS,
-    ];
-    match binary {
-        "intake" | "sweep" => v.extend([vars::SENDER_EMAIL, vars::PUBLIC_BASE_URL]),
-        "rollback" => {
-            v.extend([vars::SENDER_EMAIL, vars::GMAIL_API_BASE, vars::CALENDAR_API_BASE, vars::WEBHOOK_ALLOWLIST])
-        }
-        "executor" => v.extend([
-            vars::WORK_QUEUE_ARN,
-            vars::SCHEDULE_GROUP,
-            vars::SCHEDULER_ROLE_ARN,
-            vars::SENDER_EMAIL,
-            vars::GMAIL_API_BASE,
-            vars::CALENDAR_API_BASE,
-            vars::WEBHOOK_ALLOWLIST,
-        ]),
-        _ => {}
+fn source(path: &str) -> String {
+    std::fs::read_to_string(actiongate_local::workspace_root().join(path)).unwrap()
+}
+
+/// The identifiers `name` is preceded by in `text` (e.g. the `X` of every `X::from_env`).
+fn callers_of(text: &str, name: &str) -> BTreeSet<String> {
+    text.match_indices(name)
+        .filter_map(|(i, _)| {
+            let before = &text[..i];
+            let start = before.rfind(|c: char| !(c.is_alphanumeric() || c == '_')).map_or(0, |p| p + 1);
+            (start < i).then(|| before[start..].to_owned())
+        })
+        .collect()
+}
+
+/// The constants named after `prefix` in `text` (e.g. every `vars::NAME`).
+fn names_after(text: &str, prefix: &str) -> BTreeSet<String> {
+    text.match_indices(prefix)
+        .map(|(i, _)| {
+            let rest = &text[i + prefix.len()..];
+            rest[..rest.find(|c: char| !(c.is_ascii_uppercase() || c == '_')).unwrap_or(rest.len())].to_owned()
+        })
+        .filter(|n| !n.is_empty())
+        .collect()
+}
+
+/// Every environment variable each function reads, derived from the code: the config types its
+/// `main` builds (`X::from_env`), and the `vars::` each of those reads in its `impl` block of
+/// `shared/src/config.rs`, following the config types they build in turn.
+fn reads(binary: &str) -> BTreeSet<String> {
+    let config = source("shared/src/config.rs");
+    let mut blocks = std::collections::BTreeMap::new();
+    for block in config.split("\nimpl ").skip(1) {
+        let name = block.split_whitespace().next().unwrap().to_owned();
+        let body = block.split("\n}\n").next().unwrap();
+        blocks.insert(name, (names_after(body, "vars::"), callers_of(body, "::from_env")));
     }
-    v
+    let mut todo: Vec<String> = callers_of(&source(&format!("functions/{binary}/src/main.rs")), "::from_env")
+        .into_iter()
+        .filter(|t| t.ends_with("Config"))
+        .collect();
+    assert!(!todo.is_empty(), "{binary} builds no configuration");
+    let (mut seen, mut vars) = (BTreeSet::new(), BTreeSet::new());
+    while let Some(ty) = todo.pop() {
+        if seen.insert(ty.clone()) {
+            let (read, nested) = blocks.get(&ty).unwrap_or_else(|| panic!("no impl {ty} in config.rs"));
+            vars.extend(read.iter().cloned());
+            todo.extend(nested.iter().filter(|n| **n != ty).cloned());
+        }
+    }
+    vars
 }
 
 #[test]
-fn every_variable_a_function_reads_is_set_for_it_in_the_template() {
+fn configuration_is_read_in_one_place() {
+    for dir in ["shared/src", "functions"] {
+        let mut stack = vec![actiongate_local::workspace_root().join(dir)];
+        while let Some(path) = stack.pop() {
+            if path.is_dir() {
+                stack.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+            } else if path.extension().is_some_and(|e| e == "rs") && !path.ends_with("shared/src/config.rs") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                assert!(!text.contains("env::var"), "{} reads the environment; only config.rs may", path.display());
+            }
+        }
+    }
+    // Each constant's value is its name, so the names found in the code are the variables.
+    let config = source("shared/src/config.rs");
+    for name in names_after(&config, "pub const ") {
+        if config.contains(&format!("pub const {name}: &str")) {
+            assert!(config.contains(&format!("pub const {name}: &str = \"{name}\";")), "{name}");
+        }
+    }
+}
+
+#[test]
+fn every_variable_a_function_reads_is_set_for_it_in_the_template_and_no_other() {
     let t = template();
     let binaries: BTreeSet<&str> = t.functions.iter().map(|f| f.binary.as_str()).collect();
     assert_eq!(binaries, BTreeSet::from(["approval", "executor", "intake", "rollback", "sweep"]));
     for f in &t.functions {
         let set: BTreeSet<&str> = f.env.iter().map(|(k, _)| k.as_str()).collect();
-        for var in reads(&f.binary) {
-            assert!(set.contains(var), "{} reads {var} but the template does not set it", f.binary);
+        let reads = reads(&f.binary);
+        for var in &reads {
+            assert!(
+                set.contains(var.as_str()) || vars::UNSET_IN_TEMPLATE.contains(&var.as_str()),
+                "{} reads {var} but the template does not set it",
+                f.binary
+            );
+        }
+        for var in &set {
+            assert!(
+                *var == "RUST_LOG" || reads.contains(*var),
+                "the template sets {var} for {}, which never reads it",
+                f.binary
+            );
         }
         // The crash-simulation switch exists only for the local tests.
         assert!(!set.contains(actiongate::executor::FAULT_INJECTION_VAR));
     }
+    assert!(reads("executor").contains(vars::SCHEDULER_ROLE_ARN), "the derivation follows nested configs");
 }
 
 #[test]
@@ -106,34 +166,89 @@ fn each_function_builds_with_the_workspace_feature_set() {
     }
 }
 
-/// Audit events are never updated or deleted: no function's policy allows it on the audit table.
+/// The statements a function's role grants: its inline policies and the template's managed
+/// policies it attaches (any other managed policy is refused).
+fn role_statements(doc: &serde_yaml::Value, role: &str) -> Vec<serde_yaml::Value> {
+    let resources = &doc["Resources"];
+    let props = &resources[role]["Properties"];
+    let mut documents: Vec<serde_yaml::Value> =
+        props["Policies"].as_sequence().into_iter().flatten().map(|p| p["PolicyDocument"].clone()).collect();
+    for arn in props["ManagedPolicyArns"].as_sequence().into_iter().flatten() {
+        let serde_yaml::Value::Tagged(tagged) = arn else {
+            panic!("{role} attaches a policy from outside the template: {arn:?}")
+        };
+        let name = tagged.value.as_str().unwrap();
+        assert_eq!(resources[name]["Type"].as_str(), Some("AWS::IAM::ManagedPolicy"), "{role}: {name}");
+        documents.push(resources[name]["Properties"]["PolicyDocument"].clone());
+    }
+    documents.iter().flat_map(|d| d["Statement"].as_sequence().cloned().unwrap_or_default()).collect()
+}
+
+fn strings(v: &serde_yaml::Value) -> Vec<String> {
+    match v {
+        serde_yaml::Value::Sequence(s) => s.iter().flat_map(strings).collect(),
+        serde_yaml::Value::String(s) => vec![s.clone()],
+        other => vec![serde_yaml::to_string(other).unwrap()],
+    }
+}
+
+fn template_doc() -> serde_yaml::Value {
+    serde_yaml::from_str(&source("infra/template.yaml")).unwrap()
+}
+
+/// One role per function, granting only named actions on named resources: `*` resources only
+/// for X-Ray (which has no resource-level permissions), wildcards only for the wait-step
+/// schedules the executor names at run time, and nothing from outside the template.
+#[test]
+fn each_function_has_a_least_privilege_role_of_its_own() {
+    let doc = template_doc();
+    let t = template();
+    let mut roles = BTreeSet::new();
+    for f in &t.functions {
+        let role = f.role.clone().unwrap_or_else(|| panic!("{} has no Role: !GetAtt <Role>.Arn", f.logical_id));
+        assert!(roles.insert(role.clone()), "{role} is shared by two functions");
+        assert!(
+            doc["Resources"][&f.logical_id]["Properties"]["Policies"].is_null(),
+            "{}: policies belong on its role",
+            f.logical_id
+        );
+        let statements = role_statements(&doc, &role);
+        assert!(!statements.is_empty());
+        for s in statements {
+            assert_eq!(s["Effect"].as_str(), Some("Allow"));
+            let actions = strings(&s["Action"]);
+            let resources = strings(&s["Resource"]);
+            for action in &actions {
+                assert!(!action.contains('*'), "{role}: wildcard action {action}");
+            }
+            for resource in &resources {
+                if resource == "*" {
+                    assert!(actions.iter().all(|a| a.starts_with("xray:")), "{role}: {actions:?} on every resource");
+                } else if resource.trim_end().ends_with('*') {
+                    assert_eq!(actions, ["scheduler:CreateSchedule"], "{role}: wildcard resource {resource}");
+                }
+            }
+        }
+    }
+}
+
+/// Audit events are never updated or deleted: no function's role allows it on the audit table.
 #[test]
 fn no_function_may_update_or_delete_audit_items() {
-    let text = std::fs::read_to_string(actiongate_local::workspace_root().join("infra/template.yaml")).unwrap();
-    let doc: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
-    let resources = doc["Resources"].as_mapping().unwrap();
+    let doc = template_doc();
     let mut checked = 0;
-    for (name, resource) in resources {
-        if resource["Type"].as_str() != Some("AWS::Serverless::Function") {
-            continue;
-        }
-        for policy in resource["Properties"]["Policies"].as_sequence().into_iter().flatten() {
-            for statement in policy["Statement"].as_sequence().into_iter().flatten() {
-                let on_audit = serde_yaml::to_string(&statement["Resource"]).unwrap().contains("AuditTable");
-                if !on_audit {
-                    continue;
-                }
-                checked += 1;
-                let actions: Vec<&str> = match &statement["Action"] {
-                    serde_yaml::Value::Sequence(s) => s.iter().filter_map(|a| a.as_str()).collect(),
-                    other => other.as_str().into_iter().collect(),
-                };
-                for action in actions {
-                    assert!(
-                        ["dynamodb:PutItem", "dynamodb:Query"].contains(&action),
-                        "{name:?} may {action} on the audit table; audit items are append-only"
-                    );
-                }
+    for f in &template().functions {
+        for statement in role_statements(&doc, f.role.as_deref().unwrap()) {
+            if !serde_yaml::to_string(&statement["Resource"]).unwrap().contains("AuditTable") {
+                continue;
+            }
+            checked += 1;
+            for action in strings(&statement["Action"]) {
+                assert!(
+                    ["dynamodb:PutItem", "dynamodb:Query"].contains(&action.as_str()),
+                    "{} may {action} on the audit table; audit items are append-only",
+                    f.logical_id
+                );
             }
         }
     }

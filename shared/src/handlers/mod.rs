@@ -138,7 +138,11 @@ impl Dependencies {
                 .timeout(std::time::Duration::from_secs(15))
                 .connect_timeout(std::time::Duration::from_secs(5))
                 .build()?,
-            mailer: Some(crate::mail::Mailer::new(aws_sdk_sesv2::Client::new(aws), config.sender, None)),
+            mailer: Some(crate::mail::Mailer::new(
+                aws_sdk_sesv2::Client::new(aws),
+                config.sender,
+                config.configuration_set,
+            )),
             credentials: Arc::new(store.clone()),
             kyc: Arc::new(store.clone()),
             gmail_base: config.gmail_base,
