@@ -254,3 +254,22 @@ fn no_function_may_update_or_delete_audit_items() {
     }
     assert!(checked >= 5, "every function appends to the audit table");
 }
+
+/// `sam build` / `sam deploy` defaults: the template, the capability its roles need, and no
+/// deployment-specific values (`sam deploy --guided` asks for those).
+#[test]
+fn samconfig_points_at_the_template_and_holds_nothing_deployment_specific() {
+    let config: toml::Table = toml::from_str(&source("samconfig.toml")).unwrap();
+    let command = |name: &str| config["default"][name]["parameters"].as_table().unwrap().clone();
+    for name in ["build", "validate"] {
+        let file = command(name)["template_file"].as_str().unwrap().to_owned();
+        assert!(actiongate_local::workspace_root().join(&file).is_file(), "{name}: {file}");
+    }
+    assert_eq!(command("build")["beta_features"].as_bool(), Some(true), "rust-cargolambda is a beta build method");
+    let deploy = command("deploy");
+    assert!(deploy["capabilities"].as_str().unwrap().contains("CAPABILITY_IAM"), "the stack creates roles");
+    let text = source("samconfig.toml");
+    for secret_or_specific in ["parameter_overrides", "JwtIssuer", "profile", "region", "s3_bucket ="] {
+        assert!(!text.contains(secret_or_specific), "samconfig.toml holds {secret_or_specific}");
+    }
+}
