@@ -273,3 +273,30 @@ fn samconfig_points_at_the_template_and_holds_nothing_deployment_specific() {
         assert!(!text.contains(secret_or_specific), "samconfig.toml holds {secret_or_specific}");
     }
 }
+
+/// Every function is built by cargo lambda for arm64 and runs on the OS-only runtime, with a log
+/// group of its own that has a retention.
+#[test]
+fn functions_are_arm64_cargo_lambda_builds_with_retained_logs() {
+    let doc = template_doc();
+    let globals = &doc["Globals"]["Function"];
+    for f in &template().functions {
+        let resource = &doc["Resources"][&f.logical_id];
+        let setting = |name: &str| {
+            let own = &resource["Properties"][name];
+            if own.is_null() {
+                globals[name].clone()
+            } else {
+                own.clone()
+            }
+        };
+        assert_eq!(resource["Metadata"]["BuildMethod"].as_str(), Some("rust-cargolambda"), "{}", f.logical_id);
+        assert_eq!(setting("Runtime").as_str(), Some("provided.al2023"), "{}", f.logical_id);
+        assert_eq!(strings(&setting("Architectures")), ["arm64"], "{}", f.logical_id);
+        let serde_yaml::Value::Tagged(group) = &resource["Properties"]["LoggingConfig"]["LogGroup"] else {
+            panic!("{} has no log group of its own", f.logical_id)
+        };
+        let group = &doc["Resources"][group.value.as_str().unwrap()];
+        assert!(!group["Properties"]["RetentionInDays"].is_null(), "{}: logs kept forever", f.logical_id);
+    }
+}
