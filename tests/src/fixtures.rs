@@ -22,15 +22,23 @@ pub async fn store() -> Store {
 
 /// A one-step tier-1 `gmail.flag` action of `owner` in `status`, created at `at`.
 pub fn action(owner: &UserId, status: Status, at: DateTime<Utc>) -> Action {
+    action_of(owner, status, at, "gmail.flag", json!({"message_id": "m1"}))
+}
+
+/// A one-step tier-1 action of `action_type` with `payload`.
+pub fn action_of(
+    owner: &UserId,
+    status: Status,
+    at: DateTime<Utc>,
+    action_type: &str,
+    payload: serde_json::Value,
+) -> Action {
     Action {
         action_id: ActionId::new_v7(at),
         user_id: owner.clone(),
-        action_type: "gmail.flag".into(),
-        payload: json!({"message_id": "m1"}),
-        steps: vec![Step::new(
-            0,
-            StepKind::Action { action_type: "gmail.flag".into(), payload: json!({"message_id": "m1"}) },
-        )],
+        action_type: action_type.into(),
+        payload: payload.clone(),
+        steps: vec![Step::new(0, StepKind::Action { action_type: action_type.into(), payload })],
         status,
         tier: Some(Tier::Auto),
         risk_score: None,

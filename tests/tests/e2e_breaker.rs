@@ -47,12 +47,7 @@ async fn failing_automatic_work_opens_the_breaker_until_an_admin_resets_it() {
 
     // Tier-1 work now waits…
     let message = someone("msg");
-    api.http
-        .post(format!("{}/_fake/gmail/messages", api.stack.fakes_url))
-        .json(&json!({"id": message, "labelIds": ["INBOX"]}))
-        .send()
-        .await
-        .unwrap();
+    common::seed_labels(&api, &message, &["INBOX"]).await;
     let held = api.post("/actions", &owner, flag(&message)).await;
     assert_eq!(held.body["status"], "pending", "{}", held.body);
     let held_id = held.body["action_id"].as_str().unwrap().to_owned();

@@ -82,11 +82,7 @@ async fn tier_one_action_runs_automatically_against_gmail() {
     let alice = someone("alice");
     let message = someone("msg");
     let http = reqwest::Client::new();
-    http.post(format!("{}/_fake/gmail/messages", api.stack.fakes_url))
-        .json(&json!({"id": message, "labelIds": ["INBOX", "UNREAD"]}))
-        .send()
-        .await
-        .unwrap();
+    common::seed_labels(&api, &message, &["INBOX", "UNREAD"]).await;
     let admin = format!("{}:admin", someone("root"));
     let stored = api
         .call(

@@ -34,12 +34,7 @@ async fn archive_then_rollback_restores_the_labels_exactly_and_twice_is_harmless
     let owner = someone("alice");
     let message = someone("msg");
     seed_message(&api, &message).await;
-    api.http
-        .post(format!("{}/_fake/gmail/messages", api.stack.fakes_url))
-        .json(&json!({"id": message, "labelIds": ["INBOX", "UNREAD", "IMPORTANT"]}))
-        .send()
-        .await
-        .unwrap();
+    common::seed_labels(&api, &message, &["INBOX", "UNREAD", "IMPORTANT"]).await;
     store_google_token(&api, &owner).await;
     let id = completed(
         &api,
@@ -91,12 +86,7 @@ async fn a_three_step_plan_is_rolled_back_newest_first() {
     let api = api();
     let owner = someone("alice");
     let message = someone("msg");
-    api.http
-        .post(format!("{}/_fake/gmail/messages", api.stack.fakes_url))
-        .json(&json!({"id": message, "labelIds": ["INBOX", "UNREAD"]}))
-        .send()
-        .await
-        .unwrap();
+    common::seed_labels(&api, &message, &["INBOX", "UNREAD"]).await;
     store_google_token(&api, &owner).await;
     let plan = json!({"steps": [
         {"action_type": "gmail.label", "payload": {"message_id": message, "label_ids": ["Label_1"]}},
@@ -158,12 +148,7 @@ async fn a_plan_that_fails_for_good_is_compensated_when_the_policy_says_so() {
     let api = api();
     let owner = someone("alice");
     let message = someone("msg");
-    api.http
-        .post(format!("{}/_fake/gmail/messages", api.stack.fakes_url))
-        .json(&json!({"id": message, "labelIds": ["INBOX", "UNREAD"]}))
-        .send()
-        .await
-        .unwrap();
+    common::seed_labels(&api, &message, &["INBOX", "UNREAD"]).await;
     store_google_token(&api, &owner).await;
     let hook = format!("{}/hook/bad-compensate-{}", api.stack.fakes_url, someone("x"));
     let plan = json!({"steps": [

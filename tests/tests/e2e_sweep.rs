@@ -2,10 +2,11 @@
 
 mod common;
 
-use actiongate::domain::action::{Step, StepKind, StepState};
-use actiongate::domain::{Action, ActionId, AuditEvent, Status, Tier, UserId};
+use actiongate::domain::action::StepState;
+use actiongate::domain::{Status, Tier, UserId};
 use actiongate::store::Store;
 use actiongate_local::emulator::sdk_config_for;
+use actiongate_local::fixtures;
 use actiongate_local::stack::shared_with;
 use common::{deliveries_to, fake_state, someone, trail, wait_for_status, Api};
 use serde_json::{json, Value};
@@ -155,55 +156,14 @@ async fn a_crashed_executors_step_is_recovered_by_the_sweep() {
     let path = format!("/hook/ok-orphan-{}", someone("x"));
     let payload = json!({"method": "POST", "url": format!("{}{path}", api.stack.fakes_url)});
     let now = chrono::Utc::now();
-    let mut step = Step::new(0, StepKind::Action { action_type: "http_request".into(), payload: payload.clone() });
-    step.state = StepState::Running;
-    step.attempts = 1;
-    let action = Action {
-        action_id: ActionId::new_v7(now),
-        user_id: UserId::parse(&owner).unwrap(),
-        action_type: "http_request".into(),
-        payload,
-        steps: vec![step],
-        status: Status::Executing,
-        tier: Some(Tier::Approval),
-        risk_score: None,
-        confidence: None,
-        priority: 0,
-        scheduled_for: None,
-        rate_limit_key: None,
-        approver: None,
-        reasons: vec![],
-        attempts: 1,
-        max_attempts: 3,
-        approval_expires_at: None,
-        created_at: now,
-        updated_at: now,
-        result: None,
-        error: None,
-        idempotency_key: None,
-        approval_token_hash: None,
-        decided_by: None,
-        decided_at: None,
-        decision_reason: None,
-        lease_expires_at: Some(now - chrono::Duration::minutes(1)),
-        hold_reason: None,
-        hold_until: None,
-        approval_reminded: false,
-        version: 1,
-    };
-    let event = AuditEvent {
-        action_id: action.action_id,
-        seq: 1,
-        at: now,
-        actor: "test".into(),
-        from: None,
-        to: Status::Executing,
-        reason: "claimed, then the executor died".into(),
-        detail: None,
-        request_id: None,
-        source_ip: None,
-        user_agent: None,
-    };
+    let owner_id = UserId::parse(&owner).unwrap();
+    let mut action = fixtures::action_of(&owner_id, Status::Executing, now, "http_request", payload);
+    action.steps[0].state = StepState::Running;
+    action.steps[0].attempts = 1;
+    (action.tier, action.confidence, action.reasons, action.attempts) = (Some(Tier::Approval), None, vec![], 1);
+    action.lease_expires_at = Some(now - chrono::Duration::minutes(1));
+    let mut event = fixtures::event(&action, 1, None, Status::Executing);
+    event.reason = "claimed, then the executor died".into();
     store.create_action(&action, &[event], None, &[], None, None, now).await.unwrap();
     let id = action.action_id.to_string();
     let done = wait_for_status(&api, &owner, &id, &["completed", "failed"], 30).await;
@@ -224,12 +184,7 @@ async fn sixty_tier_one_actions_run_exactly_the_limit_and_the_rest_wait_with_rea
         if i == 0 {
             with_google(&api, &owner, &message).await;
         } else {
-            api.http
-                .post(format!("{}/_fake/gmail/messages", api.stack.fakes_url))
-                .json(&json!({"id": message, "labelIds": ["INBOX"]}))
-                .send()
-                .await
-                .unwrap();
+            common::seed_labels(&api, &message, &["INBOX"]).await;
         }
         let r = api
             .post(

@@ -2,7 +2,7 @@
 //! and a rollback that restores the fake's state.
 
 use actiongate::clock::FixedClock;
-use actiongate::domain::action::{StepKind, StepState};
+use actiongate::domain::action::StepState;
 use actiongate::domain::{ActionId, Status, UserId};
 use actiongate::handlers::webhook::{AddressGuard, Allowlist};
 use actiongate::handlers::{
@@ -254,10 +254,7 @@ async fn rollback_restores_from_the_kept_snapshot_and_refuses_once_the_retention
         let message = format!("m-{name}-{}", taken.timestamp_micros());
         fakes.seed_message(&message, &["INBOX", "UNREAD"]);
         let payload = json!({"message_id": message});
-        let mut a = fixtures::action(&owner, Status::Queued, taken);
-        a.action_type = "gmail.archive".into();
-        a.payload = payload.clone();
-        a.steps[0].kind = StepKind::Action { action_type: "gmail.archive".into(), payload: payload.clone() };
+        let a = fixtures::action_of(&owner, Status::Queued, taken, "gmail.archive", payload.clone());
         store
             .create_action(&a, &[fixtures::event(&a, 1, None, Status::Queued)], None, &[], None, None, taken)
             .await

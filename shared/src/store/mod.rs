@@ -427,18 +427,9 @@ impl Store {
             .expression_attribute_values(":version", n(before_version))
             .build()
             .map_err(StoreError::from)?;
-        let event = serde_json::json!({"stream": keys::POLICY_AUDIT_STREAM, "seq": version, "at": crate::clock::format_time(at), "actor": by,
-            "from": before_version, "to": version, "reason": "policy replaced by an administrator", "detail": {"policy": policy}});
-        let audit = Put::builder()
-            .table_name(&self.audit_table)
-            .item(keys::AUDIT_PK, s(keys::POLICY_AUDIT_STREAM))
-            .item(keys::AUDIT_SK, n(version))
-            .item("at", s(crate::clock::format_time(at)))
-            .item("doc", s(event.to_string()))
-            .condition_expression("attribute_not_exists(#pk)")
-            .expression_attribute_names("#pk", keys::AUDIT_PK)
-            .build()
-            .map_err(StoreError::from)?;
+        let event = serde_json::json!({"from": before_version, "to": version, "actor": by,
+            "reason": "policy replaced by an administrator", "detail": {"policy": policy}});
+        let audit = self.put_stream_event(keys::POLICY_AUDIT_STREAM, version, at, event)?;
         let items =
             vec![TransactWriteItem::builder().put(put).build(), TransactWriteItem::builder().put(audit).build()];
         self.conditional_transaction(items).await.map(|()| version)
@@ -495,17 +486,8 @@ impl Store {
             .map_err(StoreError::from)?;
         let mut items = vec![TransactWriteItem::builder().put(put).build()];
         if let Some((from, to, actor, reason)) = change {
-            let event = serde_json::json!({"stream": keys::BREAKER_AUDIT_STREAM, "seq": after.version, "at": crate::clock::format_time(at), "actor": actor, "from": from, "to": to, "reason": reason});
-            let audit = Put::builder()
-                .table_name(&self.audit_table)
-                .item(keys::AUDIT_PK, s(keys::BREAKER_AUDIT_STREAM))
-                .item(keys::AUDIT_SK, n(after.version))
-                .item("at", s(crate::clock::format_time(at)))
-                .item("doc", s(event.to_string()))
-                .condition_expression("attribute_not_exists(#pk)")
-                .expression_attribute_names("#pk", keys::AUDIT_PK)
-                .build()
-                .map_err(StoreError::from)?;
+            let event = serde_json::json!({"actor": actor, "from": from, "to": to, "reason": reason});
+            let audit = self.put_stream_event(keys::BREAKER_AUDIT_STREAM, after.version, at, event)?;
             items.push(TransactWriteItem::builder().put(audit).build());
         }
         self.conditional_transaction(items).await
@@ -738,18 +720,8 @@ impl Store {
                 .update_expression(format!("SET {}", sets.join(", ")))
                 .build()
                 .map_err(StoreError::from)?;
-            let event = serde_json::json!({"stream": stream, "seq": seq + 1, "at": crate::clock::format_time(at),
-                "actor": by, "from": from, "to": change.to, "reason": change.reason});
-            let audit = Put::builder()
-                .table_name(&self.audit_table)
-                .item(keys::AUDIT_PK, s(&stream))
-                .item(keys::AUDIT_SK, n(seq + 1))
-                .item("at", s(crate::clock::format_time(at)))
-                .item("doc", s(event.to_string()))
-                .condition_expression("attribute_not_exists(#pk)")
-                .expression_attribute_names("#pk", keys::AUDIT_PK)
-                .build()
-                .map_err(StoreError::from)?;
+            let event = serde_json::json!({"actor": by, "from": from, "to": change.to, "reason": change.reason});
+            let audit = self.put_stream_event(&stream, seq + 1, at, event)?;
             let mut items = vec![
                 TransactWriteItem::builder().update(profile_update).build(),
                 TransactWriteItem::builder().put(audit).build(),
@@ -1031,6 +1003,29 @@ impl Store {
             .table_name(&self.table)
             .set_item(Some(item))
             .condition_expression("attribute_not_exists(pk)")
+            .build()?)
+    }
+
+    /// An event of an audit stream that is not an action's (`event` gives actor, from, to,
+    /// reason, detail; the stream, sequence number and time are added), written once.
+    fn put_stream_event(
+        &self,
+        stream: &str,
+        seq: u64,
+        at: DateTime<Utc>,
+        mut event: serde_json::Value,
+    ) -> Result<Put, StoreError> {
+        event["stream"] = serde_json::json!(stream);
+        event["seq"] = serde_json::json!(seq);
+        event["at"] = serde_json::json!(crate::clock::format_time(at));
+        Ok(Put::builder()
+            .table_name(&self.audit_table)
+            .item(keys::AUDIT_PK, s(stream))
+            .item(keys::AUDIT_SK, n(seq))
+            .item("at", s(crate::clock::format_time(at)))
+            .item("doc", s(event.to_string()))
+            .condition_expression("attribute_not_exists(#pk)")
+            .expression_attribute_names("#pk", keys::AUDIT_PK)
             .build()?)
     }
 

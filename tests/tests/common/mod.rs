@@ -182,9 +182,14 @@ pub async fn trail(api: &Api, owner: &str, id: &str) -> Vec<Value> {
 
 /// A Gmail message in the fake (labels `INBOX`).
 pub async fn seed_message(api: &Api, message: &str) {
+    seed_labels(api, message, &["INBOX"]).await;
+}
+
+/// A Gmail message in the fake with `labels`.
+pub async fn seed_labels(api: &Api, message: &str, labels: &[&str]) {
     api.http
         .post(format!("{}/_fake/gmail/messages", api.stack.fakes_url))
-        .json(&json!({"id": message, "labelIds": ["INBOX"]}))
+        .json(&json!({"id": message, "labelIds": labels}))
         .send()
         .await
         .unwrap();
