@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 
-.PHONY: setup dev test lint fmt-check clippy build unit-and-e2e cfn-lint fmt clean-local
+.PHONY: setup dev test bench lint fmt-check clippy build unit-and-e2e cfn-lint fmt clean-local
 
 setup:
 	@scripts/setup.sh
@@ -16,6 +16,13 @@ dev: setup
 ## Every check and test: formatting, lints, template lint, unit, adapter and end-to-end tests.
 test: setup fmt-check cfn-lint clippy build unit-and-e2e
 	@echo "make test: all checks passed"
+
+## Benchmarks of the release functions (cold start, AWS requests and cost, throughput, memory,
+## size), measured in one run: prints the tables and rewrites BENCHMARKS.md.
+bench: setup
+	$(CARGO) build --release -p intake -p approval -p executor -p sweep -p rollback -p hello
+	$(CARGO) build --release -p actiongate-local --bin bench
+	target/release/bench
 
 fmt-check:
 	$(CARGO) fmt --all -- --check

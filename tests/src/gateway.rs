@@ -88,31 +88,37 @@ pub fn serve(server: Arc<tiny_http::Server>, state: Arc<GatewayState>, runtime: 
 }
 
 pub async fn handle(state: &GatewayState, req: Incoming) -> Reply {
-    let (path, query) = match req.url.split_once('?') {
-        Some((p, q)) => (p.to_owned(), q.to_owned()),
-        None => (req.url.clone(), String::new()),
-    };
-    match path.as_str() {
+    match req.url.split_once('?').map_or(req.url.as_str(), |(path, _)| path) {
         "/health" => return health(state),
         "/_local/outbox" => return outbox(state).await,
         _ => {}
     }
+    let n = state.requests.fetch_add(1, Ordering::Relaxed);
+    match route_event(&state.routes, &req, n) {
+        Ok((binary, event)) => invoke(state, &binary, &event).await,
+        Err(reply) => reply,
+    }
+}
+
+/// The function API Gateway invokes for `req` and the payload-format-2.0 event it sends
+/// (`n` numbers the request), or what it answers on its own: 404 for no route, 401 for a
+/// missing or malformed identity.
+pub fn route_event(routes: &[(Route, String)], req: &Incoming, n: u64) -> Result<(String, Value), Reply> {
+    let (path, query) = req.url.split_once('?').unwrap_or((req.url.as_str(), ""));
     let Some((route, binary, params)) =
-        state.routes.iter().find_map(|(r, b)| r.matches(&req.method, &path).map(|p| (r, b, p)))
+        routes.iter().find_map(|(r, b)| r.matches(&req.method, path).map(|p| (r, b, p)))
     else {
-        return plain(404, json!({"message": "Not Found"}));
+        return Err(plain(404, json!({"message": "Not Found"})));
     };
     let claims = if route.public {
         None
     } else {
         match dev_claims(header(&req.headers, "authorization")) {
             Some(c) => Some(c),
-            None => return plain(401, json!({"message": "Unauthorized"})),
+            None => return Err(plain(401, json!({"message": "Unauthorized"}))),
         }
     };
-    let n = state.requests.fetch_add(1, Ordering::Relaxed);
-    let event = api_event(&req, &path, &query, route, &params, claims, n);
-    invoke(state, binary, &event).await
+    Ok((binary.clone(), api_event(req, path, query, route, &params, claims, n)))
 }
 
 fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {

@@ -3,6 +3,7 @@
 //! API Gateway (routes and JWT authorizer) in front of them. `make dev` runs it in the
 //! foreground; the end-to-end tests start one per test binary.
 
+pub mod bench;
 pub mod emulator;
 pub mod fakes;
 pub mod fixtures;
@@ -33,4 +34,26 @@ pub fn venv_bin(tool: &str) -> PathBuf {
 /// A port the OS says is free right now on loopback.
 pub fn free_port() -> std::io::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Room for many automatic executions: an edit for [`policy_file`] (the deployed policy allows
+/// ten an hour and fifty a day).
+pub const ROOMY_AUTO_LIMITS: (&str, &str) = (
+    "[auto_execution]\nenabled = true\nper_hour = 10\nper_day = 50",
+    "[auto_execution]\nenabled = true\nper_hour = 1000\nper_day = 5000",
+);
+
+/// The deployed policy (`infra/policy.toml`) with `edits` (exact text replacements) applied,
+/// written to `.local/policy-<name>.toml`; returns its path for `POLICY_FILE`.
+pub fn policy_file(name: &str, edits: &[(&str, &str)]) -> anyhow::Result<String> {
+    let root = workspace_root();
+    let mut policy = std::fs::read_to_string(root.join("infra/policy.toml"))?;
+    for (from, to) in edits {
+        anyhow::ensure!(policy.contains(from), "policy edit does not apply: {from}");
+        policy = policy.replace(from, to);
+    }
+    std::fs::create_dir_all(root.join(".local"))?;
+    let path = root.join(format!(".local/policy-{name}.toml"));
+    std::fs::write(&path, policy)?;
+    Ok(path.to_string_lossy().into_owned())
 }

@@ -4,7 +4,7 @@
 //! into their queue target.
 
 use anyhow::{anyhow, Result};
-use aws_sdk_sqs::types::MessageSystemAttributeName;
+use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,6 +17,15 @@ const RETRY_VISIBILITY_SECS: i32 = 2;
 
 pub struct Pumps {
     stop: Arc<AtomicBool>,
+    held: Arc<AtomicBool>,
+}
+
+impl Pumps {
+    /// Holds (or resumes) deliveries and schedule firing, as if the event source mapping and
+    /// the scheduler were paused: messages and due schedules wait until released.
+    pub fn hold(&self, held: bool) {
+        self.held.store(held, Ordering::Release);
+    }
 }
 
 impl Drop for Pumps {
@@ -39,13 +48,16 @@ pub struct PumpConfig {
 
 pub fn start(config: PumpConfig) -> Pumps {
     let stop = Arc::new(AtomicBool::new(false));
+    let held = Arc::new(AtomicBool::new(false));
     let config = Arc::new(config);
     {
-        let (config, stop) = (Arc::clone(&config), Arc::clone(&stop));
+        let (config, stop, held) = (Arc::clone(&config), Arc::clone(&stop), Arc::clone(&held));
         tokio::spawn(async move {
             let sqs = aws_sdk_sqs::Client::new(&config.sdk);
             while !stop.load(Ordering::Acquire) {
-                if let Err(e) = deliver_once(&config, &sqs).await {
+                if held.load(Ordering::Acquire) {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                } else if let Err(e) = deliver_once(&config, &sqs, &held).await {
                     tracing::warn!(error = %format!("{e:#}"), "work-queue pump");
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
@@ -53,19 +65,21 @@ pub fn start(config: PumpConfig) -> Pumps {
         });
     }
     {
-        let (config, stop) = (Arc::clone(&config), Arc::clone(&stop));
+        let (config, stop, held) = (Arc::clone(&config), Arc::clone(&stop), Arc::clone(&held));
         tokio::spawn(async move {
             let scheduler = aws_sdk_scheduler::Client::new(&config.sdk);
             let sqs = aws_sdk_sqs::Client::new(&config.sdk);
             while !stop.load(Ordering::Acquire) {
-                if let Err(e) = fire_due_schedules(&config, &scheduler, &sqs).await {
-                    tracing::warn!(error = %format!("{e:#}"), "scheduler pump");
+                if !held.load(Ordering::Acquire) {
+                    if let Err(e) = fire_due_schedules(&config, &scheduler, &sqs).await {
+                        tracing::warn!(error = %format!("{e:#}"), "scheduler pump");
+                    }
                 }
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
         });
     }
-    Pumps { stop }
+    Pumps { stop, held }
 }
 
 /// Plays the schedules that invoke a function (the sweep's `rate(...)`), faster locally.
@@ -88,7 +102,24 @@ pub fn start_timer(http: reqwest::Client, invoke_url: String, binary: String, in
     });
 }
 
-async fn deliver_once(config: &PumpConfig, sqs: &aws_sdk_sqs::Client) -> Result<()> {
+/// The SQS event the event source mapping would deliver for `messages` of the queue `queue_arn`.
+pub fn sqs_event(messages: &[Message], queue_arn: &str) -> Value {
+    let records: Vec<Value> = messages
+        .iter()
+        .map(|m| {
+            let attributes: Map<String, Value> =
+                m.attributes().into_iter().flatten().map(|(k, v)| (k.as_str().to_owned(), json!(v))).collect();
+            json!({
+                "messageId": m.message_id(), "receiptHandle": m.receipt_handle(), "body": m.body(),
+                "attributes": attributes, "messageAttributes": {}, "md5OfBody": m.md5_of_body(),
+                "eventSource": "aws:sqs", "eventSourceARN": queue_arn, "awsRegion": "us-east-1",
+            })
+        })
+        .collect();
+    json!({ "Records": records })
+}
+
+async fn deliver_once(config: &PumpConfig, sqs: &aws_sdk_sqs::Client, held: &AtomicBool) -> Result<()> {
     let out = sqs
         .receive_message()
         .queue_url(&config.work_queue_url)
@@ -102,20 +133,21 @@ async fn deliver_once(config: &PumpConfig, sqs: &aws_sdk_sqs::Client) -> Result<
     if messages.is_empty() {
         return Ok(());
     }
-    let records: Vec<Value> = messages
-        .iter()
-        .map(|m| {
-            let attributes: Map<String, Value> =
-                m.attributes().into_iter().flatten().map(|(k, v)| (k.as_str().to_owned(), json!(v))).collect();
-            json!({
-                "messageId": m.message_id(), "receiptHandle": m.receipt_handle(), "body": m.body(),
-                "attributes": attributes, "messageAttributes": {}, "md5OfBody": m.md5_of_body(),
-                "eventSource": "aws:sqs", "eventSourceARN": config.work_queue_arn, "awsRegion": "us-east-1",
-            })
-        })
-        .collect();
+    if held.load(Ordering::Acquire) {
+        // Held while this long poll was waiting: put the messages back untouched.
+        for receipt in messages.iter().filter_map(|m| m.receipt_handle()) {
+            let _ = sqs
+                .change_message_visibility()
+                .queue_url(&config.work_queue_url)
+                .receipt_handle(receipt)
+                .visibility_timeout(0)
+                .send()
+                .await;
+        }
+        return Ok(());
+    }
     let url = format!("{}/2015-03-31/functions/{}/invocations", config.invoke_url, config.executor);
-    let result = config.http.post(&url).json(&json!({ "Records": records })).send().await;
+    let result = config.http.post(&url).json(&sqs_event(&messages, &config.work_queue_arn)).send().await;
     let failed: Option<Vec<String>> = match result {
         Ok(response) if !response.headers().contains_key("x-amz-function-error") => {
             match response.json::<Value>().await {

@@ -33,6 +33,10 @@ pub struct StackOptions {
     pub schedule_every_secs: u64,
     /// Do not run scheduled functions at all (tests of behaviour that must hold without them).
     pub no_schedules: bool,
+    /// Run release builds of the functions (`make bench`) instead of debug builds.
+    pub release: bool,
+    /// How many instances of each function cargo lambda may run at once; 0 means its default (1).
+    pub concurrency: u16,
 }
 
 pub struct LocalStack {
@@ -43,10 +47,12 @@ pub struct LocalStack {
     pub invoke_port: u16,
     pub emulator: Emulator,
     pub fakes: Fakes,
+    /// The environment every function runs with (the template's variables resolved locally).
+    pub function_env: Vec<(String, String)>,
     functions: Arc<Mutex<ManagedChild>>,
     supervising: Arc<AtomicBool>,
     gateway: Arc<tiny_http::Server>,
-    _pumps: Vec<pump::Pumps>,
+    pumps: Vec<pump::Pumps>,
 }
 
 /// Everything the functions need besides what the template gives them.
@@ -130,6 +136,8 @@ impl LocalStack {
             invoke_port,
             env_file: env_file.clone(),
             reload: options.reload,
+            release: options.release,
+            concurrency: options.concurrency,
             log,
         };
         let functions = Arc::new(Mutex::new(watch.spawn()?));
@@ -194,8 +202,17 @@ impl LocalStack {
             supervising,
             gateway: server,
             fakes,
-            _pumps: pumps,
+            function_env: env,
+            pumps,
         })
+    }
+
+    /// Holds (or resumes) the delivery of queued work to the executor and the firing of due
+    /// schedules, as if the event source mapping and the scheduler were paused.
+    pub fn hold_deliveries(&self, held: bool) {
+        for pumps in &self.pumps {
+            pumps.hold(held);
+        }
     }
 
     /// Whether the functions' server is up (it is restarted if a function crashes it).
@@ -203,7 +220,9 @@ impl LocalStack {
         self.functions.lock().unwrap_or_else(|p| p.into_inner()).running()
     }
 
-    pub fn stop(self) {
+    pub fn stop(mut self) {
+        // The pumps first: they would report every request to the stopped emulator.
+        self.pumps.clear();
         self.gateway.unblock();
         self.supervising.store(false, Ordering::Release);
         self.functions.lock().unwrap_or_else(|p| p.into_inner()).stop();
@@ -220,6 +239,8 @@ struct WatchCommand {
     invoke_port: u16,
     env_file: std::path::PathBuf,
     reload: bool,
+    release: bool,
+    concurrency: u16,
     log: Option<std::path::PathBuf>,
 }
 
@@ -231,6 +252,12 @@ impl WatchCommand {
             .arg(&self.env_file);
         if !self.reload {
             cmd.arg("--ignore-changes");
+        }
+        if self.release {
+            cmd.arg("--release");
+        }
+        if self.concurrency > 0 {
+            cmd.args(["--concurrency", &self.concurrency.to_string()]);
         }
         // `cargo test` gives its test binaries CARGO_PKG_NAME, CARGO_MANIFEST_DIR and the like.
         // Passed on to cargo lambda's `cargo run`, they would dirty every build script that

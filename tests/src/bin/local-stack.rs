@@ -32,6 +32,8 @@ async fn main() -> anyhow::Result<()> {
         extra_env: vec![],
         schedule_every_secs: port("ACTIONGATE_SWEEP_SECS", 5)? as u64,
         no_schedules: false,
+        release: false,
+        concurrency: 0,
     };
     println!("actiongate: starting the local stack (emulator, provisioning, functions)…");
     let stack = LocalStack::start(options).await?;

@@ -1,0 +1,10 @@
+//! hello: a hello-world `lambda_runtime` function that echoes its event. `make bench` reports
+//! each actiongate function's init time and size relative to this binary, built the same way.
+
+use lambda_runtime::{run, service_fn, Error, LambdaEvent};
+use serde_json::Value;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    run(service_fn(|event: LambdaEvent<Value>| async move { Ok::<Value, Error>(event.payload) })).await
+}

@@ -1,0 +1,210 @@
+//! Each release binary on its own, as Lambda runs it: init time next to the hello-world
+//! baseline, peak memory while it handles a batch of ten events, and its size.
+
+use super::runtime_api::LambdaProcess;
+use super::APPROVER;
+use crate::gateway::{self, Incoming};
+use crate::pump;
+use crate::stack::LocalStack;
+use crate::template::Route;
+use anyhow::{anyhow, bail, ensure, Context, Result};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Events in each function's batch.
+pub const BATCH: usize = 10;
+
+/// Where `cargo build --release` puts `binary`.
+pub fn release_binary(binary: &str) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate::workspace_root().join("target"));
+    target.join("release").join(binary)
+}
+
+fn log_file(binary: &str) -> PathBuf {
+    crate::workspace_root().join(format!(".local/bench-{binary}.log"))
+}
+
+/// The size of each release binary, in bytes.
+pub fn binary_sizes(binaries: &[&str]) -> Result<BTreeMap<String, u64>> {
+    binaries
+        .iter()
+        .map(|b| {
+            let path = release_binary(b);
+            let size =
+                std::fs::metadata(&path).with_context(|| format!("{} (make bench builds it)", path.display()))?;
+            Ok(((*b).to_owned(), size.len()))
+        })
+        .collect()
+}
+
+/// A binary started for its init time, under a label, with `extra_env` added to its environment.
+pub struct Subject {
+    pub label: String,
+    pub binary: String,
+    pub extra_env: Vec<(String, String)>,
+}
+
+impl Subject {
+    pub fn binary(binary: &str) -> Self {
+        Self { label: binary.to_owned(), binary: binary.to_owned(), extra_env: Vec::new() }
+    }
+}
+
+/// The init times of `runs` cold starts of each subject, taken in turns so that background
+/// noise spreads evenly, after one unmeasured start each (which reads it into the page cache).
+pub async fn init_times(
+    subjects: &[Subject],
+    env: &[(String, String)],
+    runs: usize,
+) -> Result<BTreeMap<String, Vec<Duration>>> {
+    let mut times: BTreeMap<String, Vec<Duration>> = BTreeMap::new();
+    for round in 0..=runs {
+        for subject in subjects {
+            let binary = &subject.binary;
+            let env: Vec<(String, String)> = env.iter().chain(&subject.extra_env).cloned().collect();
+            let process = LambdaProcess::start(&release_binary(binary), binary, &env, &log_file(binary))?;
+            let init = process.init_time().await.with_context(|| format!("{binary} (log: .local/bench-{binary}.log)"));
+            process.stop();
+            if round > 0 {
+                times.entry(subject.label.clone()).or_default().push(init?);
+            }
+        }
+    }
+    Ok(times)
+}
+
+/// Peak resident memory (KiB) of each function while it handles a batch of ten events, on the
+/// stack's emulator: intake creates ten webhook actions needing approval, approval approves
+/// them, the executor runs them as one ten-record SQS event, rollback undoes them (direct
+/// invocations), and the sweep runs ten times. Deliveries are held meanwhile, so the queued
+/// work comes to this executor.
+pub async fn peak_memory(stack: &LocalStack) -> Result<BTreeMap<String, u64>> {
+    stack.hold_deliveries(true);
+    let peaks = batches(stack).await;
+    stack.hold_deliveries(false);
+    peaks
+}
+
+async fn batches(stack: &LocalStack) -> Result<BTreeMap<String, u64>> {
+    let env = &stack.function_env;
+    let routes: Vec<(Route, String)> = stack
+        .template
+        .functions
+        .iter()
+        .flat_map(|f| f.routes.iter().map(move |r| (r.clone(), f.binary.clone())))
+        .collect();
+    let owner = format!("bench-memory-{}", chrono::Utc::now().timestamp_millis());
+    let mut peaks = BTreeMap::new();
+    let start = |binary: &str| LambdaProcess::start(&release_binary(binary), binary, env, &log_file(binary));
+
+    let intake = start("intake")?;
+    let mut ids = Vec::new();
+    for i in 0..BATCH {
+        let hook = |name: &str| format!("{}/hook/ok-memory-{name}-{i}", stack.fakes.url);
+        let body = json!({"action_type": "http_request", "approver": APPROVER, "payload": {
+            "method": "POST", "url": hook("do"), "body": {"n": i}, "rollback": {"method": "POST", "url": hook("undo")}}});
+        let created = call(&intake, &routes, "POST", "/actions", &owner, &body).await?;
+        ids.push(created["action_id"].as_str().ok_or_else(|| anyhow!("no action_id in {created}"))?.to_owned());
+    }
+    peaks.insert("intake".to_owned(), intake.peak_rss_kib()?);
+    intake.stop();
+
+    let approval = start("approval")?;
+    for id in &ids {
+        call(&approval, &routes, "POST", &format!("/actions/{id}/approve"), APPROVER, &json!({"reason": "bench"}))
+            .await?;
+    }
+    peaks.insert("approval".to_owned(), approval.peak_rss_kib()?);
+    approval.stop();
+
+    let executor = start("executor")?;
+    let (queue_url, queue_arn) =
+        stack.provisioned.queues.get("WorkQueue").cloned().ok_or_else(|| anyhow!("no WorkQueue provisioned"))?;
+    let sqs = aws_sdk_sqs::Client::new(&stack.sdk);
+    let messages = receive(&sqs, &queue_url, BATCH).await?;
+    let report = executor.invoke(&pump::sqs_event(&messages, &queue_arn)).await?;
+    ensure!(report["batchItemFailures"].as_array().is_none_or(Vec::is_empty), "the executor failed some: {report}");
+    for receipt in messages.iter().filter_map(|m| m.receipt_handle()) {
+        sqs.delete_message().queue_url(&queue_url).receipt_handle(receipt).send().await?;
+    }
+    peaks.insert("executor".to_owned(), executor.peak_rss_kib()?);
+    executor.stop();
+
+    let rollback = start("rollback")?;
+    for id in &ids {
+        let undone = rollback.invoke(&json!({"action_id": id, "partial": true})).await?;
+        ensure!(undone["status"] == "rolled_back", "rollback of {id}: {undone}");
+    }
+    peaks.insert("rollback".to_owned(), rollback.peak_rss_kib()?);
+    rollback.stop();
+
+    let sweep = start("sweep")?;
+    let input = stack
+        .template
+        .functions
+        .iter()
+        .find(|f| f.binary == "sweep")
+        .and_then(|f| f.schedule_inputs.first())
+        .map_or(Ok(json!({})), |i| serde_json::from_str(i))?;
+    for _ in 0..BATCH {
+        let report = sweep.invoke(&input).await?;
+        ensure!(report.get("errorType").is_none(), "sweep: {report}");
+    }
+    peaks.insert("sweep".to_owned(), sweep.peak_rss_kib()?);
+    sweep.stop();
+    Ok(peaks)
+}
+
+/// Sends an API request to `process` as API Gateway would, through the local gateway's routing
+/// and event building; returns the JSON body of a 2xx answer.
+async fn call(
+    process: &LambdaProcess,
+    routes: &[(Route, String)],
+    method: &str,
+    path: &str,
+    user: &str,
+    body: &Value,
+) -> Result<Value> {
+    let request = Incoming {
+        method: method.to_owned(),
+        url: path.to_owned(),
+        headers: vec![
+            ("authorization".to_owned(), format!("Bearer dev:{user}")),
+            ("content-type".to_owned(), "application/json".to_owned()),
+        ],
+        body: body.to_string().into_bytes(),
+    };
+    let (binary, event) = gateway::route_event(routes, &request, 0)
+        .map_err(|reply| anyhow!("the gateway answers {method} {path} with {} itself", reply.status))?;
+    ensure!(binary == process.name, "{method} {path} is served by {binary}, not {}", process.name);
+    let response = process.invoke(&event).await?;
+    let status = response["statusCode"].as_u64().unwrap_or_default();
+    let body: Value = serde_json::from_str(response["body"].as_str().unwrap_or("null")).unwrap_or(Value::Null);
+    if !(200..300).contains(&status) {
+        bail!("{method} {path} answered {status}: {body}");
+    }
+    Ok(body)
+}
+
+/// Receives exactly `n` messages from the queue (they stay invisible until deleted).
+async fn receive(sqs: &aws_sdk_sqs::Client, queue_url: &str, n: usize) -> Result<Vec<aws_sdk_sqs::types::Message>> {
+    let mut messages = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while messages.len() < n {
+        ensure!(std::time::Instant::now() < deadline, "only {} of {n} messages arrived", messages.len());
+        let out = sqs
+            .receive_message()
+            .queue_url(queue_url)
+            .max_number_of_messages((n - messages.len()).min(10) as i32)
+            .wait_time_seconds(1)
+            .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
+            .send()
+            .await?;
+        messages.extend(out.messages.unwrap_or_default());
+    }
+    Ok(messages)
+}

@@ -1,0 +1,411 @@
+//! `make bench`: the release functions measured in one run — cold start against a hello-world
+//! `lambda_runtime` binary, AWS requests and cost per lifecycle (with a Step Functions
+//! comparison), throughput against the emulator's floor, peak memory and binary size. Prints
+//! the tables and rewrites `BENCHMARKS.md`. `make bench` builds the release binaries first.
+
+use actiongate_local::bench::cost::{self, PRICES};
+use actiongate_local::bench::footprint::{self, Subject, BATCH};
+use actiongate_local::bench::lifecycles::{Driver, Lifecycle, Measured, Throughput};
+use actiongate_local::bench::proxy::CountingProxy;
+use actiongate_local::bench::report::{self, mark, Table};
+use actiongate_local::bench::{FUNCTIONS, HELLO};
+use actiongate_local::stack::{LocalStack, StackOptions};
+use anyhow::{Context, Result};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+const INIT_RUNS: usize = 15;
+const LIFECYCLE_RUNS: usize = 3;
+const THROUGHPUT_ACTIONS: usize = 100;
+/// Requests in flight at once in the throughput runs, and function instances cargo lambda may start.
+const CONCURRENCY: usize = 8;
+const INIT_TARGET: f64 = 1.5;
+const REQUEST_TARGET: f64 = 6.0;
+const MEMORY_TARGET_MIB: f64 = 40.0;
+/// A diagnostic subject: intake without the system's root certificates, which the AWS SDK's
+/// HTTPS client loads at start (every file of the certificate directory).
+const NO_ROOTS: &str = "intake, no system root certificates";
+
+struct Figures {
+    sizes: BTreeMap<String, u64>,
+    init: BTreeMap<String, Vec<Duration>>,
+    memory: BTreeMap<String, u64>,
+    lifecycles: Vec<Measured>,
+    throughput: Throughput,
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let binaries: Vec<&str> = std::iter::once(HELLO).chain(FUNCTIONS).collect();
+    let sizes = footprint::binary_sizes(&binaries)?;
+
+    progress("starting the local stack: release functions, their AWS requests through the counting proxy");
+    let emulator_port = actiongate_local::free_port()?;
+    let proxy = CountingProxy::start(&format!("http://127.0.0.1:{emulator_port}")).await?;
+    let policy = actiongate_local::policy_file("bench", &[actiongate_local::ROOMY_AUTO_LIMITS])?;
+    let stack = LocalStack::start(StackOptions {
+        emulator_port,
+        release: true,
+        concurrency: CONCURRENCY as u16,
+        no_schedules: true,
+        extra_env: vec![
+            ("AWS_ENDPOINT_URL".into(), proxy.url.clone()),
+            ("POLICY_FILE".into(), policy),
+            // One policy read per function instance: a refresh in the middle of a lifecycle
+            // would be counted as part of it.
+            ("POLICY_CACHE_SECS".into(), "3600".into()),
+        ],
+        ..StackOptions::default()
+    })
+    .await
+    .context("starting the local stack")?;
+    let figures = measure(&stack, &proxy, &binaries, sizes).await;
+    stack.stop();
+    let figures = figures?;
+
+    let tables = tables(&figures);
+    println!();
+    for table in &tables {
+        println!("{}", table.markdown());
+    }
+    let path = actiongate_local::workspace_root().join("BENCHMARKS.md");
+    std::fs::write(&path, benchmarks_md(&tables)).with_context(|| format!("writing {}", path.display()))?;
+    println!("Written to BENCHMARKS.md.");
+    Ok(())
+}
+
+async fn measure(
+    stack: &LocalStack,
+    proxy: &CountingProxy,
+    binaries: &[&str],
+    sizes: BTreeMap<String, u64>,
+) -> Result<Figures> {
+    progress(&format!("cold start: {INIT_RUNS} starts of each binary under a minimal Lambda Runtime API"));
+    let mut subjects: Vec<Subject> = binaries.iter().map(|b| Subject::binary(b)).collect();
+    subjects.push(Subject {
+        label: NO_ROOTS.to_owned(),
+        binary: "intake".to_owned(),
+        extra_env: vec![("SSL_CERT_DIR".to_owned(), "/nonexistent".to_owned())],
+    });
+    let init = footprint::init_times(&subjects, &stack.function_env, INIT_RUNS).await?;
+    progress(&format!("memory: each function handling a batch of {BATCH}"));
+    let memory = footprint::peak_memory(stack).await?;
+    let driver = Driver::new(stack, proxy, "lifecycles").await?;
+    let mut lifecycles = Vec::new();
+    for lifecycle in Lifecycle::ALL {
+        progress(&format!("requests: {} ({LIFECYCLE_RUNS} runs after a warm-up)", lifecycle.name()));
+        lifecycles.push(driver.measure(lifecycle, LIFECYCLE_RUNS).await?);
+    }
+    progress(&format!("throughput: {THROUGHPUT_ACTIONS} tier-1 actions, {CONCURRENCY} at a time"));
+    let throughput = Driver::new(stack, proxy, "throughput").await?.throughput(THROUGHPUT_ACTIONS, CONCURRENCY).await?;
+    Ok(Figures { sizes, init, memory, lifecycles, throughput })
+}
+
+fn progress(what: &str) {
+    eprintln!("bench: {what}…");
+}
+
+fn median(samples: &[Duration]) -> Duration {
+    let mut sorted = samples.to_vec();
+    sorted.sort();
+    sorted.get(sorted.len() / 2).copied().unwrap_or_default()
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2}", d.as_secs_f64() * 1000.0)
+}
+
+fn mib(bytes: f64) -> f64 {
+    bytes / 1024.0 / 1024.0
+}
+
+/// A count, whole when every run agreed (`+ 0.0` turns the -0 of an empty sum into 0).
+fn n(x: f64) -> String {
+    if (x - x.round()).abs() < 1e-9 {
+        format!("{}", x.round() + 0.0)
+    } else {
+        format!("{x:.1}")
+    }
+}
+
+fn dollars(x: f64) -> String {
+    format!("${:.2}", x + 0.0)
+}
+
+fn tables(f: &Figures) -> Vec<Table> {
+    let binaries: Vec<&str> = std::iter::once(HELLO).chain(FUNCTIONS).collect();
+    let hello_init = f.init.get(HELLO).map(|s| median(s)).unwrap_or_default();
+    let mut init = Table::new(
+        &format!("1. Init time under the Lambda Runtime API (median of {INIT_RUNS} cold starts, release x86_64)"),
+        &["binary", "median ms", "min ms", "max ms", "× hello", &format!("target ≤ {INIT_TARGET}×")],
+    );
+    for label in binaries.iter().copied().chain([NO_ROOTS]) {
+        let samples = f.init.get(label).cloned().unwrap_or_default();
+        let ratio = median(&samples).as_secs_f64() / hello_init.as_secs_f64().max(1e-9);
+        init.row(vec![
+            label.to_owned(),
+            ms(median(&samples)),
+            ms(samples.iter().min().copied().unwrap_or_default()),
+            ms(samples.iter().max().copied().unwrap_or_default()),
+            format!("{ratio:.2}"),
+            match label {
+                HELLO => "baseline".to_owned(),
+                NO_ROOTS => "diagnostic".to_owned(),
+                _ => mark(ratio, INIT_TARGET),
+            },
+        ]);
+    }
+
+    let mut requests = Table::new(
+        &format!("2a. AWS requests per lifecycle, made by the functions (counted; mean of {LIFECYCLE_RUNS} runs)"),
+        &["lifecycle", "DynamoDB reads", "DynamoDB writes", "RRU", "WRU", "SQS", "SES", "Scheduler", "total", "target"],
+    );
+    let mut billable = Table::new(
+        "2b. Every billable request per lifecycle",
+        &[
+            "lifecycle",
+            "functions' AWS requests",
+            "API Gateway",
+            "Lambda invocations",
+            "SQS by event source (est.)",
+            "total",
+        ],
+    );
+    let mut costs = Table::new(
+        "2c. Cost per million lifecycles (us-east-1 on-demand; Lambda duration excluded) vs Step Functions Standard",
+        &[
+            "lifecycle",
+            "DynamoDB",
+            "SQS",
+            "SES",
+            "Scheduler",
+            "Lambda",
+            "API Gateway",
+            "total",
+            "SFN transitions",
+            "SFN transitions only",
+            "SFN ÷ ours",
+        ],
+    );
+    for m in &f.lifecycles {
+        let name = m.lifecycle.name().to_owned();
+        let (fewest, most) = m.range();
+        let total =
+            if fewest == most { n(most) } else { format!("{} ({}–{})", n(m.usage.total()), n(fewest), n(most)) };
+        let target = if m.lifecycle == Lifecycle::AutoAction {
+            format!("≤ {REQUEST_TARGET}: {}", mark(m.usage.total(), REQUEST_TARGET))
+        } else {
+            String::new()
+        };
+        requests.row(vec![
+            name.clone(),
+            n(m.dynamodb_reads()),
+            n(m.dynamodb_writes()),
+            n(m.usage.dynamodb.read),
+            n(m.usage.dynamodb.write),
+            n(m.sqs()),
+            n(m.ses()),
+            n(m.scheduler()),
+            total,
+            target,
+        ]);
+        billable.row(vec![
+            name.clone(),
+            n(m.usage.total()),
+            n(m.lifecycle.api_calls()),
+            n(m.lambda_invocations()),
+            n(m.event_source_requests()),
+            n(m.billable_requests()),
+        ]);
+        let c = m.cost_per_million();
+        let sfn = m.step_functions_cost_per_million();
+        costs.row(vec![
+            name,
+            dollars(c.dynamodb),
+            dollars(c.sqs),
+            dollars(c.ses),
+            dollars(c.scheduler),
+            dollars(c.lambda),
+            dollars(c.api_gateway),
+            dollars(c.total()),
+            m.lifecycle.step_functions_states().len().to_string(),
+            dollars(sfn),
+            format!("{:.1}×", sfn / c.total().max(1e-9)),
+        ]);
+    }
+    let mut operations = Table::new("2d. The requests counted", &["lifecycle", "request (items touched)", "per run"])
+        .with_text_columns(2);
+    for m in &f.lifecycles {
+        for (i, (call, count)) in m.usage.calls.iter().enumerate() {
+            let lifecycle = if i == 0 { m.lifecycle.name() } else { "" };
+            operations.row(vec![lifecycle.to_owned(), call.clone(), n(*count)]);
+        }
+    }
+
+    let t = &f.throughput;
+    let mut throughput = Table::new(
+        &format!(
+            "3. Throughput on the local stack ({} tier-1 actions, {} at a time; release functions under cargo lambda, moto)",
+            t.actions, t.concurrency
+        ),
+        &["path", "actions/s", "emulator floor (put+send+update)/s", "floor ÷ ours"],
+    );
+    for (path, rate) in [("intake (POST /actions → queued)", t.intake), ("executor (queued → completed)", t.executor)]
+    {
+        throughput.row(vec![
+            path.to_owned(),
+            format!("{rate:.1}"),
+            format!("{:.1}", t.floor),
+            format!("{:.2}×", t.floor / rate.max(1e-9)),
+        ]);
+    }
+
+    let mut memory = Table::new(
+        &format!("4. Peak memory (VmHWM) while handling a batch of {BATCH}"),
+        &["function", "peak RSS MiB", &format!("target ≤ {MEMORY_TARGET_MIB} MiB")],
+    );
+    for b in FUNCTIONS {
+        let peak = mib(f.memory.get(b).copied().unwrap_or_default() as f64 * 1024.0);
+        memory.row(vec![b.to_owned(), format!("{peak:.1}"), mark(peak, MEMORY_TARGET_MIB)]);
+    }
+
+    let hello_size = f.sizes.get(HELLO).copied().unwrap_or(1) as f64;
+    let mut sizes = Table::new("5. Binary size (release, stripped, x86_64)", &["binary", "MiB", "× hello"]);
+    for b in &binaries {
+        let size = f.sizes.get(*b).copied().unwrap_or_default() as f64;
+        sizes.row(vec![(*b).to_owned(), format!("{:.2}", mib(size)), format!("{:.1}", size / hello_size)]);
+    }
+
+    let mut prices = Table::new("Prices used (AWS public on-demand, us-east-1)", &["service", "unit", "$ per million"])
+        .with_text_columns(2);
+    for p in PRICES {
+        prices.row(vec![p.service.to_owned(), p.unit.to_owned(), format!("{:.3}", p.per_million)]);
+    }
+    let mut machine = Table::new("Machine", &["", ""]).with_text_columns(2);
+    machine.row(vec!["date".into(), chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string()]);
+    for (k, v) in report::machine() {
+        machine.row(vec![k.to_owned(), v]);
+    }
+    vec![machine, init, requests, billable, costs, operations, throughput, memory, sizes, prices]
+}
+
+/// `BENCHMARKS.md`: the tables of this run between the explanations that do not change.
+fn benchmarks_md(tables: &[Table]) -> String {
+    let table = |title_start: &str| {
+        tables.iter().find(|t| t.title.starts_with(title_start)).map(Table::markdown).unwrap_or_default()
+    };
+    let sfn: Vec<String> =
+        Lifecycle::ALL.iter().map(|l| format!("- {}: {}", l.name(), l.step_functions_states().join(" → "))).collect();
+    let lifecycles: Vec<String> =
+        Lifecycle::ALL.iter().map(|l| format!("- {}: {}", l.name(), l.description())).collect();
+    let duration_note = cost::LAMBDA_ARM64_GB_SECOND * 0.256 * 0.1 * 1e6;
+    format!(
+        "# Benchmarks
+
+Written by `make bench` (`tests/src/bin/bench.rs`); every figure below comes from one run on the
+machine described. Run it again to refresh the file. Targets are marked PASS or OVER.
+
+{machine}
+## 1. Cold start
+
+Each release binary is started {INIT_RUNS} times (after one unmeasured start that puts it in the
+page cache), in turns, under a minimal Lambda Runtime API served by the benchmark: a clean
+environment with the runtime's variables and the function's configuration from the template,
+timed from the moment the process has been exec'd to its first
+`GET /2018-06-01/runtime/invocation/next`. `hello` is a hello-world `lambda_runtime` echo
+function (`bench/hello`) built with the same release profile.
+
+{init}
+The last row is a diagnostic, not a function: intake started with `SSL_CERT_DIR` pointing
+nowhere, so that the AWS SDK's HTTPS client loads no root certificates. The difference to the
+intake row is what reading and parsing the system's certificates costs at start on this
+machine (Debian: a bundle plus a directory of ~150 files). The rest of the functions' init is
+the AWS SDK's configuration and service clients (each loads its endpoint partitions), the
+handlers' HTTP client and the policy.
+
+## 2. AWS requests and cost per lifecycle
+
+The functions run under `cargo lambda watch --release` on the local stack; their
+`AWS_ENDPOINT_URL` is a counting proxy in front of moto, which classifies every request by its
+SigV4 service and `X-Amz-Target` or REST path. The stack's own requests (pumps, provisioning,
+the benchmark's reads of the table) bypass it. Each lifecycle runs once unmeasured, then
+{LIFECYCLE_RUNS} times measured, alone, until the functions are quiet:
+
+{lifecycles}
+
+DynamoDB request units are computed from the items: a write is 1 unit per started KB of the
+item written (for an update, the item as it is afterwards), a read 1 unit per started 4 KB
+(half for an eventually consistent read), a transactional item twice that, condition checks
+included. SES bills each recipient as one email; EventBridge Scheduler bills each schedule's
+invocation, not its creation.
+
+The target (a tier-1 action in ≤ {REQUEST_TARGET} billable requests) is applied to the requests the
+functions make to AWS services (2a). 2b adds what AWS bills around them: the API Gateway
+request, the Lambda invocations (the API calls plus one executor invocation per queued or
+scheduled message, which at this rate the event source mapping delivers alone) and the event
+source mapping's own SQS requests, estimated as one receive and one delete per delivery (its
+empty polls are a fixed cost per queue, not per action). Lambda duration is left out of the
+cost: at 256 MB on arm64 each 100 ms of billed duration adds ${duration_note:.2} per million
+invocations. The policy is read once per function instance (`POLICY_CACHE_SECS` is raised for
+the run so that a refresh does not land inside a lifecycle); deployed, each instance reads it
+at most every 30 s, a cost per instance, not per action.
+
+{requests}
+A total with a range means the runs differed (the plan's executor may find its next step's
+message early and hand it back once). 2d lists every request by the items it touches.
+
+{billable}
+{costs}
+The Step Functions figure is the state transitions alone of a Standard workflow doing the same
+flow with the fewest states (no retries, no error branches) — its Lambda, DynamoDB and SES
+calls would cost about what ours do on top of that:
+
+{sfn}
+
+{operations}
+## 3. Throughput
+
+{THROUGHPUT_ACTIONS} tier-1 `gmail.flag` actions are posted through the local gateway {CONCURRENCY} at a time
+with deliveries held (intake: first request to last answer), then released to the executor
+(from the release to the last action's completion, including the local pump's SQS receive and
+delete). The floor is the emulator's: the same number of raw `PutItem` + `SendMessage` +
+`UpdateItem` calls made with the SDK at the same concurrency, through the same proxy (with
+item sizing off, as during the timed runs). cargo lambda may start up to {CONCURRENCY} instances of a
+function. moto serializes DynamoDB requests (see `scripts/emulator.py`), so these are figures
+of the local stack, not of AWS.
+
+{throughput}
+## 4. Memory
+
+Each function's release binary runs alone under the benchmark's Runtime API against the same
+emulator and handles {BATCH} events: intake creates {BATCH} webhook actions needing approval,
+approval approves them, the executor runs them as one {BATCH}-record SQS event (concurrently, as
+deployed), rollback undoes them (direct invocations, `partial: true`), and the sweep runs {BATCH}
+times. The figure is the process's peak resident set (`VmHWM`), init included.
+
+{memory}
+## 5. Binary size
+
+{sizes}
+Deployed binaries are built for arm64 (`cargo lambda build --release --arm64`) with the same
+profile; these are the x86_64 builds of the machine above.
+
+{prices}",
+        machine = table("Machine"),
+        init = table("1."),
+        requests = table("2a."),
+        billable = table("2b."),
+        costs = table("2c."),
+        operations = table("2d."),
+        throughput = table("3."),
+        memory = table("4."),
+        sizes = table("5."),
+        prices = table("Prices"),
+        lifecycles = lifecycles.join("\n"),
+        sfn = sfn.join("\n"),
+    )
+}
