@@ -35,8 +35,6 @@ pub struct StackOptions {
     pub no_schedules: bool,
     /// Run release builds of the functions (`make bench`) instead of debug builds.
     pub release: bool,
-    /// How many instances of each function cargo lambda may run at once; 0 means its default (1).
-    pub concurrency: u16,
 }
 
 pub struct LocalStack {
@@ -137,7 +135,6 @@ impl LocalStack {
             env_file: env_file.clone(),
             reload: options.reload,
             release: options.release,
-            concurrency: options.concurrency,
             log,
         };
         let functions = Arc::new(Mutex::new(watch.spawn()?));
@@ -240,7 +237,6 @@ struct WatchCommand {
     env_file: std::path::PathBuf,
     reload: bool,
     release: bool,
-    concurrency: u16,
     log: Option<std::path::PathBuf>,
 }
 
@@ -255,9 +251,6 @@ impl WatchCommand {
         }
         if self.release {
             cmd.arg("--release");
-        }
-        if self.concurrency > 0 {
-            cmd.args(["--concurrency", &self.concurrency.to_string()]);
         }
         // `cargo test` gives its test binaries CARGO_PKG_NAME, CARGO_MANIFEST_DIR and the like.
         // Passed on to cargo lambda's `cargo run`, they would dirty every build script that

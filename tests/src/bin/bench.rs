@@ -17,7 +17,7 @@ use std::time::Duration;
 const INIT_RUNS: usize = 15;
 const LIFECYCLE_RUNS: usize = 3;
 const THROUGHPUT_ACTIONS: usize = 100;
-/// Requests in flight at once in the throughput runs, and function instances cargo lambda may start.
+/// Requests in flight at once in the throughput runs.
 const CONCURRENCY: usize = 8;
 const INIT_TARGET: f64 = 1.5;
 const REQUEST_TARGET: f64 = 6.0;
@@ -50,7 +50,6 @@ async fn main() -> Result<()> {
     let stack = LocalStack::start(StackOptions {
         emulator_port,
         release: true,
-        concurrency: CONCURRENCY as u16,
         no_schedules: true,
         extra_env: vec![
             ("AWS_ENDPOINT_URL".into(), proxy.url.clone()),
@@ -249,7 +248,7 @@ fn tables(f: &Figures) -> Vec<Table> {
     let t = &f.throughput;
     let mut throughput = Table::new(
         &format!(
-            "3. Throughput on the local stack ({} tier-1 actions, {} at a time; release functions under cargo lambda, moto)",
+            "3. Throughput on the local stack ({} tier-1 actions, {} at a time; one release instance per function, moto)",
             t.actions, t.concurrency
         ),
         &["path", "actions/s", "emulator floor (put+send+update)/s", "floor ÷ ours"],
@@ -355,8 +354,8 @@ the run so that a refresh does not land inside a lifecycle); deployed, each inst
 at most every 30 s, a cost per instance, not per action.
 
 {requests}
-A total with a range means the runs differed (the plan's executor may find its next step's
-message early and hand it back once). 2d lists every request by the items it touches.
+A total with a range means the runs differed. 2d lists every request by the items it touches
+(the kinds of DynamoDB items by their key prefixes), per run.
 
 {billable}
 {costs}
@@ -374,9 +373,9 @@ with deliveries held (intake: first request to last answer), then released to th
 (from the release to the last action's completion, including the local pump's SQS receive and
 delete). The floor is the emulator's: the same number of raw `PutItem` + `SendMessage` +
 `UpdateItem` calls made with the SDK at the same concurrency, through the same proxy (with
-item sizing off, as during the timed runs). cargo lambda may start up to {CONCURRENCY} instances of a
-function. moto serializes DynamoDB requests (see `scripts/emulator.py`), so these are figures
-of the local stack, not of AWS.
+item sizing off, as during the timed runs). cargo lambda runs one instance of each function
+(its default), so these are figures per instance; Lambda would add instances. moto serializes
+DynamoDB requests (see `scripts/emulator.py`): these are figures of the local stack, not of AWS.
 
 {throughput}
 ## 4. Memory

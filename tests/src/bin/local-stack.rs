@@ -33,7 +33,6 @@ async fn main() -> anyhow::Result<()> {
         schedule_every_secs: port("ACTIONGATE_SWEEP_SECS", 5)? as u64,
         no_schedules: false,
         release: false,
-        concurrency: 0,
     };
     println!("actiongate: starting the local stack (emulator, provisioning, functions)…");
     let stack = LocalStack::start(options).await?;

@@ -21,24 +21,12 @@ pub fn api() -> Api {
 }
 
 /// Room for the automatic executions of every test in a binary (they share one stack).
-pub const ROOMY_AUTO_LIMITS: (&str, &str) = (
-    "[auto_execution]\nenabled = true\nper_hour = 10\nper_day = 50",
-    "[auto_execution]\nenabled = true\nper_hour = 1000\nper_day = 5000",
-);
+pub use actiongate_local::ROOMY_AUTO_LIMITS;
 
 /// The deployed policy with `edits` (exact text replacements) applied, written for this test
 /// binary; returns its path for `POLICY_FILE`.
 pub fn policy_file(name: &str, edits: &[(&str, &str)]) -> String {
-    let root = actiongate_local::workspace_root();
-    let mut policy = std::fs::read_to_string(root.join("infra/policy.toml")).unwrap();
-    for (from, to) in edits {
-        assert!(policy.contains(from), "policy fixture edit does not apply: {from}");
-        policy = policy.replace(from, to);
-    }
-    std::fs::create_dir_all(root.join(".local")).unwrap();
-    let path = root.join(format!(".local/policy-{name}.toml"));
-    std::fs::write(&path, policy).unwrap();
-    path.to_string_lossy().into_owned()
+    actiongate_local::policy_file(name, edits).expect("writing the test policy")
 }
 
 /// Suites whose tier-1 work fails on purpose must not open the shared stack's breaker.
