@@ -10,6 +10,7 @@ use actiongate::domain::{ActionId, Status, UserId};
 use actiongate::store::Store;
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use serde_json::{json, Value};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -309,7 +310,7 @@ impl<'a> Driver<'a> {
     /// Throughput of `actions` tier-1 actions sent `concurrency` at a time: first through intake
     /// with deliveries held (so the queue fills), then through the executor once released; and
     /// the emulator's floor, the same number of raw PutItem + SendMessage + UpdateItem calls at
-    /// the same concurrency through the same proxy.
+    /// the same concurrency through the same proxy, plain and with each write a transaction.
     pub async fn throughput(&self, actions: usize, concurrency: usize) -> Result<Throughput> {
         self.proxy.set_sizing(false);
         self.stack.hold_deliveries(true);
@@ -333,10 +334,18 @@ impl<'a> Driver<'a> {
         let last = self.all_completed(actions).await?;
         let executor = (last - released).to_std().unwrap_or_default();
 
-        let floor = self.floor(actions, concurrency).await?;
+        let floor = self.floor(actions, concurrency, Writes::Plain).await?;
+        let floor_transactional = self.floor(actions, concurrency, Writes::Transactional).await?;
         self.proxy.set_sizing(true);
         let rate = |d: Duration| actions as f64 / d.as_secs_f64().max(1e-9);
-        Ok(Throughput { actions, concurrency, intake: rate(intake), executor: rate(executor), floor: rate(floor) })
+        Ok(Throughput {
+            actions,
+            concurrency,
+            intake: rate(intake),
+            executor: rate(executor),
+            floor: rate(floor),
+            floor_transactional: rate(floor_transactional),
+        })
     }
 
     /// Waits until `n` of the owner's actions are completed; returns when the last one finished.
@@ -366,7 +375,7 @@ impl<'a> Driver<'a> {
         }
     }
 
-    async fn floor(&self, actions: usize, concurrency: usize) -> Result<Duration> {
+    async fn floor(&self, actions: usize, concurrency: usize, writes: Writes) -> Result<Duration> {
         let sdk = crate::emulator::sdk_config_for(&self.proxy.url).await;
         let (ddb, sqs) = (aws_sdk_dynamodb::Client::new(&sdk), aws_sdk_sqs::Client::new(&sdk));
         let queue = sqs.create_queue().queue_name("bench-floor").send().await?;
@@ -375,11 +384,19 @@ impl<'a> Driver<'a> {
         let started = Instant::now();
         concurrently(actions, concurrency, move |i| {
             let (ddb, sqs, queue, table) = (ddb.clone(), sqs.clone(), queue.clone(), table.clone());
-            async move { raw_action(&ddb, &sqs, &queue, &table, i).await }
+            async move { raw_action(&ddb, &sqs, &queue, &table, i, writes).await }
         })
         .await?;
         Ok(started.elapsed())
     }
+}
+
+/// How the floor writes: plain requests, or each write as a one-item transaction (as the
+/// functions write; moto copies every table a transaction touches before applying it).
+#[derive(Debug, Clone, Copy)]
+enum Writes {
+    Plain,
+    Transactional,
 }
 
 /// Actions per second through each part, and the emulator's floor.
@@ -390,6 +407,7 @@ pub struct Throughput {
     pub intake: f64,
     pub executor: f64,
     pub floor: f64,
+    pub floor_transactional: f64,
 }
 
 /// A tier-1 action: flag the benchmark's Gmail message.
@@ -404,26 +422,48 @@ async fn raw_action(
     queue: &str,
     table: &str,
     i: usize,
+    writes: Writes,
 ) -> Result<()> {
     use actiongate::store::keys::{PK, SK};
     use aws_sdk_dynamodb::types::AttributeValue::S;
-    ddb.put_item()
-        .table_name(table)
-        .item(PK, S(format!("BENCH#{i}")))
-        .item(SK, S("FLOOR".into()))
-        .item("doc", S("x".repeat(1000)))
-        .send()
-        .await?;
-    sqs.send_message().queue_url(queue).message_body(json!({"n": i}).to_string()).send().await?;
-    ddb.update_item()
-        .table_name(table)
-        .key(PK, S(format!("BENCH#{i}")))
-        .key(SK, S("FLOOR".into()))
-        .update_expression("SET #s = :s")
-        .expression_attribute_names("#s", "status")
-        .expression_attribute_values(":s", S("completed".into()))
-        .send()
-        .await?;
+    use aws_sdk_dynamodb::types::{Put, TransactWriteItem, Update};
+    let pk = format!("BENCH#{writes:?}#{i}");
+    let key = HashMap::from([(PK.to_owned(), S(pk)), (SK.to_owned(), S("FLOOR".into()))]);
+    let mut item = key.clone();
+    item.insert("doc".to_owned(), S("x".repeat(1000)));
+    let (set, names, values) = (
+        "SET #s = :s",
+        HashMap::from([("#s".to_owned(), "status".to_owned())]),
+        HashMap::from([(":s".to_owned(), S("completed".into()))]),
+    );
+    let transact = |item: TransactWriteItem| ddb.transact_write_items().transact_items(item).send();
+    match writes {
+        Writes::Plain => {
+            ddb.put_item().table_name(table).set_item(Some(item)).send().await?;
+            sqs.send_message().queue_url(queue).message_body(i.to_string()).send().await?;
+            ddb.update_item()
+                .table_name(table)
+                .set_key(Some(key))
+                .update_expression(set)
+                .set_expression_attribute_names(Some(names))
+                .set_expression_attribute_values(Some(values))
+                .send()
+                .await?;
+        }
+        Writes::Transactional => {
+            let put = Put::builder().table_name(table).set_item(Some(item)).build()?;
+            transact(TransactWriteItem::builder().put(put).build()).await?;
+            sqs.send_message().queue_url(queue).message_body(i.to_string()).send().await?;
+            let update = Update::builder()
+                .table_name(table)
+                .set_key(Some(key))
+                .update_expression(set)
+                .set_expression_attribute_names(Some(names))
+                .set_expression_attribute_values(Some(values))
+                .build()?;
+            transact(TransactWriteItem::builder().update(update).build()).await?;
+        }
+    }
     Ok(())
 }
 
