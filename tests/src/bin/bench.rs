@@ -14,7 +14,7 @@ use anyhow::{Context, Result};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-const INIT_RUNS: usize = 15;
+const INIT_RUNS: usize = 30;
 const LIFECYCLE_RUNS: usize = 3;
 const THROUGHPUT_ACTIONS: usize = 100;
 /// Requests in flight at once in the throughput runs.
@@ -303,7 +303,7 @@ fn benchmarks_md(tables: &[Table]) -> String {
         Lifecycle::ALL.iter().map(|l| format!("- {}: {}", l.name(), l.step_functions_states().join(" → "))).collect();
     let lifecycles: Vec<String> =
         Lifecycle::ALL.iter().map(|l| format!("- {}: {}", l.name(), l.description())).collect();
-    let duration_note = cost::LAMBDA_ARM64_GB_SECOND * 0.256 * 0.1 * 1e6;
+    let duration_note = cost::LAMBDA_ARM64_GB_SECOND * (256.0 / 1024.0) * 0.1 * 1e6;
     format!(
         "# Benchmarks
 
