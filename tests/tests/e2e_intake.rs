@@ -81,18 +81,8 @@ async fn tier_one_action_runs_automatically_against_gmail() {
     let api = api();
     let alice = someone("alice");
     let message = someone("msg");
-    let http = reqwest::Client::new();
     common::seed_labels(&api, &message, &["INBOX", "UNREAD"]).await;
-    let admin = format!("{}:admin", someone("root"));
-    let stored = api
-        .call(
-            "PUT",
-            &format!("/admin/users/{alice}/google-token"),
-            Some(&admin),
-            Some(json!({"access_token": "ya29.local-test"}).to_string()),
-            &[],
-        )
-        .await;
+    let stored = common::store_google_token(&api, &alice).await;
     assert_eq!(stored.status, 200, "{}", stored.body);
     assert!(!stored.body.to_string().contains("ya29"), "the token is never echoed");
 
@@ -103,8 +93,7 @@ async fn tier_one_action_runs_automatically_against_gmail() {
     let id = created.body["action_id"].as_str().unwrap().to_owned();
     let done = common::wait_for_status(&api, &alice, &id, &["completed", "failed"], 60).await;
     assert_eq!(done["status"], "completed", "{done}");
-    let state: Value =
-        http.get(format!("{}/_fake/state", api.stack.fakes_url)).send().await.unwrap().json().await.unwrap();
+    let state = common::fake_state(&api).await;
     assert_eq!(state["gmail"][&message], json!(["INBOX", "UNREAD", "STARRED"]));
     let trail = api.get(&format!("/actions/{id}/audit"), &alice).await;
     let moves: Vec<String> = trail.body["events"]

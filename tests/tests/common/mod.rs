@@ -184,7 +184,7 @@ pub async fn seed_labels(api: &Api, message: &str, labels: &[&str]) {
 }
 
 /// The host application stores `owner`'s Google token (any token works with the fakes).
-pub async fn store_google_token(api: &Api, owner: &str) {
+pub async fn store_google_token(api: &Api, owner: &str) -> Reply {
     let admin = format!("{}:admin", someone("root"));
     api.call(
         "PUT",
@@ -193,5 +193,5 @@ pub async fn store_google_token(api: &Api, owner: &str) {
         Some(json!({"access_token": "ya29.test"}).to_string()),
         &[],
     )
-    .await;
+    .await
 }
