@@ -1,7 +1,11 @@
 //! The circuit breaker on automatic execution. It opens when the failure ratio of the recent
 //! window passes the threshold (with a minimum sample), or after N consecutive failures; while
 //! open, tier-1 work waits `pending` (approved tier-2 work still runs); an admin resets it.
-//! The state is one item, changed with optimistic concurrency; every change is audited.
+//!
+//! The state is one item. A success cannot open it, so it costs no request of its own: the
+//! transaction that records the step adds one to the item's success counter. A failure is a
+//! read, the decision, and a write conditioned on the version read; that write folds the
+//! successes counted since the last one into the window. Every change of state is audited.
 
 use crate::clock::format_time;
 use chrono::{DateTime, Utc};
@@ -69,6 +73,10 @@ pub struct Breaker {
     /// Optimistic-concurrency counter; also the sequence of the breaker's audit trail.
     #[serde(default)]
     pub version: u64,
+    /// Successes counted on the item since this document was written, already folded into
+    /// `recent` by [`Breaker::absorb`]; saving subtracts them from the item's counter.
+    #[serde(skip)]
+    pub absorbed: u64,
 }
 
 impl Default for Breaker {
@@ -80,6 +88,7 @@ impl Default for Breaker {
             opened_at: None,
             reason: None,
             version: 0,
+            absorbed: 0,
         }
     }
 }
@@ -96,13 +105,28 @@ impl Breaker {
         self.recent.iter().filter(|ok| !**ok).count() as f64 / self.recent.len() as f64
     }
 
+    /// Folds `successes` counted on the item since the document was written (they came after
+    /// every outcome in it) into the window.
+    pub fn absorb(&mut self, successes: u64, window: usize) {
+        if successes == 0 {
+            return;
+        }
+        let keep = window.max(1);
+        self.recent.extend(std::iter::repeat_n(true, successes.min(keep as u64) as usize));
+        let excess = self.recent.len().saturating_sub(keep);
+        self.recent.drain(..excess);
+        self.consecutive_failures = 0;
+        self.absorbed += successes;
+    }
+
     /// Records one outcome of automatic execution; returns the reason when this opened it.
+    /// Only a failure can open it (the executor counts successes without reading the breaker).
     pub fn record(&mut self, success: bool, settings: &BreakerSettings, now: DateTime<Utc>) -> Option<String> {
         self.recent.push(success);
         let excess = self.recent.len().saturating_sub(settings.window.max(1));
         self.recent.drain(..excess);
         self.consecutive_failures = if success { 0 } else { self.consecutive_failures + 1 };
-        if self.is_open() {
+        if self.is_open() || success {
             return None;
         }
         let ratio = self.failure_ratio();
@@ -128,7 +152,7 @@ impl Breaker {
 
     /// An admin closes it; the window starts afresh.
     pub fn reset(&mut self) {
-        *self = Self { version: self.version, ..Self::default() };
+        *self = Self { version: self.version, absorbed: self.absorbed, ..Self::default() };
     }
 
     /// `GET /admin/circuit-breaker`.
@@ -172,8 +196,26 @@ mod tests {
             // fail, fail, ok, repeated: never three in a row, ratio 2/3
             assert_eq!(b.record(i % 3 == 2, &s, now()), None, "opened early at {i}");
         }
-        let reason = b.record(true, &s, now()).unwrap();
-        assert!(reason.contains("60% of the last 10"), "{reason}");
+        assert_eq!(b.record(true, &s, now()), None, "a success never opens it");
+        let reason = b.record(false, &s, now()).unwrap();
+        assert!(reason.contains("64% of the last 11"), "{reason}");
+    }
+
+    #[test]
+    fn absorbed_successes_follow_the_recorded_outcomes_and_end_a_run() {
+        let s = BreakerSettings { min_sample: 4, window: 5, consecutive_failures: 3, failure_ratio: 0.5 };
+        let mut b = Breaker::default();
+        b.record(false, &s, now());
+        b.record(false, &s, now());
+        b.absorb(7, s.window);
+        assert_eq!(b.recent, vec![true; 5], "the window keeps the newest five");
+        assert_eq!((b.consecutive_failures, b.absorbed), (0, 7));
+        assert_eq!(b.record(false, &s, now()), None, "the run of failures started again");
+        b.absorb(0, s.window);
+        assert_eq!(b.absorbed, 7, "nothing to fold changes nothing");
+        b.reset();
+        assert_eq!(b.absorbed, 7, "a reset still takes the counted successes off the item");
+        assert!(b.recent.is_empty());
     }
 
     #[test]

@@ -163,8 +163,67 @@ fn required(name: &'static str) -> Result<String, ConfigError> {
     std::env::var(name).ok().filter(|v| !v.is_empty()).ok_or(ConfigError::Missing(name))
 }
 
-/// The AWS SDK configuration: region, credentials and `AWS_ENDPOINT_URL` from the standard
-/// chain, so the same binary talks to AWS or to the local emulator.
+/// The roots the AWS SDK's HTTPS client trusts (Amazon Trust Services and the Starfield root
+/// that cross-signs them: the CAs of every AWS endpoint), compiled in.
+const AWS_TRUST_ROOTS_PEM: &[u8] = include_bytes!("../certs/aws-trust-roots.pem");
+
+/// The AWS SDK configuration: region and `AWS_ENDPOINT_URL` from the standard chain, so the
+/// same binary talks to AWS or to the local emulator.
+///
+/// Two things keep a cold start short. The HTTPS client trusts [`AWS_TRUST_ROOTS_PEM`] instead
+/// of reading and parsing every certificate of the system's store (the SDK's default does so
+/// when the first client is created). And where the credentials are in the environment, as
+/// Lambda and cargo lambda put them, they are taken from there directly; the default chain
+/// would also build its profile, SSO, web-identity (with an STS client), ECS and instance
+/// metadata providers, none of which a function uses.
 pub async fn aws_config() -> aws_config::SdkConfig {
-    aws_config::load_from_env().await
+    use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider, TlsContext, TrustStore};
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    match TlsContext::builder().with_trust_store(TrustStore::empty().with_pem_certificate(AWS_TRUST_ROOTS_PEM)).build()
+    {
+        Ok(tls) => {
+            let client = aws_smithy_http_client::Builder::new()
+                .tls_provider(Provider::Rustls(CryptoMode::AwsLc))
+                .tls_context(tls)
+                .build_https();
+            loader = loader.http_client(client);
+        }
+        // Cannot happen with the bundle the tests check; the SDK's default client still works.
+        Err(e) => tracing::error!(error = %e, "the compiled-in AWS trust roots were refused; using the system's"),
+    }
+    if optional("AWS_ACCESS_KEY_ID").is_some() && optional("AWS_SECRET_ACCESS_KEY").is_some() {
+        loader = loader.credentials_provider(aws_config::environment::EnvironmentVariableCredentialsProvider::new());
+    }
+    loader.load().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls_pki_types::{pem::PemObject, CertificateDer};
+
+    #[test]
+    fn the_aws_trust_roots_are_the_five_amazon_roots_mozilla_trusts() {
+        let certs = CertificateDer::pem_slice_iter(AWS_TRUST_ROOTS_PEM)
+            .collect::<Result<Vec<_>, _>>()
+            .expect("the bundle is PEM");
+        assert_eq!(certs.len(), 5, "Amazon Root CA 1-4 and Starfield Services G2");
+        for cert in &certs {
+            let anchor = webpki::anchor_from_trusted_cert(cert).expect("a parsable root certificate");
+            let known = webpki_roots::TLS_SERVER_ROOTS.iter().any(|root| {
+                root.subject.as_ref() == anchor.subject.as_ref()
+                    && root.subject_public_key_info.as_ref() == anchor.subject_public_key_info.as_ref()
+            });
+            assert!(known, "not one of Mozilla's roots: {:?}", String::from_utf8_lossy(anchor.subject.as_ref()));
+        }
+    }
+
+    #[tokio::test]
+    async fn service_clients_accept_the_https_client() {
+        // Creating a client builds the HTTPS connector, trust store included (it panics on a
+        // certificate it cannot use).
+        let aws = aws_config().await;
+        assert!(aws.http_client().is_some());
+        let _ = aws_sdk_dynamodb::Client::new(&aws);
+    }
 }

@@ -10,7 +10,7 @@
 use crate::clock::{format_time, Clock};
 use crate::domain::action::{StepKind, StepState};
 use crate::domain::{Action, Status};
-use crate::handlers::{idempotency_key, Dependencies, HandlerError, Registry, StepContext};
+use crate::handlers::{Dependencies, HandlerError, Registry, StepContext};
 use crate::queue::{ExecuteMessage, WorkQueue};
 use crate::rollback::{RollbackRequest, RollbackService};
 use crate::scheduler::WakeUpScheduler;
@@ -195,15 +195,7 @@ impl ExecutorService {
             let error = HandlerError::permanent("no_handler", format!("{action_type} is never executed by the system"));
             return self.fail_unclaimed(action, index, error).await;
         };
-        let key = idempotency_key(action.action_id, index);
-        let ctx = StepContext {
-            action_id: action.action_id,
-            user: &action.user_id,
-            step: index,
-            payload: &payload,
-            idempotency_key: key,
-            deps: &self.deps,
-        };
+        let ctx = StepContext::new(action.action_id, &action.user_id, index, &payload, &self.deps);
 
         // Read what the target looks like before claiming (harmless if another executor races),
         // once: a retry after a crash must not take the changed target for the original.
@@ -290,9 +282,10 @@ impl ExecutorService {
         } else {
             (Status::Queued, format!("step {index} succeeded; step {} is next", index + 1))
         };
-        match self.write(claimed, after, &[(to, reason, None)]).await {
+        // A success of automatic work is counted on the circuit breaker in the same write.
+        let automatic = claimed.tier == Some(crate::domain::Tier::Auto);
+        match self.store.advance_counting(claimed, after, &[(to, reason, None)], "executor", now, automatic).await {
             Ok(done) => {
-                self.record_automatic_outcome(&done, true).await;
                 if !last {
                     self.enqueue(&done, index + 1, 0).await;
                 }
@@ -352,7 +345,7 @@ impl ExecutorService {
         }
         match self.write(before, after, &path).await {
             Ok(done) => {
-                self.record_automatic_outcome(&done, false).await;
+                self.record_automatic_failure(&done).await;
                 if let Some(delay) = retry_in {
                     self.enqueue(&done, index, delay).await;
                 }
@@ -393,21 +386,21 @@ impl ExecutorService {
         }
     }
 
-    /// Feeds the circuit breaker with the outcome of automatic (tier-1) work; the executor that
-    /// opens it tells the admin, once.
-    async fn record_automatic_outcome(&self, action: &Action, success: bool) {
+    /// Feeds the circuit breaker with a failure of automatic (tier-1) work (successes are counted
+    /// with the step's own write); the executor that opens it tells the admin, once.
+    async fn record_automatic_failure(&self, action: &Action) {
         if action.tier != Some(crate::domain::Tier::Auto) {
             return;
         }
         let settings = self.deps.policy.current().await.auto_execution.breaker;
         for _ in 0..5 {
             let now = self.clock.now();
-            let mut breaker = match self.store.breaker().await {
+            let mut breaker = match self.store.breaker(settings.window).await {
                 Ok(b) => b,
                 Err(e) => return tracing::error!(error = %e, "reading the circuit breaker failed"),
             };
             let before = breaker.version;
-            let opened = breaker.record(success, &settings, now);
+            let opened = breaker.record(false, &settings, now);
             breaker.version += 1;
             let change = opened.as_deref().map(|r| ("closed", "open", "executor", r));
             match self.store.save_breaker(before, &breaker, change, now).await {

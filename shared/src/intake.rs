@@ -191,15 +191,8 @@ impl IntakeService {
         }
         // Denied actions are recorded (the audit trail shows the attempt) but use no quota.
         let type_counters: Vec<CounterSpec> = if target == Status::Blocked { Vec::new() } else { counters };
-        // While the circuit breaker is open, tier-1 work waits.
-        if target == Status::Queued {
-            let breaker = self.store.breaker().await.map_err(ApiError::internal)?;
-            if breaker.is_open() {
-                action.status = Status::Pending;
-                action.hold_reason = Some(crate::sweep::breaker_reason(&breaker));
-            }
-        }
-        // Tier-1 work that would run now also takes a unit of automatic execution.
+        // Tier-1 work that would run now also takes a unit of automatic execution; creating it
+        // `queued` checks that the circuit breaker is closed in the same write.
         let (auto_counters, cooldown) = if action.status == Status::Queued {
             crate::sweep::auto_guards(&policy, &action, now)
         } else {
@@ -217,21 +210,23 @@ impl IntakeService {
             .store
             .create_action(&action, &events, idempotency, &all_counters, approval_record, cooldown.as_ref(), now)
             .await;
-        // Over the automatic-execution limits or in cool-down: it waits `pending` for the sweep.
+        // With the breaker open, over the automatic-execution limits or in cool-down: it waits
+        // `pending` for the sweep.
         let held = match &result {
+            Err(CreateError::BreakerOpen) => Some((crate::sweep::breaker_reason(&self.breaker().await?), None)),
             Err(CreateError::RateLimited(i)) if *i >= type_counters.len() => Some((
                 crate::sweep::limit_reason(&all_counters[*i]),
-                crate::sweep::hold_until(Some(&all_counters[*i]), now),
+                Some(crate::sweep::hold_until(Some(&all_counters[*i]), now)),
             )),
             Err(CreateError::CoolingDown) => {
-                cooldown.as_ref().map(|c| (crate::sweep::cooldown_reason(c), crate::sweep::hold_until(None, now)))
+                cooldown.as_ref().map(|c| (crate::sweep::cooldown_reason(c), Some(crate::sweep::hold_until(None, now))))
             }
             _ => None,
         };
         if let Some((reason, until)) = held {
             action.status = Status::Pending;
             action.hold_reason = Some(reason.clone());
-            action.hold_until = Some(until);
+            action.hold_until = until;
             events = creation_events(&action, &decision, identity, &meta, now);
             events[1].reason = format!("{}; {reason}", events[1].reason);
             result = self
@@ -242,8 +237,8 @@ impl IntakeService {
         match result {
             Ok(()) => {}
             Err(CreateError::RateLimited(i)) => return Err(rate_limited(&type_counters[i], now)),
-            Err(CreateError::CoolingDown) => {
-                return Err(ApiError::internal(anyhow::anyhow!("cool-down on a held action")))
+            Err(CreateError::CoolingDown | CreateError::BreakerOpen) => {
+                return Err(ApiError::internal(anyhow::anyhow!("an automatic-execution guard on a held action")))
             }
             Err(CreateError::IdempotencyKeyUsed) => {
                 // A concurrent request with the same key won the race.
@@ -619,12 +614,17 @@ impl IntakeService {
         }
     }
 
+    /// The circuit breaker as of now, its window as the policy sets it.
+    async fn breaker(&self) -> Result<crate::breaker::Breaker, ApiError> {
+        let window = self.policies.current().await.auto_execution.breaker.window;
+        self.store.breaker(window).await.map_err(ApiError::internal)
+    }
+
     async fn breaker_status(&self, identity: &Identity) -> Result<Response<Body>, ApiError> {
         if !identity.admin {
             return Err(ApiError::Forbidden);
         }
-        let breaker = self.store.breaker().await.map_err(ApiError::internal)?;
-        let mut body = breaker.to_api();
+        let mut body = self.breaker().await?.to_api();
         body["events"] = json!(self
             .store
             .system_trail(crate::store::keys::BREAKER_AUDIT_STREAM)
@@ -639,7 +639,7 @@ impl IntakeService {
             return Err(ApiError::Forbidden);
         }
         for _ in 0..5 {
-            let mut breaker = self.store.breaker().await.map_err(ApiError::internal)?;
+            let mut breaker = self.breaker().await?;
             let before = breaker.version;
             let was = breaker.state;
             breaker.reset();

@@ -10,7 +10,7 @@ use crate::api::{self, ApiError, Identity};
 use crate::clock::Clock;
 use crate::domain::action::{StepKind, StepState};
 use crate::domain::{Action, ActionId, Status};
-use crate::handlers::{idempotency_key, Dependencies, Registry, Reversibility, StepContext};
+use crate::handlers::{Dependencies, Registry, Reversibility, StepContext};
 use crate::store::{Store, StoredSnapshot, TransitionError};
 use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
@@ -205,14 +205,7 @@ impl RollbackService {
             let step = &current.steps[index];
             let snapshot = snapshots.get(&index).map_or(Value::Null, |k| k.snapshot.clone());
             let result = step.result.clone().unwrap_or(Value::Null);
-            let ctx = StepContext {
-                action_id: current.action_id,
-                user: &current.user_id,
-                step: index,
-                payload: &payload,
-                idempotency_key: idempotency_key(current.action_id, index),
-                deps: &self.deps,
-            };
+            let ctx = StepContext::new(current.action_id, &current.user_id, index, &payload, &self.deps);
             let outcome = handler.rollback(&ctx, &snapshot, &result).await;
             let mut after = current.clone();
             let now = self.clock.now();

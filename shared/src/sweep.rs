@@ -196,7 +196,7 @@ impl SweepService {
         let policy = self.policies.current().await;
         let mut report = SweepReport::default();
         // If the breaker cannot be read, automatic work waits rather than risk running open.
-        let breaker = match self.store.breaker().await {
+        let breaker = match self.store.breaker(policy.auto_execution.breaker.window).await {
             Ok(b) => b,
             Err(e) => {
                 tracing::error!(error = %e, "reading the circuit breaker failed; holding automatic work");

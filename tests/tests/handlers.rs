@@ -54,7 +54,7 @@ fn user() -> UserId {
 }
 
 fn ctx<'a>(deps: &'a Dependencies, user: &'a UserId, payload: &'a Value, id: ActionId, step: usize) -> StepContext<'a> {
-    StepContext { action_id: id, user, step, payload, idempotency_key: idempotency_key(id, step), deps }
+    StepContext::new(id, user, step, payload, deps)
 }
 
 fn sorted(v: &Value) -> Vec<String> {

@@ -251,3 +251,45 @@ async fn a_snapshot_lives_in_its_own_item_for_the_retention_and_is_written_once(
     store.advance(&stored, later, &[(Status::Queued, "retry".into(), None)], "test", now).await.unwrap();
     assert_eq!(store.snapshots(a.action_id).await.unwrap()[&0].snapshot, json!({"label_ids": ["INBOX"]}));
 }
+
+#[tokio::test]
+async fn automatic_successes_ride_in_the_steps_write_and_the_next_failure_folds_them() {
+    use actiongate::breaker::BreakerSettings;
+    let store = store().await;
+    // Settings that never open it: other tests of this binary create tier-1 work, which an
+    // open breaker would hold.
+    let settings = BreakerSettings { window: 50, min_sample: 1000, consecutive_failures: 1000, failure_ratio: 1.0 };
+    let succeed = |owner: UserId| {
+        let store = store.clone();
+        async move {
+            let now = Utc::now();
+            let a = action(&owner, Status::Queued, now);
+            store.create_action(&a, &[event(&a, 1, None, Status::Queued)], None, &[], None, None, now).await.unwrap();
+            let running = store
+                .advance(&a, a.clone(), &[(Status::Executing, "claimed".into(), None)], "test", now)
+                .await
+                .unwrap();
+            let path = [(Status::Completed, "done".into(), None)];
+            store.advance_counting(&running, running.clone(), &path, "test", now, true).await.unwrap();
+        }
+    };
+    let before = store.breaker(settings.window).await.unwrap();
+    succeed(user("ok")).await;
+    succeed(user("ok")).await;
+    let mut seen = store.breaker(settings.window).await.unwrap();
+    assert_eq!(seen.absorbed, before.absorbed + 2, "each success counted once, with no write of its own");
+    assert!(seen.recent.ends_with(&[true, true]) && seen.consecutive_failures == 0, "{seen:?}");
+
+    // A failure is read-modify-write; a success counted meanwhile survives its save.
+    let version = seen.version;
+    assert_eq!(seen.record(false, &settings, Utc::now()), None);
+    seen.version += 1;
+    succeed(user("ok")).await;
+    store.save_breaker(version, &seen, None, Utc::now()).await.unwrap();
+    let after = store.breaker(settings.window).await.unwrap();
+    assert_eq!(after.absorbed, 1, "only the success counted after the read is still on the item");
+    assert!(after.recent.ends_with(&[true, true, false, true]), "{after:?}");
+    assert_eq!((after.version, after.consecutive_failures), (version + 1, 0));
+    // A save from a stale read is refused.
+    assert!(matches!(store.save_breaker(version, &seen, None, Utc::now()).await, Err(TransitionError::Conflict)));
+}

@@ -22,7 +22,7 @@ fn events_url(ctx: &StepContext<'_>, calendar: &str) -> String {
 }
 
 async fn send(ctx: &StepContext<'_>, request: reqwest::RequestBuilder) -> Result<(u16, String), HandlerError> {
-    let token = ctx.deps.credentials.google_token(ctx.user).await?;
+    let token = ctx.google_token().await?;
     let response = request
         .bearer_auth(token.expose())
         .send()

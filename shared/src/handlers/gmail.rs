@@ -47,7 +47,7 @@ async fn labels_from(
     request: reqwest::RequestBuilder,
     strict: bool,
 ) -> Result<BTreeSet<String>, HandlerError> {
-    let token = ctx.deps.credentials.google_token(ctx.user).await?;
+    let token = ctx.google_token().await?;
     let response =
         request.bearer_auth(token.expose()).send().await.map_err(|e| HandlerError::from_reqwest(&e, "Gmail"))?;
     let status = response.status().as_u16();

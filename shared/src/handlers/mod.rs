@@ -106,6 +106,27 @@ pub struct StepContext<'a> {
     /// Stable across attempts: derived from (action id, step).
     pub idempotency_key: String,
     pub deps: &'a Dependencies,
+    /// The user's Google token, read once for the snapshot and the change of one attempt.
+    google_token: tokio::sync::OnceCell<Secret>,
+}
+
+impl<'a> StepContext<'a> {
+    pub fn new(action_id: ActionId, user: &'a UserId, step: usize, payload: &'a Value, deps: &'a Dependencies) -> Self {
+        Self {
+            action_id,
+            user,
+            step,
+            payload,
+            idempotency_key: idempotency_key(action_id, step),
+            deps,
+            google_token: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// The user's Google access token (a failed read is not kept, so the next call tries again).
+    pub async fn google_token(&self) -> Result<&Secret, HandlerError> {
+        self.google_token.get_or_try_init(|| self.deps.credentials.google_token(self.user)).await
+    }
 }
 
 /// The stable idempotency key of a step's side effect.

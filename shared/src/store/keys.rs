@@ -62,6 +62,10 @@ pub const POLICY_SK: &str = "CURRENT";
 pub const POLICY_AUDIT_STREAM: &str = "policy";
 pub const BREAKER_PK: &str = "BREAKER";
 pub const BREAKER_SK: &str = "STATE";
+/// The breaker item's top-level flag that creation checks (the document holds the rest).
+pub const BREAKER_OPEN: &str = "open";
+/// Successes of automatic work counted on the breaker item since its document was written.
+pub const BREAKER_SUCCESSES: &str = "successes";
 /// The audit stream of the circuit breaker (the audit table's key is otherwise an action id).
 pub const BREAKER_AUDIT_STREAM: &str = "circuit-breaker";
 

@@ -8,7 +8,7 @@ use crate::domain::{Action, ActionId, AuditEvent, IdempotencyKey, Status, UserId
 use crate::policy::RateLimit;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, Put, TransactWriteItem, Update};
 use aws_sdk_dynamodb::Client;
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
@@ -48,6 +48,9 @@ pub enum CreateError {
     RateLimited(usize),
     #[error("the entity is cooling down")]
     CoolingDown,
+    /// The circuit breaker was open, so the action may not be queued for automatic execution.
+    #[error("the circuit breaker is open")]
+    BreakerOpen,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -237,7 +240,9 @@ impl Store {
     }
 
     /// Stores a new action with its first audit events, its idempotency record and its rate
-    /// counters, all or nothing. A full counter or a reused key cancels the whole write.
+    /// counters, all or nothing. A full counter or a reused key cancels the whole write. An
+    /// action created `queued` for automatic execution also checks, in the same transaction,
+    /// that the circuit breaker is closed (no read of its own).
     // Each parameter is an independent part of the one creation transaction.
     #[allow(clippy::too_many_arguments)]
     pub async fn create_action(
@@ -282,12 +287,20 @@ impl Store {
         if let Some(c) = cooldown {
             items.push(TransactWriteItem::builder().put(self.cooldown_put(c, now)?).build());
         }
+        let breaker_index =
+            (action.status == Status::Queued && action.tier == Some(crate::domain::Tier::Auto)).then_some(items.len());
+        if breaker_index.is_some() {
+            items.push(TransactWriteItem::builder().condition_check(self.breaker_closed_check()?).build());
+        }
         match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
             Ok(_) => Ok(()),
             Err(err) => {
                 let failed = cancelled_indexes(&err);
                 if idempotency_index.is_some_and(|i| failed.contains(&i)) {
                     return Err(CreateError::IdempotencyKeyUsed);
+                }
+                if breaker_index.is_some_and(|i| failed.contains(&i)) {
+                    return Err(CreateError::BreakerOpen);
                 }
                 if cooldown.is_some() && failed.contains(&cooldown_index) {
                     return Err(CreateError::CoolingDown);
@@ -315,7 +328,21 @@ impl Store {
         events: &[AuditEvent],
         approval: Option<ApprovalUse<'_>>,
     ) -> Result<(), TransitionError> {
+        self.write_transition(before, after, events, approval, false).await
+    }
+
+    async fn write_transition(
+        &self,
+        before: &Action,
+        after: &Action,
+        events: &[AuditEvent],
+        approval: Option<ApprovalUse<'_>>,
+        automatic_success: bool,
+    ) -> Result<(), TransitionError> {
         let mut items = self.action_writes(before, after)?;
+        if automatic_success {
+            items.push(TransactWriteItem::builder().update(self.breaker_success()?).build());
+        }
         for event in events {
             items.push(TransactWriteItem::builder().put(self.put_audit(event)?).build());
         }
@@ -334,17 +361,31 @@ impl Store {
     pub async fn advance(
         &self,
         before: &Action,
+        after: Action,
+        path: &[(Status, String, Option<serde_json::Value>)],
+        actor: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Action, TransitionError> {
+        self.advance_counting(before, after, path, actor, at, false).await
+    }
+
+    /// [`Store::advance`] that, for a step of automatic work that succeeded
+    /// (`automatic_success`), also counts the success on the circuit breaker.
+    pub async fn advance_counting(
+        &self,
+        before: &Action,
         mut after: Action,
         path: &[(Status, String, Option<serde_json::Value>)],
         actor: &str,
         at: DateTime<Utc>,
+        automatic_success: bool,
     ) -> Result<Action, TransitionError> {
         let events = path_events(before, path, actor, at).ok_or(TransitionError::Conflict)?;
         let from = events.last().map_or(before.status, |e| e.to);
         after.status = from;
         after.version = before.version + path.len() as u64;
         after.updated_at = at;
-        self.transition_many(before, &after, &events, None).await?;
+        self.write_transition(before, &after, &events, None, automatic_success).await?;
         Ok(after)
     }
 
@@ -454,17 +495,28 @@ impl Store {
             .collect())
     }
 
-    /// The circuit breaker (closed when never written).
-    pub async fn breaker(&self) -> Result<crate::breaker::Breaker, StoreError> {
+    /// The circuit breaker (closed when never written), with the successes counted since its
+    /// document was written folded into a `window` of recent outcomes.
+    pub async fn breaker(&self, window: usize) -> Result<crate::breaker::Breaker, StoreError> {
         let found = self.item(keys::BREAKER_PK, keys::BREAKER_SK).await?;
-        match found.as_ref().and_then(|i| i.get("doc")).and_then(|v| v.as_s().ok()) {
-            None => Ok(crate::breaker::Breaker::default()),
-            Some(doc) => serde_json::from_str(doc).map_err(|e| StoreError::Corrupt(format!("breaker: {e}"))),
-        }
+        let mut breaker = match found.as_ref().and_then(|i| i.get("doc")).and_then(|v| v.as_s().ok()) {
+            None => crate::breaker::Breaker::default(),
+            Some(doc) => serde_json::from_str(doc).map_err(|e| StoreError::Corrupt(format!("breaker: {e}")))?,
+        };
+        let successes = found
+            .as_ref()
+            .and_then(|i| i.get(keys::BREAKER_SUCCESSES))
+            .and_then(|v| v.as_n().ok())
+            .map(|v| v.parse::<u64>().map_err(|e| StoreError::Corrupt(format!("breaker successes: {e}"))))
+            .transpose()?
+            .unwrap_or(0);
+        breaker.absorb(successes, window);
+        Ok(breaker)
     }
 
     /// Saves the breaker if nobody changed it since `before_version` was read; a change of state
-    /// (`from` → `to`, by `actor`, because `reason`) is audited in the same transaction.
+    /// (`from` → `to`, by `actor`, because `reason`) is audited in the same transaction. The
+    /// successes it absorbed leave the item's counter; ones counted since stay there.
     pub async fn save_breaker(
         &self,
         before_version: u64,
@@ -473,18 +525,26 @@ impl Store {
         at: DateTime<Utc>,
     ) -> Result<(), TransitionError> {
         let doc = serde_json::to_string(after).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let put = Put::builder()
+        // The item may exist without a version: successes were counted before the first save.
+        let condition = if before_version == 0 { "attribute_not_exists(#version)" } else { "#version = :before" };
+        let mut update = Update::builder()
             .table_name(&self.table)
-            .item(keys::PK, s(keys::BREAKER_PK))
-            .item(keys::SK, s(keys::BREAKER_SK))
-            .item("version", n(after.version))
-            .item("doc", s(doc))
-            .condition_expression("attribute_not_exists(pk) OR #version = :version")
+            .key(keys::PK, s(keys::BREAKER_PK))
+            .key(keys::SK, s(keys::BREAKER_SK))
+            .update_expression("SET #version = :version, #doc = :doc, #open = :open ADD #successes :absorbed")
+            .condition_expression(condition)
             .expression_attribute_names("#version", "version")
-            .expression_attribute_values(":version", n(before_version))
-            .build()
-            .map_err(StoreError::from)?;
-        let mut items = vec![TransactWriteItem::builder().put(put).build()];
+            .expression_attribute_names("#doc", "doc")
+            .expression_attribute_names("#open", keys::BREAKER_OPEN)
+            .expression_attribute_names("#successes", keys::BREAKER_SUCCESSES)
+            .expression_attribute_values(":version", n(after.version))
+            .expression_attribute_values(":doc", s(doc))
+            .expression_attribute_values(":open", AttributeValue::Bool(after.is_open()))
+            .expression_attribute_values(":absorbed", n(-i64::try_from(after.absorbed).unwrap_or(i64::MAX)));
+        if before_version != 0 {
+            update = update.expression_attribute_values(":before", n(before_version));
+        }
+        let mut items = vec![TransactWriteItem::builder().update(update.build().map_err(StoreError::from)?).build()];
         if let Some((from, to, actor, reason)) = change {
             let event = serde_json::json!({"actor": actor, "from": from, "to": to, "reason": reason});
             let audit = self.put_stream_event(keys::BREAKER_AUDIT_STREAM, after.version, at, event)?;
@@ -820,6 +880,30 @@ impl Store {
     }
 
     /// Uses up an approval link, on the condition that it is still pending.
+    /// Counts a success of automatic work on the breaker item (no condition: it never opens it).
+    fn breaker_success(&self) -> Result<Update, StoreError> {
+        Ok(Update::builder()
+            .table_name(&self.table)
+            .key(keys::PK, s(keys::BREAKER_PK))
+            .key(keys::SK, s(keys::BREAKER_SK))
+            .update_expression("ADD #successes :one")
+            .expression_attribute_names("#successes", keys::BREAKER_SUCCESSES)
+            .expression_attribute_values(":one", n(1))
+            .build()?)
+    }
+
+    /// Holds when the breaker is closed (or was never written).
+    fn breaker_closed_check(&self) -> Result<ConditionCheck, StoreError> {
+        Ok(ConditionCheck::builder()
+            .table_name(&self.table)
+            .key(keys::PK, s(keys::BREAKER_PK))
+            .key(keys::SK, s(keys::BREAKER_SK))
+            .condition_expression("attribute_not_exists(#open) OR #open = :closed")
+            .expression_attribute_names("#open", keys::BREAKER_OPEN)
+            .expression_attribute_values(":closed", AttributeValue::Bool(false))
+            .build()?)
+    }
+
     fn close_link(&self, used: &ApprovalUse<'_>) -> Result<Update, StoreError> {
         Ok(Update::builder()
             .table_name(&self.table)

@@ -59,7 +59,8 @@ async fn main() -> anyhow::Result<()> {
             _ = tokio::signal::ctrl_c() => break,
             _ = ticker.tick() => {
                 // Show the circuit breaker whenever it changes.
-                if let Ok(breaker) = store.breaker().await {
+                // The window only shapes the ratio, which is not shown here.
+                if let Ok(breaker) = store.breaker(1).await {
                     if breaker_shown != Some(breaker.state) {
                         match breaker.state {
                             actiongate::breaker::BreakerStatus::Open => println!(
