@@ -2,6 +2,9 @@
 //! variable read here (a test checks it).
 
 use crate::policy::{Policy, PolicyError};
+use aws_smithy_runtime_api::client::connector_metadata::ConnectorMetadata;
+use aws_smithy_runtime_api::client::http::{HttpClient, HttpConnectorSettings, SharedHttpClient, SharedHttpConnector};
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 
 /// Names of the environment variables, shared with the template consistency test.
 pub mod vars {
@@ -170,12 +173,13 @@ const AWS_TRUST_ROOTS_PEM: &[u8] = include_bytes!("../certs/aws-trust-roots.pem"
 /// The AWS SDK configuration: region and `AWS_ENDPOINT_URL` from the standard chain, so the
 /// same binary talks to AWS or to the local emulator.
 ///
-/// Two things keep a cold start short. The HTTPS client trusts [`AWS_TRUST_ROOTS_PEM`] instead
-/// of reading and parsing every certificate of the system's store (the SDK's default does so
-/// when the first client is created). And where the credentials are in the environment, as
-/// Lambda and cargo lambda put them, they are taken from there directly; the default chain
-/// would also build its profile, SSO, web-identity (with an STS client), ECS and instance
-/// metadata providers, none of which a function uses.
+/// Three things keep a cold start short. The HTTPS client trusts [`AWS_TRUST_ROOTS_PEM`]
+/// instead of reading and parsing every certificate of the system's store, and builds its
+/// connector when the first request needs it (see [`LazyHttpsClient`]). And where the
+/// credentials are in the environment, as Lambda and cargo lambda put them, the environment is
+/// the whole configuration: the credentials are taken from there directly (the default chain
+/// would also build its profile, SSO, web-identity with an STS client, ECS and instance
+/// metadata providers) and no profile file is looked for.
 pub async fn aws_config() -> aws_config::SdkConfig {
     use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider, TlsContext, TrustStore};
     let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
@@ -186,15 +190,36 @@ pub async fn aws_config() -> aws_config::SdkConfig {
                 .tls_provider(Provider::Rustls(CryptoMode::AwsLc))
                 .tls_context(tls)
                 .build_https();
-            loader = loader.http_client(client);
+            loader = loader.http_client(SharedHttpClient::new(LazyHttpsClient(client)));
         }
         // Cannot happen with the bundle the tests check; the SDK's default client still works.
         Err(e) => tracing::error!(error = %e, "the compiled-in AWS trust roots were refused; using the system's"),
     }
     if optional("AWS_ACCESS_KEY_ID").is_some() && optional("AWS_SECRET_ACCESS_KEY").is_some() {
-        loader = loader.credentials_provider(aws_config::environment::EnvironmentVariableCredentialsProvider::new());
+        use aws_runtime::env_config::file::{EnvConfigFileKind, EnvConfigFiles};
+        loader = loader
+            .credentials_provider(aws_config::environment::EnvironmentVariableCredentialsProvider::new())
+            .profile_files(EnvConfigFiles::builder().with_contents(EnvConfigFileKind::Config, "").build());
     }
     loader.load().await
+}
+
+/// The SDK's HTTPS client, minus its warm-up. The SDK builds a throwaway connector (TLS
+/// configuration included) each time a service client is created, to load the system's
+/// certificates early; with compiled-in roots there is nothing to load, and a function that
+/// creates three or four clients would build it as many times. The connector is built once,
+/// for the first request, and kept.
+#[derive(Debug)]
+struct LazyHttpsClient(SharedHttpClient);
+
+impl HttpClient for LazyHttpsClient {
+    fn http_connector(&self, settings: &HttpConnectorSettings, components: &RuntimeComponents) -> SharedHttpConnector {
+        self.0.http_connector(settings, components)
+    }
+
+    fn connector_metadata(&self) -> Option<ConnectorMetadata> {
+        self.0.connector_metadata()
+    }
 }
 
 #[cfg(test)]

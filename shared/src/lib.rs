@@ -14,6 +14,7 @@ pub mod domain;
 pub mod executor;
 pub mod handlers;
 pub mod intake;
+pub mod lazy;
 pub mod mail;
 pub mod policy;
 pub mod policy_source;

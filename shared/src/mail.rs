@@ -21,14 +21,18 @@ pub struct MailError(String);
 
 #[derive(Clone)]
 pub struct Mailer {
-    client: aws_sdk_sesv2::Client,
+    client: crate::lazy::OnFirstUse<aws_sdk_sesv2::Client>,
     sender: String,
     configuration_set: Option<String>,
 }
 
 impl Mailer {
-    pub fn new(client: aws_sdk_sesv2::Client, sender: impl Into<String>, configuration_set: Option<String>) -> Self {
-        Self { client, sender: sender.into(), configuration_set }
+    pub fn new(
+        client: impl Into<crate::lazy::OnFirstUse<aws_sdk_sesv2::Client>>,
+        sender: impl Into<String>,
+        configuration_set: Option<String>,
+    ) -> Self {
+        Self { client: client.into(), sender: sender.into(), configuration_set }
     }
 
     pub fn sender(&self) -> &str {

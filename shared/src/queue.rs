@@ -20,13 +20,13 @@ pub struct QueueError(String);
 
 #[derive(Clone)]
 pub struct WorkQueue {
-    client: Client,
+    client: crate::lazy::OnFirstUse<Client>,
     url: String,
 }
 
 impl WorkQueue {
-    pub fn new(client: Client, url: impl Into<String>) -> Self {
-        Self { client, url: url.into() }
+    pub fn new(client: impl Into<crate::lazy::OnFirstUse<Client>>, url: impl Into<String>) -> Self {
+        Self { client: client.into(), url: url.into() }
     }
 
     pub fn url(&self) -> &str {

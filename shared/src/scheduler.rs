@@ -14,7 +14,7 @@ pub struct SchedulerError(String);
 
 #[derive(Clone)]
 pub struct WakeUpScheduler {
-    client: aws_sdk_scheduler::Client,
+    client: crate::lazy::OnFirstUse<aws_sdk_scheduler::Client>,
     group: String,
     role_arn: String,
     queue_arn: String,
@@ -22,12 +22,12 @@ pub struct WakeUpScheduler {
 
 impl WakeUpScheduler {
     pub fn new(
-        client: aws_sdk_scheduler::Client,
+        client: impl Into<crate::lazy::OnFirstUse<aws_sdk_scheduler::Client>>,
         group: impl Into<String>,
         role_arn: impl Into<String>,
         queue_arn: impl Into<String>,
     ) -> Self {
-        Self { client, group: group.into(), role_arn: role_arn.into(), queue_arn: queue_arn.into() }
+        Self { client: client.into(), group: group.into(), role_arn: role_arn.into(), queue_arn: queue_arn.into() }
     }
 
     /// `ag-<action id>-<purpose>`: at most 64 characters of `[0-9a-zA-Z-_.]`.

@@ -3,6 +3,7 @@
 
 use actiongate::approval::service::ApprovalService;
 use actiongate::config::{aws_config, Config};
+use actiongate::lazy::OnFirstUse;
 use actiongate::queue::WorkQueue;
 use actiongate::{telemetry, SystemClock};
 use lambda_http::{run, service_fn, Error, Request};
@@ -14,7 +15,7 @@ async fn main() -> Result<(), Error> {
     let config = Config::from_env()?;
     let aws = aws_config().await;
     let store = config.store(&aws);
-    let queue = WorkQueue::new(aws_sdk_sqs::Client::new(&aws), &config.work_queue_url);
+    let queue = WorkQueue::new(OnFirstUse::aws(&aws, aws_sdk_sqs::Client::new), &config.work_queue_url);
     let service = Arc::new(ApprovalService::new(store, queue, Arc::new(SystemClock)));
     run(service_fn(move |req: Request| {
         let service = Arc::clone(&service);

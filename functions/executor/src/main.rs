@@ -3,6 +3,7 @@
 use actiongate::config::{aws_config, Config, ExecutorConfig};
 use actiongate::executor::ExecutorService;
 use actiongate::handlers::{Dependencies, Registry};
+use actiongate::lazy::OnFirstUse;
 use actiongate::policy_source::PolicySource;
 use actiongate::queue::WorkQueue;
 use actiongate::scheduler::WakeUpScheduler;
@@ -21,14 +22,14 @@ async fn main() -> Result<(), Error> {
     let policy = Arc::new(PolicySource::new(store.clone(), config.policy, config.policy_cache));
     let deps = Dependencies::from_config(&aws, &store, exec.handlers, policy)?;
     let scheduler = WakeUpScheduler::new(
-        aws_sdk_scheduler::Client::new(&aws),
+        OnFirstUse::aws(&aws, aws_sdk_scheduler::Client::new),
         exec.schedule_group,
         exec.scheduler_role_arn,
         exec.work_queue_arn,
     );
     let service = Arc::new(ExecutorService::new(
         store,
-        WorkQueue::new(aws_sdk_sqs::Client::new(&aws), &config.work_queue_url),
+        WorkQueue::new(OnFirstUse::aws(&aws, aws_sdk_sqs::Client::new), &config.work_queue_url),
         scheduler,
         Registry::standard(),
         deps,

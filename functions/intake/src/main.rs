@@ -3,6 +3,7 @@
 
 use actiongate::config::{aws_config, Config, MailConfig};
 use actiongate::intake::{ApprovalMail, IntakeService};
+use actiongate::lazy::OnFirstUse;
 use actiongate::mail::Mailer;
 use actiongate::policy_source::PolicySource;
 use actiongate::queue::WorkQueue;
@@ -17,8 +18,8 @@ async fn main() -> Result<(), Error> {
     let mail = MailConfig::from_env()?;
     let aws = aws_config().await;
     let store = config.store(&aws);
-    let queue = WorkQueue::new(aws_sdk_sqs::Client::new(&aws), &config.work_queue_url);
-    let mailer = Mailer::new(aws_sdk_sesv2::Client::new(&aws), mail.sender, mail.configuration_set);
+    let queue = WorkQueue::new(OnFirstUse::aws(&aws, aws_sdk_sqs::Client::new), &config.work_queue_url);
+    let mailer = Mailer::new(OnFirstUse::aws(&aws, aws_sdk_sesv2::Client::new), mail.sender, mail.configuration_set);
     let approval_mail = ApprovalMail { mailer, public_base_url: mail.public_base_url };
     let service = Arc::new(IntakeService::new(
         store.clone(),

@@ -3,6 +3,7 @@
 use actiongate::config::{aws_config, Config, MailConfig};
 use actiongate::handlers::Registry;
 use actiongate::intake::ApprovalMail;
+use actiongate::lazy::OnFirstUse;
 use actiongate::mail::Mailer;
 use actiongate::policy_source::PolicySource;
 use actiongate::queue::WorkQueue;
@@ -19,14 +20,14 @@ async fn main() -> Result<(), Error> {
     let mail = MailConfig::from_env()?;
     let aws = aws_config().await;
     let store = config.store(&aws);
-    let queue = WorkQueue::new(aws_sdk_sqs::Client::new(&aws), &config.work_queue_url);
+    let queue = WorkQueue::new(OnFirstUse::aws(&aws, aws_sdk_sqs::Client::new), &config.work_queue_url);
     let service = Arc::new(SweepService::new(
         store.clone(),
         queue,
         Registry::standard(),
         Arc::new(PolicySource::new(store, config.policy, config.policy_cache)),
         Some(ApprovalMail {
-            mailer: Mailer::new(aws_sdk_sesv2::Client::new(&aws), mail.sender, mail.configuration_set),
+            mailer: Mailer::new(OnFirstUse::aws(&aws, aws_sdk_sesv2::Client::new), mail.sender, mail.configuration_set),
             public_base_url: mail.public_base_url,
         }),
         Arc::new(SystemClock),

@@ -160,7 +160,7 @@ impl Dependencies {
                 .connect_timeout(std::time::Duration::from_secs(5))
                 .build()?,
             mailer: Some(crate::mail::Mailer::new(
-                aws_sdk_sesv2::Client::new(aws),
+                crate::lazy::OnFirstUse::aws(aws, aws_sdk_sesv2::Client::new),
                 config.sender,
                 config.configuration_set,
             )),
