@@ -177,9 +177,9 @@ const AWS_TRUST_ROOTS_PEM: &[u8] = include_bytes!("../certs/aws-trust-roots.pem"
 /// instead of reading and parsing every certificate of the system's store, and builds its
 /// connector when the first request needs it (see [`LazyHttpsClient`]). And where the
 /// credentials are in the environment, as Lambda and cargo lambda put them, the environment is
-/// the whole configuration: the credentials are taken from there directly (the default chain
-/// would also build its profile, SSO, web-identity with an STS client, ECS and instance
-/// metadata providers) and no profile file is looked for.
+/// the whole configuration: the credentials and the region are taken from there directly (the
+/// default chains would also build profile, SSO, web-identity with an STS client, ECS and
+/// instance metadata providers) and no profile file is looked for.
 pub async fn aws_config() -> aws_config::SdkConfig {
     use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider, TlsContext, TrustStore};
     let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
@@ -200,6 +200,11 @@ pub async fn aws_config() -> aws_config::SdkConfig {
         loader = loader
             .credentials_provider(aws_config::environment::EnvironmentVariableCredentialsProvider::new())
             .profile_files(EnvConfigFiles::builder().with_contents(EnvConfigFileKind::Config, "").build());
+        // The region too (Lambda always sets it): the default chain would build an instance
+        // metadata client to ask for it.
+        if let Some(region) = optional("AWS_REGION") {
+            loader = loader.region(aws_config::Region::new(region));
+        }
     }
     loader.load().await
 }
