@@ -64,6 +64,15 @@ fn local_environment(endpoint: &str) -> Vec<(String, String)> {
     ]
 }
 
+/// Sets each of `over` in `env`, replacing a variable of the same name: every name appears
+/// once in the environment file (cargo lambda would otherwise take the first).
+fn overlay(env: &mut Vec<(String, String)>, over: &[(String, String)]) {
+    for (k, v) in over {
+        env.retain(|(name, _)| name != k);
+        env.push((k.clone(), v.clone()));
+    }
+}
+
 impl LocalStack {
     pub async fn start(options: StackOptions) -> Result<Self> {
         let root = crate::workspace_root();
@@ -111,12 +120,10 @@ impl LocalStack {
                 }
             }
         }
-        env.extend(local_environment(&emulator.endpoint));
-        // A test's own variables win over the template's (e.g. a policy cache of 0 seconds).
-        for (k, v) in &options.extra_env {
-            env.retain(|(name, _)| name != k);
-            env.push((k.clone(), v.clone()));
-        }
+        // The local settings, then a test's own variables, win over the template's (RUST_LOG
+        // from the caller's shell; e.g. a policy cache of 0 seconds).
+        overlay(&mut env, &local_environment(&emulator.endpoint));
+        overlay(&mut env, &options.extra_env);
         let local_dir = root.join(".local");
         std::fs::create_dir_all(&local_dir)?;
         let env_file = local_dir.join(format!("functions-{emulator_port}.env"));
@@ -445,5 +452,22 @@ pub fn shared_emulator() -> (String, Provisioned) {
     match result {
         Ok(v) => v.clone(),
         Err(e) => panic!("the emulator did not start: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_overlaid_variable_replaces_the_templates_and_appears_once() {
+        let pair = |k: &str, v: &str| (k.to_owned(), v.to_owned());
+        let mut env = vec![pair("RUST_LOG", "info"), pair("ACTIONS_TABLE", "t")];
+        overlay(&mut env, &[pair("RUST_LOG", "info,actiongate=debug")]);
+        overlay(&mut env, &[pair("POLICY_CACHE_SECS", "0")]);
+        assert_eq!(
+            env,
+            vec![pair("ACTIONS_TABLE", "t"), pair("RUST_LOG", "info,actiongate=debug"), pair("POLICY_CACHE_SECS", "0")]
+        );
     }
 }

@@ -319,8 +319,13 @@ clients (SQS, SES, Scheduler) are created on first use (`shared/src/lazy.rs`). T
 client trusts compiled-in Amazon roots and builds its TLS connector for the first request: the
 SDK's default reads and parses every certificate of the system's store at start and builds a
 throwaway connector per service client, which made an init of 6.8–8.0 ms (5.5–6.5× hello) on
-this machine before. What remains over hello is that work (about 0.5 ms measured inside `main`)
-and the start of a binary ten times hello's size (section 5).
+this machine before. What remains over hello, profiled with `perf` on a build with symbols, is
+that work (about 0.5 ms inside `main`: the SDK's configuration about 0.1 ms, the DynamoDB client
+with its endpoint partitions about 0.13 ms, the policy about 0.1 ms) and the start of a
+position-independent binary ten times hello's size (section 5), whose ~31,000 relocations the
+dynamic loader applies before `main` (about 0.4 ms, most of it faulting in the pages it writes).
+Linking without PIE would remove that, at the cost of address-space randomization of the
+binary; deferring the DynamoDB client to the first event would only move its cost there.
 
 ## 2. AWS requests and cost per lifecycle
 
