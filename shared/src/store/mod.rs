@@ -881,7 +881,6 @@ impl Store {
         Ok(builder.build()?)
     }
 
-    /// Uses up an approval link, on the condition that it is still pending.
     /// Counts a success of automatic work on the breaker item (no condition: it never opens it).
     fn breaker_success(&self) -> Result<Update, StoreError> {
         Ok(Update::builder()
@@ -906,6 +905,7 @@ impl Store {
             .build()?)
     }
 
+    /// Uses up an approval link, on the condition that it is still pending.
     fn close_link(&self, used: &ApprovalUse<'_>) -> Result<Update, StoreError> {
         Ok(Update::builder()
             .table_name(&self.table)
