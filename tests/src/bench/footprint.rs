@@ -41,36 +41,21 @@ pub fn binary_sizes(binaries: &[&str]) -> Result<BTreeMap<String, u64>> {
         .collect()
 }
 
-/// A binary started for its init time, under a label, with `extra_env` added to its environment.
-pub struct Subject {
-    pub label: String,
-    pub binary: String,
-    pub extra_env: Vec<(String, String)>,
-}
-
-impl Subject {
-    pub fn binary(binary: &str) -> Self {
-        Self { label: binary.to_owned(), binary: binary.to_owned(), extra_env: Vec::new() }
-    }
-}
-
-/// The init times of `runs` cold starts of each subject, taken in turns so that background
+/// The init times of `runs` cold starts of each binary, taken in turns so that background
 /// noise spreads evenly, after one unmeasured start each (which reads it into the page cache).
 pub async fn init_times(
-    subjects: &[Subject],
+    binaries: &[&str],
     env: &[(String, String)],
     runs: usize,
 ) -> Result<BTreeMap<String, Vec<Duration>>> {
     let mut times: BTreeMap<String, Vec<Duration>> = BTreeMap::new();
     for round in 0..=runs {
-        for subject in subjects {
-            let binary = &subject.binary;
-            let env: Vec<(String, String)> = env.iter().chain(&subject.extra_env).cloned().collect();
-            let process = LambdaProcess::start(&release_binary(binary), binary, &env, &log_file(binary))?;
+        for &binary in binaries {
+            let process = LambdaProcess::start(&release_binary(binary), binary, env, &log_file(binary))?;
             let init = process.init_time().await.with_context(|| format!("{binary} (log: .local/bench-{binary}.log)"));
             process.stop();
             if round > 0 {
-                times.entry(subject.label.clone()).or_default().push(init?);
+                times.entry(binary.to_owned()).or_default().push(init?);
             }
         }
     }

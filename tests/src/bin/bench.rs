@@ -4,7 +4,7 @@
 //! the tables and rewrites `BENCHMARKS.md`. `make bench` builds the release binaries first.
 
 use actiongate_local::bench::cost::{self, PRICES};
-use actiongate_local::bench::footprint::{self, Subject, BATCH};
+use actiongate_local::bench::footprint::{self, BATCH};
 use actiongate_local::bench::lifecycles::{Driver, Lifecycle, Measured, Throughput};
 use actiongate_local::bench::proxy::CountingProxy;
 use actiongate_local::bench::report::{self, mark, Table};
@@ -81,8 +81,7 @@ async fn measure(
     sizes: BTreeMap<String, u64>,
 ) -> Result<Figures> {
     progress(&format!("cold start: {INIT_RUNS} starts of each binary under a minimal Lambda Runtime API"));
-    let subjects: Vec<Subject> = binaries.iter().map(|b| Subject::binary(b)).collect();
-    let init = footprint::init_times(&subjects, &stack.function_env, INIT_RUNS).await?;
+    let init = footprint::init_times(binaries, &stack.function_env, INIT_RUNS).await?;
     progress(&format!("memory: each function handling a batch of {BATCH}"));
     let memory = footprint::peak_memory(stack).await?;
     let driver = Driver::new(stack, proxy, "lifecycles").await?;
