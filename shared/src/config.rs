@@ -117,26 +117,16 @@ pub struct Config {
     pub actions_table: String,
     pub audit_table: String,
     pub work_queue_url: String,
-    pub policy: Policy,
     pub policy_cache: std::time::Duration,
     pub rollback_retention: chrono::Duration,
 }
 
 impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
-        let policy = match std::env::var(vars::POLICY_FILE) {
-            Ok(path) if !path.is_empty() => {
-                let text = std::fs::read_to_string(&path)
-                    .map_err(|e| ConfigError::PolicyFile { path: path.clone(), error: e.to_string() })?;
-                Policy::parse_toml(&text)?
-            }
-            _ => Policy::default_policy(),
-        };
         Ok(Self {
             actions_table: required(vars::ACTIONS_TABLE)?,
             audit_table: required(vars::AUDIT_TABLE)?,
             work_queue_url: required(vars::WORK_QUEUE_URL)?,
-            policy,
             policy_cache: std::time::Duration::from_secs(
                 std::env::var(vars::POLICY_CACHE_SECS).ok().and_then(|v| v.parse().ok()).unwrap_or(30),
             ),
@@ -149,6 +139,20 @@ impl Config {
                 _ => crate::store::DEFAULT_ROLLBACK_RETENTION_DAYS,
             }),
         })
+    }
+
+    /// The base policy: `POLICY_FILE`'s, or the one embedded at build time; checked whole. A
+    /// function that applies the policy reads it at start, so a bad file stops it there (the
+    /// approval function does not apply it and does not parse it).
+    pub fn policy(&self) -> Result<Policy, ConfigError> {
+        match std::env::var(vars::POLICY_FILE) {
+            Ok(path) if !path.is_empty() => {
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| ConfigError::PolicyFile { path: path.clone(), error: e.to_string() })?;
+                Ok(Policy::parse_toml(&text)?)
+            }
+            _ => Ok(Policy::default_policy()),
+        }
     }
 
     /// The store over the configured tables, keeping snapshots for the configured retention.

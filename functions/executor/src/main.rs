@@ -19,7 +19,7 @@ async fn main() -> Result<(), Error> {
     let exec = ExecutorConfig::from_env()?;
     let aws = aws_config().await;
     let store = config.store(&aws);
-    let policy = Arc::new(PolicySource::new(store.clone(), config.policy, config.policy_cache));
+    let policy = Arc::new(PolicySource::new(store.clone(), config.policy()?, config.policy_cache));
     let deps = Dependencies::from_config(&aws, &store, exec.handlers, policy)?;
     let scheduler = WakeUpScheduler::new(
         OnFirstUse::aws(&aws, aws_sdk_scheduler::Client::new),

@@ -24,7 +24,7 @@ async fn main() -> Result<(), Error> {
     let service = Arc::new(IntakeService::new(
         store.clone(),
         queue,
-        Arc::new(PolicySource::new(store, config.policy, config.policy_cache)),
+        Arc::new(PolicySource::new(store, config.policy()?, config.policy_cache)),
         approval_mail,
         Arc::new(SystemClock),
     ));

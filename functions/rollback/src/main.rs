@@ -17,7 +17,7 @@ async fn main() -> Result<(), Error> {
     let config = Config::from_env()?;
     let aws = aws_config().await;
     let store = config.store(&aws);
-    let policy = Arc::new(PolicySource::new(store.clone(), config.policy, config.policy_cache));
+    let policy = Arc::new(PolicySource::new(store.clone(), config.policy()?, config.policy_cache));
     let deps = Dependencies::from_config(&aws, &store, HandlerConfig::from_env()?, policy)?;
     let service = Arc::new(RollbackService::new(store, Registry::standard(), deps, Arc::new(SystemClock)));
     run(service_fn(move |event: LambdaEvent<Value>| {

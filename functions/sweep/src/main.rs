@@ -25,7 +25,7 @@ async fn main() -> Result<(), Error> {
         store.clone(),
         queue,
         Registry::standard(),
-        Arc::new(PolicySource::new(store, config.policy, config.policy_cache)),
+        Arc::new(PolicySource::new(store, config.policy()?, config.policy_cache)),
         Some(ApprovalMail {
             mailer: Mailer::new(OnFirstUse::aws(&aws, aws_sdk_sesv2::Client::new), mail.sender, mail.configuration_set),
             public_base_url: mail.public_base_url,
