@@ -312,8 +312,9 @@ function (`bench/hello`) built with the same release profile.
 
 {init}
 What a function does at start beyond hello-world (`shared/src/config.rs`, `functions/*/src/main.rs`):
-it reads its configuration and parses the embedded policy, loads the AWS SDK's configuration
-from the environment and creates the DynamoDB client every invocation uses. The other service
+it reads its configuration and parses the embedded policy (all but approval, which does not
+apply it), loads the AWS SDK's configuration from the environment and creates the DynamoDB
+client every invocation uses. The other service
 clients (SQS, SES, Scheduler) are created on first use (`shared/src/lazy.rs`). The SDK's HTTPS
 client trusts compiled-in Amazon roots and builds its TLS connector for the first request: the
 SDK's default reads and parses every certificate of the system's store at start and builds a
