@@ -5,7 +5,7 @@
 mod common;
 
 use actiongate::domain::Status;
-use common::{someone, store_google_token, trail, wait_for_status, Api, APPROVER};
+use common::{set_kyc, someone, store_google_token, trail, wait_for_status, Api, APPROVER};
 use serde_json::{json, Value};
 
 const SHORT_EXPIRY: (&str, &str) =
@@ -239,15 +239,7 @@ async fn every_path_leaves_a_complete_ordered_and_immutable_trail() {
 
     let user = someone("kyc");
     for verified in [true, false] {
-        let r = api
-            .call(
-                "PUT",
-                &format!("/admin/users/{user}/kyc"),
-                Some(&admin),
-                Some(json!({"verified": verified}).to_string()),
-                &[],
-            )
-            .await;
+        let r = set_kyc(&api, &admin, &user, verified).await;
         assert_eq!(r.status, 200, "{}", r.body);
     }
     store_google_token(&api, &user).await;

@@ -171,26 +171,10 @@ async fn payment_is_blocked_and_purchase_needs_kyc_until_admin_sets_it() {
     assert_eq!(denied.status, 403);
     assert_eq!(denied.body["error"], "kyc_required");
 
-    let not_admin = api
-        .call(
-            "PUT",
-            &format!("/admin/users/{alice}/kyc"),
-            Some(&alice),
-            Some(json!({"verified": true}).to_string()),
-            &[],
-        )
-        .await;
+    let not_admin = common::set_kyc(&api, &alice, &alice, true).await;
     assert_eq!(not_admin.status, 403);
     let admin = format!("{}:admin", someone("root"));
-    let set = api
-        .call(
-            "PUT",
-            &format!("/admin/users/{alice}/kyc"),
-            Some(&admin),
-            Some(json!({"verified": true}).to_string()),
-            &[],
-        )
-        .await;
+    let set = common::set_kyc(&api, &admin, &alice, true).await;
     assert_eq!(set.status, 200, "{}", set.body);
     assert_eq!(set.body["kyc_verified"], true);
     let allowed = api.post("/actions", &alice, purchase).await;
