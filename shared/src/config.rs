@@ -33,6 +33,9 @@ pub mod vars {
     /// Days a step's rollback snapshot is kept (DynamoDB TTL); default 90.
     pub const ROLLBACK_RETENTION_DAYS: &str = "ROLLBACK_RETENTION_DAYS";
 
+    /// The log filter (`shared/src/telemetry.rs`); the template sets it for every function.
+    pub const RUST_LOG: &str = "RUST_LOG";
+
     /// Read when set, deliberately left unset by the template (the embedded policy is the
     /// deployed one).
     pub const UNSET_IN_TEMPLATE: &[&str] = &[POLICY_FILE];
@@ -160,6 +163,11 @@ impl Config {
         crate::store::Store::new(aws_sdk_dynamodb::Client::new(aws), &self.actions_table, &self.audit_table)
             .with_snapshot_retention(self.rollback_retention)
     }
+}
+
+/// `RUST_LOG`, when set and not blank.
+pub fn log_directives() -> Option<String> {
+    optional(vars::RUST_LOG).filter(|v| !v.trim().is_empty())
 }
 
 fn optional(name: &'static str) -> Option<String> {

@@ -12,6 +12,9 @@ use std::collections::BTreeMap;
 /// The policy shipped with the stack, embedded as the fallback when no file is configured.
 pub const DEFAULT_POLICY_TOML: &str = include_str!("../../infra/policy.toml");
 
+/// [`DEFAULT_POLICY_TOML`] as JSON, converted by the build script (cheaper to read at start).
+const DEFAULT_POLICY_JSON: &str = include_str!(concat!(env!("OUT_DIR"), "/policy.json"));
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Policy {
@@ -203,7 +206,10 @@ pub struct Subject<'a> {
 impl Policy {
     pub fn default_policy() -> Self {
         // The embedded default is checked by a unit test, so this cannot fail in a build that passed.
-        Self::parse_toml(DEFAULT_POLICY_TOML).unwrap_or_else(|e| panic!("embedded infra/policy.toml: {e}"))
+        let policy: Result<Policy, PolicyError> = serde_json::from_str(DEFAULT_POLICY_JSON)
+            .map_err(|e| PolicyError(e.to_string()))
+            .and_then(|policy: Policy| policy.check().map(|()| policy));
+        policy.unwrap_or_else(|e| panic!("embedded infra/policy.toml: {e}"))
     }
 
     pub fn parse_toml(text: &str) -> Result<Self, PolicyError> {
@@ -419,6 +425,7 @@ mod tests {
     #[test]
     fn embedded_default_policy_is_valid() {
         let p = Policy::default_policy();
+        assert_eq!(Policy::parse_toml(DEFAULT_POLICY_TOML).unwrap(), p, "the embedded JSON is the TOML");
         assert_eq!(p.auto_execution.per_hour, 10);
         assert_eq!(p.auto_execution.per_day, 50);
         assert_eq!(p.defaults.approval_expiry.as_secs(), 3_600);

@@ -2,7 +2,11 @@
 //! JSON formatter prints the current span's fields on every line, so every log line of an
 //! action's work carries its id.
 
-use tracing_subscriber::EnvFilter;
+use tracing::Level;
+use tracing_subscriber::filter::{ParseError, Targets};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::Layer;
 
 /// The CloudWatch namespace of the metrics the functions publish.
 pub const METRIC_NAMESPACE: &str = "actiongate";
@@ -30,21 +34,62 @@ fn breaker_metric_line(open: bool, now: chrono::DateTime<chrono::Utc>) -> String
     .to_string()
 }
 
+/// JSON logs on stdout, filtered by `RUST_LOG` (see [`log_filter`]; `info` when unset).
+/// Trace-level events are compiled out of release builds.
 pub fn init() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let (filter, refused) = log_filter(Level::INFO);
+    let layer = tracing_subscriber::fmt::layer()
         .json()
-        .with_env_filter(filter)
         .with_current_span(true)
         .with_span_list(false)
         .flatten_event(true)
         .with_target(false)
-        .try_init();
+        .with_filter(filter);
+    let _ = tracing_subscriber::registry().with(layer).try_init();
+    if let Some(reason) = refused {
+        tracing::warn!("{reason}");
+    }
+}
+
+/// The filter `RUST_LOG` asks for: a default level and `target=level` directives,
+/// comma-separated (`info`, `warn,actiongate=debug`); `default` when it is unset. A value that
+/// does not parse gives `default` and the reason, to log once logging is up.
+pub fn log_filter(default: Level) -> (Targets, Option<String>) {
+    match crate::config::log_directives() {
+        Some(value) => match parse_filter(&value) {
+            Ok(filter) => (filter, None),
+            Err(e) => (only(default), Some(format!("RUST_LOG {value:?} does not parse ({e}); logging at {default}"))),
+        },
+        None => (only(default), None),
+    }
+}
+
+fn parse_filter(value: &str) -> Result<Targets, ParseError> {
+    value.trim().parse()
+}
+
+fn only(level: Level) -> Targets {
+    Targets::new().with_default(level)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rust_log_takes_a_default_level_and_per_target_levels() {
+        let filter = parse_filter("warn,actiongate=debug").unwrap();
+        assert!(filter.would_enable("actiongate::store", &Level::DEBUG));
+        assert!(!filter.would_enable("actiongate::store", &Level::TRACE));
+        assert!(filter.would_enable("hyper", &Level::WARN));
+        assert!(!filter.would_enable("hyper", &Level::INFO));
+        let off = parse_filter(" info,h2=off ").unwrap();
+        assert!(!off.would_enable("h2::proto", &Level::ERROR));
+        assert!(off.would_enable("intake", &Level::INFO));
+        assert!(parse_filter("actiongate=loud").is_err());
+        assert!(only(Level::INFO).would_enable("anything", &Level::INFO));
+        assert!(!only(Level::INFO).would_enable("anything", &Level::DEBUG));
+    }
 
     #[test]
     fn breaker_metric_is_one_embedded_metric_format_line() {

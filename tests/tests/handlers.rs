@@ -44,7 +44,7 @@ async fn deps(fakes: &Fakes, allow: &str, kyc: bool, policy: Policy) -> Dependen
         kyc: Arc::new(Kyc(kyc)),
         gmail_base: fakes.url.clone(),
         calendar_base: format!("{}/calendar/v3", fakes.url),
-        guard: AddressGuard::new(Allowlist::parse(allow)),
+        guard: AddressGuard::new(Allowlist::parse(allow)).expect("the guarded HTTP client builds"),
         policy: Arc::new(actiongate::policy_source::PolicySource::fixed(policy)),
     }
 }

@@ -9,7 +9,7 @@ use actiongate::{telemetry, SystemClock};
 use lambda_http::{run, service_fn, Error, Request};
 use std::sync::Arc;
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     telemetry::init();
     let config = Config::from_env()?;

@@ -168,7 +168,7 @@ impl Dependencies {
             kyc: Arc::new(store.clone()),
             gmail_base: config.gmail_base,
             calendar_base: config.calendar_base,
-            guard: webhook::AddressGuard::new(webhook::Allowlist::parse(&config.webhook_allowlist)),
+            guard: webhook::AddressGuard::new(webhook::Allowlist::parse(&config.webhook_allowlist))?,
             policy,
         })
     }

@@ -122,7 +122,9 @@ impl std::fmt::Debug for AddressGuard {
 }
 
 impl AddressGuard {
-    pub fn new(allow: Allowlist) -> Self {
+    /// Fails only if the HTTP client cannot be built; never falls back to a client without the
+    /// guarded resolver.
+    pub fn new(allow: Allowlist) -> Result<Self, reqwest::Error> {
         let allow = Arc::new(allow);
         let redirect_allow = Arc::clone(&allow);
         let client = reqwest::Client::builder()
@@ -137,9 +139,8 @@ impl AddressGuard {
                 }
             }))
             .connect_timeout(Duration::from_secs(5))
-            .build()
-            .unwrap_or_default();
-        Self { allow, client }
+            .build()?;
+        Ok(Self { allow, client })
     }
 
     pub fn client(&self) -> &reqwest::Client {

@@ -28,17 +28,42 @@ fn log_file(binary: &str) -> PathBuf {
     crate::workspace_root().join(format!(".local/bench-{binary}.log"))
 }
 
-/// The size of each release binary, in bytes.
-pub fn binary_sizes(binaries: &[&str]) -> Result<BTreeMap<String, u64>> {
+/// A release binary as built: its size and how it is linked.
+#[derive(Debug, Clone, Copy)]
+pub struct BinaryFile {
+    pub bytes: u64,
+    /// Position-independent (ELF type `DYN`) rather than linked at a fixed address (`EXEC`).
+    pub pie: bool,
+}
+
+/// Each release binary's size and link.
+pub fn binary_files(binaries: &[&str]) -> Result<BTreeMap<String, BinaryFile>> {
     binaries
         .iter()
         .map(|b| {
             let path = release_binary(b);
-            let size =
-                std::fs::metadata(&path).with_context(|| format!("{} (make bench builds it)", path.display()))?;
-            Ok(((*b).to_owned(), size.len()))
+            let bytes = std::fs::read(&path).with_context(|| format!("{} (make bench builds it)", path.display()))?;
+            let pie = elf_is_pie(&bytes).ok_or_else(|| anyhow!("{} is not an ELF executable", path.display()))?;
+            Ok(((*b).to_owned(), BinaryFile { bytes: bytes.len() as u64, pie }))
         })
         .collect()
+}
+
+/// Whether an ELF executable is position-independent, from its header's `e_type` (2 `EXEC`,
+/// 3 `DYN`); `None` for anything else.
+fn elf_is_pie(file: &[u8]) -> Option<bool> {
+    if file.get(..4)? != b"\x7fELF" {
+        return None;
+    }
+    let e_type = match file.get(5)? {
+        1 => u16::from_le_bytes([*file.get(16)?, *file.get(17)?]),
+        _ => u16::from_be_bytes([*file.get(16)?, *file.get(17)?]),
+    };
+    match e_type {
+        2 => Some(false),
+        3 => Some(true),
+        _ => None,
+    }
 }
 
 /// The init times of `runs` cold starts of each binary, taken in turns so that background
@@ -192,4 +217,27 @@ async fn receive(sqs: &aws_sdk_sqs::Client, queue_url: &str, n: usize) -> Result
         messages.extend(out.messages.unwrap_or_default());
     }
     Ok(messages)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_elf_type_tells_pie_from_fixed_address() {
+        let header = |data: u8, e_type: [u8; 2]| {
+            let mut h = vec![0x7f, b'E', b'L', b'F', 2, data];
+            h.resize(16, 0);
+            h.extend(e_type);
+            h
+        };
+        assert_eq!(elf_is_pie(&header(1, [2, 0])), Some(false));
+        assert_eq!(elf_is_pie(&header(1, [3, 0])), Some(true));
+        assert_eq!(elf_is_pie(&header(2, [0, 3])), Some(true), "big-endian");
+        assert_eq!(elf_is_pie(&header(1, [1, 0])), None, "a relocatable object");
+        assert_eq!(elf_is_pie(b"#!/bin/sh"), None);
+        assert_eq!(elf_is_pie(&header(1, [2, 0])[..10]), None, "truncated");
+        let this = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        assert!(elf_is_pie(&this).is_some(), "the test binary is an executable");
+    }
 }

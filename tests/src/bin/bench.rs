@@ -24,7 +24,7 @@ const REQUEST_TARGET: f64 = 6.0;
 const MEMORY_TARGET_MIB: f64 = 40.0;
 
 struct Figures {
-    sizes: BTreeMap<String, u64>,
+    files: BTreeMap<String, footprint::BinaryFile>,
     init: BTreeMap<String, Vec<Duration>>,
     memory: BTreeMap<String, u64>,
     lifecycles: Vec<Measured>,
@@ -33,12 +33,16 @@ struct Figures {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
-        .with_writer(std::io::stderr)
+    use tracing_subscriber::{layer::SubscriberExt, util::SubscriberInitExt, Layer};
+    let (filter, refused) = actiongate::telemetry::log_filter(tracing::Level::WARN);
+    tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_filter(filter))
         .init();
+    if let Some(reason) = refused {
+        tracing::warn!("{reason}");
+    }
     let binaries: Vec<&str> = std::iter::once(HELLO).chain(FUNCTIONS).collect();
-    let sizes = footprint::binary_sizes(&binaries)?;
+    let files = footprint::binary_files(&binaries)?;
 
     progress("starting the local stack: release functions, their AWS requests through the counting proxy");
     let emulator_port = actiongate_local::free_port()?;
@@ -59,7 +63,7 @@ async fn main() -> Result<()> {
     })
     .await
     .context("starting the local stack")?;
-    let figures = measure(&stack, &proxy, &binaries, sizes).await;
+    let figures = measure(&stack, &proxy, &binaries, files).await;
     stack.stop();
     let figures = figures?;
 
@@ -78,7 +82,7 @@ async fn measure(
     stack: &LocalStack,
     proxy: &CountingProxy,
     binaries: &[&str],
-    sizes: BTreeMap<String, u64>,
+    files: BTreeMap<String, footprint::BinaryFile>,
 ) -> Result<Figures> {
     progress(&format!("cold start: {INIT_RUNS} starts of each binary under a minimal Lambda Runtime API"));
     let init = footprint::init_times(binaries, &stack.function_env, INIT_RUNS).await?;
@@ -92,7 +96,7 @@ async fn measure(
     }
     progress(&format!("throughput: {THROUGHPUT_ACTIONS} tier-1 actions, {CONCURRENCY} at a time"));
     let throughput = Driver::new(stack, proxy, "throughput").await?.throughput(THROUGHPUT_ACTIONS, CONCURRENCY).await?;
-    Ok(Figures { sizes, init, memory, lifecycles, throughput })
+    Ok(Figures { files, init, memory, lifecycles, throughput })
 }
 
 fn progress(what: &str) {
@@ -264,11 +268,23 @@ fn tables(f: &Figures) -> Vec<Table> {
         memory.row(vec![b.to_owned(), format!("{peak:.1}"), mark(peak, MEMORY_TARGET_MIB)]);
     }
 
-    let hello_size = f.sizes.get(HELLO).copied().unwrap_or(1) as f64;
-    let mut sizes = Table::new("5. Binary size (release, stripped, x86_64)", &["binary", "MiB", "× hello"]);
+    let hello_size = f.files.get(HELLO).map_or(1, |h| h.bytes) as f64;
+    let mut sizes = Table::new("5. Binary size (release, stripped, x86_64)", &["binary", "link", "MiB", "× hello"])
+        .with_text_columns(2);
     for b in &binaries {
-        let size = f.sizes.get(*b).copied().unwrap_or_default() as f64;
-        sizes.row(vec![(*b).to_owned(), format!("{:.2}", mib(size)), format!("{:.1}", size / hello_size)]);
+        let file = f.files.get(*b);
+        let size = file.map_or(0, |h| h.bytes) as f64;
+        let link = match file.map(|h| h.pie) {
+            Some(true) => "PIE",
+            Some(false) => "fixed address (non-PIE)",
+            None => "",
+        };
+        sizes.row(vec![
+            (*b).to_owned(),
+            link.to_owned(),
+            format!("{:.2}", mib(size)),
+            format!("{:.1}", size / hello_size),
+        ]);
     }
 
     let mut prices = Table::new("Prices used (AWS public on-demand, us-east-1)", &["service", "unit", "$ per million"])
@@ -308,24 +324,27 @@ page cache), in turns, under a minimal Lambda Runtime API served by the benchmar
 environment with the runtime's variables and the function's configuration from the template,
 timed from the moment the process has been exec'd to its first
 `GET /2018-06-01/runtime/invocation/next`. `hello` is a hello-world `lambda_runtime` echo
-function (`bench/hello`) built with the same release profile.
+function (`bench/hello`) built with the same release profile and link.
 
 {init}
 What a function does at start beyond hello-world (`shared/src/config.rs`, `functions/*/src/main.rs`):
-it reads its configuration and parses the embedded policy (all but approval, which does not
-apply it), loads the AWS SDK's configuration from the environment and creates the DynamoDB
-client every invocation uses. The other service
-clients (SQS, SES, Scheduler) are created on first use (`shared/src/lazy.rs`). The SDK's HTTPS
-client trusts compiled-in Amazon roots and builds its TLS connector for the first request: the
-SDK's default reads and parses every certificate of the system's store at start and builds a
-throwaway connector per service client, which made an init of 6.8–8.0 ms (5.5–6.5× hello) on
-this machine before. What remains over hello, profiled with `perf` on a build with symbols, is
-that work (about 0.5 ms inside `main`: the SDK's configuration about 0.1 ms, the DynamoDB client
-with its endpoint partitions about 0.13 ms, the policy about 0.1 ms) and the start of a
-position-independent binary ten times hello's size (section 5), whose ~31,000 relocations the
-dynamic loader applies before `main` (about 0.4 ms, most of it faulting in the pages it writes).
-Linking without PIE would remove that, at the cost of address-space randomization of the
-binary; deferring the DynamoDB client to the first event would only move its cost there.
+it reads its configuration and the embedded policy (all but approval, which does not apply it;
+the policy is embedded as JSON, converted from TOML at build time), loads the AWS SDK's
+configuration from the environment and creates the DynamoDB client every invocation uses. The
+other service clients (SQS, SES, Scheduler) are created on first use (`shared/src/lazy.rs`). The
+SDK's HTTPS client trusts compiled-in Amazon roots and builds its TLS connector for the first
+request: the SDK's default reads and parses every certificate of the system's store at start
+and builds a throwaway connector per service client, which made an init of 6.8–8.0 ms (5.5–6.5×
+hello) on this machine before. Timed inside `main` on this machine, that work is about 0.3 ms,
+half of it the SDK's endpoint partitions, which the DynamoDB client parses when it is created.
+
+Three build choices keep the rest down, and `hello` is built with the same three. The
+binaries are linked at a fixed address (non-PIE, `functions/link.rs`): position-independent,
+intake's ~26,000 relocations had the dynamic loader copy and write about 100 pages at every
+start, and its init was 0.4–0.5 ms longer (2.1 ms against 1.6 ms for the same code). Trace-level
+log events are compiled out of release builds (hyper, h2, rustls and the SDK log every frame at
+that level): 1.2 MB less code and 5,500 fewer relocations. And each function runs a
+single-threaded Tokio runtime, as Lambda gives an instance one event at a time.
 
 ## 2. AWS requests and cost per lifecycle
 

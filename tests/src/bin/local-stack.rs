@@ -20,9 +20,12 @@ fn port(var: &str, default: u16) -> anyhow::Result<u16> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .init();
+    use tracing_subscriber::{layer::SubscriberExt, util::SubscriberInitExt, Layer};
+    let (filter, refused) = actiongate::telemetry::log_filter(tracing::Level::INFO);
+    tracing_subscriber::registry().with(tracing_subscriber::fmt::layer().with_filter(filter)).init();
+    if let Some(reason) = refused {
+        tracing::warn!("{reason}");
+    }
     let options = StackOptions {
         gateway_port: port("ACTIONGATE_PORT", 8080)?,
         emulator_port: port("ACTIONGATE_EMULATOR_PORT", 5000)?,
