@@ -7,11 +7,14 @@ use crate::process::ManagedChild;
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
 use std::collections::HashMap;
+use std::io::Read;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::{oneshot, watch};
 
 const PREFIX: &str = "/2018-06-01/runtime";
@@ -30,8 +33,8 @@ struct Invocation {
 type Outcome = std::result::Result<Value, String>;
 
 struct Shared {
-    /// When the runtime first asked for an event, or why its init failed.
-    init: watch::Sender<Option<std::result::Result<Instant, String>>>,
+    /// When the runtime first asked for an event ([`monotonic`]), or why its init failed.
+    init: watch::Sender<Option<std::result::Result<Duration, String>>>,
     events: Mutex<mpsc::Receiver<Invocation>>,
     waiting: Mutex<HashMap<String, oneshot::Sender<Outcome>>>,
     closed: AtomicBool,
@@ -71,7 +74,7 @@ impl RuntimeApi {
         Ok(Self { address: address.to_string(), server, shared, events, next_id: AtomicU64::new(0) })
     }
 
-    async fn first_poll(&self, timeout: Duration) -> Result<Instant> {
+    async fn first_poll(&self, timeout: Duration) -> Result<Duration> {
         let mut init = self.shared.init.subscribe();
         let polled = tokio::time::timeout(timeout, init.wait_for(Option::is_some))
             .await
@@ -121,7 +124,7 @@ fn serve(shared: &Shared, mut request: tiny_http::Request) {
             shared.init.send_if_modified(|init| {
                 let first = init.is_none();
                 if first {
-                    *init = Some(Ok(Instant::now()));
+                    *init = Some(Ok(monotonic()));
                 }
                 first
             });
@@ -191,7 +194,8 @@ pub struct LambdaProcess {
     pub name: String,
     api: RuntimeApi,
     child: ManagedChild,
-    started: Instant,
+    /// When the binary was exec'd ([`monotonic`]).
+    started: Duration,
 }
 
 impl LambdaProcess {
@@ -202,7 +206,22 @@ impl LambdaProcess {
             bail!("{} is missing: build the release binaries first (make bench does)", binary.display());
         }
         let api = RuntimeApi::start(name)?;
-        let mut command = Command::new(binary);
+        // Started through `exec-timed`, which reads the time just before it execs the binary and
+        // sends it up a pipe (see src/bin/exec-timed.rs for why the benchmark cannot time it).
+        let (clock, clock_in_child) = pipe()?;
+        let fd = clock_in_child.as_raw_fd();
+        let mut command = Command::new(exec_timed()?);
+        command.arg(fd.to_string()).arg(binary);
+        // SAFETY: fcntl is async-signal-safe. The write end stays open across this exec only.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::fcntl(fd, libc::F_SETFD, 0) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
         command.env_clear().envs(env.iter().map(|(k, v)| (k, v))).envs([
             ("AWS_LAMBDA_RUNTIME_API", api.address.as_str()),
             ("AWS_LAMBDA_FUNCTION_NAME", name),
@@ -212,15 +231,18 @@ impl LambdaProcess {
             ("AWS_LAMBDA_LOG_STREAM_NAME", "bench"),
         ]);
         let child = ManagedChild::spawn(name, command, Some(log)).with_context(|| format!("starting {name}"))?;
-        // Spawning returns once the binary has been exec'd: from here on the time is the
-        // function's (the fork before it is the benchmark's and grows with its own size).
-        let started = Instant::now();
-        Ok(Self { name: name.to_owned(), api, child, started })
+        drop(clock_in_child);
+        let mut bytes = [0u8; 12];
+        std::fs::File::from(clock).read_exact(&mut bytes).with_context(|| format!("reading {name}'s start time"))?;
+        let secs = u64::from_le_bytes(bytes[..8].try_into()?);
+        let nanos = u32::from_le_bytes(bytes[8..].try_into()?);
+        Ok(Self { name: name.to_owned(), api, child, started: Duration::new(secs, nanos) })
     }
 
     /// From the process's exec to its first poll for an event: its init.
     pub async fn init_time(&self) -> Result<Duration> {
-        Ok(self.api.first_poll(Duration::from_secs(20)).await?.saturating_duration_since(self.started))
+        let polled = self.api.first_poll(Duration::from_secs(20)).await?;
+        polled.checked_sub(self.started).ok_or_else(|| anyhow!("{} polled before it was started", self.name))
     }
 
     /// Delivers `event` and returns the function's response.
@@ -242,4 +264,32 @@ impl LambdaProcess {
     pub fn stop(mut self) {
         self.child.stop();
     }
+}
+
+/// The `exec-timed` binary built beside the benchmark.
+fn exec_timed() -> Result<std::path::PathBuf> {
+    let path = std::env::current_exe()?.with_file_name("exec-timed");
+    if !path.exists() {
+        bail!("{} is missing: make bench builds it", path.display());
+    }
+    Ok(path)
+}
+
+/// `CLOCK_MONOTONIC`, the clock `exec-timed` reads too.
+fn monotonic() -> Duration {
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `now` is a valid timespec to write; CLOCK_MONOTONIC always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
+}
+
+/// A pipe (read end, write end), both closed on exec.
+fn pipe() -> Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("creating a pipe");
+    }
+    // SAFETY: pipe2 succeeded, so both are open descriptors that nothing else owns.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }

@@ -324,7 +324,8 @@ page cache), in turns, under a minimal Lambda Runtime API served by the benchmar
 environment with the runtime's variables and the function's configuration from the template,
 timed from the moment the process has been exec'd to its first
 `GET /2018-06-01/runtime/invocation/next`. `hello` is a hello-world `lambda_runtime` echo
-function (`bench/hello`) built with the same release profile and link.
+function (`bench/hello`) built with the same release profile and link, on the same single-threaded
+Tokio runtime.
 
 {init}
 What a function does at start beyond hello-world (`shared/src/config.rs`, `functions/*/src/main.rs`):
@@ -338,7 +339,7 @@ and builds a throwaway connector per service client, which made an init of 6.8â€
 hello) on this machine before. Timed inside `main` on this machine, that work is about 0.3 ms,
 half of it the SDK's endpoint partitions, which the DynamoDB client parses when it is created.
 
-Three build choices keep the rest down, and `hello` is built with the same three. The
+Three choices keep the rest down, and `hello` makes the same three. The
 binaries are linked at a fixed address (non-PIE, `functions/link.rs`): position-independent,
 intake's ~26,000 relocations had the dynamic loader copy and write about 100 pages at every
 start, and its init was 0.4â€“0.5 ms longer (2.1 ms against 1.6 ms for the same code). Trace-level
