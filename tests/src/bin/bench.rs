@@ -100,14 +100,15 @@ async fn measure(
 }
 
 /// The init times, once the local stack has stopped: a cold start is timed on an idle machine,
-/// as a Lambda sandbox runs one function alone, and in the deployed configuration (the template
-/// leaves POLICY_FILE unset, so the embedded policy is read at start; the lifecycles run with a
-/// policy file of roomy limits). The functions make no request at start, so the stopped
-/// emulator's address in their environment is never used.
+/// as a Lambda sandbox runs one function alone, and in the deployed configuration. The template
+/// sets neither `AWS_ENDPOINT_URL` (the local emulator's address: the SDK parses it at start)
+/// nor `POLICY_FILE` (the embedded policy is read at start; the lifecycles run with a policy
+/// file of roomy limits).
 async fn measure_init(function_env: &[(String, String)], binaries: &[&str]) -> Result<BTreeMap<String, Vec<Duration>>> {
     progress(&format!("cold start: {INIT_RUNS} starts of each binary under a minimal Lambda Runtime API"));
+    let local_only = ["AWS_ENDPOINT_URL", vars::POLICY_FILE];
     let deployed: Vec<(String, String)> =
-        function_env.iter().filter(|(name, _)| name != vars::POLICY_FILE).cloned().collect();
+        function_env.iter().filter(|(name, _)| !local_only.contains(&name.as_str())).cloned().collect();
     footprint::init_times(binaries, &deployed, INIT_RUNS).await
 }
 
@@ -334,8 +335,8 @@ machine described. Run it again to refresh the file. Targets are marked PASS or 
 Each release binary is started {INIT_RUNS} times (after one unmeasured start that puts it in the
 page cache), in turns, under a minimal Lambda Runtime API served by the benchmark, once the
 local stack has stopped (a Lambda sandbox runs one function alone): a clean environment with the
-runtime's variables and the function's configuration from the template (the embedded policy,
-as deployed), timed from the exec of the binary (read by `exec-timed`, a small program that
+runtime's variables and the function's configuration from the template (as deployed: the
+embedded policy, and no `AWS_ENDPOINT_URL`), timed from the exec of the binary (read by `exec-timed`, a small program that
 reads the clock and execs it) to its first `GET /2018-06-01/runtime/invocation/next`. `hello` is a hello-world `lambda_runtime` echo
 function (`bench/hello`) built with the same release profile and link, on the same single-threaded
 Tokio runtime.
@@ -363,7 +364,7 @@ single-threaded Tokio runtime, as Lambda gives an instance one event at a time.
 What is left over hello, timed inside `main` and counted with `perf` on a build with symbols:
 the DynamoDB client, about 0.25 ms, of which about 0.15 ms is the SDK parsing its endpoint
 partitions and compiling their regular expressions, which it does when the first client is
-created; the SDK's configuration loader, about 0.1 ms; and the code of a 12 MB binary faulted in
+created; the SDK's configuration loader, under 0.1 ms; and the code of a 12 MB binary faulted in
 as it first runs (about 75 faults of 64 KB each before the first poll, against hello's 14).
 Creating the DynamoDB client on the first event instead would lower this figure without
 shortening a cold start, whose first event needs it. Between runs on this shared 2-core
