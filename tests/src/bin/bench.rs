@@ -350,8 +350,7 @@ other service clients (SQS, SES, Scheduler) are created on first use (`shared/sr
 SDK's HTTPS client trusts compiled-in Amazon roots and builds its TLS connector for the first
 request: the SDK's default reads and parses every certificate of the system's store at start
 and builds a throwaway connector per service client, which made an init of 6.8–8.0 ms (5.5–6.5×
-hello) on this machine before. Timed inside `main` on this machine, that work is about 0.3 ms,
-half of it the SDK's endpoint partitions, which the DynamoDB client parses when it is created.
+hello) on this machine before. What that work still costs is itemized below.
 
 Three choices keep the rest down, and `hello` makes the same three. The
 binaries are linked at a fixed address (non-PIE, `functions/link.rs`): position-independent,
