@@ -148,13 +148,13 @@ impl Config {
     /// function that applies the policy reads it at start, so a bad file stops it there (the
     /// approval function does not apply it and does not parse it).
     pub fn policy(&self) -> Result<Policy, ConfigError> {
-        match std::env::var(vars::POLICY_FILE) {
-            Ok(path) if !path.is_empty() => {
+        match optional(vars::POLICY_FILE) {
+            Some(path) => {
                 let text = std::fs::read_to_string(&path)
                     .map_err(|e| ConfigError::PolicyFile { path: path.clone(), error: e.to_string() })?;
                 Ok(Policy::parse_toml(&text)?)
             }
-            _ => Ok(Policy::default_policy()),
+            None => Ok(Policy::default_policy()),
         }
     }
 

@@ -206,20 +206,21 @@ pub struct Subject<'a> {
 impl Policy {
     pub fn default_policy() -> Self {
         // The embedded default is checked by a unit test, so this cannot fail in a build that passed.
-        let policy: Result<Policy, PolicyError> = serde_json::from_str(DEFAULT_POLICY_JSON)
-            .map_err(|e| PolicyError(e.to_string()))
-            .and_then(|policy: Policy| policy.check().map(|()| policy));
-        policy.unwrap_or_else(|e| panic!("embedded infra/policy.toml: {e}"))
+        Self::checked(serde_json::from_str(DEFAULT_POLICY_JSON))
+            .unwrap_or_else(|e| panic!("embedded infra/policy.toml: {e}"))
     }
 
     pub fn parse_toml(text: &str) -> Result<Self, PolicyError> {
-        let policy: Policy = toml::from_str(text).map_err(|e| PolicyError(e.to_string()))?;
-        policy.check()?;
-        Ok(policy)
+        Self::checked(toml::from_str(text))
     }
 
     pub fn parse_json(value: serde_json::Value) -> Result<Self, PolicyError> {
-        let policy: Policy = serde_json::from_value(value).map_err(|e| PolicyError(e.to_string()))?;
+        Self::checked(serde_json::from_value(value))
+    }
+
+    /// A parsed policy, if it parsed and passes [`Policy::check`].
+    fn checked<E: std::fmt::Display>(parsed: Result<Self, E>) -> Result<Self, PolicyError> {
+        let policy = parsed.map_err(|e| PolicyError(e.to_string()))?;
         policy.check()?;
         Ok(policy)
     }

@@ -17,6 +17,22 @@ pub mod template;
 
 use std::path::PathBuf;
 
+/// Human-readable logs of the local tools on `writer`, filtered by `RUST_LOG` as the functions'
+/// logs are (`default` when it is unset; a value that does not parse is reported).
+pub fn init_logs<W>(default: tracing::Level, writer: W)
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    use tracing_subscriber::{layer::SubscriberExt, util::SubscriberInitExt, Layer};
+    let (filter, refused) = actiongate::telemetry::log_filter(default);
+    tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer().with_writer(writer).with_filter(filter))
+        .init();
+    if let Some(reason) = refused {
+        tracing::warn!("{reason}");
+    }
+}
+
 /// The repository root (where `Cargo.toml`, `infra/` and `.venv/` are).
 pub fn workspace_root() -> PathBuf {
     match std::env::var_os("ACTIONGATE_ROOT") {

@@ -972,10 +972,8 @@ impl Store {
             .collect())
     }
 
-    /// Runs a transaction whose only expected failure is a condition: any cancelled item means
-    /// someone else changed something first.
-    /// One TransactWriteItems, tried again (up to 4 times, after 10–20, 20–40, 40–80, 80–160 ms) while it
-    /// is cancelled only by conflicts with other transactions.
+    /// One TransactWriteItems, tried again (up to 4 times, after 10–20, 20–40, 40–80, 80–160 ms)
+    /// while it is cancelled only by conflicts with other transactions.
     async fn transact(
         &self,
         items: Vec<TransactWriteItem>,
@@ -999,6 +997,8 @@ impl Store {
         }
     }
 
+    /// Runs a transaction whose only expected failure is a condition: any cancelled item means
+    /// someone else changed something first.
     async fn conditional_transaction(&self, items: Vec<TransactWriteItem>) -> Result<(), TransitionError> {
         match self.transact(items).await {
             Ok(_) => Ok(()),
@@ -1203,7 +1203,6 @@ fn action_from_item(item: &Item) -> Result<Action, StoreError> {
     serde_json::from_str(doc).map_err(|e| StoreError::Corrupt(format!("action doc: {e}")))
 }
 
-/// Indexes of the transaction items whose condition failed, if the transaction was cancelled.
 /// Whether a transaction was cancelled only because another one held one of its items
 /// (`TransactionConflict`; DynamoDB applied nothing): worth trying again at once, unlike a
 /// failed condition. Hot items (the day's outcome counters, the circuit breaker) meet this
@@ -1223,6 +1222,7 @@ fn conflict_codes(codes: &[&str]) -> bool {
     codes.contains(&"TransactionConflict") && codes.iter().all(|c| matches!(*c, "None" | "TransactionConflict"))
 }
 
+/// Indexes of the transaction items whose condition failed, if the transaction was cancelled.
 fn cancelled_indexes<R>(err: &SdkError<TransactWriteItemsError, R>) -> Vec<usize> {
     match err.as_service_error() {
         Some(TransactWriteItemsError::TransactionCanceledException(e)) => e
@@ -1259,6 +1259,7 @@ fn decode_cursor(cursor: &str, expected: &[&str], partition_attr: &str, partitio
 
 #[cfg(test)]
 mod tests {
+    use super::*;
 
     #[test]
     fn only_a_cancellation_by_conflicts_is_tried_again() {
@@ -1270,8 +1271,6 @@ mod tests {
         );
         assert!(!conflict_codes(&["ValidationError"]));
     }
-
-    use super::*;
 
     #[test]
     fn cursor_round_trips_and_is_bound_to_its_partition() {

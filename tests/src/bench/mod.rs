@@ -7,6 +7,7 @@
 //! [`lifecycles`] drives the stack and prices what it counted with [`cost`].
 
 pub mod cost;
+pub mod exec_clock;
 pub mod footprint;
 pub mod lifecycles;
 pub mod proxy;

@@ -3,6 +3,7 @@
 //! timed until its first poll for an event (its init), fed events one at a time, and its peak
 //! memory read.
 
+use super::exec_clock;
 use crate::process::ManagedChild;
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
@@ -33,7 +34,7 @@ struct Invocation {
 type Outcome = std::result::Result<Value, String>;
 
 struct Shared {
-    /// When the runtime first asked for an event ([`monotonic`]), or why its init failed.
+    /// When the runtime first asked for an event ([`exec_clock::now`]), or why its init failed.
     init: watch::Sender<Option<std::result::Result<Duration, String>>>,
     events: Mutex<mpsc::Receiver<Invocation>>,
     waiting: Mutex<HashMap<String, oneshot::Sender<Outcome>>>,
@@ -124,7 +125,7 @@ fn serve(shared: &Shared, mut request: tiny_http::Request) {
             shared.init.send_if_modified(|init| {
                 let first = init.is_none();
                 if first {
-                    *init = Some(Ok(monotonic()));
+                    *init = Some(Ok(exec_clock::now()));
                 }
                 first
             });
@@ -194,7 +195,7 @@ pub struct LambdaProcess {
     pub name: String,
     api: RuntimeApi,
     child: ManagedChild,
-    /// When the binary was exec'd ([`monotonic`]).
+    /// When the binary was exec'd ([`exec_clock::now`]).
     started: Duration,
 }
 
@@ -232,11 +233,9 @@ impl LambdaProcess {
         ]);
         let child = ManagedChild::spawn(name, command, Some(log)).with_context(|| format!("starting {name}"))?;
         drop(clock_in_child);
-        let mut bytes = [0u8; 12];
+        let mut bytes = [0u8; exec_clock::ENCODED];
         std::fs::File::from(clock).read_exact(&mut bytes).with_context(|| format!("reading {name}'s start time"))?;
-        let secs = u64::from_le_bytes(bytes[..8].try_into()?);
-        let nanos = u32::from_le_bytes(bytes[8..].try_into()?);
-        Ok(Self { name: name.to_owned(), api, child, started: Duration::new(secs, nanos) })
+        Ok(Self { name: name.to_owned(), api, child, started: exec_clock::decode(bytes) })
     }
 
     /// From the process's exec to its first poll for an event: its init.
@@ -273,14 +272,6 @@ fn exec_timed() -> Result<std::path::PathBuf> {
         bail!("{} is missing: make bench builds it", path.display());
     }
     Ok(path)
-}
-
-/// `CLOCK_MONOTONIC`, the clock `exec-timed` reads too.
-fn monotonic() -> Duration {
-    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: `now` is a valid timespec to write; CLOCK_MONOTONIC always exists on Linux.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
-    Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
 }
 
 /// A pipe (read end, write end), both closed on exec.

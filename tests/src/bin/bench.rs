@@ -34,14 +34,7 @@ struct Figures {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    use tracing_subscriber::{layer::SubscriberExt, util::SubscriberInitExt, Layer};
-    let (filter, refused) = actiongate::telemetry::log_filter(tracing::Level::WARN);
-    tracing_subscriber::registry()
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_filter(filter))
-        .init();
-    if let Some(reason) = refused {
-        tracing::warn!("{reason}");
-    }
+    actiongate_local::init_logs(tracing::Level::WARN, std::io::stderr);
     let binaries: Vec<&str> = std::iter::once(HELLO).chain(FUNCTIONS).collect();
     let files = footprint::binary_files(&binaries)?;
 

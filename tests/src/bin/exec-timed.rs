@@ -1,6 +1,5 @@
-//! `exec-timed FD PROGRAM`: writes the time (`CLOCK_MONOTONIC`, 8 bytes of seconds and 4 of
-//! nanoseconds, little-endian) to descriptor `FD`, closes it, and replaces itself with `PROGRAM`
-//! in the same environment.
+//! `exec-timed FD PROGRAM`: writes the time (`bench::exec_clock`) to descriptor `FD`, closes it,
+//! and replaces itself with `PROGRAM` in the same environment.
 //!
 //! The benchmark starts each function through it, so that a function's init is timed from the
 //! exec of its binary. Timed by the benchmark itself, the start would be either too late (the
@@ -9,6 +8,7 @@
 //! costs more than hello-world's whole init). This program is small, so its own exec is cheap,
 //! and it costs the same before every binary.
 
+use actiongate_local::bench::exec_clock;
 use std::os::unix::process::CommandExt;
 
 fn main() {
@@ -19,12 +19,7 @@ fn main() {
     let Some(fd) = fd.to_str().and_then(|f| f.parse::<i32>().ok()) else {
         fail("FD must be a descriptor number");
     };
-    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: `now` is a valid timespec to write.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
-    let mut bytes = [0u8; 12];
-    bytes[..8].copy_from_slice(&(now.tv_sec as u64).to_le_bytes());
-    bytes[8..].copy_from_slice(&(now.tv_nsec as u32).to_le_bytes());
+    let bytes = exec_clock::encode(exec_clock::now());
     // SAFETY: writing a local buffer to, then closing, the descriptor the caller passed.
     let written = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
     unsafe { libc::close(fd) };

@@ -20,12 +20,7 @@ fn port(var: &str, default: u16) -> anyhow::Result<u16> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    use tracing_subscriber::{layer::SubscriberExt, util::SubscriberInitExt, Layer};
-    let (filter, refused) = actiongate::telemetry::log_filter(tracing::Level::INFO);
-    tracing_subscriber::registry().with(tracing_subscriber::fmt::layer().with_filter(filter)).init();
-    if let Some(reason) = refused {
-        tracing::warn!("{reason}");
-    }
+    actiongate_local::init_logs(tracing::Level::INFO, std::io::stdout);
     let options = StackOptions {
         gateway_port: port("ACTIONGATE_PORT", 8080)?,
         emulator_port: port("ACTIONGATE_EMULATOR_PORT", 5000)?,

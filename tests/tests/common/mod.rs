@@ -183,7 +183,6 @@ pub async fn seed_labels(api: &Api, message: &str, labels: &[&str]) {
         .unwrap();
 }
 
-/// The host application stores `owner`'s Google token (any token works with the fakes).
 /// `PUT /admin/users/{user}/kyc` as `caller` (a bearer identity, e.g. `root:admin`).
 pub async fn set_kyc(api: &Api, caller: &str, user: &str, verified: bool) -> Reply {
     api.call(
@@ -196,6 +195,7 @@ pub async fn set_kyc(api: &Api, caller: &str, user: &str, verified: bool) -> Rep
     .await
 }
 
+/// The host application stores `owner`'s Google token (any token works with the fakes).
 pub async fn store_google_token(api: &Api, owner: &str) -> Reply {
     let admin = format!("{}:admin", someone("root"));
     api.call(
