@@ -2,6 +2,7 @@
 //! JSON formatter prints the current span's fields on every line, so every log line of an
 //! action's work carries its id.
 
+use std::time::{Duration, Instant};
 use tracing::Level;
 use tracing_subscriber::filter::{ParseError, Targets};
 use tracing_subscriber::layer::SubscriberExt;
@@ -64,6 +65,60 @@ pub fn log_filter(default: Level) -> (Targets, Option<String>) {
     }
 }
 
+/// The target of [`Startup`]'s event: `RUST_LOG=info,actiongate::startup=debug` turns it on.
+pub const STARTUP_TARGET: &str = "actiongate::startup";
+
+/// The message of [`Startup`]'s event.
+pub const STARTUP_MESSAGE: &str = "ready for events";
+
+/// The steps of a function's start and how long each took. When the function is ready for
+/// events, [`Startup::ready`] logs them as one debug event (target [`STARTUP_TARGET`], field
+/// `steps`, see [`parse_steps`]); `make bench` itemizes each function's init with it. Off, the
+/// event costs a level check.
+#[derive(Debug)]
+pub struct Startup {
+    last: Instant,
+    steps: Vec<(&'static str, Duration)>,
+}
+
+impl Startup {
+    /// Starts the clock; called first thing in `main`, so that setting up logging is timed too.
+    pub fn begin() -> Self {
+        Self { last: Instant::now(), steps: Vec::with_capacity(8) }
+    }
+
+    /// Records that `name` took the time since the previous step (or since [`Startup::begin`]).
+    pub fn step(&mut self, name: &'static str) {
+        let now = Instant::now();
+        self.steps.push((name, now.duration_since(self.last)));
+        self.last = now;
+    }
+
+    /// Logs the steps, when debug logging is on for [`STARTUP_TARGET`].
+    pub fn ready(self) {
+        if tracing::enabled!(target: STARTUP_TARGET, Level::DEBUG) {
+            tracing::debug!(target: STARTUP_TARGET, steps = %format_steps(&self.steps), "{STARTUP_MESSAGE}");
+        }
+    }
+}
+
+/// `name=µs` pairs, comma-separated: `logging=18,configuration=5`.
+fn format_steps(steps: &[(&str, Duration)]) -> String {
+    let pairs: Vec<String> = steps.iter().map(|(name, took)| format!("{name}={}", took.as_micros())).collect();
+    pairs.join(",")
+}
+
+/// The steps of a [`Startup`] event's `steps` field, in order; `None` if it is not one.
+pub fn parse_steps(field: &str) -> Option<Vec<(String, Duration)>> {
+    field
+        .split(',')
+        .map(|pair| {
+            let (name, micros) = pair.split_once('=')?;
+            Some((name.to_owned(), Duration::from_micros(micros.parse().ok()?)))
+        })
+        .collect()
+}
+
 fn parse_filter(value: &str) -> Result<Targets, ParseError> {
     value.trim().parse()
 }
@@ -89,6 +144,36 @@ mod tests {
         assert!(parse_filter("actiongate=loud").is_err());
         assert!(only(Level::INFO).would_enable("anything", &Level::INFO));
         assert!(!only(Level::INFO).would_enable("anything", &Level::DEBUG));
+    }
+
+    #[test]
+    fn startup_steps_are_written_as_the_benchmark_reads_them() {
+        let steps = [("logging", Duration::from_micros(18)), ("dynamodb_client", Duration::from_micros(1_250))];
+        let field = format_steps(&steps);
+        assert_eq!(field, "logging=18,dynamodb_client=1250");
+        let read = parse_steps(&field).unwrap();
+        assert_eq!(read, vec![("logging".to_owned(), steps[0].1), ("dynamodb_client".to_owned(), steps[1].1)]);
+        assert_eq!(parse_steps("logging=18,oops"), None);
+        assert_eq!(parse_steps("logging=fast"), None);
+        let filter = parse_filter("info,actiongate::startup=debug").unwrap();
+        assert!(filter.would_enable(STARTUP_TARGET, &Level::DEBUG));
+        assert!(!filter.would_enable("actiongate::store", &Level::DEBUG));
+    }
+
+    #[test]
+    fn steps_are_timed_from_the_start_one_after_another() {
+        let outside = Instant::now();
+        let mut startup = Startup::begin();
+        std::thread::sleep(Duration::from_millis(2));
+        startup.step("first");
+        std::thread::sleep(Duration::from_millis(1));
+        startup.step("second");
+        let elapsed = outside.elapsed();
+        let names: Vec<&str> = startup.steps.iter().map(|(name, _)| *name).collect();
+        assert_eq!(names, ["first", "second"]);
+        assert!(startup.steps[0].1 >= Duration::from_millis(2));
+        assert!(startup.steps[1].1 >= Duration::from_millis(1));
+        assert!(startup.steps[0].1 + startup.steps[1].1 <= elapsed, "each step is timed from the one before");
     }
 
     #[test]

@@ -5,18 +5,26 @@ use actiongate::approval::service::ApprovalService;
 use actiongate::config::{aws_config, Config};
 use actiongate::lazy::OnFirstUse;
 use actiongate::queue::WorkQueue;
-use actiongate::{telemetry, SystemClock};
+use actiongate::telemetry::{self, Startup};
+use actiongate::SystemClock;
 use lambda_http::{run, service_fn, Error, Request};
 use std::sync::Arc;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
+    let mut startup = Startup::begin();
     telemetry::init();
+    startup.step("logging");
     let config = Config::from_env()?;
+    startup.step("configuration");
     let aws = aws_config().await;
+    startup.step("sdk_config");
     let store = config.store(&aws);
+    startup.step("dynamodb_client");
     let queue = WorkQueue::new(OnFirstUse::aws(&aws, aws_sdk_sqs::Client::new), &config.work_queue_url);
     let service = Arc::new(ApprovalService::new(store, queue, Arc::new(SystemClock)));
+    startup.step("wiring");
+    startup.ready();
     run(service_fn(move |req: Request| {
         let service = Arc::clone(&service);
         async move { Ok::<_, Error>(service.handle(req).await) }

@@ -7,20 +7,28 @@ use actiongate::lazy::OnFirstUse;
 use actiongate::policy_source::PolicySource;
 use actiongate::queue::WorkQueue;
 use actiongate::scheduler::WakeUpScheduler;
-use actiongate::{telemetry, SystemClock};
+use actiongate::telemetry::{self, Startup};
+use actiongate::SystemClock;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
 use std::sync::Arc;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
+    let mut startup = Startup::begin();
     telemetry::init();
+    startup.step("logging");
     let config = Config::from_env()?;
     let exec = ExecutorConfig::from_env()?;
+    startup.step("configuration");
     let aws = aws_config().await;
+    startup.step("sdk_config");
     let store = config.store(&aws);
+    startup.step("dynamodb_client");
     let policy = Arc::new(PolicySource::new(store.clone(), config.policy()?, config.policy_cache));
+    startup.step("policy");
     let deps = Dependencies::from_config(&aws, &store, exec.handlers, policy)?;
+    startup.step("handlers");
     let scheduler = WakeUpScheduler::new(
         OnFirstUse::aws(&aws, aws_sdk_scheduler::Client::new),
         exec.schedule_group,
@@ -36,6 +44,8 @@ async fn main() -> Result<(), Error> {
         Arc::new(SystemClock),
         exec.fault_injection,
     ));
+    startup.step("wiring");
+    startup.ready();
     run(service_fn(move |event: LambdaEvent<SqsEvent>| {
         let service = Arc::clone(&service);
         async move {

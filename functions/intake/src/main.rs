@@ -7,27 +7,37 @@ use actiongate::lazy::OnFirstUse;
 use actiongate::mail::Mailer;
 use actiongate::policy_source::PolicySource;
 use actiongate::queue::WorkQueue;
-use actiongate::{telemetry, SystemClock};
+use actiongate::telemetry::{self, Startup};
+use actiongate::SystemClock;
 use lambda_http::{run, service_fn, Error, Request};
 use std::sync::Arc;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
+    let mut startup = Startup::begin();
     telemetry::init();
+    startup.step("logging");
     let config = Config::from_env()?;
     let mail = MailConfig::from_env()?;
+    startup.step("configuration");
     let aws = aws_config().await;
+    startup.step("sdk_config");
     let store = config.store(&aws);
+    startup.step("dynamodb_client");
+    let policy = config.policy()?;
+    startup.step("policy");
     let queue = WorkQueue::new(OnFirstUse::aws(&aws, aws_sdk_sqs::Client::new), &config.work_queue_url);
     let mailer = Mailer::new(OnFirstUse::aws(&aws, aws_sdk_sesv2::Client::new), mail.sender, mail.configuration_set);
     let approval_mail = ApprovalMail { mailer, public_base_url: mail.public_base_url };
     let service = Arc::new(IntakeService::new(
         store.clone(),
         queue,
-        Arc::new(PolicySource::new(store, config.policy()?, config.policy_cache)),
+        Arc::new(PolicySource::new(store, policy, config.policy_cache)),
         approval_mail,
         Arc::new(SystemClock),
     ));
+    startup.step("wiring");
+    startup.ready();
     run(service_fn(move |req: Request| {
         let service = Arc::clone(&service);
         async move { Ok::<_, Error>(service.handle(req).await) }

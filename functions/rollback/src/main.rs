@@ -5,7 +5,8 @@ use actiongate::config::{aws_config, Config, HandlerConfig};
 use actiongate::handlers::{Dependencies, Registry};
 use actiongate::policy_source::PolicySource;
 use actiongate::rollback::RollbackService;
-use actiongate::{api, telemetry, SystemClock};
+use actiongate::telemetry::{self, Startup};
+use actiongate::{api, SystemClock};
 use lambda_http::request::LambdaRequest;
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
 use serde_json::Value;
@@ -13,13 +14,23 @@ use std::sync::Arc;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
+    let mut startup = Startup::begin();
     telemetry::init();
+    startup.step("logging");
     let config = Config::from_env()?;
+    let handlers = HandlerConfig::from_env()?;
+    startup.step("configuration");
     let aws = aws_config().await;
+    startup.step("sdk_config");
     let store = config.store(&aws);
+    startup.step("dynamodb_client");
     let policy = Arc::new(PolicySource::new(store.clone(), config.policy()?, config.policy_cache));
-    let deps = Dependencies::from_config(&aws, &store, HandlerConfig::from_env()?, policy)?;
+    startup.step("policy");
+    let deps = Dependencies::from_config(&aws, &store, handlers, policy)?;
+    startup.step("handlers");
     let service = Arc::new(RollbackService::new(store, Registry::standard(), deps, Arc::new(SystemClock)));
+    startup.step("wiring");
+    startup.ready();
     run(service_fn(move |event: LambdaEvent<Value>| {
         let service = Arc::clone(&service);
         async move {

@@ -8,30 +8,40 @@ use actiongate::mail::Mailer;
 use actiongate::policy_source::PolicySource;
 use actiongate::queue::WorkQueue;
 use actiongate::sweep::SweepService;
-use actiongate::{telemetry, SystemClock};
+use actiongate::telemetry::{self, Startup};
+use actiongate::SystemClock;
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
 use serde_json::Value;
 use std::sync::Arc;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
+    let mut startup = Startup::begin();
     telemetry::init();
+    startup.step("logging");
     let config = Config::from_env()?;
     let mail = MailConfig::from_env()?;
+    startup.step("configuration");
     let aws = aws_config().await;
+    startup.step("sdk_config");
     let store = config.store(&aws);
+    startup.step("dynamodb_client");
+    let policy = config.policy()?;
+    startup.step("policy");
     let queue = WorkQueue::new(OnFirstUse::aws(&aws, aws_sdk_sqs::Client::new), &config.work_queue_url);
     let service = Arc::new(SweepService::new(
         store.clone(),
         queue,
         Registry::standard(),
-        Arc::new(PolicySource::new(store, config.policy()?, config.policy_cache)),
+        Arc::new(PolicySource::new(store, policy, config.policy_cache)),
         Some(ApprovalMail {
             mailer: Mailer::new(OnFirstUse::aws(&aws, aws_sdk_sesv2::Client::new), mail.sender, mail.configuration_set),
             public_base_url: mail.public_base_url,
         }),
         Arc::new(SystemClock),
     ));
+    startup.step("wiring");
+    startup.ready();
     run(service_fn(move |event: LambdaEvent<Value>| {
         let service = Arc::clone(&service);
         async move {

@@ -2,11 +2,12 @@
 //! baseline, peak memory while it handles a batch of ten events, and its size.
 
 use super::runtime_api::LambdaProcess;
-use super::APPROVER;
+use super::{APPROVER, HELLO};
 use crate::gateway::{self, Incoming};
 use crate::pump;
 use crate::stack::LocalStack;
 use crate::template::Route;
+use actiongate::telemetry::{parse_steps, STARTUP_MESSAGE, STARTUP_TARGET};
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -85,6 +86,71 @@ pub async fn init_times(
         }
     }
     Ok(times)
+}
+
+/// One start, itemized: its init time and the steps of the function's setup in `main`, as the
+/// function timed them (`actiongate::telemetry::Startup`; none for hello).
+#[derive(Debug, Clone)]
+pub struct ItemizedStart {
+    pub init: Duration,
+    pub steps: Vec<(String, Duration)>,
+}
+
+impl ItemizedStart {
+    /// What the function's own timing does not cover: the exec, the dynamic loader, the Rust and
+    /// Tokio start, the runtime client's first poll, and the logging of the steps.
+    pub fn outside_setup(&self) -> Duration {
+        self.init.saturating_sub(self.steps.iter().map(|(_, took)| *took).sum())
+    }
+}
+
+/// `runs` starts of each binary (in turns, as [`init_times`]) with the functions' startup event
+/// turned on (`RUST_LOG` gains `actiongate::startup=debug`), each read back from its log. These
+/// are separate from the starts [`init_times`] times, which log nothing at start.
+pub async fn itemized_starts(
+    binaries: &[&str],
+    env: &[(String, String)],
+    runs: usize,
+) -> Result<BTreeMap<String, Vec<ItemizedStart>>> {
+    let level = env.iter().find(|(name, _)| name == "RUST_LOG").map_or("info", |(_, value)| value.as_str());
+    let mut env = env.to_vec();
+    env.retain(|(name, _)| name != "RUST_LOG");
+    env.push(("RUST_LOG".into(), format!("{level},{STARTUP_TARGET}=debug")));
+    let mut starts: BTreeMap<String, Vec<ItemizedStart>> = BTreeMap::new();
+    for round in 0..=runs {
+        for &binary in binaries {
+            let log = crate::workspace_root().join(format!(".local/bench-startup-{binary}.log"));
+            match std::fs::remove_file(&log) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+                _ => {}
+            }
+            let process = LambdaProcess::start(&release_binary(binary), binary, &env, &log)?;
+            let init = process.init_time().await.with_context(|| format!("{binary} (log: {})", log.display()));
+            process.stop();
+            let init = init?;
+            let steps = startup_steps(&std::fs::read_to_string(&log).unwrap_or_default());
+            if binary != HELLO && steps.is_none() {
+                bail!("{binary} logged no startup steps (log: {})", log.display());
+            }
+            if round > 0 {
+                starts
+                    .entry(binary.to_owned())
+                    .or_default()
+                    .push(ItemizedStart { init, steps: steps.unwrap_or_default() });
+            }
+        }
+    }
+    Ok(starts)
+}
+
+/// The steps of the startup event in a function's JSON log.
+fn startup_steps(log: &str) -> Option<Vec<(String, Duration)>> {
+    log.lines().filter_map(|line| serde_json::from_str::<Value>(line).ok()).find_map(|event| {
+        match (event["message"].as_str(), event["steps"].as_str()) {
+            (Some(STARTUP_MESSAGE), Some(steps)) => parse_steps(steps),
+            _ => None,
+        }
+    })
 }
 
 /// Peak resident memory (KiB) of each function while it handles a batch of ten events, on the
@@ -239,5 +305,24 @@ mod tests {
         assert_eq!(elf_is_pie(&header(1, [2, 0])[..10]), None, "truncated");
         let this = std::fs::read(std::env::current_exe().unwrap()).unwrap();
         assert!(elf_is_pie(&this).is_some(), "the test binary is an executable");
+    }
+
+    #[test]
+    fn the_startup_event_is_found_among_the_log_lines() {
+        let log = concat!(
+            "not json\n",
+            r#"{"timestamp":"2026-11-22T02:00:00Z","level":"INFO","message":"something else"}"#,
+            "\n",
+            r#"{"timestamp":"2026-11-22T02:00:00Z","level":"DEBUG","steps":"logging=18,dynamodb_client=170","message":"ready for events"}"#,
+            "\n"
+        );
+        let steps = startup_steps(log).unwrap();
+        assert_eq!(
+            steps,
+            vec![("logging".into(), Duration::from_micros(18)), ("dynamodb_client".into(), Duration::from_micros(170))]
+        );
+        assert_eq!(startup_steps("{\"message\":\"request handled\"}\n"), None);
+        let start = ItemizedStart { init: Duration::from_micros(1000), steps };
+        assert_eq!(start.outside_setup(), Duration::from_micros(812));
     }
 }

@@ -16,6 +16,11 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 const INIT_RUNS: usize = 100;
+/// Starts of each binary with the functions' startup steps logged (table 1b).
+const ITEMIZED_RUNS: usize = 30;
+/// The steps a function times in `main` (`actiongate::telemetry::Startup`), in their order.
+const STARTUP_STEPS: [&str; 7] =
+    ["logging", "configuration", "sdk_config", "dynamodb_client", "policy", "handlers", "wiring"];
 const LIFECYCLE_RUNS: usize = 3;
 const THROUGHPUT_ACTIONS: usize = 100;
 /// Requests in flight at once in the throughput runs.
@@ -27,6 +32,7 @@ const MEMORY_TARGET_MIB: f64 = 40.0;
 struct Figures {
     files: BTreeMap<String, footprint::BinaryFile>,
     init: BTreeMap<String, Vec<Duration>>,
+    itemized: BTreeMap<String, Vec<footprint::ItemizedStart>>,
     memory: BTreeMap<String, u64>,
     lifecycles: Vec<Measured>,
     throughput: Throughput,
@@ -61,7 +67,7 @@ async fn main() -> Result<()> {
     let function_env = stack.function_env.clone();
     stack.stop();
     let mut figures = figures?;
-    figures.init = measure_init(&function_env, &binaries).await?;
+    (figures.init, figures.itemized) = measure_init(&function_env, &binaries).await?;
 
     let tables = tables(&figures);
     println!();
@@ -89,7 +95,7 @@ async fn measure(
     }
     progress(&format!("throughput: {THROUGHPUT_ACTIONS} tier-1 actions, {CONCURRENCY} at a time"));
     let throughput = Driver::new(stack, proxy, "throughput").await?.throughput(THROUGHPUT_ACTIONS, CONCURRENCY).await?;
-    Ok(Figures { files, init: BTreeMap::new(), memory, lifecycles, throughput })
+    Ok(Figures { files, init: BTreeMap::new(), itemized: BTreeMap::new(), memory, lifecycles, throughput })
 }
 
 /// The init times, once the local stack has stopped: a cold start is timed on an idle machine,
@@ -97,13 +103,18 @@ async fn measure(
 /// sets neither `AWS_ENDPOINT_URL` (the local emulator's address: the SDK parses it at start)
 /// nor `POLICY_FILE` (the embedded policy is read at start; the lifecycles run with a policy
 /// file of roomy limits).
-async fn measure_init(function_env: &[(String, String)], binaries: &[&str]) -> Result<BTreeMap<String, Vec<Duration>>> {
+async fn measure_init(function_env: &[(String, String)], binaries: &[&str]) -> Result<(Init, Itemized)> {
     progress(&format!("cold start: {INIT_RUNS} starts of each binary under a minimal Lambda Runtime API"));
     let local_only = ["AWS_ENDPOINT_URL", vars::POLICY_FILE];
     let deployed: Vec<(String, String)> =
         function_env.iter().filter(|(name, _)| !local_only.contains(&name.as_str())).cloned().collect();
-    footprint::init_times(binaries, &deployed, INIT_RUNS).await
+    let init = footprint::init_times(binaries, &deployed, INIT_RUNS).await?;
+    progress(&format!("cold start itemized: {ITEMIZED_RUNS} starts of each binary logging its startup steps"));
+    Ok((init, footprint::itemized_starts(binaries, &deployed, ITEMIZED_RUNS).await?))
 }
+
+type Init = BTreeMap<String, Vec<Duration>>;
+type Itemized = BTreeMap<String, Vec<footprint::ItemizedStart>>;
 
 fn progress(what: &str) {
     eprintln!("bench: {what}…");
@@ -113,6 +124,27 @@ fn median(samples: &[Duration]) -> Duration {
     let mut sorted = samples.to_vec();
     sorted.sort();
     sorted.get(sorted.len() / 2).copied().unwrap_or_default()
+}
+
+/// The middle half (25th to 75th percentile) of each start's ratio to hello's start of the
+/// same round: how far apart the two can be told on this machine.
+fn paired_ratio_spread(samples: &[Duration], hello: &[Duration]) -> String {
+    let mut ratios: Vec<f64> = samples
+        .iter()
+        .zip(hello)
+        .filter(|(_, h)| !h.is_zero())
+        .map(|(s, h)| s.as_secs_f64() / h.as_secs_f64())
+        .collect();
+    if ratios.is_empty() {
+        return String::new();
+    }
+    ratios.sort_by(f64::total_cmp);
+    let at = |q: f64| ratios[((ratios.len() - 1) as f64 * q).round() as usize];
+    format!("{:.2}–{:.2}", at(0.25), at(0.75))
+}
+
+fn micros(d: Duration) -> String {
+    format!("{}", d.as_micros())
 }
 
 fn ms(d: Duration) -> String {
@@ -141,8 +173,17 @@ fn tables(f: &Figures) -> Vec<Table> {
     let hello_init = f.init.get(HELLO).map(|s| median(s)).unwrap_or_default();
     let mut init = Table::new(
         &format!("1. Init time under the Lambda Runtime API (median of {INIT_RUNS} cold starts, release x86_64)"),
-        &["binary", "median ms", "min ms", "max ms", "× hello", &format!("target ≤ {INIT_TARGET}×")],
+        &[
+            "binary",
+            "median ms",
+            "min ms",
+            "max ms",
+            "× hello",
+            "per round p25–p75",
+            &format!("target ≤ {INIT_TARGET}×"),
+        ],
     );
+    let hello_samples = f.init.get(HELLO).cloned().unwrap_or_default();
     for label in binaries.iter().copied() {
         let samples = f.init.get(label).cloned().unwrap_or_default();
         let ratio = median(&samples).as_secs_f64() / hello_init.as_secs_f64().max(1e-9);
@@ -153,10 +194,38 @@ fn tables(f: &Figures) -> Vec<Table> {
             ms(samples.iter().max().copied().unwrap_or_default()),
             format!("{ratio:.2}"),
             match label {
+                HELLO => String::new(),
+                _ => paired_ratio_spread(&samples, &hello_samples),
+            },
+            match label {
                 HELLO => "baseline".to_owned(),
                 _ => mark(ratio, INIT_TARGET),
             },
         ]);
+    }
+
+    let steps: Vec<String> = STARTUP_STEPS.iter().map(|step| format!("{step} µs")).collect();
+    let headers: Vec<&str> =
+        ["binary", "init µs", "outside setup µs"].into_iter().chain(steps.iter().map(String::as_str)).collect();
+    let mut itemized = Table::new(
+        &format!("1b. Where init goes (median µs of {ITEMIZED_RUNS} more starts; each function times the steps of its setup in main)"),
+        &headers,
+    );
+    for label in binaries.iter().copied() {
+        let starts = f.itemized.get(label).map(Vec::as_slice).unwrap_or_default();
+        let column = |pick: &dyn Fn(&footprint::ItemizedStart) -> Option<Duration>| {
+            let samples: Vec<Duration> = starts.iter().filter_map(pick).collect();
+            if samples.is_empty() {
+                String::new()
+            } else {
+                micros(median(&samples))
+            }
+        };
+        let mut row = vec![label.to_owned(), column(&|s| Some(s.init)), column(&|s| Some(s.outside_setup()))];
+        for step in STARTUP_STEPS {
+            row.push(column(&|s| s.steps.iter().find(|(name, _)| name == step).map(|(_, took)| *took)));
+        }
+        itemized.row(row);
     }
 
     let mut requests = Table::new(
@@ -303,7 +372,7 @@ fn tables(f: &Figures) -> Vec<Table> {
     for (k, v) in report::machine() {
         machine.row(vec![k.to_owned(), v]);
     }
-    vec![machine, init, requests, billable, costs, operations, throughput, memory, sizes, prices]
+    vec![machine, init, itemized, requests, billable, costs, operations, throughput, memory, sizes, prices]
 }
 
 /// `BENCHMARKS.md`: the tables of this run between the explanations that do not change.
@@ -353,15 +422,26 @@ log events are compiled out of release builds (hyper, h2, rustls and the SDK log
 that level): 1.2 MB less code and 5,500 fewer relocations. And each function runs a
 single-threaded Tokio runtime, as Lambda gives an instance one event at a time.
 
-What is left over hello, timed inside `main` and counted with `perf` on a build with symbols:
-the DynamoDB client, about 0.25 ms, of which about 0.15 ms is the SDK parsing its endpoint
-partitions and compiling their regular expressions, which it does when the first client is
-created; the SDK's configuration loader, under 0.1 ms; and the code of a 12 MB binary faulted in
-as it first runs (about 75 faults of 64 KB each before the first poll, against hello's 14).
-Creating the DynamoDB client on the first event instead would lower this figure without
-shortening a cold start, whose first event needs it. Between runs on this shared 2-core
-machine, hello's median moves between 0.9 and 1.3 ms and the ratios by about ±0.1.
+*Per round p25–p75* is the middle half of each start's ratio to hello's start of the same round:
+between runs on this shared 2-core machine hello's median moves between 0.9 and 1.3 ms and the
+ratios by about ±0.1, so a median within that of the target is not told apart from it.
 
+Table 1b itemizes what is left over hello, from {ITEMIZED_RUNS} more starts of each binary in which
+the function logs how long each step of its setup in `main` took (`Startup` in
+`shared/src/telemetry.rs`; the event is on with `RUST_LOG=…,actiongate::startup=debug`, off
+in the starts of table 1). *Outside setup* is the rest of the init: the exec, the dynamic loader,
+the Rust and Tokio start, the runtime client's first poll (hello's whole init is this), the
+logging of the event, and the code of a 12 MB binary being faulted in as it first runs. The steps:
+`logging` sets up JSON logs; `configuration` reads the environment; `sdk_config` is the AWS SDK's
+configuration loader; `dynamodb_client` creates the DynamoDB client, most of which is the SDK
+parsing its table of endpoint partitions and compiling their regular expressions, once per
+process when its first client is created (a second client, timed once outside the benchmark,
+costs about a sixth as much); `policy` reads the embedded policy; `handlers` builds the
+executor's and rollback's HTTP clients (webhooks, Google APIs); `wiring` is the rest. Creating
+the DynamoDB client on the first event instead would lower the init without shortening a cold
+start, whose first event needs it; what is left is mostly the SDK's.
+
+{itemized}
 ## 2. AWS requests and cost per lifecycle
 
 The functions run under `cargo lambda watch --release` on the local stack; their
@@ -438,6 +518,7 @@ profile; these are the x86_64 builds of the machine above.
 {prices}",
         machine = table("Machine"),
         init = table("1."),
+        itemized = table("1b."),
         requests = table("2a."),
         billable = table("2b."),
         costs = table("2c."),
