@@ -424,7 +424,11 @@ single-threaded Tokio runtime, as Lambda gives an instance one event at a time.
 
 *Per round p25–p75* is the middle half of each start's ratio to hello's start of the same round:
 between runs on this shared 2-core machine hello's median moves between 0.9 and 1.3 ms and the
-ratios by about ±0.1, so a median within that of the target is not told apart from it.
+ratios by about ±0.1, so a median within that of the target is not told apart from it. Builds
+move it too: where the linker happens to put the code a start runs decides how many pages of it
+fault in. Two builds of intake one dependency feature apart (the second without aws-config's SSO
+providers, which its start does not run) started in 1.31 and 1.41 ms, interleaved in one run,
+with 58 and 71 page faults in the binary's code; every step of its setup was slower in the second.
 
 Table 1b itemizes what is left over hello, from {ITEMIZED_RUNS} more starts of each binary in which
 the function logs how long each step of its setup in `main` took (`Startup` in
