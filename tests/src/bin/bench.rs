@@ -18,9 +18,6 @@ use std::time::Duration;
 const INIT_RUNS: usize = 100;
 /// Starts of each binary with the functions' startup steps logged (table 1b).
 const ITEMIZED_RUNS: usize = 30;
-/// The steps a function times in `main` (`actiongate::telemetry::Startup`), in their order.
-const STARTUP_STEPS: [&str; 7] =
-    ["logging", "configuration", "sdk_config", "dynamodb_client", "policy", "handlers", "wiring"];
 const LIFECYCLE_RUNS: usize = 3;
 const THROUGHPUT_ACTIONS: usize = 100;
 /// Requests in flight at once in the throughput runs.
@@ -143,6 +140,25 @@ fn paired_ratio_spread(samples: &[Duration], hello: &[Duration]) -> String {
     format!("{:.2}–{:.2}", at(0.25), at(0.75))
 }
 
+/// Every step the functions timed, in the order they log them: a step only some functions have
+/// (the executor's `handlers`) goes after the step it follows there.
+fn startup_steps(itemized: &BTreeMap<String, Vec<footprint::ItemizedStart>>, binaries: &[&str]) -> Vec<String> {
+    let mut steps: Vec<String> = Vec::new();
+    for start in binaries.iter().filter_map(|b| itemized.get(*b)).flatten() {
+        let mut next = 0;
+        for (name, _) in &start.steps {
+            next = match steps.iter().position(|s| s == name) {
+                Some(at) => at + 1,
+                None => {
+                    steps.insert(next, name.clone());
+                    next + 1
+                }
+            };
+        }
+    }
+    steps
+}
+
 fn micros(d: Duration) -> String {
     format!("{}", d.as_micros())
 }
@@ -204,9 +220,10 @@ fn tables(f: &Figures) -> Vec<Table> {
         ]);
     }
 
-    let steps: Vec<String> = STARTUP_STEPS.iter().map(|step| format!("{step} µs")).collect();
+    let steps = startup_steps(&f.itemized, &binaries);
+    let step_headers: Vec<String> = steps.iter().map(|step| format!("{step} µs")).collect();
     let headers: Vec<&str> =
-        ["binary", "init µs", "outside setup µs"].into_iter().chain(steps.iter().map(String::as_str)).collect();
+        ["binary", "init µs", "outside setup µs"].into_iter().chain(step_headers.iter().map(String::as_str)).collect();
     let mut itemized = Table::new(
         &format!("1b. Where init goes (median µs of {ITEMIZED_RUNS} more starts; each function times the steps of its setup in main)"),
         &headers,
@@ -222,7 +239,7 @@ fn tables(f: &Figures) -> Vec<Table> {
             }
         };
         let mut row = vec![label.to_owned(), column(&|s| Some(s.init)), column(&|s| Some(s.outside_setup()))];
-        for step in STARTUP_STEPS {
+        for step in &steps {
             row.push(column(&|s| s.steps.iter().find(|(name, _)| name == step).map(|(_, took)| *took)));
         }
         itemized.row(row);
@@ -534,4 +551,41 @@ profile; these are the x86_64 builds of the machine above.
         lifecycles = lifecycles.join("\n"),
         sfn = sfn.join("\n"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use footprint::ItemizedStart;
+
+    fn start(steps: &[&str]) -> ItemizedStart {
+        ItemizedStart {
+            init: Duration::from_millis(1),
+            steps: steps.iter().map(|s| ((*s).to_owned(), Duration::from_micros(10))).collect(),
+        }
+    }
+
+    #[test]
+    fn a_step_some_functions_have_goes_after_the_one_it_follows() {
+        let itemized = BTreeMap::from([
+            ("hello".to_owned(), vec![start(&[])]),
+            ("intake".to_owned(), vec![start(&["logging", "sdk_config", "policy", "wiring"])]),
+            ("executor".to_owned(), vec![start(&["logging", "sdk_config", "policy", "handlers", "wiring"])]),
+        ]);
+        assert_eq!(
+            startup_steps(&itemized, &["hello", "intake", "executor"]),
+            ["logging", "sdk_config", "policy", "handlers", "wiring"]
+        );
+    }
+
+    #[test]
+    fn the_spread_is_of_the_ratios_of_each_round() {
+        let ms = |v: &[u64]| v.iter().map(|m| Duration::from_millis(*m)).collect::<Vec<_>>();
+        // Hello slowed down in the last two rounds; the paired ratios stay at 1.5.
+        let hello = ms(&[10, 10, 20, 20]);
+        let function = ms(&[15, 15, 30, 30]);
+        assert_eq!(paired_ratio_spread(&function, &hello), "1.50–1.50");
+        assert_eq!(paired_ratio_spread(&ms(&[10, 20, 30, 40, 50]), &ms(&[10, 10, 10, 10, 10])), "2.00–4.00");
+        assert_eq!(paired_ratio_spread(&[], &hello), "");
+    }
 }
