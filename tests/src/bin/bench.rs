@@ -452,7 +452,7 @@ the function logs how long each step of its setup in `main` took (`Startup` in
 `shared/src/telemetry.rs`; the event is on with `RUST_LOG=…,actiongate::startup=debug`, off
 in the starts of table 1). *Outside setup* is the rest of the init: the exec, the dynamic loader,
 the Rust and Tokio start, the runtime client's first poll (hello's whole init is this), the
-logging of the event, and the code of a 12 MB binary being faulted in as it first runs. The steps:
+logging of the event, and the code of an 11–12 MB binary being faulted in as it first runs. The steps:
 `logging` sets up JSON logs; `configuration` reads the environment; `sdk_config` is the AWS SDK's
 configuration loader; `dynamodb_client` creates the DynamoDB client, most of which is the SDK
 parsing its table of endpoint partitions and compiling their regular expressions, once per
