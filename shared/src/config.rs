@@ -175,7 +175,7 @@ fn optional(name: &'static str) -> Option<String> {
 }
 
 fn required(name: &'static str) -> Result<String, ConfigError> {
-    std::env::var(name).ok().filter(|v| !v.is_empty()).ok_or(ConfigError::Missing(name))
+    optional(name).ok_or(ConfigError::Missing(name))
 }
 
 /// The roots the AWS SDK's HTTPS client trusts (Amazon Trust Services and the Starfield root

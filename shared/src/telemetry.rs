@@ -94,11 +94,10 @@ impl Startup {
         self.last = now;
     }
 
-    /// Logs the steps, when debug logging is on for [`STARTUP_TARGET`].
+    /// Logs the steps, when debug logging is on for [`STARTUP_TARGET`] (the field is only
+    /// formatted then).
     pub fn ready(self) {
-        if tracing::enabled!(target: STARTUP_TARGET, Level::DEBUG) {
-            tracing::debug!(target: STARTUP_TARGET, steps = %format_steps(&self.steps), "{STARTUP_MESSAGE}");
-        }
+        tracing::debug!(target: STARTUP_TARGET, steps = %format_steps(&self.steps), "{STARTUP_MESSAGE}");
     }
 }
 

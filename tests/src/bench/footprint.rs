@@ -11,7 +11,7 @@ use actiongate::telemetry::{parse_steps, STARTUP_MESSAGE, STARTUP_TARGET};
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Events in each function's batch.
@@ -67,25 +67,13 @@ fn elf_is_pie(file: &[u8]) -> Option<bool> {
     }
 }
 
-/// The init times of `runs` cold starts of each binary, taken in turns so that background
-/// noise spreads evenly, after one unmeasured start each (which reads it into the page cache).
+/// The init times of `runs` cold starts of each binary (see [`in_turns`]).
 pub async fn init_times(
     binaries: &[&str],
     env: &[(String, String)],
     runs: usize,
 ) -> Result<BTreeMap<String, Vec<Duration>>> {
-    let mut times: BTreeMap<String, Vec<Duration>> = BTreeMap::new();
-    for round in 0..=runs {
-        for &binary in binaries {
-            let process = LambdaProcess::start(&release_binary(binary), binary, env, &log_file(binary))?;
-            let init = process.init_time().await.with_context(|| format!("{binary} (log: .local/bench-{binary}.log)"));
-            process.stop();
-            if round > 0 {
-                times.entry(binary.to_owned()).or_default().push(init?);
-            }
-        }
-    }
-    Ok(times)
+    in_turns(binaries, env, runs, |binary| Ok(log_file(binary)), |_, init, _| init).await
 }
 
 /// One start, itemized: its init time and the steps of the function's setup in `main`, as the
@@ -104,8 +92,8 @@ impl ItemizedStart {
     }
 }
 
-/// `runs` starts of each binary (in turns, as [`init_times`]) with the functions' startup event
-/// turned on (`RUST_LOG` gains `actiongate::startup=debug`), each read back from its log. These
+/// `runs` starts of each binary (see [`in_turns`]) with the functions' startup event turned on
+/// (`RUST_LOG` gains `actiongate::startup=debug`), each read back from a log of its own. These
 /// are separate from the starts [`init_times`] times, which log nothing at start.
 pub async fn itemized_starts(
     binaries: &[&str],
@@ -116,31 +104,47 @@ pub async fn itemized_starts(
     let mut env = env.to_vec();
     env.retain(|(name, _)| name != "RUST_LOG");
     env.push(("RUST_LOG".into(), format!("{level},{STARTUP_TARGET}=debug")));
-    let mut starts: BTreeMap<String, Vec<ItemizedStart>> = BTreeMap::new();
+    let fresh_log = |binary: &str| {
+        let log = crate::workspace_root().join(format!(".local/bench-startup-{binary}.log"));
+        match std::fs::remove_file(&log) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(log),
+        }
+    };
+    in_turns(binaries, &env, runs, fresh_log, |binary, init, log| {
+        let steps = startup_steps(&std::fs::read_to_string(log).unwrap_or_default());
+        if binary != HELLO && steps.is_none() {
+            bail!("{binary} logged no startup steps (log: {})", log.display());
+        }
+        Ok(ItemizedStart { init: init?, steps: steps.unwrap_or_default() })
+    })
+    .await
+}
+
+/// `runs` cold starts of each binary under the Runtime API, taken in turns so that background
+/// noise spreads evenly, after one unmeasured start each (which reads it into the page cache):
+/// `measure` reads each one from its init time and its log (`log` names it before the start).
+async fn in_turns<T>(
+    binaries: &[&str],
+    env: &[(String, String)],
+    runs: usize,
+    log: impl Fn(&str) -> Result<PathBuf>,
+    measure: impl Fn(&str, Result<Duration>, &Path) -> Result<T>,
+) -> Result<BTreeMap<String, Vec<T>>> {
+    let mut measured: BTreeMap<String, Vec<T>> = BTreeMap::new();
     for round in 0..=runs {
         for &binary in binaries {
-            let log = crate::workspace_root().join(format!(".local/bench-startup-{binary}.log"));
-            match std::fs::remove_file(&log) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
-                _ => {}
-            }
-            let process = LambdaProcess::start(&release_binary(binary), binary, &env, &log)?;
+            let log = log(binary)?;
+            let process = LambdaProcess::start(&release_binary(binary), binary, env, &log)?;
             let init = process.init_time().await.with_context(|| format!("{binary} (log: {})", log.display()));
             process.stop();
-            let init = init?;
-            let steps = startup_steps(&std::fs::read_to_string(&log).unwrap_or_default());
-            if binary != HELLO && steps.is_none() {
-                bail!("{binary} logged no startup steps (log: {})", log.display());
-            }
+            let start = measure(binary, init, &log);
             if round > 0 {
-                starts
-                    .entry(binary.to_owned())
-                    .or_default()
-                    .push(ItemizedStart { init, steps: steps.unwrap_or_default() });
+                measured.entry(binary.to_owned()).or_default().push(start?);
             }
         }
     }
-    Ok(starts)
+    Ok(measured)
 }
 
 /// The steps of the startup event in a function's JSON log.
