@@ -20,7 +20,7 @@ test: setup fmt-check cfn-lint clippy build unit-and-e2e
 ## Benchmarks of the release functions (cold start, AWS requests and cost, throughput, memory,
 ## size), measured in one run: prints the tables and rewrites BENCHMARKS.md.
 bench: setup
-	$(CARGO) build --release -p intake -p approval -p executor -p sweep -p rollback -p hello
+	$(CARGO) build --release -p intake -p approval -p executor -p sweep -p rollback -p hello -p hello-sdk
 	$(CARGO) build --release -p actiongate-local --bin bench --bin exec-timed
 	target/release/bench
 

@@ -18,5 +18,9 @@ pub mod runtime_api;
 pub const FUNCTIONS: [&str; 5] = ["intake", "approval", "executor", "sweep", "rollback"];
 /// The hello-world `lambda_runtime` function (`bench/hello`) the functions are compared with.
 pub const HELLO: &str = "hello";
+/// `hello` plus the setup every function starts with, done as they do it: JSON logging, the AWS
+/// SDK's configuration and a DynamoDB client (`bench/hello-sdk`). What it takes over hello is
+/// the AWS SDK's part of a function's init; what a function takes over it is its own.
+pub const HELLO_SDK: &str = "hello-sdk";
 /// The designated approver of the benchmark's tier-2 actions.
 pub const APPROVER: &str = "ops@example.com";
