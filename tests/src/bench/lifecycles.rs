@@ -331,7 +331,7 @@ impl<'a> Driver<'a> {
         let released = chrono::Utc::now();
         self.stack.hold_deliveries(false);
         created?;
-        let last = self.all_completed(actions).await?;
+        let last = self.all_completed(actions, released).await?;
         let executor = (last - released).to_std().unwrap_or_default();
 
         let floor = self.floor(actions, concurrency, Writes::Plain).await?;
@@ -348,31 +348,49 @@ impl<'a> Driver<'a> {
         })
     }
 
-    /// Waits until `n` of the owner's actions are completed; returns when the last one finished.
-    async fn all_completed(&self, n: usize) -> Result<chrono::DateTime<chrono::Utc>> {
+    /// Waits until `n` of the owner's actions (all automatic, released at `released`) have
+    /// completed, and returns when the last one finished. While it waits it reads only the
+    /// owner's outcome counters, which the executor updates in the transaction that completes an
+    /// action: one `GetItem` a poll. The emulator answers one request at a time, so a poll that
+    /// listed the actions (a query returning up to all of them) would slow the executor it
+    /// times. The actions are listed once, at the end, for the time of the last completion.
+    async fn all_completed(
+        &self,
+        n: usize,
+        released: chrono::DateTime<chrono::Utc>,
+    ) -> Result<chrono::DateTime<chrono::Utc>> {
         let user = UserId::parse(&self.owner).ok_or_else(|| anyhow!("bad user id"))?;
+        let scope = format!("user#{}", self.owner);
         let deadline = Instant::now() + Duration::from_secs(600);
         loop {
-            let mut done = Vec::new();
-            let mut cursor = None;
-            loop {
-                let page = self
-                    .store
-                    .list_actions(&user, Some(Status::Completed), 100, cursor.as_deref())
-                    .await?
-                    .map_err(|_| anyhow!("bad cursor"))?;
-                done.extend(page.actions);
-                match page.next_cursor {
-                    Some(next) => cursor = Some(next),
-                    None => break,
-                }
+            let (mut executed, mut failed) = (0, 0);
+            for day in days_between(released, chrono::Utc::now()) {
+                let counters = self.store.daily_stats(&scope, &day).await?;
+                executed += counters.get("auto_executed").copied().unwrap_or(0);
+                failed += counters.get("failed").copied().unwrap_or(0);
             }
-            if done.len() >= n {
-                return done.iter().map(|a| a.updated_at).max().ok_or_else(|| anyhow!("nothing completed"));
+            ensure!(failed == 0, "{failed} of the {n} actions failed");
+            if executed as usize >= n {
+                break;
             }
-            ensure!(Instant::now() < deadline, "only {} of {n} actions completed", done.len());
-            tokio::time::sleep(Duration::from_millis(250)).await;
+            ensure!(Instant::now() < deadline, "only {executed} of {n} actions completed");
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        let mut last = None;
+        let mut cursor = None;
+        loop {
+            let page = self
+                .store
+                .list_actions(&user, Some(Status::Completed), 100, cursor.as_deref())
+                .await?
+                .map_err(|_| anyhow!("bad cursor"))?;
+            last = page.actions.iter().map(|a| a.updated_at).chain(last).max();
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        last.ok_or_else(|| anyhow!("nothing completed"))
     }
 
     async fn floor(&self, actions: usize, concurrency: usize, writes: Writes) -> Result<Duration> {
@@ -514,7 +532,32 @@ async fn call(
     Ok(body)
 }
 
+/// The UTC days (`YYYY-MM-DD`, the outcome counters' key) from `from`'s to `to`'s.
+fn days_between(from: chrono::DateTime<chrono::Utc>, to: chrono::DateTime<chrono::Utc>) -> Vec<String> {
+    let (mut day, last) = (from.date_naive(), to.date_naive());
+    let mut days = vec![day.format("%Y-%m-%d").to_string()];
+    while day < last {
+        day = day.succ_opt().unwrap_or(last);
+        days.push(day.format("%Y-%m-%d").to_string());
+    }
+    days
+}
+
 async fn create(http: &reqwest::Client, gateway: &str, owner: &str, body: &Value) -> Result<ActionId> {
     let created = call(http, gateway, "POST", "/actions", owner, body).await?;
     created["action_id"].as_str().and_then(ActionId::parse).ok_or_else(|| anyhow!("no action_id in {created}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_days_between_two_times_are_every_utc_day_they_span() {
+        let at = |s: &str| chrono::DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&chrono::Utc);
+        assert_eq!(days_between(at("2026-11-22T10:00:00Z"), at("2026-11-22T10:00:30Z")), ["2026-11-22"]);
+        assert_eq!(days_between(at("2026-12-31T23:59:50Z"), at("2027-01-01T00:00:20Z")), ["2026-12-31", "2027-01-01"]);
+        // A clock read before the release (it never should be) still gives the release's day.
+        assert_eq!(days_between(at("2026-11-22T10:00:00Z"), at("2026-11-21T10:00:00Z")), ["2026-11-22"]);
+    }
 }

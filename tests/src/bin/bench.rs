@@ -534,7 +534,8 @@ calls would cost about what ours do on top of that:
 {THROUGHPUT_ACTIONS} tier-1 `gmail.flag` actions are posted through the local gateway {CONCURRENCY} at a time
 with deliveries held (intake: first request to last answer), then released to the executor
 (from the release to the last action's completion, including the local pump's SQS receive and
-delete). The floor is the emulator's: the same number of raw `PutItem` + `SendMessage` +
+delete; the benchmark watches for the end by reading the owner's outcome counters, one `GetItem`
+every 100 ms, as anything heavier would take the emulator's time from the executor). The floor is the emulator's: the same number of raw `PutItem` + `SendMessage` +
 `UpdateItem` calls made with the SDK at the same concurrency, through the same proxy (with
 item sizing off, as during the timed runs). cargo lambda runs one instance of each function
 (its default), so these are figures per instance; Lambda would add instances.
