@@ -13,7 +13,7 @@ use crate::mail::Mailer;
 use crate::policy::{Decision, Policy, Subject, Verdict};
 use crate::policy_source::PolicySource;
 use crate::queue::{ExecuteMessage, WorkQueue};
-use crate::store::{CounterSpec, CreateError, Store, TransitionError};
+use crate::store::{keys, CounterSpec, CreateError, Store, TransitionError};
 use crate::validation::{CreateActionRequest, BUILTIN_ACTION_TYPES};
 use chrono::{DateTime, Utc};
 use lambda_http::{Body, Request, RequestExt, Response};
@@ -532,9 +532,8 @@ impl IntakeService {
     /// everyone's for an admin.
     async fn stats(&self, identity: &Identity) -> Result<Response<Body>, ApiError> {
         let now = self.clock.now();
-        let scope = if identity.admin { "all".to_owned() } else { format!("user#{}", identity.user) };
-        let counters =
-            self.store.daily_stats(&scope, &now.format("%Y-%m-%d").to_string()).await.map_err(ApiError::internal)?;
+        let scope = if identity.admin { keys::STATS_ALL.to_owned() } else { keys::user_stats_scope(&identity.user) };
+        let counters = self.store.daily_stats(&scope, now.date_naive()).await.map_err(ApiError::internal)?;
         let get = |k: &str| counters.get(k).copied().unwrap_or(0);
         let mut by_type = serde_json::Map::new();
         for (key, value) in &counters {

@@ -69,9 +69,18 @@ pub const BREAKER_SUCCESSES: &str = "successes";
 /// The audit stream of the circuit breaker (the audit table's key is otherwise an action id).
 pub const BREAKER_AUDIT_STREAM: &str = "circuit-breaker";
 
-/// Daily outcome counters: `scope` is `all` or `user#<id>`, `day` is `YYYY-MM-DD` (UTC).
-pub fn stats_pk(scope: &str, day: &str) -> String {
-    format!("STATS#{scope}#{day}")
+/// The scope of everyone's daily outcome counters.
+pub const STATS_ALL: &str = "all";
+
+/// The scope of one user's daily outcome counters.
+pub fn user_stats_scope(user: &UserId) -> String {
+    format!("user#{user}")
+}
+
+/// Daily outcome counters: `scope` is [`STATS_ALL`] or [`user_stats_scope`], `day` is a UTC day
+/// (`YYYY-MM-DD` in the key).
+pub fn stats_pk(scope: &str, day: chrono::NaiveDate) -> String {
+    format!("STATS#{scope}#{}", day.format("%Y-%m-%d"))
 }
 pub const STATS_SK: &str = "STATS";
 

@@ -939,12 +939,12 @@ impl Store {
             Status::RolledBack => vec!["rolled_back".into(), format!("t#{t}#rolled_back")],
             _ => return Ok(Vec::new()),
         };
-        let day = after.updated_at.format("%Y-%m-%d").to_string();
+        let day = after.updated_at.date_naive();
         let mut updates = Vec::new();
-        for scope in ["all".to_owned(), format!("user#{}", after.user_id)] {
+        for scope in [keys::STATS_ALL.to_owned(), keys::user_stats_scope(&after.user_id)] {
             let mut builder = Update::builder()
                 .table_name(&self.table)
-                .key(keys::PK, s(keys::stats_pk(&scope, &day)))
+                .key(keys::PK, s(keys::stats_pk(&scope, day)))
                 .key(keys::SK, s(keys::STATS_SK))
                 .expression_attribute_values(":one", n(1))
                 .expression_attribute_values(":ttl", n((after.updated_at + chrono::Duration::days(400)).timestamp()));
@@ -961,8 +961,9 @@ impl Store {
         Ok(updates)
     }
 
-    /// One day's outcome counters for `scope` (`all` or `user#<id>`).
-    pub async fn daily_stats(&self, scope: &str, day: &str) -> Result<BTreeMap<String, u64>, StoreError> {
+    /// One UTC day's outcome counters for `scope` ([`keys::STATS_ALL`] or
+    /// [`keys::user_stats_scope`]).
+    pub async fn daily_stats(&self, scope: &str, day: chrono::NaiveDate) -> Result<BTreeMap<String, u64>, StoreError> {
         let found = self.item(keys::stats_pk(scope, day), keys::STATS_SK).await?;
         Ok(found
             .into_iter()

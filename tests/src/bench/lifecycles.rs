@@ -360,12 +360,12 @@ impl<'a> Driver<'a> {
         released: chrono::DateTime<chrono::Utc>,
     ) -> Result<chrono::DateTime<chrono::Utc>> {
         let user = UserId::parse(&self.owner).ok_or_else(|| anyhow!("bad user id"))?;
-        let scope = format!("user#{}", self.owner);
+        let scope = actiongate::store::keys::user_stats_scope(&user);
         let deadline = Instant::now() + Duration::from_secs(600);
         loop {
             let (mut executed, mut failed) = (0, 0);
             for day in days_between(released, chrono::Utc::now()) {
-                let counters = self.store.daily_stats(&scope, &day).await?;
+                let counters = self.store.daily_stats(&scope, day).await?;
                 executed += counters.get("auto_executed").copied().unwrap_or(0);
                 failed += counters.get("failed").copied().unwrap_or(0);
             }
@@ -532,13 +532,13 @@ async fn call(
     Ok(body)
 }
 
-/// The UTC days (`YYYY-MM-DD`, the outcome counters' key) from `from`'s to `to`'s.
-fn days_between(from: chrono::DateTime<chrono::Utc>, to: chrono::DateTime<chrono::Utc>) -> Vec<String> {
+/// The UTC days (what the outcome counters are kept by) from `from`'s to `to`'s.
+fn days_between(from: chrono::DateTime<chrono::Utc>, to: chrono::DateTime<chrono::Utc>) -> Vec<chrono::NaiveDate> {
     let (mut day, last) = (from.date_naive(), to.date_naive());
-    let mut days = vec![day.format("%Y-%m-%d").to_string()];
+    let mut days = vec![day];
     while day < last {
         day = day.succ_opt().unwrap_or(last);
-        days.push(day.format("%Y-%m-%d").to_string());
+        days.push(day);
     }
     days
 }
@@ -555,6 +555,9 @@ mod tests {
     #[test]
     fn the_days_between_two_times_are_every_utc_day_they_span() {
         let at = |s: &str| chrono::DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&chrono::Utc);
+        let days_between = |from, to| -> Vec<String> {
+            days_between(from, to).iter().map(|d| d.format("%Y-%m-%d").to_string()).collect()
+        };
         assert_eq!(days_between(at("2026-11-22T10:00:00Z"), at("2026-11-22T10:00:30Z")), ["2026-11-22"]);
         assert_eq!(days_between(at("2026-12-31T23:59:50Z"), at("2027-01-01T00:00:20Z")), ["2026-12-31", "2027-01-01"]);
         // A clock read before the release (it never should be) still gives the release's day.

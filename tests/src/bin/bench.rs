@@ -72,7 +72,7 @@ async fn main() -> Result<()> {
         println!("{}", table.markdown());
     }
     let path = actiongate_local::workspace_root().join("BENCHMARKS.md");
-    let sdk_ratio = init_ratio(&figures.init, HELLO_SDK);
+    let sdk_ratio = init_ratio(&figures.init, HELLO_SDK, HELLO);
     std::fs::write(&path, benchmarks_md(&tables, sdk_ratio)).with_context(|| format!("writing {}", path.display()))?;
     println!("Written to BENCHMARKS.md.");
     Ok(())
@@ -129,10 +129,10 @@ fn median(samples: &[Duration]) -> Duration {
     sorted.get(sorted.len() / 2).copied().unwrap_or_default()
 }
 
-/// `label`'s median init as a multiple of hello's.
-fn init_ratio(init: &BTreeMap<String, Vec<Duration>>, label: &str) -> f64 {
+/// `label`'s median init as a multiple of `reference`'s.
+fn init_ratio(init: &BTreeMap<String, Vec<Duration>>, label: &str, reference: &str) -> f64 {
     let of = |l: &str| init.get(l).map(|s| median(s)).unwrap_or_default().as_secs_f64();
-    of(label) / of(HELLO).max(1e-9)
+    of(label) / of(reference).max(1e-9)
 }
 
 /// The middle half (25th to 75th percentile) of each start's ratio to hello's start of the
@@ -198,7 +198,6 @@ fn dollars(x: f64) -> String {
 
 fn tables(f: &Figures) -> Vec<Table> {
     let binaries = all_binaries();
-    let hello_init = f.init.get(HELLO).map(|s| median(s)).unwrap_or_default();
     let mut init = Table::new(
         &format!("1. Init time under the Lambda Runtime API (median of {INIT_RUNS} cold starts, release x86_64)"),
         &[
@@ -213,10 +212,9 @@ fn tables(f: &Figures) -> Vec<Table> {
         ],
     );
     let hello_samples = f.init.get(HELLO).cloned().unwrap_or_default();
-    let sdk_init = f.init.get(HELLO_SDK).map(|s| median(s)).unwrap_or_default();
     for label in binaries.iter().copied() {
         let samples = f.init.get(label).cloned().unwrap_or_default();
-        let ratio = median(&samples).as_secs_f64() / hello_init.as_secs_f64().max(1e-9);
+        let ratio = init_ratio(&f.init, label, HELLO);
         init.row(vec![
             label.to_owned(),
             ms(median(&samples)),
@@ -229,7 +227,7 @@ fn tables(f: &Figures) -> Vec<Table> {
             },
             match label {
                 HELLO => String::new(),
-                _ => format!("{:.2}", median(&samples).as_secs_f64() / sdk_init.as_secs_f64().max(1e-9)),
+                _ => format!("{:.2}", init_ratio(&f.init, label, HELLO_SDK)),
             },
             match label {
                 HELLO => "baseline".to_owned(),
