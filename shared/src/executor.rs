@@ -10,11 +10,13 @@
 use crate::clock::{format_time, Clock};
 use crate::domain::action::{StepKind, StepState};
 use crate::domain::{Action, Status};
-use crate::handlers::{Dependencies, HandlerError, Registry, StepContext};
+use crate::domain::Tier;
+use crate::handlers::{Dependencies, ErrorKind, HandlerError, Registry, StepContext};
+use crate::policy::Recheck;
 use crate::queue::{ExecuteMessage, WorkQueue};
 use crate::rollback::{RollbackRequest, RollbackService};
 use crate::scheduler::WakeUpScheduler;
-use crate::store::{Store, TransitionError};
+use crate::store::{GuardError, Store, TransitionError};
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
@@ -26,6 +28,10 @@ use tracing::Instrument;
 const MAX_SQS_DELAY_SECS: u64 = 900;
 /// A lease ends this long before the invocation's deadline, so a successor never overlaps.
 const LEASE_MARGIN_SECS: i64 = 1;
+/// A handler call must leave this much of the invocation to record its outcome.
+const RECORD_MARGIN_SECS: i64 = 5;
+/// A step is not started with less time than this for its handler (the message comes back).
+const MIN_HANDLER_SECS: i64 = 2;
 
 /// What became of one message.
 #[derive(Debug, Clone, PartialEq)]
@@ -86,26 +92,24 @@ impl ExecutorService {
     /// Handles an SQS batch: messages run concurrently, and only the ones to retry are
     /// reported, so one bad message never fails its batch-mates.
     pub async fn handle_batch(self: &Arc<Self>, event: SqsEvent, deadline: DateTime<Utc>) -> SqsBatchResponse {
-        let mut tasks = tokio::task::JoinSet::new();
-        let mut ids = HashMap::new();
-        for record in event.records {
-            let id = record.message_id.clone().unwrap_or_default();
-            let service = Arc::clone(self);
-            let handle = tasks.spawn(async move { service.handle_message(&record, deadline).await });
-            ids.insert(handle.id(), id);
-        }
+        let service = Arc::clone(self);
+        let failed = run_isolated(event.records, move |record| {
+            let service = Arc::clone(&service);
+            async move { service.handle_message(&record, deadline).await }
+        })
+        .await;
         let mut response = SqsBatchResponse::default();
-        while let Some(joined) = tasks.join_next_with_id().await {
-            let (task, retry) = match joined {
-                Ok((task, outcome)) => (task, matches!(outcome, Outcome::Retry(_) | Outcome::DeadLetter(_))),
-                Err(e) => {
-                    tracing::error!(error = %e, "message task failed");
-                    (e.id(), true)
+        for (record, outcome) in failed {
+            let retry = match outcome {
+                Ok(outcome) => matches!(outcome, Outcome::Retry(_) | Outcome::DeadLetter(_)),
+                Err(panic) => {
+                    tracing::error!(message_id = ?record.message_id, error = %panic, "message task panicked; its batch-mates are unaffected");
+                    true
                 }
             };
             if retry {
                 let mut failure = BatchItemFailure::default();
-                failure.item_identifier = ids.get(&task).cloned().unwrap_or_default();
+                failure.item_identifier = record.message_id.unwrap_or_default();
                 response.batch_item_failures.push(failure);
             }
         }
@@ -191,10 +195,27 @@ impl ExecutorService {
             return Outcome::Ignored("not an action step".into());
         };
         let now = self.clock.now();
+        // Nothing runs before its time: neither a scheduled action (approved or automatic)
+        // nor a retry before its backoff ends, however the message arrived.
+        if let Some(at) = action.runnable_at().filter(|at| *at > now) {
+            let delay = u64::try_from((at - now).num_seconds()).unwrap_or(0).max(1);
+            self.enqueue_at(&action, index, delay, &format!("s{index}-due{}", at.timestamp())).await;
+            return Outcome::Ignored(format!("not due before {}", format_time(at)));
+        }
+        // The policy current now governs this step, not the one the action was created under.
+        if let Some(outcome) = self.recheck_policy(&action).await {
+            return outcome;
+        }
         let Some(handler) = self.registry.get(&action_type) else {
             let error = HandlerError::permanent("no_handler", format!("{action_type} is never executed by the system"));
             return self.fail_unclaimed(action, index, error).await;
         };
+        // Every handler call ends before the invocation does, with time left to record it.
+        let budget = deadline - now - chrono::Duration::seconds(RECORD_MARGIN_SECS);
+        if budget < chrono::Duration::seconds(MIN_HANDLER_SECS) {
+            return Outcome::Retry("too little of the invocation is left to run a step".into());
+        }
+        let budget = budget.to_std().unwrap_or_default();
         let ctx = StepContext::new(action.action_id, &action.user_id, index, &payload, &self.deps);
 
         // Read what the target looks like before claiming (harmless if another executor races),
@@ -202,10 +223,11 @@ impl ExecutorService {
         let snapshot = match handler.validate(&payload) {
             Err(e) => Err(e),
             Ok(()) if action.steps[index].snapshot_at.is_some() => Ok(Value::Null),
-            Ok(()) => handler.snapshot(&ctx).await,
+            Ok(()) => bounded(budget, handler.idempotent(), handler.snapshot(&ctx)).await,
         };
         let mut claimed = action.clone();
         claimed.attempts += 1;
+        claimed.not_before = None;
         claimed.lease_expires_at = Some(self.lease(deadline));
         let step = &mut claimed.steps[index];
         step.attempts += 1;
@@ -221,6 +243,8 @@ impl ExecutorService {
                 step.error = None;
                 None
             }
+            // Reading the target has no effect on it: an unknown outcome is only a failure.
+            Err(e) if e.kind == ErrorKind::Unknown => Some(HandlerError { kind: ErrorKind::Transient, ..e }),
             Err(e) => Some(e),
         };
         let claim_reason = format!("step {index} ({action_type}) attempt {attempt} started");
@@ -229,8 +253,11 @@ impl ExecutorService {
             let claimed_path = (Status::Executing, claim_reason, None);
             return self.settle_failure(&action, claimed, index, error, Some(claimed_path)).await;
         }
-        let claimed = match self
-            .write(
+        // Tier-1 work is claimed only while the breaker is closed, checked in the same write.
+        let automatic = action.tier == Some(Tier::Auto);
+        let claim = self
+            .store
+            .advance_guarded(
                 &action,
                 claimed,
                 &[(
@@ -238,16 +265,24 @@ impl ExecutorService {
                     claim_reason,
                     Some(json!({"lease_expires_at": format_time(self.lease(deadline))})),
                 )],
+                "executor",
+                now,
+                &[],
+                None,
+                automatic,
             )
-            .await
-        {
+            .await;
+        let claimed = match claim {
             Ok(a) => a,
-            Err(TransitionError::Conflict) => return Outcome::Ignored("claimed by another executor".into()),
-            Err(TransitionError::Store(e)) => return Outcome::Retry(e.to_string()),
+            Err(GuardError::BreakerOpen) => return self.hold_for_breaker(&action).await,
+            Err(GuardError::Conflict | GuardError::CounterFull(_) | GuardError::CoolingDown) => {
+                return Outcome::Ignored("claimed by another executor".into())
+            }
+            Err(GuardError::Store(e)) => return Outcome::Retry(e.to_string()),
         };
         tracing::info!(attempt, action_type = %action_type, "step claimed");
 
-        let result = handler.execute(&ctx).await;
+        let result = bounded(budget, handler.idempotent(), handler.execute(&ctx)).await;
         if self.fault_injection
             && claimed.rate_limit_key.as_deref() == Some(ABORT_AFTER_EFFECT_KEY)
             && attempt == 1
@@ -257,45 +292,132 @@ impl ExecutorService {
             std::process::abort();
         }
         match result {
-            Ok(value) => self.settle_success(&claimed, index, value).await,
+            Ok(value) => self.settle_success(&claimed, index, value, deadline).await,
             Err(error) => self.settle_failure(&claimed, claimed.clone(), index, error, None).await,
         }
     }
 
-    async fn settle_success(&self, claimed: &Action, index: usize, value: Value) -> Outcome {
-        let now = self.clock.now();
-        let mut after = claimed.clone();
-        after.lease_expires_at = None;
-        let step = &mut after.steps[index];
-        step.state = StepState::Completed;
-        step.result = Some(value.clone());
-        step.error = None;
-        step.finished_at = Some(now);
-        let last = index + 1 == after.steps.len();
-        let (to, reason) = if last {
-            after.result = Some(if after.steps.len() == 1 {
-                value
-            } else {
-                json!(after.steps.iter().map(|s| s.result.clone()).collect::<Vec<_>>())
-            });
-            (Status::Completed, format!("step {index} succeeded; the action is complete"))
-        } else {
-            (Status::Queued, format!("step {index} succeeded; step {} is next", index + 1))
-        };
-        // A success of automatic work is counted on the circuit breaker in the same write.
-        let automatic = claimed.tier == Some(crate::domain::Tier::Auto);
-        match self.store.advance_counting(claimed, after, &[(to, reason, None)], "executor", now, automatic).await {
-            Ok(done) => {
-                if !last {
-                    self.enqueue(&done, index + 1, 0).await;
-                }
-                Outcome::Ran(done.status)
+    /// Applies the policy current now to work about to run its next step; `None` when it may
+    /// run, else what became of it (held, sent to approval, made manual, blocked), audited.
+    async fn recheck_policy(&self, action: &Action) -> Option<Outcome> {
+        let policy = self.deps.policy.current().await;
+        let index = action.next_step();
+        let needs_kyc = action
+            .steps
+            .iter()
+            .skip(index)
+            .filter_map(|s| s.kind.action_type())
+            .any(|t| policy.rule(t).is_some_and(|r| r.requires_kyc));
+        let kyc = if needs_kyc {
+            match self.deps.kyc.verified(&action.user_id).await {
+                Ok(v) => v,
+                Err(e) => return Some(Outcome::Retry(e.to_string())),
             }
-            Err(e) => {
-                // The lease ran out and someone else took over, or the store failed: the step's
-                // effect happened; the recovery path (idempotency key) reconciles it.
-                tracing::error!(error = %e, "recording a successful step failed");
-                Outcome::Retry(e.to_string())
+        } else {
+            false
+        };
+        let now = self.clock.now();
+        let (after, hop) = match policy.recheck(action, action.decided_by.is_some(), kyc) {
+            Recheck::Run => return None,
+            Recheck::Hold { reason } => {
+                let mut after = action.clone();
+                after.hold_reason = Some(reason.clone());
+                after.hold_until = None;
+                (after, (Status::Pending, format!("held before step {index}; {reason}"), None))
+            }
+            Recheck::Blocked { reasons } => {
+                let mut after = action.clone();
+                after.reasons = reason_codes(&reasons);
+                after.error = Some(json!({"step": index, "code": "blocked", "message": "the current policy blocks it", "reasons": reasons}));
+                (after, (Status::Blocked, format!("the current policy blocks step {index}: {}", sentences(&reasons)), Some(json!({"reasons": reasons}))))
+            }
+            Recheck::Manual { reasons } => {
+                let mut after = action.clone();
+                after.tier = Some(Tier::Manual);
+                after.reasons = reason_codes(&reasons);
+                (after, (Status::Manual, format!("the current policy leaves step {index} to a human: {}", sentences(&reasons)), Some(json!({"reasons": reasons}))))
+            }
+            Recheck::NeedsApproval { decision } => {
+                let after = crate::approval::request_approval(action, &decision, &policy, now);
+                let why = format!("the current policy needs approval before step {index}: {}", sentences(&decision.reasons));
+                (after, (Status::AwaitingApproval, why, Some(json!({"reasons": decision.reasons, "approver": action.approver}))))
+            }
+        };
+        tracing::warn!(to = %hop.0, "the current policy stopped the step");
+        Some(match self.write(action, after, &[hop]).await {
+            Ok(done) => Outcome::Ran(done.status),
+            Err(TransitionError::Conflict) => Outcome::Ignored("the action changed concurrently".into()),
+            Err(TransitionError::Store(e)) => Outcome::Retry(e.to_string()),
+        })
+    }
+
+    /// Tier-1 work found the breaker open when claiming: it waits `pending` for the sweep.
+    async fn hold_for_breaker(&self, action: &Action) -> Outcome {
+        let breaker = self.store.breaker(self.deps.policy.current().await.auto_execution.breaker.window).await;
+        let reason = match &breaker {
+            Ok(b) => crate::sweep::breaker_reason(b),
+            Err(_) => "breaker_open: automatic execution is paused".into(),
+        };
+        let mut after = action.clone();
+        after.hold_reason = Some(reason.clone());
+        after.hold_until = None;
+        let hop = (Status::Pending, format!("held before step {}; {reason}", action.next_step()), None);
+        match self.write(action, after, &[hop]).await {
+            Ok(done) => Outcome::Ran(done.status),
+            Err(TransitionError::Conflict) => Outcome::Ignored("the action changed concurrently".into()),
+            Err(TransitionError::Store(e)) => Outcome::Retry(e.to_string()),
+        }
+    }
+
+    async fn settle_success(&self, claimed: &Action, index: usize, value: Value, deadline: DateTime<Utc>) -> Outcome {
+        let last = index + 1 == claimed.steps.len();
+        // The effect happened: recording it is tried until the invocation's end is near, so a
+        // busy counter or a brief store error never makes the step run again.
+        let mut tries = 0u32;
+        loop {
+            tries += 1;
+            let now = self.clock.now();
+            let mut after = claimed.clone();
+            after.lease_expires_at = None;
+            let step = &mut after.steps[index];
+            step.state = StepState::Completed;
+            step.result = Some(value.clone());
+            step.error = None;
+            step.finished_at = Some(now);
+            let (to, reason) = if last {
+                after.result = Some(if after.steps.len() == 1 {
+                    value.clone()
+                } else {
+                    json!(after.steps.iter().map(|s| s.result.clone()).collect::<Vec<_>>())
+                });
+                (Status::Completed, format!("step {index} succeeded; the action is complete"))
+            } else {
+                (Status::Queued, format!("step {index} succeeded; step {} is next", index + 1))
+            };
+            // A success of automatic work is counted on the circuit breaker in the same write.
+            let automatic = claimed.tier == Some(Tier::Auto);
+            match self.store.advance_counting(claimed, after, &[(to, reason, None)], "executor", now, automatic).await {
+                Ok(done) => {
+                    if !last {
+                        self.enqueue(&done, index + 1, 0).await;
+                    }
+                    return Outcome::Ran(done.status);
+                }
+                Err(TransitionError::Conflict) => {
+                    // Someone else moved the action (the lease ran out and it was recovered).
+                    tracing::error!("recording a successful step lost to a concurrent change");
+                    return Outcome::Ignored("the action changed while the step ran".into());
+                }
+                Err(TransitionError::Store(e)) => {
+                    let pause = std::time::Duration::from_millis(100 * u64::from(tries.min(20)));
+                    let time_left = deadline - self.clock.now() - chrono::Duration::seconds(LEASE_MARGIN_SECS + 1);
+                    if time_left.to_std().map_or(true, |left| left < pause) {
+                        tracing::error!(error = %e, tries, "recording a successful step failed until the lease's end");
+                        return Outcome::Retry(e.to_string());
+                    }
+                    tracing::warn!(error = %e, tries, "recording a successful step failed; trying again");
+                    tokio::time::sleep(pause).await;
+                }
             }
         }
     }
@@ -319,13 +441,21 @@ impl ExecutorService {
         let detail = json!({"step": index, "attempt": attempt, "error": error});
         let mut path: Vec<(Status, String, Option<Value>)> = claimed_path.into_iter().collect();
         let mut retry_in = None;
-        if error.is_transient() && attempt < max {
+        if error.kind == ErrorKind::Unknown {
+            // The effect may or may not have happened, and repeating it is not safe: a human
+            // checks (never retried blindly).
+            step.state = StepState::Failed;
+            let message = format!("whether step {index} took effect is unknown ({error}); it cannot be repeated safely: a human must check");
+            after.error = Some(json!({"step": index, "code": "outcome_unknown", "message": message, "kind": "permanent", "needs_human": true, "attempts": attempt}));
+            path.push((Status::Failed, message, Some(json!({"step": index, "attempt": attempt, "error": error, "needs_human": true}))));
+        } else if error.is_transient() && attempt < max {
             step.state = StepState::NotStarted;
             let current = self.deps.policy.current().await;
             let policy = &current.defaults;
             let delay =
                 backoff_secs(attempt, policy.retry_base.as_secs(), policy.retry_cap.as_secs(), rand::random::<f64>());
             retry_in = Some(delay);
+            after.not_before = Some(now + chrono::Duration::seconds(delay as i64));
             path.push((
                 Status::Queued,
                 format!("attempt {attempt} of {max} failed ({error}); retrying in {delay}s"),
@@ -345,7 +475,10 @@ impl ExecutorService {
         }
         match self.write(before, after, &path).await {
             Ok(done) => {
-                self.record_automatic_failure(&done).await;
+                // The breaker counts actions, not attempts: only a final failure is an outcome.
+                if counts_as_automatic_failure(&done) {
+                    self.record_automatic_failure(&done).await;
+                }
                 if let Some(delay) = retry_in {
                     self.enqueue(&done, index, delay).await;
                 }
@@ -388,10 +521,7 @@ impl ExecutorService {
 
     /// Feeds the circuit breaker with a failure of automatic (tier-1) work (successes are counted
     /// with the step's own write); the executor that opens it tells the admin, once.
-    async fn record_automatic_failure(&self, action: &Action) {
-        if action.tier != Some(crate::domain::Tier::Auto) {
-            return;
-        }
+    async fn record_automatic_failure(&self, _action: &Action) {
         let settings = self.deps.policy.current().await.auto_execution.breaker;
         for _ in 0..5 {
             let now = self.clock.now();
@@ -455,10 +585,15 @@ impl ExecutorService {
 
     /// Queues the next run of `step`, delayed by `delay_secs` (via the scheduler past 15 minutes).
     async fn enqueue(&self, action: &Action, step: usize, delay_secs: u64) {
+        self.enqueue_at(action, step, delay_secs, &format!("s{step}-a{}", action.attempts)).await
+    }
+
+    /// [`ExecutorService::enqueue`] whose schedule (past 15 minutes) is named by `purpose`.
+    async fn enqueue_at(&self, action: &Action, step: usize, delay_secs: u64, purpose: &str) {
         let message = ExecuteMessage { action_id: action.action_id, step };
         let result = if delay_secs > MAX_SQS_DELAY_SECS {
-            let at = self.clock.now() + chrono::Duration::seconds(delay_secs as i64);
-            let name = WakeUpScheduler::name(&message, &format!("s{step}-a{}", action.attempts));
+            let at = self.clock.now() + chrono::Duration::seconds(delay_secs.min(crate::domain::duration::MAX_DURATION_SECS) as i64);
+            let name = WakeUpScheduler::name(&message, purpose);
             self.scheduler.schedule(&name, at, &message).await.map_err(|e| e.to_string())
         } else {
             self.queue.enqueue(&message, delay_secs as u32).await.map(|_| ()).map_err(|e| e.to_string())
@@ -563,6 +698,69 @@ impl ExecutorService {
     }
 }
 
+/// Whether a settled action is an outcome the autonomy breaker counts as a failure: automatic
+/// (tier-1) work that failed for good. A transient failure that will be retried is not one.
+pub fn counts_as_automatic_failure(action: &Action) -> bool {
+    action.tier == Some(Tier::Auto) && action.status == Status::Failed
+}
+
+/// Bounds a handler call by `budget`. Past it, an idempotent call is a transient timeout; one
+/// that cannot be repeated safely has an unknown outcome (a human checks).
+async fn bounded(
+    budget: std::time::Duration,
+    idempotent: bool,
+    call: crate::handlers::HandlerFuture<'_, Result<Value, HandlerError>>,
+) -> Result<Value, HandlerError> {
+    match tokio::time::timeout(budget, call).await {
+        Ok(Err(e)) if e.kind == ErrorKind::Unknown && idempotent => Err(HandlerError { kind: ErrorKind::Transient, ..e }),
+        Ok(result) => result,
+        Err(_) if idempotent => Err(HandlerError::transient("timeout", format!("the call did not finish within {}s", budget.as_secs()))),
+        Err(_) => Err(HandlerError::unknown("timeout", format!("the call did not finish within {}s", budget.as_secs()))),
+    }
+}
+
+fn reason_codes(reasons: &[crate::policy::Reason]) -> Vec<String> {
+    let mut codes: Vec<String> = Vec::new();
+    for r in reasons {
+        if !codes.iter().any(|c| c == r.code) {
+            codes.push(r.code.to_owned());
+        }
+    }
+    codes
+}
+
+fn sentences(reasons: &[crate::policy::Reason]) -> String {
+    reasons.iter().map(|r| r.message.as_str()).collect::<Vec<_>>().join("; ")
+}
+
+/// Runs `work` for every item concurrently, each in a task of its own, so a panic in one
+/// (release builds unwind) is reported for that item alone and never takes its batch-mates down.
+pub async fn run_isolated<T, F, Fut, O>(items: Vec<T>, work: F) -> Vec<(T, Result<O, String>)>
+where
+    T: Clone + Send + 'static,
+    F: Fn(T) -> Fut,
+    Fut: std::future::Future<Output = O> + Send + 'static,
+    O: Send + 'static,
+{
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut by_task = HashMap::new();
+    for item in items {
+        let handle = tasks.spawn(work(item.clone()));
+        by_task.insert(handle.id(), item);
+    }
+    let mut out = Vec::with_capacity(by_task.len());
+    while let Some(joined) = tasks.join_next_with_id().await {
+        let (id, result) = match joined {
+            Ok((id, value)) => (id, Ok(value)),
+            Err(e) => (e.id(), Err(e.to_string())),
+        };
+        if let Some(item) = by_task.remove(&id) {
+            out.push((item, result));
+        }
+    }
+    out
+}
+
 /// What to do with a step whose executor died (its lease expired): an idempotent step goes
 /// back to the queue; one whose effect may or may not have happened (and cannot be repeated
 /// safely) fails with `outcome_unknown` for a human to check.
@@ -574,11 +772,21 @@ pub fn lease_recovery(action: &Action, registry: &Registry) -> (Action, (Status,
     };
     let mut after = action.clone();
     after.lease_expires_at = None;
-    if idempotent {
+    let attempts = action.steps.get(index).map_or(0, |s| s.attempts);
+    let exhausted = attempts >= action.max_attempts.max(1);
+    if idempotent && exhausted {
+        // Each claim counted an attempt; a step that keeps outliving its executor ends here.
+        if let Some(step) = after.steps.get_mut(index) {
+            step.state = StepState::Failed;
+        }
+        let message = format!("the executor of step {index} stopped {attempts} times (lease expired); no attempts left");
+        after.error = Some(json!({"step": index, "code": "attempts_exhausted", "message": message, "kind": "transient", "attempts": attempts}));
+        (after, (Status::Failed, message, Some(json!({"attempts": attempts}))))
+    } else if idempotent {
         if let Some(step) = after.steps.get_mut(index) {
             step.state = StepState::NotStarted;
         }
-        (after, (Status::Queued, format!("the executor of step {index} stopped (lease expired); resuming it"), None))
+        (after, (Status::Queued, format!("the executor of step {index} stopped (lease expired); resuming it (attempt {attempts} of {})", action.max_attempts.max(1)), None))
     } else {
         if let Some(step) = after.steps.get_mut(index) {
             step.state = StepState::Failed;

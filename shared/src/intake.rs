@@ -8,7 +8,7 @@ use crate::api::{self, ApiError, Identity, RequestMeta};
 use crate::approval;
 use crate::clock::{format_time, Clock};
 use crate::domain::action::Step;
-use crate::domain::{Action, ActionId, AuditEvent, IdempotencyKey, Status, Tier, UserId};
+use crate::domain::{Action, ActionId, AuditEvent, EmailAddress, IdempotencyKey, Status, Tier, UserId};
 use crate::mail::Mailer;
 use crate::policy::{Decision, Policy, Subject, Verdict};
 use crate::policy_source::PolicySource;
@@ -142,6 +142,15 @@ impl IntakeService {
                 ApiError::invalid("Idempotency-Key", "must be 1 to 255 printable ASCII characters without spaces")
             })?),
         };
+        let body_hash = hex_sha256(body.to_string().as_bytes());
+
+        // A retry with the same key gets the first answer, whatever the body would mean now
+        // (a `wait_until` that has passed since, a policy changed since).
+        if let Some(key) = &idempotency_key {
+            if let Some(response) = self.replay(&identity.user, key, &body_hash, now).await? {
+                return Ok(response);
+            }
+        }
         let request = CreateActionRequest::parse(&body, now).map_err(|e| {
             if e.too_large {
                 ApiError::PayloadTooLarge { message: format!("{} {}", e.field, e.message), field: Some(e.field) }
@@ -149,13 +158,6 @@ impl IntakeService {
                 ApiError::InvalidRequest { message: format!("{} {}", e.field, e.message), field: Some(e.field) }
             }
         })?;
-        let body_hash = hex_sha256(body.to_string().as_bytes());
-
-        if let Some(key) = &idempotency_key {
-            if let Some(response) = self.replay(&identity.user, key, &body_hash).await? {
-                return Ok(response);
-            }
-        }
 
         let action_types: Vec<&str> = request.action_steps().collect();
         let policy = self.policies.current().await;
@@ -169,12 +171,27 @@ impl IntakeService {
             kyc_verified,
         });
         let counters = counters_for(&identity.user, &decision, now);
+        if let Some(c) = counters.iter().find(|c| c.units > c.limit.limit) {
+            // More units than the window can ever hold: waiting would not help.
+            return Err(ApiError::invalid(
+                "steps",
+                format!(
+                    "uses {} {} steps; at most {} fit in a {} for each user, so it can never run",
+                    c.units,
+                    c.label,
+                    c.limit.limit,
+                    c.limit.window.as_str()
+                ),
+            ));
+        }
+        let approver = resolve_approver(&policy, &decision, request.approver.as_ref(), identity)?;
 
         if request.dry_run {
-            return self.dry_run(&request, &decision, &counters, now).await;
+            return self.dry_run(&request, &decision, &counters, approver.as_ref(), now).await;
         }
 
         let mut action = new_action(&request, &decision, identity, idempotency_key.clone(), now);
+        action.approver = approver;
         tracing::Span::current().record("action_id", tracing::field::display(action.action_id));
         let target = target_status(&decision, &request, now);
         action.status = target;
@@ -245,7 +262,7 @@ impl IntakeService {
                 let key = idempotency_key
                     .as_ref()
                     .ok_or_else(|| ApiError::internal(anyhow::anyhow!("idempotency conflict without a key")))?;
-                return match self.replay(&identity.user, key, &body_hash).await? {
+                return match self.replay(&identity.user, key, &body_hash, now).await? {
                     Some(response) => Ok(response),
                     None => Err(ApiError::internal(anyhow::anyhow!("idempotency record vanished"))),
                 };
@@ -280,8 +297,9 @@ impl IntakeService {
         user: &UserId,
         key: &IdempotencyKey,
         body_hash: &str,
+        now: DateTime<Utc>,
     ) -> Result<Option<Response<Body>>, ApiError> {
-        let Some(record) = self.store.get_idempotency(user, key).await.map_err(ApiError::internal)? else {
+        let Some(record) = self.store.get_idempotency(user, key, now).await.map_err(ApiError::internal)? else {
             return Ok(None);
         };
         if !constant_time_eq(record.body_sha256.as_bytes(), body_hash.as_bytes()) {
@@ -302,6 +320,7 @@ impl IntakeService {
         request: &CreateActionRequest,
         decision: &Decision,
         counters: &[CounterSpec],
+        approver: Option<&EmailAddress>,
         now: DateTime<Utc>,
     ) -> Result<Response<Body>, ApiError> {
         let used = self.store.counter_usage(counters).await.map_err(ApiError::internal)?;
@@ -349,7 +368,7 @@ impl IntakeService {
                 "reasons": reasons,
                 "reason_details": decision.reasons,
                 "approval_expires_at": (tier == Some(Tier::Approval)).then(|| format_time(now + decision.approval_expiry.to_chrono())),
-                "approver": request.approver.clone().or_else(|| (tier == Some(Tier::Approval)).then(|| decision.approver.clone()).flatten()),
+                "approver": approver,
                 "rate_limits": limits,
                 "retry_after": would_be_limited,
                 "action_type": request.action_type,
@@ -708,6 +727,41 @@ impl IntakeService {
     }
 }
 
+/// Who approves: the approver the request names, if the policy allows that person, else the
+/// first approver the policy allows who is not the requester (none: only an administrator
+/// other than the requester can decide, through the API).
+fn resolve_approver(
+    policy: &Policy,
+    decision: &Decision,
+    requested: Option<&EmailAddress>,
+    identity: &Identity,
+) -> Result<Option<EmailAddress>, ApiError> {
+    let is_requester = |a: &EmailAddress| {
+        a.matches(identity.user.as_str()) || identity.email.as_deref().is_some_and(|e| a.matches(e))
+    };
+    if let Some(a) = requested {
+        if is_requester(a) {
+            return Err(ApiError::Denied {
+                code: "self_approval",
+                message: "a requester cannot approve their own action; name someone else or leave approver out".into(),
+                extra: json!({"field": "approver"}),
+            });
+        }
+        if !policy.approver_allowed(decision, a) {
+            return Err(ApiError::invalid("approver", format!("{a} is not an approver the policy allows for this action")));
+        }
+        return Ok(Some(a.clone()));
+    }
+    if !matches!(decision.verdict, Verdict::Tier(Tier::Approval)) {
+        return Ok(None);
+    }
+    let candidates: Vec<EmailAddress> = match &decision.required_approvers {
+        Some(list) => list.clone(),
+        None => decision.approver.iter().cloned().collect(),
+    };
+    Ok(candidates.into_iter().find(|a| !is_requester(a)))
+}
+
 /// One counter per (type, window), consuming as many units as the plan has steps of the type.
 fn counters_for(user: &UserId, decision: &Decision, now: DateTime<Utc>) -> Vec<CounterSpec> {
     let mut units: BTreeMap<(String, &'static str), (crate::policy::RateLimit, u32)> = BTreeMap::new();
@@ -757,6 +811,7 @@ fn new_action(
             .approver
             .clone()
             .or_else(|| (tier == Some(Tier::Approval)).then(|| decision.approver.clone()).flatten()),
+        requester_email: identity.email.clone().filter(|e| e != identity.user.as_str()),
         reasons: decision.reason_codes(),
         attempts: 0,
         max_attempts: decision.max_attempts,
@@ -774,6 +829,8 @@ fn new_action(
         hold_reason: None,
         hold_until: None,
         approval_reminded: false,
+        not_before: None,
+        approval_mail_pending: false,
         version: 2,
     }
 }

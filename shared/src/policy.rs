@@ -33,6 +33,10 @@ pub struct Defaults {
     #[serde(default = "default_max_attempts")]
     pub max_attempts: u32,
     pub approver: Option<EmailAddress>,
+    /// Whom a request may name as its `approver` besides the policy's own approvers: addresses,
+    /// or `@domain` for anyone at that domain. A requester is never allowed to approve.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_approvers: Vec<String>,
     /// Exponential backoff with full jitter: attempt n waits up to `min(cap, base × 2^(n-1))`.
     #[serde(default = "default_retry_base")]
     pub retry_base: IsoDuration,
@@ -176,8 +180,11 @@ pub struct Decision {
     pub reasons: Vec<Reason>,
     pub approval_expiry: IsoDuration,
     pub max_attempts: u32,
-    /// Who is asked when the request names nobody.
+    /// Who is asked when the request names nobody: the first allowed approver.
     pub approver: Option<EmailAddress>,
+    /// The approvers every step that needs approval allows (the intersection of their types'
+    /// `approvers`); `None` when no such step names approvers (the defaults then apply).
+    pub required_approvers: Option<Vec<EmailAddress>>,
     /// Per-type rate limits every action step counts against.
     pub rate_limits: Vec<(String, RateLimit)>,
 }
@@ -192,6 +199,22 @@ impl Decision {
         }
         codes
     }
+}
+
+/// What the policy current now says about work that is about to start (or continue with its
+/// next step). The answer depends on the steps still to run, not on the ones already done.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Recheck {
+    /// It may run.
+    Run,
+    /// Tier-1 work waits `pending` (kill switch, a zero automatic limit); `reason` says why.
+    Hold { reason: String },
+    /// Work that would run automatically now needs a human's approval.
+    NeedsApproval { decision: Box<Decision> },
+    /// The policy now makes it tier 3: recorded for a human, never run by the system.
+    Manual { reasons: Vec<Reason> },
+    /// The policy now blocks it (or requires KYC the user lacks).
+    Blocked { reasons: Vec<Reason> },
 }
 
 /// What the evaluation needs to know about the request and the caller.
@@ -240,6 +263,18 @@ impl Policy {
                 "defaults.retry_base must be positive and at most retry_cap (at most a day)".into(),
             ));
         }
+        for (i, entry) in d.allowed_approvers.iter().enumerate() {
+            let ok = match entry.strip_prefix('@') {
+                Some(domain) => EmailAddress::parse(&format!("x@{domain}")).is_some(),
+                None => EmailAddress::parse(entry).is_some(),
+            };
+            if !ok {
+                return Err(PolicyError(format!(
+                    "defaults.allowed_approvers[{i}] must be an email address or @domain"
+                )));
+            }
+        }
+        self.auto_execution.check()?;
         for name in self.types.keys() {
             if !BUILTIN_ACTION_TYPES.contains(&name.as_str()) {
                 return Err(PolicyError(format!("types.{name}: not a known action type")));
@@ -265,9 +300,29 @@ impl Policy {
                 if l.limit == 0 {
                     return Err(PolicyError(format!("types.{name}.rate_limits: a limit of 0 is `blocked = true`")));
                 }
+                if l.limit > MAX_LIMIT {
+                    return Err(PolicyError(format!("types.{name}.rate_limits: a limit is at most {MAX_LIMIT}")));
+                }
             }
         }
         Ok(())
+    }
+
+    /// Whether `candidate` may be named to approve an action the policy decided as `decision`:
+    /// one of the approvers every approval step allows, or (when no step names any) the
+    /// default approver or an `allowed_approvers` entry.
+    pub fn approver_allowed(&self, decision: &Decision, candidate: &EmailAddress) -> bool {
+        if let Some(required) = &decision.required_approvers {
+            return required.contains(candidate);
+        }
+        self.defaults.approver.as_ref() == Some(candidate)
+            || self.defaults.allowed_approvers.iter().any(|entry| match entry.strip_prefix('@') {
+                Some(domain) => candidate
+                    .as_str()
+                    .rsplit_once('@')
+                    .is_some_and(|(_, d)| d.eq_ignore_ascii_case(domain)),
+                None => candidate.matches(entry),
+            })
     }
 
     pub fn rule(&self, action_type: &str) -> Option<&TypeRule> {
@@ -278,6 +333,45 @@ impl Policy {
         self.rule(action_type).is_none_or(|r| r.reversible)
     }
 
+    /// Re-evaluates stored work before a step runs: the policy current at that moment governs
+    /// every step, not the one the action was created under. `approved` says whether a human
+    /// approved it (then tier 2 may run); `kyc_verified` is the user's KYC state now.
+    pub fn recheck(&self, action: &crate::domain::Action, approved: bool, kyc_verified: bool) -> Recheck {
+        let remaining: Vec<&str> =
+            action.steps.iter().skip(action.next_step()).filter_map(|s| s.kind.action_type()).collect();
+        if remaining.is_empty() {
+            return Recheck::Run;
+        }
+        let decision = self.evaluate(&Subject {
+            action_types: remaining,
+            risk_score: action.risk_score,
+            confidence: action.confidence,
+            kyc_verified,
+        });
+        match decision.verdict {
+            Verdict::Blocked | Verdict::KycRequired => Recheck::Blocked { reasons: decision.reasons },
+            Verdict::Tier(Tier::Manual) => Recheck::Manual { reasons: decision.reasons },
+            Verdict::Tier(Tier::Auto) => Recheck::Run,
+            Verdict::Tier(Tier::Approval) if approved => Recheck::Run,
+            Verdict::Tier(Tier::Approval) => {
+                // Only the switches for automatic execution stand in the way: hold, and run
+                // when they are back (an emergency stop is not a request for approval).
+                let switches = ["auto_execution_disabled", "auto_limit_zero", "needs_approval"];
+                if decision.reasons.iter().all(|r| switches.contains(&r.code)) {
+                    let reason = decision
+                        .reasons
+                        .iter()
+                        .find(|r| r.code != "needs_approval")
+                        .map(|r| format!("{}: {}", r.code, r.message))
+                        .unwrap_or_else(|| "auto_execution_disabled: automatic execution is switched off".into());
+                    Recheck::Hold { reason }
+                } else {
+                    Recheck::NeedsApproval { decision: Box::new(decision) }
+                }
+            }
+        }
+    }
+
     /// Decides the tier of a request and collects every rule that fired.
     pub fn evaluate(&self, subject: &Subject<'_>) -> Decision {
         let mut reasons = Vec::new();
@@ -286,7 +380,7 @@ impl Policy {
         let mut tier = Tier::Auto;
         let mut expiry = self.defaults.approval_expiry;
         let mut max_attempts = self.defaults.max_attempts;
-        let mut approver = self.defaults.approver.clone();
+        let mut required: Option<Vec<EmailAddress>> = None;
         let mut rate_limits = Vec::new();
         let plan = subject.action_types.len() > 1;
         let reason =
@@ -344,8 +438,13 @@ impl Policy {
             if let Some(n) = rule.max_attempts {
                 max_attempts = max_attempts.min(n);
             }
-            if let Some(first) = rule.approvers.first() {
-                approver = Some(first.clone());
+            // A step that needs approval and names its approvers limits who may approve the
+            // whole action: everyone who approves must be allowed by every such step.
+            if step_tier == Tier::Approval && !rule.approvers.is_empty() {
+                required = Some(match required.take() {
+                    None => rule.approvers.clone(),
+                    Some(so_far) => so_far.into_iter().filter(|a| rule.approvers.contains(a)).collect(),
+                });
             }
             for limit in &rule.rate_limits {
                 rate_limits.push(((*action_type).to_owned(), *limit));
@@ -379,6 +478,18 @@ impl Policy {
             tier = Tier::Approval;
             reasons.push(reason("auto_execution_disabled", "automatic execution is switched off".into(), 0));
         }
+        if tier == Tier::Auto && !denied && self.auto_execution.has_zero_limit() {
+            tier = Tier::Approval;
+            reasons.push(reason("auto_limit_zero", "an automatic-execution limit is 0: nothing runs automatically".into(), 0));
+        }
+        if tier == Tier::Approval && required.as_ref().is_some_and(Vec::is_empty) {
+            blocked = true;
+            reasons.push(reason(
+                "no_common_approver",
+                "the steps that need approval name no approver in common; split the plan".into(),
+                0,
+            ));
+        }
         for r in &mut reasons {
             if !plan {
                 r.step = None;
@@ -397,7 +508,65 @@ impl Policy {
             reasons.push(Reason { code, message: message.into(), step: None });
             Verdict::Tier(tier)
         };
-        Decision { verdict, reasons, approval_expiry: expiry, max_attempts, approver, rate_limits }
+        let approver = match &required {
+            Some(list) => list.first().cloned(),
+            None => self.defaults.approver.clone(),
+        };
+        Decision {
+            verdict,
+            reasons,
+            approval_expiry: expiry,
+            max_attempts,
+            approver,
+            required_approvers: required,
+            rate_limits,
+        }
+    }
+}
+
+/// The largest count any limit may name.
+const MAX_LIMIT: u32 = 1_000_000;
+/// The longest an entity may cool down.
+const MAX_COOLDOWN_SECS: u64 = 365 * 86_400;
+
+impl AutoExecution {
+    /// Every number in range, so nothing derived from them can overflow or never fit.
+    fn check(&self) -> Result<(), PolicyError> {
+        let limits = [
+            ("per_hour", Some(self.per_hour)),
+            ("per_day", Some(self.per_day)),
+            ("per_user_per_hour", self.per_user_per_hour),
+            ("per_user_per_day", self.per_user_per_day),
+        ];
+        for (field, value) in limits {
+            if value.is_some_and(|v| v > MAX_LIMIT) {
+                return Err(PolicyError(format!("auto_execution.{field} must be at most {MAX_LIMIT} (0 means none)")));
+            }
+        }
+        if self.cooldown.as_secs() > MAX_COOLDOWN_SECS {
+            return Err(PolicyError("auto_execution.cooldown must be at most 365 days".into()));
+        }
+        let b = &self.breaker;
+        if !(b.failure_ratio > 0.0 && b.failure_ratio <= 1.0) {
+            return Err(PolicyError("auto_execution.breaker.failure_ratio must be above 0 and at most 1".into()));
+        }
+        if !(1..=1000).contains(&b.window) || !(1..=b.window).contains(&b.min_sample) {
+            return Err(PolicyError(
+                "auto_execution.breaker: window must be 1 to 1000 and min_sample 1 to window".into(),
+            ));
+        }
+        if !(1..=1000).contains(&b.consecutive_failures) {
+            return Err(PolicyError("auto_execution.breaker.consecutive_failures must be 1 to 1000".into()));
+        }
+        Ok(())
+    }
+
+    /// Whether some automatic-execution limit is 0: nothing may then run automatically.
+    pub fn has_zero_limit(&self) -> bool {
+        self.per_hour == 0
+            || self.per_day == 0
+            || self.per_user_per_hour == Some(0)
+            || self.per_user_per_day == Some(0)
     }
 }
 
@@ -521,6 +690,70 @@ mod tests {
         assert!(Policy::parse_toml(&typo).is_err());
         let json = serde_json::to_value(Policy::default_policy()).unwrap();
         assert_eq!(Policy::parse_json(json).unwrap(), Policy::default_policy());
+    }
+
+    #[test]
+    fn out_of_range_auto_execution_values_are_refused() {
+        let base = DEFAULT_POLICY_TOML;
+        let cooldown = base.replace("cooldown = \"PT24H\"", "cooldown = \"P999999999D\"");
+        assert!(Policy::parse_toml(&cooldown).is_err(), "a cooldown that overflows time arithmetic");
+        let long = base.replace("cooldown = \"PT24H\"", "cooldown = \"P400D\"");
+        assert!(Policy::parse_toml(&long).unwrap_err().0.contains("cooldown"));
+        let ratio = base.replace("cooldown = \"PT24H\"", "cooldown = \"PT24H\"\nbreaker = { failure_ratio = 7.0 }");
+        assert!(Policy::parse_toml(&ratio).unwrap_err().0.contains("failure_ratio"));
+        let window = base.replace("cooldown = \"PT24H\"", "cooldown = \"PT24H\"\nbreaker = { window = 0 }");
+        assert!(Policy::parse_toml(&window).is_err());
+        let huge = base.replace("per_hour = 10", "per_hour = 4294967295");
+        assert!(Policy::parse_toml(&huge).unwrap_err().0.contains("per_hour"));
+        let approvers = base.replace("compensate_on_failure = false", "compensate_on_failure = false\nallowed_approvers = [\"not an address\"]");
+        assert!(Policy::parse_toml(&approvers).unwrap_err().0.contains("allowed_approvers"));
+    }
+
+    #[test]
+    fn a_zero_automatic_limit_means_nothing_runs_automatically() {
+        let mut p = Policy::default_policy();
+        p.auto_execution.per_hour = 0;
+        let d = p.evaluate(&subject(&["gmail.flag"], None, Some(0.99)));
+        assert_eq!(tier_of(&d), Some(Tier::Approval));
+        assert!(d.reason_codes().contains(&"auto_limit_zero".to_owned()));
+        let mut p = Policy::default_policy();
+        p.auto_execution.per_user_per_day = Some(0);
+        assert_eq!(tier_of(&p.evaluate(&subject(&["gmail.flag"], None, Some(0.99)))), Some(Tier::Approval));
+    }
+
+    #[test]
+    fn every_approval_steps_approvers_apply_not_the_last_step_naming_one() {
+        let mut p = Policy::default_policy();
+        let email = |s: &str| EmailAddress::parse(s).unwrap();
+        p.types.get_mut("send_email").unwrap().approvers = vec![email("comms@example.com"), email("cfo@example.com")];
+        p.types.get_mut("calendar.create_event").unwrap().approvers = vec![email("cfo@example.com")];
+        // A tier-1 step naming an approver does not route the approval of another step.
+        p.types.get_mut("gmail.flag").unwrap().approvers = vec![email("intern@example.com")];
+        let d = p.evaluate(&subject(&["send_email", "gmail.flag"], None, Some(0.9)));
+        assert_eq!(d.required_approvers, Some(vec![email("comms@example.com"), email("cfo@example.com")]));
+        assert_eq!(d.approver, Some(email("comms@example.com")));
+        assert!(!p.approver_allowed(&d, &email("intern@example.com")));
+        let both = p.evaluate(&subject(&["send_email", "calendar.create_event"], None, Some(0.9)));
+        assert_eq!(both.required_approvers, Some(vec![email("cfo@example.com")]));
+        assert_eq!(both.approver, Some(email("cfo@example.com")));
+        assert!(!p.approver_allowed(&both, &email("comms@example.com")));
+        p.types.get_mut("calendar.create_event").unwrap().approvers = vec![email("ops@example.com")];
+        let none = p.evaluate(&subject(&["send_email", "calendar.create_event"], None, Some(0.9)));
+        assert_eq!(none.verdict, Verdict::Blocked);
+        assert!(none.reason_codes().contains(&"no_common_approver".to_owned()));
+    }
+
+    #[test]
+    fn a_request_may_name_only_an_approver_the_policy_allows() {
+        let mut p = Policy::default_policy();
+        let email = |s: &str| EmailAddress::parse(s).unwrap();
+        p.defaults.allowed_approvers = vec!["@corp.example.com".into(), "lead@example.org".into()];
+        let d = p.evaluate(&subject(&["send_email"], None, Some(0.9)));
+        assert!(p.approver_allowed(&d, &email("approvals@example.com")), "the default approver");
+        assert!(p.approver_allowed(&d, &email("anyone@CORP.example.com")));
+        assert!(p.approver_allowed(&d, &email("Lead@example.org")));
+        assert!(!p.approver_allowed(&d, &email("agent-mailbox@attacker.example")));
+        assert!(!p.approver_allowed(&d, &email("x@sub.corp.example.com")));
     }
 
     #[test]

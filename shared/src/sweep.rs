@@ -13,7 +13,7 @@ use crate::clock::{format_time, Clock};
 use crate::domain::{Action, Status};
 use crate::executor::lease_recovery;
 use crate::handlers::Registry;
-use crate::policy::{Policy, RateLimit, Window};
+use crate::policy::{Policy, RateLimit, Recheck, Window};
 use crate::policy_source::PolicySource;
 use crate::queue::{ExecuteMessage, WorkQueue};
 use crate::store::{ApprovalStatus, ApprovalUse, Cooldown, CounterSpec, GuardError, Store, TransitionError};
@@ -38,26 +38,76 @@ pub struct SweepReport {
     /// Lost races with another sweep or an executor (nothing to do).
     pub raced: u32,
     pub errors: u32,
+    /// Approval mails delivered that had not gone out before.
+    pub delivered: u32,
+    /// Held work the current policy blocked, sent to approval or left to a human.
+    pub stopped: u32,
+    /// Interrupted rollbacks handed back to a worker.
+    pub resumed: u32,
+    /// Due items left for the next sweep because this one ran out of time.
+    pub deferred: u32,
+}
+
+/// The kinds of due work, each taken `TURN` items at a time.
+const SWEPT: [Status; 6] =
+    [Status::AwaitingApproval, Status::Executing, Status::RollingBack, Status::Pending, Status::Queued, Status::Waiting];
+const TURN: usize = 10;
+/// No new item is started this close to the invocation's end.
+const STOP_MARGIN_SECS: i64 = 10;
+/// One mail may take this long before the sweep moves on.
+const MAIL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// What becomes of stored work the current policy no longer lets run as it is: the state it
+/// moves to and the audited hop.
+pub fn stopped_by_policy(
+    action: &Action,
+    recheck: Recheck,
+    policy: &Policy,
+    now: DateTime<Utc>,
+) -> (Action, (Status, String, Option<serde_json::Value>)) {
+    let said = |reasons: &[crate::policy::Reason]| reasons.iter().map(|r| r.message.as_str()).collect::<Vec<_>>().join("; ");
+    let mut after = action.clone();
+    after.hold_reason = None;
+    after.hold_until = None;
+    match recheck {
+        Recheck::Blocked { reasons } => {
+            after.error = Some(serde_json::json!({"code": "blocked", "message": "the current policy blocks it", "reasons": reasons}));
+            (after, (Status::Blocked, format!("the current policy blocks it: {}", said(&reasons)), Some(serde_json::json!({"reasons": reasons}))))
+        }
+        Recheck::Manual { reasons } => {
+            after.tier = Some(crate::domain::Tier::Manual);
+            (after, (Status::Manual, format!("the current policy leaves it to a human: {}", said(&reasons)), Some(serde_json::json!({"reasons": reasons}))))
+        }
+        Recheck::NeedsApproval { decision } => {
+            let after = crate::approval::request_approval(action, &decision, policy, now);
+            let why = format!("the current policy needs approval: {}", said(&decision.reasons));
+            (after, (Status::AwaitingApproval, why, Some(serde_json::json!({"reasons": decision.reasons}))))
+        }
+        Recheck::Run | Recheck::Hold { .. } => {
+            (after, (Status::Queued, "its time came; queued by the sweep".to_owned(), None))
+        }
+    }
 }
 
 /// What starting one tier-1 execution consumes: a unit of the global and the per-user
 /// automatic-execution limits, and (with a `rate_limit_key`) the entity's cool-down.
 pub fn auto_guards(policy: &Policy, action: &Action, now: DateTime<Utc>) -> (Vec<CounterSpec>, Option<Cooldown>) {
     let a = &policy.auto_execution;
-    let user = action.user_id.as_str();
+    let user = crate::store::keys::auto_user_scope(&action.user_id);
+    let all = crate::store::keys::AUTO_ALL_SCOPE;
     let limit = |window, limit| RateLimit { window, limit };
     let counters = vec![
-        CounterSpec::at("auto#all", "automatic execution", limit(Window::Hour, a.per_hour), 1, now),
-        CounterSpec::at("auto#all", "automatic execution", limit(Window::Day, a.per_day), 1, now),
+        CounterSpec::at(all, "automatic execution", limit(Window::Hour, a.per_hour), 1, now),
+        CounterSpec::at(all, "automatic execution", limit(Window::Day, a.per_day), 1, now),
         CounterSpec::at(
-            format!("auto#{user}"),
+            user.clone(),
             "automatic execution per user",
             limit(Window::Hour, a.per_user_per_hour.unwrap_or(a.per_hour)),
             1,
             now,
         ),
         CounterSpec::at(
-            format!("auto#{user}"),
+            user,
             "automatic execution per user",
             limit(Window::Day, a.per_user_per_day.unwrap_or(a.per_day)),
             1,
@@ -124,47 +174,59 @@ impl SweepService {
         Self { store, queue, registry, policies, mail, clock }
     }
 
-    /// Halfway through the window, the approver gets the request again with a fresh link (only
-    /// the token's hash is ever stored, so the old link cannot be re-sent; it is closed).
-    async fn remind_approver(&self, action: &Action, now: DateTime<Utc>) -> Result<(), TransitionError> {
-        let (Some(approver), Some(expires_at)) = (action.approver.clone(), action.approval_expires_at) else {
-            return Ok(());
+    /// Mails `action`'s approver a fresh link. The link's record is stored first (so the mail
+    /// never points at nothing); earlier links stay valid (a link is never closed before its
+    /// successor is delivered). Returns whether the mail went out.
+    async fn send_approval_link(&self, action: &Action, now: DateTime<Utc>, reminder: bool) -> Result<bool, TransitionError> {
+        let (Some(mail), Some(approver), Some(expires_at)) = (&self.mail, action.approver.clone(), action.approval_expires_at) else {
+            return Ok(false);
         };
-        let mut after = action.clone();
-        let (token, record) = crate::approval::issue_link(&after, &approver, expires_at);
-        after.approval_token_hash = Some(record.token_hash.clone());
-        after.approval_reminded = true;
-        after.version = action.version + 1;
-        after.updated_at = now;
+        let mut stored = action.clone();
+        let (token, record) = crate::approval::issue_link(&stored, &approver, expires_at);
+        stored.approval_token_hash = Some(record.token_hash.clone());
+        stored.version = action.version + 1;
+        stored.updated_at = now;
+        self.store.reissue_link(action, &stored, None, &record, None).await?;
+        let link = crate::approval::link(&mail.public_base_url, &token);
+        let mut message = crate::approval::approval_mail(&stored, &approver, &link, expires_at);
+        if reminder {
+            message.subject = format!("Reminder: {}", message.subject);
+        }
+        match tokio::time::timeout(MAIL_TIMEOUT, mail.mailer.send(&message)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "the approval mail could not be sent; the next sweep tries again");
+                return Ok(false);
+            }
+            Err(_) => {
+                tracing::error!("sending the approval mail timed out; the next sweep tries again");
+                return Ok(false);
+            }
+        }
+        let mut delivered = stored.clone();
+        delivered.approval_mail_pending = false;
+        delivered.approval_reminded |= reminder;
+        delivered.version = stored.version + 1;
+        let reason = if reminder {
+            format!("reminder sent to {approver} with a new link; the earlier link still works")
+        } else {
+            format!("approval requested from {approver} by mail")
+        };
         let note = crate::domain::AuditEvent {
             action_id: action.action_id,
-            seq: after.version,
+            seq: delivered.version,
             at: now,
             actor: ACTOR.into(),
             from: Some(Status::AwaitingApproval),
             to: Status::AwaitingApproval,
-            reason: format!("reminder sent to {approver} with a new link; the earlier link is closed"),
+            reason,
             detail: None,
             request_id: None,
             source_ip: None,
             user_agent: None,
         };
-        let old = action.approval_token_hash.as_deref().map(|h| ApprovalUse {
-            token_hash: h,
-            status: ApprovalStatus::Closed,
-            by: ACTOR,
-            at: now,
-        });
-        self.store.reissue_link(action, &after, &note, &record, old).await?;
-        if let Some(mail) = &self.mail {
-            let link = crate::approval::link(&mail.public_base_url, &token);
-            let mut message = crate::approval::approval_mail(&after, &approver, &link, expires_at);
-            message.subject = format!("Reminder: {}", message.subject);
-            if let Err(e) = mail.mailer.send(&message).await {
-                tracing::error!(error = %e, "the approval reminder could not be sent");
-            }
-        }
-        Ok(())
+        self.store.transition(&stored, &delivered, &note).await?;
+        Ok(true)
     }
 
     /// The requester learns that nobody decided in time (when their id is a mail address).
@@ -186,71 +248,83 @@ impl SweepService {
             html: format!("<pre>{}</pre>", crate::approval::pages::escape(&text)),
             text,
         };
-        if let Err(e) = mail.mailer.send(&message).await {
-            tracing::error!(error = %e, "the expiry notice could not be sent");
+        match tokio::time::timeout(MAIL_TIMEOUT, mail.mailer.send(&message)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "the expiry notice could not be sent"),
+            Err(_) => tracing::error!("sending the expiry notice timed out"),
         }
     }
 
-    pub async fn run(&self) -> SweepReport {
+    /// One sweep, within `deadline` (the invocation's): the due work of every kind is taken a
+    /// slice at a time, in turns, so a burst of one kind cannot starve the others, and no new
+    /// item is started once too little time is left (the rest waits for the next sweep).
+    pub async fn run(&self, deadline: DateTime<Utc>) -> SweepReport {
         let now = self.clock.now();
         let policy = self.policies.current().await;
         let mut report = SweepReport::default();
-        // If the breaker cannot be read, automatic work waits rather than risk running open.
-        let breaker = match self.store.breaker(policy.auto_execution.breaker.window).await {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::error!(error = %e, "reading the circuit breaker failed; holding automatic work");
-                report.errors += 1;
-                crate::breaker::Breaker {
-                    state: crate::breaker::BreakerStatus::Open,
-                    reason: Some("its state could not be read".into()),
-                    ..Default::default()
+        let stop_at = deadline - chrono::Duration::seconds(STOP_MARGIN_SECS);
+        let mut queues: Vec<(Status, std::collections::VecDeque<Action>)> = Vec::new();
+        for status in SWEPT {
+            match self.store.due(status, now, BATCH).await {
+                Ok(mut due) => {
+                    // Pending work starts by priority, then oldest first.
+                    if status == Status::Pending {
+                        due.sort_by_key(|a| std::cmp::Reverse(a.priority));
+                    }
+                    queues.push((status, due.into()));
                 }
-            }
-        };
-        if breaker.is_open() {
-            crate::telemetry::breaker_open_metric(now);
-        }
-        for status in [Status::AwaitingApproval, Status::Executing, Status::Pending, Status::Queued, Status::Waiting] {
-            let due = match self.store.due(status, now, BATCH).await {
-                Ok(due) => due,
                 Err(e) => {
                     tracing::error!(error = %e, %status, "reading due work failed");
                     report.errors += 1;
-                    continue;
-                }
-            };
-            let mut due = due;
-            // Pending work starts by priority, then oldest first.
-            if status == Status::Pending {
-                due.sort_by_key(|a| std::cmp::Reverse(a.priority));
-            }
-            for stale in due {
-                // The index lags; act only on what a consistent read still shows as due.
-                let action = match self.store.get_action(stale.action_id).await {
-                    Ok(Some(a)) if a.status == status => a,
-                    Ok(_) => continue,
-                    Err(e) => {
-                        tracing::error!(error = %e, action_id = %stale.action_id, "reading an action failed");
-                        report.errors += 1;
-                        continue;
-                    }
-                };
-                let span = tracing::info_span!("sweep", action_id = %action.action_id, %status);
-                let _guard = span.enter();
-                if let Err(e) = self.handle(action, now, &policy, &breaker, &mut report).await {
-                    match e {
-                        TransitionError::Conflict => report.raced += 1,
-                        TransitionError::Store(e) => {
-                            tracing::error!(error = %e, "sweep write failed");
-                            report.errors += 1;
-                        }
-                    }
                 }
             }
         }
+        let mut out_of_time = false;
+        while !out_of_time && queues.iter().any(|(_, q)| !q.is_empty()) {
+            for (status, queue) in &mut queues {
+                for _ in 0..TURN {
+                    if self.clock.now() >= stop_at {
+                        out_of_time = true;
+                        break;
+                    }
+                    let Some(stale) = queue.pop_front() else { break };
+                    self.visit(*status, stale, now, &policy, &mut report).await;
+                }
+                if out_of_time {
+                    break;
+                }
+            }
+        }
+        if out_of_time {
+            report.deferred = queues.iter().map(|(_, q)| q.len() as u32).sum();
+            tracing::warn!(deferred = report.deferred, "the sweep ran out of time; the rest waits for the next one");
+        }
         tracing::info!(report = ?report, "sweep finished");
         report
+    }
+
+    async fn visit(&self, status: Status, stale: Action, now: DateTime<Utc>, policy: &Policy, report: &mut SweepReport) {
+        // The index lags; act only on what a consistent read still shows as due.
+        let action = match self.store.get_action(stale.action_id).await {
+            Ok(Some(a)) if a.status == status => a,
+            Ok(_) => return,
+            Err(e) => {
+                tracing::error!(error = %e, action_id = %stale.action_id, "reading an action failed");
+                report.errors += 1;
+                return;
+            }
+        };
+        let span = tracing::info_span!("sweep", action_id = %action.action_id, %status);
+        let _guard = span.enter();
+        if let Err(e) = self.handle(action, now, policy, report).await {
+            match e {
+                TransitionError::Conflict => report.raced += 1,
+                TransitionError::Store(e) => {
+                    tracing::error!(error = %e, "sweep write failed");
+                    report.errors += 1;
+                }
+            }
+        }
     }
 
     async fn handle(
@@ -258,10 +332,16 @@ impl SweepService {
         action: Action,
         now: DateTime<Utc>,
         policy: &Policy,
-        breaker: &crate::breaker::Breaker,
         report: &mut SweepReport,
     ) -> Result<(), TransitionError> {
         match action.status {
+            Status::AwaitingApproval
+                if action.approval_mail_pending && action.approval_expires_at.is_none_or(|t| t > now) =>
+            {
+                if self.send_approval_link(&action, now, false).await? {
+                    report.delivered += 1;
+                }
+            }
             Status::AwaitingApproval if action.approval_expires_at.is_some_and(|t| t <= now) => {
                 let mut after = action.clone();
                 after.status = Status::Expired;
@@ -295,8 +375,9 @@ impl SweepService {
                 self.tell_requester_expired(&after).await;
             }
             Status::AwaitingApproval if action.approval_reminder_at().is_some_and(|t| t <= now) => {
-                self.remind_approver(&action, now).await?;
-                report.reminded += 1;
+                if self.send_approval_link(&action, now, true).await? {
+                    report.reminded += 1;
+                }
             }
             Status::Executing if action.lease_expires_at.is_none_or(|t| t <= now) => {
                 let (after, hop) = lease_recovery(&action, &self.registry);
@@ -308,23 +389,31 @@ impl SweepService {
                     report.needs_human += 1;
                 }
             }
-            Status::Pending if action.scheduled_for.is_none_or(|t| t <= now) => {
-                if !policy.auto_execution.enabled {
-                    report.held += 1;
-                    return Ok(());
-                }
-                if breaker.is_open() && action.tier == Some(crate::domain::Tier::Auto) {
-                    report.held += 1;
-                    return self.note_hold(&action, breaker_reason(breaker), None, now).await;
+            Status::Pending if action.runnable_at().is_none_or(|t| t <= now) => {
+                // The policy current now decides, not the one the action was created under.
+                let kyc = self.kyc_for(&action, policy).await?;
+                match policy.recheck(&action, action.decided_by.is_some(), kyc) {
+                    Recheck::Run => {}
+                    Recheck::Hold { reason } => {
+                        report.held += 1;
+                        return self.note_hold(&action, reason, None, now).await;
+                    }
+                    other => {
+                        let (after, hop) = stopped_by_policy(&action, other, policy, now);
+                        self.store.advance(&action, after, &[hop], ACTOR, now).await?;
+                        report.stopped += 1;
+                        return Ok(());
+                    }
                 }
                 let (counters, cooldown) = auto_guards(policy, &action, now);
                 let mut after = action.clone();
                 after.hold_reason = None;
                 after.hold_until = None;
                 let hop = (Status::Queued, "its time came; queued by the sweep".to_owned(), None);
+                let automatic = action.tier == Some(crate::domain::Tier::Auto);
                 let (reason, until) = match self
                     .store
-                    .advance_guarded(&action, after, &[hop], ACTOR, now, &counters, cooldown.as_ref())
+                    .advance_guarded(&action, after, &[hop], ACTOR, now, &counters, cooldown.as_ref(), automatic)
                     .await
                 {
                     Ok(done) => {
@@ -334,6 +423,11 @@ impl SweepService {
                     }
                     Err(GuardError::Conflict) => return Err(TransitionError::Conflict),
                     Err(GuardError::Store(e)) => return Err(TransitionError::Store(e)),
+                    Err(GuardError::BreakerOpen) => {
+                        crate::telemetry::breaker_open_metric(now);
+                        let breaker = self.store.breaker(policy.auto_execution.breaker.window).await?;
+                        (breaker_reason(&breaker), None)
+                    }
                     Err(GuardError::CounterFull(i)) => {
                         (limit_reason(&counters[i]), Some(hold_until(Some(&counters[i]), now)))
                     }
@@ -344,6 +438,12 @@ impl SweepService {
                 report.held += 1;
                 self.note_hold(&action, reason, until, now).await?;
             }
+            Status::RollingBack if action.lease_expires_at.is_none_or(|t| t <= now) => {
+                // The rollback's worker stopped: the executor resumes it from its progress.
+                self.send(&action).await;
+                report.resumed += 1;
+            }
+            Status::Queued if action.runnable_at().is_some_and(|t| t > now) => {}
             Status::Queued => {
                 // Nobody claimed it for a while: the message was lost. Touch it (so the next
                 // sweep waits again) and send it anew; a duplicate is harmless.
@@ -363,7 +463,20 @@ impl SweepService {
         Ok(())
     }
 
-    /// Still waiting: say why in the trail, once per change of reason.
+    /// The user's KYC state, when a step still to run needs it.
+    async fn kyc_for(&self, action: &Action, policy: &Policy) -> Result<bool, TransitionError> {
+        let needs = action
+            .steps
+            .iter()
+            .skip(action.next_step())
+            .filter_map(|s| s.kind.action_type())
+            .any(|t| policy.rule(t).is_some_and(|r| r.requires_kyc));
+        if !needs {
+            return Ok(false);
+        }
+        Ok(self.store.kyc_verified(&action.user_id).await?)
+    }
+
     /// Records why it still waits (in the trail, once per change of reason) and until when it
     /// need not be tried again (`None`: every sweep, as while the breaker is open).
     async fn note_hold(

@@ -11,6 +11,10 @@ use serde_json::{Map, Value};
 /// Upper bound on the serialized payload (or whole plan) of one action.
 pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024;
 pub const MAX_PLAN_STEPS: usize = 20;
+/// Deepest nesting of arrays and objects accepted inside a payload. The stored action wraps a
+/// payload a few levels deeper, and every reader (serde_json stops at 128) must be able to
+/// read what was stored.
+pub const MAX_PAYLOAD_DEPTH: usize = 32;
 /// The longest a wait step may rest.
 pub const MAX_WAIT_SECS: u64 = 365 * 86_400;
 
@@ -183,8 +187,34 @@ fn parse_steps(steps: &Value, now: DateTime<Utc>) -> Result<Vec<StepKind>, Field
     Ok(out)
 }
 
+/// The nesting depth of a JSON value (a scalar is 0, `[]` is 1).
+pub fn json_depth(value: &Value) -> usize {
+    match value {
+        Value::Array(items) => 1 + items.iter().map(json_depth).max().unwrap_or(0),
+        Value::Object(map) => 1 + map.values().map(json_depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// The path of the first value nested deeper than `max` inside `value` (at `path`), if any.
+fn too_deep(value: &Value, path: &str, max: usize) -> Option<String> {
+    if max == 0 {
+        return matches!(value, Value::Array(_) | Value::Object(_)).then(|| path.to_owned());
+    }
+    match value {
+        Value::Array(items) => {
+            items.iter().enumerate().find_map(|(i, v)| too_deep(v, &format!("{path}[{i}]"), max - 1))
+        }
+        Value::Object(map) => map.iter().find_map(|(k, v)| too_deep(v, &format!("{path}.{k}"), max - 1)),
+        _ => None,
+    }
+}
+
 /// Validates the payload of a built-in action type. `path` is where the payload sits.
 pub fn validate_payload(action_type: &str, payload: &Value, path: &str) -> Result<(), FieldError> {
+    if let Some(deep) = too_deep(payload, path, MAX_PAYLOAD_DEPTH) {
+        return Err(FieldError::new(deep, format!("nests too deeply (at most {MAX_PAYLOAD_DEPTH} levels inside a payload)")));
+    }
     let mut p = Obj::at(payload, path)?;
     match action_type {
         "send_email" => {
@@ -505,6 +535,26 @@ mod tests {
 
     fn field_of(body: Value) -> String {
         CreateActionRequest::parse(&body, now()).unwrap_err().field
+    }
+
+    fn nested(levels: usize) -> Value {
+        let mut v = json!(1);
+        for _ in 0..levels {
+            v = json!([v]);
+        }
+        v
+    }
+
+    #[test]
+    fn a_deeply_nested_payload_is_refused_with_its_field() {
+        let deep = json!({"action_type": "http_request", "payload": {"method": "POST", "url": "https://hooks.example.com/x", "body": nested(124)}});
+        let field = field_of(deep);
+        assert!(field.starts_with("payload.body[0]"), "{field}");
+        let plan = json!({"steps": [{"action_type": "http_request", "payload": {"method": "POST", "url": "https://hooks.example.com/x", "body": nested(40)}}]});
+        assert!(field_of(plan).starts_with("steps[0].payload.body"));
+        let fine = json!({"action_type": "http_request", "payload": {"method": "POST", "url": "https://hooks.example.com/x", "body": nested(30)}});
+        assert!(CreateActionRequest::parse(&fine, now()).is_ok());
+        assert_eq!(json_depth(&nested(5)), 5);
     }
 
     #[test]

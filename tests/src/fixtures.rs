@@ -20,6 +20,11 @@ pub async fn store() -> Store {
     )
 }
 
+/// The name of the main table the shared emulator provisioned.
+pub fn actions_table() -> String {
+    shared_emulator().1.table("ActionsTable").unwrap().to_owned()
+}
+
 /// A one-step tier-1 `gmail.flag` action of `owner` in `status`, created at `at`.
 pub fn action(owner: &UserId, status: Status, at: DateTime<Utc>) -> Action {
     action_of(owner, status, at, "gmail.flag", json!({"message_id": "m1"}))
@@ -64,6 +69,9 @@ pub fn action_of(
         hold_reason: None,
         hold_until: None,
         approval_reminded: false,
+        requester_email: None,
+        not_before: None,
+        approval_mail_pending: false,
         version: 1,
     }
 }

@@ -106,7 +106,7 @@ async fn idempotency_key_is_single_use() {
         .create_action(&a, &[event(&a, 1, None, Status::Queued)], Some((&key, "hash-a")), &[], None, None, Utc::now())
         .await
         .unwrap();
-    let record = store.get_idempotency(&owner, &key).await.unwrap().unwrap();
+    let record = store.get_idempotency(&owner, &key, Utc::now()).await.unwrap().unwrap();
     assert_eq!(record.action_id, a.action_id);
     assert_eq!(record.body_sha256, "hash-a");
     let b = action(&owner, Status::Queued, Utc::now());
@@ -115,6 +115,101 @@ async fn idempotency_key_is_single_use() {
         .await;
     assert!(matches!(err, Err(CreateError::IdempotencyKeyUsed)), "{err:?}");
     assert_eq!(store.get_action(b.action_id).await.unwrap(), None, "the losing action must not be stored");
+}
+
+#[tokio::test]
+async fn an_idempotency_key_past_its_lifetime_is_forgotten_on_read_and_reusable() {
+    let store = store().await;
+    let owner = user("ivan");
+    let key = IdempotencyKey::parse("order-old").unwrap();
+    let long_ago = Utc::now() - Duration::days(8);
+    let a = action(&owner, Status::Queued, long_ago);
+    store
+        .create_action(&a, &[event(&a, 1, None, Status::Queued)], Some((&key, "hash-a")), &[], None, None, long_ago)
+        .await
+        .unwrap();
+    // TTL deletion is lazy: the item is still there, but its lifetime is over.
+    assert!(store.get_idempotency(&owner, &key, long_ago).await.unwrap().is_some());
+    assert_eq!(store.get_idempotency(&owner, &key, Utc::now()).await.unwrap(), None);
+    let b = action(&owner, Status::Queued, Utc::now());
+    store
+        .create_action(&b, &[event(&b, 1, None, Status::Queued)], Some((&key, "hash-b")), &[], None, None, Utc::now())
+        .await
+        .expect("an expired key can be used again");
+    assert_eq!(store.get_idempotency(&owner, &key, Utc::now()).await.unwrap().unwrap().action_id, b.action_id);
+}
+
+#[tokio::test]
+async fn a_request_that_can_never_fit_is_refused_even_on_a_fresh_window() {
+    let store = store().await;
+    let owner = user("judy");
+    let now = Utc::now();
+    let limit = RateLimit { window: Window::Hour, limit: 2 };
+    let a = action(&owner, Status::AwaitingApproval, now);
+    let err = store
+        .create_action(
+            &a,
+            &[event(&a, 1, None, a.status)],
+            None,
+            &[CounterSpec::at(format!("{owner}#send_email"), "send_email", limit, 3, now)],
+            None,
+            None,
+            now,
+        )
+        .await;
+    assert!(matches!(err, Err(CreateError::RateLimited(0))), "{err:?}");
+    assert_eq!(store.get_action(a.action_id).await.unwrap(), None);
+    let zero = RateLimit { window: Window::Hour, limit: 0 };
+    let b = action(&owner, Status::Queued, now);
+    store.create_action(&b, &[event(&b, 1, None, b.status)], None, &[], None, None, now).await.unwrap();
+    let err = store
+        .advance_guarded(
+            &b,
+            b.clone(),
+            &[(Status::Executing, "start".into(), None)],
+            "test",
+            now,
+            &[CounterSpec::at(format!("auto#user#{owner}"), "automatic execution", zero, 1, now)],
+            None,
+            false,
+        )
+        .await;
+    assert!(matches!(err, Err(actiongate::store::GuardError::CounterFull(0))), "{err:?}");
+}
+
+#[tokio::test]
+async fn one_unreadable_item_never_fails_a_listing_or_the_due_index() {
+    let store = store().await;
+    let owner = user("mallory");
+    let now = Utc::now();
+    let good = action(&owner, Status::Queued, now - Duration::minutes(30));
+    store.create_action(&good, &[event(&good, 1, None, Status::Queued)], None, &[], None, None, now).await.unwrap();
+    // An item whose document no reader can parse (as a 130-level payload once was).
+    let bad = action(&owner, Status::Queued, now - Duration::minutes(20));
+    let deep = "[".repeat(130) + &"]".repeat(130);
+    let item = [
+        ("pk", format!("ACTION#{}", bad.action_id)),
+        ("sk", "ACTION".to_owned()),
+        ("gsi1pk", format!("USER#{owner}")),
+        ("gsi1sk", bad.action_id.to_string()),
+        ("gsi2pk", format!("USER#{owner}#queued")),
+        ("gsi2sk", bad.action_id.to_string()),
+        ("due_pk", "DUE#queued".to_owned()),
+        ("due_sk", format!("{}#{}", actiongate::clock::format_time(now - Duration::minutes(10)), bad.action_id)),
+        ("status", "queued".to_owned()),
+        ("doc", format!("{{\"payload\": {deep}}}")),
+    ];
+    let mut put = store.client().put_item().table_name(actiongate_local::fixtures::actions_table());
+    for (k, v) in item {
+        put = put.item(k, aws_sdk_dynamodb::types::AttributeValue::S(v));
+    }
+    put.send().await.unwrap();
+    let page = store.list_actions(&owner, None, 10, None).await.unwrap().unwrap();
+    assert_eq!(page.actions.iter().map(|a| a.action_id).collect::<Vec<_>>(), vec![good.action_id]);
+    let queued = store.list_actions(&owner, Some(Status::Queued), 10, None).await.unwrap().unwrap();
+    assert_eq!(queued.actions.len(), 1);
+    let due = store.due(Status::Queued, now, 100).await.unwrap();
+    assert!(due.iter().all(|a| a.action_id != bad.action_id));
 }
 
 #[tokio::test]

@@ -49,7 +49,9 @@ async fn main() -> Result<(), Error> {
             if !event.payload.is_object() {
                 tracing::warn!(input = %event.payload, "unexpected sweep input; sweeping anyway");
             }
-            Ok::<Value, Error>(serde_json::to_value(service.run().await)?)
+            let deadline =
+                chrono::DateTime::from_timestamp_millis(event.context.deadline as i64).unwrap_or_else(chrono::Utc::now);
+            Ok::<Value, Error>(serde_json::to_value(service.run(deadline).await)?)
         }
     }))
     .await

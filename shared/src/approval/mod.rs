@@ -27,6 +27,36 @@ pub fn plan_digest(action: &Action) -> String {
     token::hex(&Sha256::digest(canonical.as_bytes()))
 }
 
+/// `action` moved to `awaiting_approval` because the policy current now asks for a human:
+/// its approver (one the decision allows, never the requester), expiry and reasons. The mail
+/// goes out from the sweep (`approval_mail_pending`), which issues the link.
+pub fn request_approval(
+    action: &Action,
+    decision: &crate::policy::Decision,
+    policy: &crate::policy::Policy,
+    now: DateTime<Utc>,
+) -> Action {
+    let is_requester = |a: &EmailAddress| {
+        a.matches(action.user_id.as_str()) || action.requester_email.as_deref().is_some_and(|e| a.matches(e))
+    };
+    let keep = action.approver.clone().filter(|a| policy.approver_allowed(decision, a) && !is_requester(a));
+    let candidates: Vec<EmailAddress> = match &decision.required_approvers {
+        Some(list) => list.clone(),
+        None => decision.approver.iter().cloned().collect(),
+    };
+    let mut after = action.clone();
+    after.tier = Some(crate::domain::Tier::Approval);
+    after.approver = keep.or_else(|| candidates.into_iter().find(|a| !is_requester(a)));
+    after.reasons = decision.reason_codes();
+    after.approval_expires_at = Some(now + decision.approval_expiry.to_chrono());
+    after.approval_token_hash = None;
+    after.approval_reminded = false;
+    after.approval_mail_pending = after.approver.is_some();
+    after.hold_reason = None;
+    after.hold_until = None;
+    after
+}
+
 /// A fresh link for `approver`, and the record to store with the action.
 pub fn issue_link(
     action: &Action,

@@ -472,6 +472,9 @@ mod tests {
             hold_reason: None,
             hold_until: None,
             approval_reminded: false,
+        requester_email: None,
+        not_before: None,
+        approval_mail_pending: false,
             version: 2,
         };
         let approver = action.approver.clone().unwrap();

@@ -142,6 +142,10 @@ pub struct Action {
     pub scheduled_for: Option<DateTime<Utc>>,
     pub rate_limit_key: Option<String>,
     pub approver: Option<EmailAddress>,
+    /// The requester's verified email claim when it differs from `user_id`: a requester never
+    /// decides their own action, by either name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requester_email: Option<String>,
     /// Machine-readable codes of every policy rule that fired.
     #[serde(default)]
     pub reasons: Vec<String>,
@@ -174,7 +178,15 @@ pub struct Action {
     /// While `pending`: not worth trying again before this (the full window resets then).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hold_until: Option<DateTime<Utc>>,
-    /// While `executing`: until when the executor that claimed it may still be working.
+    /// Not to be started before this: a retry's backoff. Separate from `scheduled_for` (the
+    /// request's), and both hold for every path that queues work.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<DateTime<Utc>>,
+    /// While `awaiting_approval`: the newest approval mail has not been delivered yet (the
+    /// sweep sends it again with a fresh link until it is).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub approval_mail_pending: bool,
+    /// While `executing` (or `rolling_back`): until when the worker that claimed it may still be working.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease_expires_at: Option<DateTime<Utc>>,
     /// Optimistic-concurrency counter; every write checks and bumps it.
@@ -191,6 +203,15 @@ impl Action {
         let expires = self.approval_expires_at?;
         (!self.approval_reminded && self.approval_token_hash.is_some())
             .then(|| self.created_at + (expires - self.created_at) / 2)
+    }
+
+    /// The earliest time the next step may run: the request's `scheduled_for` and any retry
+    /// backoff, whichever is later.
+    pub fn runnable_at(&self) -> Option<DateTime<Utc>> {
+        match (self.scheduled_for, self.not_before) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// The first step not yet completed (`steps.len()` when all are).

@@ -13,6 +13,10 @@ pub struct IsoDuration {
 #[error("`{0}` is not an ISO 8601 duration such as PT2H, P1DT30M or PT45S (years and months are not accepted)")]
 pub struct DurationError(String);
 
+/// The longest duration any field accepts (ten years): every `now + duration` the system
+/// computes then stays far inside chrono's range, so time arithmetic cannot overflow.
+pub const MAX_DURATION_SECS: u64 = 10 * 366 * 86_400;
+
 impl IsoDuration {
     pub const fn from_secs(seconds: u64) -> Self {
         Self { seconds }
@@ -23,7 +27,8 @@ impl IsoDuration {
     }
 
     pub fn to_chrono(self) -> chrono::Duration {
-        chrono::Duration::seconds(i64::try_from(self.seconds).unwrap_or(i64::MAX / 1000))
+        // `from_secs` is not range-checked; clamp so no sum with a date can overflow.
+        chrono::Duration::seconds(self.seconds.min(MAX_DURATION_SECS) as i64)
     }
 
     pub fn parse(s: &str) -> Result<Self, DurationError> {
@@ -65,6 +70,9 @@ impl IsoDuration {
         add(date, &[('W', 604_800), ('D', 86_400)])?;
         if let Some(time) = time {
             add(time, &[('H', 3_600), ('M', 60), ('S', 1)])?;
+        }
+        if seconds > MAX_DURATION_SECS {
+            return Err(err());
         }
         Ok(Self { seconds })
     }
@@ -110,6 +118,16 @@ impl<'de> Deserialize<'de> for IsoDuration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_past_ten_years_are_refused() {
+        assert!(IsoDuration::parse("P999999999D").is_err());
+        assert!(IsoDuration::parse("PT99999999999999H").is_err());
+        assert!(IsoDuration::parse("P3650D").is_ok());
+        assert!(serde_json::from_str::<IsoDuration>("\"P999999999D\"").is_err());
+        let huge = IsoDuration::from_secs(u64::MAX).to_chrono();
+        assert!(chrono::Utc::now().checked_add_signed(huge).is_some(), "to_chrono stays in range");
+    }
 
     #[test]
     fn parses_common_forms() {

@@ -97,9 +97,12 @@ impl Status {
             AwaitingApproval => &[Approved, Rejected, Expired, Cancelled],
             Approved => &[Queued],
             Manual => &[DoneManually, Dismissed],
-            Pending => &[Queued, Cancelled],
+            // Before any step starts, the policy current at that moment decides again: a change
+            // may block it, send it to a human (approval or manual), or hold tier-1 work
+            // (kill switch, open breaker) — see `Policy::recheck`.
+            Pending => &[Queued, Cancelled, Blocked, AwaitingApproval, Manual],
             // An owner may withdraw queued work until an executor claims it.
-            Queued => &[Executing, Cancelled],
+            Queued => &[Executing, Cancelled, Pending, Blocked, AwaitingApproval, Manual],
             // A transient error re-queues (attempt + 1); a wait step rests in `waiting`.
             Executing => &[Completed, Failed, Waiting, Queued],
             Waiting => &[Queued, Cancelled],

@@ -28,6 +28,10 @@ pub enum ErrorKind {
     Transient,
     /// Bad input, 4xx, refused by policy: the same request will fail again.
     Permanent,
+    /// The request may or may not have taken effect (a timeout after sending, a 5xx from a
+    /// target without idempotency keys). Retried only where repeating is safe; otherwise a
+    /// human checks (`outcome_unknown`).
+    Unknown,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize)]
@@ -46,6 +50,10 @@ impl HandlerError {
 
     pub fn permanent(code: impl Into<String>, message: impl Into<String>) -> Self {
         Self { kind: ErrorKind::Permanent, code: code.into(), message: message.into() }
+    }
+
+    pub fn unknown(code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { kind: ErrorKind::Unknown, code: code.into(), message: message.into() }
     }
 
     pub fn is_transient(&self) -> bool {

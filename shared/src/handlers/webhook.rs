@@ -212,8 +212,17 @@ async fn send(ctx: &StepContext<'_>, spec: &Value, idempotency_key: &str) -> Res
         return Err(HandlerError::from_status(status, url.as_str(), &text));
     }
     let shown: String = text.chars().take(4096).collect();
-    let body_value = serde_json::from_str::<Value>(&shown).unwrap_or(Value::String(shown));
+    let body_value = stored_body(shown);
     Ok(json!({"status": status, "body": body_value, "truncated": truncated || body.len() > 4096}))
+}
+
+/// A response body as the step keeps it: JSON when it is JSON of bounded depth, the text
+/// otherwise (a deeply nested answer must not make the stored action unreadable).
+fn stored_body(text: String) -> Value {
+    match serde_json::from_str::<Value>(&text) {
+        Ok(v) if crate::validation::json_depth(&v) <= crate::validation::MAX_PAYLOAD_DEPTH => v,
+        _ => Value::String(text),
+    }
 }
 
 impl Handler for HttpRequest {
@@ -265,6 +274,13 @@ impl Handler for HttpRequest {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_deeply_nested_response_is_kept_as_text() {
+        let deep = "[".repeat(100) + &"]".repeat(100);
+        assert_eq!(stored_body(deep.clone()), Value::String(deep));
+        assert_eq!(stored_body("{\"ok\":[1]}".into()), json!({"ok": [1]}));
+    }
 
     #[test]
     fn non_public_addresses_are_recognised() {

@@ -56,6 +56,15 @@ pub fn rate_counter_pk(scope: &str, window: Window, start: DateTime<Utc>) -> Str
     format!("RATE#{scope}#{}#{}", window.as_str(), start.timestamp())
 }
 
+/// The scope of everyone's automatic-execution counters.
+pub const AUTO_ALL_SCOPE: &str = "auto#all";
+
+/// The scope of one user's automatic-execution counters (a user named `all` must not share
+/// everyone's).
+pub fn auto_user_scope(user: &UserId) -> String {
+    format!("auto#user#{user}")
+}
+
 pub const POLICY_PK: &str = "POLICY";
 pub const POLICY_SK: &str = "CURRENT";
 /// The audit stream of policy changes.
@@ -117,14 +126,21 @@ pub const GOOGLE_CREDENTIAL_SK: &str = "CREDENTIAL#google";
 /// so the sweep queries exactly the due items and never scans.
 pub fn sweep_due(action: &Action) -> Option<(String, String)> {
     let due: DateTime<Utc> = match action.status {
-        Status::Pending => {
-            action.scheduled_for.unwrap_or(action.created_at).max(action.hold_until.unwrap_or(action.created_at))
+        Status::Pending => action
+            .runnable_at()
+            .unwrap_or(action.created_at)
+            .max(action.hold_until.unwrap_or(action.created_at)),
+        // An undelivered approval mail is sent again soon; a reminder comes next, then the expiry.
+        Status::AwaitingApproval if action.approval_mail_pending => {
+            let retry = action.updated_at + chrono::Duration::minutes(1);
+            action.approval_expires_at.map_or(retry, |e| e.min(retry))
         }
-        // A reminder comes first, then the expiry.
         Status::AwaitingApproval => action.approval_reminder_at().or(action.approval_expires_at)?,
-        // Queued work that no executor has claimed after a while was lost between the store
-        // and the queue (or the message was dead-lettered); the sweep re-sends it.
-        Status::Queued => action.updated_at + chrono::Duration::minutes(5),
+        // Queued work that no executor has claimed a while after it became runnable was lost
+        // between the store and the queue (or dead-lettered); the sweep re-sends it.
+        Status::Queued => action.updated_at.max(action.runnable_at().unwrap_or(action.updated_at)) + chrono::Duration::minutes(5),
+        // A rollback whose worker stopped (its lease ran out) is resumed.
+        Status::RollingBack => action.lease_expires_at?,
         // A lease that runs out means the executor died: the sweep recovers the step.
         Status::Executing => action.lease_expires_at.unwrap_or(action.updated_at),
         // A wait whose schedule never fired is resumed by the sweep.

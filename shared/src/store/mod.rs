@@ -182,8 +182,20 @@ pub enum GuardError {
     CounterFull(usize),
     #[error("the entity is cooling down")]
     CoolingDown,
+    /// The circuit breaker on automatic execution is open.
+    #[error("the circuit breaker is open")]
+    BreakerOpen,
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl From<TransitionError> for GuardError {
+    fn from(e: TransitionError) -> Self {
+        match e {
+            TransitionError::Conflict => GuardError::Conflict,
+            TransitionError::Store(e) => GuardError::Store(e),
+        }
+    }
 }
 
 pub struct Page {
@@ -273,13 +285,19 @@ impl Store {
             item.insert("action_id".into(), s(action.action_id.to_string()));
             item.insert("body_sha256".into(), s(body_sha256));
             item.insert(keys::TTL.into(), n((now + chrono::Duration::days(IDEMPOTENCY_TTL_DAYS)).timestamp()));
+            // A record past its lifetime that TTL has not deleted yet may be replaced.
             let put = Put::builder()
                 .table_name(&self.table)
                 .set_item(Some(item))
-                .condition_expression("attribute_not_exists(pk)")
+                .condition_expression("attribute_not_exists(pk) OR #ttl < :now")
+                .expression_attribute_names("#ttl", keys::TTL)
+                .expression_attribute_values(":now", n(now.timestamp()))
                 .build()
                 .map_err(StoreError::from)?;
             items.push(TransactWriteItem::builder().put(put).build());
+        }
+        if let Some(i) = counters.iter().position(|c| c.units > c.limit.limit) {
+            return Err(CreateError::RateLimited(i));
         }
         let first_counter = items.len();
         for counter in counters {
@@ -410,24 +428,26 @@ impl Store {
             .send()
             .await
             .map_err(StoreError::aws)?;
-        out.items().iter().map(action_from_item).collect()
+        Ok(readable_actions(out.items()))
     }
 
-    /// Replaces an action's approval link: the new record is stored, the old one closed (if it
-    /// is still pending) and the action updated with its audit note, all or nothing.
+    /// Stores a new approval link for an action (and closes an old one, if given and still
+    /// pending) with the action's update and its audit note, if any, all or nothing.
     pub async fn reissue_link(
         &self,
         before: &Action,
         after: &Action,
-        note: &AuditEvent,
+        note: Option<&AuditEvent>,
         new_link: &ApprovalRecord,
         old_link: Option<ApprovalUse<'_>>,
     ) -> Result<(), TransitionError> {
         let mut items = vec![
             TransactWriteItem::builder().put(self.put_action(after, Some(before))?).build(),
-            TransactWriteItem::builder().put(self.put_audit(note)?).build(),
             TransactWriteItem::builder().put(self.put_approval(new_link)?).build(),
         ];
+        if let Some(note) = note {
+            items.push(TransactWriteItem::builder().put(self.put_audit(note)?).build());
+        }
         if let Some(used) = old_link {
             items.push(TransactWriteItem::builder().update(self.close_link(&used)?).build());
         }
@@ -593,7 +613,7 @@ impl Store {
             .send()
             .await
             .map_err(StoreError::aws)?;
-        let actions = out.items().iter().map(action_from_item).collect::<Result<Vec<_>, _>>()?;
+        let actions = readable_actions(out.items());
         let next_cursor = out.last_evaluated_key().map(encode_cursor);
         Ok(Ok(Page { actions, next_cursor }))
     }
@@ -651,11 +671,16 @@ impl Store {
         &self,
         user: &UserId,
         key: &IdempotencyKey,
+        now: DateTime<Utc>,
     ) -> Result<Option<IdempotencyRecord>, StoreError> {
         let found = self.item(keys::idempotency_pk(user, key), keys::IDEMPOTENCY_SK).await?;
         let Some(item) = found else {
             return Ok(None);
         };
+        // TTL deletion is lazy (up to days late): a key past its lifetime is forgotten now.
+        if expired(&item, now) {
+            return Ok(None);
+        }
         let id = item.get("action_id").and_then(|v| v.as_s().ok()).and_then(|s| ActionId::parse(s));
         let hash = item.get("body_sha256").and_then(|v| v.as_s().ok());
         match (id, hash) {
@@ -1023,6 +1048,7 @@ impl Store {
         Ok(out.item)
     }
 
+    /// Callers refuse a counter with more units than its limit first (it can never fit).
     fn counter_update(&self, counter: &CounterSpec) -> Result<Update, StoreError> {
         Ok(Update::builder()
             .table_name(&self.table)
@@ -1053,7 +1079,8 @@ impl Store {
     }
 
     /// Like [`Store::advance`], also consuming `counters` and starting a `cooldown`, all or
-    /// nothing (automatic execution's limits).
+    /// nothing (automatic execution's limits); with `breaker_closed`, only while the circuit
+    /// breaker is closed, checked in the same transaction (never from an earlier reading).
     #[allow(clippy::too_many_arguments)]
     pub async fn advance_guarded(
         &self,
@@ -1064,8 +1091,13 @@ impl Store {
         at: DateTime<Utc>,
         counters: &[CounterSpec],
         cooldown: Option<&Cooldown>,
+        breaker_closed: bool,
     ) -> Result<Action, GuardError> {
         let events = path_events(before, path, actor, at).ok_or(GuardError::Conflict)?;
+        if let Some(i) = counters.iter().position(|c| c.units > c.limit.limit) {
+            // `attribute_not_exists` would let it through on a fresh window: refuse it here.
+            return Err(GuardError::CounterFull(i));
+        }
         after.status = events.last().map_or(before.status, |e| e.to);
         after.version = before.version + path.len() as u64;
         after.updated_at = at;
@@ -1081,15 +1113,21 @@ impl Store {
         if let Some(c) = cooldown {
             items.push(TransactWriteItem::builder().put(self.cooldown_put(c, at)?).build());
         }
+        let breaker_index = breaker_closed.then_some(items.len());
+        if breaker_closed {
+            items.push(TransactWriteItem::builder().condition_check(self.breaker_closed_check()?).build());
+        }
         match self.transact(items).await {
             Ok(_) => Ok(after),
             Err(err) => {
                 let failed = cancelled_indexes(&err);
                 if failed.iter().any(|i| *i < first_counter) {
                     Err(GuardError::Conflict)
+                } else if breaker_index.is_some_and(|i| failed.contains(&i)) {
+                    Err(GuardError::BreakerOpen)
                 } else if cooldown.is_some() && failed.contains(&cooldown_index) {
                     Err(GuardError::CoolingDown)
-                } else if let Some(i) = failed.iter().find(|i| **i >= first_counter) {
+                } else if let Some(i) = failed.iter().find(|i| **i >= first_counter && **i < cooldown_index) {
                     Err(GuardError::CounterFull(i - first_counter))
                 } else {
                     Err(GuardError::Store(StoreError::aws(err)))
@@ -1194,6 +1232,27 @@ fn s(v: impl Into<String>) -> AttributeValue {
 
 fn n(v: impl ToString) -> AttributeValue {
     AttributeValue::N(v.to_string())
+}
+
+/// Whether an item's TTL has passed (DynamoDB deletes such items lazily).
+fn expired(item: &Item, now: DateTime<Utc>) -> bool {
+    item.get(keys::TTL).and_then(|v| v.as_n().ok()).and_then(|t| t.parse::<i64>().ok()).is_some_and(|t| t < now.timestamp())
+}
+
+/// The actions of a page or batch; one that cannot be read is logged and left out, so one bad
+/// item never fails the listing or the sweep for everyone else.
+fn readable_actions(items: &[Item]) -> Vec<Action> {
+    items
+        .iter()
+        .filter_map(|item| match action_from_item(item) {
+            Ok(action) => Some(action),
+            Err(e) => {
+                let pk = item.get(keys::PK).and_then(|v| v.as_s().ok()).map_or("?", String::as_str);
+                tracing::error!(error = %e, pk, "skipping an unreadable action item");
+                None
+            }
+        })
+        .collect()
 }
 
 fn action_from_item(item: &Item) -> Result<Action, StoreError> {
