@@ -46,7 +46,10 @@ impl Identity {
     pub fn is_requester(&self, action: &crate::domain::Action) -> bool {
         action.user_id == self.user
             || self.email.as_deref().is_some_and(|e| is_same_mailbox(e, action.user_id.as_str()))
-            || action.requester_email.as_deref().is_some_and(|r| self.email.as_deref().is_some_and(|e| is_same_mailbox(e, r)))
+            || action
+                .requester_email
+                .as_deref()
+                .is_some_and(|r| self.email.as_deref().is_some_and(|e| is_same_mailbox(e, r)))
     }
 
     /// Whether this caller is the given approver (matched on the email claim).
@@ -355,7 +358,9 @@ mod tests {
 
     #[test]
     fn a_group_whose_name_contains_admin_does_not_grant_admin() {
-        for groups in ["help desk admin", "[help desk admin]", "[\"help desk admin\"]", "administrators", "[sysadmin, users]"] {
+        for groups in
+            ["help desk admin", "[help desk admin]", "[\"help desk admin\"]", "administrators", "[sysadmin, users]"]
+        {
             let id = Identity::from_claims(&claims(&[("sub", "u"), ("groups", groups)]), &[]).unwrap();
             assert!(!id.admin, "{groups}");
         }
@@ -370,8 +375,7 @@ mod tests {
 
     #[test]
     fn an_unverified_email_claim_is_ignored() {
-        let unverified =
-            claims(&[("sub", "u1"), ("email", "boss@example.com"), ("email_verified", "false")]);
+        let unverified = claims(&[("sub", "u1"), ("email", "boss@example.com"), ("email_verified", "false")]);
         assert_eq!(Identity::from_claims(&unverified, &[]).unwrap().email, None);
         let verified = claims(&[("sub", "u1"), ("email", "boss@example.com"), ("email_verified", "true")]);
         assert_eq!(Identity::from_claims(&verified, &[]).unwrap().email.as_deref(), Some("boss@example.com"));

@@ -9,8 +9,8 @@
 
 use crate::clock::{format_time, Clock};
 use crate::domain::action::{StepKind, StepState};
-use crate::domain::{Action, Status};
 use crate::domain::Tier;
+use crate::domain::{Action, Status};
 use crate::handlers::{Dependencies, ErrorKind, HandlerError, Registry, StepContext};
 use crate::policy::Recheck;
 use crate::queue::{ExecuteMessage, WorkQueue};
@@ -145,6 +145,9 @@ impl ExecutorService {
                 Ok(None) => return Outcome::DeadLetter(format!("no action {}", message.action_id)),
                 Err(e) => return Outcome::Retry(e.to_string()),
             };
+            if action.status == Status::RollingBack {
+                return self.resume_rollback(action).await;
+            }
             let next = action.next_step();
             if step != next {
                 return Outcome::Ignored(format!(
@@ -328,19 +331,43 @@ impl ExecutorService {
             Recheck::Blocked { reasons } => {
                 let mut after = action.clone();
                 after.reasons = reason_codes(&reasons);
-                after.error = Some(json!({"step": index, "code": "blocked", "message": "the current policy blocks it", "reasons": reasons}));
-                (after, (Status::Blocked, format!("the current policy blocks step {index}: {}", sentences(&reasons)), Some(json!({"reasons": reasons}))))
+                after.error = Some(
+                    json!({"step": index, "code": "blocked", "message": "the current policy blocks it", "reasons": reasons}),
+                );
+                (
+                    after,
+                    (
+                        Status::Blocked,
+                        format!("the current policy blocks step {index}: {}", sentences(&reasons)),
+                        Some(json!({"reasons": reasons})),
+                    ),
+                )
             }
             Recheck::Manual { reasons } => {
                 let mut after = action.clone();
                 after.tier = Some(Tier::Manual);
                 after.reasons = reason_codes(&reasons);
-                (after, (Status::Manual, format!("the current policy leaves step {index} to a human: {}", sentences(&reasons)), Some(json!({"reasons": reasons}))))
+                (
+                    after,
+                    (
+                        Status::Manual,
+                        format!("the current policy leaves step {index} to a human: {}", sentences(&reasons)),
+                        Some(json!({"reasons": reasons})),
+                    ),
+                )
             }
             Recheck::NeedsApproval { decision } => {
                 let after = crate::approval::request_approval(action, &decision, &policy, now);
-                let why = format!("the current policy needs approval before step {index}: {}", sentences(&decision.reasons));
-                (after, (Status::AwaitingApproval, why, Some(json!({"reasons": decision.reasons, "approver": action.approver}))))
+                let why =
+                    format!("the current policy needs approval before step {index}: {}", sentences(&decision.reasons));
+                (
+                    after,
+                    (
+                        Status::AwaitingApproval,
+                        why,
+                        Some(json!({"reasons": decision.reasons, "approver": action.approver})),
+                    ),
+                )
             }
         };
         tracing::warn!(to = %hop.0, "the current policy stopped the step");
@@ -349,6 +376,18 @@ impl ExecutorService {
             Err(TransitionError::Conflict) => Outcome::Ignored("the action changed concurrently".into()),
             Err(TransitionError::Store(e)) => Outcome::Retry(e.to_string()),
         })
+    }
+
+    /// A rollback whose worker stopped (the sweep found its lease run out): continue it here.
+    async fn resume_rollback(&self, action: Action) -> Outcome {
+        if action.lease_expires_at.is_some_and(|t| t > self.clock.now()) {
+            return Outcome::Ignored("a rollback of it is in progress".into());
+        }
+        match self.compensator.resume(action).await {
+            Ok(done) => Outcome::Ran(done.status),
+            Err(crate::api::ApiError::InvalidState { .. }) => Outcome::Ignored("taken over by another worker".into()),
+            Err(e) => Outcome::Retry(e.to_string()),
+        }
     }
 
     /// Tier-1 work found the breaker open when claiming: it waits `pending` for the sweep.
@@ -446,8 +485,14 @@ impl ExecutorService {
             // checks (never retried blindly).
             step.state = StepState::Failed;
             let message = format!("whether step {index} took effect is unknown ({error}); it cannot be repeated safely: a human must check");
-            after.error = Some(json!({"step": index, "code": "outcome_unknown", "message": message, "kind": "permanent", "needs_human": true, "attempts": attempt}));
-            path.push((Status::Failed, message, Some(json!({"step": index, "attempt": attempt, "error": error, "needs_human": true}))));
+            after.error = Some(
+                json!({"step": index, "code": "outcome_unknown", "message": message, "kind": "permanent", "needs_human": true, "attempts": attempt}),
+            );
+            path.push((
+                Status::Failed,
+                message,
+                Some(json!({"step": index, "attempt": attempt, "error": error, "needs_human": true})),
+            ));
         } else if error.is_transient() && attempt < max {
             step.state = StepState::NotStarted;
             let current = self.deps.policy.current().await;
@@ -592,7 +637,8 @@ impl ExecutorService {
     async fn enqueue_at(&self, action: &Action, step: usize, delay_secs: u64, purpose: &str) {
         let message = ExecuteMessage { action_id: action.action_id, step };
         let result = if delay_secs > MAX_SQS_DELAY_SECS {
-            let at = self.clock.now() + chrono::Duration::seconds(delay_secs.min(crate::domain::duration::MAX_DURATION_SECS) as i64);
+            let at = self.clock.now()
+                + chrono::Duration::seconds(delay_secs.min(crate::domain::duration::MAX_DURATION_SECS) as i64);
             let name = WakeUpScheduler::name(&message, purpose);
             self.scheduler.schedule(&name, at, &message).await.map_err(|e| e.to_string())
         } else {
@@ -712,10 +758,16 @@ async fn bounded(
     call: crate::handlers::HandlerFuture<'_, Result<Value, HandlerError>>,
 ) -> Result<Value, HandlerError> {
     match tokio::time::timeout(budget, call).await {
-        Ok(Err(e)) if e.kind == ErrorKind::Unknown && idempotent => Err(HandlerError { kind: ErrorKind::Transient, ..e }),
+        Ok(Err(e)) if e.kind == ErrorKind::Unknown && idempotent => {
+            Err(HandlerError { kind: ErrorKind::Transient, ..e })
+        }
         Ok(result) => result,
-        Err(_) if idempotent => Err(HandlerError::transient("timeout", format!("the call did not finish within {}s", budget.as_secs()))),
-        Err(_) => Err(HandlerError::unknown("timeout", format!("the call did not finish within {}s", budget.as_secs()))),
+        Err(_) if idempotent => {
+            Err(HandlerError::transient("timeout", format!("the call did not finish within {}s", budget.as_secs())))
+        }
+        Err(_) => {
+            Err(HandlerError::unknown("timeout", format!("the call did not finish within {}s", budget.as_secs())))
+        }
     }
 }
 
@@ -779,14 +831,27 @@ pub fn lease_recovery(action: &Action, registry: &Registry) -> (Action, (Status,
         if let Some(step) = after.steps.get_mut(index) {
             step.state = StepState::Failed;
         }
-        let message = format!("the executor of step {index} stopped {attempts} times (lease expired); no attempts left");
-        after.error = Some(json!({"step": index, "code": "attempts_exhausted", "message": message, "kind": "transient", "attempts": attempts}));
+        let message =
+            format!("the executor of step {index} stopped {attempts} times (lease expired); no attempts left");
+        after.error = Some(
+            json!({"step": index, "code": "attempts_exhausted", "message": message, "kind": "transient", "attempts": attempts}),
+        );
         (after, (Status::Failed, message, Some(json!({"attempts": attempts}))))
     } else if idempotent {
         if let Some(step) = after.steps.get_mut(index) {
             step.state = StepState::NotStarted;
         }
-        (after, (Status::Queued, format!("the executor of step {index} stopped (lease expired); resuming it (attempt {attempts} of {})", action.max_attempts.max(1)), None))
+        (
+            after,
+            (
+                Status::Queued,
+                format!(
+                    "the executor of step {index} stopped (lease expired); resuming it (attempt {attempts} of {})",
+                    action.max_attempts.max(1)
+                ),
+                None,
+            ),
+        )
     } else {
         if let Some(step) = after.steps.get_mut(index) {
             step.state = StepState::Failed;
@@ -802,6 +867,77 @@ pub fn lease_recovery(action: &Action, registry: &Registry) -> (Action, (Status,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_message_never_takes_its_batch_mates_down() {
+        let results = run_isolated(vec![1, 2, 3], |n| async move {
+            if n == 2 {
+                panic!("bad input");
+            }
+            n * 10
+        })
+        .await;
+        let mut by_item: Vec<_> = results.into_iter().map(|(n, r)| (n, r.ok())).collect();
+        by_item.sort();
+        assert_eq!(by_item, vec![(1, Some(10)), (2, None), (3, Some(30))]);
+    }
+
+    #[tokio::test]
+    async fn a_handler_call_never_outlives_its_budget() {
+        let slow = || -> crate::handlers::HandlerFuture<'static, Result<Value, HandlerError>> {
+            Box::pin(async {
+                tokio::time::sleep(std::time::Duration::from_secs(45)).await;
+                Ok(Value::Null)
+            })
+        };
+        let budget = std::time::Duration::from_millis(50);
+        let idempotent = bounded(budget, true, slow()).await.unwrap_err();
+        assert_eq!((idempotent.kind, idempotent.code.as_str()), (ErrorKind::Transient, "timeout"));
+        let once_only = bounded(budget, false, slow()).await.unwrap_err();
+        assert_eq!(once_only.kind, ErrorKind::Unknown, "an email that may have gone out is not retried");
+    }
+
+    fn auto_action(status: Status, attempts: u32) -> Action {
+        let mut a = crate::approval::tests_support::sample_action();
+        a.tier = Some(Tier::Auto);
+        a.status = status;
+        a.max_attempts = 3;
+        a.steps[0].attempts = attempts;
+        a
+    }
+
+    #[test]
+    fn the_breaker_counts_an_actions_final_failure_not_each_attempt() {
+        assert!(!counts_as_automatic_failure(&auto_action(Status::Queued, 1)), "a retried attempt");
+        assert!(counts_as_automatic_failure(&auto_action(Status::Failed, 3)));
+        let mut approved = auto_action(Status::Failed, 3);
+        approved.tier = Some(Tier::Approval);
+        assert!(!counts_as_automatic_failure(&approved));
+    }
+
+    #[test]
+    fn lease_recovery_counts_attempts_and_ends_after_the_last() {
+        let registry = Registry::standard();
+        let mut running = auto_action(Status::Executing, 1);
+        running.steps[0].kind = StepKind::Action {
+            action_type: "http_request".into(),
+            payload: json!({"method": "POST", "url": "https://hooks.example.com/x"}),
+        };
+        let (_, (to, _, _)) = lease_recovery(&running, &registry);
+        assert_eq!(to, Status::Queued, "attempts remain");
+        running.steps[0].attempts = 3;
+        let (after, (to, _, _)) = lease_recovery(&running, &registry);
+        assert_eq!(to, Status::Failed, "the third lost lease ends it");
+        assert_eq!(after.error.unwrap()["code"], "attempts_exhausted");
+        running.steps[0].kind = StepKind::Action {
+            action_type: "send_email".into(),
+            payload: json!({"to": ["a@example.com"], "subject": "s", "text": "t"}),
+        };
+        running.steps[0].attempts = 1;
+        let (after, (to, _, _)) = lease_recovery(&running, &registry);
+        assert_eq!(to, Status::Failed);
+        assert_eq!(after.error.unwrap()["code"], "outcome_unknown");
+    }
 
     #[test]
     fn backoff_grows_exponentially_and_is_capped() {

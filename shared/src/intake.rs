@@ -27,6 +27,8 @@ use tracing::Instrument;
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
 const DEFAULT_PAGE: i32 = 20;
 const MAX_PAGE: i32 = 100;
+/// Events of a system audit stream (policy, breaker, a user's) per response.
+const TRAIL_PAGE: i32 = 100;
 
 /// Sends approval requests: the mailer and where links point.
 pub struct ApprovalMail {
@@ -104,12 +106,12 @@ impl IntakeService {
                 _ => not_allowed(),
             },
             ["admin", "policy"] => match method {
-                "GET" => self.policy_status(&identity).await,
+                "GET" => self.policy_status(req, &identity).await,
                 "PUT" => self.replace_policy(req, &identity).await,
                 _ => not_allowed(),
             },
             ["admin", "circuit-breaker"] => match method {
-                "GET" => self.breaker_status(&identity).await,
+                "GET" => self.breaker_status(req, &identity).await,
                 _ => not_allowed(),
             },
             ["admin", "circuit-breaker", "reset"] => match method {
@@ -121,7 +123,7 @@ impl IntakeService {
                 _ => not_allowed(),
             },
             ["admin", "users", user, "audit"] => match method {
-                "GET" => self.user_audit(user, &identity).await,
+                "GET" => self.user_audit(req, user, &identity).await,
                 _ => not_allowed(),
             },
             ["admin", "users", user, "kyc"] => match method {
@@ -203,6 +205,8 @@ impl IntakeService {
             if let Some(approver) = action.approver.clone() {
                 let (token, record) = approval::issue_link(&action, &approver, expires_at);
                 action.approval_token_hash = Some(record.token_hash.clone());
+                // Until the mail is known to be out, the sweep will send a fresh link.
+                action.approval_mail_pending = true;
                 link = Some((token, record, approver));
             }
         }
@@ -275,9 +279,23 @@ impl IntakeService {
             let url = approval::link(&self.approval_mail.public_base_url, token);
             let mail = approval::approval_mail(&action, approver, &url, expires_at);
             match self.approval_mail.mailer.send(&mail).await {
-                Ok(message_id) => tracing::info!(%message_id, approver = %record.approver, "approval requested"),
-                // The action stays decidable through the API; the link is lost with the mail.
-                Err(e) => tracing::error!(error = %e, approver = %record.approver, "approval mail failed"),
+                Ok(message_id) => {
+                    tracing::info!(%message_id, approver = %record.approver, "approval requested");
+                    let mut delivered = action.clone();
+                    delivered.approval_mail_pending = false;
+                    delivered.version = action.version + 1;
+                    // Bookkeeping, not a transition: the trail already says who was asked.
+                    match self.store.transition_many(&action, &delivered, &[], None).await {
+                        Ok(()) => action = delivered,
+                        // Decided already, or unreachable: the sweep sorts it out (a second link
+                        // at worst, never a lost one).
+                        Err(e) => tracing::warn!(error = %e, "recording the delivered approval mail failed"),
+                    }
+                }
+                // The sweep sends a fresh link until one is delivered.
+                Err(e) => {
+                    tracing::error!(error = %e, approver = %record.approver, "approval mail failed; the sweep retries")
+                }
             }
         }
 
@@ -537,14 +555,13 @@ impl IntakeService {
     }
 
     /// The administrative changes to a user (KYC, stored credentials), oldest first.
-    async fn user_audit(&self, user: &str, identity: &Identity) -> Result<Response<Body>, ApiError> {
+    async fn user_audit(&self, req: &Request, user: &str, identity: &Identity) -> Result<Response<Body>, ApiError> {
         if !identity.admin {
             return Err(ApiError::Forbidden);
         }
         let user = UserId::parse(user).ok_or_else(|| ApiError::invalid("user_id", "is not a valid user id"))?;
-        let events =
-            self.store.system_trail(&crate::store::keys::user_audit_stream(&user)).await.map_err(ApiError::internal)?;
-        Ok(api::json_response(200, &json!({"user_id": user, "events": events})))
+        let (events, next) = self.trail_page(&crate::store::keys::user_audit_stream(&user), req).await?;
+        Ok(api::json_response(200, &json!({"user_id": user, "events": events, "events_next": next})))
     }
 
     /// Today's outcomes, from counters kept with each transition: the caller's own, or
@@ -597,18 +614,27 @@ impl IntakeService {
         ))
     }
 
-    async fn policy_status(&self, identity: &Identity) -> Result<Response<Body>, ApiError> {
+    async fn policy_status(&self, req: &Request, identity: &Identity) -> Result<Response<Body>, ApiError> {
         if !identity.admin {
             return Err(ApiError::Forbidden);
         }
-        let stored = self.store.policy_override().await.map_err(ApiError::internal)?;
-        let events =
-            self.store.system_trail(crate::store::keys::POLICY_AUDIT_STREAM).await.map_err(ApiError::internal)?;
+        let stored = self.store.policy_override_raw().await.map_err(ApiError::internal)?;
+        let events = self.trail_page(crate::store::keys::POLICY_AUDIT_STREAM, req).await?;
         let body = match stored {
-            Some(s) => {
-                json!({"policy": s.policy, "source": "override", "version": s.version, "updated_by": s.updated_by, "updated_at": s.updated_at, "events": events})
+            Some(raw) => match raw.parse() {
+                Ok(policy) => {
+                    json!({"policy": policy, "source": "override", "version": raw.version, "updated_by": raw.updated_by, "updated_at": raw.updated_at, "valid": true, "events": events.0, "events_next": events.1})
+                }
+                // Shown as stored, with why it is unusable and what governs meanwhile, so an
+                // admin can read it and replace it (PUT works from the stored version).
+                Err(problem) => {
+                    let document = serde_json::from_str::<Value>(&raw.doc).unwrap_or(Value::String(raw.doc.clone()));
+                    json!({"policy": self.policies.deployed().fail_safe(), "source": "fail_safe", "valid": false, "problem": problem, "stored": document, "version": raw.version, "updated_by": raw.updated_by, "updated_at": raw.updated_at, "events": events.0, "events_next": events.1})
+                }
+            },
+            None => {
+                json!({"policy": self.policies.deployed(), "source": "deployed", "version": 0, "valid": true, "events": events.0, "events_next": events.1})
             }
-            None => json!({"policy": self.policies.deployed(), "source": "deployed", "version": 0, "events": events}),
         };
         Ok(api::json_response(200, &body))
     }
@@ -622,7 +648,7 @@ impl IntakeService {
         let body = api::json_body(req, 256 * 1024)?;
         let policy = Policy::parse_json(body)
             .map_err(|e| ApiError::InvalidRequest { message: e.to_string(), field: Some("$".into()) })?;
-        let before = self.store.policy_override().await.map_err(ApiError::internal)?.map_or(0, |s| s.version);
+        let before = self.store.policy_override_raw().await.map_err(ApiError::internal)?.map_or(0, |s| s.version);
         match self.store.put_policy(before, &policy, identity.user.as_str(), self.clock.now()).await {
             Ok(version) => {
                 tracing::info!(by = %identity.user, version, "policy replaced");
@@ -638,16 +664,25 @@ impl IntakeService {
         self.store.breaker(window).await.map_err(ApiError::internal)
     }
 
-    async fn breaker_status(&self, identity: &Identity) -> Result<Response<Body>, ApiError> {
+    /// A page of a system audit stream: `?events_after=<seq>` continues where `events_next`
+    /// of the previous page left off.
+    async fn trail_page(&self, stream: &str, req: &Request) -> Result<(Vec<Value>, Option<u64>), ApiError> {
+        let query = req.query_string_parameters();
+        let after = match query.first("events_after") {
+            None | Some("") => 0,
+            Some(v) => v.parse::<u64>().map_err(|_| ApiError::invalid("events_after", "must be a whole number"))?,
+        };
+        self.store.system_trail(stream, after, TRAIL_PAGE).await.map_err(ApiError::internal)
+    }
+
+    async fn breaker_status(&self, req: &Request, identity: &Identity) -> Result<Response<Body>, ApiError> {
         if !identity.admin {
             return Err(ApiError::Forbidden);
         }
         let mut body = self.breaker().await?.to_api();
-        body["events"] = json!(self
-            .store
-            .system_trail(crate::store::keys::BREAKER_AUDIT_STREAM)
-            .await
-            .map_err(ApiError::internal)?);
+        let (events, next) = self.trail_page(crate::store::keys::BREAKER_AUDIT_STREAM, req).await?;
+        body["events"] = json!(events);
+        body["events_next"] = json!(next);
         Ok(api::json_response(200, &body))
     }
 
@@ -736,9 +771,8 @@ fn resolve_approver(
     requested: Option<&EmailAddress>,
     identity: &Identity,
 ) -> Result<Option<EmailAddress>, ApiError> {
-    let is_requester = |a: &EmailAddress| {
-        a.matches(identity.user.as_str()) || identity.email.as_deref().is_some_and(|e| a.matches(e))
-    };
+    let is_requester =
+        |a: &EmailAddress| a.matches(identity.user.as_str()) || identity.email.as_deref().is_some_and(|e| a.matches(e));
     if let Some(a) = requested {
         if is_requester(a) {
             return Err(ApiError::Denied {
@@ -748,7 +782,10 @@ fn resolve_approver(
             });
         }
         if !policy.approver_allowed(decision, a) {
-            return Err(ApiError::invalid("approver", format!("{a} is not an approver the policy allows for this action")));
+            return Err(ApiError::invalid(
+                "approver",
+                format!("{a} is not an approver the policy allows for this action"),
+            ));
         }
         return Ok(Some(a.clone()));
     }

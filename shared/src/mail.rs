@@ -15,9 +15,63 @@ pub struct Mail {
     pub html: String,
 }
 
+/// What a failed send means for the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MailFailure {
+    /// SES refused it before sending, for a while (throttling, a sending quota): safe to retry.
+    NotSentTransient,
+    /// SES refused it for good (bad request, rejected, unverified sender, suspended account).
+    NotSentPermanent,
+    /// It may or may not have been sent (a timeout, a connection lost, a 5xx): SES has no
+    /// idempotency key, so sending again could deliver it twice.
+    Unknown,
+}
+
 #[derive(Debug, thiserror::Error)]
-#[error("sending mail failed: {0}")]
-pub struct MailError(String);
+#[error("sending mail failed: {message}")]
+pub struct MailError {
+    pub failure: MailFailure,
+    pub message: String,
+}
+
+impl MailError {
+    fn new(failure: MailFailure, message: impl Into<String>) -> Self {
+        Self { failure, message: message.into() }
+    }
+}
+
+/// Classifies an SES error by its code and HTTP status.
+pub fn classify_ses_error(code: Option<&str>, status: Option<u16>) -> MailFailure {
+    match code {
+        Some(
+            "TooManyRequestsException"
+            | "LimitExceededException"
+            | "SendingPausedException"
+            | "Throttling"
+            | "ThrottlingException",
+        ) => MailFailure::NotSentTransient,
+        _ if status.is_some_and(|s| s >= 500) || status.is_none() => MailFailure::Unknown,
+        _ => MailFailure::NotSentPermanent,
+    }
+}
+
+fn classify_send_error(
+    e: &aws_sdk_sesv2::error::SdkError<
+        aws_sdk_sesv2::operation::send_email::SendEmailError,
+        aws_smithy_runtime_api::http::Response,
+    >,
+) -> MailFailure {
+    use aws_sdk_sesv2::error::{ProvideErrorMetadata, SdkError};
+    match e {
+        // Never left this process.
+        SdkError::ConstructionFailure(_) => MailFailure::NotSentPermanent,
+        SdkError::ServiceError(service) => {
+            classify_ses_error(service.err().code(), Some(service.raw().status().as_u16()))
+        }
+        // Timeouts, lost connections, unreadable answers: it may have been sent.
+        _ => MailFailure::Unknown,
+    }
+}
 
 #[derive(Clone)]
 pub struct Mailer {
@@ -58,14 +112,14 @@ impl Mailer {
                         RawMessage::builder()
                             .data(Blob::new(raw.into_bytes()))
                             .build()
-                            .map_err(|e| MailError(e.to_string()))?,
+                            .map_err(|e| MailError::new(MailFailure::NotSentPermanent, e.to_string()))?,
                     )
                     .build(),
             )
             .set_configuration_set_name(self.configuration_set.clone())
             .send()
             .await
-            .map_err(|e| MailError(DisplayErrorContext(e).to_string()))?;
+            .map_err(|e| MailError::new(classify_send_error(&e), DisplayErrorContext(e).to_string()))?;
         Ok(out.message_id.unwrap_or_default())
     }
 }
@@ -111,6 +165,16 @@ fn encode_header(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_refusal_before_sending_is_retried() {
+        assert_eq!(classify_ses_error(Some("TooManyRequestsException"), Some(429)), MailFailure::NotSentTransient);
+        assert_eq!(classify_ses_error(Some("LimitExceededException"), Some(400)), MailFailure::NotSentTransient);
+        assert_eq!(classify_ses_error(Some("MessageRejected"), Some(400)), MailFailure::NotSentPermanent);
+        assert_eq!(classify_ses_error(Some("BadRequestException"), Some(400)), MailFailure::NotSentPermanent);
+        assert_eq!(classify_ses_error(Some("InternalFailure"), Some(500)), MailFailure::Unknown);
+        assert_eq!(classify_ses_error(None, Some(503)), MailFailure::Unknown);
+    }
 
     #[test]
     fn mime_message_has_both_parts_and_safe_headers() {

@@ -317,12 +317,19 @@ impl Policy {
         }
         self.defaults.approver.as_ref() == Some(candidate)
             || self.defaults.allowed_approvers.iter().any(|entry| match entry.strip_prefix('@') {
-                Some(domain) => candidate
-                    .as_str()
-                    .rsplit_once('@')
-                    .is_some_and(|(_, d)| d.eq_ignore_ascii_case(domain)),
+                Some(domain) => {
+                    candidate.as_str().rsplit_once('@').is_some_and(|(_, d)| d.eq_ignore_ascii_case(domain))
+                }
                 None => candidate.matches(entry),
             })
+    }
+
+    /// What governs while the stored override cannot be read: this policy with automatic
+    /// execution switched off, so nothing runs without a human until an admin fixes it.
+    pub fn fail_safe(&self) -> Self {
+        let mut safe = self.clone();
+        safe.auto_execution.enabled = false;
+        safe
     }
 
     pub fn rule(&self, action_type: &str) -> Option<&TypeRule> {
@@ -480,7 +487,11 @@ impl Policy {
         }
         if tier == Tier::Auto && !denied && self.auto_execution.has_zero_limit() {
             tier = Tier::Approval;
-            reasons.push(reason("auto_limit_zero", "an automatic-execution limit is 0: nothing runs automatically".into(), 0));
+            reasons.push(reason(
+                "auto_limit_zero",
+                "an automatic-execution limit is 0: nothing runs automatically".into(),
+                0,
+            ));
         }
         if tier == Tier::Approval && required.as_ref().is_some_and(Vec::is_empty) {
             blocked = true;
@@ -563,10 +574,7 @@ impl AutoExecution {
 
     /// Whether some automatic-execution limit is 0: nothing may then run automatically.
     pub fn has_zero_limit(&self) -> bool {
-        self.per_hour == 0
-            || self.per_day == 0
-            || self.per_user_per_hour == Some(0)
-            || self.per_user_per_day == Some(0)
+        self.per_hour == 0 || self.per_day == 0 || self.per_user_per_hour == Some(0) || self.per_user_per_day == Some(0)
     }
 }
 
@@ -705,7 +713,10 @@ mod tests {
         assert!(Policy::parse_toml(&window).is_err());
         let huge = base.replace("per_hour = 10", "per_hour = 4294967295");
         assert!(Policy::parse_toml(&huge).unwrap_err().0.contains("per_hour"));
-        let approvers = base.replace("compensate_on_failure = false", "compensate_on_failure = false\nallowed_approvers = [\"not an address\"]");
+        let approvers = base.replace(
+            "compensate_on_failure = false",
+            "compensate_on_failure = false\nallowed_approvers = [\"not an address\"]",
+        );
         assert!(Policy::parse_toml(&approvers).unwrap_err().0.contains("allowed_approvers"));
     }
 
@@ -754,6 +765,72 @@ mod tests {
         assert!(p.approver_allowed(&d, &email("Lead@example.org")));
         assert!(!p.approver_allowed(&d, &email("agent-mailbox@attacker.example")));
         assert!(!p.approver_allowed(&d, &email("x@sub.corp.example.com")));
+    }
+
+    fn queued_tier_one(action_type: &str) -> crate::domain::Action {
+        let mut a = crate::approval::tests_support::sample_action();
+        a.tier = Some(Tier::Auto);
+        a.status = crate::domain::Status::Queued;
+        a.confidence = Some(0.9);
+        a.approver = None;
+        a.steps[0].kind = crate::domain::StepKind::Action {
+            action_type: action_type.into(),
+            payload: serde_json::json!({"message_id": "m1"}),
+        };
+        a
+    }
+
+    #[test]
+    fn waiting_tier_one_work_answers_to_the_policy_current_when_it_starts() {
+        let action = queued_tier_one("gmail.flag");
+        let mut p = Policy::default_policy();
+        assert_eq!(p.recheck(&action, false, false), Recheck::Run);
+        p.types.get_mut("gmail.flag").unwrap().blocked = true;
+        assert!(matches!(p.recheck(&action, false, false), Recheck::Blocked { .. }), "blocked after it was created");
+        let mut p = Policy::default_policy();
+        p.types.get_mut("gmail.flag").unwrap().requires_approval = true;
+        assert!(matches!(p.recheck(&action, false, false), Recheck::NeedsApproval { .. }));
+        assert_eq!(p.recheck(&action, true, false), Recheck::Run, "approved work may run");
+        let mut p = Policy::default_policy();
+        p.types.get_mut("gmail.flag").unwrap().tier = Some(Tier::Manual);
+        assert!(matches!(p.recheck(&action, true, false), Recheck::Manual { .. }));
+        let mut p = Policy::default_policy();
+        p.defaults.min_confidence = 0.95;
+        assert!(matches!(p.recheck(&action, false, false), Recheck::NeedsApproval { .. }));
+    }
+
+    #[test]
+    fn the_kill_switch_holds_every_tier_one_step_and_an_unreadable_policy_fails_safe() {
+        let action = queued_tier_one("gmail.flag");
+        let mut p = Policy::default_policy();
+        p.auto_execution.enabled = false;
+        assert!(
+            matches!(p.recheck(&action, false, false), Recheck::Hold { ref reason } if reason.starts_with("auto_execution_disabled"))
+        );
+        let safe = Policy::default_policy().fail_safe();
+        assert!(matches!(safe.recheck(&action, false, false), Recheck::Hold { .. }));
+        // Only the steps still to run count: a done step's type being blocked stops nothing.
+        let mut plan = queued_tier_one("gmail.archive");
+        plan.steps.push(crate::domain::action::Step::new(
+            1,
+            crate::domain::StepKind::Action {
+                action_type: "gmail.flag".into(),
+                payload: serde_json::json!({"message_id": "m1"}),
+            },
+        ));
+        plan.steps[0].state = crate::domain::StepState::Completed;
+        let mut p = Policy::default_policy();
+        p.types.get_mut("gmail.archive").unwrap().blocked = true;
+        assert_eq!(p.recheck(&plan, false, false), Recheck::Run);
+    }
+
+    #[test]
+    fn withdrawn_kyc_blocks_work_that_needs_it() {
+        let mut action = queued_tier_one("make_purchase");
+        action.tier = Some(Tier::Approval);
+        let p = Policy::default_policy();
+        assert_eq!(p.recheck(&action, true, true), Recheck::Run);
+        assert!(matches!(p.recheck(&action, true, false), Recheck::Blocked { .. }));
     }
 
     #[test]

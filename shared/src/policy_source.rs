@@ -36,8 +36,17 @@ impl PolicySource {
                 return Arc::clone(policy);
             }
         }
-        let fresh = match store.policy_override().await {
-            Ok(Some(stored)) => Arc::new(stored.policy),
+        let fresh = match store.policy_override_raw().await {
+            Ok(Some(raw)) => match raw.parse() {
+                Ok(policy) => Arc::new(policy),
+                Err(problem) => {
+                    // Never back to the deployed policy (it would drop the admin's kill switch
+                    // and blocks): nothing runs automatically until an admin replaces it.
+                    tracing::error!(error = %problem, version = raw.version, "the stored policy override is unreadable; automatic execution is stopped until an administrator replaces it (PUT /admin/policy)");
+                    crate::telemetry::policy_unreadable_metric(chrono::Utc::now());
+                    Arc::new(self.deployed.fail_safe())
+                }
+            },
             Ok(None) => Arc::clone(&self.deployed),
             Err(e) => {
                 // Keep what we had (or the deployed policy) rather than fail the request.

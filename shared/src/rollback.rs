@@ -18,6 +18,10 @@ use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+/// How long one step's undo may take, and how far the lease reaches past it.
+const UNDO_BOUND: std::time::Duration = std::time::Duration::from_secs(20);
+const LEASE_SECS: i64 = 30;
+
 /// Why a completed step is not undone.
 const IRREVERSIBLE: &str = "irreversible";
 const EXPIRED: &str = "rollback_data_expired";
@@ -142,11 +146,25 @@ impl RollbackService {
             .collect()
     }
 
+    /// Continues a rollback whose worker stopped (found by the sweep through its lease).
+    pub async fn resume(&self, action: Action) -> Result<Action, ApiError> {
+        let request = RollbackRequest { reason: None, partial: true };
+        self.roll_back(action, &request, "rollback").await
+    }
+
     pub async fn roll_back(&self, action: Action, request: &RollbackRequest, actor: &str) -> Result<Action, ApiError> {
         tracing::info!(action_id = %action.action_id, actor, partial = request.partial, "rollback requested");
+        let now = self.clock.now();
         match action.status {
             // Twice is harmless.
             Status::RolledBack => return Ok(action),
+            // Another worker is undoing it now: never two at once.
+            Status::RollingBack if action.lease_expires_at.is_some_and(|t| t > now) => {
+                return Err(ApiError::InvalidState {
+                    status: Status::RollingBack,
+                    message: "a rollback of it is in progress".into(),
+                })
+            }
             Status::Completed | Status::Failed | Status::RollingBack => {}
             other => {
                 return Err(ApiError::InvalidState {
@@ -180,15 +198,20 @@ impl RollbackService {
                 extra: json!({"status": action.status, "irreversible_steps": irreversible}),
             });
         }
-        let now = self.clock.now();
+        let mut leased = action.clone();
+        leased.lease_expires_at = Some(now + chrono::Duration::seconds(LEASE_SECS));
         let mut current = if action.status == Status::RollingBack {
-            action
+            // A rollback whose worker stopped: take it over (its lease ran out).
+            leased.version = action.version + 1;
+            leased.updated_at = now;
+            self.store.transition_many(&action, &leased, &[], None).await.map_err(conflict_or_internal)?;
+            leased
         } else {
             let reason = request.reason.clone().unwrap_or_else(|| "rollback requested".into());
             self.store
                 .advance(
                     &action,
-                    action.clone(),
+                    leased,
                     &[(Status::RollingBack, reason, Some(json!({"by": actor, "partial": request.partial})))],
                     actor,
                     now,
@@ -202,11 +225,47 @@ impl RollbackService {
                 .registry
                 .get(&action_type)
                 .ok_or_else(|| ApiError::internal(anyhow::anyhow!("no handler for {action_type}")))?;
+            // Claim this step's undo with a conditional write (and a fresh lease) first: a
+            // concurrent rollback loses here instead of undoing it a second time.
+            let resumed = current.steps[index].undo_started_at.is_some();
+            if resumed && !handler.idempotent() {
+                let mut after = current.clone();
+                after.lease_expires_at = None;
+                let message = format!("the rollback of step {index} ({action_type}) was interrupted; whether it was undone is unknown and it cannot be repeated safely: a human must check");
+                after.error = Some(
+                    json!({"rollback_step": index, "code": "outcome_unknown", "message": message, "needs_human": true}),
+                );
+                return self
+                    .store
+                    .advance(
+                        &current,
+                        after,
+                        &[(Status::RollbackFailed, message, Some(json!({"step": index, "needs_human": true})))],
+                        actor,
+                        self.clock.now(),
+                    )
+                    .await
+                    .map_err(conflict_or_internal);
+            }
+            let mut claim = current.clone();
+            let started = self.clock.now();
+            claim.steps[index].undo_started_at = Some(started);
+            claim.lease_expires_at = Some(started + chrono::Duration::seconds(LEASE_SECS));
+            claim.version = current.version + 1;
+            claim.updated_at = started;
+            self.store.transition_many(&current, &claim, &[], None).await.map_err(conflict_or_internal)?;
+            current = claim;
             let step = &current.steps[index];
             let snapshot = snapshots.get(&index).map_or(Value::Null, |k| k.snapshot.clone());
             let result = step.result.clone().unwrap_or(Value::Null);
             let ctx = StepContext::new(current.action_id, &current.user_id, index, &payload, &self.deps);
-            let outcome = handler.rollback(&ctx, &snapshot, &result).await;
+            let outcome = match tokio::time::timeout(UNDO_BOUND, handler.rollback(&ctx, &snapshot, &result)).await {
+                Ok(outcome) => outcome,
+                Err(_) => Err(crate::handlers::HandlerError::transient(
+                    "timeout",
+                    format!("the undo did not finish within {}s", UNDO_BOUND.as_secs()),
+                )),
+            };
             let mut after = current.clone();
             let now = self.clock.now();
             match outcome {
@@ -223,6 +282,7 @@ impl RollbackService {
                     order.push(index);
                 }
                 Err(e) => {
+                    after.lease_expires_at = None;
                     after.steps[index].error = Some(json!(e));
                     after.error =
                         Some(json!({"rollback_step": index, "code": e.code, "message": e.message, "kind": e.kind}));
@@ -247,8 +307,10 @@ impl RollbackService {
         } else {
             "partial rollback: irreversible steps were left as they are".to_owned()
         };
+        let mut finished = current.clone();
+        finished.lease_expires_at = None;
         self.store
-            .advance(&current, current.clone(), &[(Status::RolledBack, reason, Some(detail))], actor, self.clock.now())
+            .advance(&current, finished, &[(Status::RolledBack, reason, Some(detail))], actor, self.clock.now())
             .await
             .map_err(conflict_or_internal)
     }

@@ -49,8 +49,14 @@ pub struct SweepReport {
 }
 
 /// The kinds of due work, each taken `TURN` items at a time.
-const SWEPT: [Status; 6] =
-    [Status::AwaitingApproval, Status::Executing, Status::RollingBack, Status::Pending, Status::Queued, Status::Waiting];
+const SWEPT: [Status; 6] = [
+    Status::AwaitingApproval,
+    Status::Executing,
+    Status::RollingBack,
+    Status::Pending,
+    Status::Queued,
+    Status::Waiting,
+];
 const TURN: usize = 10;
 /// No new item is started this close to the invocation's end.
 const STOP_MARGIN_SECS: i64 = 10;
@@ -65,18 +71,35 @@ pub fn stopped_by_policy(
     policy: &Policy,
     now: DateTime<Utc>,
 ) -> (Action, (Status, String, Option<serde_json::Value>)) {
-    let said = |reasons: &[crate::policy::Reason]| reasons.iter().map(|r| r.message.as_str()).collect::<Vec<_>>().join("; ");
+    let said =
+        |reasons: &[crate::policy::Reason]| reasons.iter().map(|r| r.message.as_str()).collect::<Vec<_>>().join("; ");
     let mut after = action.clone();
     after.hold_reason = None;
     after.hold_until = None;
     match recheck {
         Recheck::Blocked { reasons } => {
-            after.error = Some(serde_json::json!({"code": "blocked", "message": "the current policy blocks it", "reasons": reasons}));
-            (after, (Status::Blocked, format!("the current policy blocks it: {}", said(&reasons)), Some(serde_json::json!({"reasons": reasons}))))
+            after.error = Some(
+                serde_json::json!({"code": "blocked", "message": "the current policy blocks it", "reasons": reasons}),
+            );
+            (
+                after,
+                (
+                    Status::Blocked,
+                    format!("the current policy blocks it: {}", said(&reasons)),
+                    Some(serde_json::json!({"reasons": reasons})),
+                ),
+            )
         }
         Recheck::Manual { reasons } => {
             after.tier = Some(crate::domain::Tier::Manual);
-            (after, (Status::Manual, format!("the current policy leaves it to a human: {}", said(&reasons)), Some(serde_json::json!({"reasons": reasons}))))
+            (
+                after,
+                (
+                    Status::Manual,
+                    format!("the current policy leaves it to a human: {}", said(&reasons)),
+                    Some(serde_json::json!({"reasons": reasons})),
+                ),
+            )
         }
         Recheck::NeedsApproval { decision } => {
             let after = crate::approval::request_approval(action, &decision, policy, now);
@@ -177,8 +200,15 @@ impl SweepService {
     /// Mails `action`'s approver a fresh link. The link's record is stored first (so the mail
     /// never points at nothing); earlier links stay valid (a link is never closed before its
     /// successor is delivered). Returns whether the mail went out.
-    async fn send_approval_link(&self, action: &Action, now: DateTime<Utc>, reminder: bool) -> Result<bool, TransitionError> {
-        let (Some(mail), Some(approver), Some(expires_at)) = (&self.mail, action.approver.clone(), action.approval_expires_at) else {
+    async fn send_approval_link(
+        &self,
+        action: &Action,
+        now: DateTime<Utc>,
+        reminder: bool,
+    ) -> Result<bool, TransitionError> {
+        let (Some(mail), Some(approver), Some(expires_at)) =
+            (&self.mail, action.approver.clone(), action.approval_expires_at)
+        else {
             return Ok(false);
         };
         let mut stored = action.clone();
@@ -303,7 +333,14 @@ impl SweepService {
         report
     }
 
-    async fn visit(&self, status: Status, stale: Action, now: DateTime<Utc>, policy: &Policy, report: &mut SweepReport) {
+    async fn visit(
+        &self,
+        status: Status,
+        stale: Action,
+        now: DateTime<Utc>,
+        policy: &Policy,
+        report: &mut SweepReport,
+    ) {
         // The index lags; act only on what a consistent read still shows as due.
         let action = match self.store.get_action(stale.action_id).await {
             Ok(Some(a)) if a.status == status => a,

@@ -16,6 +16,24 @@ pub const METRIC_NAMESPACE: &str = "actiongate";
 /// format: one JSON line on stdout, which Lambda's log pipeline turns into the
 /// `CircuitBreakerOpen` metric the template's alarm watches (no API call, no permission). Sent
 /// while open only: no data means closed, and the alarm treats missing data as fine.
+/// The stored policy override could not be read: automatic execution is stopped (alarm on it).
+pub fn policy_unreadable_metric(now: chrono::DateTime<chrono::Utc>) {
+    println!(
+        "{}",
+        serde_json::json!({
+            "_aws": {
+                "Timestamp": now.timestamp_millis(),
+                "CloudWatchMetrics": [{
+                    "Namespace": METRIC_NAMESPACE,
+                    "Dimensions": [[]],
+                    "Metrics": [{"Name": "PolicyUnreadable", "Unit": "Count"}],
+                }],
+            },
+            "PolicyUnreadable": 1,
+        })
+    );
+}
+
 pub fn breaker_open_metric(now: chrono::DateTime<chrono::Utc>) {
     println!("{}", breaker_metric_line(true, now));
 }

@@ -213,7 +213,10 @@ fn too_deep(value: &Value, path: &str, max: usize) -> Option<String> {
 /// Validates the payload of a built-in action type. `path` is where the payload sits.
 pub fn validate_payload(action_type: &str, payload: &Value, path: &str) -> Result<(), FieldError> {
     if let Some(deep) = too_deep(payload, path, MAX_PAYLOAD_DEPTH) {
-        return Err(FieldError::new(deep, format!("nests too deeply (at most {MAX_PAYLOAD_DEPTH} levels inside a payload)")));
+        return Err(FieldError::new(
+            deep,
+            format!("nests too deeply (at most {MAX_PAYLOAD_DEPTH} levels inside a payload)"),
+        ));
     }
     let mut p = Obj::at(payload, path)?;
     match action_type {

@@ -180,3 +180,56 @@ pub fn approval_mail(action: &Action, approver: &EmailAddress, link: &str, expir
     );
     Mail { to: vec![approver.as_str().to_owned()], cc: vec![], subject, text, html }
 }
+
+/// A tier-2 `send_email` action of `alice`, waiting for `boss@example.com` (unit tests).
+#[cfg(test)]
+pub mod tests_support {
+    use crate::domain::action::{Step, StepKind};
+    use crate::domain::{Action, ActionId, Status, Tier, UserId};
+    use chrono::{DateTime, Utc};
+    use serde_json::json;
+
+    pub fn now() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-03-01T12:00:00Z").unwrap().with_timezone(&Utc)
+    }
+
+    pub fn sample_action() -> Action {
+        let payload = json!({"to": ["b@example.com"], "subject": "s", "text": "t"});
+        Action {
+            action_id: ActionId::new_v7(now()),
+            user_id: UserId::parse("alice").unwrap(),
+            action_type: "send_email".into(),
+            payload: payload.clone(),
+            steps: vec![Step::new(0, StepKind::Action { action_type: "send_email".into(), payload })],
+            status: Status::AwaitingApproval,
+            tier: Some(Tier::Approval),
+            risk_score: Some(10),
+            confidence: None,
+            priority: 0,
+            scheduled_for: None,
+            rate_limit_key: None,
+            approver: crate::domain::EmailAddress::parse("boss@example.com"),
+            requester_email: None,
+            reasons: vec!["type_requires_approval".into(), "needs_approval".into()],
+            attempts: 0,
+            max_attempts: 3,
+            approval_expires_at: Some(now() + chrono::Duration::hours(1)),
+            created_at: now(),
+            updated_at: now(),
+            result: None,
+            error: None,
+            idempotency_key: None,
+            approval_token_hash: None,
+            decided_by: None,
+            decided_at: None,
+            decision_reason: None,
+            approval_reminded: false,
+            hold_reason: None,
+            hold_until: None,
+            not_before: None,
+            approval_mail_pending: false,
+            lease_expires_at: None,
+            version: 2,
+        }
+    }
+}

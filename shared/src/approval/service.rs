@@ -72,9 +72,8 @@ pub fn link_state(record: &ApprovalRecord, action: &Action, now: DateTime<Utc>) 
     if !constant_time_eq(record.plan_digest.as_bytes(), plan_digest(action).as_bytes()) {
         return LinkState::Closed("The action changed after this link was sent, so the link no longer applies.");
     }
-    if action.approval_token_hash.as_deref() != Some(record.token_hash.as_str()) {
-        return LinkState::Closed("This link was replaced by a newer one.");
-    }
+    // A reminder's link does not close the earlier one (which may be the only one delivered):
+    // every link of the action works until it is decided, expires or changes.
     if now >= record.expires_at || action.approval_expires_at.is_some_and(|t| now >= t) {
         return LinkState::Expired;
     }
@@ -184,6 +183,13 @@ impl ApprovalService {
             }
             other => return state_page(&other),
         }
+        if is_requesters_address(&action, &record.approver) {
+            return pages::message(
+                403,
+                "You cannot decide your own request",
+                "This action was requested by you, so someone else must approve or reject it. Nothing was changed.",
+            );
+        }
         let meta = RequestMeta::from_request(req);
         match self.apply(&action, decision, &record.approver, reason, &meta, "link").await {
             Ok(after) => decided_page(&after),
@@ -203,6 +209,14 @@ impl ApprovalService {
         let action =
             self.store.get_action(id).await.map_err(ApiError::internal)?.ok_or(ApiError::NotFound("action"))?;
         let is_approver = identity.is_approver(action.approver.as_ref());
+        if identity.is_requester(&action) {
+            // Admin or not, by user id or by email: nobody decides their own action.
+            return Err(ApiError::Denied {
+                code: "self_approval",
+                message: "a requester cannot approve or reject their own action".into(),
+                extra: json!({"action_id": action.action_id}),
+            });
+        }
         if !is_approver && !identity.admin {
             // The owner may see the action but not decide it; anyone else must not learn it exists.
             return Err(if action.user_id == identity.user {
@@ -301,7 +315,8 @@ impl ApprovalService {
         self.store.transition_many(action, &after, &events, link_use).await?;
         tracing::info!(decision = ?decision, by = actor, via, "approval decided");
         if after.status == Status::Queued {
-            let delay = after.scheduled_for.map_or(0, |t| (t - now).num_seconds().clamp(0, 900) as u32);
+            // The executor holds it until `scheduled_for` whenever the message arrives.
+            let delay = after.runnable_at().map_or(0, |t| (t - now).num_seconds().clamp(0, 900) as u32);
             if let Err(e) = self.queue.enqueue(&ExecuteMessage { action_id: after.action_id, step: 0 }, delay).await {
                 // The action is `queued` in the store; the sweep re-sends work that no executor claimed.
                 tracing::error!(error = %e, "queueing approved work failed; the sweep will re-send");
@@ -348,6 +363,12 @@ impl ApprovalService {
             Err(_) => self.store.get_action(action.action_id).await.ok().flatten().map_or(action.status, |a| a.status),
         }
     }
+}
+
+/// Whether `address` is the requester's own (their user id or verified email).
+fn is_requesters_address(action: &Action, address: &str) -> bool {
+    crate::api::is_same_mailbox(address, action.user_id.as_str())
+        || action.requester_email.as_deref().is_some_and(|e| crate::api::is_same_mailbox(address, e))
 }
 
 /// `decision=approve|reject&reason=…` from the page's form.
@@ -432,51 +453,15 @@ fn state_page(state: &LinkState) -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::action::{Step, StepKind};
-    use crate::domain::{Tier, UserId};
+    use crate::domain::action::StepKind;
+    use crate::domain::UserId;
 
     fn now() -> DateTime<Utc> {
         DateTime::parse_from_rfc3339("2026-03-01T12:00:00Z").unwrap().with_timezone(&Utc)
     }
 
     fn waiting() -> (ApprovalRecord, Action) {
-        let payload = json!({"to": ["b@example.com"], "subject": "s", "text": "t"});
-        let mut action = Action {
-            action_id: ActionId::new_v7(now()),
-            user_id: UserId::parse("alice").unwrap(),
-            action_type: "send_email".into(),
-            payload: payload.clone(),
-            steps: vec![Step::new(0, StepKind::Action { action_type: "send_email".into(), payload })],
-            status: Status::AwaitingApproval,
-            tier: Some(Tier::Approval),
-            risk_score: Some(10),
-            confidence: None,
-            priority: 0,
-            scheduled_for: None,
-            rate_limit_key: None,
-            approver: crate::domain::EmailAddress::parse("boss@example.com"),
-            reasons: vec!["type_requires_approval".into(), "needs_approval".into()],
-            attempts: 0,
-            max_attempts: 3,
-            approval_expires_at: Some(now() + chrono::Duration::hours(1)),
-            created_at: now(),
-            updated_at: now(),
-            result: None,
-            error: None,
-            idempotency_key: None,
-            approval_token_hash: None,
-            decided_by: None,
-            decided_at: None,
-            decision_reason: None,
-            lease_expires_at: None,
-            hold_reason: None,
-            hold_until: None,
-            approval_reminded: false,
-        requester_email: None,
-        not_before: None,
-        approval_mail_pending: false,
-            version: 2,
-        };
+        let mut action = super::super::tests_support::sample_action();
         let approver = action.approver.clone().unwrap();
         let (_, record) = super::super::issue_link(&action, &approver, now() + chrono::Duration::hours(1));
         action.approval_token_hash = Some(record.token_hash.clone());
@@ -511,9 +496,24 @@ mod tests {
         action.decided_at = Some(now());
         record.status = ApprovalStatus::Approved;
         assert!(matches!(link_state(&record, &action, now()), LinkState::Decided { status: Status::Queued, .. }));
+        // A reminder's newer link does not close this one.
         let (record, mut action) = waiting();
         action.approval_token_hash = Some("another".into());
-        assert!(matches!(link_state(&record, &action, now()), LinkState::Closed(_)));
+        assert_eq!(link_state(&record, &action, now()), LinkState::Open);
+    }
+
+    #[test]
+    fn a_link_addressed_to_the_requester_never_decides() {
+        let (_, mut action) = waiting();
+        assert!(is_requesters_address(&action, "ALICE"));
+        action.requester_email = Some("alice@example.com".into());
+        assert!(is_requesters_address(&action, "Alice@Example.com"));
+        assert!(!is_requesters_address(&action, "boss@example.com"));
+        let admin = Identity { user: UserId::parse("alice").unwrap(), email: None, admin: true };
+        assert!(admin.is_requester(&action), "an admin is still the requester");
+        let by_mail =
+            Identity { user: UserId::parse("sso-123").unwrap(), email: Some("alice@example.com".into()), admin: true };
+        assert!(by_mail.is_requester(&action), "the same person under another id, by email");
     }
 
     #[test]

@@ -101,6 +101,10 @@ pub struct Step {
     pub wake_at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<DateTime<Utc>>,
+    /// When a rollback started undoing this step (claimed by a conditional write, so two
+    /// rollbacks never undo it both; a resumed rollback knows it may already be undone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub undo_started_at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<DateTime<Utc>>,
 }
@@ -118,6 +122,7 @@ impl Step {
             snapshot_at: None,
             wake_at: None,
             started_at: None,
+            undo_started_at: None,
             finished_at: None,
         }
     }

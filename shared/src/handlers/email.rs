@@ -2,7 +2,7 @@
 //! idempotency key, so an unknown outcome is reported rather than retried blindly.
 
 use super::{Handler, HandlerError, HandlerFuture, Reversibility, StepContext};
-use crate::mail::Mail;
+use crate::mail::{Mail, MailFailure};
 use serde_json::{json, Value};
 
 pub struct SendEmail;
@@ -52,8 +52,12 @@ impl Handler for SendEmail {
                     format!("<pre>{}</pre>", crate::approval::pages::escape(&text.unwrap_or_default()))
                 }),
             };
-            let message_id =
-                mailer.send(&mail).await.map_err(|e| HandlerError::transient("ses_error", e.to_string()))?;
+            let message_id = mailer.send(&mail).await.map_err(|e| match e.failure {
+                MailFailure::NotSentTransient => HandlerError::transient("ses_throttled", e.to_string()),
+                MailFailure::NotSentPermanent => HandlerError::permanent("ses_rejected", e.to_string()),
+                // Sending again could deliver it twice: a human checks.
+                MailFailure::Unknown => HandlerError::unknown("ses_outcome_unknown", e.to_string()),
+            })?;
             Ok(json!({"message_id": message_id}))
         })
     }

@@ -126,10 +126,9 @@ pub const GOOGLE_CREDENTIAL_SK: &str = "CREDENTIAL#google";
 /// so the sweep queries exactly the due items and never scans.
 pub fn sweep_due(action: &Action) -> Option<(String, String)> {
     let due: DateTime<Utc> = match action.status {
-        Status::Pending => action
-            .runnable_at()
-            .unwrap_or(action.created_at)
-            .max(action.hold_until.unwrap_or(action.created_at)),
+        Status::Pending => {
+            action.runnable_at().unwrap_or(action.created_at).max(action.hold_until.unwrap_or(action.created_at))
+        }
         // An undelivered approval mail is sent again soon; a reminder comes next, then the expiry.
         Status::AwaitingApproval if action.approval_mail_pending => {
             let retry = action.updated_at + chrono::Duration::minutes(1);
@@ -138,7 +137,9 @@ pub fn sweep_due(action: &Action) -> Option<(String, String)> {
         Status::AwaitingApproval => action.approval_reminder_at().or(action.approval_expires_at)?,
         // Queued work that no executor has claimed a while after it became runnable was lost
         // between the store and the queue (or dead-lettered); the sweep re-sends it.
-        Status::Queued => action.updated_at.max(action.runnable_at().unwrap_or(action.updated_at)) + chrono::Duration::minutes(5),
+        Status::Queued => {
+            action.updated_at.max(action.runnable_at().unwrap_or(action.updated_at)) + chrono::Duration::minutes(5)
+        }
         // A rollback whose worker stopped (its lease ran out) is resumed.
         Status::RollingBack => action.lease_expires_at?,
         // A lease that runs out means the executor died: the sweep recovers the step.

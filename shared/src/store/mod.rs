@@ -126,6 +126,23 @@ pub struct StoredPolicy {
     pub updated_at: String,
 }
 
+/// The stored override before it is parsed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawPolicy {
+    pub doc: String,
+    pub version: u64,
+    pub updated_by: String,
+    pub updated_at: String,
+}
+
+impl RawPolicy {
+    /// The policy it holds, or why it cannot be used.
+    pub fn parse(&self) -> Result<crate::policy::Policy, String> {
+        let doc: serde_json::Value = serde_json::from_str(&self.doc).map_err(|e| format!("policy: {e}"))?;
+        crate::policy::Policy::parse_json(doc).map_err(|e| e.to_string())
+    }
+}
+
 /// How long an approval record outlives its expiry (so late clicks still get a clear page).
 pub const APPROVAL_RECORD_DAYS: i64 = 30;
 
@@ -454,16 +471,27 @@ impl Store {
         self.conditional_transaction(items).await
     }
 
-    /// The administrator's policy override, if any.
+    /// The administrator's policy override, if any. `Err(Corrupt)` when it is stored but no
+    /// longer parses or passes the checks (see [`Store::policy_override_raw`] to read it anyway).
     pub async fn policy_override(&self) -> Result<Option<StoredPolicy>, StoreError> {
+        let Some(raw) = self.policy_override_raw().await? else { return Ok(None) };
+        let policy = raw.parse().map_err(StoreError::Corrupt)?;
+        Ok(Some(StoredPolicy { policy, version: raw.version, updated_by: raw.updated_by, updated_at: raw.updated_at }))
+    }
+
+    /// The stored override as it is, parsed or not: an administrator can always see it and
+    /// replace it, even after a release made it invalid.
+    pub async fn policy_override_raw(&self) -> Result<Option<RawPolicy>, StoreError> {
         let found = self.item(keys::POLICY_PK, keys::POLICY_SK).await?;
         let Some(item) = found else { return Ok(None) };
         let text = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
-        let doc: serde_json::Value =
-            serde_json::from_str(&text("doc")).map_err(|e| StoreError::Corrupt(format!("policy: {e}")))?;
-        let policy = crate::policy::Policy::parse_json(doc).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let version = item.get("version").and_then(|v| v.as_n().ok()).and_then(|n| n.parse().ok()).unwrap_or(0);
-        Ok(Some(StoredPolicy { policy, version, updated_by: text("updated_by"), updated_at: text("updated_at") }))
+        Ok(Some(RawPolicy {
+            doc: text("doc"),
+            version,
+            updated_by: text("updated_by"),
+            updated_at: text("updated_at"),
+        }))
     }
 
     /// Stores a (validated) policy override if the stored version is still `before_version`,
@@ -498,23 +526,39 @@ impl Store {
         self.conditional_transaction(items).await.map(|()| version)
     }
 
-    /// An audit stream that is not an action's (`policy`, `circuit-breaker`), oldest first.
-    pub async fn system_trail(&self, stream: &str) -> Result<Vec<serde_json::Value>, StoreError> {
+    /// A page of an audit stream that is not an action's (`policy`, `circuit-breaker`, a
+    /// user's), oldest first: at most `limit` events after sequence `after`, and the sequence
+    /// to continue from when there are more.
+    pub async fn system_trail(
+        &self,
+        stream: &str,
+        after: u64,
+        limit: i32,
+    ) -> Result<(Vec<serde_json::Value>, Option<u64>), StoreError> {
         let out = self
             .client
             .query()
             .table_name(&self.audit_table)
-            .key_condition_expression("#pk = :pk")
+            .key_condition_expression("#pk = :pk AND #sk > :after")
             .expression_attribute_names("#pk", keys::AUDIT_PK)
+            .expression_attribute_names("#sk", keys::AUDIT_SK)
             .expression_attribute_values(":pk", s(stream))
+            .expression_attribute_values(":after", n(after))
+            .limit(limit)
             .send()
             .await
             .map_err(StoreError::aws)?;
-        Ok(out
+        let events = out
             .items()
             .iter()
             .filter_map(|i| i.get("doc")?.as_s().ok().and_then(|d| serde_json::from_str(d).ok()))
-            .collect())
+            .collect();
+        let next = out
+            .last_evaluated_key()
+            .and_then(|k| k.get(keys::AUDIT_SK))
+            .and_then(|v| v.as_n().ok())
+            .and_then(|v| v.parse().ok());
+        Ok((events, next))
     }
 
     /// The circuit breaker (closed when never written), with the successes counted since its
@@ -1236,7 +1280,10 @@ fn n(v: impl ToString) -> AttributeValue {
 
 /// Whether an item's TTL has passed (DynamoDB deletes such items lazily).
 fn expired(item: &Item, now: DateTime<Utc>) -> bool {
-    item.get(keys::TTL).and_then(|v| v.as_n().ok()).and_then(|t| t.parse::<i64>().ok()).is_some_and(|t| t < now.timestamp())
+    item.get(keys::TTL)
+        .and_then(|v| v.as_n().ok())
+        .and_then(|t| t.parse::<i64>().ok())
+        .is_some_and(|t| t < now.timestamp())
 }
 
 /// The actions of a page or batch; one that cannot be read is logged and left out, so one bad
