@@ -285,7 +285,17 @@ impl ExecutorService {
         };
         tracing::info!(attempt, action_type = %action_type, "step claimed");
 
-        let result = bounded(budget, handler.idempotent(), handler.execute(&ctx)).await;
+        // The snapshot took part of the invocation: bound the change by what is left now.
+        let left = deadline - self.clock.now() - chrono::Duration::seconds(RECORD_MARGIN_SECS);
+        let result = match left.to_std() {
+            Ok(left) if left >= std::time::Duration::from_secs(MIN_HANDLER_SECS as u64) => {
+                bounded(left, handler.idempotent(), handler.execute(&ctx)).await
+            }
+            // Claimed but not run: an attempt counted, nothing done; it is retried.
+            _ => {
+                Err(HandlerError::transient("no_time_left", "too little of the invocation was left after the snapshot"))
+            }
+        };
         if self.fault_injection
             && claimed.rate_limit_key.as_deref() == Some(ABORT_AFTER_EFFECT_KEY)
             && attempt == 1
@@ -654,6 +664,12 @@ impl ExecutorService {
     async fn start_wait(&self, action: Action, deadline: DateTime<Utc>) -> Outcome {
         let index = action.next_step();
         let now = self.clock.now();
+        // A plan that starts with a wait starts no earlier than its time either.
+        if let Some(at) = action.runnable_at().filter(|at| *at > now) {
+            let delay = u64::try_from((at - now).num_seconds()).unwrap_or(0).max(1);
+            self.enqueue_at(&action, index, delay, &format!("s{index}-due{}", at.timestamp())).await;
+            return Outcome::Ignored(format!("not due before {}", format_time(at)));
+        }
         let wake_at = match &action.steps[index].kind {
             StepKind::WaitFor { wait_for } => action.steps[index].wake_at.unwrap_or(now + wait_for.to_chrono()),
             StepKind::WaitUntil { wait_until } => *wait_until,

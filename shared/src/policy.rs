@@ -561,13 +561,14 @@ impl AutoExecution {
         if !(b.failure_ratio > 0.0 && b.failure_ratio <= 1.0) {
             return Err(PolicyError("auto_execution.breaker.failure_ratio must be above 0 and at most 1".into()));
         }
-        if !(1..=1000).contains(&b.window) || !(1..=b.window).contains(&b.min_sample) {
+        // A min_sample above the window (or a huge run) makes that trigger never fire: allowed.
+        if !(1..=1000).contains(&b.window) || !(1..=MAX_LIMIT as usize).contains(&b.min_sample) {
             return Err(PolicyError(
-                "auto_execution.breaker: window must be 1 to 1000 and min_sample 1 to window".into(),
+                "auto_execution.breaker: window must be 1 to 1000 and min_sample 1 to 1000000".into(),
             ));
         }
-        if !(1..=1000).contains(&b.consecutive_failures) {
-            return Err(PolicyError("auto_execution.breaker.consecutive_failures must be 1 to 1000".into()));
+        if !(1..=MAX_LIMIT).contains(&b.consecutive_failures) {
+            return Err(PolicyError("auto_execution.breaker.consecutive_failures must be 1 to 1000000".into()));
         }
         Ok(())
     }

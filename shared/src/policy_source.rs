@@ -49,9 +49,10 @@ impl PolicySource {
             },
             Ok(None) => Arc::clone(&self.deployed),
             Err(e) => {
-                // Keep what we had (or the deployed policy) rather than fail the request.
+                // Keep what we had; with nothing read yet, fail safe (the stored override may
+                // hold the kill switch or blocks): no automatic execution until it is read.
                 tracing::error!(error = %e, "reading the policy override failed");
-                return cached.map_or_else(|| Arc::clone(&self.deployed), |(_, p)| p);
+                return cached.map_or_else(|| Arc::new(self.deployed.fail_safe()), |(_, p)| p);
             }
         };
         *self.cache.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), Arc::clone(&fresh)));

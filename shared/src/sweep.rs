@@ -141,6 +141,7 @@ pub fn auto_guards(policy: &Policy, action: &Action, now: DateTime<Utc>) -> (Vec
         user: action.user_id.clone(),
         entity: entity.clone(),
         until: now + a.cooldown.to_chrono(),
+        action_id: action.action_id,
     });
     (counters, cooldown)
 }

@@ -50,7 +50,9 @@ pub fn request_approval(
     after.reasons = decision.reason_codes();
     after.approval_expires_at = Some(now + decision.approval_expiry.to_chrono());
     after.approval_token_hash = None;
-    after.approval_reminded = false;
+    // The halfway reminder is measured from `created_at`, long past for work that waited:
+    // no reminder for a request the policy raised later (its expiry still holds).
+    after.approval_reminded = true;
     after.approval_mail_pending = after.approver.is_some();
     after.hold_reason = None;
     after.hold_until = None;

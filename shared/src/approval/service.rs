@@ -191,7 +191,7 @@ impl ApprovalService {
             );
         }
         let meta = RequestMeta::from_request(req);
-        match self.apply(&action, decision, &record.approver, reason, &meta, "link").await {
+        match self.apply(&action, decision, &record.approver, reason, &meta, "link", Some(&record.token_hash)).await {
             Ok(after) => decided_page(&after),
             Err(TransitionError::Conflict) => match self.store.get_action(action.action_id).await {
                 Ok(Some(current)) => state_page(&link_state(&record, &current, now)),
@@ -237,7 +237,7 @@ impl ApprovalService {
             let status = self.expire_if_waiting(&action, &actor, &meta).await;
             return Err(ApiError::InvalidState { status, message: "its approval window has passed".into() });
         }
-        match self.apply(&action, decision, &actor, reason, &meta, "api").await {
+        match self.apply(&action, decision, &actor, reason, &meta, "api", None).await {
             Ok(after) => Ok(api::json_response(200, &after.to_api())),
             Err(TransitionError::Conflict) => {
                 let status = self.store.get_action(id).await.ok().flatten().map_or(action.status, |a| a.status);
@@ -257,6 +257,7 @@ impl ApprovalService {
         reason: Option<String>,
         meta: &RequestMeta,
         via: &str,
+        used_link: Option<&str>,
     ) -> Result<Action, TransitionError> {
         let now = self.clock.now();
         let mut after = action.clone();
@@ -305,8 +306,10 @@ impl ApprovalService {
                 ApprovalStatus::Rejected
             }
         };
-        // A decision through the API closes the emailed link too.
-        let link_use = action.approval_token_hash.as_deref().map(|hash| ApprovalUse {
+        // A decision by link uses up that link; one through the API closes the newest emailed
+        // link too (older ones show the decision, as the action is no longer waiting).
+        let used = used_link.or(action.approval_token_hash.as_deref());
+        let link_use = used.map(|hash| ApprovalUse {
             token_hash: hash,
             status: if via == "link" { link_status } else { ApprovalStatus::Closed },
             by: actor,
@@ -317,7 +320,8 @@ impl ApprovalService {
         if after.status == Status::Queued {
             // The executor holds it until `scheduled_for` whenever the message arrives.
             let delay = after.runnable_at().map_or(0, |t| (t - now).num_seconds().clamp(0, 900) as u32);
-            if let Err(e) = self.queue.enqueue(&ExecuteMessage { action_id: after.action_id, step: 0 }, delay).await {
+            let step = after.next_step();
+            if let Err(e) = self.queue.enqueue(&ExecuteMessage { action_id: after.action_id, step }, delay).await {
                 // The action is `queued` in the store; the sweep re-sends work that no executor claimed.
                 tracing::error!(error = %e, "queueing approved work failed; the sweep will re-send");
             }

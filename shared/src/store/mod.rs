@@ -187,6 +187,9 @@ pub struct Cooldown {
     pub user: UserId,
     pub entity: String,
     pub until: DateTime<Utc>,
+    /// The action that started it: that action restarting (held by the kill switch or the
+    /// breaker, then started again) is never stopped by its own cool-down.
+    pub action_id: ActionId,
 }
 
 /// Why a guarded write did not happen.
@@ -680,11 +683,12 @@ impl Store {
                 .await
                 .map_err(StoreError::aws)?;
             for item in out.items() {
-                let doc = item
-                    .get("doc")
-                    .and_then(|v| v.as_s().ok())
-                    .ok_or_else(|| StoreError::Corrupt("audit item without doc".into()))?;
-                events.push(serde_json::from_str(doc).map_err(|e| StoreError::Corrupt(e.to_string()))?);
+                // One unreadable event is logged and left out; the rest of the trail is shown.
+                match item.get("doc").and_then(|v| v.as_s().ok()).map(|d| serde_json::from_str(d)) {
+                    Some(Ok(event)) => events.push(event),
+                    Some(Err(e)) => tracing::error!(error = %e, action_id = %id, "skipping an unreadable audit event"),
+                    None => tracing::error!(action_id = %id, "skipping an audit item without doc"),
+                }
             }
             start = out.last_evaluated_key;
             if start.is_none() {
@@ -1115,10 +1119,13 @@ impl Store {
             .item(keys::PK, s(keys::cooldown_pk(&c.user, &c.entity)))
             .item(keys::SK, s(keys::COOLDOWN_SK))
             .item("until", s(crate::clock::format_time(c.until)))
+            .item("action_id", s(c.action_id.to_string()))
             .item(keys::TTL, n((c.until + chrono::Duration::days(1)).timestamp()))
-            .condition_expression("attribute_not_exists(pk) OR #until <= :now")
+            .condition_expression("attribute_not_exists(pk) OR #until <= :now OR #action = :action")
             .expression_attribute_names("#until", "until")
+            .expression_attribute_names("#action", "action_id")
             .expression_attribute_values(":now", s(crate::clock::format_time(now)))
+            .expression_attribute_values(":action", s(c.action_id.to_string()))
             .build()?)
     }
 
