@@ -16,41 +16,34 @@ pub const METRIC_NAMESPACE: &str = "actiongate";
 /// format: one JSON line on stdout, which Lambda's log pipeline turns into the
 /// `CircuitBreakerOpen` metric the template's alarm watches (no API call, no permission). Sent
 /// while open only: no data means closed, and the alarm treats missing data as fine.
-/// The stored policy override could not be read: automatic execution is stopped (alarm on it).
-pub fn policy_unreadable_metric(now: chrono::DateTime<chrono::Utc>) {
-    println!(
-        "{}",
-        serde_json::json!({
-            "_aws": {
-                "Timestamp": now.timestamp_millis(),
-                "CloudWatchMetrics": [{
-                    "Namespace": METRIC_NAMESPACE,
-                    "Dimensions": [[]],
-                    "Metrics": [{"Name": "PolicyUnreadable", "Unit": "Count"}],
-                }],
-            },
-            "PolicyUnreadable": 1,
-        })
-    );
-}
-
 pub fn breaker_open_metric(now: chrono::DateTime<chrono::Utc>) {
     println!("{}", breaker_metric_line(true, now));
 }
 
+/// The stored policy override could not be read: automatic execution is stopped until an
+/// administrator replaces it (the `PolicyUnreadable` metric, for an alarm).
+pub fn policy_unreadable_metric(now: chrono::DateTime<chrono::Utc>) {
+    println!("{}", metric_line("PolicyUnreadable", 1, now));
+}
+
 fn breaker_metric_line(open: bool, now: chrono::DateTime<chrono::Utc>) -> String {
-    serde_json::json!({
+    metric_line("CircuitBreakerOpen", u8::from(open), now)
+}
+
+/// One count in the embedded metric format.
+fn metric_line(name: &str, value: u8, now: chrono::DateTime<chrono::Utc>) -> String {
+    let mut line = serde_json::json!({
         "_aws": {
             "Timestamp": now.timestamp_millis(),
             "CloudWatchMetrics": [{
                 "Namespace": METRIC_NAMESPACE,
                 "Dimensions": [[]],
-                "Metrics": [{"Name": "CircuitBreakerOpen", "Unit": "Count"}],
+                "Metrics": [{"Name": name, "Unit": "Count"}],
             }],
         },
-        "CircuitBreakerOpen": u8::from(open),
-    })
-    .to_string()
+    });
+    line[name] = serde_json::json!(value);
+    line.to_string()
 }
 
 /// JSON logs on stdout, filtered by `RUST_LOG` (see [`log_filter`]; `info` when unset).
