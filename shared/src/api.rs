@@ -61,9 +61,18 @@ impl Identity {
     }
 }
 
-/// Mailboxes compare case-insensitively (as approvers are matched).
+/// Whether two addresses reach the same mailbox: case-insensitively, and with a `+tag`
+/// sub-address ignored (`me+x@corp` is `me@corp`), so a requester cannot name themselves
+/// under an alias.
 pub fn is_same_mailbox(a: &str, b: &str) -> bool {
-    a.trim().eq_ignore_ascii_case(b.trim())
+    fn base(s: &str) -> String {
+        let s = s.trim().to_ascii_lowercase();
+        match s.rsplit_once('@') {
+            Some((local, domain)) => format!("{}@{domain}", local.split('+').next().unwrap_or(local)),
+            None => s,
+        }
+    }
+    base(a) == base(b)
 }
 
 /// OAuth scopes are space-separated tokens (RFC 6749 §3.3: a scope never contains a space).
@@ -371,6 +380,12 @@ mod tests {
         assert!(Identity::from_claims(&claims(&[("sub", "u"), ("scope", "openid admin")]), &[]).unwrap().admin);
         assert!(!Identity::from_claims(&claims(&[("sub", "u"), ("scope", "openid admins")]), &[]).unwrap().admin);
         assert!(Identity::from_claims(&claims(&[("sub", "u")]), &["admin".into()]).unwrap().admin);
+    }
+
+    #[test]
+    fn a_plus_alias_is_the_same_mailbox() {
+        assert!(is_same_mailbox("Alice+approve@Example.com", "alice@example.com"));
+        assert!(!is_same_mailbox("alice@example.com", "alicia@example.com"));
     }
 
     #[test]

@@ -12,7 +12,6 @@ use crate::domain::action::{StepKind, StepState};
 use crate::domain::Tier;
 use crate::domain::{Action, Status};
 use crate::handlers::{Dependencies, ErrorKind, HandlerError, Registry, StepContext};
-use crate::policy::Recheck;
 use crate::queue::{ExecuteMessage, WorkQueue};
 use crate::rollback::{RollbackRequest, RollbackService};
 use crate::scheduler::WakeUpScheduler;
@@ -337,58 +336,12 @@ impl ExecutorService {
             false
         };
         let now = self.clock.now();
-        let (after, hop) = match policy.recheck(action, action.decided_by.is_some(), kyc) {
-            Recheck::Run => return None,
-            Recheck::Hold { reason } => {
-                let mut after = action.clone();
-                after.hold_reason = Some(reason.clone());
-                after.hold_until = None;
-                (after, (Status::Pending, format!("held before step {index}; {reason}"), None))
-            }
-            Recheck::Blocked { reasons } => {
-                let mut after = action.clone();
-                after.reasons = reason_codes(&reasons);
-                after.error = Some(
-                    json!({"step": index, "code": "blocked", "message": "the current policy blocks it", "reasons": reasons}),
-                );
-                (
-                    after,
-                    (
-                        Status::Blocked,
-                        format!("the current policy blocks step {index}: {}", sentences(&reasons)),
-                        Some(json!({"reasons": reasons})),
-                    ),
-                )
-            }
-            Recheck::Manual { reasons } => {
-                let mut after = action.clone();
-                after.tier = Some(Tier::Manual);
-                after.reasons = reason_codes(&reasons);
-                (
-                    after,
-                    (
-                        Status::Manual,
-                        format!("the current policy leaves step {index} to a human: {}", sentences(&reasons)),
-                        Some(json!({"reasons": reasons})),
-                    ),
-                )
-            }
-            Recheck::NeedsApproval { decision } => {
-                let after = crate::approval::request_approval(action, &decision, &policy, now);
-                let why =
-                    format!("the current policy needs approval before step {index}: {}", sentences(&decision.reasons));
-                (
-                    after,
-                    (
-                        Status::AwaitingApproval,
-                        why,
-                        Some(json!({"reasons": decision.reasons, "approver": action.approver})),
-                    ),
-                )
-            }
-        };
+        let recheck = policy.recheck(action, action.decided_by.is_some(), kyc);
+        let (after, hop) = crate::placement::stopped_by_policy(action, recheck, &policy, now)?;
         tracing::warn!(to = %hop.0, "the current policy stopped the step");
         Some(match self.write(action, after, &[hop]).await {
+            // A plan stopped after earlier steps ran is compensated as any failed plan is.
+            Ok(done) if done.status == Status::Failed => self.compensate(done).await,
             Ok(done) => Outcome::Ran(done.status),
             Err(TransitionError::Conflict) => Outcome::Ignored("the action changed concurrently".into()),
             Err(TransitionError::Store(e)) => Outcome::Retry(e.to_string()),
@@ -450,8 +403,9 @@ impl ExecutorService {
             } else {
                 (Status::Queued, format!("step {index} succeeded; step {} is next", index + 1))
             };
-            // A success of automatic work is counted on the circuit breaker in the same write.
-            let automatic = claimed.tier == Some(Tier::Auto);
+            // The breaker counts actions: the success of automatic work is counted once, with
+            // the write that completes it (as a failure is counted once, when it fails for good).
+            let automatic = claimed.tier == Some(Tier::Auto) && last;
             match self.store.advance_counting(claimed, after, &[(to, reason, None)], "executor", now, automatic).await {
                 Ok(done) => {
                     if !last {
@@ -460,9 +414,23 @@ impl ExecutorService {
                     return Outcome::Ran(done.status);
                 }
                 Err(TransitionError::Conflict) => {
-                    // Someone else moved the action (the lease ran out and it was recovered).
-                    tracing::error!("recording a successful step lost to a concurrent change");
-                    return Outcome::Ignored("the action changed while the step ran".into());
+                    // Either an earlier try did write (its answer was lost) or someone else
+                    // moved the action (the lease ran out and it was recovered).
+                    return match self.store.get_action(claimed.action_id).await {
+                        Ok(Some(now_stored))
+                            if now_stored.version == claimed.version + 1
+                                && now_stored.steps.get(index).is_some_and(|s| s.state == StepState::Completed) =>
+                        {
+                            if !last && now_stored.status == Status::Queued {
+                                self.enqueue(&now_stored, index + 1, 0).await;
+                            }
+                            Outcome::Ran(now_stored.status)
+                        }
+                        _ => {
+                            tracing::error!("recording a successful step lost to a concurrent change");
+                            Outcome::Ignored("the action changed while the step ran".into())
+                        }
+                    };
                 }
                 Err(TransitionError::Store(e)) => {
                     let pause = std::time::Duration::from_millis(100 * u64::from(tries.min(20)));
@@ -792,20 +760,6 @@ async fn bounded(
             Err(HandlerError::unknown("timeout", format!("the call did not finish within {}s", budget.as_secs())))
         }
     }
-}
-
-fn reason_codes(reasons: &[crate::policy::Reason]) -> Vec<String> {
-    let mut codes: Vec<String> = Vec::new();
-    for r in reasons {
-        if !codes.iter().any(|c| c == r.code) {
-            codes.push(r.code.to_owned());
-        }
-    }
-    codes
-}
-
-fn sentences(reasons: &[crate::policy::Reason]) -> String {
-    reasons.iter().map(|r| r.message.as_str()).collect::<Vec<_>>().join("; ")
 }
 
 /// Runs `work` for every item concurrently, each in a task of its own, so a panic in one

@@ -868,6 +868,7 @@ fn new_action(
         approval_reminded: false,
         not_before: None,
         approval_mail_pending: false,
+        approval_mail_attempts: 0,
         version: 2,
     }
 }

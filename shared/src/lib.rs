@@ -16,6 +16,7 @@ pub mod handlers;
 pub mod intake;
 pub mod lazy;
 pub mod mail;
+pub mod placement;
 pub mod policy;
 pub mod policy_source;
 pub mod queue;

@@ -227,11 +227,20 @@ impl RollbackService {
                 .ok_or_else(|| ApiError::internal(anyhow::anyhow!("no handler for {action_type}")))?;
             // Claim this step's undo with a conditional write (and a fresh lease) first: a
             // concurrent rollback loses here instead of undoing it a second time.
+            if index >= current.steps.len() || current.steps[index].index != index {
+                return Err(ApiError::internal(anyhow::anyhow!("step {index} is not where its index says")));
+            }
             let resumed = current.steps[index].undo_started_at.is_some();
-            if resumed && !handler.idempotent() {
+            let tries = current.steps[index].undo_attempts;
+            let exhausted = tries >= current.max_attempts.max(1);
+            if resumed && (!handler.idempotent() || exhausted) {
                 let mut after = current.clone();
                 after.lease_expires_at = None;
-                let message = format!("the rollback of step {index} ({action_type}) was interrupted; whether it was undone is unknown and it cannot be repeated safely: a human must check");
+                let message = if handler.idempotent() {
+                    format!("the rollback of step {index} ({action_type}) was interrupted {tries} times; no attempts left: a human must check")
+                } else {
+                    format!("the rollback of step {index} ({action_type}) was interrupted; whether it was undone is unknown and it cannot be repeated safely: a human must check")
+                };
                 after.error = Some(
                     json!({"rollback_step": index, "code": "outcome_unknown", "message": message, "needs_human": true}),
                 );
@@ -250,6 +259,7 @@ impl RollbackService {
             let mut claim = current.clone();
             let started = self.clock.now();
             claim.steps[index].undo_started_at = Some(started);
+            claim.steps[index].undo_attempts = tries.saturating_add(1);
             claim.lease_expires_at = Some(started + chrono::Duration::seconds(LEASE_SECS));
             claim.version = current.version + 1;
             claim.updated_at = started;

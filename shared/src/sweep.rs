@@ -58,59 +58,14 @@ const SWEPT: [Status; 6] = [
     Status::Waiting,
 ];
 const TURN: usize = 10;
+/// The sweep's timeout in the template, for a runtime that reports no usable deadline.
+const DEFAULT_INVOCATION_SECS: i64 = 60;
 /// No new item is started this close to the invocation's end.
 const STOP_MARGIN_SECS: i64 = 10;
+/// Tries of one approval mail (or reminder) before the sweep gives up on mail for it.
+const MAX_MAIL_ATTEMPTS: u32 = 5;
 /// One mail may take this long before the sweep moves on.
 const MAIL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// What becomes of stored work the current policy no longer lets run as it is: the state it
-/// moves to and the audited hop.
-pub fn stopped_by_policy(
-    action: &Action,
-    recheck: Recheck,
-    policy: &Policy,
-    now: DateTime<Utc>,
-) -> (Action, (Status, String, Option<serde_json::Value>)) {
-    let said =
-        |reasons: &[crate::policy::Reason]| reasons.iter().map(|r| r.message.as_str()).collect::<Vec<_>>().join("; ");
-    let mut after = action.clone();
-    after.hold_reason = None;
-    after.hold_until = None;
-    match recheck {
-        Recheck::Blocked { reasons } => {
-            after.error = Some(
-                serde_json::json!({"code": "blocked", "message": "the current policy blocks it", "reasons": reasons}),
-            );
-            (
-                after,
-                (
-                    Status::Blocked,
-                    format!("the current policy blocks it: {}", said(&reasons)),
-                    Some(serde_json::json!({"reasons": reasons})),
-                ),
-            )
-        }
-        Recheck::Manual { reasons } => {
-            after.tier = Some(crate::domain::Tier::Manual);
-            (
-                after,
-                (
-                    Status::Manual,
-                    format!("the current policy leaves it to a human: {}", said(&reasons)),
-                    Some(serde_json::json!({"reasons": reasons})),
-                ),
-            )
-        }
-        Recheck::NeedsApproval { decision } => {
-            let after = crate::approval::request_approval(action, &decision, policy, now);
-            let why = format!("the current policy needs approval: {}", said(&decision.reasons));
-            (after, (Status::AwaitingApproval, why, Some(serde_json::json!({"reasons": decision.reasons}))))
-        }
-        Recheck::Run | Recheck::Hold { .. } => {
-            (after, (Status::Queued, "its time came; queued by the sweep".to_owned(), None))
-        }
-    }
-}
 
 /// What starting one tier-1 execution consumes: a unit of the global and the per-user
 /// automatic-execution limits, and (with a `rate_limit_key`) the entity's cool-down.
@@ -215,6 +170,8 @@ impl SweepService {
         let mut stored = action.clone();
         let (token, record) = crate::approval::issue_link(&stored, &approver, expires_at);
         stored.approval_token_hash = Some(record.token_hash.clone());
+        // Counted before sending, so a sweep that dies here still backs off.
+        stored.approval_mail_attempts = action.approval_mail_attempts.saturating_add(1);
         stored.version = action.version + 1;
         stored.updated_at = now;
         self.store.reissue_link(action, &stored, None, &record, None).await?;
@@ -223,19 +180,45 @@ impl SweepService {
         if reminder {
             message.subject = format!("Reminder: {}", message.subject);
         }
-        match tokio::time::timeout(MAIL_TIMEOUT, mail.mailer.send(&message)).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => {
-                tracing::error!(error = %e, "the approval mail could not be sent; the next sweep tries again");
+        let problem = match tokio::time::timeout(MAIL_TIMEOUT, mail.mailer.send(&message)).await {
+            Ok(Ok(_)) => None,
+            Ok(Err(e)) => Some((e.failure == crate::mail::MailFailure::NotSentPermanent, e.to_string())),
+            Err(_) => Some((false, "sending timed out".to_owned())),
+        };
+        if let Some((permanent, error)) = problem {
+            if !permanent && stored.approval_mail_attempts < MAX_MAIL_ATTEMPTS {
+                tracing::error!(%error, attempt = stored.approval_mail_attempts, "the approval mail could not be sent; a later sweep tries again");
                 return Ok(false);
             }
-            Err(_) => {
-                tracing::error!("sending the approval mail timed out; the next sweep tries again");
-                return Ok(false);
-            }
+            // Give up on mail (audited); the action stays decidable through the API and
+            // still expires on time.
+            tracing::error!(%error, "the approval mail could not be delivered; giving up");
+            let mut given_up = stored.clone();
+            given_up.approval_mail_pending = false;
+            given_up.approval_reminded |= reminder;
+            given_up.version = stored.version + 1;
+            let note = crate::domain::AuditEvent {
+                action_id: action.action_id,
+                seq: given_up.version,
+                at: now,
+                actor: ACTOR.into(),
+                from: Some(Status::AwaitingApproval),
+                to: Status::AwaitingApproval,
+                reason: format!(
+                    "the approval mail to {approver} could not be delivered after {} tries ({error}); it can be decided through the API",
+                    stored.approval_mail_attempts
+                ),
+                detail: None,
+                request_id: None,
+                source_ip: None,
+                user_agent: None,
+            };
+            self.store.transition(&stored, &given_up, &note).await?;
+            return Ok(false);
         }
         let mut delivered = stored.clone();
         delivered.approval_mail_pending = false;
+        delivered.approval_mail_attempts = 0;
         delivered.approval_reminded |= reminder;
         delivered.version = stored.version + 1;
         let reason = if reminder {
@@ -293,6 +276,10 @@ impl SweepService {
         let now = self.clock.now();
         let policy = self.policies.current().await;
         let mut report = SweepReport::default();
+        // A local runtime emulator may report a deadline already past: then the template's
+        // timeout is the budget.
+        let deadline =
+            if deadline <= now { now + chrono::Duration::seconds(DEFAULT_INVOCATION_SECS) } else { deadline };
         let stop_at = deadline - chrono::Duration::seconds(STOP_MARGIN_SECS);
         let mut queues: Vec<(Status, std::collections::VecDeque<Action>)> = Vec::new();
         for status in SWEPT {
@@ -319,7 +306,9 @@ impl SweepService {
                         break;
                     }
                     let Some(stale) = queue.pop_front() else { break };
-                    self.visit(*status, stale, now, &policy, &mut report).await;
+                    // Each item is handled at its own time: a long sweep's writes, windows
+                    // and cool-downs are not dated from its start.
+                    self.visit(*status, stale, self.clock.now(), &policy, &mut report).await;
                 }
                 if out_of_time {
                     break;
@@ -437,9 +426,10 @@ impl SweepService {
                         return self.note_hold(&action, reason, None, now).await;
                     }
                     other => {
-                        let (after, hop) = stopped_by_policy(&action, other, policy, now);
-                        self.store.advance(&action, after, &[hop], ACTOR, now).await?;
-                        report.stopped += 1;
+                        if let Some((after, hop)) = crate::placement::stopped_by_policy(&action, other, policy, now) {
+                            self.store.advance(&action, after, &[hop], ACTOR, now).await?;
+                            report.stopped += 1;
+                        }
                         return Ok(());
                     }
                 }

@@ -72,6 +72,7 @@ pub fn action_of(
         requester_email: None,
         not_before: None,
         approval_mail_pending: false,
+        approval_mail_attempts: 0,
         version: 1,
     }
 }

@@ -37,7 +37,8 @@ pub fn request_approval(
     now: DateTime<Utc>,
 ) -> Action {
     let is_requester = |a: &EmailAddress| {
-        a.matches(action.user_id.as_str()) || action.requester_email.as_deref().is_some_and(|e| a.matches(e))
+        crate::api::is_same_mailbox(a.as_str(), action.user_id.as_str())
+            || action.requester_email.as_deref().is_some_and(|e| crate::api::is_same_mailbox(a.as_str(), e))
     };
     let keep = action.approver.clone().filter(|a| policy.approver_allowed(decision, a) && !is_requester(a));
     let candidates: Vec<EmailAddress> = match &decision.required_approvers {
@@ -230,6 +231,7 @@ pub mod tests_support {
             hold_until: None,
             not_before: None,
             approval_mail_pending: false,
+            approval_mail_attempts: 0,
             lease_expires_at: None,
             version: 2,
         }

@@ -8,6 +8,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
 /// The action type reported for a multi-step plan.
 pub const PLAN_ACTION_TYPE: &str = "plan";
 
@@ -101,6 +105,10 @@ pub struct Step {
     pub wake_at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<DateTime<Utc>>,
+    /// How many rollbacks started undoing this step (an undo that keeps dying ends in
+    /// `rollback_failed` instead of being tried forever).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub undo_attempts: u32,
     /// When a rollback started undoing this step (claimed by a conditional write, so two
     /// rollbacks never undo it both; a resumed rollback knows it may already be undone).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -123,6 +131,7 @@ impl Step {
             wake_at: None,
             started_at: None,
             undo_started_at: None,
+            undo_attempts: 0,
             finished_at: None,
         }
     }
@@ -191,6 +200,10 @@ pub struct Action {
     /// sweep sends it again with a fresh link until it is).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub approval_mail_pending: bool,
+    /// How many times the sweep tried to deliver the pending approval mail (it backs off and
+    /// gives up after a few, auditing it: the action stays decidable through the API).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub approval_mail_attempts: u32,
     /// While `executing` (or `rolling_back`): until when the worker that claimed it may still be working.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease_expires_at: Option<DateTime<Utc>>,

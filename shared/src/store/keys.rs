@@ -131,7 +131,8 @@ pub fn sweep_due(action: &Action) -> Option<(String, String)> {
         }
         // An undelivered approval mail is sent again soon; a reminder comes next, then the expiry.
         Status::AwaitingApproval if action.approval_mail_pending => {
-            let retry = action.updated_at + chrono::Duration::minutes(1);
+            // 1, 2, 4, 8 … minutes after the last try (the first right after intake).
+            let retry = action.updated_at + chrono::Duration::minutes(1 << action.approval_mail_attempts.min(6));
             action.approval_expires_at.map_or(retry, |e| e.min(retry))
         }
         Status::AwaitingApproval => action.approval_reminder_at().or(action.approval_expires_at)?,

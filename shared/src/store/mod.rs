@@ -448,7 +448,37 @@ impl Store {
             .send()
             .await
             .map_err(StoreError::aws)?;
-        Ok(readable_actions(out.items()))
+        let actions = readable_actions(out.items());
+        if actions.len() < out.items().len() {
+            self.unindex_unreadable(out.items(), &actions).await;
+        }
+        Ok(actions)
+    }
+
+    /// Takes items no reader can parse out of the `due` index (they stay in the table for a
+    /// human), so they never fill the sweep's batches.
+    async fn unindex_unreadable(&self, items: &[Item], readable: &[Action]) {
+        for item in items {
+            let (Some(pk), Some(sk)) = (item.get(keys::PK), item.get(keys::SK)) else { continue };
+            let id = pk.as_s().ok().and_then(|p| p.strip_prefix("ACTION#")).and_then(ActionId::parse);
+            if id.is_some_and(|id| readable.iter().any(|a| a.action_id == id)) {
+                continue;
+            }
+            let removed = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .key(keys::PK, pk.clone())
+                .key(keys::SK, sk.clone())
+                .update_expression("REMOVE #dpk, #dsk")
+                .expression_attribute_names("#dpk", keys::DUE_PK)
+                .expression_attribute_names("#dsk", keys::DUE_SK)
+                .send()
+                .await;
+            if let Err(e) = removed {
+                tracing::error!(error = %DisplayErrorContext(e), "taking an unreadable item out of the due index failed");
+            }
+        }
     }
 
     /// Stores a new approval link for an action (and closes an old one, if given and still

@@ -1,0 +1,139 @@
+//! Where stored work goes when the policy current now no longer lets it run as it is (see
+//! [`Policy::recheck`]): held, sent to approval, left to a human, blocked — or, for a plan
+//! that already changed something, failed, so its done steps can be rolled back (and are, when
+//! the policy compensates failures).
+
+use crate::domain::action::{StepKind, StepState};
+use crate::domain::{Action, Status, Tier};
+use crate::policy::{Policy, Reason, Recheck};
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+
+/// One audited move: the state reached, why, and details.
+pub type Hop = (Status, String, Option<Value>);
+
+/// The action as it is stored after the current policy stopped it before step
+/// `action.next_step()`, and the move; `None` when it may run.
+pub fn stopped_by_policy(
+    action: &Action,
+    recheck: Recheck,
+    policy: &Policy,
+    now: DateTime<Utc>,
+) -> Option<(Action, Hop)> {
+    let index = action.next_step();
+    let mut after = action.clone();
+    after.hold_reason = None;
+    after.hold_until = None;
+    let changed_something =
+        action.steps.iter().any(|s| s.state == StepState::Completed && matches!(s.kind, StepKind::Action { .. }));
+    let (code, to, why, reasons) = match recheck {
+        Recheck::Run => return None,
+        Recheck::Hold { reason } => {
+            after.hold_reason = Some(reason.clone());
+            return Some((after, (Status::Pending, format!("held before step {index}; {reason}"), None)));
+        }
+        Recheck::NeedsApproval { decision } => {
+            let after = crate::approval::request_approval(action, &decision, policy, now);
+            let why =
+                format!("the current policy needs approval before step {index}: {}", sentences(&decision.reasons));
+            let detail = json!({"reasons": decision.reasons, "approver": after.approver});
+            return Some((after, (Status::AwaitingApproval, why, Some(detail))));
+        }
+        Recheck::Blocked { reasons } => {
+            ("blocked", Status::Blocked, format!("the current policy blocks step {index}"), reasons)
+        }
+        Recheck::Manual { reasons } => {
+            after.tier = Some(Tier::Manual);
+            ("manual_only", Status::Manual, format!("the current policy leaves step {index} to a human"), reasons)
+        }
+    };
+    after.reasons = codes(&reasons);
+    let detail = Some(json!({"reasons": reasons}));
+    if changed_something {
+        // Earlier steps took effect: fail it (rollback stays possible) instead of a state
+        // that would strand them.
+        after.error = Some(
+            json!({"step": index, "code": "stopped_by_policy", "because": code, "message": format!("{why}: {}", sentences(&reasons)), "reasons": reasons}),
+        );
+        return Some((
+            after,
+            (Status::Failed, format!("{why} after earlier steps ran: {}", sentences(&reasons)), detail),
+        ));
+    }
+    if to == Status::Blocked {
+        after.error =
+            Some(json!({"step": index, "code": code, "message": "the current policy blocks it", "reasons": reasons}));
+    }
+    Some((after, (to, format!("{why}: {}", sentences(&reasons)), detail)))
+}
+
+fn sentences(reasons: &[Reason]) -> String {
+    reasons.iter().map(|r| r.message.as_str()).collect::<Vec<_>>().join("; ")
+}
+
+fn codes(reasons: &[Reason]) -> Vec<String> {
+    let mut codes: Vec<String> = Vec::new();
+    for r in reasons {
+        if !codes.iter().any(|c| c == r.code) {
+            codes.push(r.code.to_owned());
+        }
+    }
+    codes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan() -> Action {
+        let mut a = crate::approval::tests_support::sample_action();
+        a.status = Status::Queued;
+        a.tier = Some(Tier::Auto);
+        a.confidence = Some(0.9);
+        let flag = |m: &str| StepKind::Action { action_type: "gmail.flag".into(), payload: json!({"message_id": m}) };
+        a.steps =
+            vec![crate::domain::action::Step::new(0, flag("m1")), crate::domain::action::Step::new(1, flag("m2"))];
+        a
+    }
+
+    #[test]
+    fn a_block_before_anything_ran_blocks_and_after_a_step_ran_fails_so_it_can_be_undone() {
+        let mut p = Policy::default_policy();
+        p.types.get_mut("gmail.flag").unwrap().blocked = true;
+        let fresh = plan();
+        let (after, (to, _, _)) =
+            stopped_by_policy(&fresh, p.recheck(&fresh, false, false), &p, fresh.created_at).unwrap();
+        assert_eq!(
+            (to, after.error.unwrap()["code"].as_str().map(str::to_owned)),
+            (Status::Blocked, Some("blocked".into()))
+        );
+        let mut half = plan();
+        half.steps[0].state = StepState::Completed;
+        let (after, (to, _, _)) =
+            stopped_by_policy(&half, p.recheck(&half, false, false), &p, half.created_at).unwrap();
+        assert_eq!(to, Status::Failed);
+        assert_eq!(after.error.unwrap()["code"], "stopped_by_policy");
+        assert!(to.can_move_to(Status::RollingBack));
+    }
+
+    #[test]
+    fn work_the_policy_now_sends_to_approval_names_an_approver_who_is_not_the_requester() {
+        let mut p = Policy::default_policy();
+        p.types.get_mut("gmail.flag").unwrap().requires_approval = true;
+        let mut a = plan();
+        a.approver = None;
+        a.user_id = crate::domain::UserId::parse("approvals@example.com").unwrap();
+        let (after, (to, _, _)) = stopped_by_policy(&a, p.recheck(&a, false, false), &p, a.created_at).unwrap();
+        assert_eq!(to, Status::AwaitingApproval);
+        assert_eq!(after.approver, None, "the default approver is the requester: only another admin may decide");
+        assert!(!after.approval_mail_pending);
+        a.user_id = crate::domain::UserId::parse("alice").unwrap();
+        let (after, _) = stopped_by_policy(&a, p.recheck(&a, false, false), &p, a.created_at).unwrap();
+        assert_eq!(after.approver.as_ref().map(|e| e.as_str()), Some("approvals@example.com"));
+        assert!(after.approval_mail_pending && after.approval_expires_at.is_some());
+        // An approver the request named stays, if the policy still allows them.
+        a.approver = crate::domain::EmailAddress::parse("boss@example.com");
+        let (after, _) = stopped_by_policy(&a, p.recheck(&a, false, false), &p, a.created_at).unwrap();
+        assert_eq!(after.approver.as_ref().map(|e| e.as_str()), Some("boss@example.com"));
+    }
+}
