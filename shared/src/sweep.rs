@@ -365,9 +365,7 @@ impl SweepService {
             Status::AwaitingApproval
                 if action.approval_mail_pending && action.approval_expires_at.is_none_or(|t| t > now) =>
             {
-                if self.send_approval_link(&action, now, false).await? {
-                    report.delivered += 1;
-                }
+                report.delivered += u32::from(self.send_approval_link(&action, now, false).await?);
             }
             Status::AwaitingApproval if action.approval_expires_at.is_some_and(|t| t <= now) => {
                 let mut after = action.clone();
@@ -402,9 +400,7 @@ impl SweepService {
                 self.tell_requester_expired(&after).await;
             }
             Status::AwaitingApproval if action.approval_reminder_at().is_some_and(|t| t <= now) => {
-                if self.send_approval_link(&action, now, true).await? {
-                    report.reminded += 1;
-                }
+                report.reminded += u32::from(self.send_approval_link(&action, now, true).await?);
             }
             Status::Executing if action.lease_expires_at.is_none_or(|t| t <= now) => {
                 let (after, hop) = lease_recovery(&action, &self.registry);

@@ -162,6 +162,8 @@ async fn a_crashed_executors_step_is_recovered_by_the_sweep() {
     action.steps[0].state = StepState::Running;
     action.steps[0].attempts = 1;
     (action.tier, action.confidence, action.reasons, action.attempts) = (Some(Tier::Approval), None, vec![], 1);
+    // Approved tier-2 work (the current policy lets an approved action run).
+    (action.decided_by, action.decided_at) = (Some("approvals@example.com".into()), Some(now));
     action.lease_expires_at = Some(now - chrono::Duration::minutes(1));
     let mut event = fixtures::event(&action, 1, None, Status::Executing);
     event.reason = "claimed, then the executor died".into();

@@ -32,6 +32,13 @@ impl Decision {
     }
 }
 
+/// How a decision arrived: through one emailed link (which it uses up), or the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via<'a> {
+    Link { token_hash: &'a str },
+    Api,
+}
+
 /// Where a link stands, from its record and its action.
 #[derive(Debug, Clone, PartialEq)]
 pub enum LinkState {
@@ -191,7 +198,10 @@ impl ApprovalService {
             );
         }
         let meta = RequestMeta::from_request(req);
-        match self.apply(&action, decision, &record.approver, reason, &meta, "link", Some(&record.token_hash)).await {
+        match self
+            .apply(&action, decision, &record.approver, reason, &meta, Via::Link { token_hash: &record.token_hash })
+            .await
+        {
             Ok(after) => decided_page(&after),
             Err(TransitionError::Conflict) => match self.store.get_action(action.action_id).await {
                 Ok(Some(current)) => state_page(&link_state(&record, &current, now)),
@@ -237,7 +247,7 @@ impl ApprovalService {
             let status = self.expire_if_waiting(&action, &actor, &meta).await;
             return Err(ApiError::InvalidState { status, message: "its approval window has passed".into() });
         }
-        match self.apply(&action, decision, &actor, reason, &meta, "api", None).await {
+        match self.apply(&action, decision, &actor, reason, &meta, Via::Api).await {
             Ok(after) => Ok(api::json_response(200, &after.to_api())),
             Err(TransitionError::Conflict) => {
                 let status = self.store.get_action(id).await.ok().flatten().map_or(action.status, |a| a.status);
@@ -256,9 +266,12 @@ impl ApprovalService {
         actor: &str,
         reason: Option<String>,
         meta: &RequestMeta,
-        via: &str,
-        used_link: Option<&str>,
+        via: Via<'_>,
     ) -> Result<Action, TransitionError> {
+        let (used_link, via) = match via {
+            Via::Link { token_hash } => (Some(token_hash), "link"),
+            Via::Api => (None, "api"),
+        };
         let now = self.clock.now();
         let mut after = action.clone();
         after.decided_by = Some(actor.to_owned());
