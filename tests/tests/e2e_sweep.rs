@@ -58,6 +58,31 @@ fn link_in(mail: &Value) -> String {
     text[start..].split_whitespace().next().unwrap().to_owned()
 }
 
+/// The store of this binary's stack, for setting up what only a crash or a race leaves behind.
+async fn store_of(api: &Api) -> Store {
+    let sdk = sdk_config_for(&api.stack.emulator).await;
+    Store::new(
+        aws_sdk_dynamodb::Client::new(&sdk),
+        api.stack.provisioned.table("ActionsTable").unwrap(),
+        api.stack.provisioned.table("AuditTable").unwrap(),
+    )
+}
+
+/// An approved tier-2 `http_request` of `owner` in `status` (the current policy lets approved
+/// work run).
+fn approved_webhook(
+    owner: &str,
+    status: Status,
+    payload: Value,
+    now: chrono::DateTime<chrono::Utc>,
+) -> actiongate::domain::Action {
+    let owner_id = UserId::parse(owner).unwrap();
+    let mut action = fixtures::action_of(&owner_id, status, now, "http_request", payload);
+    (action.tier, action.confidence, action.reasons) = (Some(Tier::Approval), None, vec![]);
+    (action.decided_by, action.decided_at) = (Some("approvals@example.com".into()), Some(now));
+    action
+}
+
 async fn with_google(api: &Api, owner: &str, message: &str) {
     common::seed_message(api, message).await;
     common::store_google_token(api, owner).await;
@@ -147,23 +172,15 @@ async fn a_crashed_executors_step_is_recovered_by_the_sweep() {
     let api = api();
     // An action its executor claimed and then died on: executing, lease long gone, and no
     // message left on the queue. Only the sweep can find it.
-    let sdk = sdk_config_for(&api.stack.emulator).await;
-    let store = Store::new(
-        aws_sdk_dynamodb::Client::new(&sdk),
-        api.stack.provisioned.table("ActionsTable").unwrap(),
-        api.stack.provisioned.table("AuditTable").unwrap(),
-    );
+    let store = store_of(&api).await;
     let owner = someone("alice");
     let path = format!("/hook/ok-orphan-{}", someone("x"));
     let payload = json!({"method": "POST", "url": format!("{}{path}", api.stack.fakes_url)});
     let now = chrono::Utc::now();
-    let owner_id = UserId::parse(&owner).unwrap();
-    let mut action = fixtures::action_of(&owner_id, Status::Executing, now, "http_request", payload);
+    let mut action = approved_webhook(&owner, Status::Executing, payload, now);
     action.steps[0].state = StepState::Running;
     action.steps[0].attempts = 1;
-    (action.tier, action.confidence, action.reasons, action.attempts) = (Some(Tier::Approval), None, vec![], 1);
-    // Approved tier-2 work (the current policy lets an approved action run).
-    (action.decided_by, action.decided_at) = (Some("approvals@example.com".into()), Some(now));
+    action.attempts = 1;
     action.lease_expires_at = Some(now - chrono::Duration::minutes(1));
     let mut event = fixtures::event(&action, 1, None, Status::Executing);
     event.reason = "claimed, then the executor died".into();
@@ -291,4 +308,114 @@ async fn the_approver_is_reminded_halfway_and_the_requester_told_on_expiry() {
     assert!(told[0]["subject"].as_str().unwrap().starts_with("Expired without a decision"));
     assert_eq!(api.call("GET", &second, None, None, &[]).await.status, 410);
     assert_eq!(api.call("GET", &first, None, None, &[]).await.status, 410);
+}
+
+#[tokio::test]
+async fn queued_work_scheduled_for_tomorrow_is_not_run_by_a_resend_or_a_stray_message() {
+    let api = api();
+    let store = store_of(&api).await;
+    let owner = someone("patient");
+    let path = format!("/hook/ok-tomorrow-{}", someone("x"));
+    let payload = json!({"method": "POST", "url": format!("{}{path}", api.stack.fakes_url)});
+    let now = chrono::Utc::now();
+    // Approved ten minutes ago, for tomorrow: the old sweep re-sent queued work 5 minutes
+    // after its last change, and the executor ran whatever arrived.
+    let mut action = approved_webhook(&owner, Status::Queued, payload, now - chrono::Duration::minutes(10));
+    action.scheduled_for = Some(now + chrono::Duration::days(1));
+    let event = fixtures::event(&action, 1, None, Status::Queued);
+    store.create_action(&action, &[event], None, &[], None, None, now).await.unwrap();
+    let id = action.action_id.to_string();
+    let sdk = sdk_config_for(&api.stack.emulator).await;
+    let queue = actiongate::queue::WorkQueue::new(
+        aws_sdk_sqs::Client::new(&sdk),
+        api.stack.provisioned.queue_url("WorkQueue").unwrap(),
+    );
+    queue.enqueue(&actiongate::queue::ExecuteMessage { action_id: action.action_id, step: 0 }, 0).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let seen = api.get(&format!("/actions/{id}"), &owner).await.body;
+    assert_eq!((seen["status"].as_str(), seen["attempts"].as_u64()), (Some("queued"), Some(0)), "{seen}");
+    assert_eq!(deliveries_to(&fake_state(&api).await, &path), 0, "nothing ran before its time");
+}
+
+#[tokio::test]
+async fn an_interrupted_rollback_is_resumed_and_a_second_one_is_refused_meanwhile() {
+    let api = api();
+    let store = store_of(&api).await;
+    let owner = someone("undoer");
+    let undo = format!("/hook/ok-undo-{}", someone("u"));
+    let payload = json!({"method": "POST", "url": format!("{}/hook/ok-done-{}", api.stack.fakes_url, someone("d")),
+        "rollback": {"method": "POST", "url": format!("{}{undo}", api.stack.fakes_url)}});
+    let now = chrono::Utc::now();
+    // Completed, then a rollback started and its worker died (the lease ran out).
+    let mut action = approved_webhook(&owner, Status::RollingBack, payload.clone(), now);
+    action.steps[0].state = StepState::Completed;
+    action.steps[0].result = Some(json!({"status": 200}));
+    action.lease_expires_at = Some(now - chrono::Duration::minutes(1));
+    store
+        .create_action(&action, &[fixtures::event(&action, 1, None, Status::RollingBack)], None, &[], None, None, now)
+        .await
+        .unwrap();
+    let id = action.action_id.to_string();
+    let done = wait_for_status(&api, &owner, &id, &["rolled_back", "rollback_failed"], 30).await;
+    assert_eq!(done["status"], "rolled_back", "{done}");
+    assert_eq!(deliveries_to(&fake_state(&api).await, &undo), 1, "undone exactly once");
+
+    // While a rollback holds its lease, another one is refused instead of undoing it twice.
+    let mut busy = approved_webhook(&owner, Status::RollingBack, payload, now);
+    busy.steps[0].state = StepState::Completed;
+    busy.lease_expires_at = Some(now + chrono::Duration::minutes(5));
+    store
+        .create_action(&busy, &[fixtures::event(&busy, 1, None, Status::RollingBack)], None, &[], None, None, now)
+        .await
+        .unwrap();
+    let second = api.post(&format!("/actions/{}/rollback", busy.action_id), &owner, json!({})).await;
+    assert_eq!((second.status, second.body["error"].as_str()), (409, Some("invalid_state")), "{}", second.body);
+}
+
+#[tokio::test]
+async fn an_approval_mail_that_never_went_out_is_delivered_by_the_sweep_with_a_working_link() {
+    let api = api();
+    let store = store_of(&api).await;
+    let owner = someone("requester");
+    let approver = format!("{}@example.com", someone("boss"));
+    let now = chrono::Utc::now();
+    // Stored, then intake stopped before its mail went out.
+    let payload = json!({"method": "POST", "url": "https://hooks.example.com/x"});
+    let mut action = approved_webhook(&owner, Status::AwaitingApproval, payload, now - chrono::Duration::minutes(2));
+    (action.decided_by, action.decided_at) = (None, None);
+    action.approver = actiongate::domain::EmailAddress::parse(&approver);
+    action.approval_expires_at = Some(now + chrono::Duration::hours(1));
+    action.approval_mail_pending = true;
+    store
+        .create_action(
+            &action,
+            &[fixtures::event(&action, 1, None, Status::AwaitingApproval)],
+            None,
+            &[],
+            None,
+            None,
+            now,
+        )
+        .await
+        .unwrap();
+    let id = action.action_id.to_string();
+    let mut mails = Vec::new();
+    for _ in 0..100 {
+        mails = mails_about(&api, &id).await;
+        if !mails.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(mails.len(), 1, "{mails:?}");
+    assert_eq!(mails[0]["to"], json!([approver]));
+    let page = api.call("GET", &link_in(&mails[0]), None, None, &[]).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let seen = api.get(&format!("/actions/{id}"), &owner).await.body;
+    assert_eq!(seen["status"], "awaiting_approval");
+    let note = trail(&api, &owner, &id)
+        .await
+        .into_iter()
+        .find(|e| e["reason"].as_str().is_some_and(|r| r.starts_with("approval requested from")));
+    assert_eq!(note.map(|e| e["actor"].clone()), Some(json!("sweep")));
 }
