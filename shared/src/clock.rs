@@ -18,6 +18,18 @@ impl Clock for SystemClock {
     }
 }
 
+/// The invocation's deadline from the runtime's `deadline_ms`. Lambda gives an absolute time
+/// in epoch milliseconds; a local runtime emulator may give something else (cargo lambda's
+/// watch gives the timeout itself, 600000): a value before 2001 is no deadline, and the
+/// function's configured `timeout` from `now` stands in for it.
+pub fn invocation_deadline(deadline_ms: u64, now: DateTime<Utc>, timeout: Duration) -> DateTime<Utc> {
+    const YEAR_2001_MS: u64 = 978_307_200_000;
+    match i64::try_from(deadline_ms).ok().and_then(DateTime::from_timestamp_millis) {
+        Some(at) if deadline_ms >= YEAR_2001_MS => at,
+        _ => now + timeout,
+    }
+}
+
 /// A clock that only moves when told to.
 #[derive(Debug)]
 pub struct FixedClock(Mutex<DateTime<Utc>>);
@@ -47,6 +59,18 @@ pub fn format_time(t: DateTime<Utc>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_emulators_relative_deadline_becomes_the_configured_timeout() {
+        let now = Utc::now();
+        let real = now + Duration::seconds(28);
+        assert_eq!(
+            invocation_deadline(real.timestamp_millis() as u64, now, Duration::seconds(30)).timestamp_millis(),
+            real.timestamp_millis()
+        );
+        assert_eq!(invocation_deadline(600_000, now, Duration::seconds(30)), now + Duration::seconds(30));
+        assert_eq!(invocation_deadline(u64::MAX, now, Duration::seconds(30)), now + Duration::seconds(30));
+    }
     use chrono::TimeZone;
 
     #[test]

@@ -29,22 +29,13 @@ const MAX_SQS_DELAY_SECS: u64 = 900;
 const LEASE_MARGIN_SECS: i64 = 1;
 /// A handler call must leave this much of the invocation to record its outcome.
 const RECORD_MARGIN_SECS: i64 = 5;
-/// A handler's budget when the runtime gives no usable deadline (a local runtime emulator may
-/// report one already past): the template's 30 s executor timeout less the record margin.
-const DEFAULT_HANDLER_SECS: u64 = 25;
-/// The least a handler call is given.
-const MIN_HANDLER_SECS: i64 = 1;
+/// A step is not started with less time than this for its handler (the message comes back).
+const MIN_HANDLER_SECS: i64 = 2;
 
 /// How long a handler call may take: until the invocation's deadline less the time to record
-/// its outcome.
+/// its outcome (zero when that is already past).
 fn handler_budget(deadline: DateTime<Utc>, now: DateTime<Utc>) -> std::time::Duration {
-    if deadline <= now {
-        // No usable deadline (not Lambda's: a local emulator's).
-        return std::time::Duration::from_secs(DEFAULT_HANDLER_SECS);
-    }
-    let left = (deadline - now - chrono::Duration::seconds(RECORD_MARGIN_SECS))
-        .max(chrono::Duration::seconds(MIN_HANDLER_SECS));
-    left.to_std().unwrap_or(std::time::Duration::from_secs(MIN_HANDLER_SECS as u64))
+    (deadline - now - chrono::Duration::seconds(RECORD_MARGIN_SECS)).to_std().unwrap_or_default()
 }
 
 /// What became of one message.
@@ -201,13 +192,10 @@ impl ExecutorService {
         self.store.advance(before, after, path, "executor", self.clock.now()).await
     }
 
-    /// The claim's lease: to the invocation's end, and never shorter than a handler's budget
-    /// plus the time to record it (so the sweep never recovers a step that is still running).
+    /// The claim's lease: until just before the invocation's end (no handler call outlives it).
     fn lease(&self, deadline: DateTime<Utc>) -> DateTime<Utc> {
         let now = self.clock.now();
-        let budget = chrono::Duration::from_std(handler_budget(deadline, now)).unwrap_or_default();
-        (deadline - chrono::Duration::seconds(LEASE_MARGIN_SECS))
-            .max(now + budget + chrono::Duration::seconds(RECORD_MARGIN_SECS))
+        (deadline - chrono::Duration::seconds(LEASE_MARGIN_SECS)).max(now + chrono::Duration::seconds(1))
     }
 
     async fn execute_step(&self, action: Action, deadline: DateTime<Utc>) -> Outcome {
@@ -233,6 +221,9 @@ impl ExecutorService {
         };
         // Every handler call ends before the invocation does, with time left to record it.
         let budget = handler_budget(deadline, now);
+        if budget < std::time::Duration::from_secs(MIN_HANDLER_SECS as u64) {
+            return Outcome::Retry("too little of the invocation is left to run a step".into());
+        }
         let ctx = StepContext::new(action.action_id, &action.user_id, index, &payload, &self.deps);
 
         // Read what the target looks like before claiming (harmless if another executor races),
@@ -301,7 +292,12 @@ impl ExecutorService {
 
         // The snapshot took part of the invocation: bound the change by what is left now.
         let left = handler_budget(deadline, self.clock.now());
-        let result = bounded(left, handler.idempotent(), handler.execute(&ctx)).await;
+        let result = if left < std::time::Duration::from_secs(MIN_HANDLER_SECS as u64) {
+            // Claimed but not run (the snapshot took the time): an attempt counted, no effect.
+            Err(HandlerError::transient("no_time_left", "too little of the invocation was left after the snapshot"))
+        } else {
+            bounded(left, handler.idempotent(), handler.execute(&ctx)).await
+        };
         if self.fault_injection
             && claimed.rate_limit_key.as_deref() == Some(ABORT_AFTER_EFFECT_KEY)
             && attempt == 1

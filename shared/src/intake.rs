@@ -771,8 +771,10 @@ fn resolve_approver(
     requested: Option<&EmailAddress>,
     identity: &Identity,
 ) -> Result<Option<EmailAddress>, ApiError> {
-    let is_requester =
-        |a: &EmailAddress| a.matches(identity.user.as_str()) || identity.email.as_deref().is_some_and(|e| a.matches(e));
+    let is_requester = |a: &EmailAddress| {
+        api::is_same_mailbox(a.as_str(), identity.user.as_str())
+            || identity.email.as_deref().is_some_and(|e| api::is_same_mailbox(a.as_str(), e))
+    };
     if let Some(a) = requested {
         if is_requester(a) {
             return Err(ApiError::Denied {

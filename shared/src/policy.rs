@@ -359,7 +359,12 @@ impl Policy {
             Verdict::Blocked | Verdict::KycRequired => Recheck::Blocked { reasons: decision.reasons },
             Verdict::Tier(Tier::Manual) => Recheck::Manual { reasons: decision.reasons },
             Verdict::Tier(Tier::Auto) => Recheck::Run,
-            Verdict::Tier(Tier::Approval) if approved => Recheck::Run,
+            // Approved by someone the current policy still accepts for these steps.
+            Verdict::Tier(Tier::Approval)
+                if approved && approver_still_allowed(&decision, action.decided_by.as_deref()) =>
+            {
+                Recheck::Run
+            }
             Verdict::Tier(Tier::Approval) => {
                 // Only the switches for automatic execution stand in the way: hold, and run
                 // when they are back (an emergency stop is not a request for approval).
@@ -532,6 +537,16 @@ impl Policy {
             required_approvers: required,
             rate_limits,
         }
+    }
+}
+
+/// Whether the person who approved is one the current decision's approval steps still name
+/// (unconstrained steps accept any earlier approval).
+fn approver_still_allowed(decision: &Decision, decided_by: Option<&str>) -> bool {
+    match (&decision.required_approvers, decided_by) {
+        (None, _) => true,
+        (Some(list), Some(by)) => list.iter().any(|a| a.matches(by)),
+        (Some(_), None) => false,
     }
 }
 
@@ -791,7 +806,12 @@ mod tests {
         let mut p = Policy::default_policy();
         p.types.get_mut("gmail.flag").unwrap().requires_approval = true;
         assert!(matches!(p.recheck(&action, false, false), Recheck::NeedsApproval { .. }));
-        assert_eq!(p.recheck(&action, true, false), Recheck::Run, "approved work may run");
+        let mut approved = action.clone();
+        approved.decided_by = Some("boss@example.com".into());
+        assert_eq!(p.recheck(&approved, true, false), Recheck::Run, "approved work may run");
+        // …unless the approval steps now name approvers and the one who approved is not one.
+        p.types.get_mut("gmail.flag").unwrap().approvers = vec![EmailAddress::parse("cfo@example.com").unwrap()];
+        assert!(matches!(p.recheck(&approved, true, false), Recheck::NeedsApproval { .. }));
         let mut p = Policy::default_policy();
         p.types.get_mut("gmail.flag").unwrap().tier = Some(Tier::Manual);
         assert!(matches!(p.recheck(&action, true, false), Recheck::Manual { .. }));

@@ -58,10 +58,10 @@ const SWEPT: [Status; 6] = [
     Status::Waiting,
 ];
 const TURN: usize = 10;
-/// The sweep's timeout in the template, for a runtime that reports no usable deadline.
-const DEFAULT_INVOCATION_SECS: i64 = 60;
 /// No new item is started this close to the invocation's end.
 const STOP_MARGIN_SECS: i64 = 10;
+/// How long a rollback's lease may stay expired (its resumes failing) before a human takes over.
+const ROLLBACK_GIVE_UP: chrono::Duration = chrono::Duration::minutes(30);
 /// Tries of one approval mail (or reminder) before the sweep gives up on mail for it.
 const MAX_MAIL_ATTEMPTS: u32 = 5;
 /// One mail may take this long before the sweep moves on.
@@ -276,10 +276,6 @@ impl SweepService {
         let now = self.clock.now();
         let policy = self.policies.current().await;
         let mut report = SweepReport::default();
-        // A local runtime emulator may report a deadline already past: then the template's
-        // timeout is the budget.
-        let deadline =
-            if deadline <= now { now + chrono::Duration::seconds(DEFAULT_INVOCATION_SECS) } else { deadline };
         let stop_at = deadline - chrono::Duration::seconds(STOP_MARGIN_SECS);
         let mut queues: Vec<(Status, std::collections::VecDeque<Action>)> = Vec::new();
         for status in SWEPT {
@@ -461,6 +457,27 @@ impl SweepService {
                 };
                 report.held += 1;
                 self.note_hold(&action, reason, until, now).await?;
+            }
+            Status::RollingBack if action.lease_expires_at.is_none_or(|t| t + ROLLBACK_GIVE_UP <= now) => {
+                // Every resume renews the lease; one that stayed expired this long keeps failing
+                // (a corrupt snapshot, a missing handler): a human takes over.
+                let mut after = action.clone();
+                after.lease_expires_at = None;
+                let message =
+                    "the rollback could not be resumed for 30 minutes: a human must check which steps were undone"
+                        .to_owned();
+                after.error =
+                    Some(serde_json::json!({"code": "rollback_stalled", "message": message, "needs_human": true}));
+                self.store
+                    .advance(
+                        &action,
+                        after,
+                        &[(Status::RollbackFailed, message, Some(serde_json::json!({"needs_human": true})))],
+                        ACTOR,
+                        now,
+                    )
+                    .await?;
+                report.needs_human += 1;
             }
             Status::RollingBack if action.lease_expires_at.is_none_or(|t| t <= now) => {
                 // The rollback's worker stopped: the executor resumes it from its progress.

@@ -49,8 +49,12 @@ async fn main() -> Result<(), Error> {
     run(service_fn(move |event: LambdaEvent<SqsEvent>| {
         let service = Arc::clone(&service);
         async move {
-            let deadline =
-                chrono::DateTime::from_timestamp_millis(event.context.deadline as i64).unwrap_or_else(chrono::Utc::now);
+            // The template's Timeout for this function, where the runtime gives no deadline.
+            let deadline = actiongate::clock::invocation_deadline(
+                event.context.deadline,
+                chrono::Utc::now(),
+                chrono::Duration::seconds(30),
+            );
             Ok::<SqsBatchResponse, Error>(service.handle_batch(event.payload, deadline).await)
         }
     }))

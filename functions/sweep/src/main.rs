@@ -49,8 +49,12 @@ async fn main() -> Result<(), Error> {
             if !event.payload.is_object() {
                 tracing::warn!(input = %event.payload, "unexpected sweep input; sweeping anyway");
             }
-            let deadline =
-                chrono::DateTime::from_timestamp_millis(event.context.deadline as i64).unwrap_or_else(chrono::Utc::now);
+            // The template's Timeout for this function, where the runtime gives no deadline.
+            let deadline = actiongate::clock::invocation_deadline(
+                event.context.deadline,
+                chrono::Utc::now(),
+                chrono::Duration::seconds(60),
+            );
             Ok::<Value, Error>(serde_json::to_value(service.run(deadline).await)?)
         }
     }))

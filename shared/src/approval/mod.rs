@@ -51,6 +51,11 @@ pub fn request_approval(
     after.reasons = decision.reason_codes();
     after.approval_expires_at = Some(now + decision.approval_expiry.to_chrono());
     after.approval_token_hash = None;
+    // A new request: earlier decisions and mail tries are of the one before.
+    after.decided_by = None;
+    after.decided_at = None;
+    after.decision_reason = None;
+    after.approval_mail_attempts = 0;
     // The halfway reminder is measured from `created_at`, long past for work that waited:
     // no reminder for a request the policy raised later (its expiry still holds).
     after.approval_reminded = true;

@@ -80,7 +80,14 @@ pub fn link_state(record: &ApprovalRecord, action: &Action, now: DateTime<Utc>) 
         return LinkState::Closed("The action changed after this link was sent, so the link no longer applies.");
     }
     // A reminder's link does not close the earlier one (which may be the only one delivered):
-    // every link of the action works until it is decided, expires or changes.
+    // every link of the current request works until it is decided, expires or changes. A link
+    // of an earlier request (before the policy asked again) or to another approver does not.
+    let current_request =
+        action.approver.as_ref().is_some_and(|a| crate::api::is_same_mailbox(a.as_str(), &record.approver))
+            && action.approval_expires_at == Some(record.expires_at);
+    if !current_request {
+        return LinkState::Closed("This link belongs to an earlier request for approval and can no longer be used.");
+    }
     if now >= record.expires_at || action.approval_expires_at.is_some_and(|t| now >= t) {
         return LinkState::Expired;
     }
@@ -517,6 +524,18 @@ mod tests {
         let (record, mut action) = waiting();
         action.approval_token_hash = Some("another".into());
         assert_eq!(link_state(&record, &action, now()), LinkState::Open);
+    }
+
+    #[test]
+    fn a_link_of_an_earlier_request_does_not_reopen_when_approval_is_asked_again() {
+        let (record, mut action) = waiting();
+        assert_eq!(link_state(&record, &action, now()), LinkState::Open);
+        // The policy asked again later: a new expiry, maybe another approver.
+        action.approval_expires_at = Some(now() + chrono::Duration::hours(2));
+        assert!(matches!(link_state(&record, &action, now()), LinkState::Closed(_)));
+        let (record, mut action) = waiting();
+        action.approver = crate::domain::EmailAddress::parse("cfo@example.com");
+        assert!(matches!(link_state(&record, &action, now()), LinkState::Closed(_)));
     }
 
     #[test]

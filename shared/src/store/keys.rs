@@ -135,14 +135,24 @@ pub fn sweep_due(action: &Action) -> Option<(String, String)> {
             let retry = action.updated_at + chrono::Duration::minutes(1 << action.approval_mail_attempts.min(6));
             action.approval_expires_at.map_or(retry, |e| e.min(retry))
         }
-        Status::AwaitingApproval => action.approval_reminder_at().or(action.approval_expires_at)?,
+        Status::AwaitingApproval => {
+            // A reminder whose mail failed is tried again after the same backoff.
+            let reminder = action.approval_reminder_at().map(|at| match action.approval_mail_attempts {
+                0 => at,
+                n => at.max(action.updated_at + chrono::Duration::minutes(1 << n.min(6))),
+            });
+            match (reminder, action.approval_expires_at) {
+                (Some(r), Some(e)) => r.min(e),
+                (r, e) => r.or(e)?,
+            }
+        }
         // Queued work that no executor has claimed a while after it became runnable was lost
         // between the store and the queue (or dead-lettered); the sweep re-sends it.
         Status::Queued => {
             action.updated_at.max(action.runnable_at().unwrap_or(action.updated_at)) + chrono::Duration::minutes(5)
         }
         // A rollback whose worker stopped (its lease ran out) is resumed.
-        Status::RollingBack => action.lease_expires_at?,
+        Status::RollingBack => action.lease_expires_at.unwrap_or(action.updated_at),
         // A lease that runs out means the executor died: the sweep recovers the step.
         Status::Executing => action.lease_expires_at.unwrap_or(action.updated_at),
         // A wait whose schedule never fired is resumed by the sweep.
