@@ -151,7 +151,7 @@ impl ExecutorService {
                 Err(e) => return Outcome::Retry(e.to_string()),
             };
             if action.status == Status::RollingBack {
-                return self.resume_rollback(action).await;
+                return self.resume_rollback(action, deadline).await;
             }
             let next = action.next_step();
             if step != next {
@@ -212,12 +212,12 @@ impl ExecutorService {
             return Outcome::Ignored(format!("not due before {}", format_time(at)));
         }
         // The policy current now governs this step, not the one the action was created under.
-        if let Some(outcome) = self.recheck_policy(&action).await {
+        if let Some(outcome) = self.recheck_policy(&action, deadline).await {
             return outcome;
         }
         let Some(handler) = self.registry.get(&action_type) else {
             let error = HandlerError::permanent("no_handler", format!("{action_type} is never executed by the system"));
-            return self.fail_unclaimed(action, index, error).await;
+            return self.fail_unclaimed(action, index, error, deadline).await;
         };
         // Every handler call ends before the invocation does, with time left to record it.
         let budget = handler_budget(deadline, now);
@@ -259,7 +259,7 @@ impl ExecutorService {
         if let Some(error) = snapshot {
             // Count the attempt and settle it in the same write.
             let claimed_path = (Status::Executing, claim_reason, None);
-            return self.settle_failure(&action, claimed, index, error, Some(claimed_path)).await;
+            return self.settle_failure(&action, claimed, index, error, Some(claimed_path), deadline).await;
         }
         // Tier-1 work is claimed only while the breaker is closed, checked in the same write.
         let automatic = action.tier == Some(Tier::Auto);
@@ -308,13 +308,13 @@ impl ExecutorService {
         }
         match result {
             Ok(value) => self.settle_success(&claimed, index, value, deadline).await,
-            Err(error) => self.settle_failure(&claimed, claimed.clone(), index, error, None).await,
+            Err(error) => self.settle_failure(&claimed, claimed.clone(), index, error, None, deadline).await,
         }
     }
 
     /// Applies the policy current now to work about to run its next step; `None` when it may
     /// run, else what became of it (held, sent to approval, made manual, blocked), audited.
-    async fn recheck_policy(&self, action: &Action) -> Option<Outcome> {
+    async fn recheck_policy(&self, action: &Action, deadline: DateTime<Utc>) -> Option<Outcome> {
         let policy = self.deps.policy.current().await;
         let index = action.next_step();
         let needs_kyc = action
@@ -337,7 +337,7 @@ impl ExecutorService {
         tracing::warn!(to = %hop.0, "the current policy stopped the step");
         Some(match self.write(action, after, &[hop]).await {
             // A plan stopped after earlier steps ran is compensated as any failed plan is.
-            Ok(done) if done.status == Status::Failed => self.compensate(done).await,
+            Ok(done) if done.status == Status::Failed => self.compensate(done, deadline).await,
             Ok(done) => Outcome::Ran(done.status),
             Err(TransitionError::Conflict) => Outcome::Ignored("the action changed concurrently".into()),
             Err(TransitionError::Store(e)) => Outcome::Retry(e.to_string()),
@@ -345,11 +345,11 @@ impl ExecutorService {
     }
 
     /// A rollback whose worker stopped (the sweep found its lease run out): continue it here.
-    async fn resume_rollback(&self, action: Action) -> Outcome {
+    async fn resume_rollback(&self, action: Action, deadline: DateTime<Utc>) -> Outcome {
         if action.lease_expires_at.is_some_and(|t| t > self.clock.now()) {
             return Outcome::Ignored("a rollback of it is in progress".into());
         }
-        match self.compensator.resume(action).await {
+        match self.compensator.resume(action, Some(deadline)).await {
             Ok(done) => Outcome::Ran(done.status),
             Err(crate::api::ApiError::InvalidState { .. }) => Outcome::Ignored("taken over by another worker".into()),
             Err(e) => Outcome::Retry(e.to_string()),
@@ -450,6 +450,7 @@ impl ExecutorService {
         index: usize,
         error: HandlerError,
         claimed_path: Option<(Status, String, Option<Value>)>,
+        deadline: DateTime<Utc>,
     ) -> Outcome {
         let now = self.clock.now();
         let attempt = after.steps[index].attempts;
@@ -510,7 +511,7 @@ impl ExecutorService {
                 }
                 tracing::warn!(error = %error, attempt, status = %done.status, "step failed");
                 if done.status == Status::Failed {
-                    return self.compensate(done).await;
+                    return self.compensate(done, deadline).await;
                 }
                 Outcome::Ran(done.status)
             }
@@ -521,7 +522,7 @@ impl ExecutorService {
 
     /// Automatic compensation: when the policy says so, a plan that failed for good has its
     /// completed steps rolled back (what cannot be undone is reported in the rollback's result).
-    async fn compensate(&self, failed: Action) -> Outcome {
+    async fn compensate(&self, failed: Action, deadline: DateTime<Utc>) -> Outcome {
         let executed =
             failed.steps.iter().any(|s| s.state == StepState::Completed && matches!(s.kind, StepKind::Action { .. }));
         if !executed || !self.deps.policy.current().await.defaults.compensate_on_failure {
@@ -532,7 +533,7 @@ impl ExecutorService {
             reason: Some(format!("automatic compensation: step {step} failed for good")),
             partial: true,
         };
-        match self.compensator.roll_back(failed, &request, "executor").await {
+        match self.compensator.roll_back_by(failed, &request, "executor", Some(deadline)).await {
             Ok(done) => {
                 tracing::info!(status = %done.status, "failed plan compensated");
                 Outcome::Ran(done.status)
@@ -601,12 +602,18 @@ impl ExecutorService {
     }
 
     /// A step that cannot even be claimed (no handler): fail it with its claim in one write.
-    async fn fail_unclaimed(&self, action: Action, index: usize, error: HandlerError) -> Outcome {
+    async fn fail_unclaimed(
+        &self,
+        action: Action,
+        index: usize,
+        error: HandlerError,
+        deadline: DateTime<Utc>,
+    ) -> Outcome {
         let mut after = action.clone();
         after.steps[index].attempts += 1;
         after.attempts += 1;
         let path = (Status::Executing, format!("step {index} started"), None);
-        self.settle_failure(&action, after, index, error, Some(path)).await
+        self.settle_failure(&action, after, index, error, Some(path), deadline).await
     }
 
     /// Queues the next run of `step`, delayed by `delay_secs` (via the scheduler past 15 minutes).

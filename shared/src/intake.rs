@@ -215,6 +215,7 @@ impl IntakeService {
         // Tier-1 work that would run now also takes a unit of automatic execution; creating it
         // `queued` checks that the circuit breaker is closed in the same write.
         let (auto_counters, cooldown) = if action.status == Status::Queued {
+            action.auto_started = true;
             crate::sweep::auto_guards(&policy, &action, now)
         } else {
             (Vec::new(), None)
@@ -246,6 +247,7 @@ impl IntakeService {
         };
         if let Some((reason, until)) = held {
             action.status = Status::Pending;
+            action.auto_started = false;
             action.hold_reason = Some(reason.clone());
             action.hold_until = until;
             events = creation_events(&action, &decision, identity, &meta, now);
@@ -871,6 +873,7 @@ fn new_action(
         not_before: None,
         approval_mail_pending: false,
         approval_mail_attempts: 0,
+        auto_started: false,
         version: 2,
     }
 }

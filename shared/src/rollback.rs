@@ -12,6 +12,7 @@ use crate::domain::action::{StepKind, StepState};
 use crate::domain::{Action, ActionId, Status};
 use crate::handlers::{Dependencies, Registry, Reversibility, StepContext};
 use crate::store::{Store, StoredSnapshot, TransitionError};
+use chrono::{DateTime, Utc};
 use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -147,12 +148,25 @@ impl RollbackService {
     }
 
     /// Continues a rollback whose worker stopped (found by the sweep through its lease).
-    pub async fn resume(&self, action: Action) -> Result<Action, ApiError> {
+    pub async fn resume(&self, action: Action, stop_by: Option<DateTime<Utc>>) -> Result<Action, ApiError> {
         let request = RollbackRequest { reason: None, partial: true };
-        self.roll_back(action, &request, "rollback").await
+        self.roll_back_by(action, &request, "rollback", stop_by).await
     }
 
     pub async fn roll_back(&self, action: Action, request: &RollbackRequest, actor: &str) -> Result<Action, ApiError> {
+        self.roll_back_by(action, request, actor, None).await
+    }
+
+    /// [`RollbackService::roll_back`] within an invocation that ends at `stop_by`: no undo is
+    /// started that could not finish before it; the rest is left `rolling_back` with its lease
+    /// run out, for the sweep to resume.
+    pub async fn roll_back_by(
+        &self,
+        action: Action,
+        request: &RollbackRequest,
+        actor: &str,
+        stop_by: Option<DateTime<Utc>>,
+    ) -> Result<Action, ApiError> {
         tracing::info!(action_id = %action.action_id, actor, partial = request.partial, "rollback requested");
         let now = self.clock.now();
         match action.status {
@@ -166,10 +180,12 @@ impl RollbackService {
                 })
             }
             Status::Completed | Status::Failed | Status::RollingBack => {}
+            // A plan stopped half-way undoes the steps it ran.
+            Status::Cancelled | Status::Rejected | Status::Expired if ran_a_step(&action) => {}
             other => {
                 return Err(ApiError::InvalidState {
                     status: other,
-                    message: "only completed or failed actions can be rolled back".into(),
+                    message: "only completed or failed actions (or a plan stopped after some of its steps ran) can be rolled back".into(),
                 })
             }
         }
@@ -221,6 +237,19 @@ impl RollbackService {
         };
         let mut order = Vec::new();
         for Undo { index, action_type, payload, .. } in steps.into_iter().filter(|u| u.blocker.is_none()) {
+            let undo_ends = self.clock.now()
+                + chrono::Duration::from_std(UNDO_BOUND).unwrap_or_default()
+                + chrono::Duration::seconds(5);
+            if stop_by.is_some_and(|t| undo_ends > t) {
+                // Hand the rest over: the lease ends now, so the next sweep resumes it.
+                let mut handed = current.clone();
+                handed.lease_expires_at = Some(self.clock.now());
+                handed.version = current.version + 1;
+                handed.updated_at = self.clock.now();
+                self.store.transition_many(&current, &handed, &[], None).await.map_err(conflict_or_internal)?;
+                tracing::info!(action_id = %current.action_id, step = index, "rollback handed over: too little of the invocation left");
+                return Ok(handed);
+            }
             let handler = self
                 .registry
                 .get(&action_type)
@@ -324,6 +353,11 @@ impl RollbackService {
             .await
             .map_err(conflict_or_internal)
     }
+}
+
+/// Whether some action step of it took effect.
+fn ran_a_step(action: &Action) -> bool {
+    action.steps.iter().any(|s| s.state == StepState::Completed && matches!(s.kind, StepKind::Action { .. }))
 }
 
 fn conflict_or_internal(e: TransitionError) -> ApiError {

@@ -425,10 +425,13 @@ impl SweepService {
                         return Ok(());
                     }
                 }
-                let (counters, cooldown) = auto_guards(policy, &action, now);
+                // Work held after it started (kill switch, breaker) took its units already.
+                let (counters, cooldown) =
+                    if action.auto_started { (Vec::new(), None) } else { auto_guards(policy, &action, now) };
                 let mut after = action.clone();
                 after.hold_reason = None;
                 after.hold_until = None;
+                after.auto_started = action.tier == Some(crate::domain::Tier::Auto);
                 let hop = (Status::Queued, "its time came; queued by the sweep".to_owned(), None);
                 let automatic = action.tier == Some(crate::domain::Tier::Auto);
                 let (reason, until) = match self

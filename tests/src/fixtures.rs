@@ -73,6 +73,7 @@ pub fn action_of(
         not_before: None,
         approval_mail_pending: false,
         approval_mail_attempts: 0,
+        auto_started: false,
         version: 1,
     }
 }

@@ -244,3 +244,39 @@ async fn stats_match_a_scripted_mix_of_outcomes() {
     assert!(everyone.body["today"]["auto_executed"].as_u64().unwrap() >= 2);
     assert_eq!(api.get("/stats", &someone("nobody")).await.body["today"]["auto_executed"], 0);
 }
+
+#[tokio::test]
+async fn a_plan_cancelled_half_way_can_still_undo_the_steps_it_ran() {
+    let api = api();
+    let owner = someone("alice");
+    let message = someone("msg");
+    common::seed_labels(&api, &message, &["INBOX"]).await;
+    store_google_token(&api, &owner).await;
+    let plan = json!({"steps": [
+        {"action_type": "gmail.label", "payload": {"message_id": message, "label_ids": ["Label_7"]}},
+        {"wait_for": "PT1H"},
+        {"action_type": "gmail.archive", "payload": {"message_id": message}}
+    ], "confidence": 0.95});
+    let r = api.post("/actions", &owner, plan).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let id = r.body["action_id"].as_str().unwrap().to_owned();
+    wait_for_status(&api, &owner, &id, &["waiting"], 60).await;
+    let cancelled = api.post(&format!("/actions/{id}/cancel"), &owner, json!({})).await;
+    assert_eq!((cancelled.status, cancelled.body["status"].as_str()), (200, Some("cancelled")), "{}", cancelled.body);
+    // The label is still there: the cancel stopped the plan, it did not undo step 0.
+    let labels = || async { fake_state(&api).await["gmail"][&message].clone() };
+    assert!(labels().await.as_array().unwrap().contains(&json!("Label_7")));
+    let undone = rollback(&api, &owner, &id, json!({})).await;
+    assert_eq!((undone.status, undone.body["status"].as_str()), (200, Some("rolled_back")), "{}", undone.body);
+    assert_eq!(labels().await, json!(["INBOX"]));
+
+    // A cancelled action that never ran anything has nothing to undo.
+    let later = (chrono::Utc::now() + chrono::Duration::days(1)).to_rfc3339();
+    let idle = api
+        .post("/actions", &owner, json!({"action_type": "gmail.flag", "payload": {"message_id": message}, "confidence": 0.95, "scheduled_for": later}))
+        .await;
+    let idle_id = idle.body["action_id"].as_str().unwrap().to_owned();
+    assert_eq!(api.post(&format!("/actions/{idle_id}/cancel"), &owner, json!({})).await.status, 200);
+    let refused = rollback(&api, &owner, &idle_id, json!({})).await;
+    assert_eq!((refused.status, refused.body["error"].as_str()), (409, Some("invalid_state")), "{}", refused.body);
+}

@@ -237,6 +237,7 @@ pub mod tests_support {
             not_before: None,
             approval_mail_pending: false,
             approval_mail_attempts: 0,
+            auto_started: false,
             lease_expires_at: None,
             version: 2,
         }

@@ -186,6 +186,10 @@ pub struct Action {
     /// Whether the approver was already reminded (once, halfway through the window).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub approval_reminded: bool,
+    /// Automatic execution's units (limits, cool-down) were taken for it: when held work of
+    /// it starts again (kill switch, breaker), they are not taken a second time.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub auto_started: bool,
     /// While `pending`: why it waits (automatic-execution limits, cool-down, open breaker).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hold_reason: Option<String>,

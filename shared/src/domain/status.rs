@@ -107,8 +107,12 @@ impl Status {
             Executing => &[Completed, Failed, Waiting, Queued],
             Waiting => &[Queued, Cancelled],
             Completed | Failed => &[RollingBack],
+            // A plan stopped half-way (cancelled mid-plan, or asked to approve again and then
+            // rejected or expired) may still undo the steps it ran; the rollback service
+            // allows this only when a step did run.
+            Rejected | Expired | Cancelled => &[RollingBack],
             RollingBack => &[RolledBack, RollbackFailed],
-            Blocked | Rejected | Expired | Cancelled | DoneManually | Dismissed | RolledBack | RollbackFailed => &[],
+            Blocked | DoneManually | Dismissed | RolledBack | RollbackFailed => &[],
         }
     }
 
@@ -189,8 +193,12 @@ mod tests {
     #[test]
     fn terminal_states_have_no_successors() {
         use Status::*;
-        for s in [Blocked, Rejected, Expired, Cancelled, DoneManually, Dismissed, RolledBack, RollbackFailed] {
+        for s in [Blocked, DoneManually, Dismissed, RolledBack, RollbackFailed] {
             assert!(s.is_terminal());
+        }
+        // A stopped plan may only go on to undo what it ran.
+        for s in [Rejected, Expired, Cancelled] {
+            assert_eq!(s.successors(), &[RollingBack]);
         }
         assert!(!Completed.is_terminal());
     }
