@@ -834,48 +834,31 @@ fn new_action(
         Verdict::Tier(t) => Some(t),
         _ => None,
     };
-    Action {
-        action_id: ActionId::new_v7(now),
-        user_id: identity.user.clone(),
-        action_type: request.action_type.clone(),
-        payload: request.payload.clone(),
-        steps: request.steps.iter().enumerate().map(|(i, k)| Step::new(i, k.clone())).collect(),
-        status: Status::Received,
-        tier,
-        risk_score: request.risk_score,
-        confidence: request.confidence,
-        priority: request.priority,
-        scheduled_for: request.scheduled_for,
-        rate_limit_key: request.rate_limit_key.clone(),
-        // The policy's approver is only designated where approval is asked for.
-        approver: request
-            .approver
-            .clone()
-            .or_else(|| (tier == Some(Tier::Approval)).then(|| decision.approver.clone()).flatten()),
-        requester_email: identity.email.clone().filter(|e| e != identity.user.as_str()),
-        reasons: decision.reason_codes(),
-        attempts: 0,
-        max_attempts: decision.max_attempts,
-        approval_expires_at: None,
-        created_at: now,
-        updated_at: now,
-        result: None,
-        error: None,
-        idempotency_key: key,
-        approval_token_hash: None,
-        decided_by: None,
-        decided_at: None,
-        decision_reason: None,
-        lease_expires_at: None,
-        hold_reason: None,
-        hold_until: None,
-        approval_reminded: false,
-        not_before: None,
-        approval_mail_pending: false,
-        approval_mail_attempts: 0,
-        auto_started: false,
-        version: 2,
-    }
+    let mut action = Action::new(
+        identity.user.clone(),
+        request.action_type.clone(),
+        request.payload.clone(),
+        request.steps.clone(),
+        now,
+    );
+    action.tier = tier;
+    action.risk_score = request.risk_score;
+    action.confidence = request.confidence;
+    action.priority = request.priority;
+    action.scheduled_for = request.scheduled_for;
+    action.rate_limit_key = request.rate_limit_key.clone();
+    // The policy's approver is only designated where approval is asked for.
+    action.approver = request
+        .approver
+        .clone()
+        .or_else(|| (tier == Some(Tier::Approval)).then(|| decision.approver.clone()).flatten());
+    action.requester_email = identity.email.clone().filter(|e| e != identity.user.as_str());
+    action.reasons = decision.reason_codes();
+    action.max_attempts = decision.max_attempts;
+    action.idempotency_key = key;
+    // Two creation events: received, then placed.
+    action.version = 2;
+    action
 }
 
 /// The two first lines of every trail: submitted (→ received), and policy's placement.

@@ -3,8 +3,8 @@
 
 use crate::emulator::sdk_config_for;
 use crate::stack::shared_emulator;
-use actiongate::domain::action::{Step, StepKind};
-use actiongate::domain::{Action, ActionId, AuditEvent, Status, Tier, UserId};
+use actiongate::domain::action::StepKind;
+use actiongate::domain::{Action, AuditEvent, Status, Tier, UserId};
 use actiongate::store::Store;
 use chrono::{DateTime, Utc};
 use serde_json::json;
@@ -38,44 +38,14 @@ pub fn action_of(
     action_type: &str,
     payload: serde_json::Value,
 ) -> Action {
-    Action {
-        action_id: ActionId::new_v7(at),
-        user_id: owner.clone(),
-        action_type: action_type.into(),
-        payload: payload.clone(),
-        steps: vec![Step::new(0, StepKind::Action { action_type: action_type.into(), payload })],
-        status,
-        tier: Some(Tier::Auto),
-        risk_score: None,
-        confidence: Some(0.9),
-        priority: 0,
-        scheduled_for: None,
-        rate_limit_key: None,
-        approver: None,
-        reasons: vec!["auto_execute".into()],
-        attempts: 0,
-        max_attempts: 3,
-        approval_expires_at: None,
-        created_at: at,
-        updated_at: at,
-        result: None,
-        error: None,
-        idempotency_key: None,
-        approval_token_hash: None,
-        decided_by: None,
-        decided_at: None,
-        decision_reason: None,
-        lease_expires_at: None,
-        hold_reason: None,
-        hold_until: None,
-        approval_reminded: false,
-        requester_email: None,
-        not_before: None,
-        approval_mail_pending: false,
-        approval_mail_attempts: 0,
-        auto_started: false,
-        version: 1,
-    }
+    let step = StepKind::Action { action_type: action_type.into(), payload: payload.clone() };
+    let mut action = Action::new(owner.clone(), action_type, payload, vec![step], at);
+    action.status = status;
+    action.tier = Some(Tier::Auto);
+    action.confidence = Some(0.9);
+    action.reasons = vec!["auto_execute".into()];
+    action.max_attempts = 3;
+    action
 }
 
 /// The audit event of a move of `a`.

@@ -192,8 +192,8 @@ pub fn approval_mail(action: &Action, approver: &EmailAddress, link: &str, expir
 /// A tier-2 `send_email` action of `alice`, waiting for `boss@example.com` (unit tests).
 #[cfg(test)]
 pub mod tests_support {
-    use crate::domain::action::{Step, StepKind};
-    use crate::domain::{Action, ActionId, Status, Tier, UserId};
+    use crate::domain::action::StepKind;
+    use crate::domain::{Action, Status, Tier, UserId};
     use chrono::{DateTime, Utc};
     use serde_json::json;
 
@@ -203,43 +203,16 @@ pub mod tests_support {
 
     pub fn sample_action() -> Action {
         let payload = json!({"to": ["b@example.com"], "subject": "s", "text": "t"});
-        Action {
-            action_id: ActionId::new_v7(now()),
-            user_id: UserId::parse("alice").unwrap(),
-            action_type: "send_email".into(),
-            payload: payload.clone(),
-            steps: vec![Step::new(0, StepKind::Action { action_type: "send_email".into(), payload })],
-            status: Status::AwaitingApproval,
-            tier: Some(Tier::Approval),
-            risk_score: Some(10),
-            confidence: None,
-            priority: 0,
-            scheduled_for: None,
-            rate_limit_key: None,
-            approver: crate::domain::EmailAddress::parse("boss@example.com"),
-            requester_email: None,
-            reasons: vec!["type_requires_approval".into(), "needs_approval".into()],
-            attempts: 0,
-            max_attempts: 3,
-            approval_expires_at: Some(now() + chrono::Duration::hours(1)),
-            created_at: now(),
-            updated_at: now(),
-            result: None,
-            error: None,
-            idempotency_key: None,
-            approval_token_hash: None,
-            decided_by: None,
-            decided_at: None,
-            decision_reason: None,
-            approval_reminded: false,
-            hold_reason: None,
-            hold_until: None,
-            not_before: None,
-            approval_mail_pending: false,
-            approval_mail_attempts: 0,
-            auto_started: false,
-            lease_expires_at: None,
-            version: 2,
-        }
+        let step = StepKind::Action { action_type: "send_email".into(), payload: payload.clone() };
+        let mut action = Action::new(UserId::parse("alice").unwrap(), "send_email", payload, vec![step], now());
+        action.status = Status::AwaitingApproval;
+        action.tier = Some(Tier::Approval);
+        action.risk_score = Some(10);
+        action.approver = crate::domain::EmailAddress::parse("boss@example.com");
+        action.reasons = vec!["type_requires_approval".into(), "needs_approval".into()];
+        action.max_attempts = 3;
+        action.approval_expires_at = Some(now() + chrono::Duration::hours(1));
+        action.version = 2;
+        action
     }
 }

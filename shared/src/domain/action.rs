@@ -216,6 +216,56 @@ pub struct Action {
 }
 
 impl Action {
+    /// A new action of `user` (just `received`, version 1): `action_type` and `payload` as the
+    /// request gave them, `steps` its plan. Every other field starts empty; callers set what
+    /// the policy decided.
+    pub fn new(
+        user: UserId,
+        action_type: impl Into<String>,
+        payload: Value,
+        steps: Vec<StepKind>,
+        now: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            action_id: ActionId::new_v7(now),
+            user_id: user,
+            action_type: action_type.into(),
+            payload,
+            steps: steps.into_iter().enumerate().map(|(i, k)| Step::new(i, k)).collect(),
+            status: Status::Received,
+            tier: None,
+            risk_score: None,
+            confidence: None,
+            priority: 0,
+            scheduled_for: None,
+            rate_limit_key: None,
+            approver: None,
+            requester_email: None,
+            reasons: Vec::new(),
+            attempts: 0,
+            max_attempts: 0,
+            approval_expires_at: None,
+            created_at: now,
+            updated_at: now,
+            result: None,
+            error: None,
+            idempotency_key: None,
+            approval_token_hash: None,
+            decided_by: None,
+            decided_at: None,
+            decision_reason: None,
+            approval_reminded: false,
+            hold_reason: None,
+            hold_until: None,
+            not_before: None,
+            approval_mail_pending: false,
+            approval_mail_attempts: 0,
+            auto_started: false,
+            lease_expires_at: None,
+            version: 1,
+        }
+    }
+
     pub fn is_plan(&self) -> bool {
         self.action_type == PLAN_ACTION_TYPE
     }
