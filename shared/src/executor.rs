@@ -429,12 +429,10 @@ impl ExecutorService {
                     };
                 }
                 Err(TransitionError::Store(e)) => {
-                    let pause = std::time::Duration::from_millis(100 * u64::from(tries.min(20)));
-                    let time_left = deadline - self.clock.now() - chrono::Duration::seconds(LEASE_MARGIN_SECS + 1);
-                    if time_left.to_std().map_or(true, |left| left < pause) {
+                    let Some(pause) = record_retry_pause(tries, deadline - self.clock.now()) else {
                         tracing::error!(error = %e, tries, "recording a successful step failed until the lease's end");
                         return Outcome::Retry(e.to_string());
-                    }
+                    };
                     tracing::warn!(error = %e, tries, "recording a successful step failed; trying again");
                     tokio::time::sleep(pause).await;
                 }
@@ -549,55 +547,20 @@ impl ExecutorService {
     /// Feeds the circuit breaker with a failure of automatic (tier-1) work (successes are counted
     /// with the step's own write); the executor that opens it tells the admin, once.
     async fn record_automatic_failure(&self, _action: &Action) {
-        let settings = self.deps.policy.current().await.auto_execution.breaker;
-        for _ in 0..5 {
-            let now = self.clock.now();
-            let mut breaker = match self.store.breaker(settings.window).await {
-                Ok(b) => b,
-                Err(e) => return tracing::error!(error = %e, "reading the circuit breaker failed"),
-            };
-            let before = breaker.version;
-            let opened = breaker.record(false, &settings, now);
-            breaker.version += 1;
-            let change = opened.as_deref().map(|r| ("closed", "open", "executor", r));
-            match self.store.save_breaker(before, &breaker, change, now).await {
-                Ok(()) => {
-                    if let Some(reason) = opened {
-                        tracing::error!(%reason, "circuit breaker opened: automatic execution paused");
-                        crate::telemetry::breaker_open_metric(now);
-                        self.alert_breaker_open(&reason, now).await;
+        let policy = self.deps.policy.current().await;
+        let now = self.clock.now();
+        match self.store.record_breaker_failure(&policy.auto_execution.breaker, "executor", now).await {
+            Ok(Some(reason)) => {
+                let mail =
+                    crate::breaker::alert_recipient(&policy).map(|to| crate::breaker::alert_mail(to, &reason, now));
+                if let (Some(mailer), Some(mail)) = (self.deps.mailer.as_ref(), mail) {
+                    if let Err(e) = mailer.send(&mail).await {
+                        tracing::error!(error = %e, "the breaker alert could not be sent");
                     }
-                    return;
-                }
-                Err(TransitionError::Conflict) => continue,
-                Err(TransitionError::Store(e)) => {
-                    return tracing::error!(error = %e, "saving the circuit breaker failed")
                 }
             }
-        }
-    }
-
-    async fn alert_breaker_open(&self, reason: &str, now: DateTime<Utc>) {
-        let policy = self.deps.policy.current().await;
-        let (Some(mailer), Some(to)) = (
-            self.deps.mailer.as_ref(),
-            policy.auto_execution.alert_email.as_ref().or(policy.defaults.approver.as_ref()),
-        ) else {
-            return;
-        };
-        let text = format!(
-            "actiongate paused automatic execution at {}: {reason}.\n\nTier-1 actions wait (pending) until an administrator resets the breaker with POST /admin/circuit-breaker/reset. Approved actions still run.\n",
-            format_time(now)
-        );
-        let mail = crate::mail::Mail {
-            to: vec![to.as_str().to_owned()],
-            cc: vec![],
-            subject: "actiongate: automatic execution paused (circuit breaker open)".into(),
-            html: format!("<p>{}</p>", crate::approval::pages::escape(&text).replace("\n\n", "</p><p>")),
-            text,
-        };
-        if let Err(e) = mailer.send(&mail).await {
-            tracing::error!(error = %e, "the breaker alert could not be sent");
+            Ok(None) => {}
+            Err(e) => tracing::error!(error = %e, "recording a failure on the circuit breaker failed"),
         }
     }
 
@@ -736,6 +699,15 @@ impl ExecutorService {
             Err(TransitionError::Store(e)) => Err(Outcome::Retry(e.to_string())),
         }
     }
+}
+
+/// How long to wait before trying again to record a step whose effect happened: growing
+/// pauses (0.1 s, 0.2 s, … up to 2 s) while the invocation (less its lease margin) has time for
+/// one; `None` when it has not.
+pub fn record_retry_pause(tries: u32, time_left: chrono::Duration) -> Option<std::time::Duration> {
+    let pause = std::time::Duration::from_millis(100 * u64::from(tries.clamp(1, 20)));
+    let usable = (time_left - chrono::Duration::seconds(LEASE_MARGIN_SECS + 1)).to_std().ok()?;
+    (usable >= pause).then_some(pause)
 }
 
 /// Whether a settled action is an outcome the autonomy breaker counts as a failure: automatic
@@ -884,6 +856,22 @@ mod tests {
         a.max_attempts = 3;
         a.steps[0].attempts = attempts;
         a
+    }
+
+    #[test]
+    fn a_recorded_effect_is_retried_while_the_invocation_lasts() {
+        let secs = chrono::Duration::seconds;
+        assert_eq!(record_retry_pause(1, secs(20)), Some(std::time::Duration::from_millis(100)));
+        assert_eq!(record_retry_pause(5, secs(20)), Some(std::time::Duration::from_millis(500)));
+        assert_eq!(record_retry_pause(99, secs(20)), Some(std::time::Duration::from_secs(2)), "capped");
+        let total: u128 = (1..)
+            .map_while(|n| {
+                record_retry_pause(n, secs(25) - chrono::Duration::milliseconds(100 * (n as i64) * (n as i64 - 1) / 2))
+            })
+            .map(|p| p.as_millis())
+            .sum();
+        assert!(total > 10_000, "it keeps trying for most of a 25 s invocation: {total} ms");
+        assert_eq!(record_retry_pause(1, secs(2)), None, "no try that would outlive the lease");
     }
 
     #[test]

@@ -93,6 +93,15 @@ impl Mailer {
         &self.sender
     }
 
+    /// [`Mailer::send`] that gives up after `limit` (the outcome is then unknown: SES may
+    /// still deliver it).
+    pub async fn send_within(&self, mail: &Mail, limit: std::time::Duration) -> Result<String, MailError> {
+        match tokio::time::timeout(limit, self.send(mail)).await {
+            Ok(result) => result,
+            Err(_) => Err(MailError::new(MailFailure::Unknown, format!("no answer within {}s", limit.as_secs()))),
+        }
+    }
+
     /// Sends one message; returns the SES message id.
     pub async fn send(&self, mail: &Mail) -> Result<String, MailError> {
         let raw = mime_message(&self.sender, mail, &boundary());

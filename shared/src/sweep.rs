@@ -180,10 +180,9 @@ impl SweepService {
         if reminder {
             message.subject = format!("Reminder: {}", message.subject);
         }
-        let problem = match tokio::time::timeout(MAIL_TIMEOUT, mail.mailer.send(&message)).await {
-            Ok(Ok(_)) => None,
-            Ok(Err(e)) => Some((e.failure == crate::mail::MailFailure::NotSentPermanent, e.to_string())),
-            Err(_) => Some((false, "sending timed out".to_owned())),
+        let problem = match mail.mailer.send_within(&message, MAIL_TIMEOUT).await {
+            Ok(_) => None,
+            Err(e) => Some((e.failure == crate::mail::MailFailure::NotSentPermanent, e.to_string())),
         };
         if let Some((permanent, error)) = problem {
             if !permanent && stored.approval_mail_attempts < MAX_MAIL_ATTEMPTS {
@@ -262,10 +261,8 @@ impl SweepService {
             html: format!("<pre>{}</pre>", crate::approval::pages::escape(&text)),
             text,
         };
-        match tokio::time::timeout(MAIL_TIMEOUT, mail.mailer.send(&message)).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "the expiry notice could not be sent"),
-            Err(_) => tracing::error!("sending the expiry notice timed out"),
+        if let Err(e) = mail.mailer.send_within(&message, MAIL_TIMEOUT).await {
+            tracing::error!(error = %e, "the expiry notice could not be sent");
         }
     }
 
@@ -406,6 +403,10 @@ impl SweepService {
                     report.recovered += 1;
                 } else {
                     report.needs_human += 1;
+                    // Automatic work that ended here failed as surely as in the executor.
+                    if crate::executor::counts_as_automatic_failure(&done) {
+                        self.record_automatic_failure(policy, now).await;
+                    }
                 }
             }
             Status::Pending if action.runnable_at().is_none_or(|t| t <= now) => {
@@ -505,6 +506,22 @@ impl SweepService {
             _ => {}
         }
         Ok(())
+    }
+
+    /// Feeds the circuit breaker a final failure of automatic work; tells the admin if it opened.
+    async fn record_automatic_failure(&self, policy: &Policy, now: DateTime<Utc>) {
+        match self.store.record_breaker_failure(&policy.auto_execution.breaker, ACTOR, now).await {
+            Ok(Some(reason)) => {
+                if let (Some(mail), Some(to)) = (&self.mail, crate::breaker::alert_recipient(policy)) {
+                    let alert = crate::breaker::alert_mail(to, &reason, now);
+                    if let Err(e) = mail.mailer.send_within(&alert, MAIL_TIMEOUT).await {
+                        tracing::error!(error = %e, "the breaker alert could not be sent");
+                    }
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::error!(error = %e, "recording a failure on the circuit breaker failed"),
+        }
     }
 
     /// The user's KYC state, when a step still to run needs it.

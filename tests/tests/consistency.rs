@@ -304,3 +304,27 @@ fn functions_are_arm64_cargo_lambda_builds_with_retained_logs() {
         assert!(!group["Properties"]["RetentionInDays"].is_null(), "{}: logs kept forever", f.logical_id);
     }
 }
+
+/// A panic in one message must stay in its task (the executor reports that message alone):
+/// with `panic = "abort"` the whole process, and every batch-mate, would go down with it.
+#[test]
+fn release_builds_unwind_so_a_panicking_message_spares_its_batch_mates() {
+    let manifest: toml::Table = toml::from_str(&source("Cargo.toml")).unwrap();
+    let release = manifest["profile"]["release"].as_table().unwrap();
+    assert_ne!(release.get("panic").and_then(|v| v.as_str()), Some("abort"));
+}
+
+/// Where the runtime reports no absolute deadline, a function takes its template `Timeout` as
+/// the invocation's length: the two must agree.
+#[test]
+fn deadline_fallbacks_are_the_template_timeouts() {
+    let doc = template_doc();
+    for (function, logical_id) in [("executor", "ExecutorFunction"), ("sweep", "SweepFunction")] {
+        let timeout = doc["Resources"][logical_id]["Properties"]["Timeout"].as_u64().unwrap();
+        let main = source(&format!("functions/{function}/src/main.rs"));
+        assert!(
+            main.contains(&format!("chrono::Duration::seconds({timeout})")),
+            "functions/{function}: the deadline fallback is not the template's {timeout} s"
+        );
+    }
+}

@@ -652,6 +652,36 @@ impl Store {
         self.conditional_transaction(items).await
     }
 
+    /// Records one failure of automatic work on the circuit breaker (read, decide, conditional
+    /// save; retried on a concurrent change). Returns the reason when this failure opened it
+    /// (audited as a change by `actor`, and published as the `CircuitBreakerOpen` metric).
+    pub async fn record_breaker_failure(
+        &self,
+        settings: &crate::breaker::BreakerSettings,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<String>, TransitionError> {
+        for _ in 0..5 {
+            let mut breaker = self.breaker(settings.window).await?;
+            let before = breaker.version;
+            let opened = breaker.record(false, settings, now);
+            breaker.version += 1;
+            let change = opened.as_deref().map(|r| ("closed", "open", actor, r));
+            match self.save_breaker(before, &breaker, change, now).await {
+                Ok(()) => {
+                    if let Some(reason) = &opened {
+                        tracing::error!(%reason, "circuit breaker opened: automatic execution paused");
+                        crate::telemetry::breaker_open_metric(now);
+                    }
+                    return Ok(opened);
+                }
+                Err(TransitionError::Conflict) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(TransitionError::Conflict)
+    }
+
     pub async fn get_action(&self, id: ActionId) -> Result<Option<Action>, StoreError> {
         let found = self.item(keys::action_pk(id), keys::ACTION_SK).await?;
         found.as_ref().map(action_from_item).transpose()
