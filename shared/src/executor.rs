@@ -233,6 +233,12 @@ impl ExecutorService {
             Ok(()) if action.steps[index].snapshot_at.is_some() => Ok(Value::Null),
             Ok(()) => bounded(budget, handler.idempotent(), handler.snapshot(&ctx)).await,
         };
+        // The snapshot took part of the invocation: if too little is left for the change, do
+        // not claim (no attempt spent on a step that never ran); the message comes back.
+        let left = handler_budget(deadline, self.clock.now());
+        if snapshot.is_ok() && left < std::time::Duration::from_secs(MIN_HANDLER_SECS as u64) {
+            return Outcome::Retry("too little of the invocation was left after the snapshot".into());
+        }
         let mut claimed = action.clone();
         claimed.attempts += 1;
         claimed.not_before = None;
@@ -290,14 +296,9 @@ impl ExecutorService {
         };
         tracing::info!(attempt, action_type = %action_type, "step claimed");
 
-        // The snapshot took part of the invocation: bound the change by what is left now.
+        // Bound the change by what is left now.
         let left = handler_budget(deadline, self.clock.now());
-        let result = if left < std::time::Duration::from_secs(MIN_HANDLER_SECS as u64) {
-            // Claimed but not run (the snapshot took the time): an attempt counted, no effect.
-            Err(HandlerError::transient("no_time_left", "too little of the invocation was left after the snapshot"))
-        } else {
-            bounded(left, handler.idempotent(), handler.execute(&ctx)).await
-        };
+        let result = bounded(left, handler.idempotent(), handler.execute(&ctx)).await;
         if self.fault_injection
             && claimed.rate_limit_key.as_deref() == Some(ABORT_AFTER_EFFECT_KEY)
             && attempt == 1
@@ -554,7 +555,7 @@ impl ExecutorService {
                 let mail =
                     crate::breaker::alert_recipient(&policy).map(|to| crate::breaker::alert_mail(to, &reason, now));
                 if let (Some(mailer), Some(mail)) = (self.deps.mailer.as_ref(), mail) {
-                    if let Err(e) = mailer.send(&mail).await {
+                    if let Err(e) = mailer.send_within(&mail, std::time::Duration::from_secs(10)).await {
                         tracing::error!(error = %e, "the breaker alert could not be sent");
                     }
                 }

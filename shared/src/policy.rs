@@ -324,6 +324,19 @@ impl Policy {
             })
     }
 
+    /// Whether `action`'s approval stands under this policy: an administrator's does; anyone
+    /// else's only while the policy still allows that person to approve these steps.
+    fn approval_still_counts(&self, decision: &Decision, action: &crate::domain::Action) -> bool {
+        if action.decided_by_admin {
+            return true;
+        }
+        action
+            .decided_by
+            .as_deref()
+            .and_then(EmailAddress::parse)
+            .is_some_and(|by| self.approver_allowed(decision, &by))
+    }
+
     /// What governs while the stored override cannot be read: this policy with automatic
     /// execution switched off, so nothing runs without a human until an admin fixes it.
     pub fn fail_safe(&self) -> Self {
@@ -360,11 +373,7 @@ impl Policy {
             Verdict::Tier(Tier::Manual) => Recheck::Manual { reasons: decision.reasons },
             Verdict::Tier(Tier::Auto) => Recheck::Run,
             // Approved by someone the current policy still accepts for these steps.
-            Verdict::Tier(Tier::Approval)
-                if approved && approver_still_allowed(&decision, action.decided_by.as_deref()) =>
-            {
-                Recheck::Run
-            }
+            Verdict::Tier(Tier::Approval) if approved && self.approval_still_counts(&decision, action) => Recheck::Run,
             Verdict::Tier(Tier::Approval) => {
                 // Only the switches for automatic execution stand in the way: hold, and run
                 // when they are back (an emergency stop is not a request for approval).
@@ -537,16 +546,6 @@ impl Policy {
             required_approvers: required,
             rate_limits,
         }
-    }
-}
-
-/// Whether the person who approved is one the current decision's approval steps still name
-/// (unconstrained steps accept any earlier approval).
-fn approver_still_allowed(decision: &Decision, decided_by: Option<&str>) -> bool {
-    match (&decision.required_approvers, decided_by) {
-        (None, _) => true,
-        (Some(list), Some(by)) => list.iter().any(|a| a.matches(by)),
-        (Some(_), None) => false,
     }
 }
 
@@ -812,6 +811,15 @@ mod tests {
         // …unless the approval steps now name approvers and the one who approved is not one.
         p.types.get_mut("gmail.flag").unwrap().approvers = vec![EmailAddress::parse("cfo@example.com").unwrap()];
         assert!(matches!(p.recheck(&approved, true, false), Recheck::NeedsApproval { .. }));
+        // An administrator's approval through the API stands.
+        approved.decided_by_admin = true;
+        assert_eq!(p.recheck(&approved, true, false), Recheck::Run);
+        // Someone the policy no longer allows at all does not.
+        let mut p = Policy::default_policy();
+        p.types.get_mut("gmail.flag").unwrap().requires_approval = true;
+        p.defaults.allowed_approvers.clear();
+        approved.decided_by_admin = false;
+        assert!(matches!(p.recheck(&approved, true, false), Recheck::NeedsApproval { .. }));
         let mut p = Policy::default_policy();
         p.types.get_mut("gmail.flag").unwrap().tier = Some(Tier::Manual);
         assert!(matches!(p.recheck(&action, true, false), Recheck::Manual { .. }));
@@ -849,6 +857,7 @@ mod tests {
     fn withdrawn_kyc_blocks_work_that_needs_it() {
         let mut action = queued_tier_one("make_purchase");
         action.tier = Some(Tier::Approval);
+        action.decided_by = Some("boss@example.com".into());
         let p = Policy::default_policy();
         assert_eq!(p.recheck(&action, true, true), Recheck::Run);
         assert!(matches!(p.recheck(&action, true, false), Recheck::Blocked { .. }));

@@ -74,7 +74,7 @@ impl RollbackService {
     }
 
     /// `POST /actions/{id}/rollback`: the owner or an admin.
-    pub async fn handle(&self, req: Request) -> Response<Body> {
+    pub async fn handle(&self, req: Request, deadline: DateTime<Utc>) -> Response<Body> {
         let result = async {
             let identity = Identity::from_request(&req).ok_or(ApiError::Unauthorized)?;
             let segments = api::path_segments(&req);
@@ -92,7 +92,7 @@ impl RollbackService {
             if action.user_id != identity.user && !identity.admin {
                 return Err(ApiError::NotFound("action"));
             }
-            let done = self.roll_back(action, &request, identity.user.as_str()).await?;
+            let done = self.roll_back_by(action, &request, identity.user.as_str(), Some(deadline)).await?;
             Ok(api::json_response(200, &with_outcome(&done)))
         }
         .await;
@@ -100,14 +100,13 @@ impl RollbackService {
     }
 
     /// A direct invocation; errors come back as `{error, message}` values.
-    pub async fn invoke(&self, payload: Value) -> Value {
+    pub async fn invoke(&self, payload: Value, deadline: DateTime<Utc>) -> Value {
         let result = async {
             let request: DirectRollback =
                 serde_json::from_value(payload).map_err(|e| ApiError::invalid("$", e.to_string()))?;
             let action = self.load(&request.action_id).await?;
-            let done = self
-                .roll_back(action, &RollbackRequest { reason: request.reason, partial: request.partial }, "operator")
-                .await?;
+            let request = RollbackRequest { reason: request.reason, partial: request.partial };
+            let done = self.roll_back_by(action, &request, "operator", Some(deadline)).await?;
             Ok::<Value, ApiError>(with_outcome(&done))
         }
         .await;
@@ -216,6 +215,10 @@ impl RollbackService {
         }
         let mut leased = action.clone();
         leased.lease_expires_at = Some(now + chrono::Duration::seconds(LEASE_SECS));
+        if action.status != Status::RollingBack {
+            // Progress is measured from the start, then from each step undone.
+            leased.rollback_progress_at = Some(now);
+        }
         let mut current = if action.status == Status::RollingBack {
             // A rollback whose worker stopped: take it over (its lease ran out).
             leased.version = action.version + 1;
@@ -309,6 +312,7 @@ impl RollbackService {
             let now = self.clock.now();
             match outcome {
                 Ok(undone) => {
+                    after.rollback_progress_at = Some(now);
                     after.steps[index].state = StepState::RolledBack;
                     after.steps[index].error = None;
                     after.steps[index].result = Some(json!({"executed": result, "rolled_back": undone}));

@@ -462,13 +462,16 @@ impl SweepService {
                 report.held += 1;
                 self.note_hold(&action, reason, until, now).await?;
             }
-            Status::RollingBack if action.lease_expires_at.is_none_or(|t| t + ROLLBACK_GIVE_UP <= now) => {
-                // Every resume renews the lease; one that stayed expired this long keeps failing
-                // (a corrupt snapshot, a missing handler): a human takes over.
+            Status::RollingBack
+                if action.lease_expires_at.is_none_or(|t| t <= now)
+                    && action.rollback_progress_at.unwrap_or(action.updated_at) + ROLLBACK_GIVE_UP <= now =>
+            {
+                // No step undone for this long, resumes notwithstanding: it keeps failing (a
+                // corrupt snapshot, a missing handler, never enough time): a human takes over.
                 let mut after = action.clone();
                 after.lease_expires_at = None;
                 let message =
-                    "the rollback could not be resumed for 30 minutes: a human must check which steps were undone"
+                    "the rollback made no progress for 30 minutes: a human must check which steps were undone"
                         .to_owned();
                 after.error =
                     Some(serde_json::json!({"code": "rollback_stalled", "message": message, "needs_human": true}));

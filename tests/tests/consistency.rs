@@ -319,7 +319,9 @@ fn release_builds_unwind_so_a_panicking_message_spares_its_batch_mates() {
 #[test]
 fn deadline_fallbacks_are_the_template_timeouts() {
     let doc = template_doc();
-    for (function, logical_id) in [("executor", "ExecutorFunction"), ("sweep", "SweepFunction")] {
+    for (function, logical_id) in
+        [("executor", "ExecutorFunction"), ("sweep", "SweepFunction"), ("rollback", "RollbackFunction")]
+    {
         let timeout = doc["Resources"][logical_id]["Properties"]["Timeout"].as_u64().unwrap();
         let main = source(&format!("functions/{function}/src/main.rs"));
         assert!(

@@ -34,11 +34,17 @@ async fn main() -> Result<(), Error> {
     run(service_fn(move |event: LambdaEvent<Value>| {
         let service = Arc::clone(&service);
         async move {
+            // The template's Timeout for this function, where the runtime gives no deadline.
+            let deadline = actiongate::clock::invocation_deadline(
+                event.context.deadline,
+                chrono::Utc::now(),
+                chrono::Duration::seconds(60),
+            );
             if event.payload.get("requestContext").is_some() {
                 let request: LambdaRequest = serde_json::from_value(event.payload)?;
-                Ok::<Value, Error>(api::to_apigw_v2(service.handle(request.into()).await))
+                Ok::<Value, Error>(api::to_apigw_v2(service.handle(request.into(), deadline).await))
             } else {
-                Ok(service.invoke(event.payload).await)
+                Ok(service.invoke(event.payload, deadline).await)
             }
         }
     }))

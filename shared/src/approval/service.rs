@@ -35,8 +35,13 @@ impl Decision {
 /// How a decision arrived: through one emailed link (which it uses up), or the API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Via<'a> {
-    Link { token_hash: &'a str },
-    Api,
+    Link {
+        token_hash: &'a str,
+    },
+    /// `admin`: an administrator decided who is not the designated approver.
+    Api {
+        admin: bool,
+    },
 }
 
 /// Where a link stands, from its record and its action.
@@ -254,7 +259,7 @@ impl ApprovalService {
             let status = self.expire_if_waiting(&action, &actor, &meta).await;
             return Err(ApiError::InvalidState { status, message: "its approval window has passed".into() });
         }
-        match self.apply(&action, decision, &actor, reason, &meta, Via::Api).await {
+        match self.apply(&action, decision, &actor, reason, &meta, Via::Api { admin: !is_approver }).await {
             Ok(after) => Ok(api::json_response(200, &after.to_api())),
             Err(TransitionError::Conflict) => {
                 let status = self.store.get_action(id).await.ok().flatten().map_or(action.status, |a| a.status);
@@ -275,13 +280,14 @@ impl ApprovalService {
         meta: &RequestMeta,
         via: Via<'_>,
     ) -> Result<Action, TransitionError> {
-        let (used_link, via) = match via {
-            Via::Link { token_hash } => (Some(token_hash), "link"),
-            Via::Api => (None, "api"),
+        let (used_link, via, by_admin) = match via {
+            Via::Link { token_hash } => (Some(token_hash), "link", false),
+            Via::Api { admin } => (None, "api", admin),
         };
         let now = self.clock.now();
         let mut after = action.clone();
         after.decided_by = Some(actor.to_owned());
+        after.decided_by_admin = by_admin;
         after.decided_at = Some(now);
         after.decision_reason = reason.clone();
         after.updated_at = now;

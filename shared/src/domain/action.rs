@@ -186,6 +186,14 @@ pub struct Action {
     /// Whether the approver was already reminded (once, halfway through the window).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub approval_reminded: bool,
+    /// While `rolling_back`: when it last made progress (started, or undid a step). A rollback
+    /// that makes none for a long while goes to a human instead of being resumed forever.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_progress_at: Option<DateTime<Utc>>,
+    /// Whether the approval was an administrator's through the API (it stands under a later
+    /// policy that names other approvers).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub decided_by_admin: bool,
     /// Automatic execution's units (limits, cool-down) were taken for it: when held work of
     /// it starts again (kill switch, breaker), they are not taken a second time.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -261,6 +269,8 @@ impl Action {
             approval_mail_pending: false,
             approval_mail_attempts: 0,
             auto_started: false,
+            rollback_progress_at: None,
+            decided_by_admin: false,
             lease_expires_at: None,
             version: 1,
         }
