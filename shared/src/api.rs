@@ -61,19 +61,7 @@ impl Identity {
     }
 }
 
-/// Whether two addresses reach the same mailbox: case-insensitively, and with a `+tag`
-/// sub-address ignored (`me+x@corp` is `me@corp`), so a requester cannot name themselves
-/// under an alias.
-pub fn is_same_mailbox(a: &str, b: &str) -> bool {
-    fn base(s: &str) -> String {
-        let s = s.trim().to_ascii_lowercase();
-        match s.rsplit_once('@') {
-            Some((local, domain)) => format!("{}@{domain}", local.split('+').next().unwrap_or(local)),
-            None => s,
-        }
-    }
-    base(a) == base(b)
-}
+pub use crate::domain::ids::is_same_mailbox;
 
 /// OAuth scopes are space-separated tokens (RFC 6749 §3.3: a scope never contains a space).
 fn scope_grants_admin(scope: &str) -> bool {

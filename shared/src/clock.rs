@@ -52,9 +52,7 @@ impl Clock for FixedClock {
 }
 
 /// RFC 3339 with second precision and a `Z` suffix: the one format the API emits.
-pub fn format_time(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-}
+pub use crate::domain::time::format_time;
 
 #[cfg(test)]
 mod tests {

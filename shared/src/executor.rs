@@ -553,7 +553,7 @@ impl ExecutorService {
         match self.store.record_breaker_failure(&policy.auto_execution.breaker, "executor", now).await {
             Ok(Some(reason)) => {
                 let mail =
-                    crate::breaker::alert_recipient(&policy).map(|to| crate::breaker::alert_mail(to, &reason, now));
+                    crate::notices::alert_recipient(&policy).map(|to| crate::notices::alert_mail(to, &reason, now));
                 if let (Some(mailer), Some(mail)) = (self.deps.mailer.as_ref(), mail) {
                     if let Err(e) = mailer.send_within(&mail, std::time::Duration::from_secs(10)).await {
                         tracing::error!(error = %e, "the breaker alert could not be sent");
@@ -851,7 +851,7 @@ mod tests {
     }
 
     fn auto_action(status: Status, attempts: u32) -> Action {
-        let mut a = crate::approval::tests_support::sample_action();
+        let mut a = crate::domain::action::sample_action();
         a.tier = Some(Tier::Auto);
         a.status = status;
         a.max_attempts = 3;

@@ -7,7 +7,6 @@
 
 pub mod api;
 pub mod approval;
-pub mod breaker;
 pub mod clock;
 pub mod config;
 pub mod domain;
@@ -16,8 +15,7 @@ pub mod handlers;
 pub mod intake;
 pub mod lazy;
 pub mod mail;
-pub mod placement;
-pub mod policy;
+pub mod notices;
 pub mod policy_source;
 pub mod queue;
 pub mod rollback;
@@ -25,6 +23,7 @@ pub mod scheduler;
 pub mod store;
 pub mod sweep;
 pub mod telemetry;
-pub mod validation;
 
 pub use clock::{Clock, FixedClock, SystemClock};
+// The domain's rule modules keep their crate-level paths for callers.
+pub use domain::{breaker, placement, policy, validation};

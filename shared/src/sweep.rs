@@ -515,8 +515,8 @@ impl SweepService {
     async fn record_automatic_failure(&self, policy: &Policy, now: DateTime<Utc>) {
         match self.store.record_breaker_failure(&policy.auto_execution.breaker, ACTOR, now).await {
             Ok(Some(reason)) => {
-                if let (Some(mail), Some(to)) = (&self.mail, crate::breaker::alert_recipient(policy)) {
-                    let alert = crate::breaker::alert_mail(to, &reason, now);
+                if let (Some(mail), Some(to)) = (&self.mail, crate::notices::alert_recipient(policy)) {
+                    let alert = crate::notices::alert_mail(to, &reason, now);
                     if let Err(e) = mail.mailer.send_within(&alert, MAIL_TIMEOUT).await {
                         tracing::error!(error = %e, "the breaker alert could not be sent");
                     }

@@ -330,3 +330,34 @@ fn deadline_fallbacks_are_the_template_timeouts() {
         );
     }
 }
+
+/// The modules a source file names through `crate::` (its imports and paths), other than
+/// those under `allowed`.
+fn crate_paths_outside(text: &str, allowed: &str) -> BTreeSet<String> {
+    text.match_indices("crate::")
+        .filter_map(|(i, _)| {
+            let rest = &text[i + "crate::".len()..];
+            let end = rest.find(|c: char| !(c.is_alphanumeric() || c == '_')).unwrap_or(rest.len());
+            let name = &rest[..end];
+            (name != allowed).then(|| if name.is_empty() { rest.chars().take(12).collect() } else { name.to_owned() })
+        })
+        .collect()
+}
+
+/// The layering's first rule: the domain (pure types and rules) imports nothing above it —
+/// no store, queue, mail, HTTP, service or handler — so it is tested without any I/O.
+#[test]
+fn the_domain_imports_nothing_above_it() {
+    let dir = actiongate_local::workspace_root().join("shared/src/domain");
+    let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    assert!(files.len() >= 9, "the domain modules are there: {files:?}");
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let outside = crate_paths_outside(&text, "domain");
+        assert!(outside.is_empty(), "{} imports {outside:?} from above the domain", file.display());
+    }
+    // The check itself finds an import pointing the wrong way (as a cycle added back would).
+    let upward = "use crate::domain::Action;\nuse crate::store::Store;\nfn f() { crate::{api}; }";
+    assert_eq!(crate_paths_outside(upward, "domain"), BTreeSet::from(["store".to_owned(), "{api}; }".to_owned()]));
+}

@@ -27,44 +27,6 @@ pub fn plan_digest(action: &Action) -> String {
     token::hex(&Sha256::digest(canonical.as_bytes()))
 }
 
-/// `action` moved to `awaiting_approval` because the policy current now asks for a human:
-/// its approver (one the decision allows, never the requester), expiry and reasons. The mail
-/// goes out from the sweep (`approval_mail_pending`), which issues the link.
-pub fn request_approval(
-    action: &Action,
-    decision: &crate::policy::Decision,
-    policy: &crate::policy::Policy,
-    now: DateTime<Utc>,
-) -> Action {
-    let is_requester = |a: &EmailAddress| {
-        crate::api::is_same_mailbox(a.as_str(), action.user_id.as_str())
-            || action.requester_email.as_deref().is_some_and(|e| crate::api::is_same_mailbox(a.as_str(), e))
-    };
-    let keep = action.approver.clone().filter(|a| policy.approver_allowed(decision, a) && !is_requester(a));
-    let candidates: Vec<EmailAddress> = match &decision.required_approvers {
-        Some(list) => list.clone(),
-        None => decision.approver.iter().cloned().collect(),
-    };
-    let mut after = action.clone();
-    after.tier = Some(crate::domain::Tier::Approval);
-    after.approver = keep.or_else(|| candidates.into_iter().find(|a| !is_requester(a)));
-    after.reasons = decision.reason_codes();
-    after.approval_expires_at = Some(now + decision.approval_expiry.to_chrono());
-    after.approval_token_hash = None;
-    // A new request: earlier decisions and mail tries are of the one before.
-    after.decided_by = None;
-    after.decided_at = None;
-    after.decision_reason = None;
-    after.approval_mail_attempts = 0;
-    // The halfway reminder is measured from `created_at`, long past for work that waited:
-    // no reminder for a request the policy raised later (its expiry still holds).
-    after.approval_reminded = true;
-    after.approval_mail_pending = after.approver.is_some();
-    after.hold_reason = None;
-    after.hold_until = None;
-    after
-}
-
 /// A fresh link for `approver`, and the record to store with the action.
 pub fn issue_link(
     action: &Action,
@@ -187,32 +149,4 @@ pub fn approval_mail(action: &Action, approver: &EmailAddress, link: &str, expir
         id = action.action_id,
     );
     Mail { to: vec![approver.as_str().to_owned()], cc: vec![], subject, text, html }
-}
-
-/// A tier-2 `send_email` action of `alice`, waiting for `boss@example.com` (unit tests).
-#[cfg(test)]
-pub mod tests_support {
-    use crate::domain::action::StepKind;
-    use crate::domain::{Action, Status, Tier, UserId};
-    use chrono::{DateTime, Utc};
-    use serde_json::json;
-
-    pub fn now() -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339("2026-03-01T12:00:00Z").unwrap().with_timezone(&Utc)
-    }
-
-    pub fn sample_action() -> Action {
-        let payload = json!({"to": ["b@example.com"], "subject": "s", "text": "t"});
-        let step = StepKind::Action { action_type: "send_email".into(), payload: payload.clone() };
-        let mut action = Action::new(UserId::parse("alice").unwrap(), "send_email", payload, vec![step], now());
-        action.status = Status::AwaitingApproval;
-        action.tier = Some(Tier::Approval);
-        action.risk_score = Some(10);
-        action.approver = crate::domain::EmailAddress::parse("boss@example.com");
-        action.reasons = vec!["type_requires_approval".into(), "needs_approval".into()];
-        action.max_attempts = 3;
-        action.approval_expires_at = Some(now() + chrono::Duration::hours(1));
-        action.version = 2;
-        action
-    }
 }

@@ -491,7 +491,7 @@ mod tests {
     }
 
     fn waiting() -> (ApprovalRecord, Action) {
-        let mut action = super::super::tests_support::sample_action();
+        let mut action = crate::domain::action::sample_action();
         let approver = action.approver.clone().unwrap();
         let (_, record) = super::super::issue_link(&action, &approver, now() + chrono::Duration::hours(1));
         action.approval_token_hash = Some(record.token_hash.clone());

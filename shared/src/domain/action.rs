@@ -313,23 +313,23 @@ impl Action {
             "risk_score": self.risk_score,
             "confidence": self.confidence,
             "priority": self.priority,
-            "scheduled_for": self.scheduled_for.map(crate::clock::format_time),
+            "scheduled_for": self.scheduled_for.map(crate::domain::time::format_time),
             "rate_limit_key": self.rate_limit_key,
             "approver": self.approver,
             "reasons": self.reasons,
             "steps": self.steps,
             "attempts": self.attempts,
             "max_attempts": self.max_attempts,
-            "approval_expires_at": self.approval_expires_at.map(crate::clock::format_time),
+            "approval_expires_at": self.approval_expires_at.map(crate::domain::time::format_time),
             "requires_approval": self.tier == Some(Tier::Approval),
-            "created_at": crate::clock::format_time(self.created_at),
-            "updated_at": crate::clock::format_time(self.updated_at),
+            "created_at": crate::domain::time::format_time(self.created_at),
+            "updated_at": crate::domain::time::format_time(self.updated_at),
             "result": self.result,
             "error": self.error,
             "decided_by": self.decided_by,
-            "decided_at": self.decided_at.map(crate::clock::format_time),
+            "decided_at": self.decided_at.map(crate::domain::time::format_time),
             "decision_reason": self.decision_reason,
-            "lease_expires_at": self.lease_expires_at.map(crate::clock::format_time),
+            "lease_expires_at": self.lease_expires_at.map(crate::domain::time::format_time),
             "hold_reason": self.hold_reason,
         })
     }
@@ -363,7 +363,7 @@ impl AuditEvent {
     pub fn to_api(&self) -> Value {
         let mut v = serde_json::json!({
             "seq": self.seq,
-            "at": crate::clock::format_time(self.at),
+            "at": crate::domain::time::format_time(self.at),
             "actor": self.actor,
             "from": self.from,
             "to": self.to,
@@ -406,4 +406,29 @@ mod tests {
         let back: Step = serde_json::from_value(v).unwrap();
         assert_eq!(back, step);
     }
+}
+
+/// A tier-2 `send_email` action of `alice`, waiting for `boss@example.com` (unit tests).
+#[cfg(test)]
+pub fn sample_action() -> Action {
+    use serde_json::json;
+    let now = sample_now();
+
+    let payload = json!({"to": ["b@example.com"], "subject": "s", "text": "t"});
+    let step = StepKind::Action { action_type: "send_email".into(), payload: payload.clone() };
+    let mut action = Action::new(UserId::parse("alice").unwrap(), "send_email", payload, vec![step], now);
+    action.status = Status::AwaitingApproval;
+    action.tier = Some(Tier::Approval);
+    action.risk_score = Some(10);
+    action.approver = crate::domain::EmailAddress::parse("boss@example.com");
+    action.reasons = vec!["type_requires_approval".into(), "needs_approval".into()];
+    action.max_attempts = 3;
+    action.approval_expires_at = Some(now + chrono::Duration::hours(1));
+    action.version = 2;
+    action
+}
+
+#[cfg(test)]
+pub fn sample_now() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2026-03-01T12:00:00Z").unwrap().with_timezone(&Utc)
 }

@@ -103,6 +103,20 @@ impl fmt::Display for EmailAddress {
     }
 }
 
+/// Whether two addresses reach the same mailbox: case-insensitively, and with a `+tag`
+/// sub-address ignored (`me+x@corp` is `me@corp`), so a requester cannot name themselves
+/// under an alias.
+pub fn is_same_mailbox(a: &str, b: &str) -> bool {
+    fn base(s: &str) -> String {
+        let s = s.trim().to_ascii_lowercase();
+        match s.rsplit_once('@') {
+            Some((local, domain)) => format!("{}@{domain}", local.split('+').next().unwrap_or(local)),
+            None => s,
+        }
+    }
+    base(a) == base(b)
+}
+
 /// A client-supplied `Idempotency-Key` header value.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(transparent)]

@@ -1,9 +1,17 @@
-//! The action model: identifiers, the lifecycle state machine, steps and plans, audit events.
+//! The domain: pure types and rules, no I/O. The action model (identifiers, the lifecycle
+//! state machine, steps and plans, audit events), request validation, the declarative policy,
+//! placement of work the policy stops, and the circuit breaker's arithmetic. Nothing here
+//! imports a module outside `crate::domain` (a test reads the sources to keep it so).
 
 pub mod action;
+pub mod breaker;
 pub mod duration;
 pub mod ids;
+pub mod placement;
+pub mod policy;
 pub mod status;
+pub mod time;
+pub mod validation;
 
 pub use action::{Action, AuditEvent, Step, StepKind, StepState, Tier};
 pub use duration::IsoDuration;

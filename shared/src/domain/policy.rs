@@ -4,13 +4,13 @@
 //! [`Policy::evaluate`] is a pure function of the policy, the request and the caller, so it is
 //! the same for real requests and dry runs.
 
+use crate::domain::validation::BUILTIN_ACTION_TYPES;
 use crate::domain::{EmailAddress, IsoDuration, Tier};
-use crate::validation::BUILTIN_ACTION_TYPES;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// The policy shipped with the stack, embedded as the fallback when no file is configured.
-pub const DEFAULT_POLICY_TOML: &str = include_str!("../../infra/policy.toml");
+pub const DEFAULT_POLICY_TOML: &str = include_str!("../../../infra/policy.toml");
 
 /// [`DEFAULT_POLICY_TOML`] as JSON, converted by the build script (cheaper to read at start).
 const DEFAULT_POLICY_JSON: &str = include_str!(concat!(env!("OUT_DIR"), "/policy.json"));
@@ -61,7 +61,7 @@ pub struct AutoExecution {
     /// An entity (`rate_limit_key`) acted on automatically rests this long.
     pub cooldown: IsoDuration,
     #[serde(default)]
-    pub breaker: crate::breaker::BreakerSettings,
+    pub breaker: crate::domain::breaker::BreakerSettings,
     /// Who is told when the breaker opens (default: `defaults.approver`).
     pub alert_email: Option<EmailAddress>,
 }
@@ -783,7 +783,7 @@ mod tests {
     }
 
     fn queued_tier_one(action_type: &str) -> crate::domain::Action {
-        let mut a = crate::approval::tests_support::sample_action();
+        let mut a = crate::domain::action::sample_action();
         a.tier = Some(Tier::Auto);
         a.status = crate::domain::Status::Queued;
         a.confidence = Some(0.9);
@@ -867,10 +867,10 @@ mod tests {
     fn windows_align_to_utc_hours_and_days() {
         let at = chrono::DateTime::parse_from_rfc3339("2026-03-01T12:34:56Z").unwrap().with_timezone(&chrono::Utc);
         let (s, e) = Window::Hour.bounds(at);
-        assert_eq!(crate::clock::format_time(s), "2026-03-01T12:00:00Z");
-        assert_eq!(crate::clock::format_time(e), "2026-03-01T13:00:00Z");
+        assert_eq!(crate::domain::time::format_time(s), "2026-03-01T12:00:00Z");
+        assert_eq!(crate::domain::time::format_time(e), "2026-03-01T13:00:00Z");
         let (s, e) = Window::Day.bounds(at);
-        assert_eq!(crate::clock::format_time(s), "2026-03-01T00:00:00Z");
-        assert_eq!(crate::clock::format_time(e), "2026-03-02T00:00:00Z");
+        assert_eq!(crate::domain::time::format_time(s), "2026-03-01T00:00:00Z");
+        assert_eq!(crate::domain::time::format_time(e), "2026-03-02T00:00:00Z");
     }
 }

@@ -4,8 +4,8 @@
 //! the policy compensates failures).
 
 use crate::domain::action::{StepKind, StepState};
-use crate::domain::{Action, Status, Tier};
-use crate::policy::{Policy, Reason, Recheck};
+use crate::domain::policy::{Policy, Reason, Recheck};
+use crate::domain::{Action, EmailAddress, Status, Tier};
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
@@ -33,7 +33,7 @@ pub fn stopped_by_policy(
             return Some((after, (Status::Pending, format!("held before step {index}; {reason}"), None)));
         }
         Recheck::NeedsApproval { decision } => {
-            let after = crate::approval::request_approval(action, &decision, policy, now);
+            let after = request_approval(action, &decision, policy, now);
             let why =
                 format!("the current policy needs approval before step {index}: {}", sentences(&decision.reasons));
             let detail = json!({"reasons": decision.reasons, "approver": after.approver});
@@ -67,6 +67,44 @@ pub fn stopped_by_policy(
     Some((after, (to, format!("{why}: {}", sentences(&reasons)), detail)))
 }
 
+/// `action` moved to `awaiting_approval` because the policy current now asks for a human:
+/// its approver (one the decision allows, never the requester), expiry and reasons. The mail
+/// goes out from the sweep (`approval_mail_pending`), which issues the link.
+pub fn request_approval(
+    action: &Action,
+    decision: &crate::domain::policy::Decision,
+    policy: &crate::domain::policy::Policy,
+    now: DateTime<Utc>,
+) -> Action {
+    let is_requester = |a: &EmailAddress| {
+        crate::domain::ids::is_same_mailbox(a.as_str(), action.user_id.as_str())
+            || action.requester_email.as_deref().is_some_and(|e| crate::domain::ids::is_same_mailbox(a.as_str(), e))
+    };
+    let keep = action.approver.clone().filter(|a| policy.approver_allowed(decision, a) && !is_requester(a));
+    let candidates: Vec<EmailAddress> = match &decision.required_approvers {
+        Some(list) => list.clone(),
+        None => decision.approver.iter().cloned().collect(),
+    };
+    let mut after = action.clone();
+    after.tier = Some(crate::domain::Tier::Approval);
+    after.approver = keep.or_else(|| candidates.into_iter().find(|a| !is_requester(a)));
+    after.reasons = decision.reason_codes();
+    after.approval_expires_at = Some(now + decision.approval_expiry.to_chrono());
+    after.approval_token_hash = None;
+    // A new request: earlier decisions and mail tries are of the one before.
+    after.decided_by = None;
+    after.decided_at = None;
+    after.decision_reason = None;
+    after.approval_mail_attempts = 0;
+    // The halfway reminder is measured from `created_at`, long past for work that waited:
+    // no reminder for a request the policy raised later (its expiry still holds).
+    after.approval_reminded = true;
+    after.approval_mail_pending = after.approver.is_some();
+    after.hold_reason = None;
+    after.hold_until = None;
+    after
+}
+
 fn sentences(reasons: &[Reason]) -> String {
     reasons.iter().map(|r| r.message.as_str()).collect::<Vec<_>>().join("; ")
 }
@@ -86,7 +124,7 @@ mod tests {
     use super::*;
 
     fn plan() -> Action {
-        let mut a = crate::approval::tests_support::sample_action();
+        let mut a = crate::domain::action::sample_action();
         a.status = Status::Queued;
         a.tier = Some(Tier::Auto);
         a.confidence = Some(0.9);

@@ -7,7 +7,7 @@
 //! read, the decision, and a write conditioned on the version read; that write folds the
 //! successes counted since the last one into the window. Every change of state is audited.
 
-use crate::clock::format_time;
+use crate::domain::time::format_time;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -165,26 +165,6 @@ impl Breaker {
             "opened_at": self.opened_at.map(format_time),
             "reason": self.reason,
         })
-    }
-}
-
-/// Who is told when the breaker opens: `auto_execution.alert_email`, else the default approver.
-pub fn alert_recipient(policy: &crate::policy::Policy) -> Option<&crate::domain::EmailAddress> {
-    policy.auto_execution.alert_email.as_ref().or(policy.defaults.approver.as_ref())
-}
-
-/// The mail that tells an admin automatic execution is paused.
-pub fn alert_mail(to: &crate::domain::EmailAddress, reason: &str, now: DateTime<Utc>) -> crate::mail::Mail {
-    let text = format!(
-        "actiongate paused automatic execution at {}: {reason}.\n\nTier-1 actions wait (pending) until an administrator resets the breaker with POST /admin/circuit-breaker/reset. Approved actions still run.\n",
-        format_time(now)
-    );
-    crate::mail::Mail {
-        to: vec![to.as_str().to_owned()],
-        cc: vec![],
-        subject: "actiongate: automatic execution paused (circuit breaker open)".into(),
-        html: format!("<p>{}</p>", crate::approval::pages::escape(&text).replace("\n\n", "</p><p>")),
-        text,
     }
 }
 
