@@ -385,29 +385,6 @@ impl AuditEvent {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tier_serializes_as_number() {
-        assert_eq!(serde_json::to_string(&Tier::Approval).unwrap(), "2");
-        assert_eq!(serde_json::from_str::<Tier>("3").unwrap(), Tier::Manual);
-        assert!(serde_json::from_str::<Tier>("4").is_err());
-    }
-
-    #[test]
-    fn steps_serialize_flat_with_kind() {
-        let step = Step::new(0, StepKind::WaitFor { wait_for: IsoDuration::from_secs(7200) });
-        let v = serde_json::to_value(&step).unwrap();
-        assert_eq!(v["kind"], "wait_for");
-        assert_eq!(v["wait_for"], "PT2H");
-        assert_eq!(v["state"], "not_started");
-        let back: Step = serde_json::from_value(v).unwrap();
-        assert_eq!(back, step);
-    }
-}
-
 /// A tier-2 `send_email` action of `alice`, waiting for `boss@example.com` (unit tests).
 #[cfg(test)]
 pub fn sample_action() -> Action {
@@ -431,4 +408,27 @@ pub fn sample_action() -> Action {
 #[cfg(test)]
 pub fn sample_now() -> DateTime<Utc> {
     DateTime::parse_from_rfc3339("2026-03-01T12:00:00Z").unwrap().with_timezone(&Utc)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tier_serializes_as_number() {
+        assert_eq!(serde_json::to_string(&Tier::Approval).unwrap(), "2");
+        assert_eq!(serde_json::from_str::<Tier>("3").unwrap(), Tier::Manual);
+        assert!(serde_json::from_str::<Tier>("4").is_err());
+    }
+
+    #[test]
+    fn steps_serialize_flat_with_kind() {
+        let step = Step::new(0, StepKind::WaitFor { wait_for: IsoDuration::from_secs(7200) });
+        let v = serde_json::to_value(&step).unwrap();
+        assert_eq!(v["kind"], "wait_for");
+        assert_eq!(v["wait_for"], "PT2H");
+        assert_eq!(v["state"], "not_started");
+        let back: Step = serde_json::from_value(v).unwrap();
+        assert_eq!(back, step);
+    }
 }
