@@ -1,0 +1,208 @@
+//! The guards of automatic execution: fixed-window rate counters, entity cool-downs and the
+//! circuit breaker item.
+
+use super::*;
+
+/// One fixed-window counter a write consumes units of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CounterSpec {
+    /// What is counted: `<user>#<type>` for per-user type limits, `auto#all` / `auto#<user>` for
+    /// automatic execution.
+    pub scope: String,
+    /// What to call it in messages (an action type, or "automatic execution").
+    pub label: String,
+    pub limit: RateLimit,
+    /// How many units this request consumes (a plan may repeat a type).
+    pub units: u32,
+    pub window_start: DateTime<Utc>,
+    pub window_end: DateTime<Utc>,
+}
+
+impl CounterSpec {
+    pub fn at(
+        scope: impl Into<String>,
+        label: impl Into<String>,
+        limit: RateLimit,
+        units: u32,
+        now: DateTime<Utc>,
+    ) -> Self {
+        let (window_start, window_end) = limit.window.bounds(now);
+        Self { scope: scope.into(), label: label.into(), limit, units, window_start, window_end }
+    }
+}
+
+/// "Not again before": an entity (`rate_limit_key`) acted on automatically rests until `until`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cooldown {
+    pub user: UserId,
+    pub entity: String,
+    pub until: DateTime<Utc>,
+    /// The action that started it: that action restarting (held by the kill switch or the
+    /// breaker, then started again) is never stopped by its own cool-down.
+    pub action_id: ActionId,
+}
+
+impl Store {
+    /// The circuit breaker (closed when never written), with the successes counted since its
+    /// document was written folded into a `window` of recent outcomes.
+    pub async fn breaker(&self, window: usize) -> Result<crate::breaker::Breaker, StoreError> {
+        let found = self.item(keys::BREAKER_PK, keys::BREAKER_SK).await?;
+        let mut breaker = match found.as_ref().and_then(|i| i.get("doc")).and_then(|v| v.as_s().ok()) {
+            None => crate::breaker::Breaker::default(),
+            Some(doc) => serde_json::from_str(doc).map_err(|e| StoreError::Corrupt(format!("breaker: {e}")))?,
+        };
+        let successes = found
+            .as_ref()
+            .and_then(|i| i.get(keys::BREAKER_SUCCESSES))
+            .and_then(|v| v.as_n().ok())
+            .map(|v| v.parse::<u64>().map_err(|e| StoreError::Corrupt(format!("breaker successes: {e}"))))
+            .transpose()?
+            .unwrap_or(0);
+        breaker.absorb(successes, window);
+        Ok(breaker)
+    }
+
+    /// Saves the breaker if nobody changed it since `before_version` was read; a change of state
+    /// (`from` → `to`, by `actor`, because `reason`) is audited in the same transaction. The
+    /// successes it absorbed leave the item's counter; ones counted since stay there.
+    pub async fn save_breaker(
+        &self,
+        before_version: u64,
+        after: &crate::breaker::Breaker,
+        change: Option<(&str, &str, &str, &str)>,
+        at: DateTime<Utc>,
+    ) -> Result<(), TransitionError> {
+        let doc = serde_json::to_string(after).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        // The item may exist without a version: successes were counted before the first save.
+        let condition = if before_version == 0 { "attribute_not_exists(#version)" } else { "#version = :before" };
+        let mut update = Update::builder()
+            .table_name(&self.table)
+            .key(keys::PK, s(keys::BREAKER_PK))
+            .key(keys::SK, s(keys::BREAKER_SK))
+            .update_expression("SET #version = :version, #doc = :doc, #open = :open ADD #successes :absorbed")
+            .condition_expression(condition)
+            .expression_attribute_names("#version", "version")
+            .expression_attribute_names("#doc", "doc")
+            .expression_attribute_names("#open", keys::BREAKER_OPEN)
+            .expression_attribute_names("#successes", keys::BREAKER_SUCCESSES)
+            .expression_attribute_values(":version", n(after.version))
+            .expression_attribute_values(":doc", s(doc))
+            .expression_attribute_values(":open", AttributeValue::Bool(after.is_open()))
+            .expression_attribute_values(":absorbed", n(-i64::try_from(after.absorbed).unwrap_or(i64::MAX)));
+        if before_version != 0 {
+            update = update.expression_attribute_values(":before", n(before_version));
+        }
+        let mut items = vec![TransactWriteItem::builder().update(update.build().map_err(StoreError::from)?).build()];
+        if let Some((from, to, actor, reason)) = change {
+            let event = serde_json::json!({"actor": actor, "from": from, "to": to, "reason": reason});
+            let audit = self.put_stream_event(keys::BREAKER_AUDIT_STREAM, after.version, at, event)?;
+            items.push(TransactWriteItem::builder().put(audit).build());
+        }
+        self.conditional_transaction(items).await
+    }
+
+    /// Records one failure of automatic work on the circuit breaker (read, decide, conditional
+    /// save; retried on a concurrent change). Returns the reason when this failure opened it
+    /// (audited as a change by `actor`, and published as the `CircuitBreakerOpen` metric).
+    pub async fn record_breaker_failure(
+        &self,
+        settings: &crate::breaker::BreakerSettings,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<String>, TransitionError> {
+        for _ in 0..5 {
+            let mut breaker = self.breaker(settings.window).await?;
+            let before = breaker.version;
+            let opened = breaker.record(false, settings, now);
+            breaker.version += 1;
+            let change = opened.as_deref().map(|r| ("closed", "open", actor, r));
+            match self.save_breaker(before, &breaker, change, now).await {
+                Ok(()) => {
+                    if let Some(reason) = &opened {
+                        tracing::error!(%reason, "circuit breaker opened: automatic execution paused");
+                        crate::telemetry::breaker_open_metric(now);
+                    }
+                    return Ok(opened);
+                }
+                Err(TransitionError::Conflict) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(TransitionError::Conflict)
+    }
+
+    /// Units used of each counter (0 for a window nobody has used yet).
+    pub async fn counter_usage(&self, counters: &[CounterSpec]) -> Result<Vec<u32>, StoreError> {
+        let mut used = Vec::with_capacity(counters.len());
+        for counter in counters {
+            let found = self
+                .item(keys::rate_counter_pk(&counter.scope, counter.limit.window, counter.window_start), keys::RATE_SK)
+                .await?;
+            let count = found
+                .as_ref()
+                .and_then(|i| i.get("count"))
+                .and_then(|v| v.as_n().ok())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            used.push(count);
+        }
+        Ok(used)
+    }
+
+    /// Counts a success of automatic work on the breaker item (no condition: it never opens it).
+    pub(super) fn breaker_success(&self) -> Result<Update, StoreError> {
+        Ok(Update::builder()
+            .table_name(&self.table)
+            .key(keys::PK, s(keys::BREAKER_PK))
+            .key(keys::SK, s(keys::BREAKER_SK))
+            .update_expression("ADD #successes :one")
+            .expression_attribute_names("#successes", keys::BREAKER_SUCCESSES)
+            .expression_attribute_values(":one", n(1))
+            .build()?)
+    }
+
+    /// Holds when the breaker is closed (or was never written).
+    pub(super) fn breaker_closed_check(&self) -> Result<ConditionCheck, StoreError> {
+        Ok(ConditionCheck::builder()
+            .table_name(&self.table)
+            .key(keys::PK, s(keys::BREAKER_PK))
+            .key(keys::SK, s(keys::BREAKER_SK))
+            .condition_expression("attribute_not_exists(#open) OR #open = :closed")
+            .expression_attribute_names("#open", keys::BREAKER_OPEN)
+            .expression_attribute_values(":closed", AttributeValue::Bool(false))
+            .build()?)
+    }
+
+    /// Callers refuse a counter with more units than its limit first (it can never fit).
+    pub(super) fn counter_update(&self, counter: &CounterSpec) -> Result<Update, StoreError> {
+        Ok(Update::builder()
+            .table_name(&self.table)
+            .key(keys::PK, s(keys::rate_counter_pk(&counter.scope, counter.limit.window, counter.window_start)))
+            .key(keys::SK, s(keys::RATE_SK))
+            // The counter only moves if the whole request still fits: exact under concurrency.
+            .update_expression("ADD #count :units SET #ttl = :ttl")
+            .condition_expression("attribute_not_exists(#count) OR #count <= :max_before")
+            .expression_attribute_names("#count", "count")
+            .expression_attribute_names("#ttl", keys::TTL)
+            .expression_attribute_values(":units", n(counter.units))
+            .expression_attribute_values(":max_before", n(i64::from(counter.limit.limit) - i64::from(counter.units)))
+            .expression_attribute_values(":ttl", n((counter.window_end + chrono::Duration::days(1)).timestamp()))
+            .build()?)
+    }
+
+    pub(super) fn cooldown_put(&self, c: &Cooldown, now: DateTime<Utc>) -> Result<Put, StoreError> {
+        Ok(Put::builder()
+            .table_name(&self.table)
+            .item(keys::PK, s(keys::cooldown_pk(&c.user, &c.entity)))
+            .item(keys::SK, s(keys::COOLDOWN_SK))
+            .item("until", s(crate::clock::format_time(c.until)))
+            .item("action_id", s(c.action_id.to_string()))
+            .item(keys::TTL, n((c.until + chrono::Duration::days(1)).timestamp()))
+            .condition_expression("attribute_not_exists(pk) OR #until <= :now OR #action = :action")
+            .expression_attribute_names("#until", "until")
+            .expression_attribute_names("#action", "action_id")
+            .expression_attribute_values(":now", s(crate::clock::format_time(now)))
+            .expression_attribute_values(":action", s(c.action_id.to_string()))
+            .build()?)
+    }
+}
