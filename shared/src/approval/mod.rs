@@ -11,7 +11,6 @@ pub mod token;
 
 use crate::clock::format_time;
 use crate::domain::{Action, EmailAddress};
-use crate::intake::describe;
 use crate::mail::Mail;
 use crate::store::{ApprovalRecord, ApprovalStatus};
 use chrono::{DateTime, Utc};
@@ -71,15 +70,7 @@ pub fn reason_text(code: &str) -> &'static str {
 
 /// The lines that say what the action will do, step by step.
 pub fn plan_lines(action: &Action) -> Vec<String> {
-    action
-        .steps
-        .iter()
-        .map(|step| match &step.kind {
-            crate::domain::StepKind::Action { action_type, payload } => describe(action_type, payload),
-            crate::domain::StepKind::WaitFor { wait_for } => format!("wait {wait_for}"),
-            crate::domain::StepKind::WaitUntil { wait_until } => format!("wait until {}", format_time(*wait_until)),
-        })
-        .collect()
+    crate::domain::catalog::plan_lines(action.steps.iter().map(|s| &s.kind))
 }
 
 /// The dry-run preview: the exact payloads, pretty-printed and cut to a readable size.

@@ -5,6 +5,8 @@
 
 pub mod action;
 pub mod breaker;
+pub mod catalog;
+pub mod digest;
 pub mod duration;
 pub mod ids;
 pub mod placement;

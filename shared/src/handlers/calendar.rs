@@ -40,7 +40,7 @@ impl Handler for CreateEvent {
     }
 
     fn preview(&self, payload: &Value) -> String {
-        crate::intake::describe("calendar.create_event", payload)
+        crate::domain::catalog::describe("calendar.create_event", payload)
     }
 
     fn reversibility(&self, _: &Value) -> Reversibility {

@@ -18,7 +18,7 @@ impl Handler for SendEmail {
     }
 
     fn preview(&self, payload: &Value) -> String {
-        crate::intake::describe("send_email", payload)
+        crate::domain::catalog::describe("send_email", payload)
     }
 
     fn reversibility(&self, _: &Value) -> Reversibility {

@@ -139,7 +139,7 @@ impl<'a> StepContext<'a> {
 
 /// The stable idempotency key of a step's side effect.
 pub fn idempotency_key(action_id: ActionId, step: usize) -> String {
-    crate::intake::hex_sha256(format!("actiongate:{action_id}:{step}").as_bytes())
+    crate::domain::digest::hex_sha256(format!("actiongate:{action_id}:{step}").as_bytes())
 }
 
 /// Shared clients and settings the handlers use.

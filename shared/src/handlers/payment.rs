@@ -16,7 +16,7 @@ impl Handler for Payment {
     }
 
     fn preview(&self, payload: &Value) -> String {
-        crate::intake::describe(self.action_type, payload)
+        crate::domain::catalog::describe(self.action_type, payload)
     }
 
     fn reversibility(&self, _: &Value) -> Reversibility {

@@ -232,7 +232,7 @@ impl Handler for HttpRequest {
     }
 
     fn preview(&self, payload: &Value) -> String {
-        crate::intake::describe("http_request", payload)
+        crate::domain::catalog::describe("http_request", payload)
     }
 
     fn reversibility(&self, payload: &Value) -> Reversibility {
