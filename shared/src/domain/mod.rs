@@ -8,6 +8,7 @@ pub mod breaker;
 pub mod catalog;
 pub mod digest;
 pub mod duration;
+pub mod execution;
 pub mod ids;
 pub mod placement;
 pub mod policy;

@@ -1,0 +1,162 @@
+//! Execution's rules, with no I/O: how long a handler may run, retry backoff, how long to keep
+//! trying to record an effect, what a lost lease means, and which outcomes the autonomy breaker
+//! counts.
+
+use crate::domain::action::StepState;
+use crate::domain::{Action, Status, Tier};
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+
+/// A lease ends this long before the invocation's deadline, so a successor never overlaps.
+pub const LEASE_MARGIN_SECS: i64 = 1;
+/// A handler call must leave this much of the invocation to record its outcome.
+pub const RECORD_MARGIN_SECS: i64 = 5;
+/// A step is not started with less time than this for its handler (the message comes back).
+pub const MIN_HANDLER_SECS: i64 = 2;
+
+/// How long a handler call may take: until the invocation's deadline less the time to record
+/// its outcome (zero when that is already past).
+pub fn handler_budget(deadline: DateTime<Utc>, now: DateTime<Utc>) -> std::time::Duration {
+    (deadline - now - chrono::Duration::seconds(RECORD_MARGIN_SECS)).to_std().unwrap_or_default()
+}
+
+/// Exponential backoff with full jitter: uniform in `[0, min(cap, base × 2^(attempt-1))]`.
+/// `unit` is a random number in `[0, 1)`.
+pub fn backoff_secs(attempt: u32, base_secs: u64, cap_secs: u64, unit: f64) -> u64 {
+    let exp = base_secs.saturating_mul(1u64 << attempt.saturating_sub(1).min(32)).min(cap_secs);
+    ((exp as f64) * unit.clamp(0.0, 1.0)).round() as u64
+}
+
+/// How long to wait before trying again to record a step whose effect happened: growing
+/// pauses (0.1 s, 0.2 s, … up to 2 s) while the invocation (less its lease margin) has time for
+/// one; `None` when it has not.
+pub fn record_retry_pause(tries: u32, time_left: chrono::Duration) -> Option<std::time::Duration> {
+    let pause = std::time::Duration::from_millis(100 * u64::from(tries.clamp(1, 20)));
+    let usable = (time_left - chrono::Duration::seconds(LEASE_MARGIN_SECS + 1)).to_std().ok()?;
+    (usable >= pause).then_some(pause)
+}
+
+/// Whether a settled action is an outcome the autonomy breaker counts as a failure: automatic
+/// (tier-1) work that failed for good. A transient failure that will be retried is not one.
+pub fn counts_as_automatic_failure(action: &Action) -> bool {
+    action.tier == Some(Tier::Auto) && action.status == Status::Failed
+}
+
+/// What to do with a step whose executor died (its lease expired): an idempotent step goes
+/// back to the queue; one whose effect may or may not have happened (and cannot be repeated
+/// safely) fails with `outcome_unknown` for a human to check.
+pub fn lease_recovery(action: &Action, idempotent: bool) -> (Action, (Status, String, Option<Value>)) {
+    let index = action.next_step();
+    let mut after = action.clone();
+    after.lease_expires_at = None;
+    let attempts = action.steps.get(index).map_or(0, |s| s.attempts);
+    let exhausted = attempts >= action.max_attempts.max(1);
+    if idempotent && exhausted {
+        // Each claim counted an attempt; a step that keeps outliving its executor ends here.
+        if let Some(step) = after.steps.get_mut(index) {
+            step.state = StepState::Failed;
+        }
+        let message =
+            format!("the executor of step {index} stopped {attempts} times (lease expired); no attempts left");
+        after.error = Some(
+            json!({"step": index, "code": "attempts_exhausted", "message": message, "kind": "transient", "attempts": attempts}),
+        );
+        (after, (Status::Failed, message, Some(json!({"attempts": attempts}))))
+    } else if idempotent {
+        if let Some(step) = after.steps.get_mut(index) {
+            step.state = StepState::NotStarted;
+        }
+        (
+            after,
+            (
+                Status::Queued,
+                format!(
+                    "the executor of step {index} stopped (lease expired); resuming it (attempt {attempts} of {})",
+                    action.max_attempts.max(1)
+                ),
+                None,
+            ),
+        )
+    } else {
+        if let Some(step) = after.steps.get_mut(index) {
+            step.state = StepState::Failed;
+        }
+        let message = format!("the executor stopped during step {index}; whether its effect happened is unknown and it cannot be repeated safely: a human must check");
+        after.error = Some(
+            json!({"step": index, "code": "outcome_unknown", "message": message, "kind": "permanent", "needs_human": true}),
+        );
+        (after, (Status::Failed, message, Some(json!({"needs_human": true}))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn auto_action(status: Status, attempts: u32) -> Action {
+        let mut a = crate::domain::action::sample_action();
+        a.tier = Some(Tier::Auto);
+        a.status = status;
+        a.max_attempts = 3;
+        a.steps[0].attempts = attempts;
+        a
+    }
+
+    #[test]
+    fn a_recorded_effect_is_retried_while_the_invocation_lasts() {
+        let secs = chrono::Duration::seconds;
+        assert_eq!(record_retry_pause(1, secs(20)), Some(std::time::Duration::from_millis(100)));
+        assert_eq!(record_retry_pause(5, secs(20)), Some(std::time::Duration::from_millis(500)));
+        assert_eq!(record_retry_pause(99, secs(20)), Some(std::time::Duration::from_secs(2)), "capped");
+        let total: u128 = (1..)
+            .map_while(|n| {
+                record_retry_pause(n, secs(25) - chrono::Duration::milliseconds(100 * (n as i64) * (n as i64 - 1) / 2))
+            })
+            .map(|p| p.as_millis())
+            .sum();
+        assert!(total > 10_000, "it keeps trying for most of a 25 s invocation: {total} ms");
+        assert_eq!(record_retry_pause(1, secs(2)), None, "no try that would outlive the lease");
+    }
+
+    #[test]
+    fn the_breaker_counts_an_actions_final_failure_not_each_attempt() {
+        assert!(!counts_as_automatic_failure(&auto_action(Status::Queued, 1)), "a retried attempt");
+        assert!(counts_as_automatic_failure(&auto_action(Status::Failed, 3)));
+        let mut approved = auto_action(Status::Failed, 3);
+        approved.tier = Some(Tier::Approval);
+        assert!(!counts_as_automatic_failure(&approved));
+    }
+
+    #[test]
+    fn backoff_grows_exponentially_and_is_capped() {
+        assert_eq!(backoff_secs(1, 2, 900, 1.0), 2);
+        assert_eq!(backoff_secs(2, 2, 900, 1.0), 4);
+        assert_eq!(backoff_secs(5, 2, 900, 1.0), 32);
+        assert_eq!(backoff_secs(20, 2, 900, 1.0), 900);
+        assert_eq!(backoff_secs(200, 2, 900, 1.0), 900);
+    }
+
+    #[test]
+    fn backoff_jitter_spans_zero_to_the_ceiling() {
+        assert_eq!(backoff_secs(3, 2, 900, 0.0), 0);
+        assert_eq!(backoff_secs(3, 2, 900, 0.5), 4);
+        for i in 0..100 {
+            let unit = i as f64 / 100.0;
+            assert!(backoff_secs(4, 2, 900, unit) <= 16);
+        }
+    }
+
+    #[test]
+    fn a_lost_lease_retries_an_idempotent_step_until_its_attempts_run_out() {
+        let mut running = auto_action(Status::Executing, 1);
+        assert_eq!(lease_recovery(&running, true).1 .0, Status::Queued);
+        running.steps[0].attempts = 3;
+        assert_eq!(lease_recovery(&running, true).1 .0, Status::Failed);
+        running.steps[0].attempts = 1;
+        let (after, (to, _, _)) = lease_recovery(&running, false);
+        assert_eq!(
+            (to, after.error.unwrap()["code"].as_str().map(str::to_owned)),
+            (Status::Failed, Some("outcome_unknown".into()))
+        );
+    }
+}
