@@ -405,6 +405,17 @@ pub fn sample_action() -> Action {
     action
 }
 
+/// The sample as tier-1 work in `status`, its step tried `attempts` times (of 3).
+#[cfg(test)]
+pub fn sample_automatic(status: Status, attempts: u32) -> Action {
+    let mut a = sample_action();
+    a.tier = Some(Tier::Auto);
+    a.status = status;
+    a.max_attempts = 3;
+    a.steps[0].attempts = attempts;
+    a
+}
+
 #[cfg(test)]
 pub fn sample_now() -> DateTime<Utc> {
     DateTime::parse_from_rfc3339("2026-03-01T12:00:00Z").unwrap().with_timezone(&Utc)

@@ -93,15 +93,6 @@ pub fn lease_recovery(action: &Action, idempotent: bool) -> (Action, (Status, St
 mod tests {
     use super::*;
 
-    fn auto_action(status: Status, attempts: u32) -> Action {
-        let mut a = crate::domain::action::sample_action();
-        a.tier = Some(Tier::Auto);
-        a.status = status;
-        a.max_attempts = 3;
-        a.steps[0].attempts = attempts;
-        a
-    }
-
     #[test]
     fn a_recorded_effect_is_retried_while_the_invocation_lasts() {
         let secs = chrono::Duration::seconds;
@@ -120,9 +111,12 @@ mod tests {
 
     #[test]
     fn the_breaker_counts_an_actions_final_failure_not_each_attempt() {
-        assert!(!counts_as_automatic_failure(&auto_action(Status::Queued, 1)), "a retried attempt");
-        assert!(counts_as_automatic_failure(&auto_action(Status::Failed, 3)));
-        let mut approved = auto_action(Status::Failed, 3);
+        assert!(
+            !counts_as_automatic_failure(&crate::domain::action::sample_automatic(Status::Queued, 1)),
+            "a retried attempt"
+        );
+        assert!(counts_as_automatic_failure(&crate::domain::action::sample_automatic(Status::Failed, 3)));
+        let mut approved = crate::domain::action::sample_automatic(Status::Failed, 3);
         approved.tier = Some(Tier::Approval);
         assert!(!counts_as_automatic_failure(&approved));
     }
@@ -148,7 +142,7 @@ mod tests {
 
     #[test]
     fn a_lost_lease_retries_an_idempotent_step_until_its_attempts_run_out() {
-        let mut running = auto_action(Status::Executing, 1);
+        let mut running = crate::domain::action::sample_automatic(Status::Executing, 1);
         assert_eq!(lease_recovery(&running, true).1 .0, Status::Queued);
         running.steps[0].attempts = 3;
         assert_eq!(lease_recovery(&running, true).1 .0, Status::Failed);

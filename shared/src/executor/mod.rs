@@ -322,19 +322,10 @@ mod tests {
         assert_eq!(once_only.kind, ErrorKind::Unknown, "an email that may have gone out is not retried");
     }
 
-    fn auto_action(status: Status, attempts: u32) -> Action {
-        let mut a = crate::domain::action::sample_action();
-        a.tier = Some(Tier::Auto);
-        a.status = status;
-        a.max_attempts = 3;
-        a.steps[0].attempts = attempts;
-        a
-    }
-
     #[test]
     fn lease_recovery_counts_attempts_and_ends_after_the_last() {
         let registry = Registry::standard();
-        let mut running = auto_action(Status::Executing, 1);
+        let mut running = crate::domain::action::sample_automatic(Status::Executing, 1);
         running.steps[0].kind = StepKind::Action {
             action_type: "http_request".into(),
             payload: json!({"method": "POST", "url": "https://hooks.example.com/x"}),
