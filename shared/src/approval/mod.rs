@@ -42,6 +42,7 @@ pub fn issue_link(
         status: ApprovalStatus::Pending,
         decided_by: None,
         decided_at: None,
+        round: action.approval_round,
     };
     (token, record)
 }

@@ -87,9 +87,8 @@ pub fn link_state(record: &ApprovalRecord, action: &Action, now: DateTime<Utc>) 
     // A reminder's link does not close the earlier one (which may be the only one delivered):
     // every link of the current request works until it is decided, expires or changes. A link
     // of an earlier request (before the policy asked again) or to another approver does not.
-    let current_request = action.approver.as_ref().is_some_and(|a| crate::api::is_same_mailbox(a.as_str(), &record.approver))
-            // The stored record keeps whole seconds.
-        && action.approval_expires_at.map(|t| t.timestamp()) == Some(record.expires_at.timestamp());
+    let current_request = record.round == action.approval_round
+        && action.approver.as_ref().is_some_and(|a| crate::api::is_same_mailbox(a.as_str(), &record.approver));
     if !current_request {
         return LinkState::Closed("This link belongs to an earlier request for approval and can no longer be used.");
     }
@@ -536,11 +535,8 @@ mod tests {
     fn a_link_of_an_earlier_request_does_not_reopen_when_approval_is_asked_again() {
         let (record, mut action) = waiting();
         assert_eq!(link_state(&record, &action, now()), LinkState::Open);
-        // The stored record keeps whole seconds of the action's expiry: still the same request.
-        action.approval_expires_at = action.approval_expires_at.map(|t| t + chrono::Duration::milliseconds(640));
-        assert_eq!(link_state(&record, &action, now()), LinkState::Open);
-        // The policy asked again later: a new expiry, maybe another approver.
-        action.approval_expires_at = Some(now() + chrono::Duration::hours(2));
+        // The policy asked again later (even to the same approver, expiring the same second).
+        action.approval_round += 1;
         assert!(matches!(link_state(&record, &action, now()), LinkState::Closed(_)));
         let (record, mut action) = waiting();
         action.approver = crate::domain::EmailAddress::parse("cfo@example.com");

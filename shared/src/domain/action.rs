@@ -186,6 +186,10 @@ pub struct Action {
     /// Whether the approver was already reminded (once, halfway through the window).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub approval_reminded: bool,
+    /// Which request for approval is current: it grows each time the policy asks again, and
+    /// a link only works for the request it was issued for.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub approval_round: u32,
     /// While `rolling_back`: when it last made progress (started, or undid a step). A rollback
     /// that makes none for a long while goes to a human instead of being resumed forever.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -269,6 +273,7 @@ impl Action {
             approval_mail_pending: false,
             approval_mail_attempts: 0,
             auto_started: false,
+            approval_round: 0,
             rollback_progress_at: None,
             decided_by_admin: false,
             lease_expires_at: None,

@@ -91,6 +91,8 @@ pub fn request_approval(
     after.reasons = decision.reason_codes();
     after.approval_expires_at = Some(now + decision.approval_expiry.to_chrono());
     after.approval_token_hash = None;
+    // A new request: links of earlier ones no longer work.
+    after.approval_round = action.approval_round.saturating_add(1);
     // A new request: earlier decisions and mail tries are of the one before.
     after.decided_by = None;
     after.decided_at = None;

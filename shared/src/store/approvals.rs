@@ -42,6 +42,8 @@ pub struct ApprovalRecord {
     pub status: ApprovalStatus,
     pub decided_by: Option<String>,
     pub decided_at: Option<DateTime<Utc>>,
+    /// Which request for approval of the action it belongs to (`Action::approval_round`).
+    pub round: u32,
 }
 
 /// Consumes an approval link together with a transition: only a link still pending may be used.
@@ -95,6 +97,8 @@ impl Store {
             status: text("status").and_then(|st| ApprovalStatus::parse(&st)).ok_or_else(corrupt)?,
             decided_by: text("decided_by"),
             decided_at: time("decided_at"),
+            // Records written before rounds existed belong to the first request.
+            round: item.get("round").and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok()).unwrap_or(0),
         }))
     }
 
@@ -123,6 +127,7 @@ impl Store {
         item.insert("plan_digest".into(), s(&record.plan_digest));
         item.insert("expires_at".into(), s(crate::clock::format_time(record.expires_at)));
         item.insert("status".into(), s(record.status.as_str()));
+        item.insert("round".into(), n(record.round));
         item.insert(
             keys::TTL.into(),
             n((record.expires_at + chrono::Duration::days(APPROVAL_RECORD_DAYS)).timestamp()),
