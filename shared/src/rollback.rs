@@ -180,7 +180,7 @@ impl RollbackService {
             }
             Status::Completed | Status::Failed | Status::RollingBack => {}
             // A plan stopped half-way undoes the steps it ran.
-            Status::Cancelled | Status::Rejected | Status::Expired if ran_a_step(&action) => {}
+            Status::Cancelled | Status::Rejected | Status::Expired if action.ran_a_step() => {}
             other => {
                 return Err(ApiError::InvalidState {
                     status: other,
@@ -215,6 +215,7 @@ impl RollbackService {
         }
         let mut leased = action.clone();
         leased.lease_expires_at = Some(now + chrono::Duration::seconds(LEASE_SECS));
+        leased.compensation_due = false;
         if action.status != Status::RollingBack {
             // Progress is measured from the start, then from each step undone.
             leased.rollback_progress_at = Some(now);
@@ -357,11 +358,6 @@ impl RollbackService {
             .await
             .map_err(conflict_or_internal)
     }
-}
-
-/// Whether some action step of it took effect.
-fn ran_a_step(action: &Action) -> bool {
-    action.steps.iter().any(|s| s.state == StepState::Completed && matches!(s.kind, StepKind::Action { .. }))
 }
 
 fn conflict_or_internal(e: TransitionError) -> ApiError {

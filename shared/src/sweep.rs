@@ -48,6 +48,12 @@ pub struct SweepReport {
     pub deferred: u32,
 }
 
+/// Whether an action the sweep moves to `to` is owed a compensation: it failed for good after a
+/// step ran, and the policy compensates failures.
+fn compensation_due(after: &Action, to: Status, policy: &Policy) -> bool {
+    to == Status::Failed && after.ran_a_step() && policy.defaults.compensate_on_failure
+}
+
 /// The kinds of due work, each taken `TURN` items at a time.
 const SWEPT: [Status; 6] = [
     Status::AwaitingApproval,
@@ -396,8 +402,12 @@ impl SweepService {
                 report.reminded += u32::from(self.send_approval_link(&action, now, true).await?);
             }
             Status::Executing if action.lease_expires_at.is_none_or(|t| t <= now) => {
-                let (after, hop) = lease_recovery(&action, &self.registry);
+                let (mut after, hop) = lease_recovery(&action, &self.registry);
+                after.compensation_due = compensation_due(&after, hop.0, policy);
                 let done = self.store.advance(&action, after, &[hop], ACTOR, now).await?;
+                if done.compensation_due {
+                    self.send(&done).await;
+                }
                 if done.status == Status::Queued {
                     self.send(&done).await;
                     report.recovered += 1;
@@ -419,8 +429,13 @@ impl SweepService {
                         return self.note_hold(&action, reason, None, now).await;
                     }
                     other => {
-                        if let Some((after, hop)) = crate::placement::stopped_by_policy(&action, other, policy, now) {
-                            self.store.advance(&action, after, &[hop], ACTOR, now).await?;
+                        if let Some((mut after, hop)) = crate::placement::stopped_by_policy(&action, other, policy, now)
+                        {
+                            after.compensation_due = compensation_due(&after, hop.0, policy);
+                            let done = self.store.advance(&action, after, &[hop], ACTOR, now).await?;
+                            if done.compensation_due {
+                                self.send(&done).await;
+                            }
                             report.stopped += 1;
                         }
                         return Ok(());
@@ -490,6 +505,34 @@ impl SweepService {
                 // The rollback's worker stopped: the executor resumes it from its progress.
                 self.send(&action).await;
                 report.resumed += 1;
+            }
+            // A failed plan waiting for its compensation: hand it to an executor (again).
+            Status::Failed if action.compensation_due && action.updated_at + ROLLBACK_GIVE_UP <= now => {
+                // Handed over for 30 minutes and never started: a human takes over.
+                let mut after = action.clone();
+                after.compensation_due = false;
+                after.version = action.version + 1;
+                after.updated_at = now;
+                let note = crate::domain::AuditEvent {
+                    action_id: action.action_id,
+                    seq: after.version,
+                    at: now,
+                    actor: ACTOR.into(),
+                    from: Some(Status::Failed),
+                    to: Status::Failed,
+                    reason: "automatic compensation could not start for 30 minutes: roll it back through the API"
+                        .into(),
+                    detail: Some(serde_json::json!({"needs_human": true})),
+                    request_id: None,
+                    source_ip: None,
+                    user_agent: None,
+                };
+                self.store.transition(&action, &after, &note).await?;
+                report.needs_human += 1;
+            }
+            Status::Failed if action.compensation_due => {
+                self.send(&action).await;
+                report.resent += 1;
             }
             Status::Queued if action.runnable_at().is_some_and(|t| t > now) => {}
             Status::Queued => {

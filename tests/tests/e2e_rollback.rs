@@ -280,3 +280,51 @@ async fn a_plan_cancelled_half_way_can_still_undo_the_steps_it_ran() {
     let refused = rollback(&api, &owner, &idle_id, json!({})).await;
     assert_eq!((refused.status, refused.body["error"].as_str()), (409, Some("invalid_state")), "{}", refused.body);
 }
+
+#[tokio::test]
+async fn a_plan_the_sweep_fails_after_a_crash_is_compensated_like_any_failed_plan() {
+    use actiongate::domain::action::{StepKind, StepState};
+    use actiongate::domain::{Status, Tier, UserId};
+    let api = api();
+    let store = common::store_of(&api).await;
+    let owner = someone("alice");
+    let undo = format!("/hook/ok-undo-{}", someone("u"));
+    let now = chrono::Utc::now();
+    // Step 0 (a webhook with a compensating request) ran; the executor died during step 1, an
+    // email, whose outcome is then unknown: the sweep fails the plan, and this policy
+    // compensates failed plans.
+    let webhook = json!({"method": "POST", "url": format!("{}/hook/ok-done-{}", api.stack.fakes_url, someone("d")),
+        "rollback": {"method": "POST", "url": format!("{}{undo}", api.stack.fakes_url)}});
+    let email = json!({"to": ["bob@example.com"], "subject": "s", "text": "t"});
+    let mut action = actiongate::domain::Action::new(
+        UserId::parse(&owner).unwrap(),
+        "plan",
+        Value::Null,
+        vec![
+            StepKind::Action { action_type: "http_request".into(), payload: webhook },
+            StepKind::Action { action_type: "send_email".into(), payload: email },
+        ],
+        now,
+    );
+    action.status = Status::Executing;
+    (action.tier, action.max_attempts, action.attempts) = (Some(Tier::Approval), 3, 2);
+    (action.decided_by, action.decided_at) = (Some(APPROVER.into()), Some(now));
+    action.steps[0].state = StepState::Completed;
+    action.steps[0].result = Some(json!({"status": 200}));
+    action.steps[1].state = StepState::Running;
+    action.steps[1].attempts = 1;
+    action.lease_expires_at = Some(now - chrono::Duration::minutes(1));
+    let event = actiongate_local::fixtures::event(&action, 1, None, Status::Executing);
+    store.create_action(&action, &[event], None, &[], None, None, now).await.unwrap();
+    let id = action.action_id.to_string();
+    let done = wait_for_status(&api, &owner, &id, &["rolled_back", "rollback_failed"], 60).await;
+    assert_eq!(done["status"], "rolled_back", "{done}");
+    assert_eq!(common::deliveries_to(&fake_state(&api).await, &undo), 1, "step 0 undone once");
+    let moves: Vec<String> = trail(&api, &owner, &id)
+        .await
+        .iter()
+        .filter(|e| e["from"] != e["to"])
+        .map(|e| e["to"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(moves, ["executing", "failed", "rolling_back", "rolled_back"]);
+}

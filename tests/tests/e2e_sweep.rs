@@ -4,7 +4,6 @@ mod common;
 
 use actiongate::domain::action::StepState;
 use actiongate::domain::{Status, Tier, UserId};
-use actiongate::store::Store;
 use actiongate_local::emulator::sdk_config_for;
 use actiongate_local::fixtures;
 use actiongate_local::stack::shared_with;
@@ -56,16 +55,6 @@ fn link_in(mail: &Value) -> String {
     let text = mail["text"].as_str().unwrap();
     let start = text.find("/approvals/").unwrap();
     text[start..].split_whitespace().next().unwrap().to_owned()
-}
-
-/// The store of this binary's stack, for setting up what only a crash or a race leaves behind.
-async fn store_of(api: &Api) -> Store {
-    let sdk = sdk_config_for(&api.stack.emulator).await;
-    Store::new(
-        aws_sdk_dynamodb::Client::new(&sdk),
-        api.stack.provisioned.table("ActionsTable").unwrap(),
-        api.stack.provisioned.table("AuditTable").unwrap(),
-    )
 }
 
 /// An approved tier-2 `http_request` of `owner` in `status` (the current policy lets approved
@@ -172,7 +161,7 @@ async fn a_crashed_executors_step_is_recovered_by_the_sweep() {
     let api = api();
     // An action its executor claimed and then died on: executing, lease long gone, and no
     // message left on the queue. Only the sweep can find it.
-    let store = store_of(&api).await;
+    let store = common::store_of(&api).await;
     let owner = someone("alice");
     let path = format!("/hook/ok-orphan-{}", someone("x"));
     let payload = json!({"method": "POST", "url": format!("{}{path}", api.stack.fakes_url)});
@@ -313,7 +302,7 @@ async fn the_approver_is_reminded_halfway_and_the_requester_told_on_expiry() {
 #[tokio::test]
 async fn queued_work_scheduled_for_tomorrow_is_not_run_by_a_resend_or_a_stray_message() {
     let api = api();
-    let store = store_of(&api).await;
+    let store = common::store_of(&api).await;
     let owner = someone("patient");
     let path = format!("/hook/ok-tomorrow-{}", someone("x"));
     let payload = json!({"method": "POST", "url": format!("{}{path}", api.stack.fakes_url)});
@@ -340,7 +329,7 @@ async fn queued_work_scheduled_for_tomorrow_is_not_run_by_a_resend_or_a_stray_me
 #[tokio::test]
 async fn an_interrupted_rollback_is_resumed_and_a_second_one_is_refused_meanwhile() {
     let api = api();
-    let store = store_of(&api).await;
+    let store = common::store_of(&api).await;
     let owner = someone("undoer");
     let undo = format!("/hook/ok-undo-{}", someone("u"));
     let payload = json!({"method": "POST", "url": format!("{}/hook/ok-done-{}", api.stack.fakes_url, someone("d")),
@@ -375,7 +364,7 @@ async fn an_interrupted_rollback_is_resumed_and_a_second_one_is_refused_meanwhil
 #[tokio::test]
 async fn an_approval_mail_that_never_went_out_is_delivered_by_the_sweep_with_a_working_link() {
     let api = api();
-    let store = store_of(&api).await;
+    let store = common::store_of(&api).await;
     let owner = someone("requester");
     let approver = format!("{}@example.com", someone("boss"));
     let now = chrono::Utc::now();

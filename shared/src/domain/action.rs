@@ -186,6 +186,11 @@ pub struct Action {
     /// Whether the approver was already reminded (once, halfway through the window).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub approval_reminded: bool,
+    /// While `failed`: the sweep failed it for good after some step ran, and the policy
+    /// compensates failures; an executor rolls the done steps back (the sweep re-sends until
+    /// one has).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub compensation_due: bool,
     /// Which request for approval is current: it grows each time the policy asks again, and
     /// a link only works for the request it was issued for.
     #[serde(default, skip_serializing_if = "is_zero")]
@@ -274,6 +279,7 @@ impl Action {
             approval_mail_attempts: 0,
             auto_started: false,
             approval_round: 0,
+            compensation_due: false,
             rollback_progress_at: None,
             decided_by_admin: false,
             lease_expires_at: None,
@@ -299,6 +305,11 @@ impl Action {
             (Some(a), Some(b)) => Some(a.max(b)),
             (a, b) => a.or(b),
         }
+    }
+
+    /// Whether some action step of it took effect (a wait does not count).
+    pub fn ran_a_step(&self) -> bool {
+        self.steps.iter().any(|s| s.state == StepState::Completed && matches!(s.kind, StepKind::Action { .. }))
     }
 
     /// The first step not yet completed (`steps.len()` when all are).

@@ -19,9 +19,17 @@ impl ExecutorService {
     /// Automatic compensation: when the policy says so, a plan that failed for good has its
     /// completed steps rolled back (what cannot be undone is reported in the rollback's result).
     pub(super) async fn compensate(&self, failed: Action, deadline: DateTime<Utc>) -> Outcome {
-        let executed =
-            failed.steps.iter().any(|s| s.state == StepState::Completed && matches!(s.kind, StepKind::Action { .. }));
-        if !executed || !self.deps.policy.current().await.defaults.compensate_on_failure {
+        if !failed.ran_a_step() || !self.deps.policy.current().await.defaults.compensate_on_failure {
+            if failed.compensation_due {
+                // The policy no longer compensates: nothing is owed any more.
+                let mut settled = failed.clone();
+                settled.compensation_due = false;
+                settled.version = failed.version + 1;
+                settled.updated_at = self.clock.now();
+                if let Err(e) = self.store.transition_many(&failed, &settled, &[], None).await {
+                    return Outcome::Retry(e.to_string());
+                }
+            }
             return Outcome::Ran(Status::Failed);
         }
         let step = failed.error.as_ref().and_then(|e| e.get("step")).cloned().unwrap_or(Value::Null);

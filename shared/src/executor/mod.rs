@@ -145,6 +145,9 @@ impl ExecutorService {
             if action.status == Status::RollingBack {
                 return self.resume_rollback(action, deadline).await;
             }
+            if action.status == Status::Failed && action.compensation_due {
+                return self.compensate(action, deadline).await;
+            }
             let next = action.next_step();
             if step != next {
                 return Outcome::Ignored(format!(

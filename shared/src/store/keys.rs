@@ -153,6 +153,8 @@ pub fn sweep_due(action: &Action) -> Option<(String, String)> {
         }
         // A rollback whose worker stopped (its lease ran out) is resumed.
         Status::RollingBack => action.lease_expires_at.unwrap_or(action.updated_at),
+        // A failed plan owed a compensation the sweep handed over; sent again if not started.
+        Status::Failed if action.compensation_due => action.updated_at + chrono::Duration::minutes(1),
         // A lease that runs out means the executor died: the sweep recovers the step.
         Status::Executing => action.lease_expires_at.unwrap_or(action.updated_at),
         // A wait whose schedule never fired is resumed by the sweep.
