@@ -345,11 +345,22 @@ impl RollbackService {
                 }
             }
         }
-        let detail = json!({"rolled_back_in_order": order, "not_undone": irreversible});
-        let reason = if irreversible.is_empty() {
-            "every executed step was undone".to_owned()
-        } else {
-            "partial rollback: irreversible steps were left as they are".to_owned()
+        // A step whose outcome is unknown (it may have taken effect) was not undone either: say
+        // so, and keep the call for a human.
+        let unknown = unknown_outcome_step(&current);
+        let mut not_undone = irreversible.clone();
+        if let Some(index) = unknown {
+            let action_type = current.steps.get(index).and_then(|s| s.kind.action_type()).unwrap_or("?");
+            not_undone.push(json!({"step": index, "action_type": action_type, "why": "outcome_unknown"}));
+        }
+        let mut detail = json!({"rolled_back_in_order": order, "not_undone": not_undone});
+        let reason = match (irreversible.is_empty(), unknown) {
+            (_, Some(index)) => {
+                detail["needs_human"] = json!(true);
+                format!("partial rollback: whether step {index} took effect is unknown; a human must check it")
+            }
+            (true, None) => "every executed step was undone".to_owned(),
+            (false, None) => "partial rollback: irreversible steps were left as they are".to_owned(),
         };
         let mut finished = current.clone();
         finished.lease_expires_at = None;
@@ -376,6 +387,16 @@ fn with_outcome(action: &Action) -> Value {
         action.steps.iter().filter(|s| s.state == state).map(|s| s.index).collect()
     };
     body["rolled_back_steps"] = json!(steps(StepState::RolledBack));
-    body["not_undone_steps"] = json!(steps(StepState::Completed));
+    let mut not_undone = steps(StepState::Completed);
+    not_undone.extend(unknown_outcome_step(action));
+    body["not_undone_steps"] = json!(not_undone);
     body
+}
+
+/// The step whose outcome is unknown (`outcome_unknown`: it may have taken effect), if any.
+fn unknown_outcome_step(action: &Action) -> Option<usize> {
+    let error = action.error.as_ref()?;
+    (error.get("code").and_then(Value::as_str) == Some("outcome_unknown"))
+        .then(|| error.get("step").and_then(Value::as_u64).map(|i| i as usize))
+        .flatten()
 }

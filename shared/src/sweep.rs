@@ -48,20 +48,15 @@ pub struct SweepReport {
     pub deferred: u32,
 }
 
-/// Whether an action the sweep moves to `to` is owed a compensation: it failed for good after a
-/// step ran, and the policy compensates failures.
-fn compensation_due(after: &Action, to: Status, policy: &Policy) -> bool {
-    to == Status::Failed && after.ran_a_step() && policy.defaults.compensate_on_failure
-}
-
 /// The kinds of due work, each taken `TURN` items at a time.
-const SWEPT: [Status; 6] = [
+const SWEPT: [Status; 7] = [
     Status::AwaitingApproval,
     Status::Executing,
     Status::RollingBack,
     Status::Pending,
     Status::Queued,
     Status::Waiting,
+    Status::Failed,
 ];
 const TURN: usize = 10;
 /// No new item is started this close to the invocation's end.
@@ -403,7 +398,8 @@ impl SweepService {
             }
             Status::Executing if action.lease_expires_at.is_none_or(|t| t <= now) => {
                 let (mut after, hop) = lease_recovery(&action, &self.registry);
-                after.compensation_due = compensation_due(&after, hop.0, policy);
+                after.compensation_due =
+                    crate::domain::execution::compensation_due(&after, hop.0, policy.defaults.compensate_on_failure);
                 let done = self.store.advance(&action, after, &[hop], ACTOR, now).await?;
                 if done.compensation_due {
                     self.send(&done).await;
@@ -431,7 +427,11 @@ impl SweepService {
                     other => {
                         if let Some((mut after, hop)) = crate::placement::stopped_by_policy(&action, other, policy, now)
                         {
-                            after.compensation_due = compensation_due(&after, hop.0, policy);
+                            after.compensation_due = crate::domain::execution::compensation_due(
+                                &after,
+                                hop.0,
+                                policy.defaults.compensate_on_failure,
+                            );
                             let done = self.store.advance(&action, after, &[hop], ACTOR, now).await?;
                             if done.compensation_due {
                                 self.send(&done).await;

@@ -327,4 +327,8 @@ async fn a_plan_the_sweep_fails_after_a_crash_is_compensated_like_any_failed_pla
         .map(|e| e["to"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(moves, ["executing", "failed", "rolling_back", "rolled_back"]);
+    // The email whose outcome is unknown is not hidden behind "everything was undone".
+    let last = trail(&api, &owner, &id).await.last().unwrap().clone();
+    assert_eq!(last["detail"]["needs_human"], true, "{last}");
+    assert_eq!(last["detail"]["not_undone"][0]["why"], "outcome_unknown", "{last}");
 }

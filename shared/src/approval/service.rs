@@ -87,7 +87,10 @@ pub fn link_state(record: &ApprovalRecord, action: &Action, now: DateTime<Utc>) 
     // A reminder's link does not close the earlier one (which may be the only one delivered):
     // every link of the current request works until it is decided, expires or changes. A link
     // of an earlier request (before the policy asked again) or to another approver does not.
+    // Records and actions from before rounds existed are both round 0: the expiry (whole
+    // seconds, as stored) still tells their requests apart.
     let current_request = record.round == action.approval_round
+        && action.approval_expires_at.map(|t| t.timestamp()) == Some(record.expires_at.timestamp())
         && action.approver.as_ref().is_some_and(|a| crate::api::is_same_mailbox(a.as_str(), &record.approver));
     if !current_request {
         return LinkState::Closed("This link belongs to an earlier request for approval and can no longer be used.");

@@ -36,6 +36,13 @@ pub fn record_retry_pause(tries: u32, time_left: chrono::Duration) -> Option<std
     (usable >= pause).then_some(pause)
 }
 
+/// Whether an action moved to `to` is owed a compensation: it failed for good after a step ran,
+/// and the policy (`compensate`) compensates failures. Set in the failing write, it stays until
+/// a rollback starts, so a lost hand-over is found again (the sweep re-sends it).
+pub fn compensation_due(after: &Action, to: Status, compensate: bool) -> bool {
+    to == Status::Failed && after.ran_a_step() && compensate
+}
+
 /// Whether a settled action is an outcome the autonomy breaker counts as a failure: automatic
 /// (tier-1) work that failed for good. A transient failure that will be retried is not one.
 pub fn counts_as_automatic_failure(action: &Action) -> bool {
@@ -138,6 +145,16 @@ mod tests {
             let unit = i as f64 / 100.0;
             assert!(backoff_secs(4, 2, 900, unit) <= 16);
         }
+    }
+
+    #[test]
+    fn only_a_plan_that_ran_a_step_and_failed_is_owed_a_compensation() {
+        let mut failed = crate::domain::action::sample_automatic(Status::Failed, 3);
+        assert!(!compensation_due(&failed, Status::Failed, true), "nothing ran");
+        failed.steps[0].state = StepState::Completed;
+        assert!(compensation_due(&failed, Status::Failed, true));
+        assert!(!compensation_due(&failed, Status::Failed, false), "the policy does not compensate");
+        assert!(!compensation_due(&failed, Status::Queued, true), "not a failure");
     }
 
     #[test]

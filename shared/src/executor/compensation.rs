@@ -42,10 +42,12 @@ impl ExecutorService {
                 tracing::info!(status = %done.status, "failed plan compensated");
                 Outcome::Ran(done.status)
             }
+            // Taken over (another worker, or the owner's rollback) or already settled.
+            Err(crate::api::ApiError::InvalidState { status, .. }) => Outcome::Ran(status),
             Err(e) => {
-                // The failure is recorded; the rollback can be resumed through the API.
-                tracing::error!(error = %e, "automatic compensation did not finish");
-                Outcome::Ran(Status::Failed)
+                // Still owed (`compensation_due`): the message comes back, and the sweep re-sends.
+                tracing::error!(error = %e, "automatic compensation did not start");
+                Outcome::Retry(e.to_string())
             }
         }
     }

@@ -167,7 +167,7 @@ impl ExecutorService {
                     }
                     Err(outcome) => outcome,
                 },
-                (Status::Executing, _) => match self.recover(action).await {
+                (Status::Executing, _) => match self.recover(action, deadline).await {
                     Ok(()) => continue,
                     Err(outcome) => outcome,
                 },
@@ -216,17 +216,25 @@ impl ExecutorService {
     }
 
     /// An `executing` action whose lease ran out: its executor died. See [`lease_recovery`].
-    pub async fn recover(&self, action: Action) -> Result<(), Outcome> {
+    pub async fn recover(&self, action: Action, deadline: DateTime<Utc>) -> Result<(), Outcome> {
         let now = self.clock.now();
         if action.lease_expires_at.is_some_and(|t| now < t) {
             // Hand it back to SQS: it returns after the lease, and if that executor died by
             // then, this message resumes the work (no sweep needed).
             return Err(Outcome::Retry("running under another executor's lease".into()));
         }
-        let (after, hop) = lease_recovery(&action, &self.registry);
+        let (mut after, hop) = lease_recovery(&action, &self.registry);
+        let compensate = self.deps.policy.current().await.defaults.compensate_on_failure;
+        after.compensation_due = execution::compensation_due(&after, hop.0, compensate);
         match self.write(&action, after, &[hop]).await {
             Ok(done) if done.status == Status::Queued => Ok(()),
-            Ok(done) => Err(Outcome::Ran(done.status)),
+            // Failed for good here as in a step: the breaker counts it, the plan is compensated.
+            Ok(done) => {
+                if counts_as_automatic_failure(&done) {
+                    self.record_automatic_failure(&done).await;
+                }
+                Err(self.compensate(done, deadline).await)
+            }
             Err(TransitionError::Conflict) => Err(Outcome::Ignored("recovered by someone else".into())),
             Err(TransitionError::Store(e)) => Err(Outcome::Retry(e.to_string())),
         }

@@ -141,7 +141,8 @@ impl ExecutorService {
         };
         let now = self.clock.now();
         let recheck = policy.recheck(action, action.decided_by.is_some(), kyc);
-        let (after, hop) = crate::placement::stopped_by_policy(action, recheck, &policy, now)?;
+        let (mut after, hop) = crate::placement::stopped_by_policy(action, recheck, &policy, now)?;
+        after.compensation_due = execution::compensation_due(&after, hop.0, policy.defaults.compensate_on_failure);
         tracing::warn!(to = %hop.0, "the current policy stopped the step");
         Some(match self.write(action, after, &[hop]).await {
             // A plan stopped after earlier steps ran is compensated as any failed plan is.
@@ -299,6 +300,10 @@ impl ExecutorService {
                 format!("step {index} failed permanently ({error})")
             };
             path.push((Status::Failed, why, Some(detail)));
+        }
+        if let Some((to, _, _)) = path.last() {
+            let compensate = self.deps.policy.current().await.defaults.compensate_on_failure;
+            after.compensation_due = execution::compensation_due(&after, *to, compensate);
         }
         match self.write(before, after, &path).await {
             Ok(done) => {
