@@ -197,22 +197,11 @@ impl SweepService {
             given_up.approval_mail_pending = false;
             given_up.approval_reminded |= reminder;
             given_up.version = stored.version + 1;
-            let note = crate::domain::AuditEvent {
-                action_id: action.action_id,
-                seq: given_up.version,
-                at: now,
-                actor: ACTOR.into(),
-                from: Some(Status::AwaitingApproval),
-                to: Status::AwaitingApproval,
-                reason: format!(
-                    "the approval mail to {approver} could not be delivered after {} tries ({error}); it can be decided through the API",
-                    stored.approval_mail_attempts
-                ),
-                detail: None,
-                request_id: None,
-                source_ip: None,
-                user_agent: None,
-            };
+            let reason = format!(
+                "the approval mail to {approver} could not be delivered after {} tries ({error}); it can be decided through the API",
+                stored.approval_mail_attempts
+            );
+            let note = crate::domain::AuditEvent::note(action, given_up.version, now, ACTOR, reason);
             self.store.transition(&stored, &given_up, &note).await?;
             return Ok(false);
         }
@@ -226,19 +215,7 @@ impl SweepService {
         } else {
             format!("approval requested from {approver} by mail")
         };
-        let note = crate::domain::AuditEvent {
-            action_id: action.action_id,
-            seq: delivered.version,
-            at: now,
-            actor: ACTOR.into(),
-            from: Some(Status::AwaitingApproval),
-            to: Status::AwaitingApproval,
-            reason,
-            detail: None,
-            request_id: None,
-            source_ip: None,
-            user_agent: None,
-        };
+        let note = crate::domain::AuditEvent::note(action, delivered.version, now, ACTOR, reason);
         self.store.transition(&stored, &delivered, &note).await?;
         Ok(true)
     }
@@ -513,20 +490,9 @@ impl SweepService {
                 after.compensation_due = false;
                 after.version = action.version + 1;
                 after.updated_at = now;
-                let note = crate::domain::AuditEvent {
-                    action_id: action.action_id,
-                    seq: after.version,
-                    at: now,
-                    actor: ACTOR.into(),
-                    from: Some(Status::Failed),
-                    to: Status::Failed,
-                    reason: "automatic compensation could not start for 30 minutes: roll it back through the API"
-                        .into(),
-                    detail: Some(serde_json::json!({"needs_human": true})),
-                    request_id: None,
-                    source_ip: None,
-                    user_agent: None,
-                };
+                let reason = "automatic compensation could not start for 30 minutes: roll it back through the API";
+                let mut note = crate::domain::AuditEvent::note(&action, after.version, now, ACTOR, reason.into());
+                note.detail = Some(serde_json::json!({"needs_human": true}));
                 self.store.transition(&action, &after, &note).await?;
                 report.needs_human += 1;
             }
@@ -606,19 +572,7 @@ impl SweepService {
         if same_reason {
             return self.store.transition_many(action, &after, &[], None).await;
         }
-        let note = crate::domain::AuditEvent {
-            action_id: action.action_id,
-            seq: after.version,
-            at: now,
-            actor: ACTOR.into(),
-            from: Some(Status::Pending),
-            to: Status::Pending,
-            reason,
-            detail: None,
-            request_id: None,
-            source_ip: None,
-            user_agent: None,
-        };
+        let note = crate::domain::AuditEvent::note(action, after.version, now, ACTOR, reason);
         self.store.transition_many(action, &after, &[note], None).await
     }
 

@@ -376,6 +376,24 @@ pub struct AuditEvent {
 }
 
 impl AuditEvent {
+    /// A note on an action that stays where it is (`from` = `to` = `status`): why it still
+    /// waits, a mail sent, a hand-over to a human.
+    pub fn note(action: &Action, seq: u64, at: DateTime<Utc>, actor: &str, reason: String) -> Self {
+        Self {
+            action_id: action.action_id,
+            seq,
+            at,
+            actor: actor.to_owned(),
+            from: Some(action.status),
+            to: action.status,
+            reason,
+            detail: None,
+            request_id: None,
+            source_ip: None,
+            user_agent: None,
+        }
+    }
+
     pub fn to_api(&self) -> Value {
         let mut v = serde_json::json!({
             "seq": self.seq,

@@ -6,10 +6,7 @@ use super::*;
 impl IntakeService {
     /// The host application records whether a user passed KYC (needed by `make_purchase`).
     pub(super) async fn kyc(&self, req: &Request, user: &str, identity: &Identity) -> Result<Response<Body>, ApiError> {
-        if !identity.admin {
-            return Err(ApiError::Forbidden);
-        }
-        let user = UserId::parse(user).ok_or_else(|| ApiError::invalid("user_id", "is not a valid user id"))?;
+        let user = administered_user(identity, user)?;
         if req.method() == "PUT" {
             let body = api::json_body(req, 4 * 1024)?;
             let verified = body
@@ -36,10 +33,7 @@ impl IntakeService {
         user: &str,
         identity: &Identity,
     ) -> Result<Response<Body>, ApiError> {
-        if !identity.admin {
-            return Err(ApiError::Forbidden);
-        }
-        let user = UserId::parse(user).ok_or_else(|| ApiError::invalid("user_id", "is not a valid user id"))?;
+        let user = administered_user(identity, user)?;
         let (events, next) = self.trail_page(&crate::store::keys::user_audit_stream(&user), req).await?;
         Ok(api::json_response(200, &json!({"user_id": user, "events": events, "events_next": next})))
     }
@@ -149,10 +143,7 @@ impl IntakeService {
         user: &str,
         identity: &Identity,
     ) -> Result<Response<Body>, ApiError> {
-        if !identity.admin {
-            return Err(ApiError::Forbidden);
-        }
-        let user = UserId::parse(user).ok_or_else(|| ApiError::invalid("user_id", "is not a valid user id"))?;
+        let user = administered_user(identity, user)?;
         let body = api::json_body(req, 16 * 1024)?;
         let token = body
             .get("access_token")
@@ -169,4 +160,13 @@ impl IntakeService {
         tracing::info!(user = %user, by = %identity.user, "google token stored");
         Ok(api::json_response(200, &json!({"user_id": user, "google_token": "stored"})))
     }
+}
+
+/// The user an administrator's route is about: only an administrator may ask, and the path
+/// must name a valid user id.
+fn administered_user(identity: &Identity, user: &str) -> Result<UserId, ApiError> {
+    if !identity.admin {
+        return Err(ApiError::Forbidden);
+    }
+    UserId::parse(user).ok_or_else(|| ApiError::invalid("user_id", "is not a valid user id"))
 }

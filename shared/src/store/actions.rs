@@ -2,6 +2,7 @@
 //! transaction), every conditional transition with its audit events, reads, listings and the
 //! sweep's `due` index.
 
+use super::guards::{self, Refusal};
 use super::*;
 
 /// How long a client's `Idempotency-Key` is remembered.
@@ -141,22 +142,11 @@ impl Store {
                 .map_err(StoreError::from)?;
             items.push(TransactWriteItem::builder().put(put).build());
         }
-        if let Some(i) = counters.iter().position(|c| c.units > c.limit.limit) {
+        if let Some(i) = guards::never_fits(counters) {
             return Err(CreateError::RateLimited(i));
         }
-        let first_counter = items.len();
-        for counter in counters {
-            items.push(TransactWriteItem::builder().update(self.counter_update(counter)?).build());
-        }
-        let cooldown_index = items.len();
-        if let Some(c) = cooldown {
-            items.push(TransactWriteItem::builder().put(self.cooldown_put(c, now)?).build());
-        }
-        let breaker_index =
-            (action.status == Status::Queued && action.tier == Some(crate::domain::Tier::Auto)).then_some(items.len());
-        if breaker_index.is_some() {
-            items.push(TransactWriteItem::builder().condition_check(self.breaker_closed_check()?).build());
-        }
+        let queued_automatic = action.status == Status::Queued && action.tier == Some(crate::domain::Tier::Auto);
+        let guards = self.push_guards(&mut items, counters, cooldown, queued_automatic, now)?;
         match self.transact(items).await {
             Ok(_) => Ok(()),
             Err(err) => {
@@ -164,14 +154,11 @@ impl Store {
                 if idempotency_index.is_some_and(|i| failed.contains(&i)) {
                     return Err(CreateError::IdempotencyKeyUsed);
                 }
-                if breaker_index.is_some_and(|i| failed.contains(&i)) {
-                    return Err(CreateError::BreakerOpen);
-                }
-                if cooldown.is_some() && failed.contains(&cooldown_index) {
-                    return Err(CreateError::CoolingDown);
-                }
-                if let Some(i) = failed.iter().find(|i| **i >= first_counter && **i < cooldown_index) {
-                    return Err(CreateError::RateLimited(i - first_counter));
+                match guards.refusal(&failed) {
+                    Some(Refusal::BreakerOpen) => return Err(CreateError::BreakerOpen),
+                    Some(Refusal::CoolingDown) => return Err(CreateError::CoolingDown),
+                    Some(Refusal::CounterFull(i)) => return Err(CreateError::RateLimited(i)),
+                    None => {}
                 }
                 Err(CreateError::Store(StoreError::aws(err)))
             }
@@ -469,8 +456,7 @@ impl Store {
         breaker_closed: bool,
     ) -> Result<Action, GuardError> {
         let events = path_events(before, path, actor, at).ok_or(GuardError::Conflict)?;
-        if let Some(i) = counters.iter().position(|c| c.units > c.limit.limit) {
-            // `attribute_not_exists` would let it through on a fresh window: refuse it here.
+        if let Some(i) = guards::never_fits(counters) {
             return Err(GuardError::CounterFull(i));
         }
         after.status = events.last().map_or(before.status, |e| e.to);
@@ -480,33 +466,20 @@ impl Store {
         for event in &events {
             items.push(TransactWriteItem::builder().put(self.put_audit(event)?).build());
         }
-        let first_counter = items.len();
-        for counter in counters {
-            items.push(TransactWriteItem::builder().update(self.counter_update(counter)?).build());
-        }
-        let cooldown_index = items.len();
-        if let Some(c) = cooldown {
-            items.push(TransactWriteItem::builder().put(self.cooldown_put(c, at)?).build());
-        }
-        let breaker_index = breaker_closed.then_some(items.len());
-        if breaker_closed {
-            items.push(TransactWriteItem::builder().condition_check(self.breaker_closed_check()?).build());
-        }
+        let guards = self.push_guards(&mut items, counters, cooldown, breaker_closed, at)?;
         match self.transact(items).await {
             Ok(_) => Ok(after),
             Err(err) => {
                 let failed = cancelled_indexes(&err);
-                if failed.iter().any(|i| *i < first_counter) {
-                    Err(GuardError::Conflict)
-                } else if breaker_index.is_some_and(|i| failed.contains(&i)) {
-                    Err(GuardError::BreakerOpen)
-                } else if cooldown.is_some() && failed.contains(&cooldown_index) {
-                    Err(GuardError::CoolingDown)
-                } else if let Some(i) = failed.iter().find(|i| **i >= first_counter && **i < cooldown_index) {
-                    Err(GuardError::CounterFull(i - first_counter))
-                } else {
-                    Err(GuardError::Store(StoreError::aws(err)))
+                if guards.before_guards(&failed) {
+                    return Err(GuardError::Conflict);
                 }
+                Err(match guards.refusal(&failed) {
+                    Some(Refusal::BreakerOpen) => GuardError::BreakerOpen,
+                    Some(Refusal::CoolingDown) => GuardError::CoolingDown,
+                    Some(Refusal::CounterFull(i)) => GuardError::CounterFull(i),
+                    None => GuardError::Store(StoreError::aws(err)),
+                })
             }
         }
     }

@@ -3,6 +3,51 @@
 
 use super::*;
 
+/// Which of automatic execution's guards refused a transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Refusal {
+    /// The counter at this index of the request's counters is full.
+    CounterFull(usize),
+    CoolingDown,
+    BreakerOpen,
+}
+
+/// Where the guards sit in a transaction's items, to tell which one cancelled it.
+pub(super) struct GuardItems {
+    first_counter: usize,
+    cooldown: Option<usize>,
+    breaker: Option<usize>,
+}
+
+impl GuardItems {
+    /// The guard whose condition failed, among the cancelled items' indexes (the breaker
+    /// first, then the cool-down, then a counter).
+    pub(super) fn refusal(&self, failed: &[usize]) -> Option<Refusal> {
+        if self.breaker.is_some_and(|i| failed.contains(&i)) {
+            return Some(Refusal::BreakerOpen);
+        }
+        if self.cooldown.is_some_and(|i| failed.contains(&i)) {
+            return Some(Refusal::CoolingDown);
+        }
+        let counters_end = self.cooldown.or(self.breaker).unwrap_or(usize::MAX);
+        failed
+            .iter()
+            .find(|i| **i >= self.first_counter && **i < counters_end)
+            .map(|i| Refusal::CounterFull(i - self.first_counter))
+    }
+
+    /// Whether a cancelled item comes before the guards (the action's own write: a conflict).
+    pub(super) fn before_guards(&self, failed: &[usize]) -> bool {
+        failed.iter().any(|i| *i < self.first_counter)
+    }
+}
+
+/// The index of a counter that needs more units than its limit: it can never fit, and a
+/// fresh window's `attribute_not_exists` would let it through, so it is refused before writing.
+pub(super) fn never_fits(counters: &[CounterSpec]) -> Option<usize> {
+    counters.iter().position(|c| c.units > c.limit.limit)
+}
+
 /// One fixed-window counter a write consumes units of.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CounterSpec {
@@ -43,6 +88,32 @@ pub struct Cooldown {
 }
 
 impl Store {
+    /// Appends automatic execution's guards to a transaction: the `counters` (callers refuse
+    /// [`never_fits`] first), the entity's `cooldown`, and (with `breaker_closed`) a check that
+    /// the circuit breaker is closed.
+    pub(super) fn push_guards(
+        &self,
+        items: &mut Vec<TransactWriteItem>,
+        counters: &[CounterSpec],
+        cooldown: Option<&Cooldown>,
+        breaker_closed: bool,
+        now: DateTime<Utc>,
+    ) -> Result<GuardItems, StoreError> {
+        let first_counter = items.len();
+        for counter in counters {
+            items.push(TransactWriteItem::builder().update(self.counter_update(counter)?).build());
+        }
+        let cooldown_index = cooldown.map(|_| items.len());
+        if let Some(c) = cooldown {
+            items.push(TransactWriteItem::builder().put(self.cooldown_put(c, now)?).build());
+        }
+        let breaker = breaker_closed.then_some(items.len());
+        if breaker_closed {
+            items.push(TransactWriteItem::builder().condition_check(self.breaker_closed_check()?).build());
+        }
+        Ok(GuardItems { first_counter, cooldown: cooldown_index, breaker })
+    }
+
     /// The circuit breaker (closed when never written), with the successes counted since its
     /// document was written folded into a `window` of recent outcomes.
     pub async fn breaker(&self, window: usize) -> Result<crate::breaker::Breaker, StoreError> {
