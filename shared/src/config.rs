@@ -7,6 +7,11 @@ use aws_smithy_runtime_api::client::http::{HttpClient, HttpConnectorSettings, Sh
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 
 /// Names of the environment variables, shared with the template consistency test.
+/// Opt-in crash simulation for tests (never set by the template): the executor aborts the
+/// process right after a side effect and before it is recorded, for actions whose
+/// `rate_limit_key` is `fault:abort-after-effect`, on their first attempt.
+pub const FAULT_INJECTION_VAR: &str = "ACTIONGATE_FAULT_INJECTION";
+
 pub mod vars {
     pub const ACTIONS_TABLE: &str = "ACTIONS_TABLE";
     pub const AUDIT_TABLE: &str = "AUDIT_TABLE";
@@ -80,7 +85,7 @@ impl ExecutorConfig {
             schedule_group: required(vars::SCHEDULE_GROUP)?,
             scheduler_role_arn: required(vars::SCHEDULER_ROLE_ARN)?,
             handlers: HandlerConfig::from_env()?,
-            fault_injection: std::env::var(crate::executor::FAULT_INJECTION_VAR).is_ok_and(|v| v == "1"),
+            fault_injection: std::env::var(FAULT_INJECTION_VAR).is_ok_and(|v| v == "1"),
         })
     }
 }
@@ -139,7 +144,7 @@ impl Config {
                     .ok()
                     .filter(|d| (1..=3650).contains(d))
                     .ok_or(ConfigError::Invalid(vars::ROLLBACK_RETENTION_DAYS, "a number of days from 1 to 3650"))?,
-                _ => crate::store::DEFAULT_ROLLBACK_RETENTION_DAYS,
+                _ => crate::ports::store::DEFAULT_ROLLBACK_RETENTION_DAYS,
             }),
         })
     }
@@ -159,9 +164,13 @@ impl Config {
     }
 
     /// The store over the configured tables, keeping snapshots for the configured retention.
-    pub fn store(&self, aws: &aws_config::SdkConfig) -> crate::store::Store {
-        crate::store::Store::new(aws_sdk_dynamodb::Client::new(aws), &self.actions_table, &self.audit_table)
-            .with_snapshot_retention(self.rollback_retention)
+    pub fn store(&self, aws: &aws_config::SdkConfig) -> crate::adapters::aws::dynamo::DynamoStore {
+        crate::adapters::aws::dynamo::DynamoStore::new(
+            aws_sdk_dynamodb::Client::new(aws),
+            &self.actions_table,
+            &self.audit_table,
+        )
+        .with_snapshot_retention(self.rollback_retention)
     }
 }
 

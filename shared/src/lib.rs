@@ -1,29 +1,24 @@
-//! actiongate: the library behind every Lambda function.
+//! actiongate: the library behind every Lambda function, in layers with one direction:
 //!
-//! Everything with logic lives here so it can be tested without a Lambda runtime:
-//! the domain model and state machine ([`domain`]), request validation ([`validation`]),
-//! the declarative policy ([`policy`]), DynamoDB and SQS adapters ([`store`], [`queue`]),
-//! and one application service per function ([`intake`]).
+//! `domain` ← `ports` ← `services` ← `adapters` / `handlers` ← `functions/*/main.rs`
+//!
+//! - [`domain`]: pure types and rules (ids, the state machine, actions, policy, guards,
+//!   placement, approval links, execution, the breaker, the catalogue of descriptions);
+//! - [`ports`]: the traits the services need, each with an in-memory implementation;
+//! - [`services`]: one per function, orchestration over ports;
+//! - [`adapters`]: the ports on AWS; [`handlers`]: one module per target system;
+//! - [`config`] and [`telemetry`]: the functions' wiring and logs.
+//!
+//! A test (`consistency.rs`) reads the sources and fails when an import points the wrong way.
 
-pub mod api;
-pub mod approval;
-pub mod clock;
+pub mod adapters;
 pub mod config;
 pub mod domain;
-pub mod executor;
 pub mod handlers;
-pub mod intake;
-pub mod lazy;
-pub mod mail;
-pub mod notices;
-pub mod policy_source;
-pub mod queue;
-pub mod rollback;
-pub mod scheduler;
-pub mod store;
-pub mod sweep;
+pub mod ports;
+pub mod services;
 pub mod telemetry;
 
-pub use clock::{Clock, FixedClock, SystemClock};
+pub use ports::clock::{Clock, FixedClock, SystemClock};
 // The domain's rule modules keep their crate-level paths for callers.
 pub use domain::{breaker, placement, policy, validation};

@@ -3,17 +3,17 @@
 
 use crate::emulator::sdk_config_for;
 use crate::stack::shared_emulator;
+use actiongate::adapters::aws::dynamo::DynamoStore;
 use actiongate::domain::action::StepKind;
 use actiongate::domain::{Action, AuditEvent, Status, Tier, UserId};
-use actiongate::store::Store;
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
 /// The store over the tables the shared emulator provisioned from the template.
-pub async fn store() -> Store {
+pub async fn store() -> DynamoStore {
     let (endpoint, provisioned) = shared_emulator();
     let sdk = sdk_config_for(&endpoint).await;
-    Store::new(
+    DynamoStore::new(
         aws_sdk_dynamodb::Client::new(&sdk),
         provisioned.table("ActionsTable").unwrap(),
         provisioned.table("AuditTable").unwrap(),

@@ -205,8 +205,10 @@ async fn fire_due_schedules(
                 .send()
                 .await
                 .map_err(|e| anyhow!("{}", aws_sdk_scheduler::error::DisplayErrorContext(e)))?;
-            let due =
-                schedule.schedule_expression().and_then(actiongate::scheduler::parse_at).is_some_and(|at| at <= now);
+            let due = schedule
+                .schedule_expression()
+                .and_then(actiongate::adapters::aws::scheduler::parse_at)
+                .is_some_and(|at| at <= now);
             if !due {
                 continue;
             }

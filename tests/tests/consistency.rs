@@ -111,14 +111,14 @@ fn every_variable_a_function_reads_is_set_for_it_in_the_template_and_no_other() 
             );
         }
         // The crash-simulation switch exists only for the local tests.
-        assert!(!set.contains(actiongate::executor::FAULT_INJECTION_VAR));
+        assert!(!set.contains(actiongate::config::FAULT_INJECTION_VAR));
     }
     assert!(reads("executor").contains(vars::SCHEDULER_ROLE_ARN), "the derivation follows nested configs");
 }
 
 #[test]
 fn the_tables_the_store_uses_exist_with_the_same_keys() {
-    use actiongate::store::keys;
+    use actiongate::adapters::aws::dynamo::keys;
     let t = template();
     let actions = t.table("ActionsTable").unwrap();
     assert_eq!(actions.key, (keys::PK.to_owned(), Some(keys::SK.to_owned())));

@@ -2,6 +2,7 @@
 
 mod common;
 
+use actiongate::ports::store::*;
 use common::{
     approved_webhook, fake_state, seed_message, someone, store_google_token, trail, wait_for_status, Api, APPROVER,
 };

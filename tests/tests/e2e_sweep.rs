@@ -4,6 +4,8 @@ mod common;
 
 use actiongate::domain::action::StepState;
 use actiongate::domain::{Status, Tier, UserId};
+use actiongate::ports::queue::WorkQueue;
+use actiongate::ports::store::*;
 use actiongate_local::emulator::sdk_config_for;
 use actiongate_local::fixtures;
 use actiongate_local::stack::shared_with;
@@ -315,11 +317,11 @@ async fn queued_work_scheduled_for_tomorrow_is_not_run_by_a_resend_or_a_stray_me
     store.create_action(&action, &[event], None, &[], None, None, now).await.unwrap();
     let id = action.action_id.to_string();
     let sdk = sdk_config_for(&api.stack.emulator).await;
-    let queue = actiongate::queue::WorkQueue::new(
+    let queue = actiongate::adapters::aws::sqs::SqsQueue::new(
         aws_sdk_sqs::Client::new(&sdk),
         api.stack.provisioned.queue_url("WorkQueue").unwrap(),
     );
-    queue.enqueue(&actiongate::queue::ExecuteMessage { action_id: action.action_id, step: 0 }, 0).await.unwrap();
+    queue.enqueue(&actiongate::ports::queue::ExecuteMessage { action_id: action.action_id, step: 0 }, 0).await.unwrap();
     tokio::time::sleep(Duration::from_secs(8)).await;
     let seen = api.get(&format!("/actions/{id}"), &owner).await.body;
     assert_eq!((seen["status"].as_str(), seen["attempts"].as_u64()), (Some("queued"), Some(0)), "{seen}");

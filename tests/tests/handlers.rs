@@ -1,7 +1,7 @@
 //! Each handler against its stateful fake (or the emulator's SES): the effect, the snapshot,
 //! and a rollback that restores the fake's state.
 
-use actiongate::clock::FixedClock;
+use actiongate::adapters::aws::ses::SesMailer;
 use actiongate::domain::action::StepState;
 use actiongate::domain::{ActionId, Status, UserId};
 use actiongate::handlers::webhook::{AddressGuard, Allowlist};
@@ -9,9 +9,10 @@ use actiongate::handlers::{
     idempotency_key, CredentialProvider, Dependencies, ErrorKind, HandlerError, HandlerFuture, KycCheck, Registry,
     Secret, StepContext,
 };
-use actiongate::mail::Mailer;
 use actiongate::policy::Policy;
-use actiongate::rollback::{RollbackRequest, RollbackService};
+use actiongate::ports::clock::FixedClock;
+use actiongate::ports::store::*;
+use actiongate::services::rollback::{RollbackRequest, RollbackService};
 use actiongate_local::emulator::sdk_config_for;
 use actiongate_local::fakes::Fakes;
 use actiongate_local::fixtures;
@@ -39,13 +40,13 @@ async fn deps(fakes: &Fakes, allow: &str, kyc: bool, policy: Policy) -> Dependen
     let sdk = sdk_config_for(&endpoint).await;
     Dependencies {
         http: reqwest::Client::new(),
-        mailer: Some(Mailer::new(aws_sdk_sesv2::Client::new(&sdk), "actiongate@example.com", None)),
+        mailer: Some(Arc::new(SesMailer::new(aws_sdk_sesv2::Client::new(&sdk), "actiongate@example.com", None))),
         credentials: Arc::new(FixedToken),
         kyc: Arc::new(Kyc(kyc)),
         gmail_base: fakes.url.clone(),
         calendar_base: format!("{}/calendar/v3", fakes.url),
-        guard: AddressGuard::new(Allowlist::parse(allow)).expect("the guarded HTTP client builds"),
-        policy: Arc::new(actiongate::policy_source::PolicySource::fixed(policy)),
+        guard: Arc::new(AddressGuard::new(Allowlist::parse(allow)).expect("the guarded HTTP client builds")),
+        policy: Arc::new(actiongate::services::policy_source::PolicySource::fixed(policy)),
     }
 }
 
@@ -270,8 +271,14 @@ async fn rollback_restores_from_the_kept_snapshot_and_refuses_once_the_retention
         assert_eq!(sorted(&fake_state(&fakes).await["gmail"][&message]), vec!["UNREAD"]);
         completed.push((message, a.action_id));
     }
-    let at =
-        |t| RollbackService::new(store.clone(), Registry::standard(), Arc::clone(&deps), Arc::new(FixedClock::at(t)));
+    let at = |t| {
+        RollbackService::new(
+            Arc::new(store.clone()),
+            Registry::standard(),
+            Arc::clone(&deps),
+            Arc::new(FixedClock::at(t)),
+        )
+    };
     let whole = RollbackRequest { reason: None, partial: false };
 
     // Within the retention the labels come back exactly.

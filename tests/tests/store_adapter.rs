@@ -1,15 +1,22 @@
-//! Adapter tests: the DynamoDB store and SQS queue against the emulator, through the real SDK,
-//! with the tables provisioned from the SAM template.
+//! The adapter suite: the same checks against both implementations of the store port — the
+//! DynamoDB store on the emulator (real SDK, tables provisioned from the SAM template) and the
+//! in-memory store the services' unit tests use — so the fake cannot drift from the real one.
+//! Each check is one generic function; `both!` runs it once per implementation.
 
+use actiongate::adapters::aws::dynamo::DynamoStore;
+use actiongate::adapters::aws::sqs::SqsQueue;
+use actiongate::domain::guards::CounterSpec;
 use actiongate::domain::{ActionId, IdempotencyKey, Status, UserId};
 use actiongate::policy::{RateLimit, Window};
-use actiongate::queue::{ExecuteMessage, WorkQueue};
-use actiongate::store::{CounterSpec, CreateError, TransitionError};
+use actiongate::ports::memory::MemoryStore;
+use actiongate::ports::queue::{ExecuteMessage, WorkQueue};
+use actiongate::ports::store::*;
 use actiongate_local::emulator::sdk_config_for;
 use actiongate_local::fixtures::{action, event, store};
 use actiongate_local::stack::shared_emulator;
 use chrono::{Duration, Utc};
 use serde_json::json;
+use std::sync::Arc;
 
 fn user(name: &str) -> UserId {
     UserId::parse(&format!("{name}-{}", uuid_suffix())).unwrap()
@@ -19,9 +26,7 @@ fn uuid_suffix() -> String {
     ActionId::new_v7(Utc::now()).to_string()[24..].to_owned()
 }
 
-#[tokio::test]
-async fn created_action_reads_back_with_its_trail() {
-    let store = store().await;
+async fn created_action_reads_back_with_its_trail(store: Arc<dyn Store>) {
     let owner = user("alice");
     let a = action(&owner, Status::Queued, Utc::now());
     store.create_action(&a, &[event(&a, 1, None, Status::Queued)], None, &[], None, None, Utc::now()).await.unwrap();
@@ -32,9 +37,7 @@ async fn created_action_reads_back_with_its_trail() {
     assert_eq!(store.get_action(ActionId::new_v7(Utc::now())).await.unwrap(), None);
 }
 
-#[tokio::test]
-async fn transition_is_conditional_on_version_and_state() {
-    let store = store().await;
+async fn transition_is_conditional_on_version_and_state(store: Arc<dyn Store>) {
     let owner = user("bob");
     let a = action(&owner, Status::Queued, Utc::now());
     store.create_action(&a, &[event(&a, 1, None, Status::Queued)], None, &[], None, None, Utc::now()).await.unwrap();
@@ -55,9 +58,7 @@ async fn transition_is_conditional_on_version_and_state() {
     assert_eq!(store.get_action(a.action_id).await.unwrap().unwrap().status, Status::Cancelled);
 }
 
-#[tokio::test]
-async fn audit_events_cannot_be_overwritten() {
-    let store = store().await;
+async fn audit_events_cannot_be_overwritten(store: Arc<dyn Store>) {
     let owner = user("carol");
     let a = action(&owner, Status::Queued, Utc::now());
     store.create_action(&a, &[event(&a, 1, None, Status::Queued)], None, &[], None, None, Utc::now()).await.unwrap();
@@ -71,9 +72,7 @@ async fn audit_events_cannot_be_overwritten() {
     assert_eq!(store.audit_trail(a.action_id).await.unwrap()[0].to, Status::Queued);
 }
 
-#[tokio::test]
-async fn listing_is_newest_first_paged_and_filtered_by_status() {
-    let store = store().await;
+async fn listing_is_newest_first_paged_and_filtered_by_status(store: Arc<dyn Store>) {
     let owner = user("dave");
     let t0 = Utc::now();
     let mut ids = Vec::new();
@@ -96,9 +95,7 @@ async fn listing_is_newest_first_paged_and_filtered_by_status() {
     assert!(store.list_actions(&owner, None, 2, Some("garbage")).await.unwrap().is_err());
 }
 
-#[tokio::test]
-async fn idempotency_key_is_single_use() {
-    let store = store().await;
+async fn idempotency_key_is_single_use(store: Arc<dyn Store>) {
     let owner = user("frank");
     let key = IdempotencyKey::parse("order-1").unwrap();
     let a = action(&owner, Status::Queued, Utc::now());
@@ -117,9 +114,7 @@ async fn idempotency_key_is_single_use() {
     assert_eq!(store.get_action(b.action_id).await.unwrap(), None, "the losing action must not be stored");
 }
 
-#[tokio::test]
-async fn an_idempotency_key_past_its_lifetime_is_forgotten_on_read_and_reusable() {
-    let store = store().await;
+async fn an_idempotency_key_past_its_lifetime_is_forgotten_on_read_and_reusable(store: Arc<dyn Store>) {
     let owner = user("ivan");
     let key = IdempotencyKey::parse("order-old").unwrap();
     let long_ago = Utc::now() - Duration::days(8);
@@ -139,9 +134,7 @@ async fn an_idempotency_key_past_its_lifetime_is_forgotten_on_read_and_reusable(
     assert_eq!(store.get_idempotency(&owner, &key, Utc::now()).await.unwrap().unwrap().action_id, b.action_id);
 }
 
-#[tokio::test]
-async fn a_request_that_can_never_fit_is_refused_even_on_a_fresh_window() {
-    let store = store().await;
+async fn a_request_that_can_never_fit_is_refused_even_on_a_fresh_window(store: Arc<dyn Store>) {
     let owner = user("judy");
     let now = Utc::now();
     let limit = RateLimit { window: Window::Hour, limit: 2 };
@@ -174,7 +167,7 @@ async fn a_request_that_can_never_fit_is_refused_even_on_a_fresh_window() {
             false,
         )
         .await;
-    assert!(matches!(err, Err(actiongate::store::GuardError::CounterFull(0))), "{err:?}");
+    assert!(matches!(err, Err(actiongate::ports::store::GuardError::CounterFull(0))), "{err:?}");
 }
 
 #[tokio::test]
@@ -195,7 +188,7 @@ async fn one_unreadable_item_never_fails_a_listing_or_the_due_index() {
         ("gsi2pk", format!("USER#{owner}#queued")),
         ("gsi2sk", bad.action_id.to_string()),
         ("due_pk", "DUE#queued".to_owned()),
-        ("due_sk", format!("{}#{}", actiongate::clock::format_time(now - Duration::minutes(10)), bad.action_id)),
+        ("due_sk", format!("{}#{}", actiongate::domain::time::format_time(now - Duration::minutes(10)), bad.action_id)),
         ("status", "queued".to_owned()),
         ("doc", format!("{{\"payload\": {deep}}}")),
     ];
@@ -212,9 +205,7 @@ async fn one_unreadable_item_never_fails_a_listing_or_the_due_index() {
     assert!(due.iter().all(|a| a.action_id != bad.action_id));
 }
 
-#[tokio::test]
-async fn rate_counters_are_exact_under_concurrency() {
-    let store = store().await;
+async fn rate_counters_are_exact_under_concurrency(store: Arc<dyn Store>) {
     let owner = user("grace");
     let now = Utc::now();
     let limit = RateLimit { window: Window::Hour, limit: 10 };
@@ -240,9 +231,7 @@ async fn rate_counters_are_exact_under_concurrency() {
     assert_eq!(stored.actions.len(), 10, "rate-limited creations must store nothing");
 }
 
-#[tokio::test]
-async fn a_request_larger_than_what_is_left_is_refused_whole() {
-    let store = store().await;
+async fn a_request_larger_than_what_is_left_is_refused_whole(store: Arc<dyn Store>) {
     let owner = user("heidi");
     let now = Utc::now();
     let limit = RateLimit { window: Window::Day, limit: 3 };
@@ -281,9 +270,7 @@ async fn a_request_larger_than_what_is_left_is_refused_whole() {
     );
 }
 
-#[tokio::test]
-async fn kyc_flag_defaults_off_and_can_be_set() {
-    let store = store().await;
+async fn kyc_flag_defaults_off_and_can_be_set(store: Arc<dyn Store>) {
     let owner = user("ivan");
     assert!(!store.kyc_verified(&owner).await.unwrap());
     store.set_kyc_verified(&owner, true, "admin", Utc::now()).await.unwrap();
@@ -299,7 +286,7 @@ async fn queue_carries_execute_messages() {
     let url =
         sqs.create_queue().queue_name(format!("adapter-{}", uuid_suffix())).send().await.unwrap().queue_url.unwrap();
     let _ = provisioned;
-    let queue = WorkQueue::new(sqs.clone(), &url);
+    let queue = SqsQueue::new(sqs.clone(), &url);
     let message = ExecuteMessage { action_id: ActionId::new_v7(Utc::now()), step: 0 };
     queue.enqueue(&message, 0).await.unwrap();
     let received = sqs.receive_message().queue_url(&url).wait_time_seconds(1).send().await.unwrap();
@@ -320,9 +307,7 @@ where
     out
 }
 
-#[tokio::test]
-async fn a_snapshot_lives_in_its_own_item_for_the_retention_and_is_written_once() {
-    let store = store().await.with_snapshot_retention(Duration::days(7));
+async fn a_snapshot_lives_in_its_own_item_for_the_retention_and_is_written_once(store: Arc<dyn Store>) {
     let now = Utc::now();
     let a = action(&user("snap"), Status::Queued, now);
     store.create_action(&a, &[event(&a, 1, None, Status::Queued)], None, &[], None, None, now).await.unwrap();
@@ -347,10 +332,8 @@ async fn a_snapshot_lives_in_its_own_item_for_the_retention_and_is_written_once(
     assert_eq!(store.snapshots(a.action_id).await.unwrap()[&0].snapshot, json!({"label_ids": ["INBOX"]}));
 }
 
-#[tokio::test]
-async fn automatic_successes_ride_in_the_steps_write_and_the_next_failure_folds_them() {
+async fn automatic_successes_ride_in_the_steps_write_and_the_next_failure_folds_them(store: Arc<dyn Store>) {
     use actiongate::breaker::BreakerSettings;
-    let store = store().await;
     // Settings that never open it: other tests of this binary create tier-1 work, which an
     // open breaker would hold.
     let settings = BreakerSettings { window: 50, min_sample: 1000, consecutive_failures: 1000, failure_ratio: 1.0 };
@@ -387,4 +370,48 @@ async fn automatic_successes_ride_in_the_steps_write_and_the_next_failure_folds_
     assert_eq!((after.version, after.consecutive_failures), (version + 1, 0));
     // A save from a stale read is refused.
     assert!(matches!(store.save_breaker(version, &seen, None, Utc::now()).await, Err(TransitionError::Conflict)));
+}
+
+/// Runs each check against DynamoDB (`dynamo::…`) and memory (`memory::…`), optionally
+/// configuring each store first.
+macro_rules! both {
+    ($($name:ident $(: $dynamo:expr, $memory:expr)?;)*) => {
+        mod dynamo {
+            use super::*;
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let store = store().await;
+                    $(let store = ($dynamo)(store);)?
+                    super::$name(Arc::new(store)).await
+                }
+            )*
+        }
+        mod memory {
+            use super::*;
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let store = MemoryStore::new();
+                    $(let store = ($memory)(store);)?
+                    super::$name(Arc::new(store)).await
+                }
+            )*
+        }
+    };
+}
+
+both! {
+    created_action_reads_back_with_its_trail;
+    transition_is_conditional_on_version_and_state;
+    audit_events_cannot_be_overwritten;
+    listing_is_newest_first_paged_and_filtered_by_status;
+    idempotency_key_is_single_use;
+    an_idempotency_key_past_its_lifetime_is_forgotten_on_read_and_reusable;
+    a_request_that_can_never_fit_is_refused_even_on_a_fresh_window;
+    rate_counters_are_exact_under_concurrency;
+    a_request_larger_than_what_is_left_is_refused_whole;
+    kyc_flag_defaults_off_and_can_be_set;
+    automatic_successes_ride_in_the_steps_write_and_the_next_failure_folds_them;
+    a_snapshot_lives_in_its_own_item_for_the_retention_and_is_written_once: |s: DynamoStore| s.with_snapshot_retention(Duration::days(7)), |s: MemoryStore| s.with_snapshot_retention(Duration::days(7));
 }

@@ -1,10 +1,11 @@
 //! approval Lambda: `GET|HEAD /approvals/{token}` (a page, never a change), `POST
 //! /approvals/{token}` (the decision), `POST /actions/{id}/approve|reject` (API decisions).
 
-use actiongate::approval::service::ApprovalService;
+use actiongate::adapters::aws::lazy::OnFirstUse;
+use actiongate::adapters::aws::sqs::SqsQueue;
 use actiongate::config::{aws_config, Config};
-use actiongate::lazy::OnFirstUse;
-use actiongate::queue::WorkQueue;
+use actiongate::ports::store::Store;
+use actiongate::services::approval::ApprovalService;
 use actiongate::telemetry::{self, Startup};
 use actiongate::SystemClock;
 use lambda_http::{run, service_fn, Error, Request};
@@ -19,9 +20,9 @@ async fn main() -> Result<(), Error> {
     startup.step("configuration");
     let aws = aws_config().await;
     startup.step("sdk_config");
-    let store = config.store(&aws);
+    let store: Arc<dyn Store> = Arc::new(config.store(&aws));
     startup.step("dynamodb_client");
-    let queue = WorkQueue::new(OnFirstUse::aws(&aws, aws_sdk_sqs::Client::new), &config.work_queue_url);
+    let queue = Arc::new(SqsQueue::new(OnFirstUse::aws(&aws, aws_sdk_sqs::Client::new), &config.work_queue_url));
     let service = Arc::new(ApprovalService::new(store, queue, Arc::new(SystemClock)));
     startup.step("wiring");
     startup.ready();

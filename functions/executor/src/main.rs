@@ -1,12 +1,13 @@
 //! executor Lambda: an SQS event source (ReportBatchItemFailures) delivering work messages.
 
+use actiongate::adapters::aws::lazy::OnFirstUse;
+use actiongate::adapters::aws::scheduler::WakeUpScheduler;
+use actiongate::adapters::aws::sqs::SqsQueue;
 use actiongate::config::{aws_config, Config, ExecutorConfig};
-use actiongate::executor::ExecutorService;
 use actiongate::handlers::{Dependencies, Registry};
-use actiongate::lazy::OnFirstUse;
-use actiongate::policy_source::PolicySource;
-use actiongate::queue::WorkQueue;
-use actiongate::scheduler::WakeUpScheduler;
+use actiongate::ports::store::Store;
+use actiongate::services::executor::ExecutorService;
+use actiongate::services::policy_source::PolicySource;
 use actiongate::telemetry::{self, Startup};
 use actiongate::SystemClock;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
@@ -23,11 +24,11 @@ async fn main() -> Result<(), Error> {
     startup.step("configuration");
     let aws = aws_config().await;
     startup.step("sdk_config");
-    let store = config.store(&aws);
+    let store: Arc<dyn Store> = Arc::new(config.store(&aws));
     startup.step("dynamodb_client");
     let policy = Arc::new(PolicySource::new(store.clone(), config.policy()?, config.policy_cache));
     startup.step("policy");
-    let deps = Dependencies::from_config(&aws, &store, exec.handlers, policy)?;
+    let deps = Dependencies::from_config(&aws, Arc::clone(&store), exec.handlers, policy)?;
     startup.step("handlers");
     let scheduler = WakeUpScheduler::new(
         OnFirstUse::aws(&aws, aws_sdk_scheduler::Client::new),
@@ -37,8 +38,8 @@ async fn main() -> Result<(), Error> {
     );
     let service = Arc::new(ExecutorService::new(
         store,
-        WorkQueue::new(OnFirstUse::aws(&aws, aws_sdk_sqs::Client::new), &config.work_queue_url),
-        scheduler,
+        Arc::new(SqsQueue::new(OnFirstUse::aws(&aws, aws_sdk_sqs::Client::new), &config.work_queue_url)),
+        Arc::new(scheduler),
         Registry::standard(),
         deps,
         Arc::new(SystemClock),
@@ -50,7 +51,7 @@ async fn main() -> Result<(), Error> {
         let service = Arc::clone(&service);
         async move {
             // The template's Timeout for this function, where the runtime gives no deadline.
-            let deadline = actiongate::clock::invocation_deadline(
+            let deadline = actiongate::ports::clock::invocation_deadline(
                 event.context.deadline,
                 chrono::Utc::now(),
                 chrono::Duration::seconds(30),

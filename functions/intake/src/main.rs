@@ -1,12 +1,14 @@
 //! intake Lambda: the agent-facing API (create, read, list, audit, cancel, rate limits, dry run)
 //! and approval requests by mail.
 
+use actiongate::adapters::aws::lazy::OnFirstUse;
+use actiongate::adapters::aws::ses::SesMailer;
+use actiongate::adapters::aws::sqs::SqsQueue;
 use actiongate::config::{aws_config, Config, MailConfig};
-use actiongate::intake::{ApprovalMail, IntakeService};
-use actiongate::lazy::OnFirstUse;
-use actiongate::mail::Mailer;
-use actiongate::policy_source::PolicySource;
-use actiongate::queue::WorkQueue;
+use actiongate::ports::store::Store;
+use actiongate::services::intake::IntakeService;
+use actiongate::services::notices::ApprovalMail;
+use actiongate::services::policy_source::PolicySource;
 use actiongate::telemetry::{self, Startup};
 use actiongate::SystemClock;
 use lambda_http::{run, service_fn, Error, Request};
@@ -22,12 +24,16 @@ async fn main() -> Result<(), Error> {
     startup.step("configuration");
     let aws = aws_config().await;
     startup.step("sdk_config");
-    let store = config.store(&aws);
+    let store: Arc<dyn Store> = Arc::new(config.store(&aws));
     startup.step("dynamodb_client");
     let policy = config.policy()?;
     startup.step("policy");
-    let queue = WorkQueue::new(OnFirstUse::aws(&aws, aws_sdk_sqs::Client::new), &config.work_queue_url);
-    let mailer = Mailer::new(OnFirstUse::aws(&aws, aws_sdk_sesv2::Client::new), mail.sender, mail.configuration_set);
+    let queue = Arc::new(SqsQueue::new(OnFirstUse::aws(&aws, aws_sdk_sqs::Client::new), &config.work_queue_url));
+    let mailer = Arc::new(SesMailer::new(
+        OnFirstUse::aws(&aws, aws_sdk_sesv2::Client::new),
+        mail.sender,
+        mail.configuration_set,
+    ));
     let approval_mail = ApprovalMail { mailer, public_base_url: mail.public_base_url };
     let service = Arc::new(IntakeService::new(
         store.clone(),

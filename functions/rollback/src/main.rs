@@ -3,10 +3,12 @@
 
 use actiongate::config::{aws_config, Config, HandlerConfig};
 use actiongate::handlers::{Dependencies, Registry};
-use actiongate::policy_source::PolicySource;
-use actiongate::rollback::RollbackService;
+use actiongate::ports::store::Store;
+use actiongate::services::http as api;
+use actiongate::services::policy_source::PolicySource;
+use actiongate::services::rollback::RollbackService;
 use actiongate::telemetry::{self, Startup};
-use actiongate::{api, SystemClock};
+use actiongate::SystemClock;
 use lambda_http::request::LambdaRequest;
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
 use serde_json::Value;
@@ -22,11 +24,11 @@ async fn main() -> Result<(), Error> {
     startup.step("configuration");
     let aws = aws_config().await;
     startup.step("sdk_config");
-    let store = config.store(&aws);
+    let store: Arc<dyn Store> = Arc::new(config.store(&aws));
     startup.step("dynamodb_client");
     let policy = Arc::new(PolicySource::new(store.clone(), config.policy()?, config.policy_cache));
     startup.step("policy");
-    let deps = Dependencies::from_config(&aws, &store, handlers, policy)?;
+    let deps = Dependencies::from_config(&aws, Arc::clone(&store), handlers, policy)?;
     startup.step("handlers");
     let service = Arc::new(RollbackService::new(store, Registry::standard(), deps, Arc::new(SystemClock)));
     startup.step("wiring");
@@ -35,7 +37,7 @@ async fn main() -> Result<(), Error> {
         let service = Arc::clone(&service);
         async move {
             // The template's Timeout for this function, where the runtime gives no deadline.
-            let deadline = actiongate::clock::invocation_deadline(
+            let deadline = actiongate::ports::clock::invocation_deadline(
                 event.context.deadline,
                 chrono::Utc::now(),
                 chrono::Duration::seconds(60),

@@ -1,13 +1,14 @@
 //! sweep Lambda: invoked by EventBridge Scheduler every few minutes.
 
+use actiongate::adapters::aws::lazy::OnFirstUse;
+use actiongate::adapters::aws::ses::SesMailer;
+use actiongate::adapters::aws::sqs::SqsQueue;
 use actiongate::config::{aws_config, Config, MailConfig};
 use actiongate::handlers::Registry;
-use actiongate::intake::ApprovalMail;
-use actiongate::lazy::OnFirstUse;
-use actiongate::mail::Mailer;
-use actiongate::policy_source::PolicySource;
-use actiongate::queue::WorkQueue;
-use actiongate::sweep::SweepService;
+use actiongate::ports::store::Store;
+use actiongate::services::notices::ApprovalMail;
+use actiongate::services::policy_source::PolicySource;
+use actiongate::services::sweep::SweepService;
 use actiongate::telemetry::{self, Startup};
 use actiongate::SystemClock;
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
@@ -24,18 +25,22 @@ async fn main() -> Result<(), Error> {
     startup.step("configuration");
     let aws = aws_config().await;
     startup.step("sdk_config");
-    let store = config.store(&aws);
+    let store: Arc<dyn Store> = Arc::new(config.store(&aws));
     startup.step("dynamodb_client");
     let policy = config.policy()?;
     startup.step("policy");
-    let queue = WorkQueue::new(OnFirstUse::aws(&aws, aws_sdk_sqs::Client::new), &config.work_queue_url);
+    let queue = Arc::new(SqsQueue::new(OnFirstUse::aws(&aws, aws_sdk_sqs::Client::new), &config.work_queue_url));
     let service = Arc::new(SweepService::new(
         store.clone(),
         queue,
         Registry::standard(),
         Arc::new(PolicySource::new(store, policy, config.policy_cache)),
         Some(ApprovalMail {
-            mailer: Mailer::new(OnFirstUse::aws(&aws, aws_sdk_sesv2::Client::new), mail.sender, mail.configuration_set),
+            mailer: Arc::new(SesMailer::new(
+                OnFirstUse::aws(&aws, aws_sdk_sesv2::Client::new),
+                mail.sender,
+                mail.configuration_set,
+            )),
             public_base_url: mail.public_base_url,
         }),
         Arc::new(SystemClock),
@@ -50,7 +55,7 @@ async fn main() -> Result<(), Error> {
                 tracing::warn!(input = %event.payload, "unexpected sweep input; sweeping anyway");
             }
             // The template's Timeout for this function, where the runtime gives no deadline.
-            let deadline = actiongate::clock::invocation_deadline(
+            let deadline = actiongate::ports::clock::invocation_deadline(
                 event.context.deadline,
                 chrono::Utc::now(),
                 chrono::Duration::seconds(60),

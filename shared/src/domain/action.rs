@@ -420,6 +420,35 @@ impl AuditEvent {
 }
 
 /// A tier-2 `send_email` action of `alice`, waiting for `boss@example.com` (unit tests).
+/// One audit event per hop of `path`, checked against the state machine.
+pub fn path_events(
+    before: &Action,
+    path: &[(Status, String, Option<serde_json::Value>)],
+    actor: &str,
+    at: DateTime<Utc>,
+) -> Option<Vec<AuditEvent>> {
+    let mut events = Vec::with_capacity(path.len());
+    let mut from = before.status;
+    for (i, (to, reason, detail)) in path.iter().enumerate() {
+        from.transition_to(*to).ok()?;
+        events.push(AuditEvent {
+            action_id: before.action_id,
+            seq: before.version + 1 + i as u64,
+            at,
+            actor: actor.to_owned(),
+            from: Some(from),
+            to: *to,
+            reason: reason.clone(),
+            detail: detail.clone(),
+            request_id: None,
+            source_ip: None,
+            user_agent: None,
+        });
+        from = *to;
+    }
+    Some(events)
+}
+
 #[cfg(test)]
 pub fn sample_action() -> Action {
     use serde_json::json;

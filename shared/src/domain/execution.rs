@@ -96,6 +96,51 @@ pub fn lease_recovery(action: &Action, idempotent: bool) -> (Action, (Status, St
     }
 }
 
+/// When the sweep next has something to do for `action` (an expiry, a reminder, a lost
+/// message, an expired lease, a wait that never woke), or `None` when it has nothing.
+pub fn due_at(action: &crate::domain::Action) -> Option<chrono::DateTime<chrono::Utc>> {
+    let due = match action.status {
+        Status::Pending => {
+            action.runnable_at().unwrap_or(action.created_at).max(action.hold_until.unwrap_or(action.created_at))
+        }
+        // An undelivered approval mail is sent again soon; a reminder comes next, then the expiry.
+        Status::AwaitingApproval if action.approval_mail_pending => {
+            // 1, 2, 4, 8 … minutes after the last try (the first right after intake).
+            let retry = action.updated_at + chrono::Duration::minutes(1 << action.approval_mail_attempts.min(6));
+            action.approval_expires_at.map_or(retry, |e| e.min(retry))
+        }
+        Status::AwaitingApproval => {
+            // A reminder whose mail failed is tried again after the same backoff.
+            let reminder = action.approval_reminder_at().map(|at| match action.approval_mail_attempts {
+                0 => at,
+                n => at.max(action.updated_at + chrono::Duration::minutes(1 << n.min(6))),
+            });
+            match (reminder, action.approval_expires_at) {
+                (Some(r), Some(e)) => r.min(e),
+                (r, e) => r.or(e)?,
+            }
+        }
+        // Queued work that no executor has claimed a while after it became runnable was lost
+        // between the store and the queue (or dead-lettered); the sweep re-sends it.
+        Status::Queued => {
+            action.updated_at.max(action.runnable_at().unwrap_or(action.updated_at)) + chrono::Duration::minutes(5)
+        }
+        // A rollback whose worker stopped (its lease ran out) is resumed.
+        Status::RollingBack => action.lease_expires_at.unwrap_or(action.updated_at),
+        // A failed plan owed a compensation the sweep handed over; sent again if not started.
+        Status::Failed if action.compensation_due => action.updated_at + chrono::Duration::minutes(1),
+        // A lease that runs out means the executor died: the sweep recovers the step.
+        Status::Executing => action.lease_expires_at.unwrap_or(action.updated_at),
+        // A wait whose schedule never fired is resumed by the sweep.
+        Status::Waiting => {
+            action.steps.get(action.next_step()).and_then(|s| s.wake_at).unwrap_or(action.updated_at)
+                + chrono::Duration::minutes(5)
+        }
+        _ => return None,
+    };
+    Some(due)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,7 +2,7 @@
 //! idempotency key, so an unknown outcome is reported rather than retried blindly.
 
 use super::{Handler, HandlerError, HandlerFuture, Reversibility, StepContext};
-use crate::mail::{Mail, MailFailure};
+use crate::ports::mail::{Mail, MailFailure};
 use serde_json::{json, Value};
 
 pub struct SendEmail;
@@ -49,7 +49,7 @@ impl Handler for SendEmail {
                 subject: p.get("subject").and_then(Value::as_str).unwrap_or_default().to_owned(),
                 text: text.clone().unwrap_or_else(|| html.clone().unwrap_or_default()),
                 html: html.unwrap_or_else(|| {
-                    format!("<pre>{}</pre>", crate::approval::pages::escape(&text.unwrap_or_default()))
+                    format!("<pre>{}</pre>", crate::domain::html::escape(&text.unwrap_or_default()))
                 }),
             };
             let message_id = mailer.send(&mail).await.map_err(|e| match e.failure {

@@ -4,7 +4,7 @@
 //! redirect. Timeouts and a response size cap bound each call. The side effect carries an
 //! `Idempotency-Key` header; an optional `rollback` request is the compensation.
 
-use super::{read_capped, Handler, HandlerError, HandlerFuture, Reversibility, StepContext};
+use super::{read_capped, GuardedHttp, Handler, HandlerError, HandlerFuture, Reversibility, StepContext};
 use serde_json::{json, Value};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -142,12 +142,14 @@ impl AddressGuard {
             .build()?;
         Ok(Self { allow, client })
     }
+}
 
-    pub fn client(&self) -> &reqwest::Client {
+impl GuardedHttp for AddressGuard {
+    fn client(&self) -> &reqwest::Client {
         &self.client
     }
 
-    pub fn check(&self, url: &url::Url) -> Result<(), HandlerError> {
+    fn check(&self, url: &url::Url) -> Result<(), HandlerError> {
         check_url(&self.allow, url)
     }
 }

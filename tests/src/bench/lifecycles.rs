@@ -6,8 +6,9 @@ use super::cost::{self, Price};
 use super::proxy::{CountingProxy, Usage};
 use super::APPROVER;
 use crate::stack::LocalStack;
+use actiongate::adapters::aws::dynamo::DynamoStore;
 use actiongate::domain::{ActionId, Status, UserId};
-use actiongate::store::Store;
+use actiongate::ports::store::*;
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -198,7 +199,7 @@ pub struct Driver<'a> {
     stack: &'a LocalStack,
     proxy: &'a CountingProxy,
     http: reqwest::Client,
-    store: Store,
+    store: DynamoStore,
     owner: String,
 }
 
@@ -206,7 +207,7 @@ impl<'a> Driver<'a> {
     /// A driver acting as a fresh user, whose Google token is stored and whose Gmail message
     /// exists in the fake.
     pub async fn new(stack: &'a LocalStack, proxy: &'a CountingProxy, name: &str) -> Result<Self> {
-        let store = Store::new(
+        let store = DynamoStore::new(
             aws_sdk_dynamodb::Client::new(&stack.sdk),
             stack.provisioned.table("ActionsTable")?,
             stack.provisioned.table("AuditTable")?,
@@ -360,7 +361,7 @@ impl<'a> Driver<'a> {
         released: chrono::DateTime<chrono::Utc>,
     ) -> Result<chrono::DateTime<chrono::Utc>> {
         let user = UserId::parse(&self.owner).ok_or_else(|| anyhow!("bad user id"))?;
-        let scope = actiongate::store::keys::user_stats_scope(&user);
+        let scope = actiongate::adapters::aws::dynamo::keys::user_stats_scope(&user);
         let deadline = Instant::now() + Duration::from_secs(600);
         loop {
             let (mut executed, mut failed) = (0, 0);
@@ -442,7 +443,7 @@ async fn raw_action(
     i: usize,
     writes: Writes,
 ) -> Result<()> {
-    use actiongate::store::keys::{PK, SK};
+    use actiongate::adapters::aws::dynamo::keys::{PK, SK};
     use aws_sdk_dynamodb::types::AttributeValue::S;
     use aws_sdk_dynamodb::types::{Put, TransactWriteItem, Update};
     let pk = format!("BENCH#{writes:?}#{i}");

@@ -372,7 +372,7 @@ fn dynamodb_call(op: &str, request: &Value) -> String {
 /// The kind of a stored item, from its key: the prefixes of its partition and sort keys
 /// (`ACTION`, `USER PROFILE`, `RATE`, …), or `audit` for the audit table's events.
 fn item_kind(key: &Value) -> String {
-    use actiongate::store::keys;
+    use actiongate::adapters::aws::dynamo::keys;
     if key.get(keys::PK).is_none() && key.get(keys::AUDIT_PK).is_some() {
         return "audit".to_owned();
     }

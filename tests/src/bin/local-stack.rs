@@ -1,5 +1,6 @@
 //! `make dev`: the whole stack on loopback, in the foreground until Ctrl-C.
 
+use actiongate::ports::store::GuardStore;
 use actiongate_local::outbox;
 use actiongate_local::stack::{LocalStack, StackOptions};
 
@@ -45,7 +46,7 @@ async fn main() -> anyhow::Result<()> {
     println!("Ready. Ctrl-C stops everything.");
     let http = reqwest::Client::new();
     let mut mail_seen = 0usize;
-    let store = actiongate::store::Store::new(
+    let store = actiongate::adapters::aws::dynamo::DynamoStore::new(
         aws_sdk_dynamodb::Client::new(&stack.sdk),
         stack.provisioned.table("ActionsTable")?,
         stack.provisioned.table("AuditTable")?,

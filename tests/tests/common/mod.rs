@@ -209,9 +209,9 @@ pub async fn store_google_token(api: &Api, owner: &str) -> Reply {
 }
 
 /// The store of this binary's stack, for setting up what only a crash or a race leaves behind.
-pub async fn store_of(api: &Api) -> actiongate::store::Store {
+pub async fn store_of(api: &Api) -> actiongate::adapters::aws::dynamo::DynamoStore {
     let sdk = actiongate_local::emulator::sdk_config_for(&api.stack.emulator).await;
-    actiongate::store::Store::new(
+    actiongate::adapters::aws::dynamo::DynamoStore::new(
         aws_sdk_dynamodb::Client::new(&sdk),
         api.stack.provisioned.table("ActionsTable").unwrap(),
         api.stack.provisioned.table("AuditTable").unwrap(),

@@ -1,0 +1,109 @@
+//! Every key of the single-table design, built in one place.
+//!
+//! Main table (`pk`, `sk`):
+//! | item | pk | sk | other keys |
+//! |---|---|---|---|
+//! | action | `ACTION#<id>` | `ACTION` | `gsi1` = owner / id, `gsi2` = owner+status / id, `due` = sweep bucket / due time |
+//! | idempotency record | `IDEM#<user>#<key>` | `IDEM` | TTL |
+//! | rate counter | `RATE#<scope>#<window>#<start>` | `RATE` | TTL |
+//! | entity cool-down | `COOLDOWN#<user>#<rate_limit_key>` | `COOLDOWN` | TTL |
+//! | user profile | `USER#<user>` | `PROFILE` | |
+//! | approval link | `APPROVAL#<sha256 of token>` | `APPROVAL` | TTL |
+//! | step snapshot | `SNAPSHOT#<action id>` | `STEP#<index>` | TTL = taken + rollback retention |
+//! | daily outcome counters | `STATS#<scope>#<day>` | `STATS` | TTL |
+//!
+//! Audit table (`action_id`, `seq`): append-only, one item per transition.
+
+use crate::domain::{Action, ActionId, IdempotencyKey, Status, UserId};
+use crate::policy::Window;
+use chrono::{DateTime, Utc};
+
+pub const PK: &str = "pk";
+pub const SK: &str = "sk";
+pub const GSI_BY_USER: &str = "by_user";
+pub const GSI1_PK: &str = "gsi1pk";
+pub const GSI1_SK: &str = "gsi1sk";
+pub const GSI_BY_USER_STATUS: &str = "by_user_status";
+pub const GSI2_PK: &str = "gsi2pk";
+pub const GSI2_SK: &str = "gsi2sk";
+pub const GSI_DUE: &str = "due";
+pub const DUE_PK: &str = "due_pk";
+pub const DUE_SK: &str = "due_sk";
+pub const TTL: &str = "ttl";
+pub const AUDIT_PK: &str = "action_id";
+pub const AUDIT_SK: &str = "seq";
+
+pub fn action_pk(id: ActionId) -> String {
+    format!("ACTION#{id}")
+}
+pub const ACTION_SK: &str = "ACTION";
+
+pub fn user_partition(user: &UserId) -> String {
+    format!("USER#{user}")
+}
+
+pub fn user_status_partition(user: &UserId, status: Status) -> String {
+    format!("USER#{user}#{status}")
+}
+
+pub fn idempotency_pk(user: &UserId, key: &IdempotencyKey) -> String {
+    format!("IDEM#{user}#{}", key.as_str())
+}
+pub const IDEMPOTENCY_SK: &str = "IDEM";
+
+/// A fixed-window counter: `scope` names what is counted (`<user>#<type>`, `auto#all`, …).
+pub fn rate_counter_pk(scope: &str, window: Window, start: DateTime<Utc>) -> String {
+    format!("RATE#{scope}#{}#{}", window.as_str(), start.timestamp())
+}
+
+pub use crate::domain::guards::{auto_user_scope, AUTO_ALL_SCOPE};
+pub use crate::domain::stats::{user_stats_scope, STATS_ALL};
+pub use crate::domain::streams::{user_audit_stream, BREAKER_AUDIT_STREAM, POLICY_AUDIT_STREAM};
+
+pub const POLICY_PK: &str = "POLICY";
+pub const POLICY_SK: &str = "CURRENT";
+pub const BREAKER_PK: &str = "BREAKER";
+pub const BREAKER_SK: &str = "STATE";
+/// The breaker item's top-level flag that creation checks (the document holds the rest).
+pub const BREAKER_OPEN: &str = "open";
+/// Successes of automatic work counted on the breaker item since its document was written.
+pub const BREAKER_SUCCESSES: &str = "successes";
+
+/// Daily outcome counters: `scope` is [`STATS_ALL`] or [`user_stats_scope`], `day` is a UTC day
+/// (`YYYY-MM-DD` in the key).
+pub fn stats_pk(scope: &str, day: chrono::NaiveDate) -> String {
+    format!("STATS#{scope}#{}", day.format("%Y-%m-%d"))
+}
+pub const STATS_SK: &str = "STATS";
+
+/// A step's rollback snapshot, kept for the rollback retention (TTL).
+pub fn snapshot_pk(id: ActionId) -> String {
+    format!("SNAPSHOT#{id}")
+}
+pub fn snapshot_sk(step: usize) -> String {
+    format!("STEP#{step:04}")
+}
+
+pub fn cooldown_pk(user: &UserId, entity: &str) -> String {
+    format!("COOLDOWN#{user}#{entity}")
+}
+pub const COOLDOWN_SK: &str = "COOLDOWN";
+pub const RATE_SK: &str = "RATE";
+
+pub fn approval_pk(token_hash: &str) -> String {
+    format!("APPROVAL#{token_hash}")
+}
+pub const APPROVAL_SK: &str = "APPROVAL";
+
+pub fn profile_pk(user: &UserId) -> String {
+    format!("USER#{user}")
+}
+pub const PROFILE_SK: &str = "PROFILE";
+pub const GOOGLE_CREDENTIAL_SK: &str = "CREDENTIAL#google";
+
+/// Where the sweep finds an action that has timed work, and when it is due: a sparse index,
+/// so the sweep queries exactly the due items and never scans.
+pub fn sweep_due(action: &Action) -> Option<(String, String)> {
+    let due = crate::domain::execution::due_at(action)?;
+    Some((format!("DUE#{}", action.status), format!("{}#{}", crate::domain::time::format_time(due), action.action_id)))
+}

@@ -1,0 +1,7 @@
+//! The AWS side of the ports.
+
+pub mod dynamo;
+pub mod lazy;
+pub mod scheduler;
+pub mod ses;
+pub mod sqs;

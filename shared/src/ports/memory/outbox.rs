@@ -1,0 +1,138 @@
+//! The queue, mail and scheduler in memory: each keeps what was sent so a test can read it,
+//! deliver it (the queue at least once: a message can be delivered again) or make it fail.
+
+use crate::ports::mail::{Mail, MailError, MailFailure, Mailer};
+use crate::ports::queue::{ExecuteMessage, QueueError, WorkQueue};
+use crate::ports::scheduler::{SchedulerError, WakeUps};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A work queue whose messages wait until a test takes them.
+#[derive(Clone, Default)]
+pub struct MemoryQueue {
+    messages: Arc<Mutex<VecDeque<(ExecuteMessage, u32)>>>,
+    fail: Arc<Mutex<bool>>,
+}
+
+impl MemoryQueue {
+    /// Every waiting message with its delay, oldest first, taken off the queue.
+    pub fn take(&self) -> Vec<(ExecuteMessage, u32)> {
+        lock(&self.messages).drain(..).collect()
+    }
+
+    /// How many messages wait.
+    pub fn len(&self) -> usize {
+        lock(&self.messages).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// From now on, sends fail (`true`) or succeed again (`false`).
+    pub fn fail_sends(&self, fail: bool) {
+        *lock(&self.fail) = fail;
+    }
+}
+
+#[async_trait]
+impl WorkQueue for MemoryQueue {
+    async fn enqueue(&self, message: &ExecuteMessage, delay_secs: u32) -> Result<String, QueueError> {
+        if *lock(&self.fail) {
+            return Err(QueueError("the queue refused the message (test)".into()));
+        }
+        let mut messages = lock(&self.messages);
+        messages.push_back((message.clone(), delay_secs.min(900)));
+        Ok(format!("m-{}", messages.len()))
+    }
+}
+
+/// One mail the memory mailer accepted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sent {
+    pub from: String,
+    pub mail: Mail,
+}
+
+/// A mailer that keeps what it sends, or fails as told.
+#[derive(Clone)]
+pub struct MemoryMailer {
+    sender: String,
+    sent: Arc<Mutex<Vec<Sent>>>,
+    failure: Arc<Mutex<Option<MailFailure>>>,
+}
+
+impl MemoryMailer {
+    pub fn new(sender: impl Into<String>) -> Self {
+        Self { sender: sender.into(), sent: Arc::default(), failure: Arc::default() }
+    }
+
+    pub fn sent(&self) -> Vec<Sent> {
+        lock(&self.sent).clone()
+    }
+
+    /// From now on, every send fails this way (`None`: sends succeed again).
+    pub fn fail_with(&self, failure: Option<MailFailure>) {
+        *lock(&self.failure) = failure;
+    }
+}
+
+#[async_trait]
+impl Mailer for MemoryMailer {
+    fn sender(&self) -> &str {
+        &self.sender
+    }
+
+    async fn send(&self, mail: &Mail) -> Result<String, MailError> {
+        if let Some(failure) = *lock(&self.failure) {
+            return Err(MailError::new(failure, "the mailer refused the message (test)"));
+        }
+        let mut sent = lock(&self.sent);
+        sent.push(Sent { from: self.sender.clone(), mail: mail.clone() });
+        Ok(format!("mail-{}", sent.len()))
+    }
+}
+
+/// One scheduled wake-up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WakeUp {
+    pub at: DateTime<Utc>,
+    pub message: ExecuteMessage,
+}
+
+/// Wake-ups by name; creating one twice changes nothing, as with the real scheduler.
+#[derive(Clone, Default)]
+pub struct MemoryWakeUps {
+    schedules: Arc<Mutex<BTreeMap<String, WakeUp>>>,
+}
+
+impl MemoryWakeUps {
+    /// The wake-ups due at `now`, removed (they delete themselves after firing).
+    pub fn fire(&self, now: DateTime<Utc>) -> Vec<ExecuteMessage> {
+        let mut schedules = lock(&self.schedules);
+        let due: Vec<String> = schedules.iter().filter(|(_, w)| w.at <= now).map(|(n, _)| n.clone()).collect();
+        due.into_iter().filter_map(|name| schedules.remove(&name)).map(|w| w.message).collect()
+    }
+
+    pub fn pending(&self) -> Vec<(String, WakeUp)> {
+        lock(&self.schedules).iter().map(|(n, w)| (n.clone(), w.clone())).collect()
+    }
+}
+
+#[async_trait]
+impl WakeUps for MemoryWakeUps {
+    async fn schedule(&self, name: &str, at: DateTime<Utc>, message: &ExecuteMessage) -> Result<(), SchedulerError> {
+        if name.len() > 64 || !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
+            return Err(SchedulerError(format!("invalid schedule name {name}")));
+        }
+        let at = DateTime::from_timestamp(at.timestamp(), 0).unwrap_or(at);
+        lock(&self.schedules).entry(name.to_owned()).or_insert(WakeUp { at, message: message.clone() });
+        Ok(())
+    }
+}

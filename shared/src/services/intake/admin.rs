@@ -1,0 +1,172 @@
+//! Administrators' routes: the policy, the circuit breaker, users' KYC flags and Google tokens,
+//! and the system audit streams.
+
+use super::*;
+
+impl IntakeService {
+    /// The host application records whether a user passed KYC (needed by `make_purchase`).
+    pub(super) async fn kyc(&self, req: &Request, user: &str, identity: &Identity) -> Result<Response<Body>, ApiError> {
+        let user = administered_user(identity, user)?;
+        if req.method() == "PUT" {
+            let body = api::json_body(req, 4 * 1024)?;
+            let verified = body
+                .get("verified")
+                .and_then(Value::as_bool)
+                .ok_or_else(|| ApiError::invalid("verified", "must be true or false"))?;
+            if let Some(extra) = body.as_object().and_then(|o| o.keys().find(|k| *k != "verified")) {
+                return Err(ApiError::invalid(extra.clone(), "is not a known field"));
+            }
+            self.store
+                .set_kyc_verified(&user, verified, identity.user.as_str(), self.clock.now())
+                .await
+                .map_err(busy_or_internal)?;
+            tracing::info!(user = %user, verified, by = %identity.user, "kyc flag set");
+        }
+        let verified = self.store.kyc_verified(&user).await.map_err(ApiError::internal)?;
+        Ok(api::json_response(200, &json!({"user_id": user, "kyc_verified": verified})))
+    }
+
+    /// The administrative changes to a user (KYC, stored credentials), oldest first.
+    pub(super) async fn user_audit(
+        &self,
+        req: &Request,
+        user: &str,
+        identity: &Identity,
+    ) -> Result<Response<Body>, ApiError> {
+        let user = administered_user(identity, user)?;
+        let (events, next) = self.trail_page(&crate::domain::streams::user_audit_stream(&user), req).await?;
+        Ok(api::json_response(200, &json!({"user_id": user, "events": events, "events_next": next})))
+    }
+
+    pub(super) async fn policy_status(&self, req: &Request, identity: &Identity) -> Result<Response<Body>, ApiError> {
+        if !identity.admin {
+            return Err(ApiError::Forbidden);
+        }
+        let stored = self.store.policy_override_raw().await.map_err(ApiError::internal)?;
+        let events = self.trail_page(crate::domain::streams::POLICY_AUDIT_STREAM, req).await?;
+        let body = match stored {
+            Some(raw) => match raw.parse() {
+                Ok(policy) => {
+                    json!({"policy": policy, "source": "override", "version": raw.version, "updated_by": raw.updated_by, "updated_at": raw.updated_at, "valid": true, "events": events.0, "events_next": events.1})
+                }
+                // Shown as stored, with why it is unusable and what governs meanwhile, so an
+                // admin can read it and replace it (PUT works from the stored version).
+                Err(problem) => {
+                    let document = serde_json::from_str::<Value>(&raw.doc).unwrap_or(Value::String(raw.doc.clone()));
+                    json!({"policy": self.policies.deployed().fail_safe(), "source": "fail_safe", "valid": false, "problem": problem, "stored": document, "version": raw.version, "updated_by": raw.updated_by, "updated_at": raw.updated_at, "events": events.0, "events_next": events.1})
+                }
+            },
+            None => {
+                json!({"policy": self.policies.deployed(), "source": "deployed", "version": 0, "valid": true, "events": events.0, "events_next": events.1})
+            }
+        };
+        Ok(api::json_response(200, &body))
+    }
+
+    /// Replaces the policy at run time. The whole document is validated first; an invalid one
+    /// is refused and nothing is stored. Every change is audited.
+    pub(super) async fn replace_policy(&self, req: &Request, identity: &Identity) -> Result<Response<Body>, ApiError> {
+        if !identity.admin {
+            return Err(ApiError::Forbidden);
+        }
+        let body = api::json_body(req, 256 * 1024)?;
+        let policy = Policy::parse_json(body)
+            .map_err(|e| ApiError::InvalidRequest { message: e.to_string(), field: Some("$".into()) })?;
+        let before = self.store.policy_override_raw().await.map_err(ApiError::internal)?.map_or(0, |s| s.version);
+        match self.store.put_policy(before, &policy, identity.user.as_str(), self.clock.now()).await {
+            Ok(version) => {
+                tracing::info!(by = %identity.user, version, "policy replaced");
+                Ok(api::json_response(200, &json!({"policy": policy, "source": "override", "version": version})))
+            }
+            Err(e) => Err(busy_or_internal(e)),
+        }
+    }
+
+    /// The circuit breaker as of now, its window as the policy sets it.
+    pub(super) async fn breaker(&self) -> Result<crate::breaker::Breaker, ApiError> {
+        let window = self.policies.current().await.auto_execution.breaker.window;
+        self.store.breaker(window).await.map_err(ApiError::internal)
+    }
+
+    /// A page of a system audit stream: `?events_after=<seq>` continues where `events_next`
+    /// of the previous page left off.
+    pub(super) async fn trail_page(&self, stream: &str, req: &Request) -> Result<(Vec<Value>, Option<u64>), ApiError> {
+        let query = req.query_string_parameters();
+        let after = match query.first("events_after") {
+            None | Some("") => 0,
+            Some(v) => v.parse::<u64>().map_err(|_| ApiError::invalid("events_after", "must be a whole number"))?,
+        };
+        self.store.system_trail(stream, after, TRAIL_PAGE).await.map_err(ApiError::internal)
+    }
+
+    pub(super) async fn breaker_status(&self, req: &Request, identity: &Identity) -> Result<Response<Body>, ApiError> {
+        if !identity.admin {
+            return Err(ApiError::Forbidden);
+        }
+        let mut body = self.breaker().await?.to_api();
+        let (events, next) = self.trail_page(crate::domain::streams::BREAKER_AUDIT_STREAM, req).await?;
+        body["events"] = json!(events);
+        body["events_next"] = json!(next);
+        Ok(api::json_response(200, &body))
+    }
+
+    /// Closes the breaker (audited); held tier-1 work is started by the next sweep.
+    pub(super) async fn breaker_reset(&self, identity: &Identity) -> Result<Response<Body>, ApiError> {
+        if !identity.admin {
+            return Err(ApiError::Forbidden);
+        }
+        for _ in 0..5 {
+            let mut breaker = self.breaker().await?;
+            let before = breaker.version;
+            let was = breaker.state;
+            breaker.reset();
+            breaker.version += 1;
+            let from = if was == crate::breaker::BreakerStatus::Open { "open" } else { "closed" };
+            let change = Some((from, "closed", identity.user.as_str(), "reset by an administrator"));
+            match self.store.save_breaker(before, &breaker, change, self.clock.now()).await {
+                Ok(()) => {
+                    tracing::info!(by = %identity.user, "circuit breaker reset");
+                    return Ok(api::json_response(200, &breaker.to_api()));
+                }
+                Err(TransitionError::Conflict) => continue,
+                Err(TransitionError::Store(e)) => return Err(ApiError::internal(e)),
+            }
+        }
+        Err(ApiError::internal(anyhow::anyhow!("the circuit breaker kept changing during the reset")))
+    }
+
+    /// The host application stores a user's Google OAuth access token for the Gmail and
+    /// Calendar handlers. It is write-only through the API and never logged.
+    pub(super) async fn google_token(
+        &self,
+        req: &Request,
+        user: &str,
+        identity: &Identity,
+    ) -> Result<Response<Body>, ApiError> {
+        let user = administered_user(identity, user)?;
+        let body = api::json_body(req, 16 * 1024)?;
+        let token = body
+            .get("access_token")
+            .and_then(Value::as_str)
+            .filter(|t| !t.is_empty() && t.len() <= 4096 && t.chars().all(|c| c.is_ascii_graphic()))
+            .ok_or_else(|| ApiError::invalid("access_token", "must be a non-empty token"))?;
+        if let Some(extra) = body.as_object().and_then(|o| o.keys().find(|k| *k != "access_token")) {
+            return Err(ApiError::invalid(extra.clone(), "is not a known field"));
+        }
+        self.store
+            .set_google_token(&user, token, identity.user.as_str(), self.clock.now())
+            .await
+            .map_err(busy_or_internal)?;
+        tracing::info!(user = %user, by = %identity.user, "google token stored");
+        Ok(api::json_response(200, &json!({"user_id": user, "google_token": "stored"})))
+    }
+}
+
+/// The user an administrator's route is about: only an administrator may ask, and the path
+/// must name a valid user id.
+fn administered_user(identity: &Identity, user: &str) -> Result<UserId, ApiError> {
+    if !identity.admin {
+        return Err(ApiError::Forbidden);
+    }
+    UserId::parse(user).ok_or_else(|| ApiError::invalid("user_id", "is not a valid user id"))
+}

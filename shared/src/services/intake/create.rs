@@ -1,0 +1,552 @@
+//! `POST /actions`: validation, the idempotency key, the policy, rate limits and automatic
+//! execution's guards, one creation transaction, then the approval mail or the queue; and dry
+//! runs.
+
+use super::*;
+use crate::domain::catalog::plan_lines;
+use crate::domain::digest::{constant_time_eq, hex_sha256};
+
+/// Who approves: the approver the request names, if the policy allows that person, else the
+/// first approver the policy allows who is not the requester (none: only an administrator
+/// other than the requester can decide, through the API).
+fn resolve_approver(
+    policy: &Policy,
+    decision: &Decision,
+    requested: Option<&EmailAddress>,
+    identity: &Identity,
+) -> Result<Option<EmailAddress>, ApiError> {
+    let is_requester = |a: &EmailAddress| {
+        api::is_same_mailbox(a.as_str(), identity.user.as_str())
+            || identity.email.as_deref().is_some_and(|e| api::is_same_mailbox(a.as_str(), e))
+    };
+    if let Some(a) = requested {
+        if is_requester(a) {
+            return Err(ApiError::Denied {
+                code: "self_approval",
+                message: "a requester cannot approve their own action; name someone else or leave approver out".into(),
+                extra: json!({"field": "approver"}),
+            });
+        }
+        if !policy.approver_allowed(decision, a) {
+            return Err(ApiError::invalid(
+                "approver",
+                format!("{a} is not an approver the policy allows for this action"),
+            ));
+        }
+        return Ok(Some(a.clone()));
+    }
+    if !matches!(decision.verdict, Verdict::Tier(Tier::Approval)) {
+        return Ok(None);
+    }
+    let candidates: Vec<EmailAddress> = match &decision.required_approvers {
+        Some(list) => list.clone(),
+        None => decision.approver.iter().cloned().collect(),
+    };
+    Ok(candidates.into_iter().find(|a| !is_requester(a)))
+}
+
+/// One counter per (type, window), consuming as many units as the plan has steps of the type.
+fn counters_for(user: &UserId, decision: &Decision, now: DateTime<Utc>) -> Vec<CounterSpec> {
+    let mut units: BTreeMap<(String, &'static str), (crate::policy::RateLimit, u32)> = BTreeMap::new();
+    for (action_type, limit) in &decision.rate_limits {
+        let entry = units.entry((action_type.clone(), limit.window.as_str())).or_insert((*limit, 0));
+        entry.1 += 1;
+    }
+    units.into_iter().map(|((t, _), (limit, n))| CounterSpec::at(format!("{user}#{t}"), &t, limit, n, now)).collect()
+}
+
+fn target_status(decision: &Decision, request: &CreateActionRequest, now: DateTime<Utc>) -> Status {
+    match decision.verdict {
+        Verdict::Blocked | Verdict::KycRequired => Status::Blocked,
+        Verdict::Tier(Tier::Manual) => Status::Manual,
+        Verdict::Tier(Tier::Approval) => Status::AwaitingApproval,
+        Verdict::Tier(Tier::Auto) if request.scheduled_for.is_some_and(|t| t > now) => Status::Pending,
+        Verdict::Tier(Tier::Auto) => Status::Queued,
+    }
+}
+
+fn new_action(
+    request: &CreateActionRequest,
+    decision: &Decision,
+    identity: &Identity,
+    key: Option<IdempotencyKey>,
+    now: DateTime<Utc>,
+) -> Action {
+    let tier = match decision.verdict {
+        Verdict::Tier(t) => Some(t),
+        _ => None,
+    };
+    let mut action = Action::new(
+        identity.user.clone(),
+        request.action_type.clone(),
+        request.payload.clone(),
+        request.steps.clone(),
+        now,
+    );
+    action.tier = tier;
+    action.risk_score = request.risk_score;
+    action.confidence = request.confidence;
+    action.priority = request.priority;
+    action.scheduled_for = request.scheduled_for;
+    action.rate_limit_key = request.rate_limit_key.clone();
+    // The policy's approver is only designated where approval is asked for.
+    action.approver = request
+        .approver
+        .clone()
+        .or_else(|| (tier == Some(Tier::Approval)).then(|| decision.approver.clone()).flatten());
+    action.requester_email = identity.email.clone().filter(|e| e != identity.user.as_str());
+    action.reasons = decision.reason_codes();
+    action.max_attempts = decision.max_attempts;
+    action.idempotency_key = key;
+    // Two creation events: received, then placed.
+    action.version = 2;
+    action
+}
+
+/// The two first lines of every trail: submitted (→ received), and policy's placement.
+fn creation_events(
+    action: &Action,
+    decision: &Decision,
+    identity: &Identity,
+    meta: &RequestMeta,
+    now: DateTime<Utc>,
+) -> Vec<AuditEvent> {
+    let base = AuditEvent {
+        action_id: action.action_id,
+        seq: 1,
+        at: now,
+        actor: identity.user.to_string(),
+        from: None,
+        to: Status::Received,
+        reason: "submitted".into(),
+        detail: Some(json!({"action_type": action.action_type, "steps": action.steps.len()})),
+        request_id: meta.request_id.clone(),
+        source_ip: meta.source_ip.clone(),
+        user_agent: meta.user_agent.clone(),
+    };
+    let placed = AuditEvent {
+        seq: 2,
+        actor: "policy".into(),
+        from: Some(Status::Received),
+        to: action.status,
+        reason: decision.reasons.iter().map(|r| r.message.as_str()).collect::<Vec<_>>().join("; "),
+        detail: Some(
+            json!({"tier": action.tier, "reasons": decision.reasons, "approver": action.approver, "approval_expires_at": action.approval_expires_at.map(format_time)}),
+        ),
+        ..base.clone()
+    };
+    vec![base, placed]
+}
+
+/// The parts of a decision the stored action keeps, for replays.
+struct StoredDecision {
+    reasons: Vec<String>,
+}
+
+impl From<&Action> for StoredDecision {
+    fn from(a: &Action) -> Self {
+        Self { reasons: a.reasons.clone() }
+    }
+}
+
+fn creation_response(action: &Action, decision: &Decision, status: u16) -> Result<Response<Body>, ApiError> {
+    let details = serde_json::to_value(&decision.reasons).map_err(ApiError::internal)?;
+    respond_created(action, &decision.reason_codes(), Some(details), status)
+}
+
+fn creation_response_from_stored(
+    action: &Action,
+    stored: &StoredDecision,
+    status: u16,
+) -> Result<Response<Body>, ApiError> {
+    respond_created(action, &stored.reasons, None, status)
+}
+
+fn respond_created(
+    action: &Action,
+    reasons: &[String],
+    details: Option<Value>,
+    status: u16,
+) -> Result<Response<Body>, ApiError> {
+    if action.status == Status::Blocked {
+        let (code, message) = if reasons.iter().any(|r| r == "blocked") {
+            ("blocked", "the policy blocks this action")
+        } else {
+            ("kyc_required", "this action requires a KYC-verified user")
+        };
+        return Err(ApiError::Denied {
+            code,
+            message: message.into(),
+            extra: json!({"action_id": action.action_id, "reasons": reasons, "reason_details": details}),
+        });
+    }
+    let mut body = json!({
+        "action_id": action.action_id,
+        "status": action.status,
+        "tier": action.tier,
+        "requires_approval": action.tier == Some(Tier::Approval),
+        "reasons": reasons,
+    });
+    if let Some(d) = details {
+        body["reason_details"] = d;
+    }
+    if let Some(t) = action.approval_expires_at {
+        body["approval_expires_at"] = json!(format_time(t));
+    }
+    if let Some(a) = &action.approver {
+        body["approver"] = json!(a);
+    }
+    Ok(api::json_response(status, &body))
+}
+
+fn rate_limited(counter: &CounterSpec, now: DateTime<Utc>) -> ApiError {
+    let retry = (counter.window_end - now).num_seconds().max(1);
+    ApiError::RateLimited {
+        message: format!(
+            "{} is limited to {} per {} for each user",
+            counter.label,
+            counter.limit.limit,
+            counter.limit.window.as_str()
+        ),
+        retry_after_secs: retry,
+        extra: json!({"action_type": counter.label, "window": counter.limit.window.as_str(), "limit": counter.limit.limit, "resets_at": format_time(counter.window_end)}),
+    }
+}
+
+impl IntakeService {
+    pub(super) async fn create(&self, req: &Request, identity: &Identity) -> Result<Response<Body>, ApiError> {
+        let now = self.clock.now();
+        let meta = RequestMeta::from_request(req);
+        let body = api::json_body(req, MAX_BODY_BYTES)?;
+        let idempotency_key = match api::header(req, "idempotency-key") {
+            None => None,
+            Some(raw) => Some(IdempotencyKey::parse(&raw).ok_or_else(|| {
+                ApiError::invalid("Idempotency-Key", "must be 1 to 255 printable ASCII characters without spaces")
+            })?),
+        };
+        let body_hash = hex_sha256(body.to_string().as_bytes());
+
+        // A retry with the same key gets the first answer, whatever the body would mean now
+        // (a `wait_until` that has passed since, a policy changed since).
+        if let Some(key) = &idempotency_key {
+            if let Some(response) = self.replay(&identity.user, key, &body_hash, now).await? {
+                return Ok(response);
+            }
+        }
+        let request = CreateActionRequest::parse(&body, now).map_err(|e| {
+            if e.too_large {
+                ApiError::PayloadTooLarge { message: format!("{} {}", e.field, e.message), field: Some(e.field) }
+            } else {
+                ApiError::InvalidRequest { message: format!("{} {}", e.field, e.message), field: Some(e.field) }
+            }
+        })?;
+
+        let action_types: Vec<&str> = request.action_steps().collect();
+        let policy = self.policies.current().await;
+        let needs_kyc = action_types.iter().any(|t| policy.rule(t).is_some_and(|r| r.requires_kyc));
+        let kyc_verified =
+            if needs_kyc { self.store.kyc_verified(&identity.user).await.map_err(ApiError::internal)? } else { false };
+        let decision = policy.evaluate(&Subject {
+            action_types: action_types.clone(),
+            risk_score: request.risk_score,
+            confidence: request.confidence,
+            kyc_verified,
+        });
+        let counters = counters_for(&identity.user, &decision, now);
+        if let Some(c) = counters.iter().find(|c| c.units > c.limit.limit) {
+            // More units than the window can ever hold: waiting would not help.
+            return Err(ApiError::invalid(
+                "steps",
+                format!(
+                    "uses {} {} steps; at most {} fit in a {} for each user, so it can never run",
+                    c.units,
+                    c.label,
+                    c.limit.limit,
+                    c.limit.window.as_str()
+                ),
+            ));
+        }
+        let approver = resolve_approver(&policy, &decision, request.approver.as_ref(), identity)?;
+
+        if request.dry_run {
+            return self.dry_run(&request, &decision, &counters, approver.as_ref(), now).await;
+        }
+
+        let mut action = new_action(&request, &decision, identity, idempotency_key.clone(), now);
+        action.approver = approver;
+        tracing::Span::current().record("action_id", tracing::field::display(action.action_id));
+        let target = target_status(&decision, &request, now);
+        action.status = target;
+        let mut link = None;
+        if target == Status::AwaitingApproval {
+            let expires_at = now + decision.approval_expiry.to_chrono();
+            action.approval_expires_at = Some(expires_at);
+            // Without an approver the action can still be decided through the API by an admin.
+            if let Some(approver) = action.approver.clone() {
+                let (token, record) = approval::issue_link(&action, &approver, expires_at);
+                action.approval_token_hash = Some(record.token_hash.clone());
+                // Until the mail is known to be out, the sweep will send a fresh link.
+                action.approval_mail_pending = true;
+                link = Some((token, record, approver));
+            }
+        }
+        // Denied actions are recorded (the audit trail shows the attempt) but use no quota.
+        let type_counters: Vec<CounterSpec> = if target == Status::Blocked { Vec::new() } else { counters };
+        // Tier-1 work that would run now also takes a unit of automatic execution; creating it
+        // `queued` checks that the circuit breaker is closed in the same write.
+        let (auto_counters, cooldown) = if action.status == Status::Queued {
+            action.auto_started = true;
+            crate::domain::guards::auto_guards(&policy, &action, now)
+        } else {
+            (Vec::new(), None)
+        };
+        let mut all_counters = type_counters.clone();
+        all_counters.extend(auto_counters.iter().cloned());
+        let idempotency = idempotency_key.as_ref().map(|k| (k, body_hash.as_str()));
+        let approval_record = link.as_ref().map(|(_, record, _)| record);
+        let mut events = creation_events(&action, &decision, identity, &meta, now);
+        if let Some(reason) = &action.hold_reason {
+            events[1].reason = format!("{}; {reason}", events[1].reason);
+        }
+        let mut result = self
+            .store
+            .create_action(&action, &events, idempotency, &all_counters, approval_record, cooldown.as_ref(), now)
+            .await;
+        // With the breaker open, over the automatic-execution limits or in cool-down: it waits
+        // `pending` for the sweep.
+        let held = match &result {
+            Err(CreateError::BreakerOpen) => {
+                Some((crate::domain::guards::breaker_reason(&self.breaker().await?), None))
+            }
+            Err(CreateError::RateLimited(i)) if *i >= type_counters.len() => Some((
+                crate::domain::guards::limit_reason(&all_counters[*i]),
+                Some(crate::domain::guards::hold_until(Some(&all_counters[*i]), now)),
+            )),
+            Err(CreateError::CoolingDown) => cooldown.as_ref().map(|c| {
+                (crate::domain::guards::cooldown_reason(c), Some(crate::domain::guards::hold_until(None, now)))
+            }),
+            _ => None,
+        };
+        if let Some((reason, until)) = held {
+            action.status = Status::Pending;
+            action.auto_started = false;
+            action.hold_reason = Some(reason.clone());
+            action.hold_until = until;
+            events = creation_events(&action, &decision, identity, &meta, now);
+            events[1].reason = format!("{}; {reason}", events[1].reason);
+            result = self
+                .store
+                .create_action(&action, &events, idempotency, &type_counters, approval_record, None, now)
+                .await;
+        }
+        match result {
+            Ok(()) => {}
+            Err(CreateError::RateLimited(i)) => return Err(rate_limited(&type_counters[i], now)),
+            Err(CreateError::CoolingDown | CreateError::BreakerOpen) => {
+                return Err(ApiError::internal(anyhow::anyhow!("an automatic-execution guard on a held action")))
+            }
+            Err(CreateError::IdempotencyKeyUsed) => {
+                // A concurrent request with the same key won the race.
+                let key = idempotency_key
+                    .as_ref()
+                    .ok_or_else(|| ApiError::internal(anyhow::anyhow!("idempotency conflict without a key")))?;
+                return match self.replay(&identity.user, key, &body_hash, now).await? {
+                    Some(response) => Ok(response),
+                    None => Err(ApiError::internal(anyhow::anyhow!("idempotency record vanished"))),
+                };
+            }
+            Err(CreateError::Store(e)) => return Err(ApiError::internal(e)),
+        }
+        tracing::info!(status = %action.status, tier = ?action.tier, "action created");
+
+        if let (Some((token, record, approver)), Some(expires_at)) = (&link, action.approval_expires_at) {
+            let url = approval::link(&self.approval_mail.public_base_url, token);
+            let mail = crate::services::notices::approval_mail(&action, approver, &url, expires_at);
+            match self.approval_mail.mailer.send(&mail).await {
+                Ok(message_id) => {
+                    tracing::info!(%message_id, approver = %record.approver, "approval requested");
+                    let mut delivered = action.clone();
+                    delivered.approval_mail_pending = false;
+                    delivered.version = action.version + 1;
+                    // Bookkeeping, not a transition: the trail already says who was asked.
+                    match self.store.transition_many(&action, &delivered, &[], None).await {
+                        Ok(()) => action = delivered,
+                        // Decided already, or unreachable: the sweep sorts it out (a second link
+                        // at worst, never a lost one).
+                        Err(e) => tracing::warn!(error = %e, "recording the delivered approval mail failed"),
+                    }
+                }
+                // The sweep sends a fresh link until one is delivered.
+                Err(e) => {
+                    tracing::error!(error = %e, approver = %record.approver, "approval mail failed; the sweep retries")
+                }
+            }
+        }
+
+        if action.status == Status::Queued {
+            // If this send is lost, the action stays `queued` and the sweep re-sends it.
+            if let Err(e) = self.queue.enqueue(&ExecuteMessage { action_id: action.action_id, step: 0 }, 0).await {
+                tracing::error!(error = %e, "queueing failed; the sweep will re-send");
+            }
+        }
+        creation_response(&action, &decision, 201)
+    }
+
+    /// Answers a request whose `Idempotency-Key` was seen before: the original action for the
+    /// same body, 409 for a different one, `None` for a key never seen.
+    pub(super) async fn replay(
+        &self,
+        user: &UserId,
+        key: &IdempotencyKey,
+        body_hash: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Response<Body>>, ApiError> {
+        let Some(record) = self.store.get_idempotency(user, key, now).await.map_err(ApiError::internal)? else {
+            return Ok(None);
+        };
+        if !constant_time_eq(record.body_sha256.as_bytes(), body_hash.as_bytes()) {
+            return Err(ApiError::IdempotencyConflict);
+        }
+        let action = self
+            .store
+            .get_action(record.action_id)
+            .await
+            .map_err(ApiError::internal)?
+            .ok_or_else(|| ApiError::internal(anyhow::anyhow!("idempotency record points at a missing action")))?;
+        let decision_view = StoredDecision::from(&action);
+        creation_response_from_stored(&action, &decision_view, 200).map(Some)
+    }
+
+    pub(super) async fn dry_run(
+        &self,
+        request: &CreateActionRequest,
+        decision: &Decision,
+        counters: &[CounterSpec],
+        approver: Option<&EmailAddress>,
+        now: DateTime<Utc>,
+    ) -> Result<Response<Body>, ApiError> {
+        let used = self.store.counter_usage(counters).await.map_err(ApiError::internal)?;
+        let mut would_be_limited = None;
+        let limits: Vec<Value> = counters
+            .iter()
+            .zip(&used)
+            .map(|(c, used)| {
+                let fits = used + c.units <= c.limit.limit;
+                if !fits && would_be_limited.is_none() {
+                    would_be_limited = Some((c.window_end - now).num_seconds().max(1));
+                }
+                json!({"action_type": c.label, "window": c.limit.window.as_str(), "limit": c.limit.limit, "used": used, "would_fit": fits, "resets_at": format_time(c.window_end)})
+            })
+            .collect();
+        let status = match would_be_limited {
+            Some(_) if decision.verdict != Verdict::Blocked && decision.verdict != Verdict::KycRequired => {
+                "rate_limited".to_owned()
+            }
+            _ => target_status(decision, request, now).to_string(),
+        };
+        let tier = match decision.verdict {
+            Verdict::Tier(t) => Some(t),
+            _ => None,
+        };
+        let mut reasons = decision.reason_codes();
+        if let Some(secs) = would_be_limited {
+            reasons.push("rate_limited".into());
+            let _ = secs;
+        }
+        let steps: Vec<Value> = request
+            .steps
+            .iter()
+            .enumerate()
+            .map(|(i, k)| serde_json::to_value(Step::new(i, k.clone())).unwrap_or(Value::Null))
+            .collect();
+        Ok(api::json_response(
+            200,
+            &json!({
+                "dry_run": true,
+                "action_id": null,
+                "status": status,
+                "tier": tier,
+                "requires_approval": tier == Some(Tier::Approval),
+                "reasons": reasons,
+                "reason_details": decision.reasons,
+                "approval_expires_at": (tier == Some(Tier::Approval)).then(|| format_time(now + decision.approval_expiry.to_chrono())),
+                "approver": approver,
+                "rate_limits": limits,
+                "retry_after": would_be_limited,
+                "action_type": request.action_type,
+                "steps": steps,
+                "preview": plan_lines(&request.steps),
+            }),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::Policy;
+
+    fn now() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-03-01T12:00:00Z").unwrap().with_timezone(&Utc)
+    }
+
+    fn request(body: Value) -> CreateActionRequest {
+        CreateActionRequest::parse(&body, now()).unwrap()
+    }
+
+    fn decide(policy: &Policy, r: &CreateActionRequest) -> Decision {
+        policy.evaluate(&Subject {
+            action_types: r.action_steps().collect(),
+            risk_score: r.risk_score,
+            confidence: r.confidence,
+            kyc_verified: false,
+        })
+    }
+
+    #[test]
+    fn tier_one_is_queued_now_or_pending_when_scheduled() {
+        let p = Policy::default_policy();
+        let now_req = request(json!({"action_type": "gmail.flag", "payload": {"message_id": "m"}, "confidence": 0.9}));
+        assert_eq!(target_status(&decide(&p, &now_req), &now_req, now()), Status::Queued);
+        let later = request(
+            json!({"action_type": "gmail.flag", "payload": {"message_id": "m"}, "confidence": 0.9, "scheduled_for": "2026-03-02T00:00:00Z"}),
+        );
+        assert_eq!(target_status(&decide(&p, &later), &later, now()), Status::Pending);
+        let past = request(
+            json!({"action_type": "gmail.flag", "payload": {"message_id": "m"}, "confidence": 0.9, "scheduled_for": "2026-02-01T00:00:00Z"}),
+        );
+        assert_eq!(target_status(&decide(&p, &past), &past, now()), Status::Queued);
+    }
+
+    #[test]
+    fn plan_counters_aggregate_units_per_type_and_window() {
+        let p = Policy::default_policy();
+        let email =
+            json!({"action_type": "send_email", "payload": {"to": ["a@example.com"], "subject": "s", "text": "t"}});
+        let r = request(json!({"steps": [email, {"wait_for": "PT1H"}, email]}));
+        let counters = counters_for(&UserId::parse("alice").unwrap(), &decide(&p, &r), now());
+        assert_eq!(counters.len(), 2);
+        assert!(counters.iter().all(|c| c.units == 2 && c.label == "send_email" && c.scope == "alice#send_email"));
+    }
+
+    #[test]
+    fn creation_trail_starts_with_received_then_placement() {
+        let p = Policy::default_policy();
+        let r = request(
+            json!({"action_type": "send_email", "payload": {"to": ["a@example.com"], "subject": "s", "text": "t"}}),
+        );
+        let d = decide(&p, &r);
+        let identity = Identity { user: UserId::parse("alice").unwrap(), email: None, admin: false };
+        let mut action = new_action(&r, &d, &identity, None, now());
+        action.status = target_status(&d, &r, now());
+        let events = creation_events(&action, &d, &identity, &RequestMeta::default(), now());
+        assert_eq!(events.len(), 2);
+        assert_eq!((events[0].from, events[0].to, events[0].seq), (None, Status::Received, 1));
+        assert_eq!(
+            (events[1].from, events[1].to, events[1].seq),
+            (Some(Status::Received), Status::AwaitingApproval, 2)
+        );
+        assert_eq!(action.version, 2);
+        assert_eq!(action.approver.as_ref().map(|a| a.as_str()), Some("approvals@example.com"));
+    }
+}

@@ -1,0 +1,193 @@
+//! The owner's routes besides creation: reading, listing, the audit trail, cancel / done /
+//! dismiss, rate-limit status and stats.
+
+use super::*;
+
+impl IntakeService {
+    pub(super) async fn list(&self, req: &Request, identity: &Identity) -> Result<Response<Body>, ApiError> {
+        let query = req.query_string_parameters();
+        let status = match query.first("status") {
+            None | Some("") => None,
+            Some(s) => Some(
+                Status::parse(s)
+                    .ok_or_else(|| ApiError::invalid("status", format!("`{s}` is not an action status")))?,
+            ),
+        };
+        let limit =
+            match query.first("limit") {
+                None | Some("") => DEFAULT_PAGE,
+                Some(s) => s.parse::<i32>().ok().filter(|n| (1..=MAX_PAGE).contains(n)).ok_or_else(|| {
+                    ApiError::invalid("limit", format!("must be a whole number from 1 to {MAX_PAGE}"))
+                })?,
+            };
+        let cursor = query.first("cursor").filter(|c| !c.is_empty());
+        let page = self
+            .store
+            .list_actions(&identity.user, status, limit, cursor)
+            .await
+            .map_err(ApiError::internal)?
+            .map_err(|e| ApiError::invalid("cursor", e.to_string()))?;
+        let actions: Vec<Value> = page.actions.iter().map(Action::to_api).collect();
+        let mut body = json!({ "actions": actions });
+        if let Some(next) = page.next_cursor {
+            body["next_cursor"] = json!(next);
+        }
+        Ok(api::json_response(200, &body))
+    }
+
+    pub(super) async fn audit(&self, id: &str, identity: &Identity) -> Result<Response<Body>, ApiError> {
+        let action = self.visible_action(id, identity).await?;
+        let events = self.store.audit_trail(action.action_id).await.map_err(ApiError::internal)?;
+        let events: Vec<Value> = events.iter().map(AuditEvent::to_api).collect();
+        Ok(api::json_response(200, &json!({ "action_id": action.action_id, "events": events })))
+    }
+
+    /// `cancel` (owner withdraws unstarted work), `done` and `dismiss` (a human closes a tier-3
+    /// action they carried out, or decided against).
+    pub(super) async fn close(
+        &self,
+        req: &Request,
+        id: &str,
+        verb: &str,
+        identity: &Identity,
+    ) -> Result<Response<Body>, ApiError> {
+        let reason = api::optional_reason(req, 1024)?;
+        let meta = RequestMeta::from_request(req);
+        let action = self.owned_action(id, identity).await?;
+        let (target, default_reason) = match verb {
+            "cancel" => (Status::Cancelled, "cancelled by the owner"),
+            "done" => (Status::DoneManually, "carried out by a human"),
+            _ => (Status::Dismissed, "dismissed by a human"),
+        };
+        if !action.status.can_move_to(target) {
+            return Err(ApiError::InvalidState {
+                status: action.status,
+                message: format!("it cannot move to {target}"),
+            });
+        }
+        let reason = reason.unwrap_or_else(|| default_reason.to_owned());
+        let updated = self.apply_transition(&action, target, identity, &meta, reason).await?;
+        Ok(api::json_response(200, &updated.to_api()))
+    }
+
+    pub(super) async fn apply_transition(
+        &self,
+        action: &Action,
+        to: Status,
+        identity: &Identity,
+        meta: &RequestMeta,
+        reason: String,
+    ) -> Result<Action, ApiError> {
+        let now = self.clock.now();
+        let mut after = action.clone();
+        after.status = action
+            .status
+            .transition_to(to)
+            .map_err(|e| ApiError::InvalidState { status: action.status, message: e.to_string() })?;
+        after.version = action.version + 1;
+        after.updated_at = now;
+        let event = AuditEvent {
+            action_id: action.action_id,
+            seq: after.version,
+            at: now,
+            actor: identity.user.to_string(),
+            from: Some(action.status),
+            to,
+            reason,
+            detail: None,
+            request_id: meta.request_id.clone(),
+            source_ip: meta.source_ip.clone(),
+            user_agent: meta.user_agent.clone(),
+        };
+        match self.store.transition(action, &after, &event).await {
+            Ok(()) => Ok(after),
+            Err(TransitionError::Conflict) => {
+                // Someone moved it first; report the state it is in now.
+                let current = self.store.get_action(action.action_id).await.map_err(ApiError::internal)?;
+                let status = current.map_or(action.status, |a| a.status);
+                Err(ApiError::InvalidState { status, message: "it changed while this request was handled".into() })
+            }
+            Err(TransitionError::Store(e)) => Err(ApiError::internal(e)),
+        }
+    }
+
+    pub(super) async fn rate_limits(&self, action_type: &str, identity: &Identity) -> Result<Response<Body>, ApiError> {
+        if !BUILTIN_ACTION_TYPES.contains(&action_type) {
+            return Err(ApiError::NotFound("action type"));
+        }
+        let now = self.clock.now();
+        let policy = self.policies.current().await;
+        let counters: Vec<CounterSpec> = policy
+            .rule(action_type)
+            .map(|r| {
+                r.rate_limits
+                    .iter()
+                    .map(|l| CounterSpec::at(format!("{}#{action_type}", identity.user), action_type, *l, 1, now))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let used = self.store.counter_usage(&counters).await.map_err(ApiError::internal)?;
+        let limits: Vec<Value> = counters
+            .iter()
+            .zip(used)
+            .map(|(c, used)| {
+                json!({"window": c.limit.window.as_str(), "limit": c.limit.limit, "used": used, "remaining": c.limit.limit.saturating_sub(used), "resets_at": format_time(c.window_end)})
+            })
+            .collect();
+        Ok(api::json_response(200, &json!({"action_type": action_type, "limits": limits})))
+    }
+
+    /// Today's outcomes, from counters kept with each transition: the caller's own, or
+    /// everyone's for an admin.
+    pub(super) async fn stats(&self, identity: &Identity) -> Result<Response<Body>, ApiError> {
+        let now = self.clock.now();
+        let scope = if identity.admin {
+            crate::domain::stats::STATS_ALL.to_owned()
+        } else {
+            crate::domain::stats::user_stats_scope(&identity.user)
+        };
+        let counters = self.store.daily_stats(&scope, now.date_naive()).await.map_err(ApiError::internal)?;
+        let get = |k: &str| counters.get(k).copied().unwrap_or(0);
+        let mut by_type = serde_json::Map::new();
+        for (key, value) in &counters {
+            if let Some((action_type, field)) = key.strip_prefix("t#").and_then(|r| r.rsplit_once('#')) {
+                let entry = by_type
+                    .entry(action_type.to_owned())
+                    .or_insert_with(|| json!({"executed": 0, "succeeded": 0, "failed": 0, "rolled_back": 0}));
+                entry[field] = json!(value);
+            }
+        }
+        let succeeded = get("auto_executed") + get("approved_executed");
+        let executed = succeeded + get("failed");
+        let ratio = |a: u64, b: u64| {
+            if b == 0 {
+                Value::Null
+            } else {
+                json!(((a as f64 / b as f64) * 1000.0).round() / 1000.0)
+            }
+        };
+        let recent = self
+            .store
+            .list_actions(&identity.user, None, 10, None)
+            .await
+            .map_err(ApiError::internal)?
+            .map(|p| p.actions)
+            .unwrap_or_default();
+        let recent: Vec<Value> = recent
+            .iter()
+            .map(|a| json!({"action_id": a.action_id, "action_type": a.action_type, "status": a.status, "tier": a.tier, "updated_at": format_time(a.updated_at)}))
+            .collect();
+        Ok(api::json_response(
+            200,
+            &json!({
+                "scope": if identity.admin { "all" } else { "own" },
+                "day": now.format("%Y-%m-%d").to_string(),
+                "today": {"auto_executed": get("auto_executed"), "approved_executed": get("approved_executed"), "failed": get("failed"), "rolled_back": get("rolled_back")},
+                "by_type": by_type,
+                "success_rate": ratio(succeeded, executed),
+                "rollback_rate": ratio(get("rolled_back"), succeeded),
+                "recent": recent,
+            }),
+        ))
+    }
+}

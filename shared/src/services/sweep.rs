@@ -1,0 +1,523 @@
+//! The sweep: all timed work, found through the sparse `due` index (never a table scan).
+//!
+//! - `pending` actions whose time has come are queued (unless auto-execution is switched off);
+//! - approvals past their expiry become `expired`, and their link is closed;
+//! - `executing` steps whose lease ran out (a crashed executor) are recovered;
+//! - `queued` work nobody claimed for a while (a lost SQS send) is sent again;
+//! - waits whose wake-up never arrived are woken.
+//!
+//! Every change is a conditional write, so two sweeps at once never start the same action
+//! twice: the loser's write fails and it moves on.
+
+use crate::domain::approval::{ApprovalStatus, ApprovalUse};
+use crate::domain::guards::{auto_guards, breaker_reason, cooldown_reason, hold_until, limit_reason};
+use crate::domain::{Action, Status};
+use crate::policy::{Policy, Recheck};
+use crate::ports::clock::{format_time, Clock};
+use crate::ports::handler::Registry;
+use crate::ports::queue::{ExecuteMessage, WorkQueue};
+use crate::ports::store::{GuardError, Store, TransitionError};
+use crate::services::executor::lease_recovery;
+use crate::services::policy_source::PolicySource;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use std::sync::Arc;
+
+/// How many due items of each kind one sweep handles (the rest wait for the next sweep).
+pub const BATCH: i32 = 100;
+const ACTOR: &str = "sweep";
+
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+pub struct SweepReport {
+    pub started: u32,
+    pub held: u32,
+    pub expired: u32,
+    pub reminded: u32,
+    pub recovered: u32,
+    pub needs_human: u32,
+    pub resent: u32,
+    pub woken: u32,
+    /// Lost races with another sweep or an executor (nothing to do).
+    pub raced: u32,
+    pub errors: u32,
+    /// Approval mails delivered that had not gone out before.
+    pub delivered: u32,
+    /// Held work the current policy blocked, sent to approval or left to a human.
+    pub stopped: u32,
+    /// Interrupted rollbacks handed back to a worker.
+    pub resumed: u32,
+    /// Due items left for the next sweep because this one ran out of time.
+    pub deferred: u32,
+}
+
+/// The kinds of due work, each taken `TURN` items at a time.
+const SWEPT: [Status; 7] = [
+    Status::AwaitingApproval,
+    Status::Executing,
+    Status::RollingBack,
+    Status::Pending,
+    Status::Queued,
+    Status::Waiting,
+    Status::Failed,
+];
+const TURN: usize = 10;
+/// No new item is started this close to the invocation's end.
+const STOP_MARGIN_SECS: i64 = 10;
+/// How long a rollback's lease may stay expired (its resumes failing) before a human takes over.
+const ROLLBACK_GIVE_UP: chrono::Duration = chrono::Duration::minutes(30);
+/// Tries of one approval mail (or reminder) before the sweep gives up on mail for it.
+const MAX_MAIL_ATTEMPTS: u32 = 5;
+/// One mail may take this long before the sweep moves on.
+const MAIL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+pub struct SweepService {
+    store: Arc<dyn Store>,
+    queue: Arc<dyn WorkQueue>,
+    registry: Registry,
+    policies: Arc<PolicySource>,
+    /// Reminders and expiry notices (`None`: no mail).
+    mail: Option<crate::services::notices::ApprovalMail>,
+    clock: Arc<dyn Clock>,
+}
+
+impl SweepService {
+    pub fn new(
+        store: Arc<dyn Store>,
+        queue: Arc<dyn WorkQueue>,
+        registry: Registry,
+        policies: Arc<PolicySource>,
+        mail: Option<crate::services::notices::ApprovalMail>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self { store, queue, registry, policies, mail, clock }
+    }
+
+    /// Mails `action`'s approver a fresh link. The link's record is stored first (so the mail
+    /// never points at nothing); earlier links stay valid (a link is never closed before its
+    /// successor is delivered). Returns whether the mail went out.
+    async fn send_approval_link(
+        &self,
+        action: &Action,
+        now: DateTime<Utc>,
+        reminder: bool,
+    ) -> Result<bool, TransitionError> {
+        let (Some(mail), Some(approver), Some(expires_at)) =
+            (&self.mail, action.approver.clone(), action.approval_expires_at)
+        else {
+            return Ok(false);
+        };
+        let mut stored = action.clone();
+        let (token, record) = crate::domain::approval::issue_link(&stored, &approver, expires_at);
+        stored.approval_token_hash = Some(record.token_hash.clone());
+        // Counted before sending, so a sweep that dies here still backs off.
+        stored.approval_mail_attempts = action.approval_mail_attempts.saturating_add(1);
+        stored.version = action.version + 1;
+        stored.updated_at = now;
+        self.store.reissue_link(action, &stored, None, &record, None).await?;
+        let link = crate::domain::approval::link(&mail.public_base_url, &token);
+        let mut message = crate::services::notices::approval_mail(&stored, &approver, &link, expires_at);
+        if reminder {
+            message.subject = format!("Reminder: {}", message.subject);
+        }
+        let problem = match mail.mailer.send_within(&message, MAIL_TIMEOUT).await {
+            Ok(_) => None,
+            Err(e) => Some((e.failure == crate::ports::mail::MailFailure::NotSentPermanent, e.to_string())),
+        };
+        if let Some((permanent, error)) = problem {
+            if !permanent && stored.approval_mail_attempts < MAX_MAIL_ATTEMPTS {
+                tracing::error!(%error, attempt = stored.approval_mail_attempts, "the approval mail could not be sent; a later sweep tries again");
+                return Ok(false);
+            }
+            // Give up on mail (audited); the action stays decidable through the API and
+            // still expires on time.
+            tracing::error!(%error, "the approval mail could not be delivered; giving up");
+            let mut given_up = stored.clone();
+            given_up.approval_mail_pending = false;
+            given_up.approval_reminded |= reminder;
+            given_up.version = stored.version + 1;
+            let reason = format!(
+                "the approval mail to {approver} could not be delivered after {} tries ({error}); it can be decided through the API",
+                stored.approval_mail_attempts
+            );
+            let note = crate::domain::AuditEvent::note(action, given_up.version, now, ACTOR, reason);
+            self.store.transition(&stored, &given_up, &note).await?;
+            return Ok(false);
+        }
+        let mut delivered = stored.clone();
+        delivered.approval_mail_pending = false;
+        delivered.approval_mail_attempts = 0;
+        delivered.approval_reminded |= reminder;
+        delivered.version = stored.version + 1;
+        let reason = if reminder {
+            format!("reminder sent to {approver} with a new link; the earlier link still works")
+        } else {
+            format!("approval requested from {approver} by mail")
+        };
+        let note = crate::domain::AuditEvent::note(action, delivered.version, now, ACTOR, reason);
+        self.store.transition(&stored, &delivered, &note).await?;
+        Ok(true)
+    }
+
+    /// The requester learns that nobody decided in time (when their id is a mail address).
+    async fn tell_requester_expired(&self, action: &Action) {
+        let (Some(mail), Some(to)) = (&self.mail, crate::domain::EmailAddress::parse(action.user_id.as_str())) else {
+            return;
+        };
+        let lines = crate::domain::approval::plan_lines(action);
+        let text = format!(
+            "Nobody approved your request in time, so it will not run:\n\n  {}\n\nIt expired at {}. Submit it again if it is still needed.\nAction id: {}\n",
+            lines.join("; "),
+            action.approval_expires_at.map(format_time).unwrap_or_default(),
+            action.action_id
+        );
+        let message = crate::ports::mail::Mail {
+            to: vec![to.as_str().to_owned()],
+            cc: vec![],
+            subject: format!("Expired without a decision: {}", lines.first().cloned().unwrap_or_default()),
+            html: format!("<pre>{}</pre>", crate::domain::html::escape(&text)),
+            text,
+        };
+        if let Err(e) = mail.mailer.send_within(&message, MAIL_TIMEOUT).await {
+            tracing::error!(error = %e, "the expiry notice could not be sent");
+        }
+    }
+
+    /// One sweep, within `deadline` (the invocation's): the due work of every kind is taken a
+    /// slice at a time, in turns, so a burst of one kind cannot starve the others, and no new
+    /// item is started once too little time is left (the rest waits for the next sweep).
+    pub async fn run(&self, deadline: DateTime<Utc>) -> SweepReport {
+        let now = self.clock.now();
+        let policy = self.policies.current().await;
+        let mut report = SweepReport::default();
+        let stop_at = deadline - chrono::Duration::seconds(STOP_MARGIN_SECS);
+        let mut queues: Vec<(Status, std::collections::VecDeque<Action>)> = Vec::new();
+        for status in SWEPT {
+            match self.store.due(status, now, BATCH).await {
+                Ok(mut due) => {
+                    // Pending work starts by priority, then oldest first.
+                    if status == Status::Pending {
+                        due.sort_by_key(|a| std::cmp::Reverse(a.priority));
+                    }
+                    queues.push((status, due.into()));
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, %status, "reading due work failed");
+                    report.errors += 1;
+                }
+            }
+        }
+        let mut out_of_time = false;
+        while !out_of_time && queues.iter().any(|(_, q)| !q.is_empty()) {
+            for (status, queue) in &mut queues {
+                for _ in 0..TURN {
+                    if self.clock.now() >= stop_at {
+                        out_of_time = true;
+                        break;
+                    }
+                    let Some(stale) = queue.pop_front() else { break };
+                    // Each item is handled at its own time: a long sweep's writes, windows
+                    // and cool-downs are not dated from its start.
+                    self.visit(*status, stale, self.clock.now(), &policy, &mut report).await;
+                }
+                if out_of_time {
+                    break;
+                }
+            }
+        }
+        if out_of_time {
+            report.deferred = queues.iter().map(|(_, q)| q.len() as u32).sum();
+            tracing::warn!(deferred = report.deferred, "the sweep ran out of time; the rest waits for the next one");
+        }
+        tracing::info!(report = ?report, "sweep finished");
+        report
+    }
+
+    async fn visit(
+        &self,
+        status: Status,
+        stale: Action,
+        now: DateTime<Utc>,
+        policy: &Policy,
+        report: &mut SweepReport,
+    ) {
+        // The index lags; act only on what a consistent read still shows as due.
+        let action = match self.store.get_action(stale.action_id).await {
+            Ok(Some(a)) if a.status == status => a,
+            Ok(_) => return,
+            Err(e) => {
+                tracing::error!(error = %e, action_id = %stale.action_id, "reading an action failed");
+                report.errors += 1;
+                return;
+            }
+        };
+        let span = tracing::info_span!("sweep", action_id = %action.action_id, %status);
+        let _guard = span.enter();
+        if let Err(e) = self.handle(action, now, policy, report).await {
+            match e {
+                TransitionError::Conflict => report.raced += 1,
+                TransitionError::Store(e) => {
+                    tracing::error!(error = %e, "sweep write failed");
+                    report.errors += 1;
+                }
+            }
+        }
+    }
+
+    async fn handle(
+        &self,
+        action: Action,
+        now: DateTime<Utc>,
+        policy: &Policy,
+        report: &mut SweepReport,
+    ) -> Result<(), TransitionError> {
+        match action.status {
+            Status::AwaitingApproval
+                if action.approval_mail_pending && action.approval_expires_at.is_none_or(|t| t > now) =>
+            {
+                report.delivered += u32::from(self.send_approval_link(&action, now, false).await?);
+            }
+            Status::AwaitingApproval if action.approval_expires_at.is_some_and(|t| t <= now) => {
+                let mut after = action.clone();
+                after.status = Status::Expired;
+                after.version = action.version + 1;
+                after.updated_at = now;
+                let reason = format!(
+                    "no decision before {}; the approval expired",
+                    action.approval_expires_at.map(format_time).unwrap_or_default()
+                );
+                let event = crate::domain::AuditEvent {
+                    action_id: action.action_id,
+                    seq: after.version,
+                    at: now,
+                    actor: ACTOR.into(),
+                    from: Some(Status::AwaitingApproval),
+                    to: Status::Expired,
+                    reason,
+                    detail: None,
+                    request_id: None,
+                    source_ip: None,
+                    user_agent: None,
+                };
+                let link = action.approval_token_hash.as_deref().map(|h| ApprovalUse {
+                    token_hash: h,
+                    status: ApprovalStatus::Expired,
+                    by: ACTOR,
+                    at: now,
+                });
+                self.store.transition_many(&action, &after, &[event], link).await?;
+                report.expired += 1;
+                self.tell_requester_expired(&after).await;
+            }
+            Status::AwaitingApproval if action.approval_reminder_at().is_some_and(|t| t <= now) => {
+                report.reminded += u32::from(self.send_approval_link(&action, now, true).await?);
+            }
+            Status::Executing if action.lease_expires_at.is_none_or(|t| t <= now) => {
+                let (mut after, hop) = lease_recovery(&action, &self.registry);
+                after.compensation_due =
+                    crate::domain::execution::compensation_due(&after, hop.0, policy.defaults.compensate_on_failure);
+                let done = self.store.advance(&action, after, &[hop], ACTOR, now).await?;
+                if done.compensation_due {
+                    self.send(&done).await;
+                }
+                if done.status == Status::Queued {
+                    self.send(&done).await;
+                    report.recovered += 1;
+                } else {
+                    report.needs_human += 1;
+                    // Automatic work that ended here failed as surely as in the executor.
+                    if crate::services::executor::counts_as_automatic_failure(&done) {
+                        self.record_automatic_failure(policy, now).await;
+                    }
+                }
+            }
+            Status::Pending if action.runnable_at().is_none_or(|t| t <= now) => {
+                // The policy current now decides, not the one the action was created under.
+                let kyc = self.kyc_for(&action, policy).await?;
+                match policy.recheck(&action, action.decided_by.is_some(), kyc) {
+                    Recheck::Run => {}
+                    Recheck::Hold { reason } => {
+                        report.held += 1;
+                        return self.note_hold(&action, reason, None, now).await;
+                    }
+                    other => {
+                        if let Some((mut after, hop)) = crate::placement::stopped_by_policy(&action, other, policy, now)
+                        {
+                            after.compensation_due = crate::domain::execution::compensation_due(
+                                &after,
+                                hop.0,
+                                policy.defaults.compensate_on_failure,
+                            );
+                            let done = self.store.advance(&action, after, &[hop], ACTOR, now).await?;
+                            if done.compensation_due {
+                                self.send(&done).await;
+                            }
+                            report.stopped += 1;
+                        }
+                        return Ok(());
+                    }
+                }
+                // Work held after it started (kill switch, breaker) took its units already.
+                let (counters, cooldown) =
+                    if action.auto_started { (Vec::new(), None) } else { auto_guards(policy, &action, now) };
+                let mut after = action.clone();
+                after.hold_reason = None;
+                after.hold_until = None;
+                after.auto_started = action.tier == Some(crate::domain::Tier::Auto);
+                let hop = (Status::Queued, "its time came; queued by the sweep".to_owned(), None);
+                let automatic = action.tier == Some(crate::domain::Tier::Auto);
+                let (reason, until) = match self
+                    .store
+                    .advance_guarded(&action, after, &[hop], ACTOR, now, &counters, cooldown.as_ref(), automatic)
+                    .await
+                {
+                    Ok(done) => {
+                        self.send(&done).await;
+                        report.started += 1;
+                        return Ok(());
+                    }
+                    Err(GuardError::Conflict) => return Err(TransitionError::Conflict),
+                    Err(GuardError::Store(e)) => return Err(TransitionError::Store(e)),
+                    Err(GuardError::BreakerOpen) => {
+                        crate::telemetry::breaker_open_metric(now);
+                        let breaker = self.store.breaker(policy.auto_execution.breaker.window).await?;
+                        (breaker_reason(&breaker), None)
+                    }
+                    Err(GuardError::CounterFull(i)) => {
+                        (limit_reason(&counters[i]), Some(hold_until(Some(&counters[i]), now)))
+                    }
+                    Err(GuardError::CoolingDown) => {
+                        (cooldown.as_ref().map(cooldown_reason).unwrap_or_default(), Some(hold_until(None, now)))
+                    }
+                };
+                report.held += 1;
+                self.note_hold(&action, reason, until, now).await?;
+            }
+            Status::RollingBack
+                if action.lease_expires_at.is_none_or(|t| t <= now)
+                    && action.rollback_progress_at.unwrap_or(action.updated_at) + ROLLBACK_GIVE_UP <= now =>
+            {
+                // No step undone for this long, resumes notwithstanding: it keeps failing (a
+                // corrupt snapshot, a missing handler, never enough time): a human takes over.
+                let mut after = action.clone();
+                after.lease_expires_at = None;
+                let message =
+                    "the rollback made no progress for 30 minutes: a human must check which steps were undone"
+                        .to_owned();
+                after.error =
+                    Some(serde_json::json!({"code": "rollback_stalled", "message": message, "needs_human": true}));
+                self.store
+                    .advance(
+                        &action,
+                        after,
+                        &[(Status::RollbackFailed, message, Some(serde_json::json!({"needs_human": true})))],
+                        ACTOR,
+                        now,
+                    )
+                    .await?;
+                report.needs_human += 1;
+            }
+            Status::RollingBack if action.lease_expires_at.is_none_or(|t| t <= now) => {
+                // The rollback's worker stopped: the executor resumes it from its progress.
+                self.send(&action).await;
+                report.resumed += 1;
+            }
+            // A failed plan waiting for its compensation: hand it to an executor (again).
+            Status::Failed if action.compensation_due && action.updated_at + ROLLBACK_GIVE_UP <= now => {
+                // Handed over for 30 minutes and never started: a human takes over.
+                let mut after = action.clone();
+                after.compensation_due = false;
+                after.version = action.version + 1;
+                after.updated_at = now;
+                let reason = "automatic compensation could not start for 30 minutes: roll it back through the API";
+                let mut note = crate::domain::AuditEvent::note(&action, after.version, now, ACTOR, reason.into());
+                note.detail = Some(serde_json::json!({"needs_human": true}));
+                self.store.transition(&action, &after, &note).await?;
+                report.needs_human += 1;
+            }
+            Status::Failed if action.compensation_due => {
+                self.send(&action).await;
+                report.resent += 1;
+            }
+            Status::Queued if action.runnable_at().is_some_and(|t| t > now) => {}
+            Status::Queued => {
+                // Nobody claimed it for a while: the message was lost. Touch it (so the next
+                // sweep waits again) and send it anew; a duplicate is harmless.
+                let mut touched = action.clone();
+                touched.version = action.version + 1;
+                touched.updated_at = now;
+                self.store.transition_many(&action, &touched, &[], None).await?;
+                self.send(&touched).await;
+                report.resent += 1;
+            }
+            Status::Waiting => {
+                self.send(&action).await;
+                report.woken += 1;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Feeds the circuit breaker a final failure of automatic work; tells the admin if it opened.
+    async fn record_automatic_failure(&self, policy: &Policy, now: DateTime<Utc>) {
+        match crate::services::breaker::record_failure(&*self.store, &policy.auto_execution.breaker, ACTOR, now).await {
+            Ok(Some(reason)) => {
+                if let (Some(mail), Some(to)) = (&self.mail, crate::services::notices::alert_recipient(policy)) {
+                    let alert = crate::services::notices::alert_mail(to, &reason, now);
+                    if let Err(e) = mail.mailer.send_within(&alert, MAIL_TIMEOUT).await {
+                        tracing::error!(error = %e, "the breaker alert could not be sent");
+                    }
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::error!(error = %e, "recording a failure on the circuit breaker failed"),
+        }
+    }
+
+    /// The user's KYC state, when a step still to run needs it.
+    async fn kyc_for(&self, action: &Action, policy: &Policy) -> Result<bool, TransitionError> {
+        let needs = action
+            .steps
+            .iter()
+            .skip(action.next_step())
+            .filter_map(|s| s.kind.action_type())
+            .any(|t| policy.rule(t).is_some_and(|r| r.requires_kyc));
+        if !needs {
+            return Ok(false);
+        }
+        Ok(self.store.kyc_verified(&action.user_id).await?)
+    }
+
+    /// Records why it still waits (in the trail, once per change of reason) and until when it
+    /// need not be tried again (`None`: every sweep, as while the breaker is open).
+    async fn note_hold(
+        &self,
+        action: &Action,
+        reason: String,
+        until: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> Result<(), TransitionError> {
+        let kind = |r: &str| r.split(':').next().map(str::to_owned);
+        let same_reason = action.hold_reason.as_deref().and_then(kind) == kind(&reason);
+        if same_reason && action.hold_until == until {
+            return Ok(());
+        }
+        let mut after = action.clone();
+        after.hold_reason = Some(reason.clone());
+        after.hold_until = until;
+        after.version = action.version + 1;
+        after.updated_at = now;
+        if same_reason {
+            return self.store.transition_many(action, &after, &[], None).await;
+        }
+        let note = crate::domain::AuditEvent::note(action, after.version, now, ACTOR, reason);
+        self.store.transition_many(action, &after, &[note], None).await
+    }
+
+    async fn send(&self, action: &Action) {
+        let message = ExecuteMessage { action_id: action.action_id, step: action.next_step() };
+        if let Err(e) = self.queue.enqueue(&message, 0).await {
+            tracing::error!(error = %e, "queueing from the sweep failed; the next sweep retries");
+        }
+    }
+}
