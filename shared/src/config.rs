@@ -10,7 +10,7 @@ use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 /// Opt-in crash simulation for tests (never set by the template): the executor aborts the
 /// process right after a side effect and before it is recorded, for actions whose
 /// `rate_limit_key` is `fault:abort-after-effect`, on their first attempt.
-pub const FAULT_INJECTION_VAR: &str = "ACTIONGATE_FAULT_INJECTION";
+pub const ACTIONGATE_FAULT_INJECTION: &str = "ACTIONGATE_FAULT_INJECTION";
 
 pub mod vars {
     pub const ACTIONS_TABLE: &str = "ACTIONS_TABLE";
@@ -85,7 +85,7 @@ impl ExecutorConfig {
             schedule_group: required(vars::SCHEDULE_GROUP)?,
             scheduler_role_arn: required(vars::SCHEDULER_ROLE_ARN)?,
             handlers: HandlerConfig::from_env()?,
-            fault_injection: std::env::var(FAULT_INJECTION_VAR).is_ok_and(|v| v == "1"),
+            fault_injection: std::env::var(ACTIONGATE_FAULT_INJECTION).is_ok_and(|v| v == "1"),
         })
     }
 }

@@ -46,10 +46,11 @@ fn metric_line(name: &str, value: u8, now: chrono::DateTime<chrono::Utc>) -> Str
     line.to_string()
 }
 
-/// JSON logs on stdout, filtered by `RUST_LOG` (see [`log_filter`]; `info` when unset).
-/// Trace-level events are compiled out of release builds.
-pub fn init() {
-    let (filter, refused) = log_filter(Level::INFO);
+/// JSON logs on stdout, filtered by `directives` (`RUST_LOG`, read by
+/// `crate::config::log_directives`; see [`log_filter`]; `info` when unset). Trace-level events
+/// are compiled out of release builds.
+pub fn init(directives: Option<String>) {
+    let (filter, refused) = log_filter(directives, Level::INFO);
     let layer = tracing_subscriber::fmt::layer()
         .json()
         .with_current_span(true)
@@ -63,11 +64,11 @@ pub fn init() {
     }
 }
 
-/// The filter `RUST_LOG` asks for: a default level and `target=level` directives,
+/// The filter `RUST_LOG` (`directives`) asks for: a default level and `target=level` directives,
 /// comma-separated (`info`, `warn,actiongate=debug`); `default` when it is unset. A value that
 /// does not parse gives `default` and the reason, to log once logging is up.
-pub fn log_filter(default: Level) -> (Targets, Option<String>) {
-    match crate::config::log_directives() {
+pub fn log_filter(directives: Option<String>, default: Level) -> (Targets, Option<String>) {
+    match directives {
         Some(value) => match parse_filter(&value) {
             Ok(filter) => (filter, None),
             Err(e) => (only(default), Some(format!("RUST_LOG {value:?} does not parse ({e}); logging at {default}"))),

@@ -24,7 +24,7 @@ where
     W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
 {
     use tracing_subscriber::{layer::SubscriberExt, util::SubscriberInitExt, Layer};
-    let (filter, refused) = actiongate::telemetry::log_filter(default);
+    let (filter, refused) = actiongate::telemetry::log_filter(actiongate::config::log_directives(), default);
     tracing_subscriber::registry()
         .with(tracing_subscriber::fmt::layer().with_writer(writer).with_filter(filter))
         .init();

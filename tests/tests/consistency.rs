@@ -111,7 +111,7 @@ fn every_variable_a_function_reads_is_set_for_it_in_the_template_and_no_other() 
             );
         }
         // The crash-simulation switch exists only for the local tests.
-        assert!(!set.contains(actiongate::config::FAULT_INJECTION_VAR));
+        assert!(!set.contains(actiongate::config::ACTIONGATE_FAULT_INJECTION));
     }
     assert!(reads("executor").contains(vars::SCHEDULER_ROLE_ARN), "the derivation follows nested configs");
 }
@@ -360,4 +360,195 @@ fn the_domain_imports_nothing_above_it() {
     // The check itself finds an import pointing the wrong way (as a cycle added back would).
     let upward = "use crate::domain::Action;\nuse crate::store::Store;\nfn f() { crate::{api}; }";
     assert_eq!(crate_paths_outside(upward, "domain"), BTreeSet::from(["store".to_owned(), "{api}; }".to_owned()]));
+}
+
+/// A source file of the library: its module path and its code, with comments and its
+/// `#[cfg(test)] mod tests` (always last in a file) left out — a test may use anything.
+struct ModuleSource {
+    path: Vec<String>,
+    code: String,
+}
+
+fn library_sources() -> Vec<ModuleSource> {
+    fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+    let root = actiongate_local::workspace_root().join("shared/src");
+    let mut files = Vec::new();
+    walk(&root, &mut files);
+    files.sort();
+    files
+        .into_iter()
+        .map(|file| {
+            let rel = file.strip_prefix(&root).unwrap().with_extension("");
+            let mut path: Vec<String> = rel.iter().map(|p| p.to_string_lossy().into_owned()).collect();
+            if matches!(path.last().map(String::as_str), Some("mod" | "lib")) {
+                path.pop();
+            }
+            let text = std::fs::read_to_string(&file).unwrap();
+            let text = text.find("#[cfg(test)]\nmod tests").map_or(text.as_str(), |i| &text[..i]);
+            let code = text.lines().map(|l| l.split("//").next().unwrap_or("")).collect::<Vec<_>>().join("\n");
+            ModuleSource { path, code }
+        })
+        .collect()
+}
+
+/// The unit a module belongs to for the layering: `domain::<file>`, `ports::<port>`,
+/// `services::<service>`, `adapters::<system>`, or a top-level module (`handlers`, `config`,
+/// `telemetry`). Layer roots (`domain`, `ports`, …) only re-export, so they are units of their own.
+fn unit_of(path: &[String]) -> String {
+    match path.first().map(String::as_str) {
+        Some("domain" | "ports" | "services" | "adapters") if path.len() > 1 => path[..2].join("::"),
+        Some(top) => top.to_owned(),
+        None => "crate".to_owned(),
+    }
+}
+
+/// The units `source` names, through `crate::` and `super::` paths. A path is followed only as
+/// far as it names modules that exist (`crate::domain::Action` is the domain root); the crate
+/// root's re-exports (`crate::policy`, `crate::Clock`, …) are what they re-export.
+fn units_used(source: &ModuleSource, modules: &BTreeSet<Vec<String>>) -> BTreeSet<String> {
+    let resolve = |mut segments: Vec<String>| -> String {
+        if let Some(first) = segments.first().cloned() {
+            match first.as_str() {
+                "policy" | "breaker" | "placement" | "validation" => segments.insert(0, "domain".into()),
+                "Clock" | "FixedClock" | "SystemClock" => segments = vec!["ports".into(), "clock".into()],
+                _ => {}
+            }
+        }
+        let mut known = Vec::new();
+        for segment in segments {
+            known.push(segment);
+            if !modules.contains(&known) {
+                known.pop();
+                break;
+            }
+        }
+        unit_of(&known)
+    };
+    let path_at = |rest: &str| -> Vec<String> {
+        let end = rest.find(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':')).unwrap_or(rest.len());
+        rest[..end].split("::").filter(|s| !s.is_empty()).map(str::to_owned).collect()
+    };
+    let mut used = BTreeSet::new();
+    for (i, _) in source.code.match_indices("crate::") {
+        used.insert(resolve(path_at(&source.code[i + "crate::".len()..])));
+    }
+    for (i, _) in source.code.match_indices("super::") {
+        // Count the whole run of `super::` once, from its first.
+        if source.code[..i].ends_with("super::") {
+            continue;
+        }
+        let mut rest = &source.code[i..];
+        let mut ups = 0;
+        while let Some(after) = rest.strip_prefix("super::") {
+            ups += 1;
+            rest = after;
+        }
+        let mut base = source.path.clone();
+        base.truncate(base.len().saturating_sub(ups));
+        base.extend(path_at(rest));
+        used.insert(resolve(base));
+    }
+    used.remove(&unit_of(&source.path));
+    used.remove("crate");
+    used
+}
+
+/// Which units each layer may use (besides its own unit).
+fn allowed(from: &str, to: &str) -> bool {
+    let layer = |u: &str| u.split("::").next().unwrap_or("").to_owned();
+    let to_layer = layer(to);
+    match layer(from).as_str() {
+        "domain" => to_layer == "domain",
+        "ports" => matches!(to_layer.as_str(), "domain" | "ports"),
+        "services" => matches!(to_layer.as_str(), "domain" | "ports" | "services" | "telemetry"),
+        "adapters" => matches!(to_layer.as_str(), "domain" | "ports" | "adapters" | "telemetry"),
+        // The handlers are adapters too; `Dependencies::from_config` wires them from configuration.
+        "handlers" => matches!(to_layer.as_str(), "domain" | "ports" | "adapters" | "config" | "telemetry"),
+        "config" => matches!(to_layer.as_str(), "domain" | "ports" | "adapters"),
+        "telemetry" => false,
+        _ => true,
+    }
+}
+
+/// The unit dependency graph's cycles, as the units on each (empty when there is none).
+fn cycles(edges: &std::collections::BTreeMap<String, BTreeSet<String>>) -> Vec<Vec<String>> {
+    let reach = |start: &str| {
+        let mut seen = BTreeSet::new();
+        let mut stack = vec![start.to_owned()];
+        while let Some(u) = stack.pop() {
+            for v in edges.get(&u).into_iter().flatten() {
+                if seen.insert(v.clone()) {
+                    stack.push(v.clone());
+                }
+            }
+        }
+        seen
+    };
+    let mut found = BTreeSet::new();
+    for (a, targets) in edges {
+        for b in targets {
+            if reach(b).contains(a) {
+                let mut pair = vec![a.clone(), b.clone()];
+                pair.sort();
+                found.insert(pair);
+            }
+        }
+    }
+    found.into_iter().collect()
+}
+
+fn dependency_graph(sources: &[ModuleSource]) -> std::collections::BTreeMap<String, BTreeSet<String>> {
+    let modules: BTreeSet<Vec<String>> = sources.iter().map(|s| s.path.clone()).collect();
+    let mut edges: std::collections::BTreeMap<String, BTreeSet<String>> = Default::default();
+    for source in sources {
+        let from = unit_of(&source.path);
+        let used = units_used(source, &modules);
+        edges
+            .entry(from)
+            .or_default()
+            .extend(used.into_iter().filter(|u| !matches!(u.as_str(), "domain" | "ports" | "services" | "adapters")));
+    }
+    edges
+}
+
+/// The layering (`../shared/DESIGN.md`, README "Design notes"): domain ← ports ← services ←
+/// adapters and handlers ← functions, read off the sources: every import points down a layer
+/// or within one, and no two units need each other, directly or through others.
+#[test]
+fn the_layers_point_one_way_and_no_module_needs_itself_back() {
+    let sources = library_sources();
+    assert!(sources.len() > 60, "the library's files are there: {}", sources.len());
+    let edges = dependency_graph(&sources);
+    for layer in ["domain::policy", "ports::store", "services::sweep", "adapters::aws", "handlers"] {
+        assert!(edges.contains_key(layer), "{layer} is a unit: {:?}", edges.keys().collect::<Vec<_>>());
+    }
+    let wrong: Vec<String> = edges
+        .iter()
+        .flat_map(|(from, to)| to.iter().filter(|t| !allowed(from, t)).map(move |t| format!("{from} → {t}")))
+        .collect();
+    assert!(wrong.is_empty(), "imports pointing the wrong way: {wrong:#?}");
+    assert_eq!(cycles(&edges), Vec::<Vec<String>>::new(), "units that need each other");
+
+    // The check finds a cycle and an upward import added back (as `sweep` ↔ `intake` once were).
+    let mut planted: Vec<ModuleSource> = library_sources();
+    for s in planted.iter_mut() {
+        match s.path.join("::").as_str() {
+            "services::intake" => s.code.push_str("\nuse crate::services::sweep::SweepService;\n"),
+            "services::sweep" => s.code.push_str("\nfn f() { crate::services::intake::IntakeService::x(); }\n"),
+            "domain::policy" => s.code.push_str("\nuse super::super::ports::store::Store;\n"),
+            _ => {}
+        }
+    }
+    let planted = dependency_graph(&planted);
+    assert!(cycles(&planted).contains(&vec!["services::intake".to_owned(), "services::sweep".to_owned()]));
+    assert!(!allowed("domain::policy", "ports::store") && planted["domain::policy"].contains("ports::store"));
 }

@@ -6,7 +6,7 @@ mod common;
 use common::{approved_webhook, deliveries_to, effects_on, fake_state, someone, trail, wait_for_status, Api};
 use serde_json::json;
 
-/// The executor may simulate a crash here (see `config::FAULT_INJECTION_VAR`).
+/// The executor may simulate a crash here (see `config::ACTIONGATE_FAULT_INJECTION`).
 fn api() -> Api {
     common::api_with(&[("ACTIONGATE_FAULT_INJECTION", "1")])
 }

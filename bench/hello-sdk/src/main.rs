@@ -12,7 +12,7 @@ use serde_json::Value;
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     let mut startup = Startup::begin();
-    telemetry::init();
+    telemetry::init(actiongate::config::log_directives());
     startup.step("logging");
     let aws = aws_config().await;
     startup.step("sdk_config");

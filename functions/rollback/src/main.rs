@@ -17,7 +17,7 @@ use std::sync::Arc;
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     let mut startup = Startup::begin();
-    telemetry::init();
+    telemetry::init(actiongate::config::log_directives());
     startup.step("logging");
     let config = Config::from_env()?;
     let handlers = HandlerConfig::from_env()?;

@@ -52,7 +52,7 @@ pub enum Outcome {
 }
 
 /// The `rate_limit_key` that asks for a crash right after the side effect, when the executor
-/// runs with fault injection (`crate::config::FAULT_INJECTION_VAR`).
+/// runs with fault injection (`crate::config::ACTIONGATE_FAULT_INJECTION`).
 pub const ABORT_AFTER_EFFECT_KEY: &str = "fault:abort-after-effect";
 
 pub struct ExecutorService {
