@@ -14,6 +14,7 @@ pub mod provision;
 pub mod pump;
 pub mod stack;
 pub mod template;
+pub mod world;
 
 use std::path::PathBuf;
 

@@ -100,9 +100,11 @@ impl Status {
             // Before any step starts, the policy current at that moment decides again: a change
             // may block it, send it to a human (approval or manual), or hold tier-1 work
             // (kill switch, open breaker) — see `Policy::recheck`.
-            Pending => &[Queued, Cancelled, Blocked, AwaitingApproval, Manual],
+            // A plan whose earlier steps already ran fails instead (rollback stays possible):
+            // see `placement::stopped_by_policy`.
+            Pending => &[Queued, Cancelled, Blocked, AwaitingApproval, Manual, Failed],
             // An owner may withdraw queued work until an executor claims it.
-            Queued => &[Executing, Cancelled, Pending, Blocked, AwaitingApproval, Manual],
+            Queued => &[Executing, Cancelled, Pending, Blocked, AwaitingApproval, Manual, Failed],
             // A transient error re-queues (attempt + 1); a wait step rests in `waiting`.
             Executing => &[Completed, Failed, Waiting, Queued],
             Waiting => &[Queued, Cancelled],

@@ -1,0 +1,449 @@
+//! Service unit tests on the in-memory ports with the injected clock: intake placement, the
+//! sweep, rollback and the executor, each case that was only covered end to end before. They
+//! run in milliseconds with no emulator (`actiongate_local::world`).
+
+use actiongate::domain::breaker::{Breaker, BreakerStatus};
+use actiongate::domain::{ActionId, Status};
+use actiongate::ports::queue::ExecuteMessage;
+use actiongate::ports::store::*;
+use actiongate::services::executor::Outcome;
+use actiongate::services::rollback::RollbackRequest;
+use actiongate_local::world::{id_of, proposal, Behavior, World};
+use chrono::Duration;
+use serde_json::json;
+
+const APPROVER: &str = "approvals@example.com";
+
+async fn created(world: &World, user: &str, body: serde_json::Value) -> ActionId {
+    let (status, body) = world.propose(user, body).await;
+    assert!(status == 201 || status == 200 || status == 202, "{status} {body}");
+    id_of(&body)
+}
+
+// ---------------------------------------------------------------- intake placement
+
+#[tokio::test]
+async fn tier_one_work_is_held_while_the_breaker_is_open() {
+    let world = World::new();
+    let mut open =
+        Breaker { state: BreakerStatus::Open, reason: Some("3 failed in a row".into()), ..Default::default() };
+    open.version = 1;
+    world.store.save_breaker(0, &open, Some(("closed", "open", "test", "test")), world.now()).await.unwrap();
+    let id = created(&world, "alice", proposal("gmail.archive")).await;
+    let action = world.action(id).await;
+    assert_eq!(action.status, Status::Pending);
+    assert!(action.hold_reason.as_deref().is_some_and(|r| r.starts_with("breaker_open")), "{:?}", action.hold_reason);
+    assert!(world.queue.is_empty(), "held work is not queued");
+}
+
+#[tokio::test]
+async fn the_automatic_limit_holds_the_next_action_until_its_window_ends() {
+    let world = World::new();
+    for i in 0..5 {
+        let mut body = proposal("gmail.archive");
+        body["payload"]["message_id"] = json!(format!("m{i}"));
+        let id = created(&world, "alice", body).await;
+        assert_eq!(world.action(id).await.status, Status::Queued);
+    }
+    let id = created(&world, "alice", proposal("gmail.archive")).await;
+    let held = world.action(id).await;
+    assert_eq!(held.status, Status::Pending);
+    assert!(held.hold_reason.as_deref().is_some_and(|r| r.starts_with("auto_limit")), "{:?}", held.hold_reason);
+    let window_end = chrono::DateTime::parse_from_rfc3339("2026-03-02T10:00:00Z").unwrap();
+    assert_eq!(held.hold_until, Some(window_end.into()), "held until the hour's window ends");
+}
+
+#[tokio::test]
+async fn the_same_entity_cools_down_between_automatic_actions() {
+    let world = World::new();
+    let mut body = proposal("gmail.archive");
+    body["rate_limit_key"] = json!("thread-7");
+    let first = created(&world, "alice", body.clone()).await;
+    assert_eq!(world.action(first).await.status, Status::Queued);
+    let second = created(&world, "alice", body).await;
+    let held = world.action(second).await;
+    assert_eq!(held.status, Status::Pending);
+    assert!(held.hold_reason.as_deref().is_some_and(|r| r.starts_with("cooldown")), "{:?}", held.hold_reason);
+}
+
+#[tokio::test]
+async fn two_requests_racing_with_one_idempotency_key_make_one_action() {
+    let world = World::new();
+    let request = || {
+        World::request_with(
+            "POST",
+            "/actions",
+            Some(proposal("send_email")),
+            "alice",
+            false,
+            &[("idempotency-key", "order-42")],
+        )
+    };
+    let (a, b) = tokio::join!(world.intake.handle(request()), world.intake.handle(request()));
+    let (a, b) = (World::reply(a), World::reply(b));
+    assert!(a.0 < 300 && b.0 < 300, "both answer with the action: {a:?} {b:?}");
+    assert_eq!(id_of(&a.1), id_of(&b.1));
+    let page = world
+        .store
+        .list_actions(&actiongate::domain::UserId::parse("alice").unwrap(), None, 10, None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(page.actions.len(), 1);
+    // The same key with another body is a conflict, not a second action.
+    let mut other = proposal("send_email");
+    other["payload"]["subject"] = json!("different");
+    let replay =
+        World::request_with("POST", "/actions", Some(other), "alice", false, &[("idempotency-key", "order-42")]);
+    let (status, body) = World::reply(world.intake.handle(replay).await);
+    assert_eq!(status, 409, "{body}");
+}
+
+#[tokio::test]
+async fn a_rate_limit_refuses_exactly_past_its_limit_and_frees_with_the_next_window() {
+    let world = World::new();
+    for _ in 0..4 {
+        created(&world, "alice", proposal("send_email")).await;
+    }
+    let (status, body) = world.propose("alice", proposal("send_email")).await;
+    assert_eq!((status, body["error"].as_str()), (429, Some("rate_limited")), "{body}");
+    // Another user's limit is their own.
+    created(&world, "bob", proposal("send_email")).await;
+    // One second before the window ends: still refused; at its end: accepted.
+    world.advance(Duration::minutes(59) + Duration::seconds(59));
+    assert_eq!(world.propose("alice", proposal("send_email")).await.0, 429);
+    world.advance(Duration::seconds(1));
+    created(&world, "alice", proposal("send_email")).await;
+}
+
+// ---------------------------------------------------------------- the sweep
+
+#[tokio::test]
+async fn an_unanswered_approval_is_reminded_at_half_time_then_expires() {
+    let mut world = World::new();
+    let id = created(&world, "alice", proposal("send_email")).await;
+    assert_eq!(world.action(id).await.status, Status::AwaitingApproval);
+    assert_eq!(world.mailer.sent().len(), 1, "the approval request went out at intake");
+    world.advance(Duration::minutes(29));
+    world.sweep().await;
+    assert_eq!(world.mailer.sent().len(), 1, "no reminder before half the time");
+    world.advance(Duration::minutes(1));
+    let report = world.sweep().await;
+    assert_eq!(report.reminded, 1);
+    let mails = world.mailer.sent();
+    assert!(mails[1].mail.subject.starts_with("Reminder:"), "{}", mails[1].mail.subject);
+    world.advance(Duration::minutes(30));
+    let report = world.sweep().await;
+    assert_eq!(report.expired, 1);
+    let expired = world.action(id).await;
+    assert_eq!(expired.status, Status::Expired);
+    // The link of the expired request no longer decides anything.
+    let (status, _) = world.decide(id, "approve", APPROVER, false).await;
+    assert_eq!(status, 409);
+}
+
+#[tokio::test]
+async fn a_crashed_executor_s_idempotent_step_is_recovered_and_runs_once() {
+    let mut world = World::new();
+    let id = created(&world, "alice", proposal("gmail.archive")).await;
+    world.script(id, 0, &[Behavior::EffectThenCrash]);
+    world.deliver().await;
+    let stuck = world.action(id).await;
+    assert_eq!(stuck.status, Status::Executing, "the crash left the claim behind");
+    // Nothing happens while the lease lasts; after it, the sweep takes the step back.
+    world.sweep().await;
+    assert_eq!(world.action(id).await.status, Status::Executing);
+    world.advance(Duration::minutes(2));
+    let report = world.sweep().await;
+    assert_eq!(report.recovered, 1);
+    world.deliver().await;
+    assert_eq!(world.action(id).await.status, Status::Completed);
+    assert_eq!(world.effects_of(id).len(), 1, "the target saw the change once");
+}
+
+#[tokio::test]
+async fn a_crashed_executor_s_unrepeatable_step_goes_to_a_human_not_twice_to_the_target() {
+    let mut world = World::new();
+    let id = created(&world, "alice", proposal("send_email")).await;
+    assert_eq!(world.decide(id, "approve", APPROVER, false).await.0, 200);
+    world.script(id, 0, &[Behavior::EffectThenCrash]);
+    world.deliver().await;
+    world.advance(Duration::minutes(2));
+    world.settle(3, Duration::minutes(10)).await;
+    let action = world.action(id).await;
+    assert_eq!(action.status, Status::Failed, "an unknown outcome is never repeated");
+    assert_eq!(world.effects_of(id).len(), 1);
+    let shown = action.to_api();
+    assert!(shown.to_string().contains("outcome_unknown"), "{shown}");
+}
+
+#[tokio::test]
+async fn queued_work_whose_message_was_lost_is_sent_again() {
+    let mut world = World::new();
+    world.queue.fail_sends(true);
+    let id = created(&world, "alice", proposal("gmail.archive")).await;
+    world.queue.fail_sends(false);
+    world.deliver().await;
+    assert_eq!(world.action(id).await.status, Status::Queued, "no message, no run");
+    world.advance(Duration::minutes(5));
+    let report = world.sweep().await;
+    assert_eq!(report.resent, 1);
+    world.deliver().await;
+    assert_eq!(world.action(id).await.status, Status::Completed);
+}
+
+#[tokio::test]
+async fn a_wait_whose_wake_up_never_came_is_woken_by_the_sweep_and_not_before_its_time() {
+    let mut world = World::new();
+    let plan = json!({"steps": [
+        {"action_type": "gmail.archive", "payload": {"message_id": "m1"}},
+        {"wait_for": "PT2H"},
+        {"action_type": "gmail.archive", "payload": {"message_id": "m2"}},
+    ], "confidence": 0.95});
+    let id = created(&world, "alice", plan).await;
+    world.deliver().await;
+    assert_eq!(world.action(id).await.status, Status::Waiting);
+    let (_, wake) = world.wakeups.pending().pop().expect("a wake-up was scheduled");
+    assert_eq!(wake.at, world.now() + Duration::hours(2));
+    // The wake-up is lost (its schedule was deleted by hand).
+    let _ = world.wakeups.fire(wake.at);
+    world.advance(Duration::hours(2) + Duration::minutes(4));
+    world.sweep().await;
+    world.deliver().await;
+    assert_eq!(world.action(id).await.status, Status::Waiting, "not woken before the sweep's grace");
+    world.advance(Duration::minutes(1));
+    let report = world.sweep().await;
+    assert_eq!(report.woken, 1);
+    world.deliver().await;
+    let done = world.action(id).await;
+    assert_eq!(done.status, Status::Completed);
+    let effects = world.effects_of(id);
+    assert!(effects[1].at >= effects[0].at + Duration::hours(2), "{effects:?}");
+}
+
+#[tokio::test]
+async fn held_work_starts_oldest_first_when_the_window_reopens() {
+    let mut world = World::new();
+    let mut ids = Vec::new();
+    for i in 0..8 {
+        let mut body = proposal("gmail.archive");
+        body["payload"]["message_id"] = json!(format!("m{i}"));
+        ids.push(created(&world, "alice", body).await);
+        world.advance(Duration::seconds(10));
+    }
+    world.deliver().await;
+    let held: Vec<_> = ids[5..].to_vec();
+    for id in &held {
+        assert_eq!(world.action(*id).await.status, Status::Pending);
+    }
+    world.advance(Duration::hours(1));
+    let report = world.sweep().await;
+    assert_eq!(report.started, 3);
+    world.deliver().await;
+    let mut started: Vec<_> = Vec::new();
+    for id in &held {
+        started.push((world.effects_of(*id)[0].at, *id));
+    }
+    let order: Vec<_> = started.iter().map(|(_, id)| *id).collect();
+    assert_eq!(order, held, "in the order they were proposed");
+}
+
+// ---------------------------------------------------------------- rollback
+
+async fn completed_plan(world: &mut World, steps: serde_json::Value) -> ActionId {
+    let id = created(world, "alice", json!({"steps": steps, "confidence": 0.95})).await;
+    let action = world.action(id).await;
+    if action.status == Status::AwaitingApproval {
+        assert_eq!(world.decide(id, "approve", APPROVER, false).await.0, 200);
+    }
+    world.deliver().await;
+    assert_eq!(world.action(id).await.status, Status::Completed);
+    id
+}
+
+#[tokio::test]
+async fn a_rollback_undoes_in_reverse_and_reports_what_cannot_be_undone() {
+    let mut world = World::new();
+    let steps = json!([
+        {"action_type": "gmail.archive", "payload": {"message_id": "m1"}},
+        {"action_type": "send_email", "payload": {"to": ["bob@example.com"], "subject": "s", "text": "t"}},
+        {"action_type": "gmail.label", "payload": {"message_id": "m1", "label_ids": ["L"]}},
+    ]);
+    let id = completed_plan(&mut world, steps).await;
+    let action = world.action(id).await;
+    let refused = world
+        .rollback
+        .roll_back_by(action.clone(), &RollbackRequest { reason: None, partial: false }, "alice", None)
+        .await;
+    assert!(refused.is_err(), "a whole rollback is refused when a step cannot be undone");
+    let done = world
+        .rollback
+        .roll_back_by(action, &RollbackRequest { reason: Some("oops".into()), partial: true }, "alice", None)
+        .await
+        .expect("a partial rollback runs");
+    assert_eq!(done.status, Status::RolledBack);
+    let undone = actiongate_local::world::lock(&world.ledger).undone.clone();
+    assert_eq!(undone, vec![(id, 2), (id, 0)], "reverse order, the sent mail left alone");
+}
+
+#[tokio::test]
+async fn a_rollback_whose_worker_stopped_is_resumed_by_the_sweep() {
+    let mut world = World::new();
+    let steps = json!([
+        {"action_type": "gmail.archive", "payload": {"message_id": "m1"}},
+        {"action_type": "gmail.archive", "payload": {"message_id": "m2"}},
+    ]);
+    let id = completed_plan(&mut world, steps).await;
+    // A worker claimed the rollback and died: the action is rolling_back under a lease.
+    let before = world.action(id).await;
+    let mut claimed = before.clone();
+    claimed.lease_expires_at = Some(world.now() + Duration::seconds(50));
+    claimed.rollback_progress_at = Some(world.now());
+    world
+        .store
+        .advance(&before, claimed, &[(Status::RollingBack, "rollback started".into(), None)], "alice", world.now())
+        .await
+        .unwrap();
+    world.advance(Duration::minutes(1));
+    let report = world.sweep().await;
+    assert_eq!(report.resumed, 1);
+    world.deliver().await;
+    assert_eq!(world.action(id).await.status, Status::RolledBack);
+    let undone = actiongate_local::world::lock(&world.ledger).undone.clone();
+    assert_eq!(undone, vec![(id, 1), (id, 0)]);
+}
+
+#[tokio::test]
+async fn past_the_retention_a_step_cannot_be_restored_and_says_so() {
+    let mut world = World::new();
+    let steps = json!([{"action_type": "gmail.archive", "payload": {"message_id": "m1"}}]);
+    let id = completed_plan(&mut world, steps).await;
+    world.advance(Duration::days(91));
+    let action = world.action(id).await;
+    let whole = world
+        .rollback
+        .roll_back_by(action.clone(), &RollbackRequest { reason: None, partial: false }, "alice", None)
+        .await;
+    assert!(whole.is_err(), "the snapshot is gone: a whole rollback is refused");
+    assert!(actiongate_local::world::lock(&world.ledger).undone.is_empty());
+}
+
+// ---------------------------------------------------------------- the executor
+
+#[tokio::test]
+async fn transient_failures_are_retried_with_growing_backoff_then_succeed() {
+    let mut world = World::new();
+    let id = created(&world, "alice", proposal("gmail.archive")).await;
+    world.script(id, 0, &[Behavior::Transient, Behavior::Transient]);
+    world.deliver().await;
+    let first = world.action(id).await;
+    assert_eq!((first.status, first.attempts), (Status::Queued, 1));
+    let delays: Vec<i64> = world.inbox.iter().map(|(at, _)| (*at - world.now()).num_seconds()).collect();
+    assert_eq!(delays.len(), 1);
+    assert!((1..=2).contains(&delays[0]), "the first backoff is about retry_base: {delays:?}");
+    world.settle(1, Duration::seconds(2)).await;
+    world.settle(1, Duration::seconds(5)).await;
+    world.settle(1, Duration::seconds(10)).await;
+    let done = world.action(id).await;
+    assert_eq!((done.status, done.attempts), (Status::Completed, 3));
+    assert_eq!(world.effects_of(id).len(), 1);
+}
+
+#[tokio::test]
+async fn a_permanent_failure_fails_at_once_and_counts_against_the_breaker() {
+    let mut world = World::new();
+    let id = created(&world, "alice", proposal("gmail.archive")).await;
+    world.script(id, 0, &[Behavior::Permanent]);
+    world.deliver().await;
+    let failed = world.action(id).await;
+    assert_eq!((failed.status, failed.attempts), (Status::Failed, 1));
+    let breaker = world.store.breaker(10).await.unwrap();
+    assert_eq!(breaker.consecutive_failures, 1);
+}
+
+#[tokio::test]
+async fn retries_end_after_max_attempts() {
+    let mut world = World::new();
+    let id = created(&world, "alice", proposal("gmail.archive")).await;
+    world.script(id, 0, &[Behavior::Transient; 10]);
+    world.settle(10, Duration::minutes(20)).await;
+    let failed = world.action(id).await;
+    assert_eq!((failed.status, failed.attempts), (Status::Failed, 3));
+    assert!(world.effects_of(id).is_empty());
+}
+
+#[tokio::test]
+async fn a_plan_failing_for_good_is_compensated_when_the_policy_says_so() {
+    let mut world = World::new();
+    let steps = json!([
+        {"action_type": "gmail.archive", "payload": {"message_id": "m1"}},
+        {"action_type": "gmail.archive", "payload": {"message_id": "m2"}},
+    ]);
+    let id = created(&world, "alice", json!({"steps": steps, "confidence": 0.95})).await;
+    world.script(id, 1, &[Behavior::Permanent]);
+    world.settle(2, Duration::minutes(1)).await;
+    let action = world.action(id).await;
+    assert_eq!(action.status, Status::RolledBack, "{:?}", action.status);
+    let undone = actiongate_local::world::lock(&world.ledger).undone.clone();
+    assert_eq!(undone, vec![(id, 0)]);
+}
+
+#[tokio::test]
+async fn stale_and_duplicate_messages_change_nothing() {
+    let mut world = World::new();
+    let id = created(&world, "alice", proposal("gmail.archive")).await;
+    world.deliver().await;
+    assert_eq!(world.action(id).await.status, Status::Completed);
+    let version = world.action(id).await.version;
+    for step in [0, 1, 7] {
+        let outcome = world.run_executor(&ExecuteMessage { action_id: id, step }).await;
+        assert!(matches!(outcome, Outcome::Ignored(_)), "{outcome:?}");
+    }
+    let unknown = world.run_executor(&ExecuteMessage { action_id: ActionId::new_v7(world.now()), step: 0 }).await;
+    assert!(matches!(unknown, Outcome::DeadLetter(_)), "{unknown:?}");
+    assert_eq!(world.action(id).await.version, version);
+    assert_eq!(world.effects_of(id).len(), 1);
+}
+
+#[tokio::test]
+async fn a_scheduled_action_never_runs_early_however_its_message_arrives() {
+    let mut world = World::new();
+    let mut body = proposal("gmail.archive");
+    let at = world.now() + Duration::hours(3);
+    body["scheduled_for"] = json!(actiongate::domain::time::format_time(at));
+    let id = created(&world, "alice", body).await;
+    // A message arrives early anyway (a duplicate, or an operator's redrive).
+    let early = world.run_executor(&ExecuteMessage { action_id: id, step: 0 }).await;
+    assert!(matches!(early, Outcome::Ignored(_)), "{early:?}");
+    world.settle(20, Duration::minutes(10)).await;
+    let effects = world.effects_of(id);
+    assert_eq!(effects.len(), 1);
+    assert!(effects[0].at >= at, "ran at {} before {}", effects[0].at, at);
+}
+
+/// Found by the lifecycle property test: a plan whose type was blocked while it waited stayed
+/// `queued` for ever (the executor's stop, `queued → failed`, was not a legal move, so every
+/// attempt to record it was taken for a lost race).
+#[tokio::test]
+async fn a_plan_blocked_after_a_step_ran_fails_and_is_compensated_instead_of_hanging() {
+    let mut world = World::new();
+    let plan = json!({"steps": [
+        {"action_type": "gmail.archive", "payload": {"message_id": "m1"}},
+        {"wait_for": "PT1H"},
+        {"action_type": "gmail.archive", "payload": {"message_id": "m2"}},
+    ], "confidence": 0.95});
+    let id = created(&world, "alice", plan).await;
+    world.deliver().await;
+    assert_eq!(world.action(id).await.status, Status::Waiting);
+    let current = world.store.policy_override_raw().await.unwrap();
+    let mut policy = (*world.policies.current().await).clone();
+    policy.types.get_mut("gmail.archive").unwrap().blocked = true;
+    world.store.put_policy(current.map_or(0, |p| p.version), &policy, "admin", world.now()).await.unwrap();
+    world.settle(4, Duration::minutes(30)).await;
+    let action = world.action(id).await;
+    assert_eq!(action.status, Status::RolledBack, "failed, then compensated (the policy compensates)");
+    let trail = world.store.audit_trail(id).await.unwrap();
+    assert!(trail.iter().any(|e| e.from == Some(Status::Queued) && e.to == Status::Failed), "{trail:?}");
+    assert_eq!(world.effects_of(id).len(), 1, "the blocked step never ran");
+    assert_eq!(actiongate_local::world::lock(&world.ledger).undone, vec![(id, 0)]);
+}
