@@ -262,9 +262,15 @@ impl World {
                 Arc::new(queue.clone()),
                 policies.clone(),
                 approval_mail(),
+                Registry::new(handlers.clone()),
                 clock_dyn.clone(),
             ),
-            approval: ApprovalService::new(shared.clone(), Arc::new(queue.clone()), clock_dyn.clone()),
+            approval: ApprovalService::new(
+                shared.clone(),
+                Arc::new(queue.clone()),
+                Registry::new(handlers.clone()),
+                clock_dyn.clone(),
+            ),
             sweep: SweepService::new(
                 shared.clone(),
                 Arc::new(queue.clone()),

@@ -447,3 +447,33 @@ async fn a_plan_blocked_after_a_step_ran_fails_and_is_compensated_instead_of_han
     assert_eq!(world.effects_of(id).len(), 1, "the blocked step never ran");
     assert_eq!(actiongate_local::world::lock(&world.ledger).undone, vec![(id, 0)]);
 }
+
+/// One way to describe an action in words: the handler's own preview, in the dry run, the
+/// approval mail and the approval page alike (the world's fake handlers say "run <type>").
+#[tokio::test]
+async fn dry_runs_mail_and_pages_describe_steps_with_the_handler_s_own_preview() {
+    let world = World::new();
+    let mut dry = proposal("gmail.archive");
+    dry["dry_run"] = json!(true);
+    let (status, body) = world.propose("alice", dry).await;
+    assert_eq!((status, &body["preview"]), (200, &json!(["run gmail.archive"])), "{body}");
+    let plan = json!({"steps": [
+        {"action_type": "send_email", "payload": {"to": ["bob@example.com"], "subject": "s", "text": "t"}},
+        {"wait_for": "PT1H"},
+        {"action_type": "gmail.archive", "payload": {"message_id": "m1"}},
+    ], "confidence": 0.95});
+    let id = created(&world, "alice", plan).await;
+    let mail = world.mailer.sent().pop().expect("the approval request was mailed").mail;
+    assert!(mail.text.contains("1. run send_email"), "{}", mail.text);
+    // A step no handler runs (a wait) is described by the catalogue.
+    assert!(mail.text.contains("2. wait PT1H"), "{}", mail.text);
+    let token = mail.text.split("/approvals/").nth(1).and_then(|t| t.split_whitespace().next()).expect("a link");
+    let page =
+        world.approval.handle(World::request("GET", &format!("/approvals/{token}"), None, APPROVER, false)).await;
+    let html = match page.body() {
+        lambda_http::Body::Text(t) => t.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert!(html.contains("<li>run send_email</li>"), "{html}");
+    assert_eq!(world.action(id).await.status, Status::AwaitingApproval);
+}

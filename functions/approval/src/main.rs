@@ -4,6 +4,7 @@
 use actiongate::adapters::aws::lazy::OnFirstUse;
 use actiongate::adapters::aws::sqs::SqsQueue;
 use actiongate::config::{aws_config, Config};
+use actiongate::handlers::Registry;
 use actiongate::ports::store::Store;
 use actiongate::services::approval::ApprovalService;
 use actiongate::telemetry::{self, Startup};
@@ -23,7 +24,7 @@ async fn main() -> Result<(), Error> {
     let store: Arc<dyn Store> = Arc::new(config.store(&aws));
     startup.step("dynamodb_client");
     let queue = Arc::new(SqsQueue::new(OnFirstUse::aws(&aws, aws_sdk_sqs::Client::new), &config.work_queue_url));
-    let service = Arc::new(ApprovalService::new(store, queue, Arc::new(SystemClock)));
+    let service = Arc::new(ApprovalService::new(store, queue, Registry::standard(), Arc::new(SystemClock)));
     startup.step("wiring");
     startup.ready();
     run(service_fn(move |req: Request| {

@@ -5,6 +5,7 @@ use actiongate::adapters::aws::lazy::OnFirstUse;
 use actiongate::adapters::aws::ses::SesMailer;
 use actiongate::adapters::aws::sqs::SqsQueue;
 use actiongate::config::{aws_config, Config, MailConfig};
+use actiongate::handlers::Registry;
 use actiongate::ports::store::Store;
 use actiongate::services::intake::IntakeService;
 use actiongate::services::notices::ApprovalMail;
@@ -40,6 +41,7 @@ async fn main() -> Result<(), Error> {
         queue,
         Arc::new(PolicySource::new(store, policy, config.policy_cache)),
         approval_mail,
+        Registry::standard(),
         Arc::new(SystemClock),
     ));
     startup.step("wiring");

@@ -64,11 +64,6 @@ pub fn reason_text(code: &str) -> &'static str {
     }
 }
 
-/// The lines that say what the action will do, step by step.
-pub fn plan_lines(action: &Action) -> Vec<String> {
-    crate::domain::catalog::plan_lines(action.steps.iter().map(|s| &s.kind))
-}
-
 /// The dry-run preview: the exact payloads, pretty-printed and cut to a readable size.
 pub fn preview_json(action: &Action) -> String {
     let kinds: Vec<_> = action.steps.iter().map(|s| &s.kind).collect();

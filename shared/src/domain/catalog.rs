@@ -1,5 +1,8 @@
-//! The one place an action is described in words: approval mail and pages, dry runs and the
-//! handlers' previews all read these sentences.
+//! The built-in action types' sentences, and the words for steps no handler runs (waits,
+//! tier-3 types). Each built-in handler's preview returns its type's sentence from here; every
+//! description of an action (approval mail and pages, dry runs) goes through the handlers'
+//! previews (`ports::handler::Registry::describe`), so a handler brought by an integrator
+//! describes its own work.
 
 use crate::domain::time::format_time;
 use crate::domain::StepKind;

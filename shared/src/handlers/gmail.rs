@@ -24,6 +24,7 @@ pub const CHANGES: [(&str, LabelChange); 5] = [
 ];
 
 pub struct GmailModify {
+    pub action_type: &'static str,
     pub change: LabelChange,
 }
 
@@ -91,15 +92,7 @@ impl Handler for GmailModify {
     }
 
     fn preview(&self, payload: &Value) -> String {
-        let labels = labels_of(payload.get("label_ids").unwrap_or(&Value::Null));
-        let mut add: Vec<&str> = self.change.add.to_vec();
-        add.extend(labels.iter().map(String::as_str));
-        format!(
-            "Gmail message {}: add labels [{}], remove labels [{}]",
-            payload.get("message_id").and_then(Value::as_str).unwrap_or("?"),
-            add.join(", "),
-            self.change.remove.join(", ")
-        )
+        crate::domain::catalog::describe(self.action_type, payload)
     }
 
     fn reversibility(&self, _: &Value) -> Reversibility {

@@ -21,7 +21,7 @@ impl Registry {
         let mut handlers: BTreeMap<&'static str, Arc<dyn Handler>> = BTreeMap::new();
         handlers.insert("send_email", Arc::new(email::SendEmail));
         for (name, change) in gmail::CHANGES {
-            handlers.insert(name, Arc::new(gmail::GmailModify { change }));
+            handlers.insert(name, Arc::new(gmail::GmailModify { action_type: name, change }));
         }
         handlers.insert("calendar.create_event", Arc::new(calendar::CreateEvent));
         handlers.insert("http_request", Arc::new(webhook::HttpRequest));

@@ -3,9 +3,10 @@
 //! the registry the services look handlers up in. The handlers themselves live in
 //! `crate::handlers`, one module per target system.
 
+use crate::domain::catalog;
 use crate::domain::digest::hex_sha256;
 use crate::domain::policy::Policy;
-use crate::domain::{ActionId, UserId};
+use crate::domain::{ActionId, StepKind, UserId};
 use crate::ports::mail::Mailer;
 use crate::ports::store::Store;
 use async_trait::async_trait;
@@ -228,6 +229,24 @@ impl Registry {
     /// The registry of `handlers` (the standard one is [`crate::handlers`]'s).
     pub fn new(handlers: BTreeMap<&'static str, Arc<dyn Handler>>) -> Self {
         Self { handlers }
+    }
+
+    /// What one step does, in words: the handler's own preview; for work no handler runs (a
+    /// tier-3 type, a wait) the catalogue's words. Approval mail and pages, dry runs and the
+    /// console all describe actions through here.
+    pub fn describe(&self, kind: &StepKind) -> String {
+        match kind {
+            StepKind::Action { action_type, payload } => match self.get(action_type) {
+                Some(handler) => handler.preview(payload),
+                None => catalog::step_line(kind),
+            },
+            _ => catalog::step_line(kind),
+        }
+    }
+
+    /// What a plan does, a sentence a step.
+    pub fn plan_lines<'a>(&self, steps: impl IntoIterator<Item = &'a StepKind>) -> Vec<String> {
+        steps.into_iter().map(|kind| self.describe(kind)).collect()
     }
 
     pub fn get(&self, action_type: &str) -> Option<Arc<dyn Handler>> {

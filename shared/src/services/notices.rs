@@ -1,6 +1,6 @@
 //! The mails actiongate composes: approval requests and the circuit breaker's alert.
 
-use crate::domain::approval::{plan_lines, preview_json, reason_text};
+use crate::domain::approval::{preview_json, reason_text};
 use crate::domain::time::format_time;
 use crate::domain::{Action, EmailAddress};
 use crate::ports::mail::Mail;
@@ -34,9 +34,15 @@ pub fn alert_mail(to: &crate::domain::EmailAddress, reason: &str, now: DateTime<
 }
 
 /// The approval request mail: what the agent wants to do in plain words, risk, the rules that
-/// asked for approval, a dry-run preview, the expiry and one link.
-pub fn approval_mail(action: &Action, approver: &EmailAddress, link: &str, expires_at: DateTime<Utc>) -> Mail {
-    let lines = plan_lines(action);
+/// asked for approval, a dry-run preview, the expiry and one link. `lines` say what each step
+/// does ([`crate::ports::handler::Registry::plan_lines`]).
+pub fn approval_mail(
+    action: &Action,
+    lines: &[String],
+    approver: &EmailAddress,
+    link: &str,
+    expires_at: DateTime<Utc>,
+) -> Mail {
     let what = if lines.len() == 1 { lines[0].clone() } else { format!("a plan of {} steps", lines.len()) };
     let mut subject = format!("Approval needed: {what}");
     if subject.chars().count() > 140 {

@@ -92,6 +92,11 @@ impl SweepService {
         Self { store, queue, registry, policies, mail, clock }
     }
 
+    /// What each step of `action` does, in words.
+    fn plan_lines(&self, action: &Action) -> Vec<String> {
+        self.registry.plan_lines(action.steps.iter().map(|s| &s.kind))
+    }
+
     /// Mails `action`'s approver a fresh link. The link's record is stored first (so the mail
     /// never points at nothing); earlier links stay valid (a link is never closed before its
     /// successor is delivered). Returns whether the mail went out.
@@ -115,7 +120,8 @@ impl SweepService {
         stored.updated_at = now;
         self.store.reissue_link(action, &stored, None, &record, None).await?;
         let link = crate::domain::approval::link(&mail.public_base_url, &token);
-        let mut message = crate::services::notices::approval_mail(&stored, &approver, &link, expires_at);
+        let mut message =
+            crate::services::notices::approval_mail(&stored, &self.plan_lines(&stored), &approver, &link, expires_at);
         if reminder {
             message.subject = format!("Reminder: {}", message.subject);
         }
@@ -163,7 +169,7 @@ impl SweepService {
         let (Some(mail), Some(to)) = (&self.mail, crate::domain::EmailAddress::parse(action.user_id.as_str())) else {
             return;
         };
-        let lines = crate::domain::approval::plan_lines(action);
+        let lines = self.plan_lines(action);
         let text = format!(
             "Nobody approved your request in time, so it will not run:\n\n  {}\n\nIt expired at {}. Submit it again if it is still needed.\nAction id: {}\n",
             lines.join("; "),

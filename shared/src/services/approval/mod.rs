@@ -4,11 +4,11 @@ pub mod pages;
 
 use self::pages::escape;
 use crate::domain::approval::{
-    link_state, plan_lines, preview_json, reason_text, ApprovalRecord, ApprovalStatus, ApprovalToken, ApprovalUse,
-    LinkState,
+    link_state, preview_json, reason_text, ApprovalRecord, ApprovalStatus, ApprovalToken, ApprovalUse, LinkState,
 };
 use crate::domain::{Action, ActionId, AuditEvent, Status};
 use crate::ports::clock::{format_time, Clock};
+use crate::ports::handler::Registry;
 use crate::ports::queue::{ExecuteMessage, WorkQueue};
 use crate::ports::store::{Store, TransitionError};
 use crate::services::http::{self as api, ApiError, Identity, RequestMeta};
@@ -50,12 +50,14 @@ pub enum Via<'a> {
 pub struct ApprovalService {
     store: Arc<dyn Store>,
     queue: Arc<dyn WorkQueue>,
+    /// Describes actions on the confirmation page: each handler's own preview.
+    registry: Registry,
     clock: Arc<dyn Clock>,
 }
 
 impl ApprovalService {
-    pub fn new(store: Arc<dyn Store>, queue: Arc<dyn WorkQueue>, clock: Arc<dyn Clock>) -> Self {
-        Self { store, queue, clock }
+    pub fn new(store: Arc<dyn Store>, queue: Arc<dyn WorkQueue>, registry: Registry, clock: Arc<dyn Clock>) -> Self {
+        Self { store, queue, registry, clock }
     }
 
     pub async fn handle(&self, req: Request) -> Response<Body> {
@@ -121,7 +123,10 @@ impl ApprovalService {
         let response = match self.resolve(raw_token).await {
             Err(page) => page,
             Ok((record, action)) => match link_state(&record, &action, self.clock.now()) {
-                LinkState::Open => confirmation_page(&record, &action),
+                LinkState::Open => {
+                    let lines = self.registry.plan_lines(action.steps.iter().map(|s| &s.kind));
+                    confirmation_page(&record, &action, &lines)
+                }
                 other => state_page(&other),
             },
         };
@@ -372,8 +377,8 @@ fn parse_form(body: &[u8]) -> Result<(Decision, Option<String>), &'static str> {
     Ok((decision.ok_or("The form must say approve or reject.")?, reason))
 }
 
-fn confirmation_page(record: &ApprovalRecord, action: &Action) -> Response<Body> {
-    let steps: String = plan_lines(action).iter().map(|l| format!("<li>{}</li>", escape(l))).collect();
+fn confirmation_page(record: &ApprovalRecord, action: &Action, lines: &[String]) -> Response<Body> {
+    let steps: String = lines.iter().map(|l| format!("<li>{}</li>", escape(l))).collect();
     let reasons: String = action
         .reasons
         .iter()
@@ -524,7 +529,8 @@ mod tests {
         let (record, mut action) = waiting();
         action.payload = json!({"to": ["b@example.com"], "subject": "<script>alert(1)</script>", "text": "t"});
         action.steps[0].kind = StepKind::Action { action_type: "send_email".into(), payload: action.payload.clone() };
-        let page = confirmation_page(&record, &action);
+        let lines = Registry::standard().plan_lines(action.steps.iter().map(|s| &s.kind));
+        let page = confirmation_page(&record, &action, &lines);
         let html = std::str::from_utf8(page.body().as_ref()).unwrap();
         assert!(!html.contains("<script>"));
         assert!(html.contains("&lt;script&gt;"));

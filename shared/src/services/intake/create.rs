@@ -3,7 +3,6 @@
 //! runs.
 
 use super::*;
-use crate::domain::catalog::plan_lines;
 use crate::domain::digest::{constant_time_eq, hex_sha256};
 
 /// Who approves: the approver the request names, if the policy allows that person, else the
@@ -361,7 +360,8 @@ impl IntakeService {
 
         if let (Some((token, record, approver)), Some(expires_at)) = (&link, action.approval_expires_at) {
             let url = approval::link(&self.approval_mail.public_base_url, token);
-            let mail = crate::services::notices::approval_mail(&action, approver, &url, expires_at);
+            let mail =
+                crate::services::notices::approval_mail(&action, &self.plan_lines(&action), approver, &url, expires_at);
             match self.approval_mail.mailer.send(&mail).await {
                 Ok(message_id) => {
                     tracing::info!(%message_id, approver = %record.approver, "approval requested");
@@ -475,7 +475,7 @@ impl IntakeService {
                 "retry_after": would_be_limited,
                 "action_type": request.action_type,
                 "steps": steps,
-                "preview": plan_lines(&request.steps),
+                "preview": self.registry.plan_lines(&request.steps),
             }),
         ))
     }

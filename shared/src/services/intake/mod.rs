@@ -13,6 +13,7 @@ use crate::domain::guards::CounterSpec;
 use crate::domain::{Action, ActionId, AuditEvent, EmailAddress, IdempotencyKey, Status, Tier, UserId};
 use crate::policy::{Decision, Policy, Subject, Verdict};
 use crate::ports::clock::{format_time, Clock};
+use crate::ports::handler::Registry;
 use crate::ports::queue::{ExecuteMessage, WorkQueue};
 use crate::ports::store::{CreateError, Store, TransitionError};
 use crate::services::http::{self as api, ApiError, Identity, RequestMeta};
@@ -42,6 +43,8 @@ pub struct IntakeService {
     queue: Arc<dyn WorkQueue>,
     policies: Arc<PolicySource>,
     approval_mail: ApprovalMail,
+    /// Describes actions in words (dry runs, approval mail): each handler's own preview.
+    registry: Registry,
     clock: Arc<dyn Clock>,
 }
 
@@ -51,9 +54,15 @@ impl IntakeService {
         queue: Arc<dyn WorkQueue>,
         policies: Arc<PolicySource>,
         approval_mail: ApprovalMail,
+        registry: Registry,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        Self { store, queue, policies, approval_mail, clock }
+        Self { store, queue, policies, approval_mail, registry, clock }
+    }
+
+    /// What each step of `action` does, in words.
+    fn plan_lines(&self, action: &Action) -> Vec<String> {
+        self.registry.plan_lines(action.steps.iter().map(|s| &s.kind))
     }
 
     /// Answers one API Gateway request. Never fails: every error becomes a response.
