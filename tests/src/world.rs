@@ -357,18 +357,26 @@ impl World {
 
     /// Calls the intake API; returns the status and the JSON body.
     pub async fn api(&self, method: &str, path: &str, body: Option<Value>, user: &str, admin: bool) -> (u16, Value) {
-        let response = self.intake.handle(Self::request(method, path, body, user, admin)).await;
+        let response = self.intake_http(Self::request(method, path, body, user, admin)).await;
         Self::reply(response)
     }
 
     /// Calls the approval API (`/actions/{id}/approve|reject`, `/approvals/{token}`).
     pub async fn decide(&self, id: ActionId, verb: &str, user: &str, admin: bool) -> (u16, Value) {
         let body = json!({"reason": "test"});
-        let response = self
-            .approval
-            .handle(Self::request("POST", &format!("/actions/{id}/{verb}"), Some(body), user, admin))
-            .await;
+        let response =
+            self.approval_http(Self::request("POST", &format!("/actions/{id}/{verb}"), Some(body), user, admin)).await;
         Self::reply(response)
+    }
+
+    /// The intake function's answer to a request (routing included).
+    pub async fn intake_http(&self, req: lambda_http::Request) -> lambda_http::Response<lambda_http::Body> {
+        actiongate::entry::api_intake::handle(&self.intake, req).await
+    }
+
+    /// The approval function's answer to a request (routing included).
+    pub async fn approval_http(&self, req: lambda_http::Request) -> lambda_http::Response<lambda_http::Body> {
+        actiongate::entry::api_approval::handle(&self.approval, req).await
     }
 
     pub fn reply(response: lambda_http::Response<lambda_http::Body>) -> (u16, Value) {

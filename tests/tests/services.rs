@@ -79,7 +79,7 @@ async fn two_requests_racing_with_one_idempotency_key_make_one_action() {
             &[("idempotency-key", "order-42")],
         )
     };
-    let (a, b) = tokio::join!(world.intake.handle(request()), world.intake.handle(request()));
+    let (a, b) = tokio::join!(world.intake_http(request()), world.intake_http(request()));
     let (a, b) = (World::reply(a), World::reply(b));
     assert!(a.0 < 300 && b.0 < 300, "both answer with the action: {a:?} {b:?}");
     assert_eq!(id_of(&a.1), id_of(&b.1));
@@ -95,7 +95,7 @@ async fn two_requests_racing_with_one_idempotency_key_make_one_action() {
     other["payload"]["subject"] = json!("different");
     let replay =
         World::request_with("POST", "/actions", Some(other), "alice", false, &[("idempotency-key", "order-42")]);
-    let (status, body) = World::reply(world.intake.handle(replay).await);
+    let (status, body) = World::reply(world.intake_http(replay).await);
     assert_eq!(status, 409, "{body}");
 }
 
@@ -468,8 +468,7 @@ async fn dry_runs_mail_and_pages_describe_steps_with_the_handler_s_own_preview()
     // A step no handler runs (a wait) is described by the catalogue.
     assert!(mail.text.contains("2. wait PT1H"), "{}", mail.text);
     let token = mail.text.split("/approvals/").nth(1).and_then(|t| t.split_whitespace().next()).expect("a link");
-    let page =
-        world.approval.handle(World::request("GET", &format!("/approvals/{token}"), None, APPROVER, false)).await;
+    let page = world.approval_http(World::request("GET", &format!("/approvals/{token}"), None, APPROVER, false)).await;
     let html = match page.body() {
         lambda_http::Body::Text(t) => t.clone(),
         other => panic!("{other:?}"),

@@ -29,7 +29,7 @@ async fn main() -> Result<(), Error> {
     startup.ready();
     run(service_fn(move |req: Request| {
         let service = Arc::clone(&service);
-        async move { Ok::<_, Error>(service.handle(req).await) }
+        async move { Ok::<_, Error>(actiongate::entry::api_approval::handle(&service, req).await) }
     }))
     .await
 }

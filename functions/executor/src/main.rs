@@ -56,7 +56,9 @@ async fn main() -> Result<(), Error> {
                 chrono::Utc::now(),
                 chrono::Duration::seconds(30),
             );
-            Ok::<SqsBatchResponse, Error>(service.handle_batch(event.payload, deadline).await)
+            Ok::<SqsBatchResponse, Error>(
+                actiongate::entry::sqs_batch::handle_batch(&service, event.payload, deadline).await,
+            )
         }
     }))
     .await

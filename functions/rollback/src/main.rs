@@ -4,12 +4,10 @@
 use actiongate::config::{aws_config, Config, HandlerConfig};
 use actiongate::handlers::{Dependencies, Registry};
 use actiongate::ports::store::Store;
-use actiongate::services::http as api;
 use actiongate::services::policy_source::PolicySource;
 use actiongate::services::rollback::RollbackService;
 use actiongate::telemetry::{self, Startup};
 use actiongate::SystemClock;
-use lambda_http::request::LambdaRequest;
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
 use serde_json::Value;
 use std::sync::Arc;
@@ -42,12 +40,7 @@ async fn main() -> Result<(), Error> {
                 chrono::Utc::now(),
                 chrono::Duration::seconds(60),
             );
-            if event.payload.get("requestContext").is_some() {
-                let request: LambdaRequest = serde_json::from_value(event.payload)?;
-                Ok::<Value, Error>(api::to_apigw_v2(service.handle(request.into(), deadline).await))
-            } else {
-                Ok(service.invoke(event.payload, deadline).await)
-            }
+            Ok::<Value, Error>(actiongate::entry::api_rollback::handle(&service, event.payload, deadline).await)
         }
     }))
     .await

@@ -6,6 +6,7 @@
 pub mod action;
 pub mod approval;
 pub mod breaker;
+pub mod caller;
 pub mod catalog;
 pub mod digest;
 pub mod duration;

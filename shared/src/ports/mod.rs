@@ -4,6 +4,7 @@
 //! port also has an in-memory implementation with the same semantics ([`memory`]), so the
 //! services are tested without an emulator. Ports import only the domain.
 
+pub mod api;
 pub mod clock;
 pub mod handler;
 pub mod mail;

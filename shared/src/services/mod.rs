@@ -2,13 +2,12 @@
 //! rollback) plus what several share (notices, the policy in force, the circuit breaker's
 //! bookkeeping). They orchestrate the domain's rules over ports only: never an adapter.
 //!
-//! `http` is the HTTP boundary the API services still speak directly (identity from claims,
-//! bodies, the one `ApiError`, JSON responses).
+//! The API services take a `ports::api::Call` and answer a `Reply` or an `ApiError`; they
+//! never see HTTP (the `entry` module routes requests to them).
 
 pub mod approval;
 pub mod breaker;
 pub mod executor;
-pub mod http;
 pub mod intake;
 pub mod notices;
 pub mod policy_source;

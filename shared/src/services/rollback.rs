@@ -8,12 +8,11 @@
 
 use crate::domain::action::{StepKind, StepState};
 use crate::domain::{Action, ActionId, Status};
+use crate::ports::api::{ApiError, Call, Reply};
 use crate::ports::clock::Clock;
 use crate::ports::handler::{Dependencies, Registry, Reversibility, StepContext};
 use crate::ports::store::{Store, StoredSnapshot, TransitionError};
-use crate::services::http::{self as api, ApiError, Identity};
 use chrono::{DateTime, Utc};
-use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -74,29 +73,18 @@ impl RollbackService {
     }
 
     /// `POST /actions/{id}/rollback`: the owner or an admin.
-    pub async fn handle(&self, req: Request, deadline: DateTime<Utc>) -> Response<Body> {
-        let result = async {
-            let identity = Identity::from_request(&req).ok_or(ApiError::Unauthorized)?;
-            let segments = api::path_segments(&req);
-            let id = match segments.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
-                ["actions", id, "rollback"] if req.method() == "POST" => (*id).to_owned(),
-                ["actions", _, "rollback"] => {
-                    return Err(ApiError::MethodNotAllowed { method: req.method().to_string() })
-                }
-                _ => return Err(ApiError::NotFound("route")),
-            };
-            let body = api::optional_json_body(&req, 16 * 1024)?;
-            let request: RollbackRequest =
-                serde_json::from_value(body).map_err(|e| ApiError::invalid("$", e.to_string()))?;
-            let action = self.load(&id).await?;
-            if action.user_id != identity.user && !identity.admin {
-                return Err(ApiError::NotFound("action"));
-            }
-            let done = self.roll_back_by(action, &request, identity.user.as_str(), Some(deadline)).await?;
-            Ok(api::json_response(200, &with_outcome(&done)))
+    /// `POST /actions/{id}/rollback` by the owner or an administrator (`{reason?, partial?}`).
+    pub async fn request(&self, call: &Call, id: &str, deadline: DateTime<Utc>) -> Result<Reply, ApiError> {
+        let identity = call.identity()?;
+        let body = call.optional_json_body(16 * 1024)?;
+        let request: RollbackRequest =
+            serde_json::from_value(body).map_err(|e| ApiError::invalid("$", e.to_string()))?;
+        let action = self.load(id).await?;
+        if action.user_id != identity.user && !identity.admin {
+            return Err(ApiError::NotFound("action"));
         }
-        .await;
-        result.unwrap_or_else(ApiError::into_response)
+        let done = self.roll_back_by(action, &request, identity.user.as_str(), Some(deadline)).await?;
+        Ok(Reply::json(200, &with_outcome(&done)))
     }
 
     /// A direct invocation; errors come back as `{error, message}` values.

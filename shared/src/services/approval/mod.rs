@@ -1,39 +1,20 @@
-//! The approval function: link pages, link decisions and API decisions.
+//! The approval service: what a link shows, decisions by link and by API. Reading a link
+//! never changes anything; a decision is one conditional write.
 
-pub mod pages;
-
-use self::pages::escape;
 use crate::domain::approval::{
-    link_state, preview_json, reason_text, ApprovalRecord, ApprovalStatus, ApprovalToken, ApprovalUse, LinkState,
+    link_state, ApprovalRecord, ApprovalStatus, ApprovalToken, ApprovalUse, Decision, LinkState,
 };
+use crate::domain::caller::RequestMeta;
 use crate::domain::{Action, ActionId, AuditEvent, Status};
+use crate::ports::api::{ApiError, Call, LinkPage, Reply};
 use crate::ports::clock::{format_time, Clock};
 use crate::ports::handler::Registry;
 use crate::ports::queue::{ExecuteMessage, WorkQueue};
 use crate::ports::store::{Store, TransitionError};
-use crate::services::http::{self as api, ApiError, Identity, RequestMeta};
-use lambda_http::{Body, Request, Response};
 use serde_json::json;
 use std::sync::Arc;
-use tracing::Instrument;
 
 const MAX_REASON_CHARS: usize = 1000;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
-    Approve,
-    Reject,
-}
-
-impl Decision {
-    fn parse(s: &str) -> Option<Self> {
-        match s {
-            "approve" => Some(Decision::Approve),
-            "reject" => Some(Decision::Reject),
-            _ => None,
-        }
-    }
-}
 
 /// How a decision arrived: through one emailed link (which it uses up), or the API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,88 +41,50 @@ impl ApprovalService {
         Self { store, queue, registry, clock }
     }
 
-    pub async fn handle(&self, req: Request) -> Response<Body> {
-        let span = tracing::info_span!("approval", method = %req.method(), action_id = tracing::field::Empty);
-        async {
-            let segments = api::path_segments(&req);
-            let parts: Vec<&str> = segments.iter().map(String::as_str).collect();
-            let method = req.method().as_str().to_owned();
-            let response = match (parts.as_slice(), method.as_str()) {
-                (["approvals", token], "GET" | "HEAD") => self.show(token, method == "HEAD").await,
-                (["approvals", token], "POST") => self.decide_by_link(&req, token).await,
-                (["approvals", _], _) => pages::message(405, "Not allowed", "Open the link in a browser."),
-                (["actions", id, verb @ ("approve" | "reject")], "POST") => {
-                    let decision = if *verb == "approve" { Decision::Approve } else { Decision::Reject };
-                    self.decide_by_api(&req, id, decision).await.unwrap_or_else(ApiError::into_response)
-                }
-                (["actions", _, "approve" | "reject"], _) => {
-                    ApiError::MethodNotAllowed { method: method.clone() }.into_response()
-                }
-                _ => ApiError::NotFound("route").into_response(),
-            };
-            tracing::info!(status = response.status().as_u16(), "request handled");
-            response
-        }
-        .instrument(span)
-        .await
-    }
-
     /// Finds the record and action behind a link, or the page to show instead.
-    async fn resolve(&self, raw_token: &str) -> Result<(ApprovalRecord, Action), Response<Body>> {
-        let not_found = || {
-            pages::message(
-                404,
-                "Link not found",
-                "This approval link is not valid. Check that you opened the whole link from the email.",
-            )
+    async fn resolve(&self, raw_token: &str) -> Result<(ApprovalRecord, Action), LinkPage> {
+        let not_found = || LinkPage::Message {
+            status: 404,
+            title: "Link not found",
+            sentence: "This approval link is not valid. Check that you opened the whole link from the email.".into(),
         };
         let token = ApprovalToken::parse(raw_token).ok_or_else(not_found)?;
         let record = match self.store.get_approval(token.hash().as_str()).await {
             Ok(Some(r)) => r,
             Ok(None) => return Err(not_found()),
-            Err(e) => return Err(self.unavailable(&e)),
+            Err(e) => return Err(unavailable(&e)),
         };
         tracing::Span::current().record("action_id", tracing::field::display(record.action_id));
         match self.store.get_action(record.action_id).await {
             Ok(Some(action)) => Ok((record, action)),
             Ok(None) => Err(not_found()),
-            Err(e) => Err(self.unavailable(&e)),
+            Err(e) => Err(unavailable(&e)),
         }
     }
 
-    fn unavailable(&self, e: &dyn std::fmt::Display) -> Response<Body> {
-        tracing::error!(error = %e, "approval lookup failed");
-        pages::message(
-            503,
-            "Try again shortly",
-            "The approval service could not be reached. Nothing was decided; reload the page in a moment.",
-        )
-    }
-
-    /// GET and HEAD: a page, never a change of state.
-    async fn show(&self, raw_token: &str, head: bool) -> Response<Body> {
-        let response = match self.resolve(raw_token).await {
+    /// What a link shows (GET and HEAD): a page, never a change of state.
+    pub async fn show(&self, raw_token: &str) -> LinkPage {
+        match self.resolve(raw_token).await {
             Err(page) => page,
             Ok((record, action)) => match link_state(&record, &action, self.clock.now()) {
                 LinkState::Open => {
                     let lines = self.registry.plan_lines(action.steps.iter().map(|s| &s.kind));
-                    confirmation_page(&record, &action, &lines)
+                    LinkPage::Confirm { record, action, lines }
                 }
-                other => state_page(&other),
+                other => LinkPage::State(other),
             },
-        };
-        if head {
-            let (parts, _) = response.into_parts();
-            return Response::from_parts(parts, Body::Empty);
         }
-        response
     }
 
-    async fn decide_by_link(&self, req: &Request, raw_token: &str) -> Response<Body> {
-        let (decision, reason) = match parse_form(req.body().as_ref()) {
-            Ok(v) => v,
-            Err(sentence) => return pages::message(400, "Choose approve or reject", sentence),
-        };
+    /// A decision by link (the page's form, POST): recorded if the link is still open and not
+    /// addressed to the requester.
+    pub async fn decide_by_link(
+        &self,
+        raw_token: &str,
+        decision: Decision,
+        reason: Option<String>,
+        meta: &RequestMeta,
+    ) -> LinkPage {
         let (record, action) = match self.resolve(raw_token).await {
             Ok(v) => v,
             Err(page) => return page,
@@ -150,35 +93,42 @@ impl ApprovalService {
         match link_state(&record, &action, now) {
             LinkState::Open => {}
             LinkState::Expired => {
-                self.expire_if_waiting(&action, &record.approver, &RequestMeta::from_request(req)).await;
-                return state_page(&LinkState::Expired);
+                self.expire_if_waiting(&action, &record.approver, meta).await;
+                return LinkPage::State(LinkState::Expired);
             }
-            other => return state_page(&other),
+            other => return LinkPage::State(other),
         }
         if is_requesters_address(&action, &record.approver) {
-            return pages::message(
-                403,
-                "You cannot decide your own request",
-                "This action was requested by you, so someone else must approve or reject it. Nothing was changed.",
-            );
+            return LinkPage::Message {
+                status: 403,
+                title: "You cannot decide your own request",
+                sentence:
+                    "This action was requested by you, so someone else must approve or reject it. Nothing was changed."
+                        .into(),
+            };
         }
-        let meta = RequestMeta::from_request(req);
         match self
-            .apply(&action, decision, &record.approver, reason, &meta, Via::Link { token_hash: &record.token_hash })
+            .apply(&action, decision, &record.approver, reason, meta, Via::Link { token_hash: &record.token_hash })
             .await
         {
-            Ok(after) => decided_page(&after),
+            Ok(after) => LinkPage::Decided(after),
             Err(TransitionError::Conflict) => match self.store.get_action(action.action_id).await {
-                Ok(Some(current)) => state_page(&link_state(&record, &current, now)),
-                _ => pages::message(409, "Already decided", "Someone decided this action a moment ago."),
+                Ok(Some(current)) => LinkPage::State(link_state(&record, &current, now)),
+                _ => LinkPage::Message {
+                    status: 409,
+                    title: "Already decided",
+                    sentence: "Someone decided this action a moment ago.".into(),
+                },
             },
-            Err(TransitionError::Store(e)) => self.unavailable(&e),
+            Err(TransitionError::Store(e)) => unavailable(&e),
         }
     }
 
-    async fn decide_by_api(&self, req: &Request, id: &str, decision: Decision) -> Result<Response<Body>, ApiError> {
-        let identity = Identity::from_request(req).ok_or(ApiError::Unauthorized)?;
-        let reason = api::optional_reason(req, MAX_REASON_CHARS)?;
+    /// A decision through the API (`POST /actions/{id}/approve|reject`): by the approver or an
+    /// administrator, never by the requester.
+    pub async fn decide(&self, call: &Call, id: &str, decision: Decision) -> Result<Reply, ApiError> {
+        let identity = call.identity()?;
+        let reason = call.optional_reason(MAX_REASON_CHARS)?;
         let id = ActionId::parse(id).ok_or(ApiError::NotFound("action"))?;
         tracing::Span::current().record("action_id", tracing::field::display(id));
         let action =
@@ -200,7 +150,7 @@ impl ApprovalService {
                 ApiError::NotFound("action")
             });
         }
-        let meta = RequestMeta::from_request(req);
+        let meta = &call.meta;
         let actor = identity.email.clone().unwrap_or_else(|| identity.user.to_string());
         if action.status != Status::AwaitingApproval {
             return Err(ApiError::InvalidState {
@@ -209,11 +159,11 @@ impl ApprovalService {
             });
         }
         if action.approval_expires_at.is_some_and(|t| self.clock.now() >= t) {
-            let status = self.expire_if_waiting(&action, &actor, &meta).await;
+            let status = self.expire_if_waiting(&action, &actor, meta).await;
             return Err(ApiError::InvalidState { status, message: "its approval window has passed".into() });
         }
-        match self.apply(&action, decision, &actor, reason, &meta, Via::Api { admin: !is_approver }).await {
-            Ok(after) => Ok(api::json_response(200, &after.to_api())),
+        match self.apply(&action, decision, &actor, reason, meta, Via::Api { admin: !is_approver }).await {
+            Ok(after) => Ok(Reply::json(200, &after.to_api())),
             Err(TransitionError::Conflict) => {
                 let status = self.store.get_action(id).await.ok().flatten().map_or(action.status, |a| a.status);
                 Err(ApiError::InvalidState { status, message: "it was decided by someone else first".into() })
@@ -348,89 +298,20 @@ impl ApprovalService {
     }
 }
 
+/// The page when the store cannot be reached: nothing was decided.
+fn unavailable(e: &dyn std::fmt::Display) -> LinkPage {
+    tracing::error!(error = %e, "approval lookup failed");
+    LinkPage::Message {
+        status: 503,
+        title: "Try again shortly",
+        sentence: "The approval service could not be reached. Nothing was decided; reload the page in a moment.".into(),
+    }
+}
+
 /// Whether `address` is the requester's own (their user id or verified email).
 fn is_requesters_address(action: &Action, address: &str) -> bool {
-    crate::services::http::is_same_mailbox(address, action.user_id.as_str())
-        || action.requester_email.as_deref().is_some_and(|e| crate::services::http::is_same_mailbox(address, e))
-}
-
-/// `decision=approve|reject&reason=…` from the page's form.
-fn parse_form(body: &[u8]) -> Result<(Decision, Option<String>), &'static str> {
-    let mut decision = None;
-    let mut reason = None;
-    for (key, value) in url::form_urlencoded::parse(body) {
-        match key.as_ref() {
-            "decision" if decision.is_none() => {
-                decision = Some(Decision::parse(&value).ok_or("The form must say approve or reject.")?)
-            }
-            "decision" => return Err("The form gave more than one decision."),
-            "reason" => {
-                let trimmed = value.trim();
-                if trimmed.chars().count() > MAX_REASON_CHARS {
-                    return Err("The reason is too long (1000 characters at most).");
-                }
-                reason = (!trimmed.is_empty()).then(|| trimmed.to_owned());
-            }
-            _ => {}
-        }
-    }
-    Ok((decision.ok_or("The form must say approve or reject.")?, reason))
-}
-
-fn confirmation_page(record: &ApprovalRecord, action: &Action, lines: &[String]) -> Response<Body> {
-    let steps: String = lines.iter().map(|l| format!("<li>{}</li>", escape(l))).collect();
-    let reasons: String = action
-        .reasons
-        .iter()
-        .filter(|c| c.as_str() != "needs_approval")
-        .map(|c| format!("<li>{} <span class=\"note\">({})</span></li>", escape(reason_text(c)), escape(c)))
-        .collect();
-    let risk = action.risk_score.map_or("not given".to_owned(), |r| r.to_string());
-    let confidence = action.confidence.map_or("not given".to_owned(), |c| format!("{c:.2}"));
-    let body = format!(
-        "<h1>Approve this action?</h1>\
-         <p><strong>{user}</strong> asks actiongate to:</p><ol>{steps}</ol>\
-         <dl><dt>Risk score</dt><dd>{risk}</dd><dt>Agent confidence</dt><dd>{confidence}</dd>\
-         <dt>Requested</dt><dd>{created}</dd><dt>Link expires</dt><dd>{expires}</dd><dt>Approver</dt><dd>{approver}</dd><dt>Action id</dt><dd>{id}</dd></dl>\
-         {reasons_block}<p>Preview (dry run) of exactly what will run:</p><pre>{preview}</pre>\
-         <form method=\"post\"><label for=\"reason\">Reason (optional)</label><textarea id=\"reason\" name=\"reason\" maxlength=\"1000\"></textarea>\
-         <div class=\"buttons\"><button class=\"approve\" type=\"submit\" name=\"decision\" value=\"approve\">Approve</button>\
-         <button class=\"reject\" type=\"submit\" name=\"decision\" value=\"reject\">Reject</button></div></form>\
-         <p class=\"note\">Nothing happens until you press a button. The first decision counts; this link works once.</p>",
-        user = escape(action.user_id.as_str()),
-        created = escape(&format_time(action.created_at)),
-        expires = escape(&format_time(record.expires_at)),
-        approver = escape(&record.approver),
-        id = action.action_id,
-        reasons_block = if reasons.is_empty() { String::new() } else { format!("<p>Approval is needed because:</p><ul>{reasons}</ul>") },
-        preview = escape(&preview_json(action)),
-    );
-    pages::page(200, "Approve this action?", &body)
-}
-
-fn decided_page(action: &Action) -> Response<Body> {
-    match action.status {
-        Status::Queued => pages::message(200, "Approved", "Thank you. The action is approved and queued to run."),
-        _ => pages::message(200, "Rejected", "Thank you. The action is rejected and will not run."),
-    }
-}
-
-fn state_page(state: &LinkState) -> Response<Body> {
-    match state {
-        LinkState::Open => pages::message(200, "Waiting for a decision", "This action is still waiting for a decision."),
-        LinkState::Decided { status, by, at } => {
-            let verdict = match status {
-                Status::Rejected => "rejected",
-                Status::Expired => "expired",
-                _ => "approved",
-            };
-            let who = by.as_deref().unwrap_or("someone");
-            let when = at.map(format_time).unwrap_or_else(|| "earlier".into());
-            pages::message(409, "Already decided", &format!("This action was already {verdict} by {who} at {when}. Nothing was changed."))
-        }
-        LinkState::Expired => pages::message(410, "Link expired", "The approval window for this action has passed, so it will not run. Ask the requester to submit it again if it is still needed."),
-        LinkState::Closed(sentence) => pages::message(410, "Link no longer valid", sentence),
-    }
+    crate::domain::ids::is_same_mailbox(address, action.user_id.as_str())
+        || action.requester_email.as_deref().is_some_and(|e| crate::domain::ids::is_same_mailbox(address, e))
 }
 
 #[cfg(test)]
@@ -438,6 +319,7 @@ mod tests {
     use super::*;
     use crate::domain::action::StepKind;
     use crate::domain::approval::issue_link;
+    use crate::domain::caller::Identity;
     use crate::domain::UserId;
     use chrono::{DateTime, Utc};
 
@@ -511,29 +393,5 @@ mod tests {
         let by_mail =
             Identity { user: UserId::parse("sso-123").unwrap(), email: Some("alice@example.com".into()), admin: true };
         assert!(by_mail.is_requester(&action), "the same person under another id, by email");
-    }
-
-    #[test]
-    fn forms_need_exactly_one_known_decision() {
-        assert_eq!(parse_form(b"decision=approve&reason=ok").unwrap(), (Decision::Approve, Some("ok".into())));
-        assert_eq!(parse_form(b"decision=reject").unwrap(), (Decision::Reject, None));
-        assert!(parse_form(b"").is_err());
-        assert!(parse_form(b"decision=maybe").is_err());
-        assert!(parse_form(b"decision=approve&decision=reject").is_err());
-        assert!(parse_form(format!("decision=approve&reason={}", "x".repeat(1001)).as_bytes()).is_err());
-        assert!(parse_form(&[0xff, 0xfe]).is_err());
-    }
-
-    #[test]
-    fn confirmation_page_escapes_and_has_no_script() {
-        let (record, mut action) = waiting();
-        action.payload = json!({"to": ["b@example.com"], "subject": "<script>alert(1)</script>", "text": "t"});
-        action.steps[0].kind = StepKind::Action { action_type: "send_email".into(), payload: action.payload.clone() };
-        let lines = Registry::standard().plan_lines(action.steps.iter().map(|s| &s.kind));
-        let page = confirmation_page(&record, &action, &lines);
-        let html = std::str::from_utf8(page.body().as_ref()).unwrap();
-        assert!(!html.contains("<script>"));
-        assert!(html.contains("&lt;script&gt;"));
-        assert!(html.contains("value=\"approve\"") && html.contains("value=\"reject\""));
     }
 }

@@ -11,7 +11,7 @@ impl ExecutorService {
         }
         match self.compensator.resume(action, Some(deadline)).await {
             Ok(done) => Outcome::Ran(done.status),
-            Err(crate::services::http::ApiError::InvalidState { .. }) => {
+            Err(crate::ports::api::ApiError::InvalidState { .. }) => {
                 Outcome::Ignored("taken over by another worker".into())
             }
             Err(e) => Outcome::Retry(e.to_string()),
@@ -45,7 +45,7 @@ impl ExecutorService {
                 Outcome::Ran(done.status)
             }
             // Taken over (another worker, or the owner's rollback) or already settled.
-            Err(crate::services::http::ApiError::InvalidState { status, .. }) => Outcome::Ran(status),
+            Err(crate::ports::api::ApiError::InvalidState { status, .. }) => Outcome::Ran(status),
             Err(e) => {
                 // Still owed (`compensation_due`): the message comes back, and the sweep re-sends.
                 tracing::error!(error = %e, "automatic compensation did not start");

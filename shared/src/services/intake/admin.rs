@@ -5,10 +5,11 @@ use super::*;
 
 impl IntakeService {
     /// The host application records whether a user passed KYC (needed by `make_purchase`).
-    pub(super) async fn kyc(&self, req: &Request, user: &str, identity: &Identity) -> Result<Response<Body>, ApiError> {
+    /// `GET` (read, `change` false) or `PUT` (set, `change` true) a user's KYC flag.
+    pub async fn kyc(&self, call: &Call, user: &str, identity: &Identity, change: bool) -> Result<Reply, ApiError> {
         let user = administered_user(identity, user)?;
-        if req.method() == "PUT" {
-            let body = api::json_body(req, 4 * 1024)?;
+        if change {
+            let body = call.json_body(4 * 1024)?;
             let verified = body
                 .get("verified")
                 .and_then(Value::as_bool)
@@ -23,27 +24,22 @@ impl IntakeService {
             tracing::info!(user = %user, verified, by = %identity.user, "kyc flag set");
         }
         let verified = self.store.kyc_verified(&user).await.map_err(ApiError::internal)?;
-        Ok(api::json_response(200, &json!({"user_id": user, "kyc_verified": verified})))
+        Ok(Reply::json(200, &json!({"user_id": user, "kyc_verified": verified})))
     }
 
     /// The administrative changes to a user (KYC, stored credentials), oldest first.
-    pub(super) async fn user_audit(
-        &self,
-        req: &Request,
-        user: &str,
-        identity: &Identity,
-    ) -> Result<Response<Body>, ApiError> {
+    pub async fn user_audit(&self, call: &Call, user: &str, identity: &Identity) -> Result<Reply, ApiError> {
         let user = administered_user(identity, user)?;
-        let (events, next) = self.trail_page(&crate::domain::streams::user_audit_stream(&user), req).await?;
-        Ok(api::json_response(200, &json!({"user_id": user, "events": events, "events_next": next})))
+        let (events, next) = self.trail_page(&crate::domain::streams::user_audit_stream(&user), call).await?;
+        Ok(Reply::json(200, &json!({"user_id": user, "events": events, "events_next": next})))
     }
 
-    pub(super) async fn policy_status(&self, req: &Request, identity: &Identity) -> Result<Response<Body>, ApiError> {
+    pub async fn policy_status(&self, call: &Call, identity: &Identity) -> Result<Reply, ApiError> {
         if !identity.admin {
             return Err(ApiError::Forbidden);
         }
         let stored = self.store.policy_override_raw().await.map_err(ApiError::internal)?;
-        let events = self.trail_page(crate::domain::streams::POLICY_AUDIT_STREAM, req).await?;
+        let events = self.trail_page(crate::domain::streams::POLICY_AUDIT_STREAM, call).await?;
         let body = match stored {
             Some(raw) => match raw.parse() {
                 Ok(policy) => {
@@ -60,58 +56,57 @@ impl IntakeService {
                 json!({"policy": self.policies.deployed(), "source": "deployed", "version": 0, "valid": true, "events": events.0, "events_next": events.1})
             }
         };
-        Ok(api::json_response(200, &body))
+        Ok(Reply::json(200, &body))
     }
 
     /// Replaces the policy at run time. The whole document is validated first; an invalid one
     /// is refused and nothing is stored. Every change is audited.
-    pub(super) async fn replace_policy(&self, req: &Request, identity: &Identity) -> Result<Response<Body>, ApiError> {
+    pub async fn replace_policy(&self, call: &Call, identity: &Identity) -> Result<Reply, ApiError> {
         if !identity.admin {
             return Err(ApiError::Forbidden);
         }
-        let body = api::json_body(req, 256 * 1024)?;
+        let body = call.json_body(256 * 1024)?;
         let policy = Policy::parse_json(body)
             .map_err(|e| ApiError::InvalidRequest { message: e.to_string(), field: Some("$".into()) })?;
         let before = self.store.policy_override_raw().await.map_err(ApiError::internal)?.map_or(0, |s| s.version);
         match self.store.put_policy(before, &policy, identity.user.as_str(), self.clock.now()).await {
             Ok(version) => {
                 tracing::info!(by = %identity.user, version, "policy replaced");
-                Ok(api::json_response(200, &json!({"policy": policy, "source": "override", "version": version})))
+                Ok(Reply::json(200, &json!({"policy": policy, "source": "override", "version": version})))
             }
             Err(e) => Err(busy_or_internal(e)),
         }
     }
 
     /// The circuit breaker as of now, its window as the policy sets it.
-    pub(super) async fn breaker(&self) -> Result<crate::breaker::Breaker, ApiError> {
+    pub async fn breaker(&self) -> Result<crate::breaker::Breaker, ApiError> {
         let window = self.policies.current().await.auto_execution.breaker.window;
         self.store.breaker(window).await.map_err(ApiError::internal)
     }
 
     /// A page of a system audit stream: `?events_after=<seq>` continues where `events_next`
     /// of the previous page left off.
-    pub(super) async fn trail_page(&self, stream: &str, req: &Request) -> Result<(Vec<Value>, Option<u64>), ApiError> {
-        let query = req.query_string_parameters();
-        let after = match query.first("events_after") {
+    pub async fn trail_page(&self, stream: &str, call: &Call) -> Result<(Vec<Value>, Option<u64>), ApiError> {
+        let after = match call.query("events_after") {
             None | Some("") => 0,
             Some(v) => v.parse::<u64>().map_err(|_| ApiError::invalid("events_after", "must be a whole number"))?,
         };
         self.store.system_trail(stream, after, TRAIL_PAGE).await.map_err(ApiError::internal)
     }
 
-    pub(super) async fn breaker_status(&self, req: &Request, identity: &Identity) -> Result<Response<Body>, ApiError> {
+    pub async fn breaker_status(&self, call: &Call, identity: &Identity) -> Result<Reply, ApiError> {
         if !identity.admin {
             return Err(ApiError::Forbidden);
         }
         let mut body = self.breaker().await?.to_api();
-        let (events, next) = self.trail_page(crate::domain::streams::BREAKER_AUDIT_STREAM, req).await?;
+        let (events, next) = self.trail_page(crate::domain::streams::BREAKER_AUDIT_STREAM, call).await?;
         body["events"] = json!(events);
         body["events_next"] = json!(next);
-        Ok(api::json_response(200, &body))
+        Ok(Reply::json(200, &body))
     }
 
     /// Closes the breaker (audited); held tier-1 work is started by the next sweep.
-    pub(super) async fn breaker_reset(&self, identity: &Identity) -> Result<Response<Body>, ApiError> {
+    pub async fn breaker_reset(&self, identity: &Identity) -> Result<Reply, ApiError> {
         if !identity.admin {
             return Err(ApiError::Forbidden);
         }
@@ -126,7 +121,7 @@ impl IntakeService {
             match self.store.save_breaker(before, &breaker, change, self.clock.now()).await {
                 Ok(()) => {
                     tracing::info!(by = %identity.user, "circuit breaker reset");
-                    return Ok(api::json_response(200, &breaker.to_api()));
+                    return Ok(Reply::json(200, &breaker.to_api()));
                 }
                 Err(TransitionError::Conflict) => continue,
                 Err(TransitionError::Store(e)) => return Err(ApiError::internal(e)),
@@ -137,14 +132,9 @@ impl IntakeService {
 
     /// The host application stores a user's Google OAuth access token for the Gmail and
     /// Calendar handlers. It is write-only through the API and never logged.
-    pub(super) async fn google_token(
-        &self,
-        req: &Request,
-        user: &str,
-        identity: &Identity,
-    ) -> Result<Response<Body>, ApiError> {
+    pub async fn google_token(&self, call: &Call, user: &str, identity: &Identity) -> Result<Reply, ApiError> {
         let user = administered_user(identity, user)?;
-        let body = api::json_body(req, 16 * 1024)?;
+        let body = call.json_body(16 * 1024)?;
         let token = body
             .get("access_token")
             .and_then(Value::as_str)
@@ -158,7 +148,7 @@ impl IntakeService {
             .await
             .map_err(busy_or_internal)?;
         tracing::info!(user = %user, by = %identity.user, "google token stored");
-        Ok(api::json_response(200, &json!({"user_id": user, "google_token": "stored"})))
+        Ok(Reply::json(200, &json!({"user_id": user, "google_token": "stored"})))
     }
 }
 

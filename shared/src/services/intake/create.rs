@@ -15,8 +15,8 @@ fn resolve_approver(
     identity: &Identity,
 ) -> Result<Option<EmailAddress>, ApiError> {
     let is_requester = |a: &EmailAddress| {
-        api::is_same_mailbox(a.as_str(), identity.user.as_str())
-            || identity.email.as_deref().is_some_and(|e| api::is_same_mailbox(a.as_str(), e))
+        crate::domain::ids::is_same_mailbox(a.as_str(), identity.user.as_str())
+            || identity.email.as_deref().is_some_and(|e| crate::domain::ids::is_same_mailbox(a.as_str(), e))
     };
     if let Some(a) = requested {
         if is_requester(a) {
@@ -148,16 +148,12 @@ impl From<&Action> for StoredDecision {
     }
 }
 
-fn creation_response(action: &Action, decision: &Decision, status: u16) -> Result<Response<Body>, ApiError> {
+fn creation_response(action: &Action, decision: &Decision, status: u16) -> Result<Reply, ApiError> {
     let details = serde_json::to_value(&decision.reasons).map_err(ApiError::internal)?;
     respond_created(action, &decision.reason_codes(), Some(details), status)
 }
 
-fn creation_response_from_stored(
-    action: &Action,
-    stored: &StoredDecision,
-    status: u16,
-) -> Result<Response<Body>, ApiError> {
+fn creation_response_from_stored(action: &Action, stored: &StoredDecision, status: u16) -> Result<Reply, ApiError> {
     respond_created(action, &stored.reasons, None, status)
 }
 
@@ -166,7 +162,7 @@ fn respond_created(
     reasons: &[String],
     details: Option<Value>,
     status: u16,
-) -> Result<Response<Body>, ApiError> {
+) -> Result<Reply, ApiError> {
     if action.status == Status::Blocked {
         let (code, message) = if reasons.iter().any(|r| r == "blocked") {
             ("blocked", "the policy blocks this action")
@@ -195,7 +191,7 @@ fn respond_created(
     if let Some(a) = &action.approver {
         body["approver"] = json!(a);
     }
-    Ok(api::json_response(status, &body))
+    Ok(Reply::json(status, &body))
 }
 
 fn rate_limited(counter: &CounterSpec, now: DateTime<Utc>) -> ApiError {
@@ -213,11 +209,11 @@ fn rate_limited(counter: &CounterSpec, now: DateTime<Utc>) -> ApiError {
 }
 
 impl IntakeService {
-    pub(super) async fn create(&self, req: &Request, identity: &Identity) -> Result<Response<Body>, ApiError> {
+    pub async fn create(&self, call: &Call, identity: &Identity) -> Result<Reply, ApiError> {
         let now = self.clock.now();
-        let meta = RequestMeta::from_request(req);
-        let body = api::json_body(req, MAX_BODY_BYTES)?;
-        let idempotency_key = match api::header(req, "idempotency-key") {
+        let meta = call.meta.clone();
+        let body = call.json_body(MAX_BODY_BYTES)?;
+        let idempotency_key = match call.header("idempotency-key").map(str::to_owned) {
             None => None,
             Some(raw) => Some(IdempotencyKey::parse(&raw).ok_or_else(|| {
                 ApiError::invalid("Idempotency-Key", "must be 1 to 255 printable ASCII characters without spaces")
@@ -394,13 +390,13 @@ impl IntakeService {
 
     /// Answers a request whose `Idempotency-Key` was seen before: the original action for the
     /// same body, 409 for a different one, `None` for a key never seen.
-    pub(super) async fn replay(
+    pub async fn replay(
         &self,
         user: &UserId,
         key: &IdempotencyKey,
         body_hash: &str,
         now: DateTime<Utc>,
-    ) -> Result<Option<Response<Body>>, ApiError> {
+    ) -> Result<Option<Reply>, ApiError> {
         let Some(record) = self.store.get_idempotency(user, key, now).await.map_err(ApiError::internal)? else {
             return Ok(None);
         };
@@ -417,14 +413,14 @@ impl IntakeService {
         creation_response_from_stored(&action, &decision_view, 200).map(Some)
     }
 
-    pub(super) async fn dry_run(
+    pub async fn dry_run(
         &self,
         request: &CreateActionRequest,
         decision: &Decision,
         counters: &[CounterSpec],
         approver: Option<&EmailAddress>,
         now: DateTime<Utc>,
-    ) -> Result<Response<Body>, ApiError> {
+    ) -> Result<Reply, ApiError> {
         let used = self.store.counter_usage(counters).await.map_err(ApiError::internal)?;
         let mut would_be_limited = None;
         let limits: Vec<Value> = counters
@@ -459,7 +455,7 @@ impl IntakeService {
             .enumerate()
             .map(|(i, k)| serde_json::to_value(Step::new(i, k.clone())).unwrap_or(Value::Null))
             .collect();
-        Ok(api::json_response(
+        Ok(Reply::json(
             200,
             &json!({
                 "dry_run": true,

@@ -4,28 +4,27 @@
 //! action with its audit trail in one transaction, then queues tier-1 work. Reads enforce
 //! ownership: anyone who may not see an action gets the same 404 as for a missing one.
 //!
-//! This file routes and holds what the route groups share; [`create`] is `POST /actions`,
-//! [`reads`] the owner's other routes, [`admin`] the administrators'.
+//! This file holds what the route groups share; [`create`] is `POST /actions`, [`reads`] the
+//! owner's other routes, [`admin`] the administrators'. `entry::api_intake` routes requests here.
 
 use crate::domain::action::Step;
 use crate::domain::approval;
+use crate::domain::caller::{Identity, RequestMeta};
 use crate::domain::guards::CounterSpec;
 use crate::domain::{Action, ActionId, AuditEvent, EmailAddress, IdempotencyKey, Status, Tier, UserId};
 use crate::policy::{Decision, Policy, Subject, Verdict};
+use crate::ports::api::{ApiError, Call, Reply};
 use crate::ports::clock::{format_time, Clock};
 use crate::ports::handler::Registry;
 use crate::ports::queue::{ExecuteMessage, WorkQueue};
 use crate::ports::store::{CreateError, Store, TransitionError};
-use crate::services::http::{self as api, ApiError, Identity, RequestMeta};
 use crate::services::notices::ApprovalMail;
 use crate::services::policy_source::PolicySource;
 use crate::validation::{CreateActionRequest, BUILTIN_ACTION_TYPES};
 use chrono::{DateTime, Utc};
-use lambda_http::{Body, Request, RequestExt, Response};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use tracing::Instrument;
 
 mod admin;
 mod create;
@@ -65,83 +64,10 @@ impl IntakeService {
         self.registry.plan_lines(action.steps.iter().map(|s| &s.kind))
     }
 
-    /// Answers one API Gateway request. Never fails: every error becomes a response.
-    pub async fn handle(&self, req: Request) -> Response<Body> {
-        let span = tracing::info_span!("intake", method = %req.method(), path = %req.uri().path(), action_id = tracing::field::Empty);
-        async {
-            let response = match self.route(&req).await {
-                Ok(response) => response,
-                Err(err) => err.into_response(),
-            };
-            tracing::info!(status = response.status().as_u16(), "request handled");
-            response
-        }
-        .instrument(span)
-        .await
-    }
-
-    async fn route(&self, req: &Request) -> Result<Response<Body>, ApiError> {
-        let identity = Identity::from_request(req).ok_or(ApiError::Unauthorized)?;
-        let segments = api::path_segments(req);
-        let parts: Vec<&str> = segments.iter().map(String::as_str).collect();
-        let method = req.method().as_str();
-        let not_allowed = || Err(ApiError::MethodNotAllowed { method: method.to_owned() });
-        match parts.as_slice() {
-            ["actions"] => match method {
-                "POST" => self.create(req, &identity).await,
-                "GET" => self.list(req, &identity).await,
-                _ => not_allowed(),
-            },
-            ["actions", id] => match method {
-                "GET" => {
-                    let action = self.visible_action(id, &identity).await?;
-                    Ok(api::json_response(200, &action.to_api()))
-                }
-                _ => not_allowed(),
-            },
-            ["actions", id, "audit"] => match method {
-                "GET" => self.audit(id, &identity).await,
-                _ => not_allowed(),
-            },
-            ["actions", id, verb @ ("cancel" | "done" | "dismiss")] => match method {
-                "POST" => self.close(req, id, verb, &identity).await,
-                _ => not_allowed(),
-            },
-            ["stats"] => match method {
-                "GET" => self.stats(&identity).await,
-                _ => not_allowed(),
-            },
-            ["rate-limits", action_type] => match method {
-                "GET" => self.rate_limits(action_type, &identity).await,
-                _ => not_allowed(),
-            },
-            ["admin", "policy"] => match method {
-                "GET" => self.policy_status(req, &identity).await,
-                "PUT" => self.replace_policy(req, &identity).await,
-                _ => not_allowed(),
-            },
-            ["admin", "circuit-breaker"] => match method {
-                "GET" => self.breaker_status(req, &identity).await,
-                _ => not_allowed(),
-            },
-            ["admin", "circuit-breaker", "reset"] => match method {
-                "POST" => self.breaker_reset(&identity).await,
-                _ => not_allowed(),
-            },
-            ["admin", "users", user, "google-token"] => match method {
-                "PUT" => self.google_token(req, user, &identity).await,
-                _ => not_allowed(),
-            },
-            ["admin", "users", user, "audit"] => match method {
-                "GET" => self.user_audit(req, user, &identity).await,
-                _ => not_allowed(),
-            },
-            ["admin", "users", user, "kyc"] => match method {
-                "GET" | "PUT" => self.kyc(req, user, &identity).await,
-                _ => not_allowed(),
-            },
-            _ => Err(ApiError::NotFound("route")),
-        }
+    /// `GET /actions/{id}`: an action the caller may see.
+    pub async fn get(&self, id: &str, identity: &Identity) -> Result<Reply, ApiError> {
+        let action = self.visible_action(id, identity).await?;
+        Ok(Reply::json(200, &action.to_api()))
     }
 
     /// An action the caller may see: owner, designated approver or admin. Anyone else, and a

@@ -4,9 +4,8 @@
 use super::*;
 
 impl IntakeService {
-    pub(super) async fn list(&self, req: &Request, identity: &Identity) -> Result<Response<Body>, ApiError> {
-        let query = req.query_string_parameters();
-        let status = match query.first("status") {
+    pub async fn list(&self, call: &Call, identity: &Identity) -> Result<Reply, ApiError> {
+        let status = match call.query("status") {
             None | Some("") => None,
             Some(s) => Some(
                 Status::parse(s)
@@ -14,13 +13,13 @@ impl IntakeService {
             ),
         };
         let limit =
-            match query.first("limit") {
+            match call.query("limit") {
                 None | Some("") => DEFAULT_PAGE,
                 Some(s) => s.parse::<i32>().ok().filter(|n| (1..=MAX_PAGE).contains(n)).ok_or_else(|| {
                     ApiError::invalid("limit", format!("must be a whole number from 1 to {MAX_PAGE}"))
                 })?,
             };
-        let cursor = query.first("cursor").filter(|c| !c.is_empty());
+        let cursor = call.query("cursor").filter(|c| !c.is_empty());
         let page = self
             .store
             .list_actions(&identity.user, status, limit, cursor)
@@ -32,27 +31,21 @@ impl IntakeService {
         if let Some(next) = page.next_cursor {
             body["next_cursor"] = json!(next);
         }
-        Ok(api::json_response(200, &body))
+        Ok(Reply::json(200, &body))
     }
 
-    pub(super) async fn audit(&self, id: &str, identity: &Identity) -> Result<Response<Body>, ApiError> {
+    pub async fn audit(&self, id: &str, identity: &Identity) -> Result<Reply, ApiError> {
         let action = self.visible_action(id, identity).await?;
         let events = self.store.audit_trail(action.action_id).await.map_err(ApiError::internal)?;
         let events: Vec<Value> = events.iter().map(AuditEvent::to_api).collect();
-        Ok(api::json_response(200, &json!({ "action_id": action.action_id, "events": events })))
+        Ok(Reply::json(200, &json!({ "action_id": action.action_id, "events": events })))
     }
 
     /// `cancel` (owner withdraws unstarted work), `done` and `dismiss` (a human closes a tier-3
     /// action they carried out, or decided against).
-    pub(super) async fn close(
-        &self,
-        req: &Request,
-        id: &str,
-        verb: &str,
-        identity: &Identity,
-    ) -> Result<Response<Body>, ApiError> {
-        let reason = api::optional_reason(req, 1024)?;
-        let meta = RequestMeta::from_request(req);
+    pub async fn close(&self, call: &Call, id: &str, verb: &str, identity: &Identity) -> Result<Reply, ApiError> {
+        let reason = call.optional_reason(1024)?;
+        let meta = call.meta.clone();
         let action = self.owned_action(id, identity).await?;
         let (target, default_reason) = match verb {
             "cancel" => (Status::Cancelled, "cancelled by the owner"),
@@ -67,10 +60,10 @@ impl IntakeService {
         }
         let reason = reason.unwrap_or_else(|| default_reason.to_owned());
         let updated = self.apply_transition(&action, target, identity, &meta, reason).await?;
-        Ok(api::json_response(200, &updated.to_api()))
+        Ok(Reply::json(200, &updated.to_api()))
     }
 
-    pub(super) async fn apply_transition(
+    pub async fn apply_transition(
         &self,
         action: &Action,
         to: Status,
@@ -111,7 +104,7 @@ impl IntakeService {
         }
     }
 
-    pub(super) async fn rate_limits(&self, action_type: &str, identity: &Identity) -> Result<Response<Body>, ApiError> {
+    pub async fn rate_limits(&self, action_type: &str, identity: &Identity) -> Result<Reply, ApiError> {
         if !BUILTIN_ACTION_TYPES.contains(&action_type) {
             return Err(ApiError::NotFound("action type"));
         }
@@ -134,12 +127,12 @@ impl IntakeService {
                 json!({"window": c.limit.window.as_str(), "limit": c.limit.limit, "used": used, "remaining": c.limit.limit.saturating_sub(used), "resets_at": format_time(c.window_end)})
             })
             .collect();
-        Ok(api::json_response(200, &json!({"action_type": action_type, "limits": limits})))
+        Ok(Reply::json(200, &json!({"action_type": action_type, "limits": limits})))
     }
 
     /// Today's outcomes, from counters kept with each transition: the caller's own, or
     /// everyone's for an admin.
-    pub(super) async fn stats(&self, identity: &Identity) -> Result<Response<Body>, ApiError> {
+    pub async fn stats(&self, identity: &Identity) -> Result<Reply, ApiError> {
         let now = self.clock.now();
         let scope = if identity.admin {
             crate::domain::stats::STATS_ALL.to_owned()
@@ -177,7 +170,7 @@ impl IntakeService {
             .iter()
             .map(|a| json!({"action_id": a.action_id, "action_type": a.action_type, "status": a.status, "tier": a.tier, "updated_at": format_time(a.updated_at)}))
             .collect();
-        Ok(api::json_response(
+        Ok(Reply::json(
             200,
             &json!({
                 "scope": if identity.admin { "all" } else { "own" },
