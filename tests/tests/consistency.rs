@@ -530,7 +530,9 @@ fn the_layers_point_one_way_and_no_module_needs_itself_back() {
     let sources = library_sources();
     assert!(sources.len() > 60, "the library's files are there: {}", sources.len());
     let edges = dependency_graph(&sources);
-    for layer in ["domain::policy", "ports::store", "services::sweep", "adapters::aws", "adapters::apigw", "handlers", "entry"] {
+    for layer in
+        ["domain::policy", "ports::store", "services::sweep", "adapters::aws", "adapters::apigw", "handlers", "entry"]
+    {
         assert!(edges.contains_key(layer), "{layer} is a unit: {:?}", edges.keys().collect::<Vec<_>>());
     }
     let wrong: Vec<String> = edges
