@@ -20,6 +20,28 @@ pub async fn store() -> DynamoStore {
     )
 }
 
+/// A store over tables of its own in the shared emulator (the template's two tables under new
+/// names): for checks of the store's single items (the breaker, the policy) and of indexes
+/// that other tests' items would share.
+pub async fn isolated_store() -> DynamoStore {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let (endpoint, _) = shared_emulator();
+    let sdk = sdk_config_for(&endpoint).await;
+    let template = crate::template::Template::load(&crate::workspace_root().join("infra/template.yaml"))
+        .expect("the template loads");
+    let ddb = aws_sdk_dynamodb::Client::new(&sdk);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let mut names = Vec::new();
+    for logical in ["ActionsTable", "AuditTable"] {
+        let mut spec = template.tables.iter().find(|t| t.logical_id == logical).expect("declared").clone();
+        spec.logical_id = format!("{logical}-isolated-{}-{n}", std::process::id());
+        crate::provision::create_table(&ddb, &spec).await.expect("the table is created");
+        names.push(spec.logical_id);
+    }
+    DynamoStore::new(ddb, &names[0], &names[1])
+}
+
 /// The name of the main table the shared emulator provisioned.
 pub fn actions_table() -> String {
     shared_emulator().1.table("ActionsTable").unwrap().to_owned()

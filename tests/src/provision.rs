@@ -109,7 +109,7 @@ pub async fn provision(template: &Template, sdk: &SdkConfig) -> Result<Provision
     Ok(out)
 }
 
-async fn create_table(ddb: &aws_sdk_dynamodb::Client, spec: &TableSpec) -> Result<()> {
+pub async fn create_table(ddb: &aws_sdk_dynamodb::Client, spec: &TableSpec) -> Result<()> {
     let key = |(hash, range): &(String, Option<String>)| -> Result<Vec<KeySchemaElement>> {
         let mut k = vec![KeySchemaElement::builder().attribute_name(hash).key_type(KeyType::Hash).build()?];
         if let Some(r) = range {

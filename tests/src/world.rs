@@ -44,15 +44,21 @@ pub enum Behavior {
     EffectThenCrash,
 }
 
-/// One side effect a fake handler applied.
+/// One call of a fake handler that reached the target (the change was sent).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Effect {
     pub action_id: ActionId,
     pub step: usize,
     pub action_type: String,
+    /// The step's idempotency key as the handler was given it.
+    pub key: String,
+    /// Whether the target honours the key (a repeat with the same key changes nothing).
+    pub idempotent: bool,
     pub at: DateTime<Utc>,
     /// The policy in force when it ran blocked this type.
     pub blocked_then: bool,
+    /// Automatic execution was switched off when it ran.
+    pub auto_off_then: bool,
 }
 
 /// What the fake handlers did, and what they are told to do next.
@@ -66,8 +72,9 @@ pub struct Ledger {
     pub crashed: bool,
 }
 
-/// A fake target system: applies an effect per call (the idempotent kind dedupes by the step's
-/// idempotency key, as a target honouring it does), and undoes it on rollback.
+/// A fake target system: records every call that reaches it (the idempotent kind changes
+/// nothing on a repeat with the same idempotency key, as a target honouring it does), and
+/// undoes a change on rollback.
 pub struct FakeHandler {
     pub action_type: &'static str,
     pub idempotent: bool,
@@ -102,19 +109,21 @@ impl Handler for FakeHandler {
             let key = (ctx.action_id, ctx.step);
             let behavior = lock(&self.ledger).script.get_mut(&key).and_then(VecDeque::pop_front);
             let behavior = behavior.unwrap_or(Behavior::Succeed);
+            let policy = self.policy.current().await;
+            let blocked_then = policy.types.get(self.action_type).is_some_and(|t| t.blocked);
+            let auto_off_then = !policy.auto_execution.enabled;
             let effect = |ledger: &mut Ledger, blocked_then: bool| {
-                let seen = ledger.effects.iter().any(|e| (e.action_id, e.step) == key);
-                if !(self.idempotent && seen) {
-                    ledger.effects.push(Effect {
-                        action_id: ctx.action_id,
-                        step: ctx.step,
-                        action_type: self.action_type.to_owned(),
-                        at: self.clock.now(),
-                        blocked_then,
-                    });
-                }
+                ledger.effects.push(Effect {
+                    action_id: ctx.action_id,
+                    step: ctx.step,
+                    action_type: self.action_type.to_owned(),
+                    key: ctx.idempotency_key.clone(),
+                    idempotent: self.idempotent,
+                    at: self.clock.now(),
+                    blocked_then,
+                    auto_off_then,
+                });
             };
-            let blocked_then = self.policy.current().await.types.get(self.action_type).is_some_and(|t| t.blocked);
             match behavior {
                 Behavior::Succeed => {
                     effect(&mut lock(&self.ledger), blocked_then);
@@ -427,7 +436,9 @@ impl World {
             };
             let (_, message) = self.inbox.remove(i);
             let outcome = self.run_executor(&message).await;
-            if matches!(outcome, Outcome::Retry(_)) {
+            // Not acknowledged (a retry, or the process died): SQS delivers it again after the
+            // visibility timeout.
+            if matches!(outcome, Outcome::Retry(_)) || outcome == Self::crashed() {
                 self.inbox.push((now + Duration::seconds(60), message.clone()));
             }
             self.outcomes.push((message, outcome));
@@ -448,11 +459,16 @@ impl World {
                     let mut ledger = lock(&self.ledger);
                     if ledger.crashed {
                         ledger.crashed = false;
-                        return Outcome::Ignored("the executor crashed (test)".into());
+                        return Self::crashed();
                     }
                 }
             }
         }
+    }
+
+    /// What [`World::run_executor`] answers when the handler "crashed" the process.
+    pub fn crashed() -> Outcome {
+        Outcome::Ignored("the executor crashed (test)".into())
     }
 
     pub async fn sweep(&mut self) -> SweepReport {
@@ -471,8 +487,24 @@ impl World {
         }
     }
 
-    /// Side effects applied for (action, step).
+    /// The changes the targets saw for an action: every call, but a repeat of an idempotent
+    /// call with the same key changes nothing and is left out.
     pub fn effects_of(&self, id: ActionId) -> Vec<Effect> {
+        let ledger = lock(&self.ledger);
+        let mut seen = Vec::new();
+        let mut out = Vec::new();
+        for e in ledger.effects.iter().filter(|e| e.action_id == id) {
+            if e.idempotent && seen.contains(&(e.step, e.key.clone())) {
+                continue;
+            }
+            seen.push((e.step, e.key.clone()));
+            out.push(e.clone());
+        }
+        out
+    }
+
+    /// Every call that reached a target for an action, repeats included.
+    pub fn calls_of(&self, id: ActionId) -> Vec<Effect> {
         lock(&self.ledger).effects.iter().filter(|e| e.action_id == id).cloned().collect()
     }
 

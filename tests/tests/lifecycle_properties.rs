@@ -17,11 +17,11 @@
 //! Bounded: `PROPTEST_CASES` (default 48) sequences of at most 24 operations each.
 
 use actiongate::domain::action::StepKind;
-use actiongate::domain::{Action, Status, Tier};
+use actiongate::domain::{Action, Status};
 use actiongate::ports::queue::ExecuteMessage;
 use actiongate::ports::store::*;
 use actiongate::services::rollback::RollbackRequest;
-use actiongate_local::world::{id_of, lock, proposal, Behavior, World};
+use actiongate_local::world::{id_of, proposal, Behavior, World};
 use chrono::Duration;
 use proptest::prelude::*;
 use serde_json::json;
@@ -46,16 +46,45 @@ enum Kind {
 
 #[derive(Debug, Clone)]
 enum Op {
-    Propose { user: usize, kind: Kind, first: Vec<Behavior>, entity: Option<u8> },
-    Decide { pick: usize, approve: bool, by_requester: bool },
-    Cancel { pick: usize },
-    Tick { minutes: u16 },
+    Propose {
+        user: usize,
+        kind: Kind,
+        first: Vec<Behavior>,
+        entity: Option<u8>,
+    },
+    Decide {
+        pick: usize,
+        approve: bool,
+        by_requester: bool,
+    },
+    /// A decision through the emailed link's form, as the approver (or a link addressed to
+    /// the requester).
+    DecideByLink {
+        pick: usize,
+        approve: bool,
+    },
+    Cancel {
+        pick: usize,
+    },
+    Tick {
+        minutes: u16,
+    },
     Deliver,
-    Redeliver { pick: usize, step: usize },
+    Redeliver {
+        pick: usize,
+        step: usize,
+    },
     Sweep,
-    Block { pick_type: usize, blocked: bool },
-    KillSwitch { on: bool },
-    Rollback { pick: usize },
+    Block {
+        pick_type: usize,
+        blocked: bool,
+    },
+    KillSwitch {
+        on: bool,
+    },
+    Rollback {
+        pick: usize,
+    },
 }
 
 fn behavior() -> impl Strategy<Value = Behavior> {
@@ -84,6 +113,7 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(user, kind, first, entity)| Op::Propose { user, kind, first, entity }),
         3 => (any::<usize>(), any::<bool>(), prop::bool::weighted(0.3))
             .prop_map(|(pick, approve, by_requester)| Op::Decide { pick, approve, by_requester }),
+        2 => (any::<usize>(), any::<bool>()).prop_map(|(pick, approve)| Op::DecideByLink { pick, approve }),
         1 => any::<usize>().prop_map(|pick| Op::Cancel { pick }),
         3 => (1u16..90).prop_map(|minutes| Op::Tick { minutes }),
         3 => Just(Op::Deliver),
@@ -104,8 +134,11 @@ async fn change_policy(world: &World, change: impl FnOnce(&mut actiongate::polic
     world.store.put_policy(version, &policy, "admin", world.now()).await.unwrap();
 }
 
-async fn apply(world: &mut World, ids: &mut Vec<(actiongate::domain::ActionId, usize)>, op: &Op) {
-    let pick = |ids: &[(actiongate::domain::ActionId, usize)], i: usize| (!ids.is_empty()).then(|| ids[i % ids.len()]);
+/// One proposal the sequence made: its id, its requester and whether it was tier 1 when made.
+type Made = (actiongate::domain::ActionId, usize, bool);
+
+async fn apply(world: &mut World, ids: &mut Vec<Made>, op: &Op) {
+    let pick = |ids: &[Made], i: usize| (!ids.is_empty()).then(|| (ids[i % ids.len()].0, ids[i % ids.len()].1));
     match op {
         Op::Propose { user, kind, first, entity } => {
             let mut body = match kind {
@@ -134,7 +167,8 @@ async fn apply(world: &mut World, ids: &mut Vec<(actiongate::domain::ActionId, u
             if answer["action_id"].is_string() {
                 let id = id_of(&answer);
                 world.script(id, 0, first);
-                ids.push((id, *user));
+                let automatic = matches!(kind, Kind::Auto | Kind::Scheduled(_) | Kind::PlanWithWait);
+                ids.push((id, *user, automatic));
             }
         }
         Op::Decide { pick: i, approve, by_requester } => {
@@ -151,6 +185,24 @@ async fn apply(world: &mut World, ids: &mut Vec<(actiongate::domain::ActionId, u
             } else {
                 assert!(status < 500, "{status} {body}");
             }
+        }
+        Op::DecideByLink { pick: i, approve } => {
+            let Some((id, _)) = pick(ids, *i) else { return };
+            // The newest mail about this action that carries a link.
+            let mails = world.mailer.sent();
+            let Some(token) = mails.iter().rev().find_map(|m| {
+                let text = &m.mail.text;
+                text.contains(&id.to_string())
+                    .then(|| text.split("/approvals/").nth(1)?.split_whitespace().next().map(str::to_owned))
+                    .flatten()
+            }) else {
+                return;
+            };
+            let decision = if *approve { "approve" } else { "reject" };
+            let mut form = World::request("POST", &format!("/approvals/{token}"), None, APPROVER, false);
+            *form.body_mut() = lambda_http::Body::Text(format!("decision={decision}"));
+            let page = world.approval_http(form).await;
+            assert!(page.status().as_u16() < 500, "a link decision never fails with a 5xx");
         }
         Op::Cancel { pick: i } => {
             let Some((id, user)) = pick(ids, *i) else { return };
@@ -189,17 +241,16 @@ async fn apply(world: &mut World, ids: &mut Vec<(actiongate::domain::ActionId, u
 }
 
 /// The checks every settled world must pass.
-async fn check(world: &World, ids: &[(actiongate::domain::ActionId, usize)]) {
+async fn check(world: &World, ids: &[Made]) {
     let policy = world.policies.current().await;
     let breaker_open = world.store.breaker(10).await.unwrap().is_open();
     let auto_off = !policy.auto_execution.enabled;
     let mut starts = Vec::new();
-    for (id, user) in ids {
+    for (id, user, automatic) in ids {
         let action: Action = world.action(*id).await;
         // Terminal, or waiting for a reason that does not pass with time.
         let settled = match action.status {
             Status::Completed
-            | Status::Failed
             | Status::Rejected
             | Status::Expired
             | Status::Cancelled
@@ -209,6 +260,8 @@ async fn check(world: &World, ids: &[(actiongate::domain::ActionId, usize)]) {
             | Status::Dismissed
             | Status::RolledBack
             | Status::RollbackFailed => true,
+            // A compensation owed is started (or handed to a human) by then.
+            Status::Failed => !action.compensation_due,
             Status::Pending => breaker_open || auto_off,
             _ => false,
         };
@@ -239,21 +292,38 @@ async fn check(world: &World, ids: &[(actiongate::domain::ActionId, usize)]) {
         }
         assert_eq!(from, Some(action.status), "{id}: the trail ends where the action is");
         assert!(seq <= action.version && trail.first().is_some_and(|e| e.from.is_none()), "{id}: {trail:?}");
-        // When tier-1 work first started (entered `queued`), for the hourly limit.
-        if action.tier == Some(Tier::Auto) {
+        // When work proposed as tier 1 first started (entered `queued`), for the hourly limit.
+        if *automatic {
             if let Some(start) = trail.iter().find(|e| e.to == Status::Queued) {
                 starts.push(start.at);
             }
         }
-        // Side effects: at most once each, never early, never while blocked.
+        // Side effects: at most once each (a repeat only with the same idempotency key, to a
+        // target that honours it), never early, never while blocked, tier-1 work never while
+        // automatic execution was off.
+        let calls = world.calls_of(*id);
+        for (i, call) in calls.iter().enumerate() {
+            for earlier in calls[..i].iter().filter(|e| e.step == call.step) {
+                assert!(
+                    call.idempotent && earlier.key == call.key,
+                    "{id}: step {} took effect twice: {calls:?}",
+                    call.step
+                );
+            }
+        }
         let effects = world.effects_of(*id);
-        for (i, effect) in effects.iter().enumerate() {
-            assert!(
-                !effects[..i].iter().any(|e| e.step == effect.step),
-                "{id}: step {} took effect twice: {effects:?}",
-                effect.step
-            );
+        if action.status == Status::Completed {
+            let steps: Vec<usize> =
+                action.steps.iter().filter(|s| matches!(s.kind, StepKind::Action { .. })).map(|s| s.index).collect();
+            let done: Vec<usize> = effects.iter().map(|e| e.step).collect();
+            assert_eq!(done, steps, "{id}: completed, so each action step took effect once, in order");
+        }
+        for effect in &effects {
             assert!(!effect.blocked_then, "{id}: ran while the policy blocked {}", effect.action_type);
+            assert!(
+                !(effect.auto_off_then && *automatic && action.decided_by.is_none()),
+                "{id}: automatic work ran while automatic execution was off"
+            );
             if let Some(at) = action.scheduled_for {
                 assert!(effect.at >= at, "{id}: ran at {} before {at}", effect.at);
             }
@@ -281,16 +351,13 @@ fn run(ops: Vec<Op>) {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     runtime.block_on(async move {
         let mut world = World::new();
-        let mut ids = Vec::new();
+        let mut ids: Vec<Made> = Vec::new();
         for op in &ops {
             apply(&mut world, &mut ids, op).await;
         }
         // Settle: the infrastructure keeps running and the clock moves for a day.
         world.settle(48, Duration::minutes(30)).await;
         check(&world, &ids).await;
-        // Nobody's work was lost on the way: every effect belongs to a known action.
-        let effects = lock(&world.ledger).effects.clone();
-        assert!(effects.iter().all(|e| ids.iter().any(|(id, _)| *id == e.action_id)));
     });
 }
 

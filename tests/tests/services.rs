@@ -79,6 +79,9 @@ async fn two_requests_racing_with_one_idempotency_key_make_one_action() {
             &[("idempotency-key", "order-42")],
         )
     };
+    // Both read "no such key" before either writes: the second write loses on the key's
+    // condition and answers with the first action.
+    world.store.race_next_creations(2);
     let (a, b) = tokio::join!(world.intake_http(request()), world.intake_http(request()));
     let (a, b) = (World::reply(a), World::reply(b));
     assert!(a.0 < 300 && b.0 < 300, "both answer with the action: {a:?} {b:?}");
@@ -137,9 +140,17 @@ async fn an_unanswered_approval_is_reminded_at_half_time_then_expires() {
     assert_eq!(report.expired, 1);
     let expired = world.action(id).await;
     assert_eq!(expired.status, Status::Expired);
-    // The link of the expired request no longer decides anything.
+    // Neither the expired request's link nor the API decides anything any more.
+    let token =
+        mails[0].mail.text.split("/approvals/").nth(1).and_then(|t| t.split_whitespace().next()).unwrap().to_owned();
+    let form = World::request("POST", &format!("/approvals/{token}"), None, APPROVER, false);
+    let mut form = form;
+    *form.body_mut() = lambda_http::Body::Text("decision=approve".into());
+    let page = world.approval_http(form).await;
+    assert_eq!(page.status().as_u16(), 410, "the link says it expired");
     let (status, _) = world.decide(id, "approve", APPROVER, false).await;
     assert_eq!(status, 409);
+    assert_eq!(world.action(id).await.status, Status::Expired);
 }
 
 #[tokio::test]
@@ -158,7 +169,10 @@ async fn a_crashed_executor_s_idempotent_step_is_recovered_and_runs_once() {
     assert_eq!(report.recovered, 1);
     world.deliver().await;
     assert_eq!(world.action(id).await.status, Status::Completed);
-    assert_eq!(world.effects_of(id).len(), 1, "the target saw the change once");
+    let calls = world.calls_of(id);
+    assert_eq!(calls.len(), 2, "the step ran again after the crash: {calls:?}");
+    assert_eq!(calls[0].key, calls[1].key, "with the same idempotency key");
+    assert_eq!(world.effects_of(id).len(), 1, "so the target saw the change once");
 }
 
 #[tokio::test]
@@ -240,12 +254,14 @@ async fn held_work_starts_oldest_first_when_the_window_reopens() {
     let report = world.sweep().await;
     assert_eq!(report.started, 3);
     world.deliver().await;
-    let mut started: Vec<_> = Vec::new();
-    for id in &held {
-        started.push((world.effects_of(*id)[0].at, *id));
-    }
-    let order: Vec<_> = started.iter().map(|(_, id)| *id).collect();
-    assert_eq!(order, held, "in the order they were proposed");
+    // The order the target saw them in.
+    let seen: Vec<ActionId> = actiongate_local::world::lock(&world.ledger)
+        .effects
+        .iter()
+        .map(|e| e.action_id)
+        .filter(|id| held.contains(id))
+        .collect();
+    assert_eq!(seen, held, "in the order they were proposed");
 }
 
 // ---------------------------------------------------------------- rollback
@@ -275,7 +291,9 @@ async fn a_rollback_undoes_in_reverse_and_reports_what_cannot_be_undone() {
         .rollback
         .roll_back_by(action.clone(), &RollbackRequest { reason: None, partial: false }, "alice", None)
         .await;
-    assert!(refused.is_err(), "a whole rollback is refused when a step cannot be undone");
+    let refusal = refused.expect_err("a whole rollback is refused when a step cannot be undone").body();
+    assert_eq!(refusal["error"], "not_reversible", "{refusal}");
+    assert_eq!(refusal["irreversible_steps"][0]["step"], 1, "the sent mail is named: {refusal}");
     let done = world
         .rollback
         .roll_back_by(action, &RollbackRequest { reason: Some("oops".into()), partial: true }, "alice", None)
@@ -284,6 +302,7 @@ async fn a_rollback_undoes_in_reverse_and_reports_what_cannot_be_undone() {
     assert_eq!(done.status, Status::RolledBack);
     let undone = actiongate_local::world::lock(&world.ledger).undone.clone();
     assert_eq!(undone, vec![(id, 2), (id, 0)], "reverse order, the sent mail left alone");
+    assert_eq!(done.steps[1].state, actiongate::domain::StepState::Completed, "the mail is reported, not faked");
 }
 
 #[tokio::test]
@@ -324,7 +343,9 @@ async fn past_the_retention_a_step_cannot_be_restored_and_says_so() {
         .rollback
         .roll_back_by(action.clone(), &RollbackRequest { reason: None, partial: false }, "alice", None)
         .await;
-    assert!(whole.is_err(), "the snapshot is gone: a whole rollback is refused");
+    let refusal = whole.expect_err("the snapshot is gone: a whole rollback is refused").body();
+    assert_eq!(refusal["error"], "rollback_expired", "{refusal}");
+    assert_eq!(refusal["irreversible_steps"][0]["step"], 0, "{refusal}");
     assert!(actiongate_local::world::lock(&world.ledger).undone.is_empty());
 }
 
@@ -332,18 +353,25 @@ async fn past_the_retention_a_step_cannot_be_restored_and_says_so() {
 
 #[tokio::test]
 async fn transient_failures_are_retried_with_growing_backoff_then_succeed() {
-    let mut world = World::new();
+    let world = World::new();
     let id = created(&world, "alice", proposal("gmail.archive")).await;
     world.script(id, 0, &[Behavior::Transient, Behavior::Transient]);
-    world.deliver().await;
-    let first = world.action(id).await;
-    assert_eq!((first.status, first.attempts), (Status::Queued, 1));
-    let delays: Vec<i64> = world.inbox.iter().map(|(at, _)| (*at - world.now()).num_seconds()).collect();
-    assert_eq!(delays.len(), 1);
-    assert!((1..=2).contains(&delays[0]), "the first backoff is about retry_base: {delays:?}");
-    world.settle(1, Duration::seconds(2)).await;
-    world.settle(1, Duration::seconds(5)).await;
-    world.settle(1, Duration::seconds(10)).await;
+    let message = ExecuteMessage { action_id: id, step: 0 };
+    // Full jitter: the k-th wait is uniform in [0, retry_base × 2^(k-1)] (2 s, then 4 s).
+    for (attempt, ceiling) in [(1, 2), (2, 4)] {
+        assert_eq!(world.run_executor(&message).await, Outcome::Ran(Status::Queued));
+        let retry = world.action(id).await;
+        assert_eq!((retry.status, retry.attempts), (Status::Queued, attempt));
+        let wait = retry.not_before.map_or(0, |t| (t - world.now()).num_seconds());
+        assert!((0..=ceiling).contains(&wait), "attempt {attempt} waits {wait}s, at most {ceiling}s");
+        // Early, the message is put back for later, and nothing runs.
+        if wait > 0 {
+            assert!(matches!(world.run_executor(&message).await, Outcome::Ignored(_)));
+            assert_eq!(world.action(id).await.attempts, attempt);
+        }
+        world.advance(Duration::seconds(ceiling));
+    }
+    assert_eq!(world.run_executor(&message).await, Outcome::Ran(Status::Completed));
     let done = world.action(id).await;
     assert_eq!((done.status, done.attempts), (Status::Completed, 3));
     assert_eq!(world.effects_of(id).len(), 1);

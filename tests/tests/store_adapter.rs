@@ -1,18 +1,23 @@
 //! The adapter suite: the same checks against both implementations of the store port — the
 //! DynamoDB store on the emulator (real SDK, tables provisioned from the SAM template) and the
 //! in-memory store the services' unit tests use — so the fake cannot drift from the real one.
-//! Each check is one generic function; `both!` runs it once per implementation.
+//! Each check is one generic function; `both!` runs it once per implementation (`isolated`:
+//! DynamoDB on tables of its own, for the store's single items and its indexes).
 
 use actiongate::adapters::aws::dynamo::DynamoStore;
 use actiongate::adapters::aws::sqs::SqsQueue;
+use actiongate::domain::approval::{issue_link, ApprovalStatus, ApprovalUse};
+use actiongate::domain::breaker::{Breaker, BreakerStatus};
+use actiongate::domain::guards::Cooldown;
 use actiongate::domain::guards::CounterSpec;
 use actiongate::domain::{ActionId, IdempotencyKey, Status, UserId};
+use actiongate::domain::{EmailAddress, Tier};
 use actiongate::policy::{RateLimit, Window};
 use actiongate::ports::memory::MemoryStore;
 use actiongate::ports::queue::{ExecuteMessage, WorkQueue};
 use actiongate::ports::store::*;
 use actiongate_local::emulator::sdk_config_for;
-use actiongate_local::fixtures::{action, event, store};
+use actiongate_local::fixtures::{action, event, isolated_store, store};
 use actiongate_local::stack::shared_emulator;
 use chrono::{Duration, Utc};
 use serde_json::json;
@@ -372,9 +377,218 @@ async fn automatic_successes_ride_in_the_steps_write_and_the_next_failure_folds_
     assert!(matches!(store.save_breaker(version, &seen, None, Utc::now()).await, Err(TransitionError::Conflict)));
 }
 
+async fn approval_links_are_stored_used_once_and_replaced(store: Arc<dyn Store>) {
+    let now = Utc::now();
+    let mut a = action(&user("links"), Status::AwaitingApproval, now);
+    a.tier = Some(Tier::Approval);
+    let approver = EmailAddress::parse("boss@example.com").unwrap();
+    let (_, first) = issue_link(&a, &approver, now + Duration::hours(1));
+    a.approval_token_hash = Some(first.token_hash.clone());
+    store.create_action(&a, &[event(&a, 1, None, a.status)], None, &[], Some(&first), None, now).await.unwrap();
+    let read = store.get_approval(&first.token_hash).await.unwrap().unwrap();
+    assert_eq!(
+        (read.status, read.approver.as_str(), read.plan_digest.as_str(), read.round, read.expires_at.timestamp()),
+        (ApprovalStatus::Pending, "boss@example.com", first.plan_digest.as_str(), 0, first.expires_at.timestamp())
+    );
+    assert_eq!(store.get_approval("no-such-hash").await.unwrap(), None);
+    // A new link closes the old one, with the action's write.
+    let mut relinked = a.clone();
+    relinked.version = a.version + 1;
+    let (_, second) = issue_link(&a, &approver, now + Duration::hours(2));
+    relinked.approval_token_hash = Some(second.token_hash.clone());
+    let closing = ApprovalUse { token_hash: &first.token_hash, status: ApprovalStatus::Closed, by: "sweep", at: now };
+    store.reissue_link(&a, &relinked, None, &second, Some(closing.clone())).await.unwrap();
+    assert_eq!(store.get_approval(&first.token_hash).await.unwrap().unwrap().status, ApprovalStatus::Closed);
+    // The same link twice, or a stale action: nothing is written.
+    let again = store.reissue_link(&relinked, &relinked, None, &second, None).await;
+    assert!(matches!(again, Err(TransitionError::Conflict)), "{again:?}");
+    // A decision uses the new link up, once.
+    let mut decided = relinked.clone();
+    decided.status = Status::Rejected;
+    decided.version = relinked.version + 1;
+    let rejected = event(&relinked, decided.version, Some(Status::AwaitingApproval), Status::Rejected);
+    let using = ApprovalUse { token_hash: &second.token_hash, status: ApprovalStatus::Rejected, by: "boss", at: now };
+    store.transition_many(&relinked, &decided, &[rejected], Some(using.clone())).await.unwrap();
+    let used = store.get_approval(&second.token_hash).await.unwrap().unwrap();
+    assert_eq!((used.status, used.decided_by.as_deref()), (ApprovalStatus::Rejected, Some("boss")));
+    assert_eq!(used.decided_at.map(|t| t.timestamp()), Some(now.timestamp()));
+    let mut rolled = decided.clone();
+    rolled.status = Status::RollingBack;
+    rolled.version = decided.version + 1;
+    let hop = event(&decided, rolled.version, Some(Status::Rejected), Status::RollingBack);
+    assert!(matches!(
+        store.transition_many(&decided, &rolled, &[hop], Some(using)).await,
+        Err(TransitionError::Conflict)
+    ));
+    assert_eq!(store.get_action(a.action_id).await.unwrap().unwrap().status, Status::Rejected, "all or nothing");
+}
+
+async fn a_cool_down_holds_the_entity_except_for_the_action_that_took_it(store: Arc<dyn Store>) {
+    let now = Utc::now();
+    let owner = user("cool");
+    let cool = |id: ActionId, until| Cooldown { user: owner.clone(), entity: "thread-1".into(), until, action_id: id };
+    let a = action(&owner, Status::Queued, now);
+    let ours = cool(a.action_id, now + Duration::minutes(1));
+    store.create_action(&a, &[event(&a, 1, None, a.status)], None, &[], None, Some(&ours), now).await.unwrap();
+    let b = action(&owner, Status::Queued, now);
+    let theirs = cool(b.action_id, now + Duration::minutes(1));
+    let refused = store.create_action(&b, &[event(&b, 1, None, b.status)], None, &[], None, Some(&theirs), now).await;
+    assert!(matches!(refused, Err(CreateError::CoolingDown)), "{refused:?}");
+    assert_eq!(store.get_action(b.action_id).await.unwrap(), None);
+    // The action that took it is never stopped by its own cool-down (held, then restarted).
+    let hop = [(Status::Pending, "held".to_owned(), None)];
+    let held = store.advance_guarded(&a, a.clone(), &hop, "sweep", now, &[], Some(&ours), false).await.unwrap();
+    assert_eq!(held.status, Status::Pending);
+    // Once it has ended, another action takes it.
+    let later = now + Duration::minutes(2);
+    let c = action(&owner, Status::Queued, later);
+    let next = cool(c.action_id, later + Duration::minutes(1));
+    store.create_action(&c, &[event(&c, 1, None, c.status)], None, &[], None, Some(&next), later).await.unwrap();
+}
+
+async fn automatic_work_is_refused_while_the_breaker_is_open_and_a_reused_key_is_told_first(store: Arc<dyn Store>) {
+    let now = Utc::now();
+    let owner = user("breaker");
+    let open =
+        Breaker { state: BreakerStatus::Open, reason: Some("3 in a row".into()), version: 1, ..Default::default() };
+    store.save_breaker(0, &open, Some(("closed", "open", "test", "3 in a row")), now).await.unwrap();
+    assert!(store.breaker(10).await.unwrap().is_open());
+    let auto = action(&owner, Status::Queued, now);
+    let refused = store.create_action(&auto, &[event(&auto, 1, None, auto.status)], None, &[], None, None, now).await;
+    assert!(matches!(refused, Err(CreateError::BreakerOpen)), "{refused:?}");
+    // Work for a human to approve is not automatic: the breaker does not hold it.
+    let key = IdempotencyKey::parse("k-1").unwrap();
+    let waiting = action(&owner, Status::AwaitingApproval, now);
+    store
+        .create_action(&waiting, &[event(&waiting, 1, None, waiting.status)], Some((&key, "h")), &[], None, None, now)
+        .await
+        .unwrap();
+    let reused = action(&owner, Status::Queued, now);
+    let twice = store
+        .create_action(&reused, &[event(&reused, 1, None, reused.status)], Some((&key, "h")), &[], None, None, now)
+        .await;
+    assert!(
+        matches!(twice, Err(CreateError::IdempotencyKeyUsed)),
+        "a reused key is reported before the breaker: {twice:?}"
+    );
+    let (events, next) = store.system_trail("circuit-breaker", 0, 10).await.unwrap();
+    assert_eq!((events.len(), next), (1, None));
+    assert_eq!(
+        (events[0]["from"].as_str(), events[0]["to"].as_str(), events[0]["seq"].as_u64()),
+        (Some("closed"), Some("open"), Some(1))
+    );
+    // A stale save changes nothing.
+    assert!(matches!(store.save_breaker(0, &Breaker::default(), None, now).await, Err(TransitionError::Conflict)));
+}
+
+async fn policy_overrides_are_versioned_and_audited_page_by_page(store: Arc<dyn Store>) {
+    let now = Utc::now();
+    let policy = actiongate::policy::Policy::parse_toml(include_str!("../../infra/policy.toml")).unwrap();
+    assert_eq!(store.policy_override().await.unwrap(), None);
+    assert_eq!(store.put_policy(0, &policy, "admin", now).await.unwrap(), 1);
+    assert!(matches!(store.put_policy(0, &policy, "admin", now).await, Err(TransitionError::Conflict)));
+    assert_eq!(store.put_policy(1, &policy, "admin", now).await.unwrap(), 2);
+    let stored = store.policy_override().await.unwrap().unwrap();
+    assert_eq!((stored.version, stored.updated_by.as_str(), &stored.policy), (2, "admin", &policy));
+    let (page, next) = store.system_trail("policy", 0, 1).await.unwrap();
+    assert_eq!((page.len(), page[0]["seq"].as_u64(), next), (1, Some(1), Some(1)));
+    let (page, next) = store.system_trail("policy", 1, 10).await.unwrap();
+    assert_eq!((page.len(), page[0]["to"].as_u64(), next), (1, Some(2), None));
+    assert!(store.system_trail("policy", 2, 10).await.unwrap().0.is_empty());
+    assert!(store.system_trail("policy", u64::MAX, 10).await.unwrap().0.is_empty());
+}
+
+async fn a_user_s_credentials_and_kyc_changes_are_audited_on_their_stream(store: Arc<dyn Store>) {
+    let now = Utc::now();
+    let u = user("profile");
+    assert_eq!(store.google_token(&u).await.unwrap(), None);
+    store.set_google_token(&u, "ya29.secret", "host", now).await.unwrap();
+    assert_eq!(store.google_token(&u).await.unwrap().as_deref(), Some("ya29.secret"));
+    store.set_kyc_verified(&u, true, "admin", now).await.unwrap();
+    store.set_kyc_verified(&u, false, "admin", now).await.unwrap();
+    let stream = actiongate::domain::streams::user_audit_stream(&u);
+    let (events, _) = store.system_trail(&stream, 0, 10).await.unwrap();
+    let moves: Vec<_> = events.iter().map(|e| (e["seq"].as_u64(), e["from"].as_str(), e["to"].as_str())).collect();
+    assert_eq!(
+        moves,
+        vec![
+            (Some(1), Some("google_token"), Some("google_token_stored")),
+            (Some(2), Some("kyc_unverified"), Some("kyc_verified")),
+            (Some(3), Some("kyc_verified"), Some("kyc_unverified")),
+        ]
+    );
+    assert!(!serde_json::to_string(&events).unwrap().contains("ya29"), "the token is never in the trail");
+}
+
+async fn finished_work_is_counted_for_the_day_for_the_user_and_everyone(store: Arc<dyn Store>) {
+    let now = Utc::now();
+    let owner = user("stats");
+    for fail in [false, true] {
+        let a = action(&owner, Status::Queued, now);
+        store.create_action(&a, &[event(&a, 1, None, a.status)], None, &[], None, None, now).await.unwrap();
+        let end = if fail { Status::Failed } else { Status::Completed };
+        let path = [(Status::Executing, "claimed".to_owned(), None), (end, "done".to_owned(), None)];
+        store.advance(&a, a.clone(), &path, "test", now).await.unwrap();
+    }
+    let day = now.date_naive();
+    for scope in [actiongate::domain::stats::STATS_ALL.to_owned(), actiongate::domain::stats::user_stats_scope(&owner)]
+    {
+        let counted = store.daily_stats(&scope, day).await.unwrap();
+        let get = |k: &str| counted.get(k).copied().unwrap_or(0);
+        assert_eq!(
+            (
+                get("auto_executed"),
+                get("failed"),
+                get("t#gmail.flag#executed"),
+                get("t#gmail.flag#succeeded"),
+                get("t#gmail.flag#failed")
+            ),
+            (1, 1, 2, 1, 1),
+            "{scope}: {counted:?}"
+        );
+    }
+}
+
+async fn the_due_index_gives_due_work_oldest_first_up_to_the_limit(store: Arc<dyn Store>) {
+    let now = Utc::now();
+    let owner = user("due");
+    let mut ids = Vec::new();
+    for minutes in [30, 10, 20, 0] {
+        let a = action(&owner, Status::Queued, now - Duration::minutes(minutes));
+        store.create_action(&a, &[event(&a, 1, None, a.status)], None, &[], None, None, now).await.unwrap();
+        ids.push(a.action_id);
+    }
+    // Queued work nobody claimed is due five minutes after it was queued; the newest is not yet.
+    let due: Vec<ActionId> = store.due(Status::Queued, now, 10).await.unwrap().iter().map(|a| a.action_id).collect();
+    assert_eq!(due, vec![ids[0], ids[2], ids[1]]);
+    let first: Vec<ActionId> = store.due(Status::Queued, now, 2).await.unwrap().iter().map(|a| a.action_id).collect();
+    assert_eq!(first, vec![ids[0], ids[2]]);
+    assert!(store.due(Status::Pending, now, 10).await.unwrap().is_empty());
+}
+
 /// Runs each check against DynamoDB (`dynamo::…`) and memory (`memory::…`), optionally
 /// configuring each store first.
 macro_rules! both {
+    (isolated: $($iso:ident;)*) => {
+        mod dynamo_own_tables {
+            use super::*;
+            $(
+                #[tokio::test]
+                async fn $iso() {
+                    super::$iso(Arc::new(isolated_store().await)).await
+                }
+            )*
+        }
+        mod memory_own {
+            use super::*;
+            $(
+                #[tokio::test]
+                async fn $iso() {
+                    super::$iso(Arc::new(MemoryStore::new())).await
+                }
+            )*
+        }
+    };
     ($($name:ident $(: $dynamo:expr, $memory:expr)?;)*) => {
         mod dynamo {
             use super::*;
@@ -414,4 +628,15 @@ both! {
     kyc_flag_defaults_off_and_can_be_set;
     automatic_successes_ride_in_the_steps_write_and_the_next_failure_folds_them;
     a_snapshot_lives_in_its_own_item_for_the_retention_and_is_written_once: |s: DynamoStore| s.with_snapshot_retention(Duration::days(7)), |s: MemoryStore| s.with_snapshot_retention(Duration::days(7));
+}
+
+both! {
+    isolated:
+    approval_links_are_stored_used_once_and_replaced;
+    a_cool_down_holds_the_entity_except_for_the_action_that_took_it;
+    automatic_work_is_refused_while_the_breaker_is_open_and_a_reused_key_is_told_first;
+    policy_overrides_are_versioned_and_audited_page_by_page;
+    a_user_s_credentials_and_kyc_changes_are_audited_on_their_stream;
+    finished_work_is_counted_for_the_day_for_the_user_and_everyone;
+    the_due_index_gives_due_work_oldest_first_up_to_the_limit;
 }

@@ -17,13 +17,16 @@ pub async fn handle(service: &RollbackService, event: Value, deadline: DateTime<
         Ok(request) => request.into(),
         Err(e) => return http::to_apigw_v2(ApiError::invalid("$", format!("not an API Gateway request: {e}")).into()),
     };
+    let call = http::call(&request);
     let segments = http::path_segments(&request);
-    let result = match segments.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
-        ["actions", id, "rollback"] if request.method() == "POST" => {
-            service.request(&http::call(&request), id, deadline).await
+    // Who is calling comes first: an anonymous request learns nothing about the routes.
+    let result = match (call.identity(), segments.iter().map(String::as_str).collect::<Vec<_>>().as_slice()) {
+        (Err(e), _) => Err(e),
+        (Ok(_), ["actions", id, "rollback"]) if request.method() == "POST" => {
+            service.request(&call, id, deadline).await
         }
-        ["actions", _, "rollback"] => Err(ApiError::MethodNotAllowed { method: request.method().to_string() }),
-        _ => Err(ApiError::NotFound("route")),
+        (Ok(_), ["actions", _, "rollback"]) => Err(ApiError::MethodNotAllowed { method: request.method().to_string() }),
+        (Ok(_), _) => Err(ApiError::NotFound("route")),
     };
     http::to_apigw_v2(http::respond(result))
 }

@@ -7,6 +7,7 @@ use crate::ports::api::{ApiError, Call, Reply};
 use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
 
 /// Reads `sub` (and `email`, `scope`, `groups`/`cognito:groups`) from the authorizer context.
 /// There is no other way to establish identity.
@@ -47,11 +48,13 @@ pub fn call(req: &Request) -> Call {
                 first
             },
         ),
-        headers: req
-            .headers()
-            .iter()
-            .filter_map(|(k, v)| Some((k.as_str().to_ascii_lowercase(), v.to_str().ok()?.to_owned())))
-            .collect(),
+        // The first value of a repeated header, as `HeaderMap::get` gives it.
+        headers: req.headers().iter().fold(Default::default(), |mut first: BTreeMap<String, String>, (k, v)| {
+            if let Ok(v) = v.to_str() {
+                first.entry(k.as_str().to_ascii_lowercase()).or_insert_with(|| v.to_owned());
+            }
+            first
+        }),
         body: req.body().as_ref().to_vec(),
     }
 }

@@ -54,11 +54,16 @@ pub(super) struct State {
     pub profiles: HashMap<UserId, Profile>,
 }
 
+/// Creations held at a barrier until all of them arrive, and how many are still to come.
+type Race = (Arc<tokio::sync::Barrier>, usize);
+
 /// Every store capability in memory. Clones share the same state.
 #[derive(Clone)]
 pub struct MemoryStore {
     pub(super) state: Arc<Mutex<State>>,
     snapshot_retention: Duration,
+    /// Creations that wait for each other before writing, and how many are still to come.
+    race: Arc<Mutex<Option<Race>>>,
 }
 
 impl Default for MemoryStore {
@@ -83,7 +88,14 @@ impl MemoryStore {
         Self {
             state: Arc::new(Mutex::new(State::default())),
             snapshot_retention: Duration::days(DEFAULT_ROLLBACK_RETENTION_DAYS),
+            race: Arc::default(),
         }
+    }
+
+    /// A race on demand: the next `n` creations wait until all `n` have read what they needed
+    /// and are about to write, then write one after another (as two Lambdas would).
+    pub fn race_next_creations(&self, n: usize) {
+        *self.race.lock().unwrap_or_else(|p| p.into_inner()) = Some((Arc::new(tokio::sync::Barrier::new(n)), n));
     }
 
     /// How long a step's rollback snapshot is kept.
@@ -256,6 +268,20 @@ impl ActionStore for MemoryStore {
     ) -> Result<(), CreateError> {
         if let Some(i) = never_fits(counters) {
             return Err(CreateError::RateLimited(i));
+        }
+        let gate = {
+            let mut race = self.race.lock().unwrap_or_else(|p| p.into_inner());
+            let gate = race.as_ref().map(|(barrier, _)| Arc::clone(barrier));
+            if let Some((_, left)) = race.as_mut() {
+                *left -= 1;
+                if *left == 0 {
+                    *race = None;
+                }
+            }
+            gate
+        };
+        if let Some(barrier) = gate {
+            barrier.wait().await;
         }
         let ((), f) = self.transact(|s, f| {
             self.put_action(s, f, None, action);

@@ -152,7 +152,8 @@ impl AdminStore for MemoryStore {
         let page: Vec<(u64, Value)> = state
             .streams
             .get(stream)
-            .map(|events| events.range(after + 1..).take(limit).map(|(k, v)| (*k, v.clone())).collect())
+            .zip(after.checked_add(1))
+            .map(|(events, from)| events.range(from..).take(limit).map(|(k, v)| (*k, v.clone())).collect())
             .unwrap_or_default();
         // As DynamoDB does: a full page carries where to continue, even when nothing follows.
         let next = (page.len() == limit).then(|| page[limit - 1].0);
