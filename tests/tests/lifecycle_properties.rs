@@ -1,7 +1,8 @@
 //! Property tests of the whole lifecycle on the in-memory ports: random sequences of
 //! proposals (every tier, scheduled work, plans with waits), decisions (some by the requester),
 //! cancellations, handler outcomes (success, transient, permanent, unknown, a crash after the
-//! effect), duplicate and stale deliveries, sweeps with the clock moving, policy changes (a type
+//! effect), a queue that loses sends (a crash between a write and its message), duplicate and
+//! stale deliveries, sweeps with the clock moving, policy changes (a type
 //! blocked or unblocked, the kill switch) and rollbacks. After each sequence the world settles,
 //! and the invariants must hold:
 //!
@@ -82,6 +83,11 @@ enum Op {
     KillSwitch {
         on: bool,
     },
+    /// The queue refuses sends (a crash between a store write and its message): the sweep
+    /// must find the work again.
+    QueueDown {
+        down: bool,
+    },
     Rollback {
         pick: usize,
     },
@@ -121,6 +127,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => Just(Op::Sweep),
         1 => (0usize..3, any::<bool>()).prop_map(|(pick_type, blocked)| Op::Block { pick_type, blocked }),
         1 => any::<bool>().prop_map(|on| Op::KillSwitch { on }),
+        1 => any::<bool>().prop_map(|down| Op::QueueDown { down }),
         1 => any::<usize>().prop_map(|pick| Op::Rollback { pick }),
     ]
 }
@@ -229,6 +236,7 @@ async fn apply(world: &mut World, ids: &mut Vec<Made>, op: &Op) {
             .await;
         }
         Op::KillSwitch { on } => change_policy(world, |p| p.auto_execution.enabled = !*on).await,
+        Op::QueueDown { down } => world.queue.fail_sends(*down),
         Op::Rollback { pick: i } => {
             let Some((id, user)) = pick(ids, *i) else { return };
             let action = world.action(id).await;
@@ -355,7 +363,8 @@ fn run(ops: Vec<Op>) {
         for op in &ops {
             apply(&mut world, &mut ids, op).await;
         }
-        // Settle: the infrastructure keeps running and the clock moves for a day.
+        // Settle: the queue is back, the infrastructure keeps running and the clock moves for a day.
+        world.queue.fail_sends(false);
         world.settle(48, Duration::minutes(30)).await;
         check(&world, &ids).await;
     });
