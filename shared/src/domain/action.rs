@@ -419,7 +419,6 @@ impl AuditEvent {
     }
 }
 
-/// A tier-2 `send_email` action of `alice`, waiting for `boss@example.com` (unit tests).
 /// One audit event per hop of `path`, checked against the state machine.
 pub fn path_events(
     before: &Action,
@@ -449,6 +448,24 @@ pub fn path_events(
     Some(events)
 }
 
+/// `after` as a store writes it when `before` moves along `path` (one audit event per hop, by
+/// `actor`, at `at`): in the path's last state, its version moved on by one per hop. `None`
+/// when a hop is not a legal move.
+pub fn advanced(
+    before: &Action,
+    mut after: Action,
+    path: &[(Status, String, Option<serde_json::Value>)],
+    actor: &str,
+    at: DateTime<Utc>,
+) -> Option<(Action, Vec<AuditEvent>)> {
+    let events = path_events(before, path, actor, at)?;
+    after.status = events.last().map_or(before.status, |e| e.to);
+    after.version = before.version + path.len() as u64;
+    after.updated_at = at;
+    Some((after, events))
+}
+
+/// A tier-2 `send_email` action of `alice`, waiting for `boss@example.com` (unit tests).
 #[cfg(test)]
 pub fn sample_action() -> Action {
     use serde_json::json;

@@ -2,7 +2,7 @@
 //! write works on a copy of the state and replaces it only when each of its conditions held,
 //! so a write is all or nothing exactly as a DynamoDB transaction is.
 
-use crate::domain::action::path_events;
+use crate::domain::action::advanced;
 use crate::domain::approval::{ApprovalRecord, ApprovalStatus, ApprovalUse};
 use crate::domain::breaker::Breaker;
 use crate::domain::guards::{never_fits, Cooldown, CounterSpec};
@@ -334,16 +334,13 @@ impl ActionStore for MemoryStore {
     async fn advance_counting(
         &self,
         before: &Action,
-        mut after: Action,
+        after: Action,
         path: &[Hop],
         actor: &str,
         at: DateTime<Utc>,
         automatic_success: bool,
     ) -> Result<Action, TransitionError> {
-        let events = path_events(before, path, actor, at).ok_or(TransitionError::Conflict)?;
-        after.status = events.last().map_or(before.status, |e| e.to);
-        after.version = before.version + path.len() as u64;
-        after.updated_at = at;
+        let (after, events) = advanced(before, after, path, actor, at).ok_or(TransitionError::Conflict)?;
         self.write_transition(before, &after, &events, None, automatic_success)?;
         Ok(after)
     }
@@ -351,7 +348,7 @@ impl ActionStore for MemoryStore {
     async fn advance_guarded(
         &self,
         before: &Action,
-        mut after: Action,
+        after: Action,
         path: &[Hop],
         actor: &str,
         at: DateTime<Utc>,
@@ -359,13 +356,10 @@ impl ActionStore for MemoryStore {
         cooldown: Option<&Cooldown>,
         breaker_closed: bool,
     ) -> Result<Action, GuardError> {
-        let events = path_events(before, path, actor, at).ok_or(GuardError::Conflict)?;
+        let (after, events) = advanced(before, after, path, actor, at).ok_or(GuardError::Conflict)?;
         if let Some(i) = never_fits(counters) {
             return Err(GuardError::CounterFull(i));
         }
-        after.status = events.last().map_or(before.status, |e| e.to);
-        after.version = before.version + path.len() as u64;
-        after.updated_at = at;
         let ((), f) = self.transact(|s, f| {
             self.put_action(s, f, Some(before), &after);
             for event in &events {

@@ -4,7 +4,7 @@
 
 use super::guards::Refusal;
 use super::*;
-use crate::domain::action::path_events;
+use crate::domain::action::advanced;
 
 /// The actions of a page or batch; one that cannot be read is logged and left out, so one bad
 /// item never fails the listing or the sweep for everyone else.
@@ -136,17 +136,13 @@ impl ActionStore for DynamoStore {
     async fn advance_counting(
         &self,
         before: &Action,
-        mut after: Action,
+        after: Action,
         path: &[(Status, String, Option<serde_json::Value>)],
         actor: &str,
         at: DateTime<Utc>,
         automatic_success: bool,
     ) -> Result<Action, TransitionError> {
-        let events = path_events(before, path, actor, at).ok_or(TransitionError::Conflict)?;
-        let from = events.last().map_or(before.status, |e| e.to);
-        after.status = from;
-        after.version = before.version + path.len() as u64;
-        after.updated_at = at;
+        let (after, events) = advanced(before, after, path, actor, at).ok_or(TransitionError::Conflict)?;
         self.write_transition(before, &after, &events, None, automatic_success).await?;
         Ok(after)
     }
@@ -281,7 +277,7 @@ impl ActionStore for DynamoStore {
     async fn advance_guarded(
         &self,
         before: &Action,
-        mut after: Action,
+        after: Action,
         path: &[(Status, String, Option<serde_json::Value>)],
         actor: &str,
         at: DateTime<Utc>,
@@ -289,13 +285,10 @@ impl ActionStore for DynamoStore {
         cooldown: Option<&Cooldown>,
         breaker_closed: bool,
     ) -> Result<Action, GuardError> {
-        let events = path_events(before, path, actor, at).ok_or(GuardError::Conflict)?;
+        let (after, events) = advanced(before, after, path, actor, at).ok_or(GuardError::Conflict)?;
         if let Some(i) = crate::domain::guards::never_fits(counters) {
             return Err(GuardError::CounterFull(i));
         }
-        after.status = events.last().map_or(before.status, |e| e.to);
-        after.version = before.version + path.len() as u64;
-        after.updated_at = at;
         let mut items = self.action_writes(before, &after)?;
         for event in &events {
             items.push(TransactWriteItem::builder().put(self.put_audit(event)?).build());
