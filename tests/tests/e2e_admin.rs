@@ -55,4 +55,38 @@ async fn admins_replace_the_policy_whole_or_not_at_all_and_the_kill_switch_takes
     assert_eq!(events.len(), 1);
     assert_eq!(events[0]["actor"], admin.trim_end_matches(":admin"));
     assert_eq!(events[0]["detail"]["policy"]["auto_execution"]["enabled"], false);
+
+    // A type the policy declares: validated by its JSON Schema at intake, recorded for a human,
+    // and published with its schema for agents.
+    let mut declared = off.clone();
+    declared["types"]["CHANGE_URL"] = json!({
+        "tier": 3,
+        "reversible": false,
+        "description": "move a page to a new URL (a human does it)",
+        "schema": {"type": "object", "required": ["page", "new_url"], "additionalProperties": false,
+                   "properties": {"page": {"type": "string"}, "new_url": {"type": "string", "pattern": "^https://"}}}
+    });
+    let mut broken = declared.clone();
+    broken["types"]["CHANGE_URL"]["schema"] = json!({"type": "no-such-type"});
+    let refused = api.call("PUT", "/admin/policy", Some(&admin), Some(broken.to_string()), &[]).await;
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    assert!(refused.body["message"].as_str().unwrap().contains("types.CHANGE_URL.schema"), "{}", refused.body);
+    let stored = api.call("PUT", "/admin/policy", Some(&admin), Some(declared.to_string()), &[]).await;
+    assert_eq!((stored.status, stored.body["version"].as_u64()), (200, Some(2)), "{}", stored.body);
+    let good = json!({"action_type": "CHANGE_URL", "payload": {"page": "/a", "new_url": "https://blog.example.com/b"}});
+    let made = api.post("/actions", &owner, good).await;
+    assert_eq!((made.status, made.body["status"].as_str()), (201, Some("manual")), "{}", made.body);
+    let bad = json!({"action_type": "CHANGE_URL", "payload": {"page": "/a", "new_url": "http://insecure"}});
+    let r = api.post("/actions", &owner, bad).await;
+    assert_eq!((r.status, r.body["field"].as_str()), (400, Some("payload.new_url")), "{}", r.body);
+    let types = api.get("/action-types", &owner).await;
+    assert_eq!(types.status, 200, "{}", types.body);
+    let list = types.body["action_types"].as_array().unwrap();
+    let change_url = list.iter().find(|t| t["action_type"] == "CHANGE_URL").expect("published");
+    assert_eq!((change_url["tier"].as_u64(), change_url["reversible"].as_bool()), (Some(3), Some(false)));
+    assert_eq!(change_url["payload_schema"]["required"], json!(["page", "new_url"]));
+    let email = list.iter().find(|t| t["action_type"] == "send_email").expect("built-in published");
+    assert_eq!(email["payload_schema"]["required"], json!(["to", "subject"]));
+    assert!(list.iter().all(|t| t["action_type"] != "make_payment"), "blocked types are left out");
+    assert_eq!(api.call("GET", "/action-types", None, None, &[]).await.status, 401);
 }

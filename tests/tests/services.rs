@@ -504,3 +504,48 @@ async fn dry_runs_mail_and_pages_describe_steps_with_the_handler_s_own_preview()
     assert!(html.contains("<li>run send_email</li>"), "{html}");
     assert_eq!(world.action(id).await.status, Status::AwaitingApproval);
 }
+
+/// A type the policy declares (issue 18's first part): its payload is checked against its
+/// JSON Schema in a single action and in a plan's step, it is recorded for a human, never sent
+/// to a handler, and `GET /action-types` publishes it with its schema.
+#[tokio::test]
+async fn a_declared_type_is_validated_by_its_schema_recorded_for_a_human_and_published() {
+    let mut policy = actiongate_local::world::policy();
+    let rule: actiongate::policy::TypeRule = serde_json::from_value(json!({
+        "tier": 3,
+        "description": "remove a page (a human does it)",
+        "reversible": false,
+        "schema": {"type": "object", "required": ["page"], "additionalProperties": false,
+                   "properties": {"page": {"type": "string", "minLength": 1}}}
+    }))
+    .unwrap();
+    policy.types.insert("REMOVE_CONTENT".into(), rule);
+    policy.check().unwrap();
+    let mut world = World::with_policy(policy);
+    let made = created(&world, "alice", json!({"action_type": "REMOVE_CONTENT", "payload": {"page": "/old"}})).await;
+    assert_eq!(world.action(made).await.status, Status::Manual);
+    let (status, body) =
+        world.propose("alice", json!({"action_type": "REMOVE_CONTENT", "payload": {"page": ""}})).await;
+    assert_eq!((status, body["field"].as_str()), (400, Some("payload.page")), "{body}");
+    let plan = json!({"steps": [
+        {"action_type": "gmail.archive", "payload": {"message_id": "m1"}},
+        {"action_type": "REMOVE_CONTENT", "payload": {"page": "/a", "extra": 1}},
+    ]});
+    let (status, body) = world.propose("alice", plan).await;
+    assert_eq!((status, body["field"].as_str()), (400, Some("steps[1].payload")), "{body}");
+    let (status, body) = world.propose("alice", json!({"action_type": "NOT_DECLARED", "payload": {}})).await;
+    assert_eq!((status, body["field"].as_str()), (400, Some("action_type")), "{body}");
+    assert!(body["message"].as_str().unwrap().contains("REMOVE_CONTENT"), "the known types are listed: {body}");
+    world.settle(3, Duration::minutes(10)).await;
+    assert!(world.calls_of(made).is_empty(), "work for a human never reaches a handler");
+    let (status, body) = world.api("GET", "/action-types", None, "bob", false).await;
+    assert_eq!(status, 200);
+    let types = body["action_types"].as_array().unwrap();
+    let declared = types.iter().find(|t| t["action_type"] == "REMOVE_CONTENT").expect("published");
+    assert_eq!(declared["description"], "remove a page (a human does it)");
+    assert_eq!(declared["payload_schema"]["required"], json!(["page"]));
+    assert_eq!(declared["built_in"], false);
+    assert!(types.iter().all(|t| t["action_type"] != "make_payment"), "blocked types are left out");
+    let (status, _) = world.api("GET", "/rate-limits/REMOVE_CONTENT", None, "alice", false).await;
+    assert_eq!(status, 200);
+}

@@ -6,11 +6,14 @@
 pub mod action;
 pub mod approval;
 pub mod breaker;
+pub mod builtin_schemas;
 pub mod caller;
 pub mod catalog;
+pub mod custom_types;
 pub mod digest;
 pub mod duration;
 pub mod execution;
+pub mod field_error;
 pub mod guards;
 pub mod html;
 pub mod ids;

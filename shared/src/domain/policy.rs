@@ -86,6 +86,13 @@ pub struct TypeRule {
     pub max_attempts: Option<u32>,
     #[serde(default = "yes")]
     pub reversible: bool,
+    /// What the type does, for people and for agents (`GET /action-types`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// A declared (not built-in) type's payload schema (JSON Schema 2020-12), inline in TOML
+    /// or JSON; without one, any JSON object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -275,13 +282,32 @@ impl Policy {
             }
         }
         self.auto_execution.check()?;
-        for name in self.types.keys() {
-            if !BUILTIN_ACTION_TYPES.contains(&name.as_str()) {
-                return Err(PolicyError(format!("types.{name}: not a known action type")));
+        for name in BUILTIN_ACTION_TYPES {
+            if !self.types.contains_key(*name) {
+                return Err(PolicyError(format!("types.{name}: missing")));
             }
         }
-        for name in BUILTIN_ACTION_TYPES {
-            let rule = self.types.get(*name).ok_or_else(|| PolicyError(format!("types.{name}: missing")))?;
+        for (name, rule) in &self.types {
+            let builtin = BUILTIN_ACTION_TYPES.contains(&name.as_str());
+            if builtin && rule.schema.is_some() {
+                return Err(PolicyError(format!("types.{name}.schema: a built-in type's payload rules are built in")));
+            }
+            if !builtin {
+                if !crate::domain::custom_types::valid_name(name) {
+                    return Err(PolicyError(format!(
+                        "types.{name}: a declared type's name is 1 to 64 of A-Z a-z 0-9 _ . : -"
+                    )));
+                }
+                // Until connectors run them, a declared type is work for a human (tier 3).
+                if rule.tier != Some(Tier::Manual) && !rule.blocked {
+                    return Err(PolicyError(format!(
+                        "types.{name}: a declared type is tier 3 (recorded for a human) or blocked; no connector runs it yet"
+                    )));
+                }
+            }
+            if rule.description.as_ref().is_some_and(|d| d.chars().count() > 1000) {
+                return Err(PolicyError(format!("types.{name}.description: at most 1000 characters")));
+            }
             if rule.tier.is_none() && !rule.blocked {
                 return Err(PolicyError(format!("types.{name}: needs a tier (or blocked = true)")));
             }
@@ -305,7 +331,18 @@ impl Policy {
                 }
             }
         }
+        self.custom_types().map_err(PolicyError)?;
         Ok(())
+    }
+
+    /// The declared types' payload rules, compiled (a schema that does not compile is the error).
+    pub fn custom_types(&self) -> Result<crate::domain::custom_types::CustomTypes, String> {
+        crate::domain::custom_types::CustomTypes::compile(
+            self.types
+                .iter()
+                .filter(|(name, _)| !BUILTIN_ACTION_TYPES.contains(&name.as_str()))
+                .map(|(name, rule)| (name, rule.schema.as_ref())),
+        )
     }
 
     /// Whether `candidate` may be named to approve an action the policy decided as `decision`:
@@ -872,5 +909,33 @@ mod tests {
         let (s, e) = Window::Day.bounds(at);
         assert_eq!(crate::domain::time::format_time(s), "2026-03-01T00:00:00Z");
         assert_eq!(crate::domain::time::format_time(e), "2026-03-02T00:00:00Z");
+    }
+
+    fn with_type(name: &str, rule: serde_json::Value) -> Result<Policy, PolicyError> {
+        let mut doc = serde_json::to_value(Policy::parse_toml(DEFAULT_POLICY_TOML).unwrap()).unwrap();
+        doc["types"][name] = rule;
+        Policy::parse_json(doc)
+    }
+
+    #[test]
+    fn a_declared_type_is_checked_for_its_name_tier_and_schema() {
+        let schema = serde_json::json!({"type": "object", "required": ["page"]});
+        let ok = with_type("CHANGE_URL", serde_json::json!({"tier": 3, "schema": schema, "description": "by hand"}))
+            .unwrap();
+        assert!(ok.custom_types().unwrap().names().any(|n| n == "CHANGE_URL"));
+        assert!(with_type("BLOCKED_ONE", serde_json::json!({"blocked": true})).is_ok());
+        let refused = |name: &str, rule: serde_json::Value| with_type(name, rule).unwrap_err().0;
+        assert!(refused("AUTO_THING", serde_json::json!({"tier": 1})).contains("no connector runs it yet"));
+        assert!(refused("has space", serde_json::json!({"tier": 3})).contains("name is 1 to 64"));
+        assert!(refused("BROKEN", serde_json::json!({"tier": 3, "schema": {"type": 7}}))
+            .starts_with("types.BROKEN.schema:"));
+        assert!(refused("send_email", serde_json::json!({"tier": 2, "schema": {}})).contains("built in"));
+        assert!(
+            refused("LONG", serde_json::json!({"tier": 3, "description": "x".repeat(1001)})).contains("description")
+        );
+        assert!(
+            refused("TYPO", serde_json::json!({"tier": 3, "shema": {}})).contains("shema"),
+            "unknown fields are refused"
+        );
     }
 }

@@ -4,6 +4,7 @@
 //! so an agent can correct its request. Unknown fields are refused rather than ignored: a typo
 //! in a safety-relevant field (`risk_scor`) must not silently fall back to a default.
 
+use crate::domain::custom_types::CustomTypes;
 use crate::domain::{EmailAddress, IsoDuration, StepKind};
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
@@ -17,6 +18,24 @@ pub const MAX_PLAN_STEPS: usize = 20;
 pub const MAX_PAYLOAD_DEPTH: usize = 32;
 /// The longest a wait step may rest.
 pub const MAX_WAIT_SECS: u64 = 365 * 86_400;
+
+/// A payload of a built-in type, or of one the policy declares (its schema), bounded in depth.
+fn check_payload(action_type: &str, payload: &Value, path: &str, custom: &CustomTypes) -> Result<(), FieldError> {
+    if BUILTIN_ACTION_TYPES.contains(&action_type) {
+        return validate_payload(action_type, payload, path);
+    }
+    if let Some(deep) = too_deep(payload, path, MAX_PAYLOAD_DEPTH) {
+        return Err(FieldError::new(
+            deep,
+            format!("nests too deeply (at most {MAX_PAYLOAD_DEPTH} levels inside a payload)"),
+        ));
+    }
+    custom.check(action_type, payload, path).unwrap_or_else(|| {
+        let field = if path == "payload" { "action_type".to_owned() } else { path.replace(".payload", ".action_type") };
+        let known: Vec<&str> = BUILTIN_ACTION_TYPES.iter().copied().chain(custom.names()).collect();
+        Err(FieldError::new(field, format!("unknown action type `{action_type}`; known types: {}", known.join(", "))))
+    })
+}
 
 /// Every action type the system knows a handler (or a manual procedure) for.
 pub const BUILTIN_ACTION_TYPES: &[&str] = &[
@@ -33,20 +52,7 @@ pub const BUILTIN_ACTION_TYPES: &[&str] = &[
     "make_purchase",
 ];
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {message}")]
-pub struct FieldError {
-    pub field: String,
-    pub message: String,
-    /// Too large rather than malformed (maps to 413).
-    pub too_large: bool,
-}
-
-impl FieldError {
-    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { field: field.into(), message: message.into(), too_large: false }
-    }
-}
+pub use crate::domain::field_error::FieldError;
 
 /// A validated `POST /actions` body.
 #[derive(Debug, Clone, PartialEq)]
@@ -66,7 +72,13 @@ pub struct CreateActionRequest {
 }
 
 impl CreateActionRequest {
+    /// A body naming only built-in action types (see [`CreateActionRequest::parse_with`]).
     pub fn parse(body: &Value, now: DateTime<Utc>) -> Result<Self, FieldError> {
+        Self::parse_with(body, now, &CustomTypes::default())
+    }
+
+    /// A body whose action types are built in or declared by the policy (`custom`).
+    pub fn parse_with(body: &Value, now: DateTime<Utc>, custom: &CustomTypes) -> Result<Self, FieldError> {
         let mut obj = Obj::root(body)?;
         let action_type = obj.opt_str("action_type")?;
         let payload = obj.take("payload");
@@ -93,7 +105,7 @@ impl CreateActionRequest {
             (Some(action_type), None) => {
                 let payload = payload.ok_or_else(|| FieldError::new("payload", "is required"))?;
                 check_size("payload", payload)?;
-                validate_payload(&action_type, payload, "payload")?;
+                check_payload(&action_type, payload, "payload", custom)?;
                 let step = StepKind::Action { action_type: action_type.clone(), payload: payload.clone() };
                 (action_type, payload.clone(), vec![step])
             }
@@ -102,7 +114,7 @@ impl CreateActionRequest {
                     return Err(FieldError::new("payload", "a plan gives each step its own payload"));
                 }
                 check_size("steps", steps)?;
-                let steps = parse_steps(steps, now)?;
+                let steps = parse_steps(steps, now, custom)?;
                 (crate::domain::action::PLAN_ACTION_TYPE.to_owned(), Value::Null, steps)
             }
         };
@@ -137,7 +149,7 @@ fn check_size(field: &str, v: &Value) -> Result<(), FieldError> {
     Ok(())
 }
 
-fn parse_steps(steps: &Value, now: DateTime<Utc>) -> Result<Vec<StepKind>, FieldError> {
+fn parse_steps(steps: &Value, now: DateTime<Utc>, custom: &CustomTypes) -> Result<Vec<StepKind>, FieldError> {
     let items = steps.as_array().ok_or_else(|| FieldError::new("steps", "must be an array"))?;
     if items.is_empty() || items.len() > MAX_PLAN_STEPS {
         return Err(FieldError::new("steps", format!("must have between 1 and {MAX_PLAN_STEPS} steps")));
@@ -150,7 +162,7 @@ fn parse_steps(steps: &Value, now: DateTime<Utc>) -> Result<Vec<StepKind>, Field
         let kind = if let Some(action_type) = obj.opt_str("action_type")? {
             let payload =
                 obj.take("payload").ok_or_else(|| FieldError::new(format!("{path}.payload"), "is required"))?;
-            validate_payload(&action_type, payload, &format!("{path}.payload"))?;
+            check_payload(&action_type, payload, &format!("{path}.payload"), custom)?;
             has_action = true;
             StepKind::Action { action_type, payload: payload.clone() }
         } else if let Some(text) = obj.opt_str("wait_for")? {
@@ -313,7 +325,7 @@ pub fn validate_payload(action_type: &str, payload: &Value, path: &str) -> Resul
     p.finish()
 }
 
-const HTTP_METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"];
+pub const HTTP_METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"];
 
 fn validate_http_request(p: &mut Obj<'_>, allow_rollback: bool) -> Result<(), FieldError> {
     let method = p.req_str("method")?;

@@ -43,6 +43,10 @@ async fn route(service: &IntakeService, req: &Request) -> Result<Reply, ApiError
             "POST" => service.close(&call, id, verb, identity).await,
             _ => not_allowed(),
         },
+        ["action-types"] => match method {
+            "GET" => service.action_types().await,
+            _ => not_allowed(),
+        },
         ["stats"] => match method {
             "GET" => service.stats(identity).await,
             _ => not_allowed(),

@@ -228,7 +228,9 @@ impl IntakeService {
                 return Ok(response);
             }
         }
-        let request = CreateActionRequest::parse(&body, now).map_err(|e| {
+        let policy = self.policies.current().await;
+        let custom = policy.custom_types().map_err(|e| ApiError::internal(anyhow::anyhow!(e)))?;
+        let request = CreateActionRequest::parse_with(&body, now, &custom).map_err(|e| {
             if e.too_large {
                 ApiError::PayloadTooLarge { message: format!("{} {}", e.field, e.message), field: Some(e.field) }
             } else {
@@ -237,7 +239,6 @@ impl IntakeService {
         })?;
 
         let action_types: Vec<&str> = request.action_steps().collect();
-        let policy = self.policies.current().await;
         let needs_kyc = action_types.iter().any(|t| policy.rule(t).is_some_and(|r| r.requires_kyc));
         let kyc_verified =
             if needs_kyc { self.store.kyc_verified(&identity.user).await.map_err(ApiError::internal)? } else { false };

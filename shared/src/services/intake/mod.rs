@@ -20,7 +20,7 @@ use crate::ports::queue::{ExecuteMessage, WorkQueue};
 use crate::ports::store::{CreateError, Store, TransitionError};
 use crate::services::notices::ApprovalMail;
 use crate::services::policy_source::PolicySource;
-use crate::validation::{CreateActionRequest, BUILTIN_ACTION_TYPES};
+use crate::validation::CreateActionRequest;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;

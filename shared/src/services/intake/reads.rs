@@ -104,12 +104,50 @@ impl IntakeService {
         }
     }
 
+    /// `GET /action-types`: every type the policy in force lets a caller propose (blocked
+    /// ones left out), with its tier, whether it can be undone, what it does and its payload's
+    /// JSON Schema, so an agent can turn them into tool definitions.
+    pub async fn action_types(&self) -> Result<Reply, ApiError> {
+        let policy = self.policies.current().await;
+        let types: Vec<Value> = policy
+            .types
+            .iter()
+            .filter(|(_, rule)| !rule.blocked)
+            .map(|(name, rule)| {
+                let schema = crate::domain::builtin_schemas::schema(name)
+                    .or_else(|| rule.schema.clone())
+                    .unwrap_or_else(|| json!({"type": "object"}));
+                let description = rule.description.clone().unwrap_or_else(|| {
+                    crate::domain::builtin_schemas::schema(name)
+                        .and_then(|s| s["description"].as_str().map(str::to_owned))
+                        .unwrap_or_else(|| name.clone())
+                });
+                let mut entry = json!({
+                    "action_type": name,
+                    "tier": rule.tier,
+                    "description": description,
+                    "reversible": rule.reversible,
+                    "built_in": crate::validation::BUILTIN_ACTION_TYPES.contains(&name.as_str()),
+                    "payload_schema": schema,
+                });
+                if !rule.risk_thresholds.is_empty() {
+                    entry["risk_thresholds"] = json!(rule.risk_thresholds);
+                }
+                if rule.requires_approval {
+                    entry["requires_approval"] = json!(true);
+                }
+                entry
+            })
+            .collect();
+        Ok(Reply::json(200, &json!({ "action_types": types })))
+    }
+
     pub async fn rate_limits(&self, action_type: &str, identity: &Identity) -> Result<Reply, ApiError> {
-        if !BUILTIN_ACTION_TYPES.contains(&action_type) {
-            return Err(ApiError::NotFound("action type"));
-        }
         let now = self.clock.now();
         let policy = self.policies.current().await;
+        if !policy.types.contains_key(action_type) {
+            return Err(ApiError::NotFound("action type"));
+        }
         let counters: Vec<CounterSpec> = policy
             .rule(action_type)
             .map(|r| {
