@@ -527,17 +527,25 @@ async fn a_declared_type_is_validated_by_its_schema_recorded_for_a_human_and_pub
     let (status, body) =
         world.propose("alice", json!({"action_type": "REMOVE_CONTENT", "payload": {"page": ""}})).await;
     assert_eq!((status, body["field"].as_str()), (400, Some("payload.page")), "{body}");
-    let plan = json!({"steps": [
-        {"action_type": "gmail.archive", "payload": {"message_id": "m1"}},
-        {"action_type": "REMOVE_CONTENT", "payload": {"page": "/a", "extra": 1}},
-    ]});
-    let (status, body) = world.propose("alice", plan).await;
+    let plan = |extra: bool| {
+        let mut page = json!({"page": "/a"});
+        if extra {
+            page["extra"] = json!(1);
+        }
+        json!({"steps": [{"action_type": "gmail.archive", "payload": {"message_id": "m1"}},
+                         {"action_type": "REMOVE_CONTENT", "payload": page}], "confidence": 0.99})
+    };
+    let (status, body) = world.propose("alice", plan(true)).await;
     assert_eq!((status, body["field"].as_str()), (400, Some("steps[1].payload")), "{body}");
+    // A plan with a declared (tier-3) step is work for a human as a whole: its tier-1 step never runs.
+    let mixed = created(&world, "alice", plan(false)).await;
+    assert_eq!(world.action(mixed).await.status, Status::Manual);
     let (status, body) = world.propose("alice", json!({"action_type": "NOT_DECLARED", "payload": {}})).await;
     assert_eq!((status, body["field"].as_str()), (400, Some("action_type")), "{body}");
     assert!(body["message"].as_str().unwrap().contains("REMOVE_CONTENT"), "the known types are listed: {body}");
     world.settle(3, Duration::minutes(10)).await;
     assert!(world.calls_of(made).is_empty(), "work for a human never reaches a handler");
+    assert!(world.calls_of(mixed).is_empty(), "nor does any step of a plan left to a human");
     let (status, body) = world.api("GET", "/action-types", None, "bob", false).await;
     assert_eq!(status, 200);
     let types = body["action_types"].as_array().unwrap();
@@ -548,4 +556,23 @@ async fn a_declared_type_is_validated_by_its_schema_recorded_for_a_human_and_pub
     assert!(types.iter().all(|t| t["action_type"] != "make_payment"), "blocked types are left out");
     let (status, _) = world.api("GET", "/rate-limits/REMOVE_CONTENT", None, "alice", false).await;
     assert_eq!(status, 200);
+    assert_eq!(world.api("GET", "/rate-limits/NOT_DECLARED", None, "alice", false).await.0, 404);
+}
+
+/// A blocked declared type is refused (403, recorded, as a blocked built-in is), and callers
+/// never see it listed: not in `GET /action-types`, not in an unknown-type error, no limits.
+#[tokio::test]
+async fn a_blocked_declared_type_is_refused_and_never_listed() {
+    let mut policy = actiongate_local::world::policy();
+    let rule: actiongate::policy::TypeRule = serde_json::from_value(json!({"blocked": true, "tier": 3})).unwrap();
+    policy.types.insert("SECRET_THING".into(), rule);
+    policy.check().unwrap();
+    let world = World::with_policy(policy);
+    let (status, body) = world.propose("alice", json!({"action_type": "SECRET_THING", "payload": {}})).await;
+    assert_eq!((status, body["error"].as_str()), (403, Some("blocked")), "{body}");
+    let (_, listed) = world.api("GET", "/action-types", None, "alice", false).await;
+    assert!(listed["action_types"].as_array().unwrap().iter().all(|t| t["action_type"] != "SECRET_THING"));
+    let (_, unknown) = world.propose("alice", json!({"action_type": "NOPE", "payload": {}})).await;
+    assert!(!unknown["message"].as_str().unwrap().contains("SECRET_THING"), "{unknown}");
+    assert_eq!(world.api("GET", "/rate-limits/SECRET_THING", None, "alice", false).await.0, 404);
 }

@@ -298,6 +298,9 @@ impl Policy {
                         "types.{name}: a declared type's name is 1 to 64 of A-Z a-z 0-9 _ . : -"
                     )));
                 }
+                if let Some(why) = crate::domain::custom_types::reserved(name, BUILTIN_ACTION_TYPES) {
+                    return Err(PolicyError(format!("types.{name}: {why}")));
+                }
                 // Until connectors run them, a declared type is work for a human (tier 3).
                 if rule.tier != Some(Tier::Manual) && !rule.blocked {
                     return Err(PolicyError(format!(
@@ -341,7 +344,7 @@ impl Policy {
             self.types
                 .iter()
                 .filter(|(name, _)| !BUILTIN_ACTION_TYPES.contains(&name.as_str()))
-                .map(|(name, rule)| (name, rule.schema.as_ref())),
+                .map(|(name, rule)| (name, rule.schema.as_ref(), !rule.blocked)),
         )
     }
 
@@ -937,5 +940,14 @@ mod tests {
             refused("TYPO", serde_json::json!({"tier": 3, "shema": {}})).contains("shema"),
             "unknown fields are refused"
         );
+        assert!(refused("plan", serde_json::json!({"tier": 3})).contains("names plans"));
+        assert!(refused("Send_Email", serde_json::json!({"tier": 3})).contains("`send_email`"));
+        assert!(refused("make_paymnet", serde_json::json!({"blocked": true})).contains("a typo?"));
+        let recursive = serde_json::json!({"$defs": {"t": {"items": {"$ref": "#/$defs/t"}}}, "$ref": "#/$defs/t"});
+        assert!(refused("LOOP", serde_json::json!({"tier": 3, "schema": recursive})).contains("`$ref` is not allowed"));
+        let deep = (0..20).fold(serde_json::json!({"type": "string"}), |s, _| serde_json::json!({"items": s}));
+        assert!(refused("DEEP", serde_json::json!({"tier": 3, "schema": deep})).contains("nests deeper"));
+        let big = serde_json::json!({"enum": (0..5000).map(|i| format!("value-{i}")).collect::<Vec<_>>()});
+        assert!(refused("BIG", serde_json::json!({"tier": 3, "schema": big})).contains("larger than"));
     }
 }

@@ -229,7 +229,7 @@ impl IntakeService {
             }
         }
         let policy = self.policies.current().await;
-        let custom = policy.custom_types().map_err(|e| ApiError::internal(anyhow::anyhow!(e)))?;
+        let custom = self.custom_types(&policy)?;
         let request = CreateActionRequest::parse_with(&body, now, &custom).map_err(|e| {
             if e.too_large {
                 ApiError::PayloadTooLarge { message: format!("{} {}", e.field, e.message), field: Some(e.field) }

@@ -10,6 +10,7 @@
 use crate::domain::action::Step;
 use crate::domain::approval;
 use crate::domain::caller::{Identity, RequestMeta};
+use crate::domain::custom_types::CustomTypes;
 use crate::domain::guards::CounterSpec;
 use crate::domain::{Action, ActionId, AuditEvent, EmailAddress, IdempotencyKey, Status, Tier, UserId};
 use crate::policy::{Decision, Policy, Subject, Verdict};
@@ -45,6 +46,9 @@ pub struct IntakeService {
     /// Describes actions in words (dry runs, approval mail): each handler's own preview.
     registry: Registry,
     clock: Arc<dyn Clock>,
+    /// The declared types' compiled schemas, for the policy they were compiled from (compiled
+    /// once per policy, not per request).
+    custom: std::sync::Mutex<Option<(Arc<Policy>, Arc<CustomTypes>)>>,
 }
 
 impl IntakeService {
@@ -56,7 +60,20 @@ impl IntakeService {
         registry: Registry,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        Self { store, queue, policies, approval_mail, registry, clock }
+        Self { store, queue, policies, approval_mail, registry, clock, custom: Default::default() }
+    }
+
+    /// The declared types of `policy`, compiled once per policy read.
+    fn custom_types(&self, policy: &Arc<Policy>) -> Result<Arc<CustomTypes>, ApiError> {
+        let mut cached = self.custom.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((of, types)) = cached.as_ref() {
+            if Arc::ptr_eq(of, policy) {
+                return Ok(Arc::clone(types));
+            }
+        }
+        let types = Arc::new(policy.custom_types().map_err(|e| ApiError::internal(anyhow::anyhow!(e)))?);
+        *cached = Some((Arc::clone(policy), Arc::clone(&types)));
+        Ok(types)
     }
 
     /// What each step of `action` does, in words.

@@ -130,10 +130,8 @@ impl IntakeService {
                     "built_in": crate::validation::BUILTIN_ACTION_TYPES.contains(&name.as_str()),
                     "payload_schema": schema,
                 });
-                if !rule.risk_thresholds.is_empty() {
-                    entry["risk_thresholds"] = json!(rule.risk_thresholds);
-                }
-                if rule.requires_approval {
+                // Risk thresholds stay unpublished: an agent reports its own risk score.
+                if rule.requires_approval && rule.tier != Some(crate::domain::Tier::Manual) {
                     entry["requires_approval"] = json!(true);
                 }
                 entry
@@ -145,7 +143,9 @@ impl IntakeService {
     pub async fn rate_limits(&self, action_type: &str, identity: &Identity) -> Result<Reply, ApiError> {
         let now = self.clock.now();
         let policy = self.policies.current().await;
-        if !policy.types.contains_key(action_type) {
+        let builtin = crate::validation::BUILTIN_ACTION_TYPES.contains(&action_type);
+        // A blocked declared type is as unknown here as in `GET /action-types`.
+        if !policy.types.get(action_type).is_some_and(|r| builtin || !r.blocked) {
             return Err(ApiError::NotFound("action type"));
         }
         let counters: Vec<CounterSpec> = policy
