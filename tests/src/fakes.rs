@@ -28,6 +28,10 @@ pub struct FakeState {
     /// idempotency key → failures still to give (flaky hooks).
     failures_left: BTreeMap<String, u32>,
     pub bearer_tokens: Vec<String>,
+    /// The reference connector: its signing key, the links it added (page → URLs), every call.
+    pub connector_secret: Option<String>,
+    pub links: BTreeMap<String, Vec<String>>,
+    pub connector_calls: Vec<Value>,
 }
 
 pub struct Fakes {
@@ -118,6 +122,9 @@ fn route(st: &mut FakeState, method: &str, url: &str, headers: &[(String, String
     }
     if parts.first() == Some(&"hook") {
         return webhook(st, method, path, query, headers, body);
+    }
+    if parts.first() == Some(&"connector") {
+        return connector(st, parts.get(1).copied().unwrap_or(""), headers, body);
     }
     // Google APIs need a bearer token.
     match header(headers, "authorization").and_then(|a| a.strip_prefix("Bearer ")) {
@@ -227,6 +234,79 @@ fn webhook(
     ok(reply)
 }
 
+/// Whether `signature` (`t=<t>,v1=<hex>`) signs `body` with `secret`, made in the last 5 minutes.
+fn signed(secret: &str, signature: &str, body: &[u8]) -> bool {
+    use hmac::Mac;
+    let field = |name: &str| signature.split(',').find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='));
+    let (Some(t), Some(v1)) = (field("t"), field("v1")) else { return false };
+    let Ok(t) = t.parse::<i64>() else { return false };
+    if (chrono::Utc::now().timestamp() - t).abs() > 300 {
+        return false;
+    }
+    let Ok(mut mac) = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()) else { return false };
+    mac.update(format!("{t}.").as_bytes());
+    mac.update(body);
+    let expected: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    expected == v1
+}
+
+/// The reference connector (the monetization spec's tier-1 `ADD_AFFILIATE_LINK`): adds a link
+/// to a page, refuses one that is already there, answers a repeated idempotency key with its
+/// first answer, and on rollback removes exactly what it added. Paths choose misbehaviour:
+/// `garbage` answers 200 with something that is not an object, `huge` 200 with 10 MB, `down`
+/// 503 and `refuse` 422 with `{error, message}`.
+fn connector(st: &mut FakeState, name: &str, headers: &[(String, String)], body: &[u8]) -> Reply {
+    let call: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let verified = match (&st.connector_secret, header(headers, "actiongate-signature")) {
+        (Some(secret), Some(sig)) => signed(secret, sig, body),
+        _ => false,
+    };
+    let key = header(headers, "idempotency-key").unwrap_or_default().to_owned();
+    st.connector_calls.push(json!({"name": name, "phase": call["phase"], "idempotency_key": key,
+                                   "key_in_body": call["idempotency_key"], "verified": verified}));
+    if !verified {
+        return (401, vec![], json!({"error": "bad_signature", "message": "the signature does not verify"}));
+    }
+    match name {
+        "garbage" => return (200, vec![], json!("<<not an object>>")),
+        "huge" => return (200, vec![], Value::String("x".repeat(10 * 1024 * 1024))),
+        "down" => return (503, vec![], json!({"error": "maintenance", "message": "back soon"})),
+        "refuse" => return (422, vec![], json!({"error": "page_missing", "message": "no such page"})),
+        _ => {}
+    }
+    let replay_key = format!("connector:{key}:{}", call["phase"]);
+    if let Some((status, reply)) = st.answered.get(&replay_key) {
+        return (*status, vec![], reply.clone());
+    }
+    let page = call["payload"]["page"].as_str().unwrap_or_default().to_owned();
+    let link = call["payload"]["url"].as_str().unwrap_or_default().to_owned();
+    let reply = match call["phase"].as_str() {
+        Some("execute") => {
+            let links = st.links.entry(page.clone()).or_default();
+            if links.contains(&link) {
+                return (
+                    409,
+                    vec![],
+                    json!({"error": "already_linked", "message": format!("{page} already links {link}")}),
+                );
+            }
+            links.push(link.clone());
+            json!({"output": {"page": page, "links": links.len()}, "rollback_data": {"page": page, "url": link}})
+        }
+        Some("rollback") => {
+            let data = &call["rollback_data"];
+            let (page, url) = (data["page"].as_str().unwrap_or_default(), data["url"].as_str().unwrap_or_default());
+            let links = st.links.entry(page.to_owned()).or_default();
+            let before = links.len();
+            links.retain(|l| l != url);
+            json!({"output": {"removed": before - links.len()}})
+        }
+        _ => return (400, vec![], json!({"error": "bad_phase", "message": "unknown phase"})),
+    };
+    st.answered.insert(replay_key, (200, reply.clone()));
+    ok(reply)
+}
+
 fn control(st: &mut FakeState, method: &str, parts: &[&str], body: &Value) -> Reply {
     match (method, parts) {
         ("GET", ["state"]) => {
@@ -234,6 +314,11 @@ fn control(st: &mut FakeState, method: &str, parts: &[&str], body: &Value) -> Re
                 st.events.iter().map(|((c, e), v)| (format!("{c}/{e}"), v.clone())).collect();
             ok(json!({"gmail": st.gmail, "events": events, "effects": st.effects, "deliveries": st.deliveries}))
         }
+        ("POST", ["connector"]) => {
+            st.connector_secret = body.get("secret").and_then(Value::as_str).map(str::to_owned);
+            ok(json!({"configured": true}))
+        }
+        ("GET", ["connector"]) => ok(json!({"links": st.links, "calls": st.connector_calls})),
         ("POST", ["gmail", "messages"]) => {
             let Some(id) = body.get("id").and_then(Value::as_str) else { return err(400, "id is required") };
             let labels = body

@@ -89,4 +89,48 @@ async fn admins_replace_the_policy_whole_or_not_at_all_and_the_kill_switch_takes
     assert_eq!(email["payload_schema"]["required"], json!(["to", "subject"]));
     assert!(list.iter().all(|t| t["action_type"] != "make_payment"), "blocked types are left out");
     assert_eq!(api.call("GET", "/action-types", None, None, &[]).await.status, 401);
+
+    // A declared tier-1 type run by the integrator's connector: the signing key is in Secrets
+    // Manager, every call is signed, the link is added once and a rollback removes it.
+    let secret_name = format!("actiongate/e2e-shop-{}", someone("k"));
+    let key = someone("signing-key");
+    let sdk = actiongate_local::emulator::sdk_config_for(&api.stack.emulator).await;
+    aws_sdk_secretsmanager::Client::new(&sdk)
+        .create_secret()
+        .name(&secret_name)
+        .secret_string(&key)
+        .send()
+        .await
+        .unwrap();
+    api.http
+        .post(format!("{}/_fake/connector", api.stack.fakes_url))
+        .json(&json!({"secret": key}))
+        .send()
+        .await
+        .unwrap();
+    let mut shop = current.body["policy"].clone();
+    shop["connectors"]["shop"] = json!({"url": format!("{}/connector/shop", api.stack.fakes_url), "secret": secret_name,
+                                         "timeout": "PT5S", "phases": ["execute", "rollback"]});
+    shop["types"]["ADD_AFFILIATE_LINK"] = json!({"tier": 1, "connector": "shop", "description": "add an affiliate link",
+        "schema": {"type": "object", "required": ["page", "url"], "additionalProperties": false,
+                   "properties": {"page": {"type": "string"}, "url": {"type": "string", "format": "uri"}}}});
+    let stored = api.call("PUT", "/admin/policy", Some(&admin), Some(shop.to_string()), &[]).await;
+    assert_eq!(stored.status, 200, "{}", stored.body);
+    let link = json!({"action_type": "ADD_AFFILIATE_LINK", "confidence": 0.95,
+                      "payload": {"page": "/best-pens", "url": "https://shop.example.com/pen?ref=ag"}});
+    let made = api.post("/actions", &owner, link).await;
+    assert_eq!((made.status, made.body["status"].as_str()), (201, Some("queued")), "{}", made.body);
+    let id = made.body["action_id"].as_str().unwrap().to_owned();
+    let done = common::wait_for_status(&api, &owner, &id, &["completed", "failed"], 60).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    let log: serde_json::Value =
+        api.http.get(format!("{}/_fake/connector", api.stack.fakes_url)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(log["links"]["/best-pens"], json!(["https://shop.example.com/pen?ref=ag"]), "{log}");
+    let calls = log["calls"].as_array().unwrap();
+    assert!(!calls.is_empty() && calls.iter().all(|c| c["verified"] == true), "signed with the secret: {log}");
+    let undone = api.post(&format!("/actions/{id}/rollback"), &owner, json!({"reason": "wrong page"})).await;
+    assert_eq!((undone.status, undone.body["status"].as_str()), (200, Some("rolled_back")), "{}", undone.body);
+    let log: serde_json::Value =
+        api.http.get(format!("{}/_fake/connector", api.stack.fakes_url)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(log["links"]["/best-pens"], json!([]), "the rollback removed exactly the link: {log}");
 }

@@ -300,3 +300,135 @@ async fn rollback_restores_from_the_kept_snapshot_and_refuses_once_the_retention
     assert_eq!((partial.status, partial.steps[0].state), (Status::RolledBack, StepState::Completed));
     assert_eq!(sorted(&fake_state(&fakes).await["gmail"][message]), vec!["UNREAD"]);
 }
+
+/// A policy with the reference connector (in the fakes) running `ADD_AFFILIATE_LINK`, and the
+/// connector's signing key in Secrets Manager (the emulator's), read through the adapter.
+async fn connector_world(fakes: &Fakes, name: &str) -> (Dependencies, Registry, Policy, String) {
+    let secret_name = format!("actiongate/shop-{}", ActionId::new_v7(chrono::Utc::now()));
+    let key = format!("k-{}", ActionId::new_v7(chrono::Utc::now()));
+    let (endpoint, _) = shared_emulator();
+    let sdk = sdk_config_for(&endpoint).await;
+    let sm = aws_sdk_secretsmanager::Client::new(&sdk);
+    sm.create_secret().name(&secret_name).secret_string(&key).send().await.unwrap();
+    reqwest::Client::new()
+        .post(format!("{}/_fake/connector", fakes.url))
+        .json(&json!({"secret": key}))
+        .send()
+        .await
+        .unwrap();
+    let mut doc = serde_json::to_value(Policy::default_policy()).unwrap();
+    doc["connectors"]["shop"] = json!({"url": format!("{}/connector/{name}", fakes.url), "secret": secret_name,
+                                       "timeout": "PT5S", "phases": ["execute", "rollback"]});
+    doc["types"]["ADD_AFFILIATE_LINK"] = json!({"tier": 1, "connector": "shop", "description": "add an affiliate link",
+        "schema": {"type": "object", "required": ["page", "url"]}});
+    let policy = Policy::parse_json(doc).unwrap();
+    let deps = deps(fakes, "127.0.0.1", false, policy.clone()).await;
+    let secrets = actiongate::adapters::aws::secrets::SecretsManager::new(sm);
+    let connectors = actiongate::handlers::connector::Connectors::new(Arc::new(secrets), Arc::clone(&deps.guard));
+    let registry = Registry::standard().with_declared(Arc::new(connectors));
+    (deps, registry, policy, key)
+}
+
+async fn connector_log(fakes: &Fakes) -> Value {
+    reqwest::get(format!("{}/_fake/connector", fakes.url)).await.unwrap().json().await.unwrap()
+}
+
+#[tokio::test]
+async fn a_connector_runs_signed_calls_replays_by_key_and_rolls_back_exactly_what_it_added() {
+    let fakes = Fakes::start().unwrap();
+    let (deps, registry, policy, _) = connector_world(&fakes, "shop").await;
+    let handler = registry.resolve("ADD_AFFILIATE_LINK", &policy).expect("the connector runs it");
+    assert!(registry.resolve("UNDECLARED", &policy).is_none());
+    assert_eq!(handler.preview(&json!({})), "ADD_AFFILIATE_LINK: add an affiliate link");
+    assert!(handler.idempotent());
+    let u = user();
+    let payload = json!({"page": "/best-pens", "url": "https://shop.example.com/pen?ref=ag"});
+    let id = ActionId::new_v7(chrono::Utc::now());
+    let result = handler.execute(&ctx(&deps, &u, &payload, id, 0)).await.unwrap();
+    assert_eq!(result["output"]["links"], 1);
+    assert_eq!(result["rollback_data"]["url"], "https://shop.example.com/pen?ref=ag");
+    // A retry of the same step (same key) adds nothing.
+    let again = handler.execute(&ctx(&deps, &u, &payload, id, 0)).await.unwrap();
+    assert_eq!(again, result);
+    let log = connector_log(&fakes).await;
+    assert_eq!(log["links"]["/best-pens"].as_array().unwrap().len(), 1);
+    let calls = log["calls"].as_array().unwrap();
+    assert!(calls.iter().all(|c| c["verified"] == true), "every call is signed with the secret: {calls:?}");
+    assert!(calls
+        .iter()
+        .all(|c| c["idempotency_key"] == c["key_in_body"] && c["idempotency_key"] == idempotency_key(id, 0)));
+    // Another step adding the same link is refused for good, with the connector's words.
+    let other = handler.execute(&ctx(&deps, &u, &payload, id, 1)).await.unwrap_err();
+    assert_eq!((other.kind, other.code.as_str()), (ErrorKind::Permanent, "connector_409"));
+    assert!(other.message.contains("already_linked"), "{}", other.message);
+    // Rollback removes exactly the link it added.
+    let undone = handler.rollback(&ctx(&deps, &u, &payload, id, 0), &Value::Null, &result).await.unwrap();
+    assert_eq!(undone["output"]["removed"], 1);
+    assert!(connector_log(&fakes).await["links"]["/best-pens"].as_array().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_connector_s_answers_never_crash_the_step_and_say_what_to_do() {
+    let fakes = Fakes::start().unwrap();
+    let u = user();
+    let payload = json!({"page": "/p", "url": "https://x.example.com"});
+    for (name, expect) in [
+        ("garbage", Ok("unparsed")),
+        ("huge", Ok("unparsed")),
+        ("down", Err((ErrorKind::Transient, "connector_503"))),
+        ("refuse", Err((ErrorKind::Permanent, "connector_422"))),
+    ] {
+        let (deps, registry, policy, _) = connector_world(&fakes, name).await;
+        let handler = registry.resolve("ADD_AFFILIATE_LINK", &policy).unwrap();
+        let id = ActionId::new_v7(chrono::Utc::now());
+        let got = handler.execute(&ctx(&deps, &u, &payload, id, 0)).await;
+        match (got, expect) {
+            (Ok(v), Ok(key)) => assert!(v["output"].get(key).is_some(), "{name}: {v}"),
+            (Err(e), Err((kind, code))) => {
+                assert_eq!((e.kind, e.code.as_str()), (kind, code), "{name}: {e}");
+                assert!(e.message.len() <= 600, "{name}: bounded message");
+            }
+            (got, expect) => panic!("{name}: {got:?} vs {expect:?}"),
+        }
+    }
+    assert!(connector_log(&fakes).await["calls"].as_array().unwrap().iter().all(|c| c["verified"] == true));
+}
+
+#[tokio::test]
+async fn a_connector_with_a_wrong_or_missing_secret_is_refused() {
+    let fakes = Fakes::start().unwrap();
+    let (deps, registry, policy, _) = connector_world(&fakes, "shop").await;
+    // The connector expects another key: its 401 is a permanent failure, never a silent success.
+    reqwest::Client::new()
+        .post(format!("{}/_fake/connector", fakes.url))
+        .json(&json!({"secret": "other"}))
+        .send()
+        .await
+        .unwrap();
+    let handler = registry.resolve("ADD_AFFILIATE_LINK", &policy).unwrap();
+    let u = user();
+    let payload = json!({"page": "/p", "url": "https://x.example.com"});
+    let e = handler.execute(&ctx(&deps, &u, &payload, ActionId::new_v7(chrono::Utc::now()), 0)).await.unwrap_err();
+    assert_eq!((e.kind, e.code.as_str()), (ErrorKind::Permanent, "connector_401"));
+    // A secret that does not exist: permanent, named.
+    let mut doc = serde_json::to_value(&policy).unwrap();
+    doc["connectors"]["shop"]["secret"] = json!("actiongate/no-such-secret");
+    let missing = Policy::parse_json(doc).unwrap();
+    let handler = registry.resolve("ADD_AFFILIATE_LINK", &missing).unwrap();
+    let e = handler.execute(&ctx(&deps, &u, &payload, ActionId::new_v7(chrono::Utc::now()), 0)).await.unwrap_err();
+    assert_eq!((e.kind, e.code.as_str()), (ErrorKind::Permanent, "secret_missing"), "{e}");
+    // A connector the address guard does not allow is never called.
+    let locked = deps_guarded(&fakes).await;
+    let connectors = actiongate::handlers::connector::Connectors::new(
+        Arc::new(actiongate::ports::memory::MemorySecrets::default()),
+        Arc::clone(&locked.guard),
+    );
+    let handler =
+        Registry::standard().with_declared(Arc::new(connectors)).resolve("ADD_AFFILIATE_LINK", &policy).unwrap();
+    let e = handler.execute(&ctx(&locked, &u, &payload, ActionId::new_v7(chrono::Utc::now()), 0)).await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Permanent, "{e}");
+}
+
+async fn deps_guarded(fakes: &Fakes) -> Dependencies {
+    deps(fakes, "", false, Policy::default_policy()).await
+}

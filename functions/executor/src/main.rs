@@ -40,7 +40,7 @@ async fn main() -> Result<(), Error> {
         store,
         Arc::new(SqsQueue::new(OnFirstUse::aws(&aws, aws_sdk_sqs::Client::new), &config.work_queue_url)),
         Arc::new(scheduler),
-        Registry::standard(),
+        Registry::with_connectors(&aws, Arc::clone(&deps.guard)),
         deps,
         Arc::new(SystemClock),
         exec.fault_injection,

@@ -28,7 +28,12 @@ async fn main() -> Result<(), Error> {
     startup.step("policy");
     let deps = Dependencies::from_config(&aws, Arc::clone(&store), handlers, policy)?;
     startup.step("handlers");
-    let service = Arc::new(RollbackService::new(store, Registry::standard(), deps, Arc::new(SystemClock)));
+    let service = Arc::new(RollbackService::new(
+        store,
+        Registry::with_connectors(&aws, Arc::clone(&deps.guard)),
+        deps,
+        Arc::new(SystemClock),
+    ));
     startup.step("wiring");
     startup.ready();
     run(service_fn(move |event: LambdaEvent<Value>| {

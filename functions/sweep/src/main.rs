@@ -33,7 +33,13 @@ async fn main() -> Result<(), Error> {
     let service = Arc::new(SweepService::new(
         store.clone(),
         queue,
-        Registry::standard(),
+        // The sweep never calls a connector; it asks handlers whether a step may be repeated.
+        Registry::with_connectors(
+            &aws,
+            Arc::new(actiongate::handlers::webhook::AddressGuard::new(
+                actiongate::handlers::webhook::Allowlist::parse(""),
+            )?),
+        ),
         Arc::new(PolicySource::new(store, policy, config.policy_cache)),
         Some(ApprovalMail {
             mailer: Arc::new(SesMailer::new(

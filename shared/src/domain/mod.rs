@@ -9,6 +9,7 @@ pub mod breaker;
 pub mod builtin_schemas;
 pub mod caller;
 pub mod catalog;
+pub mod connectors;
 pub mod custom_types;
 pub mod digest;
 pub mod duration;

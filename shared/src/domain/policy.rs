@@ -21,6 +21,9 @@ pub struct Policy {
     pub defaults: Defaults,
     pub auto_execution: AutoExecution,
     pub types: BTreeMap<String, TypeRule>,
+    /// The integrator's endpoints that run declared types (`[connectors.<name>]`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub connectors: BTreeMap<String, crate::domain::connectors::Connector>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -93,6 +96,9 @@ pub struct TypeRule {
     /// or JSON; without one, any JSON object.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema: Option<serde_json::Value>,
+    /// The connector (`[connectors.<name>]`) that runs a declared type of tier 1 or 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connector: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -289,6 +295,9 @@ impl Policy {
         }
         for (name, rule) in &self.types {
             let builtin = BUILTIN_ACTION_TYPES.contains(&name.as_str());
+            if builtin && rule.connector.is_some() {
+                return Err(PolicyError(format!("types.{name}.connector: built-in types run their own handlers")));
+            }
             if builtin && rule.schema.is_some() {
                 return Err(PolicyError(format!("types.{name}.schema: a built-in type's payload rules are built in")));
             }
@@ -301,11 +310,24 @@ impl Policy {
                 if let Some(why) = crate::domain::custom_types::reserved(name, BUILTIN_ACTION_TYPES) {
                     return Err(PolicyError(format!("types.{name}: {why}")));
                 }
-                // Until connectors run them, a declared type is work for a human (tier 3).
-                if rule.tier != Some(Tier::Manual) && !rule.blocked {
-                    return Err(PolicyError(format!(
-                        "types.{name}: a declared type is tier 3 (recorded for a human) or blocked; no connector runs it yet"
-                    )));
+                // Something must run it: a connector, or a human (tier 3).
+                match &rule.connector {
+                    None if rule.tier != Some(Tier::Manual) && !rule.blocked => {
+                        return Err(PolicyError(format!(
+                            "types.{name}: a declared type of tier 1 or 2 names the connector that runs it (or is tier 3, for a human)"
+                        )))
+                    }
+                    None => {}
+                    Some(c) => {
+                        let connector = self.connectors.get(c).ok_or_else(|| {
+                            PolicyError(format!("types.{name}.connector: no connector `{c}` in [connectors]"))
+                        })?;
+                        if rule.reversible && !connector.serves(crate::domain::connectors::Phase::Rollback) {
+                            return Err(PolicyError(format!(
+                                "types.{name}: reversible needs connector `{c}` to serve rollback (or say reversible = false)"
+                            )));
+                        }
+                    }
                 }
             }
             if rule.description.as_ref().is_some_and(|d| d.chars().count() > 1000) {
@@ -333,6 +355,9 @@ impl Policy {
                     return Err(PolicyError(format!("types.{name}.rate_limits: a limit is at most {MAX_LIMIT}")));
                 }
             }
+        }
+        for (name, connector) in &self.connectors {
+            connector.check(name).map_err(PolicyError)?;
         }
         self.custom_types().map_err(PolicyError)?;
         Ok(())
@@ -928,7 +953,22 @@ mod tests {
         assert!(ok.custom_types().unwrap().names().any(|n| n == "CHANGE_URL"));
         assert!(with_type("BLOCKED_ONE", serde_json::json!({"blocked": true})).is_ok());
         let refused = |name: &str, rule: serde_json::Value| with_type(name, rule).unwrap_err().0;
-        assert!(refused("AUTO_THING", serde_json::json!({"tier": 1})).contains("no connector runs it yet"));
+        assert!(refused("AUTO_THING", serde_json::json!({"tier": 1})).contains("names the connector"));
+        assert!(
+            refused("AUTO_THING", serde_json::json!({"tier": 1, "connector": "nope"})).contains("no connector `nope`")
+        );
+        assert!(refused("send_email", serde_json::json!({"tier": 2, "connector": "shop"})).contains("built-in"));
+        let mut doc = serde_json::to_value(Policy::parse_toml(DEFAULT_POLICY_TOML).unwrap()).unwrap();
+        doc["connectors"]["shop"] =
+            serde_json::json!({"url": "https://hooks.example.com/c", "secret": "actiongate/shop"});
+        doc["types"]["ADD_LINK"] = serde_json::json!({"tier": 1, "connector": "shop"});
+        let no_rollback = Policy::parse_json(doc.clone()).unwrap_err().0;
+        assert!(no_rollback.contains("reversible needs connector `shop` to serve rollback"), "{no_rollback}");
+        doc["types"]["ADD_LINK"]["reversible"] = serde_json::json!(false);
+        let ok = Policy::parse_json(doc.clone()).unwrap();
+        assert_eq!(ok.types["ADD_LINK"].connector.as_deref(), Some("shop"));
+        doc["connectors"]["shop"]["secret"] = serde_json::json!("prod/db");
+        assert!(Policy::parse_json(doc).unwrap_err().0.contains("connectors.shop.secret"));
         assert!(refused("has space", serde_json::json!({"tier": 3})).contains("name is 1 to 64"));
         assert!(refused("BROKEN", serde_json::json!({"tier": 3, "schema": {"type": 7}}))
             .starts_with("types.BROKEN.schema:"));

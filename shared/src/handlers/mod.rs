@@ -6,6 +6,7 @@
 //! and rolls back from the snapshot. Errors say whether trying again could help.
 
 pub mod calendar;
+pub mod connector;
 pub mod email;
 pub mod gmail;
 pub mod payment;
@@ -16,6 +17,16 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 impl Registry {
+    /// [`Registry::standard`], also running the types a policy declares through their
+    /// connectors (keys from Secrets Manager, calls through the address guard).
+    pub fn with_connectors(aws: &aws_config::SdkConfig, guard: Arc<dyn GuardedHttp>) -> Self {
+        let secrets = crate::adapters::aws::secrets::SecretsManager::new(crate::adapters::aws::lazy::OnFirstUse::aws(
+            aws,
+            aws_sdk_secretsmanager::Client::new,
+        ));
+        Self::standard().with_declared(Arc::new(connector::Connectors::new(Arc::new(secrets), guard)))
+    }
+
     /// The one place handlers are registered.
     pub fn standard() -> Self {
         let mut handlers: BTreeMap<&'static str, Arc<dyn Handler>> = BTreeMap::new();

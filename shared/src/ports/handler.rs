@@ -223,12 +223,30 @@ pub trait Handler: Send + Sync {
 /// Every handler, by action type.
 pub struct Registry {
     handlers: BTreeMap<&'static str, Arc<dyn Handler>>,
+    /// The handlers of types a policy declares (connectors), built from the policy in force.
+    declared: Option<Arc<dyn DeclaredHandlers>>,
+}
+
+/// Handlers for the action types a policy declares, from that policy (its connectors).
+pub trait DeclaredHandlers: Send + Sync {
+    fn handler(&self, action_type: &str, policy: &Policy) -> Option<Arc<dyn Handler>>;
 }
 
 impl Registry {
     /// The registry of `handlers` (the standard one is [`crate::handlers`]'s).
     pub fn new(handlers: BTreeMap<&'static str, Arc<dyn Handler>>) -> Self {
-        Self { handlers }
+        Self { handlers, declared: None }
+    }
+
+    /// This registry, also running the types a policy declares through `declared`.
+    pub fn with_declared(mut self, declared: Arc<dyn DeclaredHandlers>) -> Self {
+        self.declared = Some(declared);
+        self
+    }
+
+    /// The handler of `action_type`: a built-in one, else the one `policy` declares.
+    pub fn resolve(&self, action_type: &str, policy: &Policy) -> Option<Arc<dyn Handler>> {
+        self.get(action_type).or_else(|| self.declared.as_ref()?.handler(action_type, policy))
     }
 
     /// What one step does, in words: the handler's own preview; for work no handler runs (a

@@ -10,6 +10,7 @@ pub mod handler;
 pub mod mail;
 pub mod queue;
 pub mod scheduler;
+pub mod secrets;
 pub mod store;
 
 pub mod memory;

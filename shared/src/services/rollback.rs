@@ -107,7 +107,12 @@ impl RollbackService {
     }
 
     /// Completed action steps, newest first, each with why it cannot be undone, if it cannot.
-    fn undoable(&self, action: &Action, snapshots: &BTreeMap<usize, StoredSnapshot>) -> Vec<Undo> {
+    fn undoable(
+        &self,
+        action: &Action,
+        snapshots: &BTreeMap<usize, StoredSnapshot>,
+        policy: &crate::policy::Policy,
+    ) -> Vec<Undo> {
         let now = self.clock.now();
         action
             .steps
@@ -118,7 +123,7 @@ impl RollbackService {
                 StepKind::Action { action_type, payload } => {
                     let reversible = self
                         .registry
-                        .get(action_type)
+                        .resolve(action_type, policy)
                         .is_some_and(|h| h.reversibility(payload) == Reversibility::Reversible);
                     // TTL deletion is lazy: an item past its expiry counts as gone.
                     let kept = s.snapshot_at.is_none() || snapshots.get(&s.index).is_some_and(|k| k.expires_at > now);
@@ -181,7 +186,8 @@ impl RollbackService {
         } else {
             BTreeMap::new()
         };
-        let steps = self.undoable(&action, &snapshots);
+        let policy = self.deps.policy.current().await;
+        let steps = self.undoable(&action, &snapshots, &policy);
         let irreversible: Vec<Value> = steps
             .iter()
             .filter_map(|u| Some(json!({"step": u.index, "action_type": u.action_type, "why": u.blocker?})))
@@ -244,7 +250,7 @@ impl RollbackService {
             }
             let handler = self
                 .registry
-                .get(&action_type)
+                .resolve(&action_type, &policy)
                 .ok_or_else(|| ApiError::internal(anyhow::anyhow!("no handler for {action_type}")))?;
             // Claim this step's undo with a conditional write (and a fresh lease) first: a
             // concurrent rollback loses here instead of undoing it a second time.

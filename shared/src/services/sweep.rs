@@ -318,7 +318,7 @@ impl SweepService {
                 report.reminded += u32::from(self.send_approval_link(&action, now, true).await?);
             }
             Status::Executing if action.lease_expires_at.is_none_or(|t| t <= now) => {
-                let (mut after, hop) = lease_recovery(&action, &self.registry);
+                let (mut after, hop) = lease_recovery(&action, &self.registry, policy);
                 after.compensation_due =
                     crate::domain::execution::compensation_due(&after, hop.0, policy.defaults.compensate_on_failure);
                 let done = self.store.advance(&action, after, &[hop], ACTOR, now).await?;

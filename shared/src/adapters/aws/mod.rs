@@ -3,5 +3,6 @@
 pub mod dynamo;
 pub mod lazy;
 pub mod scheduler;
+pub mod secrets;
 pub mod ses;
 pub mod sqs;

@@ -6,8 +6,10 @@
 //! services' unit tests and property tests run on these.
 
 mod outbox;
+mod secrets;
 mod store;
 mod store_admin;
 
 pub use outbox::{MemoryMailer, MemoryQueue, MemoryWakeUps, Sent, WakeUp};
+pub use secrets::MemorySecrets;
 pub use store::MemoryStore;

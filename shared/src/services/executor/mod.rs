@@ -172,8 +172,9 @@ impl ExecutorService {
             // then, this message resumes the work (no sweep needed).
             return Err(Outcome::Retry("running under another executor's lease".into()));
         }
-        let (mut after, hop) = lease_recovery(&action, &self.registry);
-        let compensate = self.deps.policy.current().await.defaults.compensate_on_failure;
+        let policy = self.deps.policy.current().await;
+        let (mut after, hop) = lease_recovery(&action, &self.registry, &policy);
+        let compensate = policy.defaults.compensate_on_failure;
         after.compensation_due = execution::compensation_due(&after, hop.0, compensate);
         match self.write(&action, after, &[hop]).await {
             Ok(done) if done.status == Status::Queued => Ok(()),
@@ -213,9 +214,15 @@ async fn bounded(
 
 /// What to do with a step whose executor died (its lease expired); see
 /// [`execution::lease_recovery`]. Whether the step can be repeated safely is its handler's say.
-pub fn lease_recovery(action: &Action, registry: &Registry) -> (Action, (Status, String, Option<Value>)) {
+pub fn lease_recovery(
+    action: &Action,
+    registry: &Registry,
+    policy: &crate::policy::Policy,
+) -> (Action, (Status, String, Option<Value>)) {
     let idempotent = match action.steps.get(action.next_step()).map(|s| &s.kind) {
-        Some(StepKind::Action { action_type, .. }) => registry.get(action_type).is_some_and(|h| h.idempotent()),
+        Some(StepKind::Action { action_type, .. }) => {
+            registry.resolve(action_type, policy).is_some_and(|h| h.idempotent())
+        }
         _ => true,
     };
     execution::lease_recovery(action, idempotent)
@@ -248,10 +255,10 @@ mod tests {
             action_type: "http_request".into(),
             payload: json!({"method": "POST", "url": "https://hooks.example.com/x"}),
         };
-        let (_, (to, _, _)) = lease_recovery(&running, &registry);
+        let (_, (to, _, _)) = lease_recovery(&running, &registry, &crate::policy::Policy::default_policy());
         assert_eq!(to, Status::Queued, "attempts remain");
         running.steps[0].attempts = 3;
-        let (after, (to, _, _)) = lease_recovery(&running, &registry);
+        let (after, (to, _, _)) = lease_recovery(&running, &registry, &crate::policy::Policy::default_policy());
         assert_eq!(to, Status::Failed, "the third lost lease ends it");
         assert_eq!(after.error.unwrap()["code"], "attempts_exhausted");
         running.steps[0].kind = StepKind::Action {
@@ -259,7 +266,7 @@ mod tests {
             payload: json!({"to": ["a@example.com"], "subject": "s", "text": "t"}),
         };
         running.steps[0].attempts = 1;
-        let (after, (to, _, _)) = lease_recovery(&running, &registry);
+        let (after, (to, _, _)) = lease_recovery(&running, &registry, &crate::policy::Policy::default_policy());
         assert_eq!(to, Status::Failed);
         assert_eq!(after.error.unwrap()["code"], "outcome_unknown");
     }

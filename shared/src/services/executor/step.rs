@@ -22,7 +22,8 @@ impl ExecutorService {
         if let Some(outcome) = self.recheck_policy(&action, deadline).await {
             return outcome;
         }
-        let Some(handler) = self.registry.get(&action_type) else {
+        let policy = self.deps.policy.current().await;
+        let Some(handler) = self.registry.resolve(&action_type, &policy) else {
             let error = HandlerError::permanent("no_handler", format!("{action_type} is never executed by the system"));
             return self.fail_unclaimed(action, index, error, deadline).await;
         };

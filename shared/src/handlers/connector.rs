@@ -1,0 +1,207 @@
+//! The connector handler: runs a declared action type by calling the integrator's endpoint.
+//!
+//! `POST <url>` with `{phase, action_id, step, action_type, user_id, payload, idempotency_key,
+//! rollback_data?}`, headers `Idempotency-Key` and `Actiongate-Signature: t=<unix seconds>,
+//! v1=<hex HMAC-SHA256(secret, "<t>.<raw body>")>`. A 2xx answers `{output?, rollback_data?}`:
+//! `output` is the step's result, `rollback_data` comes back with the `rollback` call. 408, 429,
+//! 5xx, timeouts and lost connections are transient; any other status is permanent, with the
+//! connector's `{error, message}` (`connector_<status>`). Every answer is read to at most
+//! 1 MiB; anything unreadable is kept as text, never a crash.
+
+use super::{read_capped, GuardedHttp, Handler, HandlerError, HandlerFuture, Reversibility, StepContext};
+use crate::domain::connectors::{Connector, Phase};
+use crate::domain::policy::Policy;
+use crate::ports::handler::DeclaredHandlers;
+use crate::ports::secrets::{SecretError, Secrets};
+use hmac::{Hmac, Mac};
+use serde_json::{json, Value};
+use sha2::Sha256;
+use std::sync::Arc;
+
+/// The most of a connector's answer that is read.
+const MAX_ANSWER_BYTES: usize = 1024 * 1024;
+
+/// `t=<t>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`.
+pub fn signature(secret: &[u8], t: i64, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes a key of any length");
+    mac.update(t.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    let digest = mac.finalize().into_bytes();
+    format!("t={t},v1={}", digest.iter().map(|b| format!("{b:02x}")).collect::<String>())
+}
+
+/// Builds the handler of a declared type from the policy in force.
+pub struct Connectors {
+    secrets: Arc<dyn Secrets>,
+    http: Arc<dyn GuardedHttp>,
+}
+
+impl Connectors {
+    pub fn new(secrets: Arc<dyn Secrets>, http: Arc<dyn GuardedHttp>) -> Self {
+        Self { secrets, http }
+    }
+}
+
+impl DeclaredHandlers for Connectors {
+    fn handler(&self, action_type: &str, policy: &Policy) -> Option<Arc<dyn Handler>> {
+        let rule = policy.types.get(action_type)?;
+        let name = rule.connector.as_ref()?;
+        let connector = policy.connectors.get(name)?.clone();
+        Some(Arc::new(ConnectorHandler {
+            action_type: action_type.to_owned(),
+            description: rule.description.clone(),
+            reversible: rule.reversible && connector.serves(Phase::Rollback),
+            connector,
+            secrets: Arc::clone(&self.secrets),
+            http: Arc::clone(&self.http),
+        }))
+    }
+}
+
+pub struct ConnectorHandler {
+    action_type: String,
+    description: Option<String>,
+    reversible: bool,
+    connector: Connector,
+    secrets: Arc<dyn Secrets>,
+    http: Arc<dyn GuardedHttp>,
+}
+
+impl ConnectorHandler {
+    async fn call(
+        &self,
+        ctx: &StepContext<'_>,
+        phase: Phase,
+        rollback_data: Option<&Value>,
+    ) -> Result<Value, HandlerError> {
+        let url = url::Url::parse(&self.connector.url)
+            .map_err(|e| HandlerError::permanent("connector_url", format!("{}: {e}", self.connector.url)))?;
+        self.http.check(&url)?;
+        let key = self.secrets.secret(&self.connector.secret).await.map_err(|e| match e {
+            SecretError::Missing(_) => HandlerError::permanent("secret_missing", e.to_string()),
+            SecretError::Unavailable(_) => HandlerError::transient("secret_unavailable", e.to_string()),
+        })?;
+        let mut body = json!({
+            "phase": phase.as_str(),
+            "action_id": ctx.action_id,
+            "step": ctx.step,
+            "action_type": self.action_type,
+            "user_id": ctx.user,
+            "payload": ctx.payload,
+            "idempotency_key": ctx.idempotency_key,
+        });
+        if let Some(data) = rollback_data {
+            body["rollback_data"] = data.clone();
+        }
+        let raw = serde_json::to_vec(&body).map_err(|e| HandlerError::permanent("encoding", e.to_string()))?;
+        let t = chrono::Utc::now().timestamp();
+        let response = self
+            .http
+            .client()
+            .post(url.clone())
+            .timeout(std::time::Duration::from_secs(self.connector.timeout.as_secs()))
+            .header("content-type", "application/json")
+            .header("idempotency-key", &ctx.idempotency_key)
+            .header("actiongate-signature", signature(key.expose().as_bytes(), t, &raw))
+            .body(raw)
+            .send()
+            .await
+            .map_err(|e| HandlerError::from_reqwest(&e, &format!("connector {url}")))?;
+        let status = response.status().as_u16();
+        let (bytes, truncated) = read_capped(response, MAX_ANSWER_BYTES, url.as_str()).await?;
+        let answer: Option<Value> = if truncated { None } else { serde_json::from_slice(&bytes).ok() };
+        if (200..300).contains(&status) {
+            return Ok(match answer {
+                Some(v) if v.is_object() => json!({"output": v.get("output").cloned().unwrap_or(Value::Null),
+                                                    "rollback_data": v.get("rollback_data").cloned().unwrap_or(Value::Null)}),
+                // It took effect (2xx); what it said is kept as text.
+                _ => {
+                    json!({"output": {"unparsed": String::from_utf8_lossy(&bytes[..bytes.len().min(1024)])}, "rollback_data": null})
+                }
+            });
+        }
+        let said = |k: &str| answer.as_ref().and_then(|a| a.get(k)).and_then(Value::as_str).map(str::to_owned);
+        let message = match (said("error"), said("message")) {
+            (Some(e), Some(m)) => format!("{e}: {m}"),
+            (Some(e), None) => e,
+            (None, Some(m)) => m,
+            (None, None) => String::from_utf8_lossy(&bytes[..bytes.len().min(300)]).into_owned(),
+        };
+        let message: String = message.chars().take(500).collect();
+        let code = format!("connector_{status}");
+        Err(if status == 408 || status == 429 || status >= 500 {
+            HandlerError::transient(code, message)
+        } else {
+            HandlerError::permanent(code, message)
+        })
+    }
+}
+
+impl Handler for ConnectorHandler {
+    /// The payload was checked against the type's schema at intake.
+    fn validate(&self, payload: &Value) -> Result<(), HandlerError> {
+        if payload.is_object() {
+            Ok(())
+        } else {
+            Err(HandlerError::permanent("invalid_payload", "a declared type's payload is a JSON object"))
+        }
+    }
+
+    fn preview(&self, _: &Value) -> String {
+        match &self.description {
+            Some(d) => format!("{}: {d}", self.action_type),
+            None => self.action_type.clone(),
+        }
+    }
+
+    fn reversibility(&self, _: &Value) -> Reversibility {
+        if self.reversible {
+            Reversibility::Reversible
+        } else {
+            Reversibility::Irreversible
+        }
+    }
+
+    /// Every call carries the step's `Idempotency-Key`; the protocol asks connectors to honour it.
+    fn idempotent(&self) -> bool {
+        true
+    }
+
+    fn snapshot<'a>(&'a self, _: &'a StepContext<'a>) -> HandlerFuture<'a, Result<Value, HandlerError>> {
+        Box::pin(async { Ok(Value::Null) })
+    }
+
+    fn execute<'a>(&'a self, ctx: &'a StepContext<'a>) -> HandlerFuture<'a, Result<Value, HandlerError>> {
+        Box::pin(self.call(ctx, Phase::Execute, None))
+    }
+
+    fn rollback<'a>(
+        &'a self,
+        ctx: &'a StepContext<'a>,
+        _: &'a Value,
+        result: &'a Value,
+    ) -> HandlerFuture<'a, Result<Value, HandlerError>> {
+        Box::pin(async move {
+            if !self.reversible {
+                return Err(HandlerError::permanent("not_reversible", "the connector serves no rollback"));
+            }
+            let data = result.get("rollback_data").cloned().unwrap_or(Value::Null);
+            self.call(ctx, Phase::Rollback, Some(&data)).await
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signatures_are_hmac_sha256_of_time_and_body() {
+        // Python: hmac.new(b"key", b'1700000000.{"a":1}', hashlib.sha256).hexdigest()
+        assert_eq!(
+            signature(b"key", 1_700_000_000, br#"{"a":1}"#),
+            "t=1700000000,v1=a438e398bfafc57e4396bb7fc2304422f0f768e965d073ca313cb52e22e6ad03"
+        );
+    }
+}
