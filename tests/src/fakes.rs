@@ -272,9 +272,11 @@ fn connector(st: &mut FakeState, name: &str, headers: &[(String, String)], body:
         "huge" => return (200, vec![], Value::String("x".repeat(10 * 1024 * 1024))),
         "down" => return (503, vec![], json!({"error": "maintenance", "message": "back soon"})),
         "refuse" => return (422, vec![], json!({"error": "page_missing", "message": "no such page"})),
+        "redirect" => return (307, vec![("location".into(), "/connector/shop".into())], json!({})),
         _ => {}
     }
-    let replay_key = format!("connector:{key}:{}", call["phase"]);
+    // Replays by the header alone, as most receivers would: the undo's key must differ.
+    let replay_key = format!("connector:{key}");
     if let Some((status, reply)) = st.answered.get(&replay_key) {
         return (*status, vec![], reply.clone());
     }

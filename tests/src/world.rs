@@ -70,6 +70,8 @@ pub struct Ledger {
     pub undone: Vec<(ActionId, usize)>,
     /// Set by a handler that "crashed": the harness drops the executor's call.
     pub crashed: bool,
+    /// The target the fake handlers say they reach (`Handler::pin`), when a test sets one.
+    pub pin: Option<String>,
 }
 
 /// A fake target system: records every call that reaches it (the idempotent kind changes
@@ -100,6 +102,9 @@ impl Handler for FakeHandler {
     }
     fn idempotent(&self) -> bool {
         self.idempotent
+    }
+    fn pin(&self) -> Option<String> {
+        lock(&self.ledger).pin.clone()
     }
     fn snapshot<'a>(&'a self, _: &'a StepContext<'a>) -> HandlerFuture<'a, Result<Value, HandlerError>> {
         Box::pin(async { Ok(json!({"before": true})) })

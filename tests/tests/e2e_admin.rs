@@ -127,10 +127,14 @@ async fn admins_replace_the_policy_whole_or_not_at_all_and_the_kill_switch_takes
         api.http.get(format!("{}/_fake/connector", api.stack.fakes_url)).send().await.unwrap().json().await.unwrap();
     assert_eq!(log["links"]["/best-pens"], json!(["https://shop.example.com/pen?ref=ag"]), "{log}");
     let calls = log["calls"].as_array().unwrap();
-    assert!(!calls.is_empty() && calls.iter().all(|c| c["verified"] == true), "signed with the secret: {log}");
+    assert!(calls.iter().all(|c| c["verified"] == true), "signed with the secret: {log}");
+    assert_eq!(calls.iter().filter(|c| c["phase"] == "execute").count(), 1, "called once: {log}");
     let undone = api.post(&format!("/actions/{id}/rollback"), &owner, json!({"reason": "wrong page"})).await;
     assert_eq!((undone.status, undone.body["status"].as_str()), (200, Some("rolled_back")), "{}", undone.body);
     let log: serde_json::Value =
         api.http.get(format!("{}/_fake/connector", api.stack.fakes_url)).send().await.unwrap().json().await.unwrap();
     assert_eq!(log["links"]["/best-pens"], json!([]), "the rollback removed exactly the link: {log}");
+    let calls = log["calls"].as_array().unwrap();
+    assert_eq!(calls.iter().filter(|c| c["phase"] == "rollback").count(), 1, "undone once: {log}");
+    assert!(calls.iter().all(|c| c["verified"] == true), "{log}");
 }

@@ -361,10 +361,16 @@ async fn a_connector_runs_signed_calls_replays_by_key_and_rolls_back_exactly_wha
     let other = handler.execute(&ctx(&deps, &u, &payload, id, 1)).await.unwrap_err();
     assert_eq!((other.kind, other.code.as_str()), (ErrorKind::Permanent, "connector_409"));
     assert!(other.message.contains("already_linked"), "{}", other.message);
-    // Rollback removes exactly the link it added.
+    // Rollback removes exactly the link it added, under a key of its own (a connector that
+    // replays by key never answers the undo with the change's answer).
     let undone = handler.rollback(&ctx(&deps, &u, &payload, id, 0), &Value::Null, &result).await.unwrap();
     assert_eq!(undone["output"]["removed"], 1);
-    assert!(connector_log(&fakes).await["links"]["/best-pens"].as_array().unwrap().is_empty());
+    let log = connector_log(&fakes).await;
+    assert!(log["links"]["/best-pens"].as_array().unwrap().is_empty());
+    let undo = log["calls"].as_array().unwrap().iter().find(|c| c["phase"] == "rollback").unwrap().clone();
+    assert_eq!(undo["idempotency_key"], format!("{}-rollback", idempotency_key(id, 0)));
+    // The handler names its target, so a retry or an undo never goes elsewhere.
+    assert!(handler.pin().is_some_and(|p| p.starts_with("connector:")));
 }
 
 #[tokio::test]
@@ -377,6 +383,8 @@ async fn a_connector_s_answers_never_crash_the_step_and_say_what_to_do() {
         ("huge", Ok("unparsed")),
         ("down", Err((ErrorKind::Transient, "connector_503"))),
         ("refuse", Err((ErrorKind::Permanent, "connector_422"))),
+        // A redirect is not followed: the signed call goes exactly where the policy says.
+        ("redirect", Err((ErrorKind::Permanent, "connector_307"))),
     ] {
         let (deps, registry, policy, _) = connector_world(&fakes, name).await;
         let handler = registry.resolve("ADD_AFFILIATE_LINK", &policy).unwrap();
@@ -425,8 +433,10 @@ async fn a_connector_with_a_wrong_or_missing_secret_is_refused() {
     );
     let handler =
         Registry::standard().with_declared(Arc::new(connectors)).resolve("ADD_AFFILIATE_LINK", &policy).unwrap();
+    let before = connector_log(&fakes).await["calls"].as_array().unwrap().len();
     let e = handler.execute(&ctx(&locked, &u, &payload, ActionId::new_v7(chrono::Utc::now()), 0)).await.unwrap_err();
-    assert_eq!(e.kind, ErrorKind::Permanent, "{e}");
+    assert_eq!((e.kind, e.code.as_str()), (ErrorKind::Permanent, "address_refused"), "{e}");
+    assert_eq!(connector_log(&fakes).await["calls"].as_array().unwrap().len(), before, "nothing reached the connector");
 }
 
 async fn deps_guarded(fakes: &Fakes) -> Dependencies {

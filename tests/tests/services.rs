@@ -576,3 +576,40 @@ async fn a_blocked_declared_type_is_refused_and_never_listed() {
     assert!(!unknown["message"].as_str().unwrap().contains("SECRET_THING"), "{unknown}");
     assert_eq!(world.api("GET", "/rate-limits/SECRET_THING", None, "alice", false).await.0, 404);
 }
+
+/// A step whose target changed between attempts (a connector pointed elsewhere by a policy
+/// change) is never sent to the new target: the first may have acted, so a human checks; and
+/// a rollback will not undo it there either.
+#[tokio::test]
+async fn a_step_is_never_retried_or_undone_at_another_target_than_its_first() {
+    let mut world = World::new();
+    actiongate_local::world::lock(&world.ledger).pin = Some("connector:A".into());
+    let id = created(&world, "alice", proposal("gmail.archive")).await;
+    world.script(id, 0, &[Behavior::Transient]);
+    world.deliver().await;
+    assert_eq!(world.action(id).await.steps[0].pin.as_deref(), Some("connector:A"));
+    actiongate_local::world::lock(&world.ledger).pin = Some("connector:B".into());
+    world.settle(2, Duration::minutes(1)).await;
+    let action = world.action(id).await;
+    assert_eq!(action.status, Status::Failed);
+    assert!(action.to_api().to_string().contains("target_changed"), "{}", action.to_api());
+    assert_eq!(world.calls_of(id).len(), 0, "the transient attempt sent nothing; B was never called");
+    // A completed step pinned to A is not undone at B.
+    actiongate_local::world::lock(&world.ledger).pin = Some("connector:A".into());
+    let done = created(&world, "alice", {
+        let mut body = proposal("gmail.archive");
+        body["payload"]["message_id"] = json!("m2");
+        body
+    })
+    .await;
+    world.deliver().await;
+    assert_eq!(world.action(done).await.status, Status::Completed);
+    actiongate_local::world::lock(&world.ledger).pin = Some("connector:B".into());
+    let refused = world
+        .rollback
+        .roll_back_by(world.action(done).await, &RollbackRequest { reason: None, partial: false }, "alice", None)
+        .await
+        .expect_err("not undone at another target")
+        .body();
+    assert_eq!(refused["irreversible_steps"][0]["why"], "target_changed", "{refused}");
+}

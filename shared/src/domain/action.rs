@@ -115,6 +115,10 @@ pub struct Step {
     pub undo_started_at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<DateTime<Utc>>,
+    /// The target the step's first attempt went to (`Handler::pin`, e.g. a connector's URL
+    /// and key): a retry, a recovery or an undo never goes to another one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pin: Option<String>,
 }
 
 impl Step {
@@ -133,6 +137,7 @@ impl Step {
             undo_started_at: None,
             undo_attempts: 0,
             finished_at: None,
+            pin: None,
         }
     }
 }

@@ -8,8 +8,9 @@ use serde::{Deserialize, Serialize};
 
 /// Where every connector secret lives, so the functions' permission covers exactly these.
 pub const SECRET_PREFIX: &str = "actiongate/";
-/// The longest a connector call may take (an executor invocation has 30 seconds).
-pub const MAX_TIMEOUT_SECS: u64 = 25;
+/// The longest a connector call may take: within an executor invocation's budget, and within
+/// the bound the rollback service puts on one undo (20 seconds).
+pub const MAX_TIMEOUT_SECS: u64 = 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -88,6 +89,12 @@ impl Connector {
         if secs == 0 || secs > MAX_TIMEOUT_SECS {
             return at("timeout", &format!("must be between 1 and {MAX_TIMEOUT_SECS} seconds"));
         }
+        let mut phases = self.phases.clone();
+        phases.sort();
+        phases.dedup();
+        if phases.len() != self.phases.len() {
+            return at("phases", "names a phase twice");
+        }
         if !self.serves(Phase::Execute) {
             return at("phases", "must include execute");
         }
@@ -129,6 +136,12 @@ mod tests {
         let mut no_execute = connector("https://hooks.example.com/c", "actiongate/x");
         no_execute.phases = vec![Phase::Rollback];
         assert!(refused(no_execute).contains("execute"));
+        let mut twice = connector("https://hooks.example.com/c", "actiongate/x");
+        twice.phases.push(Phase::Execute);
+        assert!(refused(twice).contains("twice"));
+        let mut at_limit = connector("https://hooks.example.com/c", "actiongate/x");
+        at_limit.timeout = IsoDuration::parse("PT21S").unwrap();
+        assert!(refused(at_limit).contains("timeout"), "within one undo's bound");
         let mut preview = connector("https://hooks.example.com/c", "actiongate/x");
         preview.phases.push(Phase::Preview);
         assert!(refused(preview).contains("not supported yet"));

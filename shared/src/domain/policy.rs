@@ -318,6 +318,11 @@ impl Policy {
                         )))
                     }
                     None => {}
+                    Some(c) if rule.tier == Some(Tier::Manual) => {
+                        return Err(PolicyError(format!(
+                            "types.{name}.connector: a tier-3 type is done by a human; `{c}` would never run it"
+                        )))
+                    }
                     Some(c) => {
                         let connector = self.connectors.get(c).ok_or_else(|| {
                             PolicyError(format!("types.{name}.connector: no connector `{c}` in [connectors]"))
@@ -965,6 +970,9 @@ mod tests {
         let no_rollback = Policy::parse_json(doc.clone()).unwrap_err().0;
         assert!(no_rollback.contains("reversible needs connector `shop` to serve rollback"), "{no_rollback}");
         doc["types"]["ADD_LINK"]["reversible"] = serde_json::json!(false);
+        doc["types"]["BY_HAND"] = serde_json::json!({"tier": 3, "connector": "shop"});
+        assert!(Policy::parse_json(doc.clone()).unwrap_err().0.contains("would never run it"));
+        doc["types"].as_object_mut().unwrap().remove("BY_HAND");
         let ok = Policy::parse_json(doc.clone()).unwrap();
         assert_eq!(ok.types["ADD_LINK"].connector.as_deref(), Some("shop"));
         doc["connectors"]["shop"]["secret"] = serde_json::json!("prod/db");

@@ -20,6 +20,34 @@ use std::sync::Arc;
 
 /// The most of a connector's answer that is read.
 const MAX_ANSWER_BYTES: usize = 1024 * 1024;
+/// The most of `output` and of `rollback_data` kept with the step (the action is one stored
+/// item of at most 400 KB).
+const MAX_KEPT_BYTES: usize = 32 * 1024;
+
+/// The key a phase's call carries: the step's for `execute`, `<key>-rollback` for `rollback`
+/// (a connector that replays by key never answers an undo with the change's answer).
+fn phase_key(step_key: &str, phase: Phase) -> String {
+    match phase {
+        Phase::Rollback => format!("{step_key}-rollback"),
+        _ => step_key.to_owned(),
+    }
+}
+
+/// `value`, or why it is not kept (too large to store with the step).
+fn kept(value: Option<&Value>) -> Result<Value, String> {
+    let value = value.cloned().unwrap_or(Value::Null);
+    let size = serde_json::to_vec(&value).map_or(usize::MAX, |b| b.len());
+    if size > MAX_KEPT_BYTES {
+        return Err(format!("{size} bytes (at most {MAX_KEPT_BYTES} are kept)"));
+    }
+    Ok(value)
+}
+
+/// Where a connector is, for messages agents can read: scheme, host and port, no path or query.
+fn shown(url: &url::Url) -> String {
+    format!("{}://{}", url.scheme(), url.host_str().unwrap_or("?"))
+        + &url.port().map(|p| format!(":{p}")).unwrap_or_default()
+}
 
 /// `t=<t>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`.
 pub fn signature(secret: &[u8], t: i64, body: &[u8]) -> String {
@@ -75,8 +103,9 @@ impl ConnectorHandler {
         phase: Phase,
         rollback_data: Option<&Value>,
     ) -> Result<Value, HandlerError> {
-        let url = url::Url::parse(&self.connector.url)
-            .map_err(|e| HandlerError::permanent("connector_url", format!("{}: {e}", self.connector.url)))?;
+        let url = url::Url::parse(&self.connector.url).map_err(|e| {
+            HandlerError::permanent("connector_url", format!("the connector's URL does not parse: {e}"))
+        })?;
         self.http.check(&url)?;
         let key = self.secrets.secret(&self.connector.secret).await.map_err(|e| match e {
             SecretError::Missing(_) => HandlerError::permanent("secret_missing", e.to_string()),
@@ -89,7 +118,7 @@ impl ConnectorHandler {
             "action_type": self.action_type,
             "user_id": ctx.user,
             "payload": ctx.payload,
-            "idempotency_key": ctx.idempotency_key,
+            "idempotency_key": phase_key(&ctx.idempotency_key, phase),
         });
         if let Some(data) = rollback_data {
             body["rollback_data"] = data.clone();
@@ -98,28 +127,35 @@ impl ConnectorHandler {
         let t = chrono::Utc::now().timestamp();
         let response = self
             .http
-            .client()
+            .client_without_redirects()
             .post(url.clone())
             .timeout(std::time::Duration::from_secs(self.connector.timeout.as_secs()))
             .header("content-type", "application/json")
-            .header("idempotency-key", &ctx.idempotency_key)
+            .header("idempotency-key", phase_key(&ctx.idempotency_key, phase))
             .header("actiongate-signature", signature(key.expose().as_bytes(), t, &raw))
             .body(raw)
             .send()
             .await
-            .map_err(|e| HandlerError::from_reqwest(&e, &format!("connector {url}")))?;
+            .map_err(|e| HandlerError::from_reqwest(&e, &format!("connector {}", shown(&url))))?;
         let status = response.status().as_u16();
-        let (bytes, truncated) = read_capped(response, MAX_ANSWER_BYTES, url.as_str()).await?;
+        let (bytes, truncated) = read_capped(response, MAX_ANSWER_BYTES, &shown(&url)).await?;
         let answer: Option<Value> = if truncated { None } else { serde_json::from_slice(&bytes).ok() };
         if (200..300).contains(&status) {
-            return Ok(match answer {
-                Some(v) if v.is_object() => json!({"output": v.get("output").cloned().unwrap_or(Value::Null),
-                                                    "rollback_data": v.get("rollback_data").cloned().unwrap_or(Value::Null)}),
-                // It took effect (2xx); what it said is kept as text.
-                _ => {
-                    json!({"output": {"unparsed": String::from_utf8_lossy(&bytes[..bytes.len().min(1024)])}, "rollback_data": null})
-                }
-            });
+            // It took effect (2xx): what it said is kept if it fits; an undo needs its rollback
+            // data, so a step without usable rollback data says why and cannot be undone.
+            let (output, rollback) = match &answer {
+                Some(v) if v.is_object() => (kept(v.get("output")), kept(v.get("rollback_data"))),
+                _ => (
+                    Ok(json!({"unparsed": String::from_utf8_lossy(&bytes[..bytes.len().min(1024)])})),
+                    Err("the answer was not a JSON object".to_owned()),
+                ),
+            };
+            let mut result = json!({"output": output.unwrap_or_else(|why| json!({"dropped": why}))});
+            match rollback {
+                Ok(data) => result["rollback_data"] = data,
+                Err(why) => result["rollback_data_missing"] = json!(why),
+            }
+            return Ok(result);
         }
         let said = |k: &str| answer.as_ref().and_then(|a| a.get(k)).and_then(Value::as_str).map(str::to_owned);
         let message = match (said("error"), said("message")) {
@@ -168,6 +204,13 @@ impl Handler for ConnectorHandler {
         true
     }
 
+    /// The connector's URL and secret, digested: a retry or an undo after the policy pointed
+    /// the type elsewhere fails for a human instead of acting at a target that never saw it.
+    fn pin(&self) -> Option<String> {
+        let what = format!("{}\n{}", self.connector.url, self.connector.secret);
+        Some(format!("connector:{}", &crate::domain::digest::hex_sha256(what.as_bytes())[..16]))
+    }
+
     fn snapshot<'a>(&'a self, _: &'a StepContext<'a>) -> HandlerFuture<'a, Result<Value, HandlerError>> {
         Box::pin(async { Ok(Value::Null) })
     }
@@ -185,6 +228,12 @@ impl Handler for ConnectorHandler {
         Box::pin(async move {
             if !self.reversible {
                 return Err(HandlerError::permanent("not_reversible", "the connector serves no rollback"));
+            }
+            if let Some(why) = result.get("rollback_data_missing").and_then(Value::as_str) {
+                return Err(HandlerError::permanent(
+                    "rollback_data_missing",
+                    format!("the connector's rollback data was not kept ({why}): a human undoes it"),
+                ));
             }
             let data = result.get("rollback_data").cloned().unwrap_or(Value::Null);
             self.call(ctx, Phase::Rollback, Some(&data)).await

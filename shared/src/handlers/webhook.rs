@@ -113,6 +113,8 @@ impl reqwest::dns::Resolve for GuardedResolver {
 pub struct AddressGuard {
     allow: Arc<Allowlist>,
     client: reqwest::Client,
+    /// The same guard, following no redirect (connectors).
+    direct: reqwest::Client,
 }
 
 impl std::fmt::Debug for AddressGuard {
@@ -140,13 +142,22 @@ impl AddressGuard {
             }))
             .connect_timeout(Duration::from_secs(5))
             .build()?;
-        Ok(Self { allow, client })
+        let direct = reqwest::Client::builder()
+            .dns_resolver(Arc::new(GuardedResolver { allow: Arc::clone(&allow) }))
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(5))
+            .build()?;
+        Ok(Self { allow, client, direct })
     }
 }
 
 impl GuardedHttp for AddressGuard {
     fn client(&self) -> &reqwest::Client {
         &self.client
+    }
+
+    fn client_without_redirects(&self) -> &reqwest::Client {
+        &self.direct
     }
 
     fn check(&self, url: &url::Url) -> Result<(), HandlerError> {

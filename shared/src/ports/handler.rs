@@ -134,6 +134,8 @@ pub trait GuardedHttp: Send + Sync {
     fn check(&self, url: &url::Url) -> Result<(), HandlerError>;
     /// The client whose resolver applies the same rule to every connection.
     fn client(&self) -> &reqwest::Client;
+    /// The same, following no redirect (signed calls go exactly where the policy says).
+    fn client_without_redirects(&self) -> &reqwest::Client;
 }
 
 /// The policy in force now (the administrator's override, else the deployed one).
@@ -207,6 +209,12 @@ pub trait Handler: Send + Sync {
     /// Whether re-running after an unknown outcome is safe (the target honours the key or the
     /// change is naturally idempotent).
     fn idempotent(&self) -> bool;
+    /// Which target this handler reaches, when configuration can change it (a connector's URL
+    /// and secret): kept on the step at its first attempt, so a retry, a recovery or an undo
+    /// never goes to another target than the one that may already have acted.
+    fn pin(&self) -> Option<String> {
+        None
+    }
     /// What the target looks like before the change (`Null` when there is nothing to keep).
     fn snapshot<'a>(&'a self, ctx: &'a StepContext<'a>) -> HandlerFuture<'a, Result<Value, HandlerError>>;
     /// Makes the change; returns what rollback needs besides the snapshot.

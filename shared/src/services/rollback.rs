@@ -25,6 +25,8 @@ const LEASE_SECS: i64 = 30;
 /// Why a completed step is not undone.
 const IRREVERSIBLE: &str = "irreversible";
 const EXPIRED: &str = "rollback_data_expired";
+/// The step's target changed since it ran (a connector pointed elsewhere).
+const TARGET_CHANGED: &str = "target_changed";
 
 struct Undo {
     index: usize,
@@ -121,16 +123,18 @@ impl RollbackService {
             .filter(|s| s.state == StepState::Completed)
             .filter_map(|s| match &s.kind {
                 StepKind::Action { action_type, payload } => {
-                    let reversible = self
-                        .registry
-                        .resolve(action_type, policy)
-                        .is_some_and(|h| h.reversibility(payload) == Reversibility::Reversible);
+                    let handler = self.registry.resolve(action_type, policy);
+                    let reversible =
+                        handler.as_ref().is_some_and(|h| h.reversibility(payload) == Reversibility::Reversible);
+                    // Undone only at the target the change went to.
+                    let same_target = s.pin.is_none() || handler.as_ref().and_then(|h| h.pin()) == s.pin;
                     // TTL deletion is lazy: an item past its expiry counts as gone.
                     let kept = s.snapshot_at.is_none() || snapshots.get(&s.index).is_some_and(|k| k.expires_at > now);
-                    let blocker = match (reversible, kept) {
-                        (false, _) => Some(IRREVERSIBLE),
-                        (true, false) => Some(EXPIRED),
-                        (true, true) => None,
+                    let blocker = match (reversible, kept, same_target) {
+                        (false, _, _) => Some(IRREVERSIBLE),
+                        (true, _, false) => Some(TARGET_CHANGED),
+                        (true, false, true) => Some(EXPIRED),
+                        (true, true, true) => None,
                     };
                     Some(Undo { index: s.index, action_type: action_type.clone(), payload: payload.clone(), blocker })
                 }
@@ -193,7 +197,7 @@ impl RollbackService {
             .filter_map(|u| Some(json!({"step": u.index, "action_type": u.action_type, "why": u.blocker?})))
             .collect();
         if !irreversible.is_empty() && !request.partial {
-            let (code, message) = if steps.iter().any(|u| u.blocker == Some(IRREVERSIBLE)) {
+            let (code, message) = if steps.iter().any(|u| matches!(u.blocker, Some(IRREVERSIBLE | TARGET_CHANGED))) {
                 ("not_reversible", "some executed steps cannot be undone; ask for a partial rollback to undo the rest")
             } else {
                 (

@@ -27,6 +27,15 @@ impl ExecutorService {
             let error = HandlerError::permanent("no_handler", format!("{action_type} is never executed by the system"));
             return self.fail_unclaimed(action, index, error, deadline).await;
         };
+        // An earlier attempt went to a target the policy no longer names (a connector pointed
+        // elsewhere): it may have acted, and the new target never saw the step. A human checks.
+        if let Some(earlier) = action.steps[index].pin.clone().filter(|p| handler.pin().as_ref() != Some(p)) {
+            let error = HandlerError::unknown(
+                "target_changed",
+                format!("an earlier attempt went to another target ({earlier}) than the policy names now"),
+            );
+            return self.fail_unclaimed(action, index, error, deadline).await;
+        }
         // Every handler call ends before the invocation does, with time left to record it.
         let budget = handler_budget(deadline, now);
         if budget < std::time::Duration::from_secs(MIN_HANDLER_SECS as u64) {
@@ -54,6 +63,9 @@ impl ExecutorService {
         let step = &mut claimed.steps[index];
         step.attempts += 1;
         step.state = StepState::Running;
+        if step.pin.is_none() {
+            step.pin = handler.pin();
+        }
         step.started_at = Some(now);
         let attempt = step.attempts;
         let snapshot = match snapshot {
