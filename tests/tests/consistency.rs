@@ -366,3 +366,34 @@ fn the_domain_imports_nothing_above_it() {
     let upward = "use crate::domain::Action;\nuse crate::store::Store;\nfn f() { crate::{api}; }";
     assert_eq!(crate_paths_outside(upward, "domain"), BTreeSet::from(["store".to_owned(), "{api}; }".to_owned()]));
 }
+
+/// `examples/monetization.toml` is a valid policy with the auto-execution spec's tier table.
+#[test]
+fn the_monetization_example_is_a_valid_policy_with_the_spec_s_tiers() {
+    let policy = actiongate::policy::Policy::parse_toml(&source("examples/monetization.toml")).expect("it parses");
+    let tier = |t: &str| policy.types.get(t).and_then(|r| r.tier).map(|t| t as u8);
+    for (types, expected) in [
+        (
+            &[
+                "ADD_AFFILIATE_LINK",
+                "UPDATE_META_DESCRIPTION",
+                "ADD_TO_COLLECTION",
+                "GENERATE_INTERNAL_LINK_SUGGESTIONS",
+            ][..],
+            1,
+        ),
+        (&["EXPAND_CONTENT", "ADD_AD_SLOT", "CREATE_COLLECTION_PAGE"][..], 2),
+        (&["REMOVE_CONTENT", "CHANGE_URL", "MODIFY_USER_DATA", "EXTERNAL_API_CALL", "CHANGE_PRICING"][..], 3),
+    ] {
+        for t in types {
+            assert_eq!(tier(t), Some(expected), "{t}");
+            let rule = &policy.types[*t];
+            assert_eq!(rule.connector.is_some(), expected < 3, "{t}: tiers 1 and 2 run through the connector");
+        }
+    }
+    let custom = policy.custom_types().unwrap();
+    let ok = serde_json::json!({"page": "/best-pens", "url": "https://shop.example.com/pen"});
+    assert_eq!(custom.check("ADD_AFFILIATE_LINK", &ok, "payload"), Some(Ok(())));
+    let bad = serde_json::json!({"page": "/best-pens", "url": "http://shop.example.com/pen"});
+    assert_eq!(custom.check("ADD_AFFILIATE_LINK", &bad, "payload").unwrap().unwrap_err().field, "payload.url");
+}
