@@ -32,6 +32,9 @@ pub struct FakeState {
     pub connector_secret: Option<String>,
     pub links: BTreeMap<String, Vec<String>>,
     pub connector_calls: Vec<Value>,
+    /// page → meta description, and collection → pages, for the other tier-1 types.
+    pub meta: BTreeMap<String, String>,
+    pub collections: BTreeMap<String, Vec<String>>,
 }
 
 pub struct Fakes {
@@ -281,8 +284,58 @@ fn connector(st: &mut FakeState, name: &str, headers: &[(String, String)], body:
         return (*status, vec![], reply.clone());
     }
     let page = call["payload"]["page"].as_str().unwrap_or_default().to_owned();
+    if page.is_empty() || !page.starts_with('/') {
+        return (422, vec![], json!({"error": "page_missing", "message": format!("no page {page:?}")}));
+    }
+    let reply = match (call["action_type"].as_str(), call["phase"].as_str()) {
+        (Some("UPDATE_META_DESCRIPTION"), Some("execute")) => {
+            let new = call["payload"]["description"].as_str().unwrap_or_default().to_owned();
+            let previous = st.meta.insert(page.clone(), new);
+            json!({"output": {"page": page}, "rollback_data": {"page": page, "previous": previous}})
+        }
+        (Some("UPDATE_META_DESCRIPTION"), Some("rollback")) => {
+            let data = &call["rollback_data"];
+            let page = data["page"].as_str().unwrap_or_default().to_owned();
+            match data["previous"].as_str() {
+                Some(old) => st.meta.insert(page, old.to_owned()),
+                None => st.meta.remove(&page),
+            };
+            json!({"output": {"restored": true}})
+        }
+        (Some("ADD_TO_COLLECTION"), Some("execute")) => {
+            let collection = call["payload"]["collection"].as_str().unwrap_or_default().to_owned();
+            let pages = st.collections.entry(collection.clone()).or_default();
+            if pages.contains(&page) {
+                return (
+                    409,
+                    vec![],
+                    json!({"error": "already_in_collection", "message": format!("{page} is in {collection}")}),
+                );
+            }
+            pages.push(page.clone());
+            json!({"output": {"collection": collection, "size": pages.len()}, "rollback_data": {"collection": collection, "page": page}})
+        }
+        (Some("ADD_TO_COLLECTION"), Some("rollback")) => {
+            let data = &call["rollback_data"];
+            let (collection, page) =
+                (data["collection"].as_str().unwrap_or_default(), data["page"].as_str().unwrap_or_default());
+            st.collections.entry(collection.to_owned()).or_default().retain(|p| p != page);
+            json!({"output": {"removed": true}})
+        }
+        (_, phase) => return add_link(st, &call, &page, phase, &replay_key),
+    };
+    st.answered.insert(replay_key, (200, reply.clone()));
+    ok(reply)
+}
+
+/// `ADD_AFFILIATE_LINK`: adds a link once; the rollback removes exactly that link.
+fn add_link(st: &mut FakeState, call: &Value, page: &str, phase: Option<&str>, replay_key: &str) -> Reply {
+    let page = page.to_owned();
     let link = call["payload"]["url"].as_str().unwrap_or_default().to_owned();
-    let reply = match call["phase"].as_str() {
+    if phase == Some("execute") && !link.starts_with("https://") {
+        return (422, vec![], json!({"error": "bad_url", "message": "links are https"}));
+    }
+    let reply = match phase {
         Some("execute") => {
             let links = st.links.entry(page.clone()).or_default();
             if links.contains(&link) {
@@ -305,7 +358,7 @@ fn connector(st: &mut FakeState, name: &str, headers: &[(String, String)], body:
         }
         _ => return (400, vec![], json!({"error": "bad_phase", "message": "unknown phase"})),
     };
-    st.answered.insert(replay_key, (200, reply.clone()));
+    st.answered.insert(replay_key.to_owned(), (200, reply.clone()));
     ok(reply)
 }
 
@@ -320,7 +373,8 @@ fn control(st: &mut FakeState, method: &str, parts: &[&str], body: &Value) -> Re
             st.connector_secret = body.get("secret").and_then(Value::as_str).map(str::to_owned);
             ok(json!({"configured": true}))
         }
-        ("GET", ["connector"]) => ok(json!({"links": st.links, "calls": st.connector_calls})),
+        ("GET", ["connector"]) => ok(json!({"links": st.links, "calls": st.connector_calls, "meta": st.meta,
+                                             "collections": st.collections})),
         ("POST", ["gmail", "messages"]) => {
             let Some(id) = body.get("id").and_then(Value::as_str) else { return err(400, "id is required") };
             let labels = body

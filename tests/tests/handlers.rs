@@ -442,3 +442,43 @@ async fn a_connector_with_a_wrong_or_missing_secret_is_refused() {
 async fn deps_guarded(fakes: &Fakes) -> Dependencies {
     deps(fakes, "", false, Policy::default_policy()).await
 }
+
+/// The example policy's tier-1 types (`examples/monetization.toml`) through the reference
+/// connector: each change is made once and its rollback puts back exactly what was there.
+#[tokio::test]
+async fn the_monetization_example_s_tier_one_types_run_and_roll_back_through_the_reference_connector() {
+    let fakes = Fakes::start().unwrap();
+    // The reference connector, with its key in Secrets Manager, stands in for the site.
+    let (deps, registry, shop, _) = connector_world(&fakes, "shop").await;
+    let text = std::fs::read_to_string(actiongate_local::workspace_root().join("examples/monetization.toml")).unwrap();
+    let mut example = serde_json::to_value(Policy::parse_toml(&text).unwrap()).unwrap();
+    example["connectors"]["site"] = serde_json::to_value(&shop.connectors["shop"]).unwrap();
+    let policy = Policy::parse_json(example).unwrap();
+    let u = user();
+    let log = || connector_log(&fakes);
+
+    let meta = registry.resolve("UPDATE_META_DESCRIPTION", &policy).expect("declared, run by the connector");
+    let payload = json!({"page": "/best-pens", "description": "The pens we use"});
+    let id = ActionId::new_v7(chrono::Utc::now());
+    let done = meta.execute(&ctx(&deps, &u, &payload, id, 0)).await.unwrap();
+    assert_eq!(log().await["meta"]["/best-pens"], "The pens we use");
+    meta.rollback(&ctx(&deps, &u, &payload, id, 0), &Value::Null, &done).await.unwrap();
+    assert!(log().await["meta"].get("/best-pens").is_none(), "no description before, none after");
+
+    let add = registry.resolve("ADD_TO_COLLECTION", &policy).unwrap();
+    let payload = json!({"page": "/best-pens", "collection": "gifts"});
+    let id = ActionId::new_v7(chrono::Utc::now());
+    let done = add.execute(&ctx(&deps, &u, &payload, id, 0)).await.unwrap();
+    assert_eq!(log().await["collections"]["gifts"], json!(["/best-pens"]));
+    let twice = add.execute(&ctx(&deps, &u, &payload, ActionId::new_v7(chrono::Utc::now()), 0)).await.unwrap_err();
+    assert_eq!(twice.code, "connector_409", "already there: {twice}");
+    add.rollback(&ctx(&deps, &u, &payload, id, 0), &Value::Null, &done).await.unwrap();
+    assert_eq!(log().await["collections"]["gifts"], json!([]));
+
+    let link = registry.resolve("ADD_AFFILIATE_LINK", &policy).unwrap();
+    let missing_page = json!({"page": "no-slash", "url": "https://shop.example.com/x"});
+    let refused =
+        link.execute(&ctx(&deps, &u, &missing_page, ActionId::new_v7(chrono::Utc::now()), 0)).await.unwrap_err();
+    assert_eq!((refused.kind, refused.code.as_str()), (ErrorKind::Permanent, "connector_422"));
+    assert!(log().await["calls"].as_array().unwrap().iter().all(|c| c["verified"] == true));
+}
