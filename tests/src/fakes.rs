@@ -276,6 +276,9 @@ fn connector(st: &mut FakeState, name: &str, headers: &[(String, String)], body:
         "down" => return (503, vec![], json!({"error": "maintenance", "message": "back soon"})),
         "refuse" => return (422, vec![], json!({"error": "page_missing", "message": "no such page"})),
         "redirect" => return (307, vec![("location".into(), "/connector/shop".into())], json!({})),
+        "busy" => {
+            return (429, vec![("retry-after".into(), "120".into())], json!({"error": "busy", "message": "slow down"}))
+        }
         _ => {}
     }
     // Replays by the header alone, as most receivers would: the undo's key must differ.

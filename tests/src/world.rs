@@ -42,6 +42,8 @@ pub enum Behavior {
     EffectThenUnknown,
     /// The effect happened, then the executor's process died before recording it.
     EffectThenCrash,
+    /// Fails before any effect, asking to be left alone this many seconds (`Retry-After`).
+    Busy(u64),
 }
 
 /// One call of a fake handler that reached the target (the change was sent).
@@ -135,6 +137,9 @@ impl Handler for FakeHandler {
                     Ok(json!({"done": true}))
                 }
                 Behavior::Transient => Err(HandlerError::transient("http_503", "target unavailable (test)")),
+                Behavior::Busy(secs) => {
+                    Err(HandlerError::transient("http_429", "target busy (test)").retry_after(Some(secs)))
+                }
                 Behavior::Permanent => Err(HandlerError::permanent("http_400", "target refused (test)")),
                 Behavior::EffectThenUnknown => {
                     effect(&mut lock(&self.ledger), blocked_then);

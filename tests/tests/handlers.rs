@@ -385,6 +385,7 @@ async fn a_connector_s_answers_never_crash_the_step_and_say_what_to_do() {
         ("refuse", Err((ErrorKind::Permanent, "connector_422"))),
         // A redirect is not followed: the signed call goes exactly where the policy says.
         ("redirect", Err((ErrorKind::Permanent, "connector_307"))),
+        ("busy", Err((ErrorKind::Transient, "connector_429"))),
     ] {
         let (deps, registry, policy, _) = connector_world(&fakes, name).await;
         let handler = registry.resolve("ADD_AFFILIATE_LINK", &policy).unwrap();
@@ -394,6 +395,8 @@ async fn a_connector_s_answers_never_crash_the_step_and_say_what_to_do() {
             (Ok(v), Ok(key)) => assert!(v["output"].get(key).is_some(), "{name}: {v}"),
             (Err(e), Err((kind, code))) => {
                 assert_eq!((e.kind, e.code.as_str()), (kind, code), "{name}: {e}");
+                let asked = if name == "busy" { Some(120) } else { None };
+                assert_eq!(e.retry_after_secs, asked, "{name}: Retry-After is kept");
                 assert!(e.message.len() <= 600, "{name}: bounded message");
             }
             (got, expect) => panic!("{name}: {got:?} vs {expect:?}"),

@@ -100,6 +100,7 @@ fn behavior() -> impl Strategy<Value = Behavior> {
         1 => Just(Behavior::Permanent),
         1 => Just(Behavior::EffectThenUnknown),
         1 => Just(Behavior::EffectThenCrash),
+        1 => (1u64..3600).prop_map(Behavior::Busy),
     ]
 }
 

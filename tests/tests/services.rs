@@ -615,3 +615,20 @@ async fn a_step_is_never_retried_or_undone_at_another_target_than_its_first() {
         .body();
     assert_eq!(refused["irreversible_steps"][0]["why"], "target_changed", "{refused}");
 }
+
+/// A target that asks to be left alone (`Retry-After`) is not retried sooner, whatever the
+/// backoff would have said.
+#[tokio::test]
+async fn a_retry_waits_at_least_as_long_as_the_target_asked() {
+    let world = World::new();
+    let id = created(&world, "alice", proposal("gmail.archive")).await;
+    world.script(id, 0, &[Behavior::Busy(600)]);
+    let message = ExecuteMessage { action_id: id, step: 0 };
+    assert_eq!(world.run_executor(&message).await, Outcome::Ran(Status::Queued));
+    let waiting = world.action(id).await;
+    assert_eq!(waiting.not_before.map(|t| (t - world.now()).num_seconds()), Some(600), "not the 0–2 s backoff");
+    world.advance(Duration::seconds(599));
+    assert!(matches!(world.run_executor(&message).await, Outcome::Ignored(_)), "not before it asked");
+    world.advance(Duration::seconds(1));
+    assert_eq!(world.run_executor(&message).await, Outcome::Ran(Status::Completed));
+}

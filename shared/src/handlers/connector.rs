@@ -138,6 +138,12 @@ impl ConnectorHandler {
             .await
             .map_err(|e| HandlerError::from_reqwest(&e, &format!("connector {}", shown(&url))))?;
         let status = response.status().as_u16();
+        // `Retry-After` in seconds (an HTTP date is left to the backoff).
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
         let (bytes, truncated) = read_capped(response, MAX_ANSWER_BYTES, &shown(&url)).await?;
         let answer: Option<Value> = if truncated { None } else { serde_json::from_slice(&bytes).ok() };
         if (200..300).contains(&status) {
@@ -167,7 +173,7 @@ impl ConnectorHandler {
         let message: String = message.chars().take(500).collect();
         let code = format!("connector_{status}");
         Err(if status == 408 || status == 429 || status >= 500 {
-            HandlerError::transient(code, message)
+            HandlerError::transient(code, message).retry_after(retry_after)
         } else {
             HandlerError::permanent(code, message)
         })

@@ -39,19 +39,29 @@ pub struct HandlerError {
     /// Machine-readable (`http_503`, `timeout`, `invalid_payload`, …).
     pub code: String,
     pub message: String,
+    /// How long the target asked to be left alone (`Retry-After`), for a transient error: the
+    /// retry waits at least this long (at most a day).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_secs: Option<u64>,
 }
 
 impl HandlerError {
     pub fn transient(code: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { kind: ErrorKind::Transient, code: code.into(), message: message.into() }
+        Self { kind: ErrorKind::Transient, code: code.into(), message: message.into(), retry_after_secs: None }
     }
 
     pub fn permanent(code: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { kind: ErrorKind::Permanent, code: code.into(), message: message.into() }
+        Self { kind: ErrorKind::Permanent, code: code.into(), message: message.into(), retry_after_secs: None }
     }
 
     pub fn unknown(code: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { kind: ErrorKind::Unknown, code: code.into(), message: message.into() }
+        Self { kind: ErrorKind::Unknown, code: code.into(), message: message.into(), retry_after_secs: None }
+    }
+
+    /// This error, asking the retry to wait at least `secs` (capped at a day).
+    pub fn retry_after(mut self, secs: Option<u64>) -> Self {
+        self.retry_after_secs = secs.map(|s| s.min(86_400));
+        self
     }
 
     pub fn is_transient(&self) -> bool {

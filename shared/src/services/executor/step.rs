@@ -293,8 +293,10 @@ impl ExecutorService {
             step.state = StepState::NotStarted;
             let current = self.deps.policy.current().await;
             let policy = &current.defaults;
+            // The backoff, but never sooner than the target asked (`Retry-After`).
             let delay =
-                backoff_secs(attempt, policy.retry_base.as_secs(), policy.retry_cap.as_secs(), rand::random::<f64>());
+                backoff_secs(attempt, policy.retry_base.as_secs(), policy.retry_cap.as_secs(), rand::random::<f64>())
+                    .max(error.retry_after_secs.unwrap_or(0));
             retry_in = Some(delay);
             after.not_before = Some(now + chrono::Duration::seconds(delay as i64));
             path.push((
