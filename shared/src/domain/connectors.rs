@@ -33,7 +33,7 @@ impl Phase {
 }
 
 fn default_timeout() -> IsoDuration {
-    IsoDuration::parse("PT10S").expect("a valid duration")
+    IsoDuration::from_secs(10)
 }
 
 fn default_phases() -> Vec<Phase> {

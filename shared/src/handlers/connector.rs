@@ -50,13 +50,14 @@ fn shown(url: &url::Url) -> String {
 }
 
 /// `t=<t>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`.
-pub fn signature(secret: &[u8], t: i64, body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes a key of any length");
+/// `None` only if the HMAC implementation refused the key (HMAC takes keys of any length).
+pub fn signature(secret: &[u8], t: i64, body: &[u8]) -> Option<String> {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).ok()?;
     mac.update(t.to_string().as_bytes());
     mac.update(b".");
     mac.update(body);
     let digest = mac.finalize().into_bytes();
-    format!("t={t},v1={}", digest.iter().map(|b| format!("{b:02x}")).collect::<String>())
+    Some(format!("t={t},v1={}", digest.iter().map(|b| format!("{b:02x}")).collect::<String>()))
 }
 
 /// Builds the handler of a declared type from the policy in force.
@@ -125,6 +126,8 @@ impl ConnectorHandler {
         }
         let raw = serde_json::to_vec(&body).map_err(|e| HandlerError::permanent("encoding", e.to_string()))?;
         let t = chrono::Utc::now().timestamp();
+        let signed = signature(key.expose().as_bytes(), t, &raw)
+            .ok_or_else(|| HandlerError::permanent("secret_unusable", "the connector's key cannot sign"))?;
         let response = self
             .http
             .client_without_redirects()
@@ -132,7 +135,7 @@ impl ConnectorHandler {
             .timeout(std::time::Duration::from_secs(self.connector.timeout.as_secs()))
             .header("content-type", "application/json")
             .header("idempotency-key", phase_key(&ctx.idempotency_key, phase))
-            .header("actiongate-signature", signature(key.expose().as_bytes(), t, &raw))
+            .header("actiongate-signature", signed)
             .body(raw)
             .send()
             .await
@@ -255,8 +258,8 @@ mod tests {
     fn signatures_are_hmac_sha256_of_time_and_body() {
         // Python: hmac.new(b"key", b'1700000000.{"a":1}', hashlib.sha256).hexdigest()
         assert_eq!(
-            signature(b"key", 1_700_000_000, br#"{"a":1}"#),
-            "t=1700000000,v1=a438e398bfafc57e4396bb7fc2304422f0f768e965d073ca313cb52e22e6ad03"
+            signature(b"key", 1_700_000_000, br#"{"a":1}"#).as_deref(),
+            Some("t=1700000000,v1=a438e398bfafc57e4396bb7fc2304422f0f768e965d073ca313cb52e22e6ad03")
         );
     }
 }

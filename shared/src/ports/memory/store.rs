@@ -221,7 +221,25 @@ impl MemoryStore {
     }
 }
 
+/// Which of automatic execution's guards refused a write, in the order DynamoDB's store
+/// reports them: the breaker, then the cool-down, then a counter.
+enum Refusal {
+    BreakerOpen,
+    CoolingDown,
+    CounterFull(usize),
+}
+
 impl Failures {
+    fn refusal(&self) -> Option<Refusal> {
+        if self.breaker {
+            Some(Refusal::BreakerOpen)
+        } else if self.cooldown {
+            Some(Refusal::CoolingDown)
+        } else {
+            self.counter.map(Refusal::CounterFull)
+        }
+    }
+
     fn any(&self) -> bool {
         self.conflict || self.idempotency || self.breaker || self.cooldown || self.counter.is_some()
     }
@@ -306,14 +324,11 @@ impl ActionStore for MemoryStore {
         if f.idempotency {
             return Err(CreateError::IdempotencyKeyUsed);
         }
-        if f.breaker {
-            return Err(CreateError::BreakerOpen);
-        }
-        if f.cooldown {
-            return Err(CreateError::CoolingDown);
-        }
-        if let Some(i) = f.counter {
-            return Err(CreateError::RateLimited(i));
+        match f.refusal() {
+            Some(Refusal::BreakerOpen) => return Err(CreateError::BreakerOpen),
+            Some(Refusal::CoolingDown) => return Err(CreateError::CoolingDown),
+            Some(Refusal::CounterFull(i)) => return Err(CreateError::RateLimited(i)),
+            None => {}
         }
         if f.conflict {
             return Err(CreateError::Store(StoreError::Aws("ConditionalCheckFailed: the action exists".into())));
@@ -370,16 +385,12 @@ impl ActionStore for MemoryStore {
         if f.conflict {
             return Err(GuardError::Conflict);
         }
-        if f.breaker {
-            return Err(GuardError::BreakerOpen);
+        match f.refusal() {
+            Some(Refusal::BreakerOpen) => Err(GuardError::BreakerOpen),
+            Some(Refusal::CoolingDown) => Err(GuardError::CoolingDown),
+            Some(Refusal::CounterFull(i)) => Err(GuardError::CounterFull(i)),
+            None => Ok(after),
         }
-        if f.cooldown {
-            return Err(GuardError::CoolingDown);
-        }
-        if let Some(i) = f.counter {
-            return Err(GuardError::CounterFull(i));
-        }
-        Ok(after)
     }
 
     async fn due(&self, status: Status, now: DateTime<Utc>, limit: i32) -> Result<Vec<Action>, StoreError> {
