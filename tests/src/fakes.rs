@@ -35,6 +35,77 @@ pub struct FakeState {
     /// page → meta description, and collection → pages, for the other tier-1 types.
     pub meta: BTreeMap<String, String>,
     pub collections: BTreeMap<String, Vec<String>>,
+    /// page → stored internal-link suggestions, and page → sections added by `EXPAND_CONTENT`.
+    pub suggestions: BTreeMap<String, Vec<String>>,
+    pub sections: BTreeMap<String, Vec<Value>>,
+}
+
+/// The reference site's pages: every absolute path exists but those under `/missing`.
+fn page_exists(page: &str) -> bool {
+    page.starts_with('/') && !page.starts_with("/missing")
+}
+
+/// `validate`: the page exists, a link is https and not on the page yet, a page is not in the
+/// collection yet. `{ok: true}`, or a 4xx with `{error, message}`.
+fn site_validate(st: &FakeState, call: &Value) -> Reply {
+    let p = &call["payload"];
+    let page = p["page"].as_str().unwrap_or_default();
+    let refuse =
+        |status: u16, error: &str, message: String| (status, vec![], json!({"error": error, "message": message}));
+    if call["action_type"] != "CREATE_COLLECTION_PAGE" && !page_exists(page) {
+        return refuse(422, "page_missing", format!("there is no page {page:?}"));
+    }
+    match call["action_type"].as_str() {
+        Some("ADD_AFFILIATE_LINK") => {
+            let url = p["url"].as_str().unwrap_or_default();
+            if !url.starts_with("https://") {
+                return refuse(422, "bad_url", "links are https".into());
+            }
+            if st.links.get(page).is_some_and(|l| l.iter().any(|x| x == url)) {
+                return refuse(409, "already_linked", format!("{page} already links {url}"));
+            }
+        }
+        Some("ADD_TO_COLLECTION") => {
+            let c = p["collection"].as_str().unwrap_or_default();
+            if st.collections.get(c).is_some_and(|pages| pages.iter().any(|x| x == page)) {
+                return refuse(409, "already_in_collection", format!("{page} is in {c}"));
+            }
+        }
+        _ => {}
+    }
+    ok(json!({"ok": true}))
+}
+
+/// `preview`: what the call would do to the site as it is now, in a sentence.
+fn site_preview(st: &FakeState, call: &Value) -> Reply {
+    let p = &call["payload"];
+    let page = p["page"].as_str().unwrap_or_default();
+    let s = |k: &str| p[k].as_str().unwrap_or_default().to_owned();
+    let sentence = match call["action_type"].as_str().unwrap_or_default() {
+        "ADD_AFFILIATE_LINK" => format!(
+            "Add the link {} to {page} (it has {} affiliate links now)",
+            s("url"),
+            st.links.get(page).map_or(0, Vec::len)
+        ),
+        "UPDATE_META_DESCRIPTION" => format!(
+            "Change the meta description of {page} from \u{201c}{}\u{201d} to \u{201c}{}\u{201d}",
+            st.meta.get(page).map_or("(none)", String::as_str),
+            s("description")
+        ),
+        "ADD_TO_COLLECTION" => format!(
+            "Add {page} to the collection {} ({} pages now)",
+            s("collection"),
+            st.collections.get(&s("collection")).map_or(0, Vec::len)
+        ),
+        "GENERATE_INTERNAL_LINK_SUGGESTIONS" => format!("Suggest internal links for {page}"),
+        "EXPAND_CONTENT" => format!(
+            "Add {} characters to the section \u{201c}{}\u{201d} of {page}",
+            s("text").chars().count(),
+            s("section")
+        ),
+        other => format!("{other} on {page}"),
+    };
+    ok(json!({"preview": sentence}))
 }
 
 pub struct Fakes {
@@ -281,13 +352,18 @@ fn connector(st: &mut FakeState, name: &str, headers: &[(String, String)], body:
         }
         _ => {}
     }
+    match call["phase"].as_str() {
+        Some("validate") => return site_validate(st, &call),
+        Some("preview") => return site_preview(st, &call),
+        _ => {}
+    }
     // Replays by the header alone, as most receivers would: the undo's key must differ.
     let replay_key = format!("connector:{key}");
     if let Some((status, reply)) = st.answered.get(&replay_key) {
         return (*status, vec![], reply.clone());
     }
     let page = call["payload"]["page"].as_str().unwrap_or_default().to_owned();
-    if page.is_empty() || !page.starts_with('/') {
+    if !page_exists(&page) {
         return (422, vec![], json!({"error": "page_missing", "message": format!("no page {page:?}")}));
     }
     let reply = match (call["action_type"].as_str(), call["phase"].as_str()) {
@@ -323,6 +399,30 @@ fn connector(st: &mut FakeState, name: &str, headers: &[(String, String)], body:
             let (collection, page) =
                 (data["collection"].as_str().unwrap_or_default(), data["page"].as_str().unwrap_or_default());
             st.collections.entry(collection.to_owned()).or_default().retain(|p| p != page);
+            json!({"output": {"removed": true}})
+        }
+        (Some("GENERATE_INTERNAL_LINK_SUGGESTIONS"), Some("execute")) => {
+            // Suggests the other pages the site knows, stored for a human to place.
+            let max = call["payload"]["max_suggestions"].as_u64().unwrap_or(5) as usize;
+            let known: std::collections::BTreeSet<&String> =
+                st.links.keys().chain(st.meta.keys()).chain(st.collections.values().flatten()).collect();
+            let picks: Vec<String> = known.into_iter().filter(|p| **p != page).take(max).cloned().collect();
+            st.suggestions.insert(page.clone(), picks.clone());
+            json!({"output": {"page": page, "suggestions": picks}, "rollback_data": {"page": page}})
+        }
+        (Some("GENERATE_INTERNAL_LINK_SUGGESTIONS"), Some("rollback")) => {
+            let removed = st.suggestions.remove(call["rollback_data"]["page"].as_str().unwrap_or_default());
+            json!({"output": {"removed": removed.map_or(0, |s| s.len())}})
+        }
+        (Some("EXPAND_CONTENT"), Some("execute")) => {
+            let sections = st.sections.entry(page.clone()).or_default();
+            sections.push(json!({"section": call["payload"]["section"], "text": call["payload"]["text"], "key": key}));
+            json!({"output": {"page": page, "sections": sections.len()}, "rollback_data": {"page": page, "key": key}})
+        }
+        (Some("EXPAND_CONTENT"), Some("rollback")) => {
+            let data = &call["rollback_data"];
+            let sections = st.sections.entry(data["page"].as_str().unwrap_or_default().to_owned()).or_default();
+            sections.retain(|s| s["key"] != data["key"]);
             json!({"output": {"removed": true}})
         }
         (_, phase) => return add_link(st, &call, &page, phase, &replay_key),
@@ -377,7 +477,8 @@ fn control(st: &mut FakeState, method: &str, parts: &[&str], body: &Value) -> Re
             ok(json!({"configured": true}))
         }
         ("GET", ["connector"]) => ok(json!({"links": st.links, "calls": st.connector_calls, "meta": st.meta,
-                                             "collections": st.collections})),
+                                             "collections": st.collections, "suggestions": st.suggestions,
+                                             "sections": st.sections})),
         ("POST", ["gmail", "messages"]) => {
             let Some(id) = body.get("id").and_then(Value::as_str) else { return err(400, "id is required") };
             let labels = body

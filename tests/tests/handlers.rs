@@ -318,7 +318,7 @@ async fn connector_world(fakes: &Fakes, name: &str) -> (Dependencies, Registry, 
         .unwrap();
     let mut doc = serde_json::to_value(Policy::default_policy()).unwrap();
     doc["connectors"]["shop"] = json!({"url": format!("{}/connector/{name}", fakes.url), "secret": secret_name,
-                                       "timeout": "PT5S", "phases": ["execute", "rollback"]});
+                                       "timeout": "PT5S", "phases": ["execute", "rollback", "validate", "preview"]});
     doc["types"]["ADD_AFFILIATE_LINK"] = json!({"tier": 1, "connector": "shop", "description": "add an affiliate link",
         "schema": {"type": "object", "required": ["page", "url"]}});
     let policy = Policy::parse_json(doc).unwrap();
@@ -483,5 +483,63 @@ async fn the_monetization_example_s_tier_one_types_run_and_roll_back_through_the
     let refused =
         link.execute(&ctx(&deps, &u, &missing_page, ActionId::new_v7(chrono::Utc::now()), 0)).await.unwrap_err();
     assert_eq!((refused.kind, refused.code.as_str()), (ErrorKind::Permanent, "connector_422"));
-    assert!(log().await["calls"].as_array().unwrap().iter().all(|c| c["verified"] == true));
+
+    // GENERATE_INTERNAL_LINK_SUGGESTIONS stores suggestions (other pages the site knows); its
+    // rollback takes them away again.
+    let suggest = registry.resolve("GENERATE_INTERNAL_LINK_SUGGESTIONS", &policy).unwrap();
+    let payload = json!({"page": "/best-pens", "max_suggestions": 3});
+    let id = ActionId::new_v7(chrono::Utc::now());
+    let done = suggest.execute(&ctx(&deps, &u, &payload, id, 0)).await.unwrap();
+    assert_eq!(done["output"]["suggestions"], log().await["suggestions"]["/best-pens"]);
+    suggest.rollback(&ctx(&deps, &u, &payload, id, 0), &Value::Null, &done).await.unwrap();
+    assert!(log().await["suggestions"].get("/best-pens").is_none());
+
+    // validate and preview are asked before the action exists: unsigned calls never happen,
+    // the answer reflects the site now, and a refusal carries the connector's words.
+    let ask = |phase, payload: &'static str| {
+        let link = Arc::clone(&link);
+        let u = u.clone();
+        async move {
+            let payload: Value = serde_json::from_str(payload).unwrap();
+            let question = actiongate::ports::handler::Consultation {
+                phase,
+                user: &u,
+                step: 0,
+                payload: &payload,
+                budget: std::time::Duration::from_secs(5),
+            };
+            let answer = link.consult(&question).expect("the connector serves it").await;
+            answer
+        }
+    };
+    use actiongate::domain::connectors::Phase;
+    let fine = r#"{"page": "/gift-guide", "url": "https://shop.example.com/pen"}"#;
+    assert_eq!(ask(Phase::Validate, fine).await.unwrap()["ok"], true);
+    let preview = ask(Phase::Preview, fine).await.unwrap();
+    assert_eq!(
+        preview["preview"],
+        "Add the link https://shop.example.com/pen to /gift-guide (it has 0 affiliate links now)"
+    );
+    let missing = ask(Phase::Validate, r#"{"page": "/missing/x", "url": "https://shop.example.com/pen"}"#).await;
+    let missing = missing.unwrap_err();
+    assert_eq!((missing.kind, missing.code.as_str()), (ErrorKind::Permanent, "connector_422"));
+    assert!(missing.message.contains("page_missing"), "{missing}");
+    let calls = log().await["calls"].as_array().unwrap().clone();
+    let asked: Vec<&Value> = calls.iter().filter(|c| c["phase"] == "validate" || c["phase"] == "preview").collect();
+    assert_eq!(asked.len(), 3);
+    assert!(asked.iter().all(|c| c["key_in_body"].is_null() && c["idempotency_key"] == ""), "{asked:?}");
+    assert!(calls.iter().all(|c| c["verified"] == true));
+    // A connector that does not serve a phase is not asked.
+    let mut execute_only = policy.clone();
+    execute_only.connectors.get_mut("site").unwrap().phases = vec![Phase::Execute];
+    let plain = registry.resolve("ADD_AFFILIATE_LINK", &execute_only).unwrap();
+    let payload: Value = serde_json::from_str(fine).unwrap();
+    let question = actiongate::ports::handler::Consultation {
+        phase: Phase::Preview,
+        user: &u,
+        step: 0,
+        payload: &payload,
+        budget: std::time::Duration::from_secs(5),
+    };
+    assert!(plain.consult(&question).is_none());
 }

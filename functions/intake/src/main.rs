@@ -41,7 +41,15 @@ async fn main() -> Result<(), Error> {
         queue,
         Arc::new(PolicySource::new(store, policy, config.policy_cache)),
         approval_mail,
-        Registry::standard(),
+        // Connectors that serve `validate` and `preview` are asked at intake.
+        Registry::with_connectors(
+            &aws,
+            Arc::new(actiongate::handlers::webhook::AddressGuard::new(
+                actiongate::handlers::webhook::Allowlist::parse(
+                    &std::env::var(actiongate::config::vars::WEBHOOK_ALLOWLIST).unwrap_or_default(),
+                ),
+            )?),
+        ),
         Arc::new(SystemClock),
     ));
     startup.step("wiring");

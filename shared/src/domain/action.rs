@@ -119,6 +119,10 @@ pub struct Step {
     /// and key): a retry, a recovery or an undo never goes to another one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pin: Option<String>,
+    /// What the step will do in the words of its connector (`preview` phase, asked at intake);
+    /// shown in approval mail and pages instead of the type's description.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview: Option<String>,
 }
 
 impl Step {
@@ -138,6 +142,7 @@ impl Step {
             undo_attempts: 0,
             finished_at: None,
             pin: None,
+            preview: None,
         }
     }
 }

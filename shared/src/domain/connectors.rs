@@ -98,9 +98,6 @@ impl Connector {
         if !self.serves(Phase::Execute) {
             return at("phases", "must include execute");
         }
-        if let Some(p) = self.phases.iter().find(|p| matches!(p, Phase::Preview | Phase::Validate)) {
-            return at("phases", &format!("{} is not supported yet (execute and rollback are)", p.as_str()));
-        }
         Ok(())
     }
 }
@@ -142,8 +139,8 @@ mod tests {
         let mut at_limit = connector("https://hooks.example.com/c", "actiongate/x");
         at_limit.timeout = IsoDuration::parse("PT21S").unwrap();
         assert!(refused(at_limit).contains("timeout"), "within one undo's bound");
-        let mut preview = connector("https://hooks.example.com/c", "actiongate/x");
-        preview.phases.push(Phase::Preview);
-        assert!(refused(preview).contains("not supported yet"));
+        let mut all = connector("https://hooks.example.com/c", "actiongate/x");
+        all.phases.extend([Phase::Preview, Phase::Validate]);
+        assert!(all.check("c").is_ok());
     }
 }

@@ -3,14 +3,18 @@
 //! `POST <url>` with `{phase, action_id, step, action_type, user_id, payload, idempotency_key,
 //! rollback_data?}`, headers `Idempotency-Key` and `Actiongate-Signature: t=<unix seconds>,
 //! v1=<hex HMAC-SHA256(secret, "<t>.<raw body>")>`. A 2xx answers `{output?, rollback_data?}`:
-//! `output` is the step's result, `rollback_data` comes back with the `rollback` call. 408, 429,
+//! `output` is the step's result, `rollback_data` comes back with the `rollback` call.
+//! `validate` and `preview` are asked at intake, before the action exists (`action_id` and
+//! `idempotency_key` are null, no `Idempotency-Key` header): a 2xx accepts (and `preview`
+//! answers `{preview}`), a 4xx refuses. 408, 429,
 //! 5xx, timeouts and lost connections are transient; any other status is permanent, with the
 //! connector's `{error, message}` (`connector_<status>`). Every answer is read to at most
 //! 1 MiB; anything unreadable is kept as text, never a crash.
 
-use super::{read_capped, GuardedHttp, Handler, HandlerError, HandlerFuture, Reversibility, StepContext};
+use super::{read_capped, Consultation, GuardedHttp, Handler, HandlerError, HandlerFuture, Reversibility, StepContext};
 use crate::domain::connectors::{Connector, Phase};
 use crate::domain::policy::Policy;
+use crate::domain::{ActionId, UserId};
 use crate::ports::handler::DeclaredHandlers;
 use crate::ports::secrets::{SecretError, Secrets};
 use hmac::{Hmac, Mac};
@@ -97,13 +101,24 @@ pub struct ConnectorHandler {
     http: Arc<dyn GuardedHttp>,
 }
 
+/// One call to a connector: what the body says, and how long it may take.
+struct Call<'a> {
+    phase: Phase,
+    /// `None` before the action exists (`validate`, `preview`).
+    action_id: Option<ActionId>,
+    step: usize,
+    user: &'a UserId,
+    payload: &'a Value,
+    idempotency_key: Option<String>,
+    rollback_data: Option<&'a Value>,
+    timeout: std::time::Duration,
+}
+
 impl ConnectorHandler {
-    async fn call(
-        &self,
-        ctx: &StepContext<'_>,
-        phase: Phase,
-        rollback_data: Option<&Value>,
-    ) -> Result<Value, HandlerError> {
+    /// Sends `call`, signed; a 2xx answer's JSON (`None` when it is not JSON) and its raw bytes.
+    /// Every other status is an error: 408, 429 and 5xx transient (with `Retry-After`), any
+    /// other permanent (`connector_<status>`, with the connector's `{error, message}`).
+    async fn send(&self, call: Call<'_>) -> Result<(Option<Value>, Vec<u8>), HandlerError> {
         let url = url::Url::parse(&self.connector.url).map_err(|e| {
             HandlerError::permanent("connector_url", format!("the connector's URL does not parse: {e}"))
         })?;
@@ -113,29 +128,32 @@ impl ConnectorHandler {
             SecretError::Unavailable(_) => HandlerError::transient("secret_unavailable", e.to_string()),
         })?;
         let mut body = json!({
-            "phase": phase.as_str(),
-            "action_id": ctx.action_id,
-            "step": ctx.step,
+            "phase": call.phase.as_str(),
+            "action_id": call.action_id,
+            "step": call.step,
             "action_type": self.action_type,
-            "user_id": ctx.user,
-            "payload": ctx.payload,
-            "idempotency_key": phase_key(&ctx.idempotency_key, phase),
+            "user_id": call.user,
+            "payload": call.payload,
+            "idempotency_key": call.idempotency_key,
         });
-        if let Some(data) = rollback_data {
+        if let Some(data) = call.rollback_data {
             body["rollback_data"] = data.clone();
         }
         let raw = serde_json::to_vec(&body).map_err(|e| HandlerError::permanent("encoding", e.to_string()))?;
         let t = chrono::Utc::now().timestamp();
         let signed = signature(key.expose().as_bytes(), t, &raw)
             .ok_or_else(|| HandlerError::permanent("secret_unusable", "the connector's key cannot sign"))?;
-        let response = self
+        let mut request = self
             .http
             .client_without_redirects()
             .post(url.clone())
-            .timeout(std::time::Duration::from_secs(self.connector.timeout.as_secs()))
+            .timeout(call.timeout)
             .header("content-type", "application/json")
-            .header("idempotency-key", phase_key(&ctx.idempotency_key, phase))
-            .header("actiongate-signature", signed)
+            .header("actiongate-signature", signed);
+        if let Some(k) = &call.idempotency_key {
+            request = request.header("idempotency-key", k.as_str());
+        }
+        let response = request
             .body(raw)
             .send()
             .await
@@ -150,21 +168,7 @@ impl ConnectorHandler {
         let (bytes, truncated) = read_capped(response, MAX_ANSWER_BYTES, &shown(&url)).await?;
         let answer: Option<Value> = if truncated { None } else { serde_json::from_slice(&bytes).ok() };
         if (200..300).contains(&status) {
-            // It took effect (2xx): what it said is kept if it fits; an undo needs its rollback
-            // data, so a step without usable rollback data says why and cannot be undone.
-            let (output, rollback) = match &answer {
-                Some(v) if v.is_object() => (kept(v.get("output")), kept(v.get("rollback_data"))),
-                _ => (
-                    Ok(json!({"unparsed": String::from_utf8_lossy(&bytes[..bytes.len().min(1024)])})),
-                    Err("the answer was not a JSON object".to_owned()),
-                ),
-            };
-            let mut result = json!({"output": output.unwrap_or_else(|why| json!({"dropped": why}))});
-            match rollback {
-                Ok(data) => result["rollback_data"] = data,
-                Err(why) => result["rollback_data_missing"] = json!(why),
-            }
-            return Ok(result);
+            return Ok((answer, bytes));
         }
         let said = |k: &str| answer.as_ref().and_then(|a| a.get(k)).and_then(Value::as_str).map(str::to_owned);
         let message = match (said("error"), said("message")) {
@@ -180,6 +184,64 @@ impl ConnectorHandler {
         } else {
             HandlerError::permanent(code, message)
         })
+    }
+
+    /// `execute` or `rollback` of a step: the step's result (`output`, and `rollback_data` or
+    /// why there is none).
+    async fn call(
+        &self,
+        ctx: &StepContext<'_>,
+        phase: Phase,
+        rollback_data: Option<&Value>,
+    ) -> Result<Value, HandlerError> {
+        let (answer, bytes) = self
+            .send(Call {
+                phase,
+                action_id: Some(ctx.action_id),
+                step: ctx.step,
+                user: ctx.user,
+                payload: ctx.payload,
+                idempotency_key: Some(phase_key(&ctx.idempotency_key, phase)),
+                rollback_data,
+                timeout: std::time::Duration::from_secs(self.connector.timeout.as_secs()),
+            })
+            .await?;
+        // It took effect (2xx): what it said is kept if it fits; an undo needs its rollback
+        // data, so a step without usable rollback data says why and cannot be undone.
+        let (output, rollback) = match &answer {
+            Some(v) if v.is_object() => (kept(v.get("output")), kept(v.get("rollback_data"))),
+            _ => (
+                Ok(json!({"unparsed": String::from_utf8_lossy(&bytes[..bytes.len().min(1024)])})),
+                Err("the answer was not a JSON object".to_owned()),
+            ),
+        };
+        let mut result = json!({"output": output.unwrap_or_else(|why| json!({"dropped": why}))});
+        match rollback {
+            Ok(data) => result["rollback_data"] = data,
+            Err(why) => result["rollback_data_missing"] = json!(why),
+        }
+        Ok(result)
+    }
+
+    /// `validate` or `preview`: the connector's answer object (`{}` when it sent none).
+    async fn ask(&self, question: &Consultation<'_>) -> Result<Value, HandlerError> {
+        let timeout = question.budget.min(std::time::Duration::from_secs(self.connector.timeout.as_secs()));
+        if timeout.is_zero() {
+            return Err(HandlerError::transient("timeout", "no time was left to ask the connector"));
+        }
+        let (answer, _) = self
+            .send(Call {
+                phase: question.phase,
+                action_id: None,
+                step: question.step,
+                user: question.user,
+                payload: question.payload,
+                idempotency_key: None,
+                rollback_data: None,
+                timeout,
+            })
+            .await?;
+        Ok(answer.filter(Value::is_object).unwrap_or_else(|| json!({})))
     }
 }
 
@@ -218,6 +280,13 @@ impl Handler for ConnectorHandler {
     fn pin(&self) -> Option<String> {
         let what = format!("{}\n{}", self.connector.url, self.connector.secret);
         Some(format!("connector:{}", &crate::domain::digest::hex_sha256(what.as_bytes())[..16]))
+    }
+
+    fn consult<'a>(&'a self, question: &'a Consultation<'a>) -> Option<HandlerFuture<'a, Result<Value, HandlerError>>> {
+        if !matches!(question.phase, Phase::Validate | Phase::Preview) || !self.connector.serves(question.phase) {
+            return None;
+        }
+        Some(Box::pin(self.ask(question)))
     }
 
     fn snapshot<'a>(&'a self, _: &'a StepContext<'a>) -> HandlerFuture<'a, Result<Value, HandlerError>> {

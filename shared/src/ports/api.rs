@@ -130,6 +130,14 @@ pub enum ApiError {
     Conflict { code: &'static str, message: String, extra: Value },
     #[error("this Idempotency-Key was used with a different request body")]
     IdempotencyConflict,
+    /// A request a check refused although it parsed (`connector_refused`,
+    /// `domain_not_allowed`), with details such as the `field`.
+    #[error("{message}")]
+    Refused { code: &'static str, message: String, extra: Value },
+    /// Something the request depends on could not answer now (`connector_unavailable`): the
+    /// same request may succeed later.
+    #[error("{message}")]
+    Unavailable { code: &'static str, message: String, retry_after_secs: Option<i64> },
     #[error("the action is {status}; {message}")]
     InvalidState { status: Status, message: String },
     #[error("internal error")]
@@ -147,7 +155,7 @@ impl ApiError {
 
     pub fn status_code(&self) -> u16 {
         match self {
-            ApiError::InvalidRequest { .. } => 400,
+            ApiError::InvalidRequest { .. } | ApiError::Refused { .. } => 400,
             ApiError::PayloadTooLarge { .. } => 413,
             ApiError::Unauthorized => 401,
             ApiError::Forbidden | ApiError::Denied { .. } => 403,
@@ -156,6 +164,7 @@ impl ApiError {
             ApiError::RateLimited { .. } => 429,
             ApiError::IdempotencyConflict | ApiError::InvalidState { .. } | ApiError::Conflict { .. } => 409,
             ApiError::Internal(_) => 500,
+            ApiError::Unavailable { .. } => 503,
         }
     }
 
@@ -167,7 +176,10 @@ impl ApiError {
             ApiError::Forbidden => "forbidden",
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
-            ApiError::Denied { code, .. } | ApiError::Conflict { code, .. } => code,
+            ApiError::Denied { code, .. }
+            | ApiError::Conflict { code, .. }
+            | ApiError::Refused { code, .. }
+            | ApiError::Unavailable { code, .. } => code,
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::IdempotencyConflict => "idempotency_conflict",
             ApiError::InvalidState { .. } => "invalid_state",
@@ -183,7 +195,10 @@ impl ApiError {
             ApiError::InvalidRequest { field: Some(f), .. } | ApiError::PayloadTooLarge { field: Some(f), .. } => {
                 body["field"] = json!(f);
             }
-            ApiError::Denied { extra, .. } | ApiError::Conflict { extra, .. } => merge(&mut body, extra),
+            ApiError::Denied { extra, .. } | ApiError::Conflict { extra, .. } | ApiError::Refused { extra, .. } => {
+                merge(&mut body, extra)
+            }
+            ApiError::Unavailable { retry_after_secs: Some(s), .. } => body["retry_after"] = json!(s),
             ApiError::RateLimited { extra, retry_after_secs, .. } => {
                 merge(&mut body, extra);
                 body["retry_after"] = json!(retry_after_secs);
@@ -198,6 +213,7 @@ impl ApiError {
     pub fn retry_after(&self) -> Option<i64> {
         match self {
             ApiError::RateLimited { retry_after_secs, .. } => Some(*retry_after_secs),
+            ApiError::Unavailable { retry_after_secs, .. } => *retry_after_secs,
             _ => None,
         }
     }

@@ -3,7 +3,9 @@
 //! the registry the services look handlers up in. The handlers themselves live in
 //! `crate::handlers`, one module per target system.
 
+use crate::domain::action::Step;
 use crate::domain::catalog;
+use crate::domain::connectors::Phase;
 use crate::domain::digest::hex_sha256;
 use crate::domain::policy::Policy;
 use crate::domain::{ActionId, StepKind, UserId};
@@ -210,6 +212,18 @@ impl KycCheck for StoredCredentials {
     }
 }
 
+/// A question asked of a target before anything runs: a connector's `validate` (may this
+/// payload run?) and `preview` (what will it do, in words?). Asked at intake, before the action
+/// exists, so there is no action id or idempotency key yet.
+pub struct Consultation<'a> {
+    pub phase: Phase,
+    pub user: &'a UserId,
+    pub step: usize,
+    pub payload: &'a Value,
+    /// The most the answer may take (the intake request's remaining budget).
+    pub budget: std::time::Duration,
+}
+
 pub trait Handler: Send + Sync {
     /// Checks the payload again at execution time (it was validated at intake).
     fn validate(&self, payload: &Value) -> Result<(), HandlerError>;
@@ -223,6 +237,11 @@ pub trait Handler: Send + Sync {
     /// and secret): kept on the step at its first attempt, so a retry, a recovery or an undo
     /// never goes to another target than the one that may already have acted.
     fn pin(&self) -> Option<String> {
+        None
+    }
+    /// Asks the target a [`Consultation`]; `None` when this handler does not serve that phase
+    /// (only connectors do). The answer is the target's JSON object.
+    fn consult<'a>(&'a self, _: &'a Consultation<'a>) -> Option<HandlerFuture<'a, Result<Value, HandlerError>>> {
         None
     }
     /// What the target looks like before the change (`Null` when there is nothing to keep).
@@ -283,6 +302,12 @@ impl Registry {
     /// What a plan does, a sentence a step.
     pub fn plan_lines<'a>(&self, steps: impl IntoIterator<Item = &'a StepKind>) -> Vec<String> {
         steps.into_iter().map(|kind| self.describe(kind)).collect()
+    }
+
+    /// What a stored action's steps do: the sentence its connector gave at intake (`preview`),
+    /// else [`Registry::describe`].
+    pub fn step_lines(&self, steps: &[Step]) -> Vec<String> {
+        steps.iter().map(|s| s.preview.clone().unwrap_or_else(|| self.describe(&s.kind))).collect()
     }
 
     pub fn get(&self, action_type: &str) -> Option<Arc<dyn Handler>> {

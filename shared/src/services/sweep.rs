@@ -94,7 +94,7 @@ impl SweepService {
 
     /// What each step of `action` does, in words.
     fn plan_lines(&self, action: &Action) -> Vec<String> {
-        self.registry.plan_lines(action.steps.iter().map(|s| &s.kind))
+        self.registry.step_lines(&action.steps)
     }
 
     /// Mails `action`'s approver a fresh link. The link's record is stored first (so the mail

@@ -264,12 +264,22 @@ impl IntakeService {
         }
         let approver = resolve_approver(&policy, &decision, request.approver.as_ref(), identity)?;
 
+        // Connectors check and describe their steps (not for work the policy refuses anyway).
+        let previews = if matches!(decision.verdict, Verdict::Blocked | Verdict::KycRequired) {
+            vec![None; request.steps.len()]
+        } else {
+            self.consult(&request, &policy, &identity.user).await?
+        };
+
         if request.dry_run {
-            return self.dry_run(&request, &decision, &counters, approver.as_ref(), now).await;
+            return self.dry_run(&request, &decision, &counters, approver.as_ref(), &previews, now).await;
         }
 
         let mut action = new_action(&request, &decision, identity, idempotency_key.clone(), now);
         action.approver = approver;
+        for (step, preview) in action.steps.iter_mut().zip(previews) {
+            step.preview = preview;
+        }
         tracing::Span::current().record("action_id", tracing::field::display(action.action_id));
         let target = target_status(&decision, &request, now);
         action.status = target;
@@ -420,6 +430,7 @@ impl IntakeService {
         decision: &Decision,
         counters: &[CounterSpec],
         approver: Option<&EmailAddress>,
+        previews: &[Option<String>],
         now: DateTime<Utc>,
     ) -> Result<Reply, ApiError> {
         let used = self.store.counter_usage(counters).await.map_err(ApiError::internal)?;
@@ -450,12 +461,14 @@ impl IntakeService {
             reasons.push("rate_limited".into());
             let _ = secs;
         }
-        let steps: Vec<Value> = request
+        let steps: Vec<Step> = request
             .steps
             .iter()
             .enumerate()
-            .map(|(i, k)| serde_json::to_value(Step::new(i, k.clone())).unwrap_or(Value::Null))
+            .map(|(i, k)| Step { preview: previews.get(i).cloned().flatten(), ..Step::new(i, k.clone()) })
             .collect();
+        let preview = self.registry.step_lines(&steps);
+        let steps: Vec<Value> = steps.iter().map(|s| serde_json::to_value(s).unwrap_or(Value::Null)).collect();
         Ok(Reply::json(
             200,
             &json!({
@@ -472,7 +485,7 @@ impl IntakeService {
                 "retry_after": would_be_limited,
                 "action_type": request.action_type,
                 "steps": steps,
-                "preview": self.registry.plan_lines(&request.steps),
+                "preview": preview,
             }),
         ))
     }

@@ -28,6 +28,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 mod admin;
+mod consult;
 mod create;
 mod reads;
 
@@ -78,7 +79,7 @@ impl IntakeService {
 
     /// What each step of `action` does, in words.
     fn plan_lines(&self, action: &Action) -> Vec<String> {
-        self.registry.plan_lines(action.steps.iter().map(|s| &s.kind))
+        self.registry.step_lines(&action.steps)
     }
 
     /// `GET /actions/{id}`: an action the caller may see.

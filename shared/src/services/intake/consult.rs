@@ -1,0 +1,122 @@
+//! Asking connectors at intake, before anything is stored: `validate` (a refusal is a 400
+//! naming the step's payload) and `preview` (the sentence dry runs, approval mail and pages
+//! show), all within one budget per request.
+
+use super::*;
+use crate::domain::connectors::Phase;
+use crate::domain::StepKind;
+use crate::ports::handler::{Consultation, ErrorKind, HandlerError};
+use std::time::{Duration, Instant};
+
+/// The most of one request's time spent asking connectors (API Gateway gives up at 30 s).
+const CONSULT_BUDGET: Duration = Duration::from_secs(10);
+/// The longest preview sentence kept.
+const MAX_PREVIEW_CHARS: usize = 300;
+
+/// A connector's sentence, fit for a mail and a page: one line, no control characters, bounded.
+fn clean_preview(raw: &str) -> Option<String> {
+    let line: String = raw
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect::<String>()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut kept: String = line.chars().take(MAX_PREVIEW_CHARS).collect();
+    if line.chars().count() > MAX_PREVIEW_CHARS {
+        kept.push('…');
+    }
+    (!kept.is_empty()).then_some(kept)
+}
+
+/// What a failed question means for the request: the connector refused the payload (400), or
+/// it could not answer (503, the agent may try again).
+fn consult_error(e: HandlerError, action_type: &str, field: &str, phase: Phase) -> ApiError {
+    let refused = e.kind == ErrorKind::Permanent && e.code.starts_with("connector_4");
+    if refused {
+        return ApiError::Refused {
+            code: "connector_refused",
+            message: format!("{field}: the {action_type} connector refused it: {}", e.message),
+            extra: json!({"field": field, "action_type": action_type, "connector_error": e.code}),
+        };
+    }
+    ApiError::Unavailable {
+        code: "connector_unavailable",
+        message: format!("the {action_type} connector could not {} the payload: {e}", phase.as_str()),
+        retry_after_secs: Some(e.retry_after_secs.map_or(5, |s| s.clamp(1, 3600) as i64)),
+    }
+}
+
+impl IntakeService {
+    /// Asks each step's connector what it serves of `validate` and `preview`; the previews, a
+    /// step each (`None` where there is none). A refusal by `validate` refuses the request.
+    pub(super) async fn consult(
+        &self,
+        request: &CreateActionRequest,
+        policy: &Policy,
+        user: &UserId,
+    ) -> Result<Vec<Option<String>>, ApiError> {
+        let started = Instant::now();
+        let single = request.steps.len() == 1 && !request.payload.is_null();
+        let mut previews = Vec::with_capacity(request.steps.len());
+        for (index, kind) in request.steps.iter().enumerate() {
+            let mut preview = None;
+            if let StepKind::Action { action_type, payload } = kind {
+                if let Some(handler) = self.registry.resolve(action_type, policy) {
+                    let field = if single { "payload".to_owned() } else { format!("steps[{index}].payload") };
+                    for phase in [Phase::Validate, Phase::Preview] {
+                        let budget = CONSULT_BUDGET.saturating_sub(started.elapsed());
+                        let question = Consultation { phase, user, step: index, payload, budget };
+                        let Some(answer) = handler.consult(&question) else { continue };
+                        match (phase, answer.await) {
+                            (Phase::Preview, Ok(a)) => {
+                                preview = a.get("preview").and_then(Value::as_str).and_then(clean_preview);
+                            }
+                            (_, Ok(_)) => {}
+                            // A preview is a courtesy: without one the type's description is shown.
+                            (Phase::Preview, Err(e))
+                                if e.kind != ErrorKind::Permanent || !e.code.starts_with("connector_4") =>
+                            {
+                                tracing::warn!(error = %e, action_type = %action_type, "the connector gave no preview");
+                            }
+                            (_, Err(e)) => return Err(consult_error(e, action_type, &field, phase)),
+                        }
+                    }
+                }
+            }
+            previews.push(preview);
+        }
+        Ok(previews)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn previews_are_one_bounded_line() {
+        assert_eq!(clean_preview("Add a link\r\nto /page\t now").as_deref(), Some("Add a link to /page now"));
+        assert_eq!(clean_preview("  \n "), None);
+        let long = clean_preview(&"é".repeat(400)).unwrap();
+        assert_eq!(long.chars().count(), MAX_PREVIEW_CHARS + 1);
+    }
+
+    #[test]
+    fn a_connector_4xx_is_the_caller_s_and_anything_else_is_unavailable() {
+        let refused = consult_error(
+            HandlerError::permanent("connector_422", "page_missing: /nope does not exist"),
+            "ADD_AFFILIATE_LINK",
+            "payload",
+            Phase::Validate,
+        );
+        assert_eq!((refused.status_code(), refused.code()), (400, "connector_refused"));
+        assert_eq!(refused.body()["field"], "payload");
+        assert!(refused.to_string().contains("/nope does not exist"));
+        let down = consult_error(HandlerError::transient("timeout", "slow"), "X", "payload", Phase::Validate);
+        assert_eq!((down.status_code(), down.code(), down.retry_after()), (503, "connector_unavailable", Some(5)));
+        let misconfigured =
+            consult_error(HandlerError::permanent("secret_missing", "no key"), "X", "payload", Phase::Validate);
+        assert_eq!(misconfigured.status_code(), 503);
+    }
+}
