@@ -20,6 +20,18 @@ pub fn breaker_open_metric(now: chrono::DateTime<chrono::Utc>) {
     println!("{}", breaker_metric_line(true, now));
 }
 
+/// An integration's circuit breaker opened (the `IntegrationCircuitOpen` metric with an
+/// `Integration` dimension, for an alarm per integration).
+pub fn integration_open_metric(name: &str, now: chrono::DateTime<chrono::Utc>) {
+    let mut line: serde_json::Value = match serde_json::from_str(&metric_line("IntegrationCircuitOpen", 1, now)) {
+        Ok(v) => v,
+        Err(_) => return,
+    };
+    line["_aws"]["CloudWatchMetrics"][0]["Dimensions"] = serde_json::json!([["Integration"]]);
+    line["Integration"] = serde_json::json!(name);
+    println!("{line}");
+}
+
 /// The stored policy override could not be read: automatic execution is stopped until an
 /// administrator replaces it (the `PolicyUnreadable` metric, for an alarm).
 pub fn policy_unreadable_metric(now: chrono::DateTime<chrono::Utc>) {

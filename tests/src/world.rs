@@ -108,6 +108,10 @@ impl Handler for FakeHandler {
     fn pin(&self) -> Option<String> {
         lock(&self.ledger).pin.clone()
     }
+    /// Each fake type is an integration of its own, with its own breaker.
+    fn integration(&self, _: &Value) -> Option<String> {
+        Some(format!("fake:{}", self.action_type))
+    }
     fn snapshot<'a>(&'a self, _: &'a StepContext<'a>) -> HandlerFuture<'a, Result<Value, HandlerError>> {
         Box::pin(async { Ok(json!({"before": true})) })
     }

@@ -632,3 +632,115 @@ async fn a_retry_waits_at_least_as_long_as_the_target_asked() {
     world.advance(Duration::seconds(1));
     assert_eq!(world.run_executor(&message).await, Outcome::Ran(Status::Completed));
 }
+
+// ---------------------------------------------------------------- per-integration breakers
+
+/// The world's policy with the fake `gmail.archive` integration opening after 2 transient
+/// failures in a row and cooling off for a minute.
+fn flaky_integration_world() -> World {
+    let mut doc = serde_json::to_value(actiongate_local::world::policy()).unwrap();
+    doc["integrations"] = json!({"fake:gmail.archive": {"consecutive_failures": 2, "cool_off": "PT1M"}});
+    World::with_policy(actiongate::policy::Policy::parse_json(doc).unwrap())
+}
+
+#[tokio::test]
+async fn a_failing_integration_opens_its_own_breaker_its_work_waits_and_a_probe_closes_it() {
+    let mut world = flaky_integration_world();
+    let failing = created(&world, "alice", proposal("gmail.archive")).await;
+    world.script(failing, 0, &[Behavior::Transient, Behavior::Transient]);
+    let first = ExecuteMessage { action_id: failing, step: 0 };
+    assert_eq!(world.run_executor(&first).await, Outcome::Ran(Status::Queued));
+    world.advance(Duration::seconds(5));
+    assert_eq!(world.run_executor(&first).await, Outcome::Ran(Status::Queued));
+    let name = "fake:gmail.archive";
+    let breaker = world.store.integration(name, 20).await.unwrap();
+    assert!(breaker.is_open(), "two transient failures in a row open it: {breaker:?}");
+    assert_eq!(breaker.breaker.reason.as_deref(), Some("2 calls to fake:gmail.archive failed in a row"));
+    let alerts: Vec<_> =
+        world.mailer.sent().into_iter().filter(|s| s.mail.subject.contains("fake:gmail.archive paused")).collect();
+    assert_eq!(alerts.len(), 1, "the admin is told once");
+    // The autonomy breaker is another breaker: nothing failed for good, it stays closed.
+    assert!(!world.store.breaker(10).await.unwrap().is_open());
+
+    // New work for the integration waits queued (no attempt spent, nothing failed), audited.
+    let waiting = created(&world, "bob", proposal("gmail.archive")).await;
+    world.deliver().await;
+    let held = world.action(waiting).await;
+    assert_eq!((held.status, held.attempts), (Status::Queued, 0));
+    let until = held.not_before.expect("it waits for the cool-off");
+    assert_eq!(until, breaker.breaker.opened_at.unwrap() + Duration::minutes(1));
+    let (_, trail) = world.api("GET", &format!("/actions/{waiting}/audit"), None, "bob", false).await;
+    assert!(trail.to_string().contains("integration_open"), "{trail}");
+    assert!(world.effects_of(waiting).is_empty());
+    // Another delivery of its message is not due either: put back, nothing runs.
+    let message = ExecuteMessage { action_id: waiting, step: 0 };
+    assert!(matches!(world.run_executor(&message).await, Outcome::Ignored(_)));
+    assert_eq!(world.action(waiting).await.version, held.version);
+    world.deliver().await;
+    let back: Vec<_> = world.inbox.iter().filter(|(_, m)| m.action_id == waiting).collect();
+    assert!(!back.is_empty() && back.iter().all(|(at, _)| *at >= until), "not before the cool-off ends: {back:?}");
+
+    // Other integrations keep running: approved tier-2 email goes out meanwhile.
+    let email = created(&world, "carol", proposal("send_email")).await;
+    assert_eq!(world.decide(email, "approve", APPROVER, false).await.0, 200);
+    world.deliver().await;
+    assert_eq!(world.action(email).await.status, Status::Completed);
+
+    // The admin sees it open.
+    let (status, list) = world.api("GET", "/admin/integrations", None, "root", true).await;
+    assert_eq!(status, 200);
+    let entry = list["integrations"].as_array().unwrap().iter().find(|i| i["integration"] == name).cloned().unwrap();
+    assert_eq!(entry["state"], "open", "{entry}");
+    assert_eq!(world.api("GET", "/admin/integrations", None, "alice", false).await.0, 403);
+
+    // After the cool-off one call is the probe; it succeeds, the circuit closes and the rest runs.
+    world.advance(Duration::minutes(2));
+    world.settle(3, Duration::seconds(30)).await;
+    for id in [failing, waiting] {
+        let done = world.action(id).await;
+        assert_eq!(done.status, Status::Completed, "{id}");
+        assert_eq!(world.effects_of(id).len(), 1, "ran once: {id}");
+    }
+    assert!(!world.store.integration(name, 20).await.unwrap().is_open());
+    let (_, one) = world.api("GET", &format!("/admin/integrations/{name}"), None, "root", true).await;
+    let moves: Vec<(String, String)> = one["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["from"].as_str().unwrap().to_owned(), e["to"].as_str().unwrap().to_owned()))
+        .collect();
+    let moves: Vec<(&str, &str)> = moves.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    assert_eq!(moves, vec![("closed", "open"), ("open", "half_open"), ("half_open", "closed")], "{one}");
+    assert_eq!(one["state"], "closed");
+}
+
+#[tokio::test]
+async fn a_failed_probe_opens_it_again_and_an_admin_can_close_it() {
+    let mut world = flaky_integration_world();
+    let name = "fake:gmail.archive";
+    let failing = created(&world, "alice", proposal("gmail.archive")).await;
+    world.script(failing, 0, &[Behavior::Transient, Behavior::Transient, Behavior::Transient]);
+    let message = ExecuteMessage { action_id: failing, step: 0 };
+    world.run_executor(&message).await;
+    world.advance(Duration::seconds(5));
+    world.run_executor(&message).await;
+    let opened = world.store.integration(name, 20).await.unwrap();
+    assert!(opened.is_open());
+    world.queue.take();
+    // The cool-off passes; the retry is the probe, and it fails: open again, no second alert.
+    world.advance(Duration::seconds(61));
+    assert_eq!(world.run_executor(&message).await, Outcome::Ran(Status::Failed), "its last attempt");
+    let again = world.store.integration(name, 20).await.unwrap();
+    assert!(again.is_open() && again.probe_started_at.is_none());
+    assert!(again.breaker.opened_at > opened.breaker.opened_at, "a new cool-off");
+    assert_eq!(again.openings, 1);
+    let alerts = world.mailer.sent().into_iter().filter(|s| s.mail.subject.contains("paused")).count();
+    assert_eq!(alerts, 1);
+    // An administrator closes it; work runs at once.
+    let (status, body) = world.api("POST", &format!("/admin/integrations/{name}/reset"), None, "root", true).await;
+    assert_eq!((status, body["state"].as_str()), (200, Some("closed")), "{body}");
+    assert_eq!(world.api("POST", &format!("/admin/integrations/{name}/reset"), None, "bob", false).await.0, 403);
+    let next = created(&world, "bob", proposal("gmail.archive")).await;
+    world.deliver().await;
+    assert_eq!(world.action(next).await.status, Status::Completed);
+}

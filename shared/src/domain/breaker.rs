@@ -122,6 +122,17 @@ impl Breaker {
     /// Records one outcome of automatic execution; returns the reason when this opened it.
     /// Only a failure can open it (the executor counts successes without reading the breaker).
     pub fn record(&mut self, success: bool, settings: &BreakerSettings, now: DateTime<Utc>) -> Option<String> {
+        self.record_as(success, settings, now, "automatic executions")
+    }
+
+    /// [`Breaker::record`], naming what failed in the reason (`calls to gmail`).
+    pub fn record_as(
+        &mut self,
+        success: bool,
+        settings: &BreakerSettings,
+        now: DateTime<Utc>,
+        what: &str,
+    ) -> Option<String> {
         self.recent.push(success);
         let excess = self.recent.len().saturating_sub(settings.window.max(1));
         self.recent.drain(..excess);
@@ -131,10 +142,10 @@ impl Breaker {
         }
         let ratio = self.failure_ratio();
         let reason = if self.consecutive_failures >= settings.consecutive_failures {
-            Some(format!("{} automatic executions failed in a row", self.consecutive_failures))
+            Some(format!("{} {what} failed in a row", self.consecutive_failures))
         } else if self.recent.len() >= settings.min_sample && ratio > settings.failure_ratio {
             Some(format!(
-                "{:.0}% of the last {} automatic executions failed (threshold {:.0}%)",
+                "{:.0}% of the last {} {what} failed (threshold {:.0}%)",
                 ratio * 100.0,
                 self.recent.len(),
                 settings.failure_ratio * 100.0

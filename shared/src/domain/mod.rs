@@ -18,6 +18,7 @@ pub mod field_error;
 pub mod guards;
 pub mod html;
 pub mod ids;
+pub mod integrations;
 pub mod placement;
 pub mod policy;
 pub mod stats;

@@ -24,6 +24,10 @@ pub struct Policy {
     /// The integrator's endpoints that run declared types (`[connectors.<name>]`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub connectors: BTreeMap<String, crate::domain::connectors::Connector>,
+    /// Per-integration circuit breakers' thresholds: `[integrations.default]` and
+    /// `[integrations."<name>"]` (`gmail`, `webhook:<host>`, `connector:<name>`, …).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub integrations: crate::domain::integrations::IntegrationPolicy,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -364,6 +368,7 @@ impl Policy {
         for (name, connector) in &self.connectors {
             connector.check(name).map_err(PolicyError)?;
         }
+        crate::domain::integrations::check_policy(&self.integrations).map_err(PolicyError)?;
         self.custom_types().map_err(PolicyError)?;
         Ok(())
     }

@@ -13,3 +13,8 @@ pub const BREAKER_AUDIT_STREAM: &str = "circuit-breaker";
 pub fn user_audit_stream(user: &UserId) -> String {
     format!("user#{user}")
 }
+
+/// The audit stream of one integration's circuit breaker.
+pub fn integration_audit_stream(name: &str) -> String {
+    format!("integration#{name}")
+}

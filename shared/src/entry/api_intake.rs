@@ -68,6 +68,18 @@ async fn route(service: &IntakeService, req: &Request) -> Result<Reply, ApiError
             "POST" => service.breaker_reset(identity).await,
             _ => not_allowed(),
         },
+        ["admin", "integrations"] => match method {
+            "GET" => service.integrations(identity).await,
+            _ => not_allowed(),
+        },
+        ["admin", "integrations", name] => match method {
+            "GET" => service.integration(&call, name, identity).await,
+            _ => not_allowed(),
+        },
+        ["admin", "integrations", name, "reset"] => match method {
+            "POST" => service.integration_reset(name, identity).await,
+            _ => not_allowed(),
+        },
         ["admin", "users", user, "google-token"] => match method {
             "PUT" => service.google_token(&call, user, identity).await,
             _ => not_allowed(),

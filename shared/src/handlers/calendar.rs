@@ -51,6 +51,10 @@ impl Handler for CreateEvent {
         true
     }
 
+    fn integration(&self, _: &Value) -> Option<String> {
+        Some("calendar".into())
+    }
+
     fn snapshot<'a>(&'a self, _: &'a StepContext<'a>) -> HandlerFuture<'a, Result<Value, HandlerError>> {
         // Creating something new: there is nothing to keep.
         Box::pin(async { Ok(Value::Null) })

@@ -82,6 +82,7 @@ impl DeclaredHandlers for Connectors {
         let name = rule.connector.as_ref()?;
         let connector = policy.connectors.get(name)?.clone();
         Some(Arc::new(ConnectorHandler {
+            name: name.clone(),
             action_type: action_type.to_owned(),
             description: rule.description.clone(),
             reversible: rule.reversible && connector.serves(Phase::Rollback),
@@ -93,6 +94,8 @@ impl DeclaredHandlers for Connectors {
 }
 
 pub struct ConnectorHandler {
+    /// The connector's name in the policy (its circuit breaker is `connector:<name>`).
+    name: String,
     action_type: String,
     description: Option<String>,
     reversible: bool,
@@ -273,6 +276,10 @@ impl Handler for ConnectorHandler {
     /// Every call carries the step's `Idempotency-Key`; the protocol asks connectors to honour it.
     fn idempotent(&self) -> bool {
         true
+    }
+
+    fn integration(&self, _: &Value) -> Option<String> {
+        Some(format!("connector:{}", self.name))
     }
 
     /// The connector's URL and secret, digested: a retry or an undo after the policy pointed

@@ -29,6 +29,10 @@ impl Handler for SendEmail {
         false
     }
 
+    fn integration(&self, _: &Value) -> Option<String> {
+        Some("ses".into())
+    }
+
     fn snapshot<'a>(&'a self, _: &'a StepContext<'a>) -> HandlerFuture<'a, Result<Value, HandlerError>> {
         Box::pin(async { Ok(Value::Null) })
     }

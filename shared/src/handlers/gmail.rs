@@ -103,6 +103,10 @@ impl Handler for GmailModify {
         true
     }
 
+    fn integration(&self, _: &Value) -> Option<String> {
+        Some("gmail".into())
+    }
+
     fn snapshot<'a>(&'a self, ctx: &'a StepContext<'a>) -> HandlerFuture<'a, Result<Value, HandlerError>> {
         Box::pin(async move {
             let id = message_id(ctx.payload)?;

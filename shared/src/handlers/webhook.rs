@@ -261,6 +261,16 @@ impl Handler for HttpRequest {
         true
     }
 
+    /// One breaker per host the requests go to.
+    fn integration(&self, payload: &Value) -> Option<String> {
+        let url = url::Url::parse(payload.get("url")?.as_str()?).ok()?;
+        let host = url.host_str()?.to_ascii_lowercase();
+        Some(match url.port() {
+            Some(port) => format!("webhook:{host}:{port}"),
+            None => format!("webhook:{host}"),
+        })
+    }
+
     fn snapshot<'a>(&'a self, _: &'a StepContext<'a>) -> HandlerFuture<'a, Result<Value, HandlerError>> {
         Box::pin(async { Ok(Value::Null) })
     }

@@ -233,6 +233,12 @@ pub trait Handler: Send + Sync {
     /// Whether re-running after an unknown outcome is safe (the target honours the key or the
     /// change is naturally idempotent).
     fn idempotent(&self) -> bool;
+    /// The integration this step calls (`gmail`, `calendar`, `ses`, `webhook:<host>`,
+    /// `connector:<name>`, …): its own circuit breaker guards it. `None` for a handler that
+    /// reaches nothing.
+    fn integration(&self, _payload: &Value) -> Option<String> {
+        None
+    }
     /// Which target this handler reaches, when configuration can change it (a connector's URL
     /// and secret): kept on the step at its first attempt, so a retry, a recovery or an undo
     /// never goes to another target than the one that may already have acted.

@@ -8,6 +8,7 @@
 use crate::domain::approval::{ApprovalRecord, ApprovalUse};
 use crate::domain::breaker::Breaker;
 use crate::domain::guards::{Cooldown, CounterSpec};
+use crate::domain::integrations::IntegrationBreaker;
 use crate::domain::policy::Policy;
 use crate::domain::{Action, ActionId, AuditEvent, IdempotencyKey, Status, UserId};
 use async_trait::async_trait;
@@ -349,6 +350,38 @@ pub trait StatsStore: Send + Sync {
 }
 
 /// Every capability of the store, for services that use several.
-pub trait Store: ActionStore + ApprovalStore + GuardStore + AdminStore + SnapshotStore + StatsStore {}
+/// Per-integration circuit breakers (`crate::domain::integrations`), one item each.
+#[async_trait]
+pub trait IntegrationStore: Send + Sync {
+    /// Integration `name`'s breaker (closed, version 0, when never saved), with the successes
+    /// counted since it was last saved folded into a `window` of recent calls.
+    async fn integration(&self, name: &str, window: usize) -> Result<IntegrationBreaker, StoreError>;
 
-impl<T: ActionStore + ApprovalStore + GuardStore + AdminStore + SnapshotStore + StatsStore> Store for T {}
+    /// Counts a success on a closed breaker, without reading it (one write, no condition).
+    async fn integration_success(&self, name: &str) -> Result<(), StoreError>;
+
+    /// Saves the breaker if nobody changed it since `before_version` was read; a change of
+    /// state (`from`, `to`, `actor`, `reason`) is audited on the integration's stream
+    /// ([`crate::domain::streams::integration_audit_stream`]) in the same write.
+    async fn save_integration(
+        &self,
+        name: &str,
+        before_version: u64,
+        after: &IntegrationBreaker,
+        change: Option<(&str, &str, &str, &str)>,
+        at: DateTime<Utc>,
+    ) -> Result<(), TransitionError>;
+
+    /// Every integration with a breaker item (at most `limit`), by name, folded into `window`.
+    async fn integrations(&self, limit: i32, window: usize) -> Result<Vec<(String, IntegrationBreaker)>, StoreError>;
+}
+
+pub trait Store:
+    ActionStore + ApprovalStore + GuardStore + AdminStore + SnapshotStore + StatsStore + IntegrationStore
+{
+}
+
+impl<T: ActionStore + ApprovalStore + GuardStore + AdminStore + SnapshotStore + StatsStore + IntegrationStore> Store
+    for T
+{
+}

@@ -33,6 +33,29 @@ pub fn alert_mail(to: &crate::domain::EmailAddress, reason: &str, now: DateTime<
     }
 }
 
+/// The mail that tells an admin an integration's circuit opened: its work waits in the queue
+/// and a probe call tries it again after the cool-off.
+pub fn integration_alert_mail(
+    to: &crate::domain::EmailAddress,
+    integration: &str,
+    reason: &str,
+    settings: &crate::domain::integrations::IntegrationSettings,
+    now: DateTime<Utc>,
+) -> crate::ports::mail::Mail {
+    let text = format!(
+        "actiongate stopped calling {integration} at {}: {reason}.\n\nWork for {integration} waits in the queue (nothing fails because of it). After {} one call is let through as a probe: if it succeeds the circuit closes and the work runs; if not, it waits another cool-off. GET /admin/integrations shows the state; POST /admin/integrations/{integration}/reset closes it by hand.\n",
+        format_time(now),
+        settings.cool_off
+    );
+    crate::ports::mail::Mail {
+        to: vec![to.as_str().to_owned()],
+        cc: vec![],
+        subject: format!("actiongate: {integration} paused (integration circuit open)"),
+        html: format!("<p>{}</p>", crate::domain::html::escape(&text).replace("\n\n", "</p><p>")),
+        text,
+    }
+}
+
 /// The approval request mail: what the agent wants to do in plain words, risk, the rules that
 /// asked for approval, a dry-run preview, the expiry and one link. `lines` say what each step
 /// does ([`crate::ports::handler::Registry::plan_lines`]).

@@ -34,6 +34,15 @@ pub(super) struct BreakerItem {
     pub successes: i64,
 }
 
+/// One integration's breaker item: the saved document, its version, and successes counted
+/// since it was saved.
+#[derive(Debug, Clone, Default)]
+pub(super) struct IntegrationItem {
+    pub doc: Option<crate::domain::integrations::IntegrationBreaker>,
+    pub version: Option<u64>,
+    pub successes: i64,
+}
+
 #[derive(Debug, Clone, Default)]
 pub(super) struct State {
     pub actions: BTreeMap<ActionId, Action>,
@@ -47,6 +56,7 @@ pub(super) struct State {
     /// (user, entity) → (until as stored, the action that started it).
     pub cooldowns: HashMap<(UserId, String), (String, ActionId)>,
     pub breaker: BreakerItem,
+    pub integrations: BTreeMap<String, IntegrationItem>,
     pub approvals: HashMap<String, ApprovalRecord>,
     pub snapshots: BTreeMap<(ActionId, usize), StoredSnapshot>,
     pub stats: HashMap<(String, chrono::NaiveDate), BTreeMap<String, u64>>,

@@ -4,8 +4,9 @@
 use super::store::{MemoryStore, Profile, State};
 use crate::domain::breaker::Breaker;
 use crate::domain::guards::CounterSpec;
+use crate::domain::integrations::IntegrationBreaker;
 use crate::domain::policy::Policy;
-use crate::domain::streams::{user_audit_stream, BREAKER_AUDIT_STREAM, POLICY_AUDIT_STREAM};
+use crate::domain::streams::{integration_audit_stream, user_audit_stream, BREAKER_AUDIT_STREAM, POLICY_AUDIT_STREAM};
 use crate::domain::time::format_time;
 use crate::domain::{ActionId, UserId};
 use crate::ports::store::*;
@@ -204,4 +205,60 @@ impl StatsStore for MemoryStore {
     async fn daily_stats(&self, scope: &str, day: chrono::NaiveDate) -> Result<BTreeMap<String, u64>, StoreError> {
         Ok(self.lock().stats.get(&(scope.to_owned(), day)).cloned().unwrap_or_default())
     }
+}
+
+#[async_trait]
+impl IntegrationStore for MemoryStore {
+    async fn integration(&self, name: &str, window: usize) -> Result<IntegrationBreaker, StoreError> {
+        let state = self.lock();
+        Ok(state.integrations.get(name).map(|item| folded(item, window)).unwrap_or_default())
+    }
+
+    async fn integration_success(&self, name: &str) -> Result<(), StoreError> {
+        self.lock().integrations.entry(name.to_owned()).or_default().successes += 1;
+        Ok(())
+    }
+
+    async fn save_integration(
+        &self,
+        name: &str,
+        before_version: u64,
+        after: &IntegrationBreaker,
+        change: Option<(&str, &str, &str, &str)>,
+        at: DateTime<Utc>,
+    ) -> Result<(), TransitionError> {
+        self.conditional(|s| {
+            let item = s.integrations.entry(name.to_owned()).or_default();
+            let expected = if before_version == 0 { None } else { Some(before_version) };
+            if item.version != expected {
+                return false;
+            }
+            let mut doc = after.clone();
+            doc.breaker.absorbed = 0;
+            item.doc = Some(doc);
+            item.version = Some(after.version());
+            item.successes -= i64::try_from(after.breaker.absorbed).unwrap_or(i64::MAX);
+            match change {
+                Some((from, to, actor, reason)) => {
+                    let event = json!({"actor": actor, "from": from, "to": to, "reason": reason});
+                    put_stream_event(s, &integration_audit_stream(name), after.version(), at, event)
+                }
+                None => true,
+            }
+        })
+    }
+
+    async fn integrations(&self, limit: i32, window: usize) -> Result<Vec<(String, IntegrationBreaker)>, StoreError> {
+        let state = self.lock();
+        let limit = usize::try_from(limit).unwrap_or(0);
+        Ok(state.integrations.iter().take(limit).map(|(name, item)| (name.clone(), folded(item, window))).collect())
+    }
+}
+
+/// The item's document with the successes counted since it was saved.
+fn folded(item: &super::store::IntegrationItem, window: usize) -> IntegrationBreaker {
+    let mut doc = item.doc.clone().unwrap_or_default();
+    doc.breaker.absorbed = 0;
+    doc.breaker.absorb(u64::try_from(item.successes).unwrap_or(0), window);
+    doc
 }

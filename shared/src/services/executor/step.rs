@@ -3,6 +3,8 @@
 //! invocation, and the outcome recorded: success, retry with backoff, or failure.
 
 use super::*;
+use crate::domain::AuditEvent;
+use crate::services::breaker::{Admission, CallOutcome};
 
 impl ExecutorService {
     pub(super) async fn execute_step(&self, action: Action, deadline: DateTime<Utc>) -> Outcome {
@@ -35,6 +37,18 @@ impl ExecutorService {
                 format!("an earlier attempt went to another target ({earlier}) than the policy names now"),
             );
             return self.fail_unclaimed(action, index, error, deadline).await;
+        }
+        // Each integration has a breaker of its own: while it is open the step waits in the
+        // queue (no attempt spent); after the cool-off one call goes through as the probe.
+        let integration = handler.integration(&payload);
+        if let Some(name) = &integration {
+            let settings = crate::domain::integrations::settings_for(&policy.integrations, name);
+            match crate::services::breaker::admit(&*self.store, name, &settings, "executor", now).await {
+                Admission::Run { probe } => tracing::debug!(probe, integration = %name, "integration admitted"),
+                Admission::Wait { until, reason } => {
+                    return self.wait_for_integration(&action, index, until, reason).await
+                }
+            }
         }
         // Every handler call ends before the invocation does, with time left to record it.
         let budget = handler_budget(deadline, now);
@@ -84,8 +98,11 @@ impl ExecutorService {
         let claim_reason = format!("step {index} ({action_type}) attempt {attempt} started");
         if let Some(error) = snapshot {
             // Count the attempt and settle it in the same write.
+            let call = CallOutcome::of(Some(&error));
             let claimed_path = (Status::Executing, claim_reason, None);
-            return self.settle_failure(&action, claimed, index, error, Some(claimed_path), deadline).await;
+            let outcome = self.settle_failure(&action, claimed, index, error, Some(claimed_path), deadline).await;
+            self.note_call(integration.as_deref(), call).await;
+            return outcome;
         }
         // Tier-1 work is claimed only while the breaker is closed, checked in the same write.
         let automatic = action.tier == Some(Tier::Auto);
@@ -127,9 +144,66 @@ impl ExecutorService {
             tracing::error!("fault injection: aborting after the side effect, before recording it");
             std::process::abort();
         }
-        match result {
+        let call = CallOutcome::of(result.as_ref().err());
+        let outcome = match result {
             Ok(value) => self.settle_success(&claimed, index, value, deadline).await,
             Err(error) => self.settle_failure(&claimed, claimed.clone(), index, error, None, deadline).await,
+        };
+        // What the call told about its integration, once the step is recorded.
+        self.note_call(integration.as_deref(), call).await;
+        outcome
+    }
+
+    /// The step's integration is switched off by its breaker: the step stays `queued`, not
+    /// before `until` (audited), and its message comes back then. Spends no attempt. Two
+    /// deliveries of one message cannot both defer it (the write is conditional).
+    async fn wait_for_integration(
+        &self,
+        action: &Action,
+        index: usize,
+        until: DateTime<Utc>,
+        reason: String,
+    ) -> Outcome {
+        let now = self.clock.now();
+        let mut after = action.clone();
+        after.not_before = Some(until);
+        after.version = action.version + 1;
+        after.updated_at = now;
+        let note = AuditEvent::note(action, after.version, now, "executor", format!("step {index} waits: {reason}"));
+        match self.store.transition(action, &after, &note).await {
+            Ok(()) => {
+                // A few seconds of jitter, so the work an outage held back does not return at once.
+                let delay = u64::try_from((until - now).num_seconds()).unwrap_or(0).max(1) + rand::random::<u64>() % 6;
+                self.enqueue_at(&after, index, delay, &format!("s{index}-open{}", until.timestamp())).await;
+                tracing::warn!(%reason, "the step's integration is switched off; it waits");
+                Outcome::Ran(after.status)
+            }
+            Err(TransitionError::Conflict) => Outcome::Ignored("the action changed concurrently".into()),
+            Err(TransitionError::Store(e)) => Outcome::Retry(e.to_string()),
+        }
+    }
+
+    /// Feeds a call's outcome to its integration's breaker (bounded: it never holds the
+    /// invocation up); the executor that opens it mails the alert, once.
+    async fn note_call(&self, integration: Option<&str>, call: CallOutcome) {
+        let Some(name) = integration else { return };
+        let policy = self.deps.policy.current().await;
+        let settings = crate::domain::integrations::settings_for(&policy.integrations, name);
+        let now = self.clock.now();
+        let record = crate::services::breaker::record_call(&*self.store, name, &settings, call, "executor", now);
+        match tokio::time::timeout(std::time::Duration::from_secs(3), record).await {
+            Ok(Ok(Some(reason))) => {
+                let mail = crate::services::notices::alert_recipient(&policy)
+                    .map(|to| crate::services::notices::integration_alert_mail(to, name, &reason, &settings, now));
+                if let (Some(mailer), Some(mail)) = (self.deps.mailer.as_ref(), mail) {
+                    if let Err(e) = mailer.send_within(&mail, std::time::Duration::from_secs(5)).await {
+                        tracing::error!(error = %e, integration = name, "the integration alert could not be sent");
+                    }
+                }
+            }
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, integration = name, "recording a call on its breaker failed"),
+            Err(_) => tracing::error!(integration = name, "recording a call on its breaker timed out"),
         }
     }
 

@@ -130,6 +130,76 @@ impl IntakeService {
         Err(ApiError::internal(anyhow::anyhow!("the circuit breaker kept changing during the reset")))
     }
 
+    /// `GET /admin/integrations`: every integration's circuit breaker (those ever called).
+    pub async fn integrations(&self, identity: &Identity) -> Result<Reply, ApiError> {
+        if !identity.admin {
+            return Err(ApiError::Forbidden);
+        }
+        let policy = self.policies.current().await;
+        let now = self.clock.now();
+        let window = |name: &str| crate::domain::integrations::settings_for(&policy.integrations, name);
+        // One query of one partition; a window wide enough for any integration's settings.
+        let found = self.store.integrations(MAX_INTEGRATIONS, 200).await.map_err(ApiError::internal)?;
+        let list: Vec<Value> = found
+            .into_iter()
+            .map(|(name, mut breaker)| {
+                let settings = window(&name);
+                trim_window(&mut breaker, settings.window);
+                breaker.to_api(&name, &settings, now)
+            })
+            .collect();
+        Ok(Reply::json(200, &json!({"integrations": list})))
+    }
+
+    /// `GET /admin/integrations/{name}`: one breaker and a page of its audit trail.
+    pub async fn integration(&self, call: &Call, name: &str, identity: &Identity) -> Result<Reply, ApiError> {
+        if !identity.admin {
+            return Err(ApiError::Forbidden);
+        }
+        if !crate::domain::integrations::valid_name(name) {
+            return Err(ApiError::NotFound("integration"));
+        }
+        let settings = crate::domain::integrations::settings_for(&self.policies.current().await.integrations, name);
+        let breaker = self.store.integration(name, settings.window).await.map_err(ApiError::internal)?;
+        let mut body = breaker.to_api(name, &settings, self.clock.now());
+        let stream = crate::domain::streams::integration_audit_stream(name);
+        let (events, next) = self.trail_page(&stream, call).await?;
+        body["events"] = json!(events);
+        body["events_next"] = json!(next);
+        Ok(Reply::json(200, &body))
+    }
+
+    /// `POST /admin/integrations/{name}/reset`: closes one integration's breaker (audited);
+    /// its waiting work runs when its message comes back.
+    pub async fn integration_reset(&self, name: &str, identity: &Identity) -> Result<Reply, ApiError> {
+        if !identity.admin {
+            return Err(ApiError::Forbidden);
+        }
+        if !crate::domain::integrations::valid_name(name) {
+            return Err(ApiError::NotFound("integration"));
+        }
+        let settings = crate::domain::integrations::settings_for(&self.policies.current().await.integrations, name);
+        for _ in 0..5 {
+            let mut breaker = self.store.integration(name, settings.window).await.map_err(ApiError::internal)?;
+            let before = breaker.version();
+            let now = self.clock.now();
+            let from = breaker.state_at(&settings, now);
+            if !breaker.close(now) {
+                return Ok(Reply::json(200, &breaker.to_api(name, &settings, now)));
+            }
+            let change = Some((from, "closed", identity.user.as_str(), "reset by an administrator"));
+            match self.store.save_integration(name, before, &breaker, change, now).await {
+                Ok(()) => {
+                    tracing::info!(by = %identity.user, integration = name, "integration circuit reset");
+                    return Ok(Reply::json(200, &breaker.to_api(name, &settings, now)));
+                }
+                Err(TransitionError::Conflict) => continue,
+                Err(TransitionError::Store(e)) => return Err(ApiError::internal(e)),
+            }
+        }
+        Err(ApiError::internal(anyhow::anyhow!("the integration's breaker kept changing during the reset")))
+    }
+
     /// The host application stores a user's Google OAuth access token for the Gmail and
     /// Calendar handlers. It is write-only through the API and never logged.
     pub async fn google_token(&self, call: &Call, user: &str, identity: &Identity) -> Result<Reply, ApiError> {
@@ -159,4 +229,13 @@ fn administered_user(identity: &Identity, user: &str) -> Result<UserId, ApiError
         return Err(ApiError::Forbidden);
     }
     UserId::parse(user).ok_or_else(|| ApiError::invalid("user_id", "is not a valid user id"))
+}
+
+/// The most integrations `GET /admin/integrations` lists (one query page).
+const MAX_INTEGRATIONS: i32 = 500;
+
+/// Keeps the last `window` outcomes of a breaker read with a wider window.
+fn trim_window(breaker: &mut crate::domain::integrations::IntegrationBreaker, window: usize) {
+    let excess = breaker.breaker.recent.len().saturating_sub(window.max(1));
+    breaker.breaker.recent.drain(..excess);
 }

@@ -11,6 +11,7 @@
 //! | approval link | `APPROVAL#<sha256 of token>` | `APPROVAL` | TTL |
 //! | step snapshot | `SNAPSHOT#<action id>` | `STEP#<index>` | TTL = taken + rollback retention |
 //! | daily outcome counters | `STATS#<scope>#<day>` | `STATS` | TTL |
+//! | integration breaker | `INTEGRATION` | `<integration name>` | |
 //!
 //! Audit table (`action_id`, `seq`): append-only, one item per transition.
 
@@ -68,6 +69,9 @@ pub const BREAKER_SK: &str = "STATE";
 pub const BREAKER_OPEN: &str = "open";
 /// Successes of automatic work counted on the breaker item since its document was written.
 pub const BREAKER_SUCCESSES: &str = "successes";
+
+/// Per-integration circuit breakers: one partition, the integration's name as sort key.
+pub const INTEGRATION_PK: &str = "INTEGRATION";
 
 /// Daily outcome counters: `scope` is [`STATS_ALL`] or [`user_stats_scope`], `day` is a UTC day
 /// (`YYYY-MM-DD` in the key).

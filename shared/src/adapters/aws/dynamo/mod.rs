@@ -12,6 +12,7 @@ mod actions;
 mod admin;
 mod approvals;
 mod guards;
+mod integrations;
 pub mod keys;
 mod snapshots;
 mod stats;
