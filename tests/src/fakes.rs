@@ -38,6 +38,8 @@ pub struct FakeState {
     /// page → stored internal-link suggestions, and page → sections added by `EXPAND_CONTENT`.
     pub suggestions: BTreeMap<String, Vec<String>>,
     pub sections: BTreeMap<String, Vec<Value>>,
+    /// The `switch` connector answers 503 while this is set (an outage a test starts and ends).
+    pub switch_down: bool,
 }
 
 /// The reference site's pages: every absolute path exists but those under `/missing`.
@@ -328,7 +330,9 @@ fn signed(secret: &str, signature: &str, body: &[u8]) -> bool {
 /// to a page, refuses one that is already there, answers a repeated idempotency key with its
 /// first answer, and on rollback removes exactly what it added. Paths choose misbehaviour:
 /// `garbage` answers 200 with something that is not an object, `huge` 200 with 10 MB, `down`
-/// 503 and `refuse` 422 with `{error, message}`.
+/// 503 and `refuse` 422 with `{error, message}`; `switch` is the site, but answers 503 while a
+/// test says it is down. `validate` and `preview` describe the site as it is (see
+/// [`site_validate`], [`site_preview`]).
 fn connector(st: &mut FakeState, name: &str, headers: &[(String, String)], body: &[u8]) -> Reply {
     let call: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     let verified = match (&st.connector_secret, header(headers, "actiongate-signature")) {
@@ -347,6 +351,9 @@ fn connector(st: &mut FakeState, name: &str, headers: &[(String, String)], body:
         "down" => return (503, vec![], json!({"error": "maintenance", "message": "back soon"})),
         "refuse" => return (422, vec![], json!({"error": "page_missing", "message": "no such page"})),
         "redirect" => return (307, vec![("location".into(), "/connector/shop".into())], json!({})),
+        "switch" if st.switch_down => {
+            return (503, vec![], json!({"error": "outage", "message": "the site is down (test)"}))
+        }
         "busy" => {
             return (429, vec![("retry-after".into(), "120".into())], json!({"error": "busy", "message": "slow down"}))
         }
@@ -473,8 +480,13 @@ fn control(st: &mut FakeState, method: &str, parts: &[&str], body: &Value) -> Re
             ok(json!({"gmail": st.gmail, "events": events, "effects": st.effects, "deliveries": st.deliveries}))
         }
         ("POST", ["connector"]) => {
-            st.connector_secret = body.get("secret").and_then(Value::as_str).map(str::to_owned);
-            ok(json!({"configured": true}))
+            if let Some(secret) = body.get("secret").and_then(Value::as_str) {
+                st.connector_secret = Some(secret.to_owned());
+            }
+            if let Some(down) = body.get("switch_down").and_then(Value::as_bool) {
+                st.switch_down = down;
+            }
+            ok(json!({"configured": true, "switch_down": st.switch_down}))
         }
         ("GET", ["connector"]) => ok(json!({"links": st.links, "calls": st.connector_calls, "meta": st.meta,
                                              "collections": st.collections, "suggestions": st.suggestions,
