@@ -33,6 +33,9 @@ pub mod vars {
     /// Base URLs of the Google APIs (tests point them at local fakes).
     pub const GMAIL_API_BASE: &str = "GMAIL_API_BASE";
     pub const CALENDAR_API_BASE: &str = "CALENDAR_API_BASE";
+    pub const DRIVE_API_BASE: &str = "DRIVE_API_BASE";
+    pub const DOCS_API_BASE: &str = "DOCS_API_BASE";
+    pub const TASKS_API_BASE: &str = "TASKS_API_BASE";
     /// Comma-separated hosts and IPs webhooks may reach although they are not public.
     pub const WEBHOOK_ALLOWLIST: &str = "WEBHOOK_ALLOWLIST";
     /// Days a step's rollback snapshot is kept (DynamoDB TTL); default 90.
@@ -53,6 +56,9 @@ pub struct HandlerConfig {
     pub configuration_set: Option<String>,
     pub gmail_base: String,
     pub calendar_base: String,
+    pub drive_base: String,
+    pub docs_base: String,
+    pub tasks_base: String,
     pub webhook_allowlist: String,
 }
 
@@ -63,8 +69,23 @@ impl HandlerConfig {
             configuration_set: optional(vars::SES_CONFIGURATION_SET),
             gmail_base: required(vars::GMAIL_API_BASE)?,
             calendar_base: required(vars::CALENDAR_API_BASE)?,
+            drive_base: required(vars::DRIVE_API_BASE)?,
+            docs_base: required(vars::DOCS_API_BASE)?,
+            tasks_base: required(vars::TASKS_API_BASE)?,
             webhook_allowlist: std::env::var(vars::WEBHOOK_ALLOWLIST).unwrap_or_default(),
         })
+    }
+}
+
+/// What a function that only asks connectors (intake: `validate` and `preview`) needs.
+#[derive(Debug, Clone)]
+pub struct ConnectorConfig {
+    pub webhook_allowlist: String,
+}
+
+impl ConnectorConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Ok(Self { webhook_allowlist: std::env::var(vars::WEBHOOK_ALLOWLIST).unwrap_or_default() })
     }
 }
 

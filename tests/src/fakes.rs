@@ -40,6 +40,8 @@ pub struct FakeState {
     pub sections: BTreeMap<String, Vec<Value>>,
     /// The `switch` connector answers 503 while this is set (an outage a test starts and ends).
     pub switch_down: bool,
+    /// Gmail sending, Drive, Docs and Tasks.
+    pub google: crate::fake_google::GoogleState,
 }
 
 /// The reference site's pages: every absolute path exists but those under `/missing`.
@@ -210,6 +212,11 @@ fn route(st: &mut FakeState, method: &str, url: &str, headers: &[(String, String
             }
         }
         _ => return err(401, "missing bearer token"),
+    }
+    if let Some((status, reply)) =
+        crate::fake_google::route(&mut st.google, &st.gmail, method, &parts, query, &json_body)
+    {
+        return (status, vec![], reply);
     }
     match (method, parts.as_slice()) {
         ("GET", ["gmail", "v1", "users", "me", "messages", id]) => match st.gmail.get(*id) {

@@ -5,6 +5,7 @@
 
 pub mod bench;
 pub mod emulator;
+pub mod fake_google;
 pub mod fakes;
 pub mod fixtures;
 pub mod gateway;

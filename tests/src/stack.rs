@@ -103,6 +103,9 @@ impl LocalStack {
             ("PUBLIC_BASE_URL".to_owned(), gateway_url.clone()),
             ("GMAIL_API_BASE".to_owned(), fakes.url.clone()),
             ("CALENDAR_API_BASE".to_owned(), format!("{}/calendar/v3", fakes.url)),
+            ("DRIVE_API_BASE".to_owned(), format!("{}/drive/v3", fakes.url)),
+            ("DOCS_API_BASE".to_owned(), format!("{}/docs/v1", fakes.url)),
+            ("TASKS_API_BASE".to_owned(), format!("{}/tasks/v1", fakes.url)),
             // Webhooks to loopback are allowed locally (deployed, only public addresses).
             ("WEBHOOK_ALLOWLIST".to_owned(), "127.0.0.1,localhost".to_owned()),
         ];

@@ -45,6 +45,9 @@ async fn deps(fakes: &Fakes, allow: &str, kyc: bool, policy: Policy) -> Dependen
         kyc: Arc::new(Kyc(kyc)),
         gmail_base: fakes.url.clone(),
         calendar_base: format!("{}/calendar/v3", fakes.url),
+        drive_base: format!("{}/drive/v3", fakes.url),
+        docs_base: format!("{}/docs/v1", fakes.url),
+        tasks_base: format!("{}/tasks/v1", fakes.url),
         guard: Arc::new(AddressGuard::new(Allowlist::parse(allow)).expect("the guarded HTTP client builds")),
         policy: Arc::new(actiongate::services::policy_source::PolicySource::fixed(policy)),
     }
@@ -542,4 +545,110 @@ async fn the_monetization_example_s_tier_one_types_run_and_roll_back_through_the
         budget: std::time::Duration::from_secs(5),
     };
     assert!(plain.consult(&question).is_none());
+}
+
+fn google(fakes: &Fakes) -> std::sync::MutexGuard<'_, actiongate_local::fakes::FakeState> {
+    fakes.state.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// `gmail.reply` and `gmail.forward` send through `users.messages.send` (threaded, headers
+/// built safely); forwarding outside the allowed domains is refused before anything is sent;
+/// neither can be undone.
+#[tokio::test]
+async fn gmail_reply_and_forward_send_threaded_mail_and_forwarding_keeps_to_allowed_domains() {
+    let fakes = Fakes::start().unwrap();
+    fakes.seed_message("orig-1", &["INBOX"]);
+    let deps = deps(&fakes, "", false, Policy::default_policy()).await;
+    let registry = Registry::standard();
+    let u = user();
+
+    let reply = registry.get("gmail.reply").unwrap();
+    let payload = json!({"message_id": "orig-1", "text": "Thanks, Thursday works.", "cc": ["boss@example.com"]});
+    assert!(reply.validate(&payload).is_ok());
+    let done = reply.execute(&ctx(&deps, &u, &payload, ActionId::new_v7(chrono::Utc::now()), 0)).await.unwrap();
+    let sent = google(&fakes).google.sent.clone();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    let mail = &sent[0];
+    assert_eq!(mail["to"], "sender-orig-1@example.com", "{mail}");
+    assert_eq!(mail["subject"], "Re: Subject orig-1");
+    assert_eq!(mail["headers"]["In-Reply-To"], "<orig-1@mail.example>", "{mail}");
+    assert!(mail["text"].as_str().unwrap().contains("Thursday works"));
+    assert!(done.to_string().contains(mail["id"].as_str().unwrap()), "{done}");
+    assert_eq!(reply.reversibility(&payload), actiongate::handlers::Reversibility::Irreversible);
+    // Header injection through the text is impossible (it is the body); through a reply to a
+    // missing message nothing is sent.
+    let missing = json!({"message_id": "nope", "text": "x"});
+    let e = reply.execute(&ctx(&deps, &u, &missing, ActionId::new_v7(chrono::Utc::now()), 0)).await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Permanent, "{e}");
+    assert_eq!(google(&fakes).google.sent.len(), 1);
+
+    let forward = registry.get("gmail.forward").unwrap();
+    let outside = json!({"message_id": "orig-1", "to": ["ally@example.com", "leak@evil.test"], "text": "FYI"});
+    let e = forward.execute(&ctx(&deps, &u, &outside, ActionId::new_v7(chrono::Utc::now()), 0)).await.unwrap_err();
+    assert_eq!((e.kind, e.code.as_str()), (ErrorKind::Permanent, "domain_not_allowed"), "{e}");
+    assert!(e.message.contains("payload.to[1]"), "{e}");
+    assert_eq!(google(&fakes).google.sent.len(), 1, "nothing was sent");
+    let inside = json!({"message_id": "orig-1", "to": ["finance@ops.example.com"], "text": "FYI"});
+    forward.execute(&ctx(&deps, &u, &inside, ActionId::new_v7(chrono::Utc::now()), 0)).await.unwrap();
+    let sent = google(&fakes).google.sent.clone();
+    let fwd = &sent[1];
+    assert_eq!(fwd["subject"], "Fwd: Subject orig-1", "{fwd}");
+    assert_eq!(fwd["forwarded"]["subject"], "Subject orig-1", "the original travels along: {fwd}");
+}
+
+/// `drive.move_file` moves a file and its rollback puts it back exactly; `docs.create_document`
+/// and `tasks.create` create once per step (a retry finds what the first attempt made) and
+/// their rollbacks trash or delete exactly that.
+#[tokio::test]
+async fn drive_docs_and_tasks_change_once_and_roll_back_exactly() {
+    let fakes = Fakes::start().unwrap();
+    google(&fakes).google.seed_folder("inbox-folder", "Inbox", &[]);
+    google(&fakes).google.seed_folder("archive-folder", "Archive", &[]);
+    google(&fakes).google.seed_file("file-1", "report.pdf", &["inbox-folder"]);
+    let deps = deps(&fakes, "", false, Policy::default_policy()).await;
+    let registry = Registry::standard();
+    let u = user();
+
+    let mv = registry.get("drive.move_file").unwrap();
+    let payload = json!({"file_id": "file-1", "to_folder_id": "archive-folder"});
+    let id = ActionId::new_v7(chrono::Utc::now());
+    let c = ctx(&deps, &u, &payload, id, 0);
+    let snapshot = mv.snapshot(&c).await.unwrap();
+    let result = mv.execute(&c).await.unwrap();
+    assert_eq!(google(&fakes).google.files["file-1"].parents, vec!["archive-folder"]);
+    mv.execute(&c).await.unwrap();
+    assert_eq!(google(&fakes).google.files["file-1"].parents, vec!["archive-folder"], "a repeat changes nothing");
+    mv.rollback(&c, &snapshot, &result).await.unwrap();
+    assert_eq!(google(&fakes).google.files["file-1"].parents, vec!["inbox-folder"], "back where it was");
+
+    let doc = registry.get("docs.create_document").unwrap();
+    let payload = json!({"title": "Meeting notes", "text": "Agenda: pens."});
+    let id = ActionId::new_v7(chrono::Utc::now());
+    let c = ctx(&deps, &u, &payload, id, 0);
+    let first = doc.execute(&c).await.unwrap();
+    let again = doc.execute(&c).await.unwrap();
+    let doc_id = first["document_id"].as_str().unwrap().to_owned();
+    assert_eq!(again["document_id"], first["document_id"], "a retry of the step finds the document: {again}");
+    assert_eq!(google(&fakes).google.docs.len(), 1);
+    assert_eq!(google(&fakes).google.docs[&doc_id], "Agenda: pens.", "the text is in once");
+    doc.rollback(&c, &Value::Null, &first).await.unwrap();
+    assert!(google(&fakes).google.files[&doc_id].trashed, "rollback trashes it");
+
+    let task = registry.get("tasks.create").unwrap();
+    let payload = json!({"title": "Call the printer", "notes": "About the brochure", "due": "2026-12-03T00:00:00Z"});
+    let id = ActionId::new_v7(chrono::Utc::now());
+    let c = ctx(&deps, &u, &payload, id, 0);
+    let made = task.execute(&c).await.unwrap();
+    task.execute(&c).await.unwrap();
+    assert_eq!(google(&fakes).google.tasks.len(), 1, "created once");
+    let other = ctx(&deps, &u, &payload, ActionId::new_v7(chrono::Utc::now()), 0);
+    task.execute(&other).await.unwrap();
+    assert_eq!(google(&fakes).google.tasks.len(), 2, "another step is another task");
+    task.rollback(&c, &Value::Null, &made).await.unwrap();
+    assert_eq!(google(&fakes).google.tasks.len(), 1, "rollback deletes exactly its task");
+    let gone = task.rollback(&c, &Value::Null, &made).await.unwrap();
+    assert_eq!(gone["changed"], false, "{gone}");
+    for (t, name) in [("drive.move_file", "drive"), ("docs.create_document", "docs"), ("tasks.create", "tasks")] {
+        assert_eq!(registry.get(t).unwrap().integration(&Value::Null).as_deref(), Some(name));
+    }
 }

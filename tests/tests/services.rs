@@ -744,3 +744,22 @@ async fn a_failed_probe_opens_it_again_and_an_admin_can_close_it() {
     world.deliver().await;
     assert_eq!(world.action(next).await.status, Status::Completed);
 }
+
+#[tokio::test]
+async fn forwarding_outside_the_allowed_domains_is_refused_at_intake_naming_the_address() {
+    let world = World::new();
+    let forward = |to: serde_json::Value| json!({"action_type": "gmail.forward", "payload": {"message_id": "m1", "to": to, "text": "FYI"}});
+    let (status, body) = world.propose("alice", forward(json!(["a@example.com", "x@evil.test"]))).await;
+    assert_eq!(
+        (status, body["error"].as_str(), body["field"].as_str()),
+        (403, Some("domain_not_allowed"), Some("payload.to[1]")),
+        "{body}"
+    );
+    let (status, body) = world.propose("alice", forward(json!(["a@sub.example.com"]))).await;
+    assert_eq!((status, body["status"].as_str()), (201, Some("awaiting_approval")), "{body}");
+    // In a plan the field names the step.
+    let plan = json!({"steps": [{"action_type": "gmail.archive", "payload": {"message_id": "m1"}},
+                                {"action_type": "gmail.forward", "payload": {"message_id": "m1", "to": ["x@evil.test"]}}]});
+    let (status, body) = world.propose("alice", plan).await;
+    assert_eq!((status, body["field"].as_str()), (403, Some("steps[1].payload.to[0]")), "{body}");
+}

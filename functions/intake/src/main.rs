@@ -22,6 +22,7 @@ async fn main() -> Result<(), Error> {
     startup.step("logging");
     let config = Config::from_env()?;
     let mail = MailConfig::from_env()?;
+    let connectors = actiongate::config::ConnectorConfig::from_env()?;
     startup.step("configuration");
     let aws = aws_config().await;
     startup.step("sdk_config");
@@ -45,9 +46,7 @@ async fn main() -> Result<(), Error> {
         Registry::with_connectors(
             &aws,
             Arc::new(actiongate::handlers::webhook::AddressGuard::new(
-                actiongate::handlers::webhook::Allowlist::parse(
-                    &std::env::var(actiongate::config::vars::WEBHOOK_ALLOWLIST).unwrap_or_default(),
-                ),
+                actiongate::handlers::webhook::Allowlist::parse(&connectors.webhook_allowlist),
             )?),
         ),
         Arc::new(SystemClock),

@@ -95,7 +95,7 @@ pub fn schema(action_type: &str) -> Option<Value> {
                    "quantity": {"type": "integer", "minimum": 1, "maximum": 10000}}),
             "a purchase",
         ),
-        _ => return None,
+        other => return crate::domain::google_payloads::schema(other),
     })
     .filter(|_| BUILTIN_ACTION_TYPES.contains(&action_type))
 }

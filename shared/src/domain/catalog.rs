@@ -56,7 +56,7 @@ pub fn describe(action_type: &str, payload: &Value) -> String {
             payload.get("amount").map(Value::to_string).unwrap_or_default(),
             s("currency")
         ),
-        other => other.to_owned(),
+        other => crate::domain::google_payloads::describe(other, payload).unwrap_or_else(|| other.to_owned()),
     }
 }
 

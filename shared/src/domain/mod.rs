@@ -15,6 +15,7 @@ pub mod digest;
 pub mod duration;
 pub mod execution;
 pub mod field_error;
+pub mod google_payloads;
 pub mod guards;
 pub mod html;
 pub mod ids;

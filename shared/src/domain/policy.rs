@@ -52,6 +52,10 @@ pub struct Defaults {
     /// Roll back a plan's completed steps when a later step fails for good.
     #[serde(default)]
     pub compensate_on_failure: bool,
+    /// The recipient domains `gmail.forward` may send to (a domain allows its subdomains);
+    /// empty: forwarding is refused at intake (`domain_not_allowed`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub forward_domains: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -369,8 +373,23 @@ impl Policy {
             connector.check(name).map_err(PolicyError)?;
         }
         crate::domain::integrations::check_policy(&self.integrations).map_err(PolicyError)?;
+        let domain_ok = |d: &str| {
+            let d = d.trim_start_matches('@');
+            !d.is_empty()
+                && d.len() <= 253
+                && d.contains('.')
+                && d.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+        };
+        if let Some(bad) = self.defaults.forward_domains.iter().find(|d| !domain_ok(d)) {
+            return Err(PolicyError(format!("defaults.forward_domains: `{bad}` is not a domain name")));
+        }
         self.custom_types().map_err(PolicyError)?;
         Ok(())
+    }
+
+    /// The recipient domains `gmail.forward` may send to.
+    pub fn forward_domains(&self) -> &[String] {
+        &self.defaults.forward_domains
     }
 
     /// The declared types' payload rules, compiled (a schema that does not compile is the error).

@@ -47,6 +47,11 @@ pub const BUILTIN_ACTION_TYPES: &[&str] = &[
     "gmail.label",
     "gmail.delete",
     "calendar.create_event",
+    "gmail.reply",
+    "gmail.forward",
+    "drive.move_file",
+    "docs.create_document",
+    "tasks.create",
     "http_request",
     "make_payment",
     "make_purchase",
@@ -229,6 +234,9 @@ pub fn validate_payload(action_type: &str, payload: &Value, path: &str) -> Resul
             deep,
             format!("nests too deeply (at most {MAX_PAYLOAD_DEPTH} levels inside a payload)"),
         ));
+    }
+    if let Some(checked) = crate::domain::google_payloads::validate(action_type, payload, path) {
+        return checked;
     }
     let mut p = Obj::at(payload, path)?;
     match action_type {

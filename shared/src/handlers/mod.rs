@@ -7,9 +7,14 @@
 
 pub mod calendar;
 pub mod connector;
+pub mod docs;
+pub mod drive;
 pub mod email;
 pub mod gmail;
+pub mod gmail_send;
+pub mod google_api;
 pub mod payment;
+pub mod tasks;
 pub mod webhook;
 
 pub use crate::ports::handler::*;
@@ -35,6 +40,11 @@ impl Registry {
             handlers.insert(name, Arc::new(gmail::GmailModify { action_type: name, change }));
         }
         handlers.insert("calendar.create_event", Arc::new(calendar::CreateEvent));
+        handlers.insert("gmail.reply", Arc::new(gmail_send::Reply));
+        handlers.insert("gmail.forward", Arc::new(gmail_send::Forward));
+        handlers.insert("drive.move_file", Arc::new(drive::MoveFile));
+        handlers.insert("docs.create_document", Arc::new(docs::CreateDocument));
+        handlers.insert("tasks.create", Arc::new(tasks::CreateTask));
         handlers.insert("http_request", Arc::new(webhook::HttpRequest));
         handlers.insert("make_payment", Arc::new(payment::Payment { action_type: "make_payment" }));
         handlers.insert("make_purchase", Arc::new(payment::Payment { action_type: "make_purchase" }));
@@ -91,6 +101,9 @@ impl Dependencies {
             kyc: Arc::new(StoredCredentials(store)),
             gmail_base: config.gmail_base,
             calendar_base: config.calendar_base,
+            drive_base: config.drive_base,
+            docs_base: config.docs_base,
+            tasks_base: config.tasks_base,
             guard: Arc::new(webhook::AddressGuard::new(webhook::Allowlist::parse(&config.webhook_allowlist))?),
             policy,
         })

@@ -134,6 +134,11 @@ pub struct Dependencies {
     pub credentials: Arc<dyn CredentialProvider>,
     pub gmail_base: String,
     pub calendar_base: String,
+    /// Google Drive (`https://www.googleapis.com/drive/v3`), Docs (`https://docs.googleapis.com/v1`)
+    /// and Tasks (`https://tasks.googleapis.com/tasks/v1`).
+    pub drive_base: String,
+    pub docs_base: String,
+    pub tasks_base: String,
     pub guard: Arc<dyn GuardedHttp>,
     pub policy: Arc<dyn PolicyReader>,
     pub kyc: Arc<dyn KycCheck>,

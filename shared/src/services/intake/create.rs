@@ -44,6 +44,29 @@ fn resolve_approver(
     Ok(candidates.into_iter().find(|a| !is_requester(a)))
 }
 
+/// `gmail.forward` goes only to the recipient domains the policy allows (403
+/// `domain_not_allowed`, naming the address's field).
+fn forwards_allowed(request: &CreateActionRequest, policy: &Policy) -> Result<(), ApiError> {
+    let single = request.steps.len() == 1 && !request.payload.is_null();
+    for (index, kind) in request.steps.iter().enumerate() {
+        let crate::domain::StepKind::Action { action_type, payload } = kind else { continue };
+        if action_type != "gmail.forward" {
+            continue;
+        }
+        if let Err((field, message)) =
+            crate::domain::google_payloads::forward_domains_allowed(payload, policy.forward_domains())
+        {
+            let field = if single { field } else { field.replacen("payload", &format!("steps[{index}].payload"), 1) };
+            return Err(ApiError::Denied {
+                code: "domain_not_allowed",
+                message: format!("{field}: {message}"),
+                extra: json!({"field": field, "allowed_domains": policy.forward_domains()}),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// One counter per (type, window), consuming as many units as the plan has steps of the type.
 fn counters_for(user: &UserId, decision: &Decision, now: DateTime<Utc>) -> Vec<CounterSpec> {
     let mut units: BTreeMap<(String, &'static str), (crate::policy::RateLimit, u32)> = BTreeMap::new();
@@ -238,6 +261,7 @@ impl IntakeService {
             }
         })?;
 
+        forwards_allowed(&request, &policy)?;
         let action_types: Vec<&str> = request.action_steps().collect();
         let needs_kyc = action_types.iter().any(|t| policy.rule(t).is_some_and(|r| r.requires_kyc));
         let kyc_verified =
