@@ -348,6 +348,25 @@ fn drive(st: &mut GoogleState, method: &str, rest: &[&str], q: &Query, body: &Va
                 .collect();
             (200, json!({"kind": "drive#fileList", "incompleteSearch": false, "files": files}))
         }
+        // files.create, metadata only (a Docs document is created this way with its tag).
+        ("POST", ["files"]) => {
+            let name = body.get("name").and_then(Value::as_str).unwrap_or("Untitled").to_owned();
+            let mime_type =
+                body.get("mimeType").and_then(Value::as_str).unwrap_or("application/octet-stream").to_owned();
+            let mut app_properties = BTreeMap::new();
+            for (k, v) in body.get("appProperties").and_then(Value::as_object).into_iter().flatten() {
+                let Some(v) = v.as_str() else { return error(400, "Invalid value for: appProperties") };
+                app_properties.insert(k.clone(), v.to_owned());
+            }
+            let id = st.new_id(if mime_type == DOCUMENT_MIME { "doc" } else { "file" });
+            if mime_type == DOCUMENT_MIME {
+                st.docs.insert(id.clone(), String::new());
+            }
+            let file = DriveFile { name, parents: vec!["root".to_owned()], trashed: false, app_properties, mime_type };
+            let answer = file.to_json(&id);
+            st.files.insert(id, file);
+            (200, answer)
+        }
         ("GET", ["files", id]) => match st.files.get(*id) {
             Some(f) => (200, f.to_json(id)),
             None => error(404, &format!("File not found: {id}.")),

@@ -93,7 +93,9 @@ async fn declared_types_validate_preview_wait_for_approval_stay_manual_and_a_fai
     policy["types"]["CHANGE_URL"] = json!({"tier": 3, "reversible": false, "description": "move a page (a human does it)",
         "schema": {"type": "object", "required": ["page", "new_url"], "properties": {"page": page, "new_url": {"type": "string"}}}});
     // The flaky connector's breaker opens after 2 transient failures and cools off for 2 s.
-    policy["integrations"] = json!({"connector:flaky": {"consecutive_failures": 2, "cool_off": "PT2S"}});
+    // (One action's failures are enough here: min_actions 1.)
+    policy["integrations"] =
+        json!({"connector:flaky": {"consecutive_failures": 2, "cool_off": "PT2S", "min_actions": 1}});
     let stored = api.call("PUT", "/admin/policy", Some(&admin), Some(policy.to_string()), &[]).await;
     assert_eq!(stored.status, 200, "{}", stored.body);
 
@@ -130,10 +132,11 @@ async fn declared_types_validate_preview_wait_for_approval_stay_manual_and_a_fai
         )
         .await;
     assert_eq!(dry.status, 200, "{}", dry.body);
-    assert_eq!(
-        dry.body["preview"][0],
-        "Add the link https://shop.example.com/p to /best-pens (it has 0 affiliate links now)"
-    );
+    let line = dry.body["preview"][0].as_str().unwrap();
+    assert!(line.starts_with("ADD_AFFILIATE_LINK: add an affiliate link"), "ours first: {line}");
+    let theirs =
+        "(the connector says: Add the link https://shop.example.com/p to /best-pens (it has 0 affiliate links now))";
+    assert!(line.ends_with(theirs), "{line}");
 
     // Tier 2: waits for approval, with the connector's preview in the mail; runs once approved.
     let text = "Two new paragraphs about fountain pens.";

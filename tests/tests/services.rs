@@ -639,7 +639,7 @@ async fn a_retry_waits_at_least_as_long_as_the_target_asked() {
 /// failures in a row and cooling off for a minute.
 fn flaky_integration_world() -> World {
     let mut doc = serde_json::to_value(actiongate_local::world::policy()).unwrap();
-    doc["integrations"] = json!({"fake:gmail.archive": {"consecutive_failures": 2, "cool_off": "PT1M"}});
+    doc["integrations"] = json!({"fake:gmail.archive": {"consecutive_failures": 2, "cool_off": "PT1M", "min_actions": 1, "max_wait": "PT1H"}});
     World::with_policy(actiongate::policy::Policy::parse_json(doc).unwrap())
 }
 
@@ -762,4 +762,71 @@ async fn forwarding_outside_the_allowed_domains_is_refused_at_intake_naming_the_
                                 {"action_type": "gmail.forward", "payload": {"message_id": "m1", "to": ["x@evil.test"]}}]});
     let (status, body) = world.propose("alice", plan).await;
     assert_eq!((status, body["field"].as_str()), (403, Some("steps[1].payload.to[0]")), "{body}");
+}
+
+#[tokio::test]
+async fn work_that_waited_longer_than_max_wait_for_its_integration_fails_instead_of_waiting_forever() {
+    use actiongate::domain::breaker::BreakerStatus;
+    use actiongate::domain::integrations::IntegrationBreaker;
+    let mut world = flaky_integration_world();
+    let name = "fake:gmail.archive";
+    // The integration is down and keeps failing its probes: open, again and again.
+    let open_at = |at| {
+        let mut b = IntegrationBreaker::default();
+        b.breaker.state = BreakerStatus::Open;
+        b.breaker.opened_at = Some(at);
+        b.breaker.reason = Some("down (test)".into());
+        b
+    };
+    let mut b = open_at(world.now());
+    b.breaker.version = 1;
+    world.store.save_integration(name, 0, &b, None, world.now()).await.unwrap();
+    let id = created(&world, "alice", proposal("gmail.archive")).await;
+    world.deliver().await;
+    let first = world.action(id).await;
+    assert_eq!((first.status, first.attempts), (Status::Queued, 0));
+    let since = first.integration_wait_since.expect("it started waiting");
+    let audited = world.store.audit_trail(id).await.unwrap().len();
+    // Reopened by a failed probe 50 minutes later: the step keeps waiting, quietly.
+    world.advance(Duration::minutes(50));
+    let mut again = open_at(world.now());
+    again.breaker.version = 2;
+    world.store.save_integration(name, 1, &again, None, world.now()).await.unwrap();
+    world.run_executor(&ExecuteMessage { action_id: id, step: 0 }).await;
+    let waiting = world.action(id).await;
+    assert_eq!((waiting.status, waiting.integration_wait_since), (Status::Queued, Some(since)));
+    assert_eq!(world.store.audit_trail(id).await.unwrap().len(), audited, "only the first wait is audited");
+    // Past max_wait (an hour), the integration still down, it fails instead of waiting on.
+    world.advance(Duration::seconds(10 * 60 + 30));
+    let mut still = open_at(world.now());
+    still.breaker.version = 3;
+    world.store.save_integration(name, 2, &still, None, world.now()).await.unwrap();
+    world.run_executor(&ExecuteMessage { action_id: id, step: 0 }).await;
+    let failed = world.action(id).await;
+    assert_eq!(failed.status, Status::Failed);
+    assert_eq!(failed.error.as_ref().unwrap()["code"], "integration_unavailable", "{:?}", failed.error);
+    assert!(world.effects_of(id).is_empty());
+}
+
+#[tokio::test]
+async fn a_probe_the_target_refuses_closes_the_breaker_and_our_own_errors_never_count() {
+    use actiongate::domain::integrations::IntegrationSettings;
+    use actiongate::services::breaker::{record_call, Call, CallOutcome};
+    let world = World::new();
+    let settings = IntegrationSettings { consecutive_failures: 1, min_actions: 1, ..Default::default() };
+    let failed = Call { outcome: CallOutcome::Failed, probe: false, source: ("a1", "alice") };
+    let opened = record_call(&world.store, "gmail", &settings, failed, "test", world.now()).await.unwrap();
+    assert!(opened.is_some());
+    // Our store or a per-user 429 says nothing about the integration.
+    let ours = actiongate::ports::handler::HandlerError::transient("store_unavailable", "x");
+    assert_eq!(CallOutcome::of(Some(&ours)), CallOutcome::Unrelated);
+    let quota = actiongate::ports::handler::HandlerError::transient("http_429", "x");
+    assert_eq!(CallOutcome::of(Some(&quota)), CallOutcome::Unrelated);
+    // A refused call is the request's fault; as a probe, it shows the integration answers.
+    let refused = Call { outcome: CallOutcome::Refused, probe: false, source: ("a2", "alice") };
+    record_call(&world.store, "gmail", &settings, refused, "test", world.now()).await.unwrap();
+    assert!(world.store.integration("gmail", 20).await.unwrap().is_open());
+    let probe = Call { outcome: CallOutcome::Refused, probe: true, source: ("a3", "alice") };
+    record_call(&world.store, "gmail", &settings, probe, "test", world.now()).await.unwrap();
+    assert!(!world.store.integration("gmail", 20).await.unwrap().is_open());
 }

@@ -227,6 +227,10 @@ pub struct Action {
     /// request's), and both hold for every path that queues work.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_before: Option<DateTime<Utc>>,
+    /// Since when the next step waits for its integration's breaker to close (cleared when the
+    /// step is claimed): past the integration's `max_wait` it fails instead of waiting on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub integration_wait_since: Option<DateTime<Utc>>,
     /// While `awaiting_approval`: the newest approval mail has not been delivered yet (the
     /// sweep sends it again with a fresh link until it is).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -285,6 +289,7 @@ impl Action {
             hold_reason: None,
             hold_until: None,
             not_before: None,
+            integration_wait_since: None,
             approval_mail_pending: false,
             approval_mail_attempts: 0,
             auto_started: false,

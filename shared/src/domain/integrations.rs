@@ -25,6 +25,10 @@ use std::collections::BTreeMap;
 /// How long a probe may run before another may be let through (longer than any executor
 /// invocation).
 pub const PROBE_LEASE_SECS: i64 = 120;
+/// Codes of failures that say nothing about the integration's health: our own store or
+/// secrets, and a target asking one caller to slow down (a per-user quota).
+pub const NOT_THE_INTEGRATION: &[&str] =
+    &["store_unavailable", "secret_unavailable", "http_429", "connector_429", "ses_throttled"];
 /// While a probe runs, other work looks again after at most this long.
 const PROBE_WAIT_SECS: i64 = 30;
 /// The longest cool-off a policy may set.
@@ -50,6 +54,17 @@ pub struct IntegrationSettings {
     /// How long it stays open before a probe is let through.
     #[serde(default = "default_cool_off")]
     pub cool_off: IsoDuration,
+    /// It opens only when the failures in the window come from at least this many actions…
+    #[serde(default = "default_min_actions")]
+    pub min_actions: usize,
+    /// …and this many users (2 or more where tenants share an integration, so one user's
+    /// failures cannot pause everyone's work).
+    #[serde(default = "default_min_users")]
+    pub min_users: usize,
+    /// The longest a step waits for the integration: past it the step fails
+    /// (`integration_unavailable`) instead of waiting on.
+    #[serde(default = "default_max_wait")]
+    pub max_wait: IsoDuration,
 }
 
 fn default_ratio() -> f64 {
@@ -67,6 +82,18 @@ fn default_consecutive() -> u32 {
 fn default_cool_off() -> IsoDuration {
     IsoDuration::from_secs(60)
 }
+fn default_min_actions() -> usize {
+    2
+}
+fn default_min_users() -> usize {
+    1
+}
+fn default_max_wait() -> IsoDuration {
+    IsoDuration::from_secs(86_400)
+}
+
+/// The longest `max_wait` a policy may set.
+pub const MAX_WAIT_SECS: u64 = 7 * 86_400;
 
 impl Default for IntegrationSettings {
     fn default() -> Self {
@@ -76,6 +103,9 @@ impl Default for IntegrationSettings {
             window: default_window(),
             consecutive_failures: default_consecutive(),
             cool_off: default_cool_off(),
+            min_actions: default_min_actions(),
+            min_users: default_min_users(),
+            max_wait: default_max_wait(),
         }
     }
 }
@@ -109,6 +139,16 @@ impl IntegrationSettings {
         if secs == 0 || secs > MAX_COOL_OFF_SECS {
             return at("cool_off", &format!("must be between 1 and {MAX_COOL_OFF_SECS} seconds"));
         }
+        if self.min_actions == 0 || self.min_actions > self.window {
+            return at("min_actions", "must be between 1 and the window");
+        }
+        if self.min_users == 0 || self.min_users > self.window {
+            return at("min_users", "must be between 1 and the window");
+        }
+        let wait = self.max_wait.as_secs();
+        if wait < secs || wait > MAX_WAIT_SECS {
+            return at("max_wait", &format!("must be at least the cool-off and at most {MAX_WAIT_SECS} seconds"));
+        }
         Ok(())
     }
 }
@@ -134,11 +174,11 @@ pub fn check_policy(policy: &IntegrationPolicy) -> Result<(), String> {
     Ok(())
 }
 
-/// An integration's name: 1 to 300 of letters, digits and `_ . : -`.
+/// An integration's name: 1 to 300 of letters, digits and `_ . : - [ ]` (an IPv6 host).
 pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 300
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-'))
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-' | '[' | ']'))
 }
 
 /// What the executor does with a step for an integration, given its breaker.
@@ -176,6 +216,10 @@ pub struct IntegrationBreaker {
     /// When it last changed state.
     #[serde(default)]
     pub changed_at: Option<DateTime<Utc>>,
+    /// (action, user) of the recent failures, most recent last (at most a window's worth):
+    /// opening needs failures from enough different actions and users.
+    #[serde(default)]
+    pub failure_sources: Vec<(String, String)>,
 }
 
 impl IntegrationBreaker {
@@ -207,8 +251,10 @@ impl IntegrationBreaker {
             return Gate::Wait { until: cooled };
         }
         match self.probe_started_at {
+            // A probe is out: look again in a while, at the latest when its lease ends.
             Some(p) if now < p + chrono::Duration::seconds(PROBE_LEASE_SECS) => Gate::Wait {
-                until: (p + chrono::Duration::seconds(PROBE_WAIT_SECS)).max(now + chrono::Duration::seconds(1)),
+                until: (p + chrono::Duration::seconds(PROBE_LEASE_SECS))
+                    .min(now + chrono::Duration::seconds(PROBE_WAIT_SECS)),
             },
             _ => Gate::Probe,
         }
@@ -220,9 +266,18 @@ impl IntegrationBreaker {
         self.breaker.version += 1;
     }
 
-    /// A transient failure or unknown outcome of a call to `name`.
-    pub fn record_failure(&mut self, name: &str, settings: &IntegrationSettings, now: DateTime<Utc>) -> Failure {
+    /// A transient failure or unknown outcome of a call to `name` by `source` (action, user).
+    pub fn record_failure(
+        &mut self,
+        name: &str,
+        settings: &IntegrationSettings,
+        source: (&str, &str),
+        now: DateTime<Utc>,
+    ) -> Failure {
         let what = format!("calls to {name}");
+        self.failure_sources.push((source.0.to_owned(), source.1.to_owned()));
+        let excess = self.failure_sources.len().saturating_sub(settings.window.max(1));
+        self.failure_sources.drain(..excess);
         if self.is_open() {
             self.breaker.record_as(false, &settings.breaker(), now, &what);
             self.breaker.version += 1;
@@ -235,8 +290,16 @@ impl IntegrationBreaker {
             }
             return Failure::Counted;
         }
-        let opened = self.breaker.record_as(false, &settings.breaker(), now, &what);
+        let mut opened = self.breaker.record_as(false, &settings.breaker(), now, &what);
         self.breaker.version += 1;
+        if opened.is_some() && !self.independent(settings) {
+            // Not enough independent evidence (one action's retries, one user's calls): the
+            // counts stay, the circuit stays closed.
+            self.breaker.state = crate::domain::breaker::BreakerStatus::Closed;
+            self.breaker.opened_at = None;
+            self.breaker.reason = None;
+            opened = None;
+        }
         match opened {
             Some(reason) => {
                 self.openings += 1;
@@ -248,6 +311,13 @@ impl IntegrationBreaker {
         }
     }
 
+    /// Whether the recent failures come from enough different actions and users.
+    fn independent(&self, settings: &IntegrationSettings) -> bool {
+        let actions: std::collections::BTreeSet<&str> = self.failure_sources.iter().map(|(a, _)| a.as_str()).collect();
+        let users: std::collections::BTreeSet<&str> = self.failure_sources.iter().map(|(_, u)| u.as_str()).collect();
+        actions.len() >= settings.min_actions && users.len() >= settings.min_users
+    }
+
     /// A success while open (the probe, or work that started before it opened): closes it,
     /// and the window starts afresh. `false` when it was closed already.
     pub fn close(&mut self, now: DateTime<Utc>) -> bool {
@@ -257,6 +327,7 @@ impl IntegrationBreaker {
         self.breaker.reset();
         self.breaker.version += 1;
         self.probe_started_at = None;
+        self.failure_sources.clear();
         self.changed_at = Some(now);
         true
     }
@@ -292,6 +363,27 @@ mod tests {
         DateTime::from_timestamp(1_800_000_000 + secs, 0).unwrap_or_default()
     }
 
+    const SRC: (&str, &str) = ("a9", "u");
+
+    #[test]
+    fn one_action_s_retries_or_one_user_s_calls_do_not_open_it_alone() {
+        let s = settings();
+        let mut b = IntegrationBreaker::default();
+        for i in 0..6 {
+            assert_eq!(b.record_failure("webhook:api.example.com", &s, ("only", "u"), t(i)), Failure::Counted);
+        }
+        assert!(!b.is_open(), "six failures of one action are one action's evidence");
+        assert!(matches!(b.record_failure("webhook:api.example.com", &s, ("other", "u"), t(7)), Failure::Opened(_)));
+        let shared = IntegrationSettings { min_users: 2, ..settings() };
+        let mut c = IntegrationBreaker::default();
+        for i in 0..6 {
+            let action = format!("a{i}");
+            assert_eq!(c.record_failure("gmail", &shared, (&action, "mallory"), t(i)), Failure::Counted);
+        }
+        assert!(!c.is_open(), "one user cannot pause a shared integration");
+        assert!(matches!(c.record_failure("gmail", &shared, ("a7", "bob"), t(7)), Failure::Opened(_)));
+    }
+
     fn settings() -> IntegrationSettings {
         IntegrationSettings { consecutive_failures: 3, cool_off: IsoDuration::from_secs(60), ..Default::default() }
     }
@@ -300,9 +392,11 @@ mod tests {
     fn it_opens_fails_fast_lets_one_probe_through_and_closes_on_its_success() {
         let s = settings();
         let mut b = IntegrationBreaker::default();
-        assert_eq!(b.record_failure("gmail", &s, t(0)), Failure::Counted);
-        assert_eq!(b.record_failure("gmail", &s, t(1)), Failure::Counted);
-        let Failure::Opened(reason) = b.record_failure("gmail", &s, t(2)) else { panic!("opens on the third") };
+        assert_eq!(b.record_failure("gmail", &s, ("a0", "u"), t(0)), Failure::Counted);
+        assert_eq!(b.record_failure("gmail", &s, ("a1", "u"), t(1)), Failure::Counted);
+        let Failure::Opened(reason) = b.record_failure("gmail", &s, ("a2", "u"), t(2)) else {
+            panic!("opens on the third")
+        };
         assert_eq!(reason, "3 calls to gmail failed in a row");
         assert_eq!((b.openings, b.state_at(&s, t(3))), (1, "open"));
         assert_eq!(b.gate(&s, t(3)), Gate::Wait { until: t(62) });
@@ -310,7 +404,8 @@ mod tests {
         assert_eq!(b.gate(&s, t(62)), Gate::Probe);
         assert_eq!(b.state_at(&s, t(62)), "half_open");
         b.start_probe(t(62));
-        assert_eq!(b.gate(&s, t(63)), Gate::Wait { until: t(92) }, "one probe at a time");
+        assert_eq!(b.gate(&s, t(63)), Gate::Wait { until: t(93) }, "one probe at a time, others look every 30 s");
+        assert_eq!(b.gate(&s, t(170)), Gate::Wait { until: t(182) }, "at the latest when the probe's lease ends");
         assert!(b.close(t(64)));
         assert_eq!((b.gate(&s, t(64)), b.breaker.consecutive_failures), (Gate::Pass, 0));
         assert!(!b.close(t(65)), "closing a closed breaker changes nothing");
@@ -321,10 +416,12 @@ mod tests {
         let s = settings();
         let mut b = IntegrationBreaker::default();
         for i in 0..3 {
-            b.record_failure("connector:site", &s, t(i));
+            b.record_failure("connector:site", &s, (["a1", "a2", "a3"][i as usize], "u"), t(i));
         }
         b.start_probe(t(70));
-        let Failure::ProbeFailed(_) = b.record_failure("connector:site", &s, t(71)) else { panic!("probe failed") };
+        let Failure::ProbeFailed(_) = b.record_failure("connector:site", &s, SRC, t(71)) else {
+            panic!("probe failed")
+        };
         assert_eq!((b.gate(&s, t(72)), b.openings), (Gate::Wait { until: t(131) }, 1), "no second alert");
         b.start_probe(t(131));
         // The probe's executor died: after the lease another probe may go.
@@ -333,9 +430,9 @@ mod tests {
         // A failure of work that started before it opened only counts.
         let mut c = IntegrationBreaker::default();
         for i in 0..3 {
-            c.record_failure("ses", &s, t(i));
+            c.record_failure("ses", &s, (["a1", "a2", "a3"][i as usize], "u"), t(i));
         }
-        assert_eq!(c.record_failure("ses", &s, t(5)), Failure::Counted);
+        assert_eq!(c.record_failure("ses", &s, SRC, t(5)), Failure::Counted);
         assert_eq!(c.breaker.opened_at, Some(t(2)));
     }
 

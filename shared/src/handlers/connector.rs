@@ -160,7 +160,7 @@ impl ConnectorHandler {
             .body(raw)
             .send()
             .await
-            .map_err(|e| HandlerError::from_reqwest(&e, &format!("connector {}", shown(&url))))?;
+            .map_err(|e| HandlerError::from_reqwest(&e.without_url(), &format!("connector {}", shown(&url))))?;
         let status = response.status().as_u16();
         // `Retry-After` in seconds (an HTTP date is left to the backoff).
         let retry_after = response

@@ -15,6 +15,8 @@ pub const ACTION_TYPE: &str = "docs.create_document";
 pub const KEY_PROPERTY: &str = "actiongateKey";
 const DOCS: &str = "Google Docs";
 const DRIVE: &str = "Google Drive";
+/// A Google Docs document, as Drive names its type.
+pub const DOCUMENT_MIME: &str = "application/vnd.google-apps.document";
 
 pub struct CreateDocument;
 
@@ -65,20 +67,26 @@ async fn find_tagged(ctx: &StepContext<'_>, key: &str) -> Result<Option<String>,
         .map(str::to_owned))
 }
 
-/// Creates an empty document; its id.
-async fn create(ctx: &StepContext<'_>, title: &str) -> Result<String, HandlerError> {
-    let url = api_url(&ctx.deps.docs_base, &["documents"], &[], DOCS)?;
-    let answer = call(ctx, Method::POST, url, Some(&json!({"title": title})), DOCS).await?;
+/// Creates an empty document tagged with the step's `key` in the same request (Drive
+/// `files.create` with the Docs mime type and `appProperties`): whatever happens after, a
+/// retry finds it. Its id.
+async fn create(ctx: &StepContext<'_>, title: &str, key: &str) -> Result<String, HandlerError> {
+    let url = api_url(&ctx.deps.drive_base, &["files"], &[("fields", "id"), ("supportsAllDrives", "true")], DRIVE)?;
+    let mut properties = Map::new();
+    properties.insert(KEY_PROPERTY.to_owned(), Value::String(key.to_owned()));
+    let body = json!({"name": title, "mimeType": DOCUMENT_MIME, "appProperties": properties});
+    let answer = call(ctx, Method::POST, url, Some(&body), DRIVE).await?;
     if !answer.is_success() {
-        return Err(answer.error(DOCS));
+        return Err(answer.error(DRIVE));
     }
     answer
         .json
-        .get("documentId")
+        .get("id")
         .and_then(Value::as_str)
         .filter(|id| !id.is_empty())
         .map(str::to_owned)
-        .ok_or_else(|| HandlerError::unknown("bad_response", "Google Docs answered the creation without a document id"))
+        // Tagged when made: the retry finds it by its key.
+        .ok_or_else(|| HandlerError::transient("bad_response", "Google Drive answered the creation without an id"))
 }
 
 /// Sets the document's Drive file properties (`appProperties` merge at Drive).
@@ -90,12 +98,6 @@ async fn set_properties(ctx: &StepContext<'_>, id: &str, changes: Value) -> Resu
     } else {
         Err(answer.error(DRIVE))
     }
-}
-
-async fn tag(ctx: &StepContext<'_>, id: &str, key: &str) -> Result<(), HandlerError> {
-    let mut properties = Map::new();
-    properties.insert(KEY_PROPERTY.to_owned(), Value::String(key.to_owned()));
-    set_properties(ctx, id, json!({"appProperties": properties})).await
 }
 
 /// Moves the document to the trash; whether it was there to trash.
@@ -165,16 +167,7 @@ impl Handler for CreateDocument {
             let key = ctx.idempotency_key.as_str();
             let (id, reused) = match find_tagged(ctx, key).await? {
                 Some(id) => (id, true),
-                None => {
-                    let id = create(ctx, title).await?;
-                    if let Err(e) = tag(ctx, &id, key).await {
-                        // Untagged, a retry would not find it and would make a second one:
-                        // put this one in the trash (best effort) before reporting.
-                        let _ = trash(ctx, &id).await;
-                        return Err(e);
-                    }
-                    (id, false)
-                }
+                None => (create(ctx, title, key).await?, false),
             };
             let mut text_inserted = false;
             // A reused document may have its text already (a retry after the insert).

@@ -142,6 +142,16 @@ impl Handler for MoveFile {
             let Some((add, remove)) = reparent_plan(&now, &before) else {
                 return Ok(json!({"file_id": file_id, "parents": now, "changed": false}));
             };
+            // Only our move is undone: a file someone moved on since stays where they put it.
+            let (_, folder) = ids(ctx.payload)?;
+            if now != BTreeSet::from([folder.to_owned()]) {
+                return Err(HandlerError::permanent(
+                    "target_changed",
+                    format!(
+                        "Drive file {file_id} was moved again since (now in {now:?}); a human decides where it goes"
+                    ),
+                ));
+            }
             let restored = reparent(ctx, file_id, &now, &add, &remove).await?;
             Ok(json!({"file_id": file_id, "parents": restored, "changed": true}))
         })

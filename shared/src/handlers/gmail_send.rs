@@ -25,8 +25,10 @@ pub use crate::domain::google_payloads::forward_domains_allowed;
 pub const REPLY: &str = "gmail.reply";
 pub const FORWARD: &str = "gmail.forward";
 const WHAT: &str = "Gmail";
-/// The most of a `format=raw` answer read for a forward (the original is base64 inside JSON).
-pub const MAX_ORIGINAL_ANSWER_BYTES: usize = 8 * 1024 * 1024;
+/// The most of a `format=raw` answer read for a forward (the original is base64 inside JSON):
+/// the answer, the decoded original, the new message and its encoding are held at once, by up
+/// to ten messages of a batch in a 256 MB function, so a larger original is refused.
+pub const MAX_ORIGINAL_ANSWER_BYTES: usize = 4 * 1024 * 1024;
 /// `References` keeps at most this many ids of the thread.
 const MAX_REFERENCES: usize = 20;
 

@@ -130,7 +130,7 @@ pub async fn read_capped(
                 body.extend_from_slice(&chunk);
             }
             Ok(None) => break,
-            Err(e) => return Err(HandlerError::from_reqwest(&e, what)),
+            Err(e) => return Err(HandlerError::from_reqwest(&e.without_url(), what)),
         }
     }
     Ok((body, truncated))

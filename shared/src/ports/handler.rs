@@ -315,10 +315,21 @@ impl Registry {
         steps.into_iter().map(|kind| self.describe(kind)).collect()
     }
 
-    /// What a stored action's steps do: the sentence its connector gave at intake (`preview`),
-    /// else [`Registry::describe`].
+    /// What a stored action's steps do: [`Registry::describe`], followed by the sentence the
+    /// step's connector gave at intake (`preview`), if any.
     pub fn step_lines(&self, steps: &[Step]) -> Vec<String> {
-        steps.iter().map(|s| s.preview.clone().unwrap_or_else(|| self.describe(&s.kind))).collect()
+        steps
+            .iter()
+            .map(|s| {
+                let ours = self.describe(&s.kind);
+                // The connector's words are labelled as such, after ours: they may echo the
+                // agent's payload.
+                match &s.preview {
+                    Some(theirs) => format!("{ours} (the connector says: {theirs})"),
+                    None => ours,
+                }
+            })
+            .collect()
     }
 
     pub fn get(&self, action_type: &str) -> Option<Arc<dyn Handler>> {

@@ -52,8 +52,10 @@ pub enum CallOutcome {
     Answered,
     /// A transient failure or an unknown outcome: the integration may be unwell.
     Failed,
-    /// The request's own fault (a 4xx): says nothing about the integration's health.
+    /// The request's own fault (a 4xx): the integration answered, so it is up.
     Refused,
+    /// Says nothing about the integration (our store or secrets, a per-user 429).
+    Unrelated,
 }
 
 impl CallOutcome {
@@ -61,6 +63,7 @@ impl CallOutcome {
     pub fn of(error: Option<&crate::ports::handler::HandlerError>) -> Self {
         match error {
             None => Self::Answered,
+            Some(e) if crate::domain::integrations::NOT_THE_INTEGRATION.contains(&e.code.as_str()) => Self::Unrelated,
             Some(e) if e.kind == crate::ports::handler::ErrorKind::Permanent => Self::Refused,
             Some(_) => Self::Failed,
         }
@@ -117,6 +120,16 @@ pub async fn admit(
     }
 }
 
+/// What one call was, for its integration's breaker.
+#[derive(Debug, Clone, Copy)]
+pub struct Call<'a> {
+    pub outcome: CallOutcome,
+    /// It was the probe let through a cooled-off breaker.
+    pub probe: bool,
+    /// (action, user) that made it.
+    pub source: (&'a str, &'a str),
+}
+
 /// Records what a call to integration `name` told about it. Returns the reason when this
 /// opened the breaker from closed (alert once). A success on a closed breaker is one write
 /// without a read; anything else reads, decides and saves conditionally (retried on a race).
@@ -124,15 +137,17 @@ pub async fn record_call(
     store: &dyn IntegrationStore,
     name: &str,
     settings: &IntegrationSettings,
-    outcome: CallOutcome,
+    call: Call<'_>,
     actor: &str,
     now: DateTime<Utc>,
 ) -> Result<Option<String>, TransitionError> {
-    // A refusal is the request's fault; a refused probe leaves the probe to run out its lease.
-    if outcome == CallOutcome::Refused {
-        return Ok(None);
-    }
-    let answered = outcome == CallOutcome::Answered;
+    // A refusal is the request's fault, but a refused probe shows the integration answers.
+    let answered = match call.outcome {
+        CallOutcome::Answered => true,
+        CallOutcome::Refused if call.probe => true,
+        CallOutcome::Refused | CallOutcome::Unrelated => return Ok(None),
+        CallOutcome::Failed => false,
+    };
     for _ in 0..5 {
         let mut breaker = store.integration(name, settings.window).await?;
         let before = breaker.version();
@@ -145,7 +160,7 @@ pub async fn record_call(
             breaker.close(now);
             Some((from, "closed", "a call succeeded; the integration is back".to_owned()))
         } else {
-            match breaker.record_failure(name, settings, now) {
+            match breaker.record_failure(name, settings, call.source, now) {
                 Failure::Counted => None,
                 Failure::Opened(reason) => Some(("closed", "open", reason)),
                 Failure::ProbeFailed(reason) => Some(("half_open", "open", reason)),

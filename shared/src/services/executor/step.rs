@@ -41,12 +41,13 @@ impl ExecutorService {
         // Each integration has a breaker of its own: while it is open the step waits in the
         // queue (no attempt spent); after the cool-off one call goes through as the probe.
         let integration = handler.integration(&payload);
+        let mut probe = false;
         if let Some(name) = &integration {
             let settings = crate::domain::integrations::settings_for(&policy.integrations, name);
             match crate::services::breaker::admit(&*self.store, name, &settings, "executor", now).await {
-                Admission::Run { probe } => tracing::debug!(probe, integration = %name, "integration admitted"),
+                Admission::Run { probe: p } => probe = p,
                 Admission::Wait { until, reason } => {
-                    return self.wait_for_integration(&action, index, until, reason).await
+                    return self.wait_for_integration(action, index, until, reason, &settings, deadline).await
                 }
             }
         }
@@ -73,6 +74,7 @@ impl ExecutorService {
         let mut claimed = action.clone();
         claimed.attempts += 1;
         claimed.not_before = None;
+        claimed.integration_wait_since = None;
         claimed.lease_expires_at = Some(self.lease(deadline));
         let step = &mut claimed.steps[index];
         step.attempts += 1;
@@ -101,7 +103,7 @@ impl ExecutorService {
             let call = CallOutcome::of(Some(&error));
             let claimed_path = (Status::Executing, claim_reason, None);
             let outcome = self.settle_failure(&action, claimed, index, error, Some(claimed_path), deadline).await;
-            self.note_call(integration.as_deref(), call).await;
+            self.note_call(integration.as_deref(), &action, probe, call).await;
             return outcome;
         }
         // Tier-1 work is claimed only while the breaker is closed, checked in the same write.
@@ -150,30 +152,51 @@ impl ExecutorService {
             Err(error) => self.settle_failure(&claimed, claimed.clone(), index, error, None, deadline).await,
         };
         // What the call told about its integration, once the step is recorded.
-        self.note_call(integration.as_deref(), call).await;
+        self.note_call(integration.as_deref(), &action, probe, call).await;
         outcome
     }
 
     /// The step's integration is switched off by its breaker: the step stays `queued`, not
-    /// before `until` (audited), and its message comes back then. Spends no attempt. Two
-    /// deliveries of one message cannot both defer it (the write is conditional).
+    /// before `until`, and its message comes back then. Spends no attempt; the first wait is
+    /// audited (later ones only move `not_before`); past the integration's `max_wait` the step
+    /// fails (`integration_unavailable`) instead. Two deliveries of one message cannot both
+    /// defer it (the write is conditional).
     async fn wait_for_integration(
         &self,
-        action: &Action,
+        action: Action,
         index: usize,
         until: DateTime<Utc>,
         reason: String,
+        settings: &crate::domain::integrations::IntegrationSettings,
+        deadline: DateTime<Utc>,
     ) -> Outcome {
         let now = self.clock.now();
+        let since = action.integration_wait_since.unwrap_or(now);
+        if now - since > settings.max_wait.to_chrono() {
+            let error = HandlerError::permanent(
+                "integration_unavailable",
+                format!("waited {} for the integration, longer than its max_wait ({reason})", settings.max_wait),
+            );
+            return self.fail_unclaimed(action, index, error, deadline).await;
+        }
         let mut after = action.clone();
         after.not_before = Some(until);
+        after.integration_wait_since = Some(since);
         after.version = action.version + 1;
         after.updated_at = now;
-        let note = AuditEvent::note(action, after.version, now, "executor", format!("step {index} waits: {reason}"));
-        match self.store.transition(action, &after, &note).await {
+        let written = if action.integration_wait_since.is_none() {
+            let note =
+                AuditEvent::note(&action, after.version, now, "executor", format!("step {index} waits: {reason}"));
+            self.store.transition(&action, &after, &note).await
+        } else {
+            self.store.transition_many(&action, &after, &[], None).await
+        };
+        match written {
             Ok(()) => {
-                // A few seconds of jitter, so the work an outage held back does not return at once.
-                let delay = u64::try_from((until - now).num_seconds()).unwrap_or(0).max(1) + rand::random::<u64>() % 6;
+                // Jitter, so the work an outage held back does not all return at once.
+                let spread = (settings.cool_off.as_secs() / 2).clamp(5, 60);
+                let delay = u64::try_from((until - now).num_seconds()).unwrap_or(0).max(1)
+                    + rand::random::<u64>() % (spread + 1);
                 self.enqueue_at(&after, index, delay, &format!("s{index}-open{}", until.timestamp())).await;
                 tracing::warn!(%reason, "the step's integration is switched off; it waits");
                 Outcome::Ran(after.status)
@@ -185,11 +208,14 @@ impl ExecutorService {
 
     /// Feeds a call's outcome to its integration's breaker (bounded: it never holds the
     /// invocation up); the executor that opens it mails the alert, once.
-    async fn note_call(&self, integration: Option<&str>, call: CallOutcome) {
+    async fn note_call(&self, integration: Option<&str>, action: &Action, probe: bool, call: CallOutcome) {
         let Some(name) = integration else { return };
         let policy = self.deps.policy.current().await;
         let settings = crate::domain::integrations::settings_for(&policy.integrations, name);
         let now = self.clock.now();
+        let action_id = action.action_id.to_string();
+        let call =
+            crate::services::breaker::Call { outcome: call, probe, source: (&action_id, action.user_id.as_str()) };
         let record = crate::services::breaker::record_call(&*self.store, name, &settings, call, "executor", now);
         match tokio::time::timeout(std::time::Duration::from_secs(3), record).await {
             Ok(Ok(Some(reason))) => {

@@ -13,10 +13,17 @@ const CONSULT_BUDGET: Duration = Duration::from_secs(10);
 /// The longest preview sentence kept.
 const MAX_PREVIEW_CHARS: usize = 300;
 
+/// Format characters that change how text reads without showing: bidirectional overrides and
+/// isolates, zero-width characters, the soft hyphen, the byte-order mark.
+fn is_invisible(c: char) -> bool {
+    matches!(c, '\u{00AD}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}')
+}
+
 /// A connector's sentence, fit for a mail and a page: one line, no control characters, bounded.
 fn clean_preview(raw: &str) -> Option<String> {
     let line: String = raw
         .chars()
+        .filter(|c| !is_invisible(*c))
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect::<String>()
         .split_whitespace()
@@ -48,6 +55,17 @@ fn consult_error(e: HandlerError, action_type: &str, field: &str, phase: Phase) 
 }
 
 impl IntakeService {
+    /// When integration `name`'s open breaker lets a call through again (`None`: closed, or
+    /// unreadable — then the connector is asked).
+    async fn open_until(&self, name: &str, policy: &Policy) -> Option<DateTime<Utc>> {
+        let settings = crate::domain::integrations::settings_for(&policy.integrations, name);
+        let breaker = self.store.integration(name, settings.window).await.ok()?;
+        match breaker.gate(&settings, self.clock.now()) {
+            crate::domain::integrations::Gate::Wait { until } => Some(until),
+            _ => None,
+        }
+    }
+
     /// Asks each step's connector what it serves of `validate` and `preview`; the previews, a
     /// step each (`None` where there is none). A refusal by `validate` refuses the request.
     pub(super) async fn consult(
@@ -64,11 +82,27 @@ impl IntakeService {
             if let StepKind::Action { action_type, payload } = kind {
                 if let Some(handler) = self.registry.resolve(action_type, policy) {
                     let field = if single { "payload".to_owned() } else { format!("steps[{index}].payload") };
+                    // A connector whose breaker is open is not asked: it is known to be down.
+                    let open = match handler.integration(payload) {
+                        Some(name) => self.open_until(&name, policy).await,
+                        None => None,
+                    };
                     for phase in [Phase::Validate, Phase::Preview] {
                         let budget = CONSULT_BUDGET.saturating_sub(started.elapsed());
                         let question = Consultation { phase, user, step: index, payload, budget };
                         let Some(answer) = handler.consult(&question) else { continue };
-                        match (phase, answer.await) {
+                        let answer = match open {
+                            Some(until) => Err(HandlerError::transient(
+                                "integration_open",
+                                format!("its circuit is open until {}", format_time(until)),
+                            )
+                            .retry_after(u64::try_from((until - self.clock.now()).num_seconds()).ok())),
+                            // Bounded as a whole (the key's fetch included), whatever the connector does.
+                            None => tokio::time::timeout(budget + Duration::from_secs(1), answer).await.unwrap_or_else(
+                                |_| Err(HandlerError::transient("timeout", "the connector did not answer in time")),
+                            ),
+                        };
+                        match (phase, answer) {
                             (Phase::Preview, Ok(a)) => {
                                 preview = a.get("preview").and_then(Value::as_str).and_then(clean_preview);
                             }
@@ -98,6 +132,7 @@ mod tests {
     fn previews_are_one_bounded_line() {
         assert_eq!(clean_preview("Add a link\r\nto /page\t now").as_deref(), Some("Add a link to /page now"));
         assert_eq!(clean_preview("  \n "), None);
+        assert_eq!(clean_preview("pay \u{202E}0001\u{202C} USD").as_deref(), Some("pay 0001 USD"), "no bidi tricks");
         let long = clean_preview(&"é".repeat(400)).unwrap();
         assert_eq!(long.chars().count(), MAX_PREVIEW_CHARS + 1);
     }
