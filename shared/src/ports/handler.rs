@@ -301,11 +301,19 @@ impl Registry {
     /// tier-3 type, a wait) the catalogue's words. Approval mail and pages, dry runs and the
     /// console all describe actions through here.
     pub fn describe(&self, kind: &StepKind) -> String {
+        self.describe_under(kind, None)
+    }
+
+    /// [`Registry::describe`], also describing the types `policy` declares (their handler's
+    /// preview: the type and its description).
+    pub fn describe_under(&self, kind: &StepKind, policy: Option<&Policy>) -> String {
         match kind {
-            StepKind::Action { action_type, payload } => match self.get(action_type) {
-                Some(handler) => handler.preview(payload),
-                None => catalog::step_line(kind),
-            },
+            StepKind::Action { action_type, payload } => {
+                match self.get(action_type).or_else(|| policy.and_then(|p| self.resolve(action_type, p))) {
+                    Some(handler) => handler.preview(payload),
+                    None => catalog::step_line(kind),
+                }
+            }
             _ => catalog::step_line(kind),
         }
     }
@@ -317,11 +325,11 @@ impl Registry {
 
     /// What a stored action's steps do: [`Registry::describe`], followed by the sentence the
     /// step's connector gave at intake (`preview`), if any.
-    pub fn step_lines(&self, steps: &[Step]) -> Vec<String> {
+    pub fn step_lines(&self, steps: &[Step], policy: Option<&Policy>) -> Vec<String> {
         steps
             .iter()
             .map(|s| {
-                let ours = self.describe(&s.kind);
+                let ours = self.describe_under(&s.kind, policy);
                 // The connector's words are labelled as such, after ours: they may echo the
                 // agent's payload.
                 match &s.preview {

@@ -93,8 +93,9 @@ impl SweepService {
     }
 
     /// What each step of `action` does, in words.
-    fn plan_lines(&self, action: &Action) -> Vec<String> {
-        self.registry.step_lines(&action.steps)
+    async fn plan_lines(&self, action: &Action) -> Vec<String> {
+        let policy = self.policies.current().await;
+        self.registry.step_lines(&action.steps, Some(&policy))
     }
 
     /// Mails `action`'s approver a fresh link. The link's record is stored first (so the mail
@@ -120,8 +121,13 @@ impl SweepService {
         stored.updated_at = now;
         self.store.reissue_link(action, &stored, None, &record, None).await?;
         let link = crate::domain::approval::link(&mail.public_base_url, &token);
-        let mut message =
-            crate::services::notices::approval_mail(&stored, &self.plan_lines(&stored), &approver, &link, expires_at);
+        let mut message = crate::services::notices::approval_mail(
+            &stored,
+            &self.plan_lines(&stored).await,
+            &approver,
+            &link,
+            expires_at,
+        );
         if reminder {
             message.subject = format!("Reminder: {}", message.subject);
         }
@@ -169,7 +175,7 @@ impl SweepService {
         let (Some(mail), Some(to)) = (&self.mail, crate::domain::EmailAddress::parse(action.user_id.as_str())) else {
             return;
         };
-        let lines = self.plan_lines(action);
+        let lines = self.plan_lines(action).await;
         let text = format!(
             "Nobody approved your request in time, so it will not run:\n\n  {}\n\nIt expired at {}. Submit it again if it is still needed.\nAction id: {}\n",
             lines.join("; "),

@@ -68,7 +68,7 @@ impl ApprovalService {
             Err(page) => page,
             Ok((record, action)) => match link_state(&record, &action, self.clock.now()) {
                 LinkState::Open => {
-                    let lines = self.registry.step_lines(&action.steps);
+                    let lines = self.registry.step_lines(&action.steps, None);
                     LinkPage::Confirm { record, action, lines }
                 }
                 other => LinkPage::State(other),

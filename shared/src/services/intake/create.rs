@@ -296,7 +296,7 @@ impl IntakeService {
         };
 
         if request.dry_run {
-            return self.dry_run(&request, &decision, &counters, approver.as_ref(), &previews, now).await;
+            return self.dry_run(&request, &decision, &counters, approver.as_ref(), &previews, &policy).await;
         }
 
         let mut action = new_action(&request, &decision, identity, idempotency_key.clone(), now);
@@ -391,8 +391,13 @@ impl IntakeService {
 
         if let (Some((token, record, approver)), Some(expires_at)) = (&link, action.approval_expires_at) {
             let url = approval::link(&self.approval_mail.public_base_url, token);
-            let mail =
-                crate::services::notices::approval_mail(&action, &self.plan_lines(&action), approver, &url, expires_at);
+            let mail = crate::services::notices::approval_mail(
+                &action,
+                &self.plan_lines(&action, &policy),
+                approver,
+                &url,
+                expires_at,
+            );
             match self.approval_mail.mailer.send(&mail).await {
                 Ok(message_id) => {
                     tracing::info!(%message_id, approver = %record.approver, "approval requested");
@@ -455,8 +460,9 @@ impl IntakeService {
         counters: &[CounterSpec],
         approver: Option<&EmailAddress>,
         previews: &[Option<String>],
-        now: DateTime<Utc>,
+        policy: &Policy,
     ) -> Result<Reply, ApiError> {
+        let now = self.clock.now();
         let used = self.store.counter_usage(counters).await.map_err(ApiError::internal)?;
         let mut would_be_limited = None;
         let limits: Vec<Value> = counters
@@ -491,7 +497,7 @@ impl IntakeService {
             .enumerate()
             .map(|(i, k)| Step { preview: previews.get(i).cloned().flatten(), ..Step::new(i, k.clone()) })
             .collect();
-        let preview = self.registry.step_lines(&steps);
+        let preview = self.registry.step_lines(&steps, Some(policy));
         let steps: Vec<Value> = steps.iter().map(|s| serde_json::to_value(s).unwrap_or(Value::Null)).collect();
         Ok(Reply::json(
             200,

@@ -78,8 +78,8 @@ impl IntakeService {
     }
 
     /// What each step of `action` does, in words.
-    fn plan_lines(&self, action: &Action) -> Vec<String> {
-        self.registry.step_lines(&action.steps)
+    fn plan_lines(&self, action: &Action, policy: &Policy) -> Vec<String> {
+        self.registry.step_lines(&action.steps, Some(policy))
     }
 
     /// `GET /actions/{id}`: an action the caller may see.
