@@ -296,7 +296,8 @@ impl World {
                 Arc::new(queue.clone()),
                 Registry::new(handlers.clone()),
                 clock_dyn.clone(),
-            ),
+            )
+            .with_policies(policies.clone()),
             sweep: SweepService::new(
                 shared.clone(),
                 Arc::new(queue.clone()),

@@ -397,3 +397,51 @@ fn the_monetization_example_is_a_valid_policy_with_the_spec_s_tiers() {
     let bad = serde_json::json!({"page": "/best-pens", "url": "http://shop.example.com/pen"});
     assert_eq!(custom.check("ADD_AFFILIATE_LINK", &bad, "payload").unwrap().unwrap_err().field, "payload.url");
 }
+
+/// The OpenAPI document (`openapi/openapi.json`) names exactly the routes the template
+/// serves, method by method, and is a valid OpenAPI 3.1 document (`openapi-spec-validator`).
+#[test]
+fn the_openapi_document_covers_every_route_and_no_other() {
+    let doc = actiongate_local::openapi::document();
+    let mut documented: BTreeSet<(String, String)> = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            if ["get", "put", "post", "delete", "patch", "head", "options"].contains(&method.as_str()) {
+                documented.insert((method.to_ascii_uppercase(), path.clone()));
+            }
+        }
+    }
+    let t = template();
+    let mut served: BTreeSet<(String, String)> = BTreeSet::new();
+    for f in &t.functions {
+        for r in &f.routes {
+            if r.method == "ANY" {
+                // An ANY route is documented by the methods its function answers.
+                assert!(documented.iter().any(|(_, p)| *p == r.path), "{} (ANY) is served but not documented", r.path);
+                served.extend(documented.iter().filter(|(_, p)| *p == r.path).cloned());
+            } else {
+                served.insert((r.method.clone(), r.path.clone()));
+            }
+        }
+    }
+    let missing: Vec<_> = served.difference(&documented).collect();
+    let extra: Vec<_> = documented.difference(&served).collect();
+    assert!(missing.is_empty(), "served but not documented: {missing:?}");
+    assert!(extra.is_empty(), "documented but not served: {extra:?}");
+    assert_eq!(doc["openapi"].as_str().map(|v| v.starts_with("3.1")), Some(true));
+    let validator = actiongate_local::workspace_root().join(".venv/bin/openapi-spec-validator");
+    if validator.exists() {
+        let out = std::process::Command::new(validator)
+            .arg(actiongate_local::workspace_root().join("openapi/openapi.json"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    } else {
+        panic!("openapi-spec-validator is not installed: run make setup (requirements-dev.txt pins it)");
+    }
+}

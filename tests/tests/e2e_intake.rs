@@ -475,3 +475,32 @@ async fn cargo_lambda_invoke_with_sample_events() {
     let limits = invoke("apigw-rate-limits.json");
     assert_eq!(limits["status"], 200);
 }
+
+/// `GET /actions/{id}?wait=` answers as soon as the action changes (here: approved), and a
+/// wait outside 0–25 s is refused naming the field.
+#[tokio::test]
+async fn a_read_can_wait_for_the_next_change() {
+    let api = common::api();
+    let owner = someone("waiter");
+    let body = json!({"action_type": "send_email", "approver": common::APPROVER,
+                      "payload": {"to": ["bob@example.com"], "subject": "wait", "text": "hi"}});
+    let created = api.post("/actions", &owner, body).await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let id = created.body["action_id"].as_str().unwrap().to_owned();
+    let too_long = api.get(&format!("/actions/{id}?wait=26"), &owner).await;
+    assert_eq!((too_long.status, too_long.body["field"].as_str()), (400, Some("wait")), "{}", too_long.body);
+    let unchanged = std::time::Instant::now();
+    let same = api.get(&format!("/actions/{id}?wait=1"), &owner).await;
+    assert_eq!(same.body["status"], "awaiting_approval");
+    assert!(unchanged.elapsed() >= std::time::Duration::from_secs(1), "it waited the second");
+    let started = std::time::Instant::now();
+    let wait_path = format!("/actions/{id}?wait=20");
+    let (waited, approved) = tokio::join!(api.get(&wait_path, &owner), async {
+        tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+        api.post(&format!("/actions/{id}/approve"), common::APPROVER, json!({})).await
+    });
+    assert_eq!(approved.status, 200, "{}", approved.body);
+    assert_eq!(waited.status, 200);
+    assert_ne!(waited.body["status"], "awaiting_approval", "{}", waited.body);
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "answered at the change, not after 20 s");
+}

@@ -822,6 +822,11 @@ async fn a_probe_the_target_refuses_closes_the_breaker_and_our_own_errors_never_
     assert_eq!(CallOutcome::of(Some(&ours)), CallOutcome::Unrelated);
     let quota = actiongate::ports::handler::HandlerError::transient("http_429", "x");
     assert_eq!(CallOutcome::of(Some(&quota)), CallOutcome::Unrelated);
+    // A refusal of ours (no token stored) never reached the target: it proves nothing.
+    let ours = actiongate::ports::handler::HandlerError::permanent("no_credentials", "x");
+    assert_eq!(CallOutcome::of(Some(&ours)), CallOutcome::Unrelated);
+    let theirs = actiongate::ports::handler::HandlerError::permanent("http_404", "x");
+    assert_eq!(CallOutcome::of(Some(&theirs)), CallOutcome::Refused);
     // A refused call is the request's fault; as a probe, it shows the integration answers.
     let refused = Call { outcome: CallOutcome::Refused, probe: false, source: ("a2", "alice") };
     record_call(&world.store, "gmail", &settings, refused, "test", world.now()).await.unwrap();
@@ -829,4 +834,24 @@ async fn a_probe_the_target_refuses_closes_the_breaker_and_our_own_errors_never_
     let probe = Call { outcome: CallOutcome::Refused, probe: true, source: ("a3", "alice") };
     record_call(&world.store, "gmail", &settings, probe, "test", world.now()).await.unwrap();
     assert!(!world.store.integration("gmail", 20).await.unwrap().is_open());
+}
+
+/// An `Idempotency-Key` that is not visible ASCII reaches the function and is refused, never
+/// silently ignored (the request would otherwise run without idempotency).
+#[tokio::test]
+async fn a_non_ascii_idempotency_key_is_refused_not_ignored() {
+    let world = World::new();
+    let request = World::request_with(
+        "POST",
+        "/actions",
+        Some(proposal("gmail.archive")),
+        "alice",
+        false,
+        &[("idempotency-key", "clé-1")],
+    );
+    let (status, body) = World::reply(world.intake_http(request).await);
+    assert_eq!((status, body["field"].as_str()), (400, Some("Idempotency-Key")), "{body}");
+    let alice = actiongate::domain::UserId::parse("alice").unwrap();
+    let page = world.store.list_actions(&alice, None, 10, None).await.unwrap().unwrap();
+    assert!(page.actions.is_empty(), "nothing was created");
 }

@@ -7,6 +7,7 @@ use actiongate::config::{aws_config, Config};
 use actiongate::handlers::Registry;
 use actiongate::ports::store::Store;
 use actiongate::services::approval::ApprovalService;
+use actiongate::services::policy_source::PolicySource;
 use actiongate::telemetry::{self, Startup};
 use actiongate::SystemClock;
 use lambda_http::{run, service_fn, Error, Request};
@@ -24,7 +25,17 @@ async fn main() -> Result<(), Error> {
     let store: Arc<dyn Store> = Arc::new(config.store(&aws));
     startup.step("dynamodb_client");
     let queue = Arc::new(SqsQueue::new(OnFirstUse::aws(&aws, aws_sdk_sqs::Client::new), &config.work_queue_url));
-    let service = Arc::new(ApprovalService::new(store, queue, Registry::standard(), Arc::new(SystemClock)));
+    let policy = config.policy()?;
+    startup.step("policy");
+    // Connectors are never called here; the registry describes the types the policy declares.
+    let registry = Registry::with_connectors(
+        &aws,
+        Arc::new(actiongate::handlers::webhook::AddressGuard::new(actiongate::handlers::webhook::Allowlist::parse(
+            "",
+        ))?),
+    );
+    let policies = Arc::new(PolicySource::new(store.clone(), policy, config.policy_cache));
+    let service = Arc::new(ApprovalService::new(store, queue, registry, Arc::new(SystemClock)).with_policies(policies));
     startup.step("wiring");
     startup.ready();
     run(service_fn(move |req: Request| {

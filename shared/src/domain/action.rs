@@ -231,6 +231,10 @@ pub struct Action {
     /// step is claimed): past the integration's `max_wait` it fails instead of waiting on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub integration_wait_since: Option<DateTime<Utc>>,
+    /// The version the last such wait wrote: a wait continues only if nothing else changed the
+    /// action since (an approval, a hold, a policy stop start the count afresh).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub integration_wait_version: Option<u64>,
     /// While `awaiting_approval`: the newest approval mail has not been delivered yet (the
     /// sweep sends it again with a fresh link until it is).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -290,6 +294,7 @@ impl Action {
             hold_until: None,
             not_before: None,
             integration_wait_since: None,
+            integration_wait_version: None,
             approval_mail_pending: false,
             approval_mail_attempts: 0,
             auto_started: false,

@@ -46,7 +46,11 @@ pub fn compensation_due(after: &Action, to: Status, compensate: bool) -> bool {
 /// Whether a settled action is an outcome the autonomy breaker counts as a failure: automatic
 /// (tier-1) work that failed for good. A transient failure that will be retried is not one.
 pub fn counts_as_automatic_failure(action: &Action) -> bool {
-    action.tier == Some(Tier::Auto) && action.status == Status::Failed
+    // Waiting out an integration's outage is that integration's breaker's business: all the
+    // work it held failing together must not also pause every other integration.
+    let integration_down =
+        action.error.as_ref().and_then(|e| e.get("code")).is_some_and(|c| c == "integration_unavailable");
+    action.tier == Some(Tier::Auto) && action.status == Status::Failed && !integration_down
 }
 
 /// What to do with a step whose executor died (its lease expired): an idempotent step goes

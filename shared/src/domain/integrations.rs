@@ -27,8 +27,7 @@ use std::collections::BTreeMap;
 pub const PROBE_LEASE_SECS: i64 = 120;
 /// Codes of failures that say nothing about the integration's health: our own store or
 /// secrets, and a target asking one caller to slow down (a per-user quota).
-pub const NOT_THE_INTEGRATION: &[&str] =
-    &["store_unavailable", "secret_unavailable", "http_429", "connector_429", "ses_throttled"];
+pub const NOT_THE_INTEGRATION: &[&str] = &["store_unavailable", "secret_unavailable", "http_429", "connector_429"];
 /// While a probe runs, other work looks again after at most this long.
 const PROBE_WAIT_SECS: i64 = 30;
 /// The longest cool-off a policy may set.
@@ -292,6 +291,10 @@ impl IntegrationBreaker {
         }
         let mut opened = self.breaker.record_as(false, &settings.breaker(), now, &what);
         self.breaker.version += 1;
+        // Only the failures still in the window (successes folded in since push older ones out).
+        let in_window = self.breaker.recent.iter().filter(|ok| !**ok).count();
+        let stale = self.failure_sources.len().saturating_sub(in_window.max(1));
+        self.failure_sources.drain(..stale);
         if opened.is_some() && !self.independent(settings) {
             // Not enough independent evidence (one action's retries, one user's calls): the
             // counts stay, the circuit stays closed.
@@ -382,6 +385,16 @@ mod tests {
         }
         assert!(!c.is_open(), "one user cannot pause a shared integration");
         assert!(matches!(c.record_failure("gmail", &shared, ("a7", "bob"), t(7)), Failure::Opened(_)));
+        // An old failure of another user, pushed out of the window by successes since, is no
+        // longer evidence.
+        let mut d = IntegrationBreaker::default();
+        d.record_failure("gmail", &shared, ("old", "bob"), t(0));
+        d.breaker.absorb(100, shared.window);
+        for i in 1..8 {
+            let action = format!("m{i}");
+            assert_eq!(d.record_failure("gmail", &shared, (&action, "mallory"), t(i)), Failure::Counted, "{i}");
+        }
+        assert!(!d.is_open());
     }
 
     fn settings() -> IntegrationSettings {

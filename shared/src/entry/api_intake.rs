@@ -18,13 +18,30 @@ pub async fn handle(service: &IntakeService, req: Request) -> Response<Body> {
     .await
 }
 
+/// The OpenAPI 3.1 document of the whole REST API (`openapi/openapi.json`), served as is.
+pub const OPENAPI: &str = include_str!("../../../openapi/openapi.json");
+
+/// The document, parsed once (a test checks that it parses and is valid OpenAPI).
+fn openapi() -> Result<Reply, ApiError> {
+    static DOC: std::sync::LazyLock<Result<serde_json::Value, String>> =
+        std::sync::LazyLock::new(|| serde_json::from_str(OPENAPI).map_err(|e| e.to_string()));
+    match &*DOC {
+        Ok(doc) => Ok(Reply::json(200, doc)),
+        Err(e) => Err(ApiError::internal(anyhow::anyhow!("the OpenAPI document does not parse: {e}"))),
+    }
+}
+
 async fn route(service: &IntakeService, req: &Request) -> Result<Reply, ApiError> {
     let call = http::call(req);
-    let identity = call.identity()?;
     let segments = http::path_segments(req);
     let parts: Vec<&str> = segments.iter().map(String::as_str).collect();
     let method = req.method().as_str();
     let not_allowed = || Err(ApiError::MethodNotAllowed { method: method.to_owned() });
+    // The one public route: the API's own description.
+    if parts.as_slice() == ["openapi.json"] {
+        return if method == "GET" { openapi() } else { not_allowed() };
+    }
+    let identity = call.identity()?;
     match parts.as_slice() {
         ["actions"] => match method {
             "POST" => service.create(&call, identity).await,
@@ -32,7 +49,7 @@ async fn route(service: &IntakeService, req: &Request) -> Result<Reply, ApiError
             _ => not_allowed(),
         },
         ["actions", id] => match method {
-            "GET" => service.get(id, identity).await,
+            "GET" => service.get(&call, id, identity).await,
             _ => not_allowed(),
         },
         ["actions", id, "audit"] => match method {

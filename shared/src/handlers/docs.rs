@@ -1,9 +1,9 @@
-//! `docs.create_document` through the Docs API (`documents.create`, then `batchUpdate` with an
-//! `insertText` for the text). Creating is not idempotent at Google, so the handler makes it
-//! so: right after creating, it tags the document's Drive file with the step's idempotency key
-//! (`appProperties.actiongateKey`), and before creating it looks for a file with that tag and
-//! reuses it (inserting the text only if the document is still empty). Rollback moves the
-//! document to the trash.
+//! `docs.create_document`: Drive `files.create` of a Docs document that carries the step's
+//! idempotency key (`appProperties.actiongateKey`) from the moment it exists, then the Docs
+//! API's `batchUpdate` with an `insertText` for the text. Before creating, it looks for a live
+//! file with that tag and reuses it (inserting the text only if the document is still empty).
+//! Drive's search is eventually consistent: a retry within seconds of a creation whose answer
+//! was lost may miss it (the backoff makes that rare). Rollback moves the document to the trash.
 
 use super::google_api::{self, api_url, call};
 use super::{Handler, HandlerError, HandlerFuture, Reversibility, StepContext};

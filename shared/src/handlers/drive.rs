@@ -126,7 +126,7 @@ impl Handler for MoveFile {
         &'a self,
         ctx: &'a StepContext<'a>,
         snapshot: &'a Value,
-        _: &'a Value,
+        result: &'a Value,
     ) -> HandlerFuture<'a, Result<Value, HandlerError>> {
         Box::pin(async move {
             let (payload_file, _) = ids(ctx.payload)?;
@@ -143,8 +143,14 @@ impl Handler for MoveFile {
                 return Ok(json!({"file_id": file_id, "parents": now, "changed": false}));
             };
             // Only our move is undone: a file someone moved on since stays where they put it.
+            // Where our move left it is what Drive answered (a folder named `root` comes back
+            // as its real id), else the payload's folder.
             let (_, folder) = ids(ctx.payload)?;
-            if now != BTreeSet::from([folder.to_owned()]) {
+            let ours: BTreeSet<String> = match result.get("parents").and_then(Value::as_array) {
+                Some(_) => strings(result.get("parents")).into_iter().collect(),
+                None => BTreeSet::from([folder.to_owned()]),
+            };
+            if now != ours {
                 return Err(HandlerError::permanent(
                     "target_changed",
                     format!(

@@ -64,7 +64,15 @@ impl CallOutcome {
         match error {
             None => Self::Answered,
             Some(e) if crate::domain::integrations::NOT_THE_INTEGRATION.contains(&e.code.as_str()) => Self::Unrelated,
-            Some(e) if e.kind == crate::ports::handler::ErrorKind::Permanent => Self::Refused,
+            // Only a refusal the target itself sent shows it answers; ours (no credentials, a
+            // refused address, a bad payload) happen before any call.
+            Some(e) if e.kind == crate::ports::handler::ErrorKind::Permanent => {
+                if e.code.starts_with("http_4") || e.code.starts_with("connector_4") {
+                    Self::Refused
+                } else {
+                    Self::Unrelated
+                }
+            }
             Some(_) => Self::Failed,
         }
     }

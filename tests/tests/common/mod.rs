@@ -100,6 +100,11 @@ impl Api {
         let headers = resp.headers().clone();
         let text = resp.text().await.unwrap();
         let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        // Every answer of a documented route holds to the OpenAPI document.
+        let content_type = headers.get("content-type").and_then(|v| v.to_str().ok());
+        if let Err(e) = actiongate_local::openapi::check(method, path, status, content_type, &body) {
+            panic!("the API and openapi/openapi.json disagree: {e}");
+        }
         Reply { status, headers, body }
     }
 

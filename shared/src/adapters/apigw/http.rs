@@ -48,11 +48,13 @@ pub fn call(req: &Request) -> Call {
                 first
             },
         ),
-        // The first value of a repeated header, as `HeaderMap::get` gives it.
+        // The first value of a repeated header, as `HeaderMap::get` gives it. A value that is
+        // not visible ASCII is kept (lossily) rather than dropped, so a check that needs ASCII
+        // (the `Idempotency-Key`) refuses it instead of never seeing it.
         headers: req.headers().iter().fold(Default::default(), |mut first: BTreeMap<String, String>, (k, v)| {
-            if let Ok(v) = v.to_str() {
-                first.entry(k.as_str().to_ascii_lowercase()).or_insert_with(|| v.to_owned());
-            }
+            first
+                .entry(k.as_str().to_ascii_lowercase())
+                .or_insert_with(|| String::from_utf8_lossy(v.as_bytes()).into_owned());
             first
         }),
         body: req.body().as_ref().to_vec(),

@@ -34,11 +34,19 @@ pub struct ApprovalService {
     /// Describes actions on the confirmation page: each handler's own preview.
     registry: Registry,
     clock: Arc<dyn Clock>,
+    /// The policy in force, to describe the types it declares (their descriptions).
+    policies: Option<Arc<crate::services::policy_source::PolicySource>>,
 }
 
 impl ApprovalService {
     pub fn new(store: Arc<dyn Store>, queue: Arc<dyn WorkQueue>, registry: Registry, clock: Arc<dyn Clock>) -> Self {
-        Self { store, queue, registry, clock }
+        Self { store, queue, registry, clock, policies: None }
+    }
+
+    /// This service, describing declared types as `policies` has them.
+    pub fn with_policies(mut self, policies: Arc<crate::services::policy_source::PolicySource>) -> Self {
+        self.policies = Some(policies);
+        self
     }
 
     /// Finds the record and action behind a link, or the page to show instead.
@@ -68,7 +76,11 @@ impl ApprovalService {
             Err(page) => page,
             Ok((record, action)) => match link_state(&record, &action, self.clock.now()) {
                 LinkState::Open => {
-                    let lines = self.registry.step_lines(&action.steps, None);
+                    let policy = match &self.policies {
+                        Some(p) => Some(p.current().await),
+                        None => None,
+                    };
+                    let lines = self.registry.step_lines(&action.steps, policy.as_deref());
                     LinkPage::Confirm { record, action, lines }
                 }
                 other => LinkPage::State(other),

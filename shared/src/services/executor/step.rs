@@ -75,6 +75,7 @@ impl ExecutorService {
         claimed.attempts += 1;
         claimed.not_before = None;
         claimed.integration_wait_since = None;
+        claimed.integration_wait_version = None;
         claimed.lease_expires_at = Some(self.lease(deadline));
         let step = &mut claimed.steps[index];
         step.attempts += 1;
@@ -171,7 +172,9 @@ impl ExecutorService {
         deadline: DateTime<Utc>,
     ) -> Outcome {
         let now = self.clock.now();
-        let since = action.integration_wait_since.unwrap_or(now);
+        // The wait goes on only if nothing else wrote the action since the last one.
+        let continuing = action.integration_wait_version == Some(action.version);
+        let since = action.integration_wait_since.filter(|_| continuing).unwrap_or(now);
         if now - since > settings.max_wait.to_chrono() {
             let error = HandlerError::permanent(
                 "integration_unavailable",
@@ -183,8 +186,9 @@ impl ExecutorService {
         after.not_before = Some(until);
         after.integration_wait_since = Some(since);
         after.version = action.version + 1;
+        after.integration_wait_version = Some(after.version);
         after.updated_at = now;
-        let written = if action.integration_wait_since.is_none() {
+        let written = if !continuing {
             let note =
                 AuditEvent::note(&action, after.version, now, "executor", format!("step {index} waits: {reason}"));
             self.store.transition(&action, &after, &note).await

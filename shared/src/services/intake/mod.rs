@@ -32,6 +32,8 @@ mod consult;
 mod create;
 mod reads;
 
+/// The longest `GET /actions/{id}?wait=` may hold the request (within API Gateway's 30 s).
+pub const MAX_WAIT_SECS: u64 = 25;
 /// Largest request body accepted; payloads are capped separately at 64 KiB.
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
 const DEFAULT_PAGE: i32 = 20;
@@ -83,8 +85,34 @@ impl IntakeService {
     }
 
     /// `GET /actions/{id}`: an action the caller may see.
-    pub async fn get(&self, id: &str, identity: &Identity) -> Result<Reply, ApiError> {
-        let action = self.visible_action(id, identity).await?;
+    ///
+    /// With `?wait=<seconds>` (0 to [`MAX_WAIT_SECS`]) it answers as soon as the action's
+    /// version changes, or after the wait with the current state. The action is read once at
+    /// once, then after 0.25, 0.5 and 1 s and every second after: a wait of `n` seconds costs
+    /// at most `n + 3` strongly consistent reads.
+    pub async fn get(&self, call: &Call, id: &str, identity: &Identity) -> Result<Reply, ApiError> {
+        let wait = match call.query("wait") {
+            None | Some("") => 0,
+            Some(v) => v.parse::<u64>().ok().filter(|w| *w <= MAX_WAIT_SECS).ok_or_else(|| {
+                ApiError::invalid("wait", format!("must be a whole number of seconds from 0 to {MAX_WAIT_SECS}"))
+            })?,
+        };
+        let mut action = self.visible_action(id, identity).await?;
+        let seen = action.version;
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(wait);
+        let mut pause = std::time::Duration::from_millis(250);
+        while action.version == seen {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            tokio::time::sleep(pause.min(left)).await;
+            pause = (pause * 2).min(std::time::Duration::from_secs(1));
+            match self.store.get_action(action.action_id).await.map_err(ApiError::internal)? {
+                Some(now) => action = now,
+                None => break,
+            }
+        }
         Ok(Reply::json(200, &action.to_api()))
     }
 
