@@ -77,6 +77,26 @@ impl HandlerConfig {
     }
 }
 
+/// What the mcp function needs: the REST API it calls as the caller, and the hosts it answers.
+#[derive(Debug, Clone)]
+pub struct McpConfig {
+    /// The API's own URL (its tools call it with the caller's token).
+    pub api_base_url: String,
+    /// `Host`s a request may carry (DNS-rebinding protection): the API's, and loopback.
+    pub allowed_hosts: Vec<String>,
+}
+
+impl McpConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let api_base_url = required(vars::PUBLIC_BASE_URL)?;
+        let host = url::Url::parse(&api_base_url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_owned))
+            .ok_or(ConfigError::Invalid(vars::PUBLIC_BASE_URL, "an absolute URL"))?;
+        Ok(Self { api_base_url, allowed_hosts: vec![host, "localhost".into(), "127.0.0.1".into()] })
+    }
+}
+
 /// What a function that only asks connectors (intake: `validate` and `preview`) needs.
 #[derive(Debug, Clone)]
 pub struct ConnectorConfig {
