@@ -6,21 +6,21 @@
 //! Gateway does. It then invokes the function through cargo lambda's Lambda Invoke API with a
 //! payload-format-2.0 event and translates the function's response back to HTTP.
 //!
-//! It is served by `tiny_http` on threads of its own rather than by a hyper-based framework:
-//! hyper also sits under the AWS SDK's HTTP client, and enabling its server features here would
-//! give the functions a different feature set in the workspace build than in cargo lambda's
-//! per-function build, compiling the SDK twice.
+//! It is served by hyper (HTTP/1.1, a task per connection, keep-alive), which answers a
+//! malformed request (a raw path byte outside ASCII, oversized headers) with a 4xx as API
+//! Gateway does, never a dropped connection; header values that are not ASCII are passed on
+//! (lossily) to the function, which decides. hyper's server features are enabled for every
+//! function too (see `shared/Cargo.toml`), so the workspace build and cargo lambda's
+//! per-function builds resolve the same features.
 
 use crate::template::Route;
 use base64::Engine as _;
 use serde_json::{json, Map, Value};
-use std::io::Read;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// API Gateway's own payload limit.
 const MAX_BODY: u64 = 10 * 1024 * 1024;
-const WORKERS: usize = 8;
 
 pub struct GatewayState {
     /// (route, binary of the function serving it).
@@ -49,42 +49,69 @@ pub struct Incoming {
     pub body: Vec<u8>,
 }
 
-/// Serves until the server is dropped, answering on worker threads that call into `runtime`.
-pub fn serve(server: Arc<tiny_http::Server>, state: Arc<GatewayState>, runtime: tokio::runtime::Handle) {
-    for _ in 0..WORKERS {
-        let server = Arc::clone(&server);
-        let state = Arc::clone(&state);
-        let runtime = runtime.clone();
-        std::thread::spawn(move || {
-            while let Ok(mut request) = server.recv() {
-                let mut body = Vec::new();
-                let too_large = request.as_reader().take(MAX_BODY + 1).read_to_end(&mut body).is_err()
-                    || body.len() as u64 > MAX_BODY;
-                let incoming = Incoming {
-                    method: request.method().as_str().to_ascii_uppercase(),
-                    url: request.url().to_owned(),
-                    headers: request
-                        .headers()
-                        .iter()
-                        .map(|h| (h.field.as_str().as_str().to_ascii_lowercase(), h.value.as_str().to_owned()))
-                        .collect(),
-                    body,
-                };
-                let reply = if too_large {
-                    plain(413, json!({"message": "Request Entity Too Large"}))
-                } else {
-                    runtime.block_on(handle(&state, incoming))
-                };
-                let mut response = tiny_http::Response::from_data(reply.body).with_status_code(reply.status);
-                for (name, value) in reply.headers {
-                    if let Ok(h) = tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes()) {
-                        response.add_header(h);
-                    }
-                }
-                let _ = request.respond(response);
-            }
-        });
+/// Serves on `listener` until the returned task is aborted: a task per connection.
+pub fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<GatewayState>,
+    runtime: &tokio::runtime::Handle,
+) -> tokio::task::JoinHandle<()> {
+    runtime.spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { continue };
+            let state = Arc::clone(&state);
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req| {
+                    let state = Arc::clone(&state);
+                    async move { Ok::<_, std::convert::Infallible>(answer(&state, req).await) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .max_buf_size(MAX_HEADER_BYTES)
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    })
+}
+
+/// The most a request's head may take (API Gateway refuses larger ones too).
+const MAX_HEADER_BYTES: usize = 64 * 1024;
+
+/// One request, read (bounded) and answered.
+async fn answer(
+    state: &GatewayState,
+    req: hyper::Request<hyper::body::Incoming>,
+) -> hyper::Response<http_body_util::Full<bytes::Bytes>> {
+    use http_body_util::BodyExt;
+    let (parts, body) = req.into_parts();
+    let reply = match http_body_util::Limited::new(body, MAX_BODY as usize).collect().await {
+        Err(_) => plain(413, json!({"message": "Request Entity Too Large"})),
+        Ok(collected) => {
+            let incoming = Incoming {
+                method: parts.method.as_str().to_ascii_uppercase(),
+                url: parts
+                    .uri
+                    .path_and_query()
+                    .map_or_else(|| parts.uri.path().to_owned(), |pq| pq.as_str().to_owned()),
+                headers: parts
+                    .headers
+                    .iter()
+                    .map(|(k, v)| (k.as_str().to_ascii_lowercase(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+                    .collect(),
+                body: collected.to_bytes().to_vec(),
+            };
+            handle(state, incoming).await
+        }
+    };
+    let mut response = hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from(reply.body)));
+    *response.status_mut() = hyper::StatusCode::from_u16(reply.status).unwrap_or(hyper::StatusCode::BAD_GATEWAY);
+    for (name, value) in reply.headers {
+        if let (Ok(n), Ok(v)) =
+            (hyper::header::HeaderName::from_bytes(name.as_bytes()), hyper::header::HeaderValue::from_str(&value))
+        {
+            response.headers_mut().append(n, v);
+        }
     }
+    response
 }
 
 pub async fn handle(state: &GatewayState, req: Incoming) -> Reply {

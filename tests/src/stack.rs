@@ -49,7 +49,7 @@ pub struct LocalStack {
     pub function_env: Vec<(String, String)>,
     functions: Arc<Mutex<ManagedChild>>,
     supervising: Arc<AtomicBool>,
-    gateway: Arc<tiny_http::Server>,
+    gateway: tokio::task::JoinHandle<()>,
     pumps: Vec<pump::Pumps>,
 }
 
@@ -84,13 +84,10 @@ impl LocalStack {
             provision::provision(&template, &sdk).await.context("provisioning from infra/template.yaml")?;
 
         // The gateway's address is needed first: approval links point at it.
-        let server = tiny_http::Server::http(("127.0.0.1", options.gateway_port))
-            .map(Arc::new)
+        let server = tokio::net::TcpListener::bind(("127.0.0.1", options.gateway_port))
+            .await
             .map_err(|e| anyhow!("binding the gateway to 127.0.0.1:{}: {e}", options.gateway_port))?;
-        let gateway_url = match server.server_addr().to_ip() {
-            Some(addr) => format!("http://{addr}"),
-            None => return Err(anyhow!("the gateway is not on an IP address")),
-        };
+        let gateway_url = format!("http://{}", server.local_addr().context("the gateway's address")?);
         // Stateful stand-ins for Gmail, Google Calendar and webhook receivers.
         let fakes = Fakes::start()?;
         for (id, labels) in
@@ -165,7 +162,7 @@ impl LocalStack {
             ready: AtomicBool::new(false),
             requests: AtomicU64::new(0),
         });
-        gateway::serve(Arc::clone(&server), Arc::clone(&state), tokio::runtime::Handle::current());
+        let server = gateway::serve(server, Arc::clone(&state), &tokio::runtime::Handle::current());
 
         // Start every function once, so the first real request does not pay for compilation.
         watch.warm_all().await?;
@@ -230,7 +227,7 @@ impl LocalStack {
     pub fn stop(mut self) {
         // The pumps first: they would report every request to the stopped emulator.
         self.pumps.clear();
-        self.gateway.unblock();
+        self.gateway.abort();
         self.supervising.store(false, Ordering::Release);
         self.functions.lock().unwrap_or_else(|p| p.into_inner()).stop();
     }

@@ -504,3 +504,46 @@ async fn a_read_can_wait_for_the_next_change() {
     assert_ne!(waited.body["status"], "awaiting_approval", "{}", waited.body);
     assert!(started.elapsed() < std::time::Duration::from_secs(10), "answered at the change, not after 20 s");
 }
+
+/// The gateway answers what API Gateway would: a non-ASCII `Idempotency-Key` reaches the
+/// function and is refused with 400 (never a dropped connection, never silently ignored); a
+/// raw path byte outside ASCII and oversized headers get a 4xx.
+#[tokio::test]
+async fn malformed_requests_get_a_4xx_never_a_dropped_connection() {
+    let api = common::api();
+    let owner = someone("keyed");
+    let url = format!("{}/actions", api.stack.gateway_url);
+    let body = json!({"action_type": "gmail.flag", "payload": {"message_id": "m1"}, "confidence": 0.95});
+    let r = api
+        .http
+        .post(&url)
+        .header("authorization", format!("Bearer dev:{owner}"))
+        .header("idempotency-key", reqwest::header::HeaderValue::from_bytes("clé-1".as_bytes()).unwrap())
+        .json(&body)
+        .send()
+        .await
+        .expect("answered, not dropped");
+    let status = r.status().as_u16();
+    let answer: Value = r.json().await.unwrap_or_default();
+    assert_eq!((status, answer["field"].as_str()), (400, Some("Idempotency-Key")), "{answer}");
+    // Raw bytes: a path byte outside ASCII, and a head larger than the gateway takes.
+    let addr = api.stack.gateway_url.trim_start_matches("http://").to_owned();
+    let raw = |request: Vec<u8>| {
+        let addr = addr.clone();
+        async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+            stream.write_all(&request).await.unwrap();
+            let mut answer = Vec::new();
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(10), stream.read_to_end(&mut answer)).await;
+            String::from_utf8_lossy(&answer).into_owned()
+        }
+    };
+    let mut bad_path = b"GET /actions/\xff\xfe HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n".to_vec();
+    let answer = raw(std::mem::take(&mut bad_path)).await;
+    assert!(answer.starts_with("HTTP/1.1 4"), "{answer}");
+    let huge =
+        format!("GET /health HTTP/1.1\r\nhost: x\r\nx-big: {}\r\nconnection: close\r\n\r\n", "a".repeat(200_000));
+    let answer = raw(huge.into_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 4"), "{answer}");
+}
