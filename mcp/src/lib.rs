@@ -43,6 +43,8 @@ pub struct ActiongateTools {
     /// The token stdio uses (`ACTIONGATE_TOKEN`). Over HTTP, each request's own bearer token is
     /// used and this is never consulted.
     token: Option<Arc<str>>,
+    /// The longest this server lets `wait_for_action` wait (within its own time limit).
+    max_wait: u64,
 }
 
 /// One answer of the REST API.
@@ -68,7 +70,19 @@ impl ActiongateTools {
             .connect_timeout(Duration::from_secs(5))
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
-        Ok(Self { http, base: base.trim_end_matches('/').into(), token: token.map(Into::into) })
+        Ok(Self {
+            http,
+            base: base.trim_end_matches('/').into(),
+            token: token.map(Into::into),
+            max_wait: MAX_WAIT_SECS,
+        })
+    }
+
+    /// These tools, waiting at most `secs` in `wait_for_action` (a Lambda with a 29 s limit
+    /// leaves room for the API's own round trip).
+    pub fn with_max_wait(mut self, secs: u64) -> Self {
+        self.max_wait = secs.min(MAX_WAIT_SECS);
+        self
     }
 
     /// The caller's token: the HTTP request's `Authorization: Bearer …` when there is one (never
@@ -79,8 +93,15 @@ impl ActiongateTools {
                 .headers
                 .get(http::header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-                .map(|t| t.trim().to_owned())
+                .map(|v| {
+                    // `Bearer <token>` in any case, or the bare token (API Gateway takes both).
+                    let v = v.trim();
+                    match v.split_once(' ') {
+                        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
+                        _ => v,
+                    }
+                    .to_owned()
+                })
                 .filter(|t| !t.is_empty());
         }
         self.token.as_deref().map(str::to_owned)
@@ -144,7 +165,8 @@ fn schema(value: Value) -> Arc<Map<String, Value>> {
 }
 
 fn action_id_property() -> Value {
-    json!({"type": "string", "minLength": 1, "maxLength": 64, "description": "the action's id (from propose_action)"})
+    json!({"type": "string", "pattern": "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$",
+           "description": "the action's id (from propose_action)"})
 }
 
 /// The tools, with input schemas exact for `action_types` (the caller's, from the API): the
@@ -182,7 +204,7 @@ pub fn tools(action_types: &[Value]) -> Vec<Tool> {
             "approver": {"type": "string", "format": "email", "description": "who approves, if the policy allows them"},
             "dry_run": {"type": "boolean", "description": "only say what the policy would decide; nothing is stored"},
             "notify_url": {"type": "string", "format": "uri", "description": "an https URL told of every decision and end"},
-            "idempotency_key": {"type": "string", "minLength": 1, "maxLength": 255,
+            "idempotency_key": {"type": "string", "pattern": "^[!-~]{1,255}$",
                                  "description": "repeat it when retrying a call whose answer you lost: the action is created once"}
         },
         "additionalProperties": false
@@ -215,7 +237,7 @@ pub fn tools(action_types: &[Value]) -> Vec<Tool> {
                 "reason": {"type": "string", "maxLength": 1000}, "partial": {"type": "boolean"}},
                 "required": ["action_id"], "additionalProperties": false}))),
         Tool::new("check_rate_limits", "How much of each rate limit of an action type you have used and when each window resets.",
-            schema(json!({"type": "object", "properties": {"action_type": {"type": "string", "minLength": 1, "maxLength": 64}},
+            schema(json!({"type": "object", "properties": {"action_type": {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,64}$"}},
                 "required": ["action_type"], "additionalProperties": false}))),
     ]
 }
@@ -286,7 +308,7 @@ impl ActiongateTools {
             }
             "get_action" => self.api(token, Method::GET, &format!("/actions/{}", id()), None, None).await,
             "wait_for_action" => {
-                let wait = args.get("timeout_s").and_then(Value::as_u64).unwrap_or(MAX_WAIT_SECS).min(MAX_WAIT_SECS);
+                let wait = args.get("timeout_s").and_then(Value::as_u64).unwrap_or(self.max_wait).min(self.max_wait);
                 self.api(token, Method::GET, &format!("/actions/{}?wait={wait}", id()), None, None).await
             }
             "list_actions" => {

@@ -34,6 +34,8 @@ pub mod vars {
     pub const GMAIL_API_BASE: &str = "GMAIL_API_BASE";
     pub const CALENDAR_API_BASE: &str = "CALENDAR_API_BASE";
     pub const DRIVE_API_BASE: &str = "DRIVE_API_BASE";
+    /// More `Host`s the MCP endpoint answers (the API's execute-api host beside a custom domain).
+    pub const MCP_ALLOWED_HOSTS: &str = "MCP_ALLOWED_HOSTS";
     pub const DOCS_API_BASE: &str = "DOCS_API_BASE";
     pub const TASKS_API_BASE: &str = "TASKS_API_BASE";
     /// Comma-separated hosts and IPs webhooks may reach although they are not public.
@@ -93,7 +95,16 @@ impl McpConfig {
             .ok()
             .and_then(|u| u.host_str().map(str::to_owned))
             .ok_or(ConfigError::Invalid(vars::PUBLIC_BASE_URL, "an absolute URL"))?;
-        Ok(Self { api_base_url, allowed_hosts: vec![host, "localhost".into(), "127.0.0.1".into()] })
+        let mut allowed_hosts = vec![host, "localhost".into(), "127.0.0.1".into()];
+        allowed_hosts.extend(
+            std::env::var(vars::MCP_ALLOWED_HOSTS)
+                .unwrap_or_default()
+                .split(',')
+                .map(str::trim)
+                .filter(|h| !h.is_empty())
+                .map(str::to_owned),
+        );
+        Ok(Self { api_base_url, allowed_hosts })
     }
 }
 

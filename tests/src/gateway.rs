@@ -57,7 +57,11 @@ pub fn serve(
 ) -> tokio::task::JoinHandle<()> {
     runtime.spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
+            let Ok((stream, _)) = listener.accept().await else {
+                // Out of descriptors, say: wait a little instead of spinning.
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            };
             let state = Arc::clone(&state);
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |req| {
@@ -65,6 +69,8 @@ pub fn serve(
                     async move { Ok::<_, std::convert::Infallible>(answer(&state, req).await) }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(std::time::Duration::from_secs(30))
                     .max_buf_size(MAX_HEADER_BYTES)
                     .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
                     .await;

@@ -105,6 +105,8 @@ impl LocalStack {
             ("TASKS_API_BASE".to_owned(), format!("{}/tasks/v1", fakes.url)),
             // Webhooks to loopback are allowed locally (deployed, only public addresses).
             ("WEBHOOK_ALLOWLIST".to_owned(), "127.0.0.1,localhost".to_owned()),
+            // The gateway is the only host locally (loopback is always allowed).
+            ("MCP_ALLOWED_HOSTS".to_owned(), String::new()),
         ];
 
         // One environment file for cargo lambda: every function's resolved template variables.

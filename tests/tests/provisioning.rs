@@ -118,7 +118,7 @@ async fn the_emulator_holds_exactly_the_template_resources() {
     // What the local stack plays instead: every function binary and route comes from the template.
     assert_eq!(
         set(t.functions.iter().map(|f| f.binary.clone())),
-        set(["approval", "executor", "intake", "rollback", "sweep"])
+        set(["approval", "executor", "intake", "mcp", "rollback", "sweep"])
     );
     assert!(t.functions.iter().all(|f| provisioned.roles.contains_key(f.role.as_deref().unwrap())));
 }

@@ -13,8 +13,8 @@ use tower_service::Service;
 
 /// The largest JSON-RPC request accepted (a proposal's payload is capped at 64 KiB anyway).
 const MAX_REQUEST_BYTES: usize = 1024 * 1024;
-/// The most of an MCP answer passed back (API Gateway's own limit is 10 MB).
-const MAX_ANSWER_BYTES: usize = 6 * 1024 * 1024;
+/// The most of an MCP answer passed back (Lambda answers at most 6 MB, base64 included).
+const MAX_ANSWER_BYTES: usize = 4 * 1024 * 1024;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
@@ -23,7 +23,8 @@ async fn main() -> Result<(), Error> {
     startup.step("logging");
     let config = McpConfig::from_env()?;
     startup.step("configuration");
-    let tools = actiongate_mcp::ActiongateTools::new(&config.api_base_url, None)?;
+    // 20 s of waiting, the API's round trip and ours fit in the function's 29 s.
+    let tools = actiongate_mcp::ActiongateTools::new(&config.api_base_url, None)?.with_max_wait(20);
     let mcp_config =
         // Stateless: no sessions (a Lambda environment may never see the same client twice), JSON
         // answers, request bodies bounded, `Host` checked.

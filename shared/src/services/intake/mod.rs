@@ -113,6 +113,10 @@ impl IntakeService {
                 None => break,
             }
         }
+        // Who may see it can change while waiting (a new approver): decided on what is returned.
+        if !(action.user_id == identity.user || identity.admin || identity.is_approver(action.approver.as_ref())) {
+            return Err(ApiError::NotFound("action"));
+        }
         Ok(Reply::json(200, &action.to_api()))
     }
 
