@@ -203,7 +203,6 @@ pub fn tools(action_types: &[Value]) -> Vec<Tool> {
             "rate_limit_key": {"type": "string", "maxLength": 255, "description": "the entity acted on, for per-entity cool-downs"},
             "approver": {"type": "string", "format": "email", "description": "who approves, if the policy allows them"},
             "dry_run": {"type": "boolean", "description": "only say what the policy would decide; nothing is stored"},
-            "notify_url": {"type": "string", "format": "uri", "description": "an https URL told of every decision and end"},
             "idempotency_key": {"type": "string", "pattern": "^[!-~]{1,255}$",
                                  "description": "repeat it when retrying a call whose answer you lost: the action is created once"}
         },

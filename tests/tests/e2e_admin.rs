@@ -92,22 +92,7 @@ async fn admins_replace_the_policy_whole_or_not_at_all_and_the_kill_switch_takes
 
     // A declared tier-1 type run by the integrator's connector: the signing key is in Secrets
     // Manager, every call is signed, the link is added once and a rollback removes it.
-    let secret_name = format!("actiongate/e2e-shop-{}", someone("k"));
-    let key = someone("signing-key");
-    let sdk = actiongate_local::emulator::sdk_config_for(&api.stack.emulator).await;
-    aws_sdk_secretsmanager::Client::new(&sdk)
-        .create_secret()
-        .name(&secret_name)
-        .secret_string(&key)
-        .send()
-        .await
-        .unwrap();
-    api.http
-        .post(format!("{}/_fake/connector", api.stack.fakes_url))
-        .json(&json!({"secret": key}))
-        .send()
-        .await
-        .unwrap();
+    let secret_name = common::connector_secret(&api, "shop").await;
     let mut shop = current.body["policy"].clone();
     shop["connectors"]["shop"] = json!({"url": format!("{}/connector/shop", api.stack.fakes_url), "secret": secret_name,
                                          "timeout": "PT5S", "phases": ["execute", "rollback"]});

@@ -57,17 +57,8 @@ async fn declared_types_validate_preview_wait_for_approval_stay_manual_and_a_fai
     let owner = someone("alice");
 
     // The signing key in Secrets Manager; the fake site verifies every call with it.
-    let secret_name = format!("actiongate/e2e-site-{}", someone("k"));
-    let key = someone("signing-key");
-    let sdk = actiongate_local::emulator::sdk_config_for(&api.stack.emulator).await;
-    aws_sdk_secretsmanager::Client::new(&sdk)
-        .create_secret()
-        .name(&secret_name)
-        .secret_string(&key)
-        .send()
-        .await
-        .unwrap();
-    control(&api, json!({"secret": key, "switch_down": false})).await;
+    let secret_name = common::connector_secret(&api, "site").await;
+    control(&api, json!({"switch_down": false})).await;
 
     let current = api.call("GET", "/admin/policy", Some(&admin), None, &[]).await;
     let mut policy = current.body["policy"].clone();

@@ -214,6 +214,25 @@ pub async fn store_google_token(api: &Api, owner: &str) -> Reply {
 }
 
 /// The store of this binary's stack, for setting up what only a crash or a race leaves behind.
+/// A fresh connector signing key in the emulator's Secrets Manager (under `actiongate/`), given
+/// to the reference connector in the fakes too; returns the secret's name.
+pub async fn connector_secret(api: &Api, label: &str) -> String {
+    let secret_name = format!("actiongate/e2e-{label}-{}", someone("k"));
+    let key = someone("signing-key");
+    let sdk = actiongate_local::emulator::sdk_config_for(&api.stack.emulator).await;
+    aws_sdk_secretsmanager::Client::new(&sdk)
+        .create_secret()
+        .name(&secret_name)
+        .secret_string(&key)
+        .send()
+        .await
+        .expect("the emulator stores the secret");
+    let told =
+        api.http.post(format!("{}/_fake/connector", api.stack.fakes_url)).json(&json!({"secret": key})).send().await;
+    assert!(told.is_ok_and(|r| r.status().is_success()), "the reference connector took its key");
+    secret_name
+}
+
 pub async fn store_of(api: &Api) -> actiongate::adapters::aws::dynamo::DynamoStore {
     let sdk = actiongate_local::emulator::sdk_config_for(&api.stack.emulator).await;
     actiongate::adapters::aws::dynamo::DynamoStore::new(
