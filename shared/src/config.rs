@@ -74,7 +74,7 @@ impl HandlerConfig {
             drive_base: required(vars::DRIVE_API_BASE)?,
             docs_base: required(vars::DOCS_API_BASE)?,
             tasks_base: required(vars::TASKS_API_BASE)?,
-            webhook_allowlist: std::env::var(vars::WEBHOOK_ALLOWLIST).unwrap_or_default(),
+            webhook_allowlist: ConnectorConfig::from_env()?.webhook_allowlist,
         })
     }
 }

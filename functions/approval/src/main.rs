@@ -28,12 +28,7 @@ async fn main() -> Result<(), Error> {
     let policy = config.policy()?;
     startup.step("policy");
     // Connectors are never called here; the registry describes the types the policy declares.
-    let registry = Registry::with_connectors(
-        &aws,
-        Arc::new(actiongate::handlers::webhook::AddressGuard::new(actiongate::handlers::webhook::Allowlist::parse(
-            "",
-        ))?),
-    );
+    let registry = Registry::with_connectors_allowing(&aws, "")?;
     let policies = Arc::new(PolicySource::new(store.clone(), policy, config.policy_cache));
     let service = Arc::new(ApprovalService::new(store, queue, registry, Arc::new(SystemClock)).with_policies(policies));
     startup.step("wiring");

@@ -43,12 +43,7 @@ async fn main() -> Result<(), Error> {
         Arc::new(PolicySource::new(store, policy, config.policy_cache)),
         approval_mail,
         // Connectors that serve `validate` and `preview` are asked at intake.
-        Registry::with_connectors(
-            &aws,
-            Arc::new(actiongate::handlers::webhook::AddressGuard::new(
-                actiongate::handlers::webhook::Allowlist::parse(&connectors.webhook_allowlist),
-            )?),
-        ),
+        Registry::with_connectors_allowing(&aws, &connectors.webhook_allowlist)?,
         Arc::new(SystemClock),
     ));
     startup.step("wiring");

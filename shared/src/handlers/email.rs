@@ -72,6 +72,6 @@ impl Handler for SendEmail {
         _: &'a Value,
         _: &'a Value,
     ) -> HandlerFuture<'a, Result<Value, HandlerError>> {
-        Box::pin(async { Err(HandlerError::permanent("not_reversible", "a sent email cannot be recalled")) })
+        super::sent_mail_cannot_be_recalled()
     }
 }

@@ -399,10 +399,6 @@ fn metadata_header<'a>(message: &'a Value, name: &str) -> Option<&'a str> {
         .filter(|v| !v.is_empty())
 }
 
-fn irreversible<'a>() -> HandlerFuture<'a, Result<Value, HandlerError>> {
-    Box::pin(async { Err(HandlerError::permanent("not_reversible", "a sent email cannot be recalled")) })
-}
-
 impl Handler for Reply {
     fn validate(&self, payload: &Value) -> Result<(), HandlerError> {
         google_api::check(REPLY, payload)
@@ -485,7 +481,7 @@ impl Handler for Reply {
         _: &'a Value,
         _: &'a Value,
     ) -> HandlerFuture<'a, Result<Value, HandlerError>> {
-        irreversible()
+        super::sent_mail_cannot_be_recalled()
     }
 }
 
@@ -564,7 +560,7 @@ impl Handler for Forward {
         _: &'a Value,
         _: &'a Value,
     ) -> HandlerFuture<'a, Result<Value, HandlerError>> {
-        irreversible()
+        super::sent_mail_cannot_be_recalled()
     }
 }
 

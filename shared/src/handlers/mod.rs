@@ -32,6 +32,14 @@ impl Registry {
         Self::standard().with_declared(Arc::new(connector::Connectors::new(Arc::new(secrets), guard)))
     }
 
+    /// [`Registry::with_connectors`] whose calls go through an address guard for `allowlist`
+    /// (`WEBHOOK_ALLOWLIST`; empty where the function never calls a connector and the registry
+    /// only describes declared types).
+    pub fn with_connectors_allowing(aws: &aws_config::SdkConfig, allowlist: &str) -> Result<Self, reqwest::Error> {
+        let guard = webhook::AddressGuard::new(webhook::Allowlist::parse(allowlist))?;
+        Ok(Self::with_connectors(aws, Arc::new(guard)))
+    }
+
     /// The one place handlers are registered.
     pub fn standard() -> Self {
         let mut handlers: BTreeMap<&'static str, Arc<dyn Handler>> = BTreeMap::new();
@@ -108,6 +116,11 @@ impl Dependencies {
             policy,
         })
     }
+}
+
+/// The undo of a sent mail (SES or Gmail): refused, never faked.
+pub(crate) fn sent_mail_cannot_be_recalled<'a>() -> HandlerFuture<'a, Result<serde_json::Value, HandlerError>> {
+    Box::pin(async { Err(HandlerError::permanent("not_reversible", "a sent email cannot be recalled")) })
 }
 
 /// Reads at most `cap` bytes of a response body.
