@@ -3,6 +3,12 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 
+# CI builds once on a clean clone and throws the tree away: incremental state would only cost
+# disk (gigabytes of it; a full disk makes the linker die with SIGBUS).
+ifeq ($(CI),true)
+export CARGO_INCREMENTAL := 0
+endif
+
 .PHONY: setup dev test bench lint fmt-check clippy build unit-and-e2e cfn-lint fmt clean-local
 
 setup:
