@@ -202,6 +202,8 @@ pub fn tools(action_types: &[Value]) -> Vec<Tool> {
             "scheduled_for": {"type": "string", "format": "date-time", "description": "not before this time"},
             "rate_limit_key": {"type": "string", "maxLength": 255, "description": "the entity acted on, for per-entity cool-downs"},
             "approver": {"type": "string", "format": "email", "description": "who approves, if the policy allows them"},
+            "notify_url": {"type": "string", "format": "uri", "maxLength": 2048,
+                           "description": "https address told of every decision and end state (signed POST); instead of waiting"},
             "dry_run": {"type": "boolean", "description": "only say what the policy would decide; nothing is stored"},
             "idempotency_key": {"type": "string", "pattern": "^[!-~]{1,255}$",
                                  "description": "repeat it when retrying a call whose answer you lost: the action is created once"}

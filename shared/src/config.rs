@@ -42,6 +42,8 @@ pub mod vars {
     pub const WEBHOOK_ALLOWLIST: &str = "WEBHOOK_ALLOWLIST";
     /// Days a step's rollback snapshot is kept (DynamoDB TTL); default 90.
     pub const ROLLBACK_RETENTION_DAYS: &str = "ROLLBACK_RETENTION_DAYS";
+    /// The name or ARN of the Secrets Manager secret status notifications are signed with.
+    pub const NOTIFY_SECRET: &str = "NOTIFY_SECRET";
 
     /// The log filter (`shared/src/telemetry.rs`); the template sets it for every function.
     pub const RUST_LOG: &str = "RUST_LOG";
@@ -128,6 +130,8 @@ pub struct ExecutorConfig {
     pub scheduler_role_arn: String,
     pub handlers: HandlerConfig,
     pub fault_injection: bool,
+    /// The signing key of status notifications (`NOTIFY_SECRET`).
+    pub notify_secret: String,
 }
 
 impl ExecutorConfig {
@@ -138,6 +142,7 @@ impl ExecutorConfig {
             scheduler_role_arn: required(vars::SCHEDULER_ROLE_ARN)?,
             handlers: HandlerConfig::from_env()?,
             fault_injection: std::env::var(ACTIONGATE_FAULT_INJECTION).is_ok_and(|v| v == "1"),
+            notify_secret: required(vars::NOTIFY_SECRET)?,
         })
     }
 }
@@ -223,6 +228,16 @@ impl Config {
             &self.audit_table,
         )
         .with_snapshot_retention(self.rollback_retention)
+        // A write that records a status notification asks for its delivery at once.
+        .with_delivery_queue(std::sync::Arc::new(self.work_queue(aws)))
+    }
+
+    /// The work queue.
+    pub fn work_queue(&self, aws: &aws_config::SdkConfig) -> crate::adapters::aws::sqs::SqsQueue {
+        crate::adapters::aws::sqs::SqsQueue::new(
+            crate::adapters::aws::lazy::OnFirstUse::aws(aws, aws_sdk_sqs::Client::new),
+            &self.work_queue_url,
+        )
     }
 }
 

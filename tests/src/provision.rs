@@ -27,6 +27,8 @@ pub struct Provisioned {
     pub configuration_sets: BTreeMap<String, String>,
     pub tables: BTreeMap<String, String>,
     pub queues: BTreeMap<String, (String, String)>,
+    /// Secret logical id → its name (`actiongate/local/<id>`), holding a random value.
+    pub secrets: BTreeMap<String, String>,
 }
 
 impl Provisioned {
@@ -69,6 +71,16 @@ pub async fn provision(template: &Template, sdk: &SdkConfig) -> Result<Provision
             anyhow!("creating SES configuration set {set}: {}", aws_sdk_sesv2::error::DisplayErrorContext(e))
         })?;
         out.configuration_sets.insert(set.clone(), set.clone());
+    }
+    let secrets = aws_sdk_secretsmanager::Client::new(sdk);
+    for id in &template.secrets {
+        let name = format!("actiongate/local/{id}");
+        // An approval token's 256 random bits make a good key too.
+        let value = actiongate::domain::token::ApprovalToken::generate().as_str().to_owned();
+        secrets.create_secret().name(&name).secret_string(value).send().await.map_err(|e| {
+            anyhow!("creating secret {name}: {}", aws_sdk_secretsmanager::error::DisplayErrorContext(e))
+        })?;
+        out.secrets.insert(id.clone(), name);
     }
     for table in &template.tables {
         create_table(&ddb, table).await.with_context(|| format!("creating table {}", table.logical_id))?;
@@ -179,6 +191,7 @@ pub fn resolve_env(
                     _ if provisioned.parameters.contains_key(id) => provisioned.parameters[id].clone(),
                     _ if provisioned.schedule_groups.contains_key(id) => provisioned.schedule_groups[id].clone(),
                     _ if provisioned.configuration_sets.contains_key(id) => provisioned.configuration_sets[id].clone(),
+                    _ if provisioned.secrets.contains_key(id) => provisioned.secrets[id].clone(),
                     _ => return Err(anyhow!("{}: {name} refers to unknown resource {id}", function.logical_id)),
                 },
                 EnvValue::GetAtt(id, attr) => match (provisioned.queues.get(id), attr.as_str()) {

@@ -18,6 +18,8 @@ pub struct Template {
     pub roles: Vec<String>,
     /// SES configuration sets (logical ids).
     pub configuration_sets: Vec<String>,
+    /// Secrets Manager secrets (logical ids); each gets a random value locally.
+    pub secrets: Vec<String>,
     /// Every resource: (logical id, type).
     pub resources: Vec<(String, String)>,
     pub tables: Vec<TableSpec>,
@@ -147,6 +149,7 @@ impl Template {
             schedule_groups: vec![],
             roles: vec![],
             configuration_sets: vec![],
+            secrets: vec![],
             resources: vec![],
             tables: vec![],
             queues: vec![],
@@ -163,6 +166,7 @@ impl Template {
                 "AWS::Scheduler::ScheduleGroup" => template.schedule_groups.push(id.clone()),
                 "AWS::IAM::Role" => template.roles.push(id.clone()),
                 "AWS::SES::ConfigurationSet" => template.configuration_sets.push(id.clone()),
+                "AWS::SecretsManager::Secret" => template.secrets.push(id.clone()),
                 "AWS::SES::EmailIdentity" => {
                     let identity = match props.get("EmailIdentity") {
                         Some(Value::String(s)) => s.clone(),

@@ -13,7 +13,7 @@ use actiongate::ports::handler::{
     Dependencies, Handler, HandlerError, HandlerFuture, PolicyReader, Registry, Reversibility, StepContext,
     StoredCredentials,
 };
-use actiongate::ports::memory::{MemoryMailer, MemoryQueue, MemoryStore, MemoryWakeUps};
+use actiongate::ports::memory::{MemoryDeliverer, MemoryMailer, MemoryQueue, MemoryStore, MemoryWakeUps};
 use actiongate::ports::queue::ExecuteMessage;
 use actiongate::ports::store::{ActionStore, Store};
 use actiongate::services::approval::ApprovalService;
@@ -215,6 +215,8 @@ pub struct World {
     pub queue: MemoryQueue,
     pub mailer: MemoryMailer,
     pub wakeups: MemoryWakeUps,
+    /// The receiver of status notifications.
+    pub receiver: MemoryDeliverer,
     pub clock: Arc<FixedClock>,
     pub ledger: Arc<Mutex<Ledger>>,
     pub policies: Arc<PolicySource>,
@@ -237,9 +239,10 @@ impl World {
     pub fn with_policy(policy: Policy) -> Self {
         let start = DateTime::parse_from_rfc3339("2026-03-02T09:00:00Z").unwrap().with_timezone(&Utc);
         let clock = Arc::new(FixedClock::at(start));
-        let store = MemoryStore::new();
-        let shared: Arc<dyn Store> = Arc::new(store.clone());
         let queue = MemoryQueue::default();
+        let store = MemoryStore::new().with_delivery_queue(Arc::new(queue.clone()));
+        let shared: Arc<dyn Store> = Arc::new(store.clone());
+        let receiver = MemoryDeliverer::default();
         let mailer = MemoryMailer::new("actiongate@example.com");
         let wakeups = MemoryWakeUps::default();
         // Read at every use: a policy change is in force at once.
@@ -281,7 +284,8 @@ impl World {
             deps(),
             clock_dyn.clone(),
             false,
-        ));
+        )
+        .with_notifications(Arc::new(receiver.clone())));
         Self {
             intake: IntakeService::new(
                 shared.clone(),
@@ -312,6 +316,7 @@ impl World {
             queue,
             mailer,
             wakeups,
+            receiver,
             clock,
             ledger,
             policies,

@@ -321,7 +321,7 @@ async fn queued_work_scheduled_for_tomorrow_is_not_run_by_a_resend_or_a_stray_me
         aws_sdk_sqs::Client::new(&sdk),
         api.stack.provisioned.queue_url("WorkQueue").unwrap(),
     );
-    queue.enqueue(&actiongate::ports::queue::ExecuteMessage { action_id: action.action_id, step: 0 }, 0).await.unwrap();
+    queue.enqueue(&actiongate::ports::queue::ExecuteMessage::step(action.action_id, 0), 0).await.unwrap();
     tokio::time::sleep(Duration::from_secs(8)).await;
     let seen = api.get(&format!("/actions/{id}"), &owner).await.body;
     assert_eq!((seen["status"].as_str(), seen["attempts"].as_u64()), (Some("queued"), Some(0)), "{seen}");

@@ -222,7 +222,7 @@ async fn apply(world: &mut World, ids: &mut Vec<Made>, op: &Op) {
         Op::Deliver => world.deliver().await,
         Op::Redeliver { pick: i, step } => {
             let Some((id, _)) = pick(ids, *i) else { return };
-            world.run_executor(&ExecuteMessage { action_id: id, step: *step }).await;
+            world.run_executor(&ExecuteMessage::step(id, *step)).await;
         }
         Op::Sweep => {
             world.sweep().await;

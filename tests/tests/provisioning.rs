@@ -15,6 +15,7 @@ const EMULATED: &[&str] = &[
     "AWS::SES::EmailIdentity",
     "AWS::SES::ConfigurationSet",
     "AWS::Scheduler::ScheduleGroup",
+    "AWS::SecretsManager::Secret",
 ];
 
 /// Played by the local stack itself, with what plays it.
@@ -114,6 +115,10 @@ async fn the_emulator_holds_exactly_the_template_resources() {
     let groups =
         set(groups.schedule_groups().iter().filter_map(|g| g.name().map(str::to_owned)).filter(|n| n != "default"));
     assert_eq!(groups, set(t.schedule_groups.iter().cloned()));
+
+    let secrets = aws_sdk_secretsmanager::Client::new(&sdk).list_secrets().send().await.unwrap();
+    let secrets = set(secrets.secret_list().iter().filter_map(|s| s.name().map(str::to_owned)));
+    assert_eq!(secrets, set(t.secrets.iter().map(|id| format!("actiongate/local/{id}"))));
 
     // What the local stack plays instead: every function binary and route comes from the template.
     assert_eq!(

@@ -356,7 +356,7 @@ async fn transient_failures_are_retried_with_growing_backoff_then_succeed() {
     let world = World::new();
     let id = created(&world, "alice", proposal("gmail.archive")).await;
     world.script(id, 0, &[Behavior::Transient, Behavior::Transient]);
-    let message = ExecuteMessage { action_id: id, step: 0 };
+    let message = ExecuteMessage::step(id, 0);
     // Full jitter: the k-th wait is uniform in [0, retry_base × 2^(k-1)] (2 s, then 4 s).
     for (attempt, ceiling) in [(1, 2), (2, 4)] {
         assert_eq!(world.run_executor(&message).await, Outcome::Ran(Status::Queued));
@@ -424,10 +424,10 @@ async fn stale_and_duplicate_messages_change_nothing() {
     assert_eq!(world.action(id).await.status, Status::Completed);
     let version = world.action(id).await.version;
     for step in [0, 1, 7] {
-        let outcome = world.run_executor(&ExecuteMessage { action_id: id, step }).await;
+        let outcome = world.run_executor(&ExecuteMessage::step(id, step)).await;
         assert!(matches!(outcome, Outcome::Ignored(_)), "{outcome:?}");
     }
-    let unknown = world.run_executor(&ExecuteMessage { action_id: ActionId::new_v7(world.now()), step: 0 }).await;
+    let unknown = world.run_executor(&ExecuteMessage::step(ActionId::new_v7(world.now()), 0)).await;
     assert!(matches!(unknown, Outcome::DeadLetter(_)), "{unknown:?}");
     assert_eq!(world.action(id).await.version, version);
     assert_eq!(world.effects_of(id).len(), 1);
@@ -441,7 +441,7 @@ async fn a_scheduled_action_never_runs_early_however_its_message_arrives() {
     body["scheduled_for"] = json!(actiongate::domain::time::format_time(at));
     let id = created(&world, "alice", body).await;
     // A message arrives early anyway (a duplicate, or an operator's redrive).
-    let early = world.run_executor(&ExecuteMessage { action_id: id, step: 0 }).await;
+    let early = world.run_executor(&ExecuteMessage::step(id, 0)).await;
     assert!(matches!(early, Outcome::Ignored(_)), "{early:?}");
     world.settle(20, Duration::minutes(10)).await;
     let effects = world.effects_of(id);
@@ -587,7 +587,7 @@ async fn a_step_is_never_retried_or_undone_at_another_target_than_its_first() {
     let id = created(&world, "alice", proposal("gmail.archive")).await;
     world.script(id, 0, &[Behavior::Transient]);
     // One attempt only (its retry may be due at once: full jitter can wait 0 s).
-    let first = world.run_executor(&ExecuteMessage { action_id: id, step: 0 }).await;
+    let first = world.run_executor(&ExecuteMessage::step(id, 0)).await;
     assert_eq!(first, Outcome::Ran(Status::Queued));
     assert_eq!(world.action(id).await.steps[0].pin.as_deref(), Some("connector:A"));
     actiongate_local::world::lock(&world.ledger).pin = Some("connector:B".into());
@@ -623,7 +623,7 @@ async fn a_retry_waits_at_least_as_long_as_the_target_asked() {
     let world = World::new();
     let id = created(&world, "alice", proposal("gmail.archive")).await;
     world.script(id, 0, &[Behavior::Busy(600)]);
-    let message = ExecuteMessage { action_id: id, step: 0 };
+    let message = ExecuteMessage::step(id, 0);
     assert_eq!(world.run_executor(&message).await, Outcome::Ran(Status::Queued));
     let waiting = world.action(id).await;
     assert_eq!(waiting.not_before.map(|t| (t - world.now()).num_seconds()), Some(600), "not the 0–2 s backoff");
@@ -648,7 +648,7 @@ async fn a_failing_integration_opens_its_own_breaker_its_work_waits_and_a_probe_
     let mut world = flaky_integration_world();
     let failing = created(&world, "alice", proposal("gmail.archive")).await;
     world.script(failing, 0, &[Behavior::Transient, Behavior::Transient]);
-    let first = ExecuteMessage { action_id: failing, step: 0 };
+    let first = ExecuteMessage::step(failing, 0);
     assert_eq!(world.run_executor(&first).await, Outcome::Ran(Status::Queued));
     world.advance(Duration::seconds(5));
     assert_eq!(world.run_executor(&first).await, Outcome::Ran(Status::Queued));
@@ -673,7 +673,7 @@ async fn a_failing_integration_opens_its_own_breaker_its_work_waits_and_a_probe_
     assert!(trail.to_string().contains("integration_open"), "{trail}");
     assert!(world.effects_of(waiting).is_empty());
     // Another delivery of its message is not due either: put back, nothing runs.
-    let message = ExecuteMessage { action_id: waiting, step: 0 };
+    let message = ExecuteMessage::step(waiting, 0);
     assert!(matches!(world.run_executor(&message).await, Outcome::Ignored(_)));
     assert_eq!(world.action(waiting).await.version, held.version);
     world.deliver().await;
@@ -720,7 +720,7 @@ async fn a_failed_probe_opens_it_again_and_an_admin_can_close_it() {
     let name = "fake:gmail.archive";
     let failing = created(&world, "alice", proposal("gmail.archive")).await;
     world.script(failing, 0, &[Behavior::Transient, Behavior::Transient, Behavior::Transient]);
-    let message = ExecuteMessage { action_id: failing, step: 0 };
+    let message = ExecuteMessage::step(failing, 0);
     world.run_executor(&message).await;
     world.advance(Duration::seconds(5));
     world.run_executor(&message).await;
@@ -792,7 +792,7 @@ async fn work_that_waited_longer_than_max_wait_for_its_integration_fails_instead
     let mut again = open_at(world.now());
     again.breaker.version = 2;
     world.store.save_integration(name, 1, &again, None, world.now()).await.unwrap();
-    world.run_executor(&ExecuteMessage { action_id: id, step: 0 }).await;
+    world.run_executor(&ExecuteMessage::step(id, 0)).await;
     let waiting = world.action(id).await;
     assert_eq!((waiting.status, waiting.integration_wait_since), (Status::Queued, Some(since)));
     assert_eq!(world.store.audit_trail(id).await.unwrap().len(), audited, "only the first wait is audited");
@@ -801,7 +801,7 @@ async fn work_that_waited_longer_than_max_wait_for_its_integration_fails_instead
     let mut still = open_at(world.now());
     still.breaker.version = 3;
     world.store.save_integration(name, 2, &still, None, world.now()).await.unwrap();
-    world.run_executor(&ExecuteMessage { action_id: id, step: 0 }).await;
+    world.run_executor(&ExecuteMessage::step(id, 0)).await;
     let failed = world.action(id).await;
     assert_eq!(failed.status, Status::Failed);
     assert_eq!(failed.error.as_ref().unwrap()["code"], "integration_unavailable", "{:?}", failed.error);
@@ -854,4 +854,126 @@ async fn a_non_ascii_idempotency_key_is_refused_not_ignored() {
     let alice = actiongate::domain::UserId::parse("alice").unwrap();
     let page = world.store.list_actions(&alice, None, 10, None).await.unwrap().unwrap();
     assert!(page.actions.is_empty(), "nothing was created");
+}
+
+// ---------------------------------------------------------------- status notifications
+
+fn with_notify(mut body: serde_json::Value) -> serde_json::Value {
+    body["notify_url"] = json!("https://hooks.example.com/actiongate");
+    body
+}
+
+#[tokio::test]
+async fn an_approval_and_the_completion_are_each_posted_once_in_order() {
+    let mut world = World::new();
+    let id = created(&world, "alice", with_notify(proposal("gmail.label"))).await;
+    assert!(world.queue.is_empty(), "nothing is reported before a decision");
+    assert_eq!(world.decide(id, "approve", APPROVER, false).await.0, 200);
+    world.settle(3, Duration::seconds(5)).await;
+    assert_eq!(world.action(id).await.status, Status::Completed);
+    let got = world.receiver.received();
+    let moves: Vec<(String, String)> =
+        got.iter().map(|(_, _, b)| (b["from"].as_str().unwrap().into(), b["to"].as_str().unwrap().into())).collect();
+    assert_eq!(
+        moves,
+        vec![("awaiting_approval".into(), "queued".into()), ("executing".into(), "completed".into())],
+        "{got:?}"
+    );
+    for (url, event_id, body) in &got {
+        assert_eq!(url, "https://hooks.example.com/actiongate");
+        assert_eq!(body["event"], "action.status_changed");
+        assert_eq!(body["action_id"], id.to_string());
+        assert_eq!(body["event_id"].as_str(), Some(event_id.as_str()));
+    }
+    let stored = world.store.notifications(id).await.unwrap();
+    assert!(stored.iter().all(|n| n.state == actiongate::domain::notify::DeliveryState::Delivered && n.attempts == 1));
+    let (status, list) = world.api("GET", &format!("/actions/{id}/notifications"), None, "alice", false).await;
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(list["notifications"].as_array().unwrap().len(), 2);
+    assert_eq!(list["attempts"].as_array().unwrap().len(), 2, "every attempt is audited: {list}");
+    let (status, _) = world.api("GET", &format!("/actions/{id}/notifications"), None, "mallory", false).await;
+    assert_eq!(status, 404, "someone else's notifications are not shown");
+}
+
+#[tokio::test]
+async fn a_failing_receiver_is_retried_with_backoff_and_never_touches_the_action() {
+    use actiongate::ports::handler::HandlerError;
+    let mut world = World::new();
+    let id = created(&world, "alice", with_notify(proposal("gmail.label"))).await;
+    world.receiver.fail_next([
+        HandlerError::transient("http_503", "down"),
+        HandlerError::transient("timeout", "slow"),
+    ]);
+    assert_eq!(world.decide(id, "reject", APPROVER, false).await.0, 200);
+    let before = world.action(id).await;
+    assert_eq!(before.status, Status::Rejected);
+    // Backoff is at most 10 s, then 20 s: a few minutes of queue and sweep deliver it.
+    world.settle(20, Duration::seconds(15)).await;
+    let got = world.receiver.received();
+    assert_eq!(got.len(), 3, "two failures, then the delivery: {got:?}");
+    assert!(got.iter().all(|(_, e, _)| *e == got[0].1), "every attempt carries the same event id");
+    let n = &world.store.notifications(id).await.unwrap()[0];
+    assert_eq!((n.state, n.attempts), (actiongate::domain::notify::DeliveryState::Delivered, 3));
+    assert_eq!(world.action(id).await.version, before.version, "deliveries never move the action");
+}
+
+#[tokio::test]
+async fn a_receiver_that_refuses_for_good_is_given_up_at_once() {
+    use actiongate::ports::handler::HandlerError;
+    let mut world = World::new();
+    let id = created(&world, "alice", with_notify(proposal("gmail.label"))).await;
+    world.receiver.fail_next([HandlerError::permanent("http_410", "gone")]);
+    assert_eq!(world.decide(id, "reject", APPROVER, false).await.0, 200);
+    world.settle(10, Duration::minutes(5)).await;
+    assert_eq!(world.receiver.received().len(), 1);
+    let n = &world.store.notifications(id).await.unwrap()[0];
+    assert_eq!(n.state, actiongate::domain::notify::DeliveryState::GaveUp);
+    assert!(n.last_error.as_deref().is_some_and(|e| e.contains("http_410")), "{n:?}");
+}
+
+#[tokio::test]
+async fn a_lost_queue_message_or_a_dead_executor_is_recovered_by_the_sweep() {
+    let mut world = World::new();
+    let id = created(&world, "alice", with_notify(proposal("gmail.label"))).await;
+    world.queue.fail_sends(true);
+    assert_eq!(world.decide(id, "reject", APPROVER, false).await.0, 200);
+    world.queue.fail_sends(false);
+    world.deliver().await;
+    assert!(world.receiver.received().is_empty(), "the fast path's message was lost");
+    // An executor claims it and dies before posting: the lease runs out, the sweep hands it on.
+    let n = world.store.notifications(id).await.unwrap().remove(0);
+    let claimed = n.claimed(world.now()).unwrap();
+    world.store.save_notification(0, &claimed, false, world.now()).await.unwrap();
+    world.settle(1, Duration::seconds(30)).await;
+    assert!(world.receiver.received().is_empty(), "a leased delivery is not taken over early");
+    world.settle(3, Duration::seconds(30)).await;
+    assert_eq!(world.receiver.received().len(), 1);
+    let n = &world.store.notifications(id).await.unwrap()[0];
+    assert_eq!((n.state, n.attempts), (actiongate::domain::notify::DeliveryState::Delivered, 2));
+}
+
+#[tokio::test]
+async fn two_executors_with_the_same_message_post_once() {
+    let world = World::new();
+    let id = created(&world, "alice", with_notify(proposal("gmail.label"))).await;
+    assert_eq!(world.decide(id, "reject", APPROVER, false).await.0, 200);
+    let messages: Vec<ExecuteMessage> = world.queue.take().into_iter().map(|(m, _)| m).collect();
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    let (a, b) = tokio::join!(world.run_executor(&messages[0]), world.run_executor(&messages[0]));
+    assert_eq!(world.receiver.received().len(), 1, "{a:?} {b:?}");
+}
+
+#[tokio::test]
+async fn notify_urls_must_be_https_without_credentials() {
+    let world = World::new();
+    for bad in ["http://hooks.example.com/x", "https://u:p@hooks.example.com/x", "ftp://x.example.com/", "nope"] {
+        let mut body = proposal("gmail.label");
+        body["notify_url"] = json!(bad);
+        let (status, answer) = world.propose("alice", body).await;
+        assert_eq!((status, answer["field"].as_str()), (400, Some("notify_url")), "{bad}: {answer}");
+    }
+    let (status, answer) = world.propose("alice", with_notify(proposal("gmail.label"))).await;
+    assert_eq!(status, 201, "{answer}");
+    let (_, shown) = world.api("GET", &format!("/actions/{}", id_of(&answer)), None, "alice", false).await;
+    assert_eq!(shown["notify_url"], "https://hooks.example.com/actiongate");
 }

@@ -292,7 +292,7 @@ async fn queue_carries_execute_messages() {
         sqs.create_queue().queue_name(format!("adapter-{}", uuid_suffix())).send().await.unwrap().queue_url.unwrap();
     let _ = provisioned;
     let queue = SqsQueue::new(sqs.clone(), &url);
-    let message = ExecuteMessage { action_id: ActionId::new_v7(Utc::now()), step: 0 };
+    let message = ExecuteMessage::step(ActionId::new_v7(Utc::now()), 0);
     queue.enqueue(&message, 0).await.unwrap();
     let received = sqs.receive_message().queue_url(&url).wait_time_seconds(1).send().await.unwrap();
     let body = received.messages()[0].body().unwrap();

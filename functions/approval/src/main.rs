@@ -1,8 +1,6 @@
 //! approval Lambda: `GET|HEAD /approvals/{token}` (a page, never a change), `POST
 //! /approvals/{token}` (the decision), `POST /actions/{id}/approve|reject` (API decisions).
 
-use actiongate::adapters::aws::lazy::OnFirstUse;
-use actiongate::adapters::aws::sqs::SqsQueue;
 use actiongate::config::{aws_config, Config};
 use actiongate::handlers::Registry;
 use actiongate::ports::store::Store;
@@ -24,7 +22,7 @@ async fn main() -> Result<(), Error> {
     startup.step("sdk_config");
     let store: Arc<dyn Store> = Arc::new(config.store(&aws));
     startup.step("dynamodb_client");
-    let queue = Arc::new(SqsQueue::new(OnFirstUse::aws(&aws, aws_sdk_sqs::Client::new), &config.work_queue_url));
+    let queue = Arc::new(config.work_queue(&aws));
     let policy = config.policy()?;
     startup.step("policy");
     // Connectors are never called here; the registry describes the types the policy declares.

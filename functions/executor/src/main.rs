@@ -2,8 +2,8 @@
 
 use actiongate::adapters::aws::lazy::OnFirstUse;
 use actiongate::adapters::aws::scheduler::WakeUpScheduler;
-use actiongate::adapters::aws::sqs::SqsQueue;
 use actiongate::config::{aws_config, Config, ExecutorConfig};
+use actiongate::handlers::notify::SignedDelivery;
 use actiongate::handlers::{Dependencies, Registry};
 use actiongate::ports::store::Store;
 use actiongate::services::executor::ExecutorService;
@@ -36,15 +36,19 @@ async fn main() -> Result<(), Error> {
         exec.scheduler_role_arn,
         exec.work_queue_arn,
     );
-    let service = Arc::new(ExecutorService::new(
-        store,
-        Arc::new(SqsQueue::new(OnFirstUse::aws(&aws, aws_sdk_sqs::Client::new), &config.work_queue_url)),
-        Arc::new(scheduler),
-        Registry::with_connectors(&aws, Arc::clone(&deps.guard)),
-        deps,
-        Arc::new(SystemClock),
-        exec.fault_injection,
-    ));
+    let notifications = SignedDelivery::from_secrets_manager(&aws, Arc::clone(&deps.guard), &exec.notify_secret);
+    let service = Arc::new(
+        ExecutorService::new(
+            store,
+            Arc::new(config.work_queue(&aws)),
+            Arc::new(scheduler),
+            Registry::with_connectors(&aws, Arc::clone(&deps.guard)),
+            deps,
+            Arc::new(SystemClock),
+            exec.fault_injection,
+        )
+        .with_notifications(Arc::new(notifications)),
+    );
     startup.step("wiring");
     startup.ready();
     run(service_fn(move |event: LambdaEvent<SqsEvent>| {

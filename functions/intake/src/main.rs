@@ -3,7 +3,6 @@
 
 use actiongate::adapters::aws::lazy::OnFirstUse;
 use actiongate::adapters::aws::ses::SesMailer;
-use actiongate::adapters::aws::sqs::SqsQueue;
 use actiongate::config::{aws_config, Config, MailConfig};
 use actiongate::handlers::Registry;
 use actiongate::ports::store::Store;
@@ -30,7 +29,7 @@ async fn main() -> Result<(), Error> {
     startup.step("dynamodb_client");
     let policy = config.policy()?;
     startup.step("policy");
-    let queue = Arc::new(SqsQueue::new(OnFirstUse::aws(&aws, aws_sdk_sqs::Client::new), &config.work_queue_url));
+    let queue = Arc::new(config.work_queue(&aws));
     let mailer = Arc::new(SesMailer::new(
         OnFirstUse::aws(&aws, aws_sdk_sesv2::Client::new),
         mail.sender,

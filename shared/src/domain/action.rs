@@ -183,6 +183,9 @@ pub struct Action {
     pub result: Option<Value>,
     pub error: Option<Value>,
     pub idempotency_key: Option<IdempotencyKey>,
+    /// Where decisions and end states are posted (`crate::domain::notify`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify_url: Option<String>,
     /// SHA-256 of the outstanding approval link's token (never the token itself).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval_token_hash: Option<String>,
@@ -285,6 +288,7 @@ impl Action {
             result: None,
             error: None,
             idempotency_key: None,
+            notify_url: None,
             approval_token_hash: None,
             decided_by: None,
             decided_at: None,
@@ -367,6 +371,7 @@ impl Action {
             "decision_reason": self.decision_reason,
             "lease_expires_at": self.lease_expires_at.map(crate::domain::time::format_time),
             "hold_reason": self.hold_reason,
+            "notify_url": self.notify_url,
         })
     }
 }

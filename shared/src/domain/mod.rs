@@ -20,6 +20,7 @@ pub mod guards;
 pub mod html;
 pub mod ids;
 pub mod integrations;
+pub mod notify;
 pub mod placement;
 pub mod policy;
 pub mod stats;

@@ -73,6 +73,8 @@ pub struct CreateActionRequest {
     pub scheduled_for: Option<DateTime<Utc>>,
     pub rate_limit_key: Option<String>,
     pub approver: Option<EmailAddress>,
+    /// Where decisions and end states are posted (`crate::domain::notify`).
+    pub notify_url: Option<String>,
     pub dry_run: bool,
 }
 
@@ -100,6 +102,13 @@ impl CreateActionRequest {
         let rate_limit_key = obj.opt_string_bounded("rate_limit_key", 256)?;
         let approver = obj.opt_email("approver")?;
         let dry_run = obj.opt_bool("dry_run")?.unwrap_or(false);
+        let notify_url =
+            obj.opt_string_bounded("notify_url", crate::domain::notify::MAX_NOTIFY_URL_CHARS)?.map(|raw| {
+                crate::domain::notify::check_notify_url(&raw)
+                    .map(|_| raw)
+                    .map_err(|message| FieldError::new("notify_url", message))
+            });
+        let notify_url = notify_url.transpose()?;
         obj.finish()?;
 
         let (action_type, payload, steps) = match (action_type, steps_value) {
@@ -133,6 +142,7 @@ impl CreateActionRequest {
             scheduled_for,
             rate_limit_key,
             approver,
+            notify_url,
             dry_run,
         })
     }

@@ -56,6 +56,10 @@ async fn route(service: &IntakeService, req: &Request) -> Result<Reply, ApiError
             "GET" => service.audit(id, identity).await,
             _ => not_allowed(),
         },
+        ["actions", id, "notifications"] => match method {
+            "GET" => service.notifications(id, identity).await,
+            _ => not_allowed(),
+        },
         ["actions", id, verb @ ("cancel" | "done" | "dismiss")] => match method {
             "POST" => service.close(&call, id, verb, identity).await,
             _ => not_allowed(),

@@ -12,6 +12,7 @@ pub mod drive;
 pub mod email;
 pub mod gmail;
 pub mod gmail_send;
+pub mod notify;
 pub mod google_api;
 pub mod payment;
 pub mod tasks;

@@ -8,6 +8,7 @@ pub mod api;
 pub mod clock;
 pub mod handler;
 pub mod mail;
+pub mod notify;
 pub mod queue;
 pub mod scheduler;
 pub mod secrets;

@@ -11,6 +11,22 @@ pub struct ExecuteMessage {
     pub action_id: ActionId,
     /// Index of the step to run.
     pub step: usize,
+    /// Instead of a step: deliver the action's notification of this version
+    /// (`crate::domain::notify`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify: Option<u64>,
+}
+
+impl ExecuteMessage {
+    /// Run step `step` of the action.
+    pub fn step(action_id: ActionId, step: usize) -> Self {
+        Self { action_id, step, notify: None }
+    }
+
+    /// Deliver the action's notification of `version`.
+    pub fn notification(action_id: ActionId, version: u64) -> Self {
+        Self { action_id, step: 0, notify: Some(version) }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

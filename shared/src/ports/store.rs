@@ -9,6 +9,7 @@ use crate::domain::approval::{ApprovalRecord, ApprovalUse};
 use crate::domain::breaker::Breaker;
 use crate::domain::guards::{Cooldown, CounterSpec};
 use crate::domain::integrations::IntegrationBreaker;
+use crate::domain::notify::Notification;
 use crate::domain::policy::Policy;
 use crate::domain::{Action, ActionId, AuditEvent, IdempotencyKey, Status, UserId};
 use async_trait::async_trait;
@@ -376,12 +377,52 @@ pub trait IntegrationStore: Send + Sync {
     async fn integrations(&self, limit: i32, window: usize) -> Result<Vec<(String, IntegrationBreaker)>, StoreError>;
 }
 
+/// Status notifications (`crate::domain::notify`): recorded by the writes of [`ActionStore`]
+/// that make a reported move of an action with a `notify_url`, in the same write.
+#[async_trait]
+pub trait NotificationStore: Send + Sync {
+    /// An action's notifications, oldest first.
+    async fn notifications(&self, id: ActionId) -> Result<Vec<Notification>, StoreError>;
+
+    async fn notification(&self, id: ActionId, version: u64) -> Result<Option<Notification>, StoreError>;
+
+    /// Pending notifications due at or before `now` (or whose lease ended), oldest first, at
+    /// most `limit`. May lag behind writes: re-read one before acting on it.
+    async fn due_notifications(&self, now: DateTime<Utc>, limit: i32) -> Result<Vec<Notification>, StoreError>;
+
+    /// Saves `after` if the stored notification is still pending with `before_attempts`
+    /// attempts; an attempt's end (`audit`) goes on the action's notification stream in the
+    /// same write.
+    async fn save_notification(
+        &self,
+        before_attempts: u32,
+        after: &Notification,
+        audit: bool,
+        at: DateTime<Utc>,
+    ) -> Result<(), TransitionError>;
+}
+
 pub trait Store:
-    ActionStore + ApprovalStore + GuardStore + AdminStore + SnapshotStore + StatsStore + IntegrationStore
+    ActionStore
+    + ApprovalStore
+    + GuardStore
+    + AdminStore
+    + SnapshotStore
+    + StatsStore
+    + IntegrationStore
+    + NotificationStore
 {
 }
 
-impl<T: ActionStore + ApprovalStore + GuardStore + AdminStore + SnapshotStore + StatsStore + IntegrationStore> Store
-    for T
+impl<
+        T: ActionStore
+            + ApprovalStore
+            + GuardStore
+            + AdminStore
+            + SnapshotStore
+            + StatsStore
+            + IntegrationStore
+            + NotificationStore,
+    > Store for T
 {
 }

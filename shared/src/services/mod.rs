@@ -10,6 +10,7 @@ pub mod breaker;
 pub mod executor;
 pub mod intake;
 pub mod notices;
+pub mod notify;
 pub mod policy_source;
 pub mod rollback;
 pub mod sweep;

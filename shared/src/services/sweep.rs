@@ -48,6 +48,8 @@ pub struct SweepReport {
     pub resumed: u32,
     /// Due items left for the next sweep because this one ran out of time.
     pub deferred: u32,
+    /// Status notifications handed to an executor (due, or their executor died).
+    pub notifications: u32,
 }
 
 /// The kinds of due work, each taken `TURN` items at a time.
@@ -216,6 +218,13 @@ impl SweepService {
                     tracing::error!(error = %e, %status, "reading due work failed");
                     report.errors += 1;
                 }
+            }
+        }
+        match crate::services::notify::queue_due(self.store.as_ref(), self.queue.as_ref(), now, BATCH).await {
+            Ok(n) => report.notifications = n,
+            Err(e) => {
+                tracing::error!(error = %e, "reading due notifications failed");
+                report.errors += 1;
             }
         }
         let mut out_of_time = false;
@@ -527,7 +536,7 @@ impl SweepService {
     }
 
     async fn send(&self, action: &Action) {
-        let message = ExecuteMessage { action_id: action.action_id, step: action.next_step() };
+        let message = ExecuteMessage::step(action.action_id, action.next_step());
         if let Err(e) = self.queue.enqueue(&message, 0).await {
             tracing::error!(error = %e, "queueing from the sweep failed; the next sweep retries");
         }

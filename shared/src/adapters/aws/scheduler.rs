@@ -86,7 +86,7 @@ mod tests {
 
     #[test]
     fn names_fit_the_scheduler_limit() {
-        let m = ExecuteMessage { action_id: crate::domain::ActionId::new_v7(Utc::now()), step: 19 };
+        let m = ExecuteMessage::step(crate::domain::ActionId::new_v7(Utc::now()), 19);
         let name = crate::ports::scheduler::wake_up_name(&m, "s19-retry12");
         assert!(
             name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')

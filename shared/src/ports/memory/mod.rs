@@ -10,6 +10,6 @@ mod secrets;
 mod store;
 mod store_admin;
 
-pub use outbox::{MemoryMailer, MemoryQueue, MemoryWakeUps, Sent, WakeUp};
+pub use outbox::{MemoryDeliverer, MemoryMailer, MemoryQueue, MemoryWakeUps, Sent, WakeUp};
 pub use secrets::MemorySecrets;
 pub use store::MemoryStore;

@@ -136,3 +136,35 @@ impl WakeUps for MemoryWakeUps {
         Ok(())
     }
 }
+
+/// A notification receiver in memory: it keeps every delivery (`url`, `event_id`, body) and
+/// answers each with the next scripted failure, or success when none is left.
+#[derive(Clone, Default)]
+pub struct MemoryDeliverer {
+    received: Arc<Mutex<Vec<(String, String, serde_json::Value)>>>,
+    script: Arc<Mutex<VecDeque<crate::ports::handler::HandlerError>>>,
+}
+
+impl MemoryDeliverer {
+    /// Every delivery attempt so far: (url, event_id, body).
+    pub fn received(&self) -> Vec<(String, String, serde_json::Value)> {
+        lock(&self.received).clone()
+    }
+
+    /// The next deliveries fail with these errors, in order.
+    pub fn fail_next(&self, errors: impl IntoIterator<Item = crate::ports::handler::HandlerError>) {
+        lock(&self.script).extend(errors);
+    }
+}
+
+#[async_trait]
+impl crate::ports::notify::Deliverer for MemoryDeliverer {
+    async fn deliver(&self, url: &str, event_id: &str, body: &[u8]) -> Result<(), crate::ports::handler::HandlerError> {
+        let body = serde_json::from_slice(body).unwrap_or(serde_json::Value::Null);
+        lock(&self.received).push((url.to_owned(), event_id.to_owned(), body));
+        match lock(&self.script).pop_front() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}

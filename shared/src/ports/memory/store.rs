@@ -62,6 +62,7 @@ pub(super) struct State {
     pub stats: HashMap<(String, chrono::NaiveDate), BTreeMap<String, u64>>,
     pub policy: Option<RawPolicy>,
     pub profiles: HashMap<UserId, Profile>,
+    pub notifications: BTreeMap<(ActionId, u64), crate::domain::notify::Notification>,
 }
 
 /// Creations held at a barrier until all of them arrive, and how many are still to come.
@@ -74,6 +75,8 @@ pub struct MemoryStore {
     snapshot_retention: Duration,
     /// Creations that wait for each other before writing, and how many are still to come.
     race: Arc<Mutex<Option<Race>>>,
+    /// Where a write that recorded a notification asks for its delivery at once.
+    delivery_queue: Option<Arc<dyn crate::ports::queue::WorkQueue>>,
 }
 
 impl Default for MemoryStore {
@@ -99,6 +102,37 @@ impl MemoryStore {
             state: Arc::new(Mutex::new(State::default())),
             snapshot_retention: Duration::days(DEFAULT_ROLLBACK_RETENTION_DAYS),
             race: Arc::default(),
+            delivery_queue: None,
+        }
+    }
+
+    /// Status notifications recorded by this store's writes are queued for delivery at once.
+    pub fn with_delivery_queue(mut self, queue: Arc<dyn crate::ports::queue::WorkQueue>) -> Self {
+        self.delivery_queue = Some(queue);
+        self
+    }
+
+    /// Records the notification a move from `before` to `after` reports, if any.
+    fn put_notification(
+        s: &mut State,
+        f: &mut Failures,
+        before: &Action,
+        after: &Action,
+        events: &[AuditEvent],
+    ) -> Option<crate::domain::notify::Notification> {
+        let n = crate::domain::notify::recorded_by(before, after, events)?;
+        if s.notifications.insert((n.action_id, n.version), as_stored(&n)).is_some() {
+            f.conflict = true;
+        }
+        Some(n)
+    }
+
+    /// After a committed write that recorded `n`: asks for its delivery now.
+    async fn announce(&self, n: Option<crate::domain::notify::Notification>) {
+        let (Some(n), Some(queue)) = (n, &self.delivery_queue) else { return };
+        let message = crate::ports::queue::ExecuteMessage::notification(n.action_id, n.version);
+        if let Err(e) = queue.enqueue(&message, 0).await {
+            tracing::warn!(error = %e, action_id = %n.action_id, "queueing a notification failed; the sweep will");
         }
     }
 
@@ -353,7 +387,7 @@ impl ActionStore for MemoryStore {
         events: &[AuditEvent],
         approval: Option<ApprovalUse<'_>>,
     ) -> Result<(), TransitionError> {
-        self.write_transition(before, after, events, approval, false)
+        self.write_transition(before, after, events, approval, false).await
     }
 
     async fn advance_counting(
@@ -366,7 +400,7 @@ impl ActionStore for MemoryStore {
         automatic_success: bool,
     ) -> Result<Action, TransitionError> {
         let (after, events) = advanced(before, after, path, actor, at).ok_or(TransitionError::Conflict)?;
-        self.write_transition(before, &after, &events, None, automatic_success)?;
+        self.write_transition(before, &after, &events, None, automatic_success).await?;
         Ok(after)
     }
 
@@ -385,12 +419,14 @@ impl ActionStore for MemoryStore {
         if let Some(i) = never_fits(counters) {
             return Err(GuardError::CounterFull(i));
         }
-        let ((), f) = self.transact(|s, f| {
+        let (notification, f) = self.transact(|s, f| {
             self.put_action(s, f, Some(before), &after);
             for event in &events {
                 Self::put_audit(s, f, event);
             }
+            let n = Self::put_notification(s, f, before, &after, &events);
             Self::take_guards(s, f, counters, cooldown, breaker_closed, at);
+            n
         });
         if f.conflict {
             return Err(GuardError::Conflict);
@@ -399,7 +435,10 @@ impl ActionStore for MemoryStore {
             Some(Refusal::BreakerOpen) => Err(GuardError::BreakerOpen),
             Some(Refusal::CoolingDown) => Err(GuardError::CoolingDown),
             Some(Refusal::CounterFull(i)) => Err(GuardError::CounterFull(i)),
-            None => Ok(after),
+            None => {
+                self.announce(notification).await;
+                Ok(after)
+            }
         }
     }
 
@@ -474,7 +513,7 @@ impl ActionStore for MemoryStore {
 }
 
 impl MemoryStore {
-    fn write_transition(
+    async fn write_transition(
         &self,
         before: &Action,
         after: &Action,
@@ -482,7 +521,7 @@ impl MemoryStore {
         approval: Option<ApprovalUse<'_>>,
         automatic_success: bool,
     ) -> Result<(), TransitionError> {
-        let ((), f) = self.transact(|s, f| {
+        let (notification, f) = self.transact(|s, f| {
             self.put_action(s, f, Some(before), after);
             if automatic_success {
                 s.breaker.successes += 1;
@@ -494,10 +533,12 @@ impl MemoryStore {
             if let Some(used) = &approval {
                 Self::close_link(s, f, used);
             }
+            Self::put_notification(s, f, before, after, events)
         });
         if f.any() {
             return Err(TransitionError::Conflict);
         }
+        self.announce(notification).await;
         Ok(())
     }
 }

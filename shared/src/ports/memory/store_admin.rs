@@ -5,6 +5,7 @@ use super::store::{MemoryStore, Profile, State};
 use crate::domain::breaker::Breaker;
 use crate::domain::guards::CounterSpec;
 use crate::domain::integrations::IntegrationBreaker;
+use crate::domain::notify::{notification_stream, DeliveryState, Notification};
 use crate::domain::policy::Policy;
 use crate::domain::streams::{integration_audit_stream, user_audit_stream, BREAKER_AUDIT_STREAM, POLICY_AUDIT_STREAM};
 use crate::domain::time::format_time;
@@ -261,4 +262,51 @@ fn folded(item: &super::store::IntegrationItem, window: usize) -> IntegrationBre
     doc.breaker.absorbed = 0;
     doc.breaker.absorb(u64::try_from(item.successes).unwrap_or(0), window);
     doc
+}
+
+#[async_trait]
+impl NotificationStore for MemoryStore {
+    async fn notifications(&self, id: ActionId) -> Result<Vec<Notification>, StoreError> {
+        let state = self.lock();
+        Ok(state.notifications.range((id, 0)..=(id, u64::MAX)).map(|(_, n)| n.clone()).collect())
+    }
+
+    async fn notification(&self, id: ActionId, version: u64) -> Result<Option<Notification>, StoreError> {
+        Ok(self.lock().notifications.get(&(id, version)).cloned())
+    }
+
+    async fn due_notifications(&self, now: DateTime<Utc>, limit: i32) -> Result<Vec<Notification>, StoreError> {
+        let state = self.lock();
+        let mut due: Vec<&Notification> = state.notifications.values().filter(|n| n.due(now)).collect();
+        due.sort_by_key(|n| (n.next_attempt_at, n.action_id, n.version));
+        Ok(due.into_iter().take(limit.max(0) as usize).cloned().collect())
+    }
+
+    async fn save_notification(
+        &self,
+        before_attempts: u32,
+        after: &Notification,
+        audit: bool,
+        at: DateTime<Utc>,
+    ) -> Result<(), TransitionError> {
+        let mut state = self.lock();
+        let key = (after.action_id, after.version);
+        match state.notifications.get(&key) {
+            Some(n) if n.state == DeliveryState::Pending && n.attempts == before_attempts => {}
+            _ => return Err(TransitionError::Conflict),
+        }
+        if audit
+            && !put_stream_event(
+                &mut state,
+                &notification_stream(after.action_id),
+                after.attempt_seq(),
+                at,
+                after.attempt_event(),
+            )
+        {
+            return Err(TransitionError::Conflict);
+        }
+        state.notifications.insert(key, after.clone());
+        Ok(())
+    }
 }

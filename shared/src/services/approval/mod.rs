@@ -262,7 +262,7 @@ impl ApprovalService {
             // The executor holds it until `scheduled_for` whenever the message arrives.
             let delay = after.runnable_at().map_or(0, |t| (t - now).num_seconds().clamp(0, 900) as u32);
             let step = after.next_step();
-            if let Err(e) = self.queue.enqueue(&ExecuteMessage { action_id: after.action_id, step }, delay).await {
+            if let Err(e) = self.queue.enqueue(&ExecuteMessage::step(after.action_id, step), delay).await {
                 // The action is `queued` in the store; the sweep re-sends work that no executor claimed.
                 tracing::error!(error = %e, "queueing approved work failed; the sweep will re-send");
             }

@@ -62,6 +62,8 @@ pub struct ExecutorService {
     fault_injection: bool,
     /// Rolls back the completed steps of a plan that failed for good, when the policy asks.
     compensator: RollbackService,
+    /// Delivers status notifications (`None`: such messages are dead-lettered).
+    notifier: Option<crate::services::notify::NotificationService>,
 }
 
 impl ExecutorService {
@@ -78,11 +80,28 @@ impl ExecutorService {
         let (registry, deps) = (Arc::new(registry), Arc::new(deps));
         let compensator =
             RollbackService::new(store.clone(), Arc::clone(&registry), Arc::clone(&deps), Arc::clone(&clock));
-        Self { store, queue, scheduler, registry, deps, clock, fault_injection, compensator }
+        Self { store, queue, scheduler, registry, deps, clock, fault_injection, compensator, notifier: None }
+    }
+
+    /// Delivers status notifications through `deliverer`.
+    pub fn with_notifications(mut self, deliverer: Arc<dyn crate::ports::notify::Deliverer>) -> Self {
+        self.notifier = Some(crate::services::notify::NotificationService::new(
+            Arc::clone(&self.store),
+            Arc::clone(&self.queue),
+            deliverer,
+            Arc::clone(&self.clock),
+        ));
+        self
     }
 
     /// Runs what the message asks for, if it is still due.
     pub async fn run(&self, message: &ExecuteMessage, deadline: DateTime<Utc>) -> Outcome {
+        if let Some(version) = message.notify {
+            return match &self.notifier {
+                Some(notifier) => notifier.deliver(message.action_id, version, deadline).await,
+                None => Outcome::DeadLetter("this executor delivers no notifications".into()),
+            };
+        }
         let mut step = message.step;
         // A finished wait continues into the step after it in the same invocation.
         for _ in 0..=crate::validation::MAX_PLAN_STEPS + 1 {
@@ -149,7 +168,7 @@ impl ExecutorService {
 
     /// [`ExecutorService::enqueue`] whose schedule (past 15 minutes) is named by `purpose`.
     async fn enqueue_at(&self, action: &Action, step: usize, delay_secs: u64, purpose: &str) {
-        let message = ExecuteMessage { action_id: action.action_id, step };
+        let message = ExecuteMessage::step(action.action_id, step);
         let result = if delay_secs > MAX_SQS_DELAY_SECS {
             let at = self.clock.now()
                 + chrono::Duration::seconds(delay_secs.min(crate::domain::duration::MAX_DURATION_SECS) as i64);

@@ -23,7 +23,7 @@ impl ExecutorService {
             0 => wake_at,
             nanos => wake_at + chrono::Duration::nanoseconds(1_000_000_000 - i64::from(nanos)),
         };
-        let message = ExecuteMessage { action_id: action.action_id, step: index };
+        let message = ExecuteMessage::step(action.action_id, index);
         if wake_at > now {
             if let Err(e) = self
                 .scheduler

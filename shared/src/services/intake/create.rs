@@ -120,6 +120,7 @@ fn new_action(
     action.reasons = decision.reason_codes();
     action.max_attempts = decision.max_attempts;
     action.idempotency_key = key;
+    action.notify_url = request.notify_url.clone();
     // Two creation events: received, then placed.
     action.version = 2;
     action
@@ -421,7 +422,7 @@ impl IntakeService {
 
         if action.status == Status::Queued {
             // If this send is lost, the action stays `queued` and the sweep re-sends it.
-            if let Err(e) = self.queue.enqueue(&ExecuteMessage { action_id: action.action_id, step: 0 }, 0).await {
+            if let Err(e) = self.queue.enqueue(&ExecuteMessage::step(action.action_id, 0), 0).await {
                 tracing::error!(error = %e, "queueing failed; the sweep will re-send");
             }
         }

@@ -41,6 +41,25 @@ impl IntakeService {
         Ok(Reply::json(200, &json!({ "action_id": action.action_id, "events": events })))
     }
 
+    /// The action's status notifications (`notify_url`) and the audit of every delivery attempt.
+    pub async fn notifications(&self, id: &str, identity: &Identity) -> Result<Reply, ApiError> {
+        let action = self.visible_action(id, identity).await?;
+        let found = self.store.notifications(action.action_id).await.map_err(ApiError::internal)?;
+        let stream = crate::domain::notify::notification_stream(action.action_id);
+        let (events, more) = self.store.system_trail(&stream, 0, TRAIL_PAGE).await.map_err(ApiError::internal)?;
+        let notifications: Vec<Value> = found.iter().map(crate::domain::notify::Notification::to_api).collect();
+        Ok(Reply::json(
+            200,
+            &json!({
+                "action_id": action.action_id,
+                "notify_url": action.notify_url,
+                "notifications": notifications,
+                "attempts": events,
+                "attempts_truncated": more.is_some(),
+            }),
+        ))
+    }
+
     /// `cancel` (owner withdraws unstarted work), `done` and `dismiss` (a human closes a tier-3
     /// action they carried out, or decided against).
     pub async fn close(&self, call: &Call, id: &str, verb: &str, identity: &Identity) -> Result<Reply, ApiError> {

@@ -293,9 +293,16 @@ impl ActionStore for DynamoStore {
         for event in &events {
             items.push(TransactWriteItem::builder().put(self.put_audit(event)?).build());
         }
+        let notification = self.notification_write(before, &after, &events)?.map(|(write, n)| {
+            items.push(write);
+            n
+        });
         let guards = self.push_guards(&mut items, counters, cooldown, breaker_closed, at)?;
         match self.transact(items).await {
-            Ok(_) => Ok(after),
+            Ok(_) => {
+                self.announce(notification.as_ref()).await;
+                Ok(after)
+            }
             Err(err) => {
                 let failed = cancelled_indexes(&err);
                 if guards.before_guards(&failed) {
@@ -335,7 +342,14 @@ impl DynamoStore {
         if let Some(used) = approval {
             items.push(TransactWriteItem::builder().update(self.close_link(&used)?).build());
         }
-        self.conditional_transaction(items).await
+        // The notification of a reported move is recorded with it (an outbox).
+        let notification = self.notification_write(before, after, events)?.map(|(write, n)| {
+            items.push(write);
+            n
+        });
+        self.conditional_transaction(items).await?;
+        self.announce(notification.as_ref()).await;
+        Ok(())
     }
 
     /// Takes items no reader can parse out of the `due` index (they stay in the table for a

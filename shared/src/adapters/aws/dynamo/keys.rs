@@ -111,3 +111,24 @@ pub fn sweep_due(action: &Action) -> Option<(String, String)> {
     let due = crate::domain::execution::due_at(action)?;
     Some((format!("DUE#{}", action.status), format!("{}#{}", crate::domain::time::format_time(due), action.action_id)))
 }
+
+/// The partition of an action's status notifications (`crate::domain::notify`).
+pub fn notification_pk(id: ActionId) -> String {
+    format!("NOTIFY#{id}")
+}
+
+/// A notification's sort key: the action version it reports, zero-padded so they sort.
+pub fn notification_sk(version: u64) -> String {
+    format!("{version:020}")
+}
+
+/// The `due` index's partition of pending notifications.
+pub const NOTIFICATION_DUE_PK: &str = "DUE#notify";
+
+/// Where the sweep finds a pending notification, and when it is due.
+pub fn notification_due(n: &crate::domain::notify::Notification) -> (String, String) {
+    (
+        NOTIFICATION_DUE_PK.to_owned(),
+        format!("{}#{}#{}", crate::domain::time::format_time(n.next_attempt_at), n.action_id, n.version),
+    )
+}

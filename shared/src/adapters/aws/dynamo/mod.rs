@@ -14,6 +14,7 @@ mod approvals;
 mod guards;
 mod integrations;
 pub mod keys;
+mod notifications;
 mod snapshots;
 mod stats;
 
@@ -52,6 +53,8 @@ pub struct DynamoStore {
     table: String,
     audit_table: String,
     snapshot_retention: chrono::Duration,
+    /// Where a write that recorded a notification asks for its delivery at once.
+    delivery_queue: Option<std::sync::Arc<dyn crate::ports::queue::WorkQueue>>,
 }
 
 impl DynamoStore {
@@ -61,7 +64,15 @@ impl DynamoStore {
             table: table.into(),
             audit_table: audit_table.into(),
             snapshot_retention: chrono::Duration::days(DEFAULT_ROLLBACK_RETENTION_DAYS),
+            delivery_queue: None,
         }
+    }
+
+    /// Status notifications recorded by this store's writes are queued for delivery at once
+    /// (without it, the sweep finds them when it runs).
+    pub fn with_delivery_queue(mut self, queue: std::sync::Arc<dyn crate::ports::queue::WorkQueue>) -> Self {
+        self.delivery_queue = Some(queue);
+        self
     }
 
     /// How long a step's rollback snapshot is kept (its item's TTL).

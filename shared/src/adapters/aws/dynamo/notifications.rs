@@ -1,0 +1,162 @@
+//! Status notifications (`crate::domain::notify`): one item each under the action's
+//! notification partition (`NOTIFY#<id>` / the version), recorded in the transaction of the move
+//! it reports; a pending one sits in the sparse `due` index (`DUE#notify`) so the sweep finds
+//! deliveries that are due or whose executor died, without a scan.
+
+use super::*;
+use crate::domain::notify::{notification_stream, recorded_by, DeliveryState, Notification, NOTIFICATION_RETENTION_DAYS};
+
+impl DynamoStore {
+    /// The item of `n`: its document, state and attempts as attributes (for conditions), in the
+    /// `due` index while pending, with a TTL once it is not.
+    fn notification_item(&self, n: &Notification) -> Result<Item, StoreError> {
+        let mut item = Item::new();
+        item.insert(keys::PK.into(), s(keys::notification_pk(n.action_id)));
+        item.insert(keys::SK.into(), s(keys::notification_sk(n.version)));
+        item.insert("state".into(), s(state_name(n.state)));
+        item.insert("attempts".into(), n_attr(n.attempts));
+        let doc = serde_json::to_string(n).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        item.insert("doc".into(), s(doc));
+        if n.state == DeliveryState::Pending {
+            let (due_pk, due_sk) = keys::notification_due(n);
+            item.insert(keys::DUE_PK.into(), s(due_pk));
+            item.insert(keys::DUE_SK.into(), s(due_sk));
+        } else {
+            let end = n.delivered_at.unwrap_or(n.next_attempt_at) + chrono::Duration::days(NOTIFICATION_RETENTION_DAYS);
+            item.insert(keys::TTL.into(), n_attr(end.timestamp()));
+        }
+        Ok(item)
+    }
+
+    /// The put recording the notification a move from `before` to `after` reports, if any.
+    pub(super) fn notification_write(
+        &self,
+        before: &Action,
+        after: &Action,
+        events: &[AuditEvent],
+    ) -> Result<Option<(TransactWriteItem, Notification)>, StoreError> {
+        let Some(n) = recorded_by(before, after, events) else { return Ok(None) };
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(self.notification_item(&n)?))
+            .condition_expression("attribute_not_exists(pk)")
+            .build()?;
+        Ok(Some((TransactWriteItem::builder().put(put).build(), n)))
+    }
+
+    /// After a committed write that recorded `n`: asks an executor to deliver it now (the sweep
+    /// finds it later if this message is lost).
+    pub(super) async fn announce(&self, n: Option<&Notification>) {
+        let (Some(n), Some(queue)) = (n, &self.delivery_queue) else { return };
+        let message = crate::ports::queue::ExecuteMessage::notification(n.action_id, n.version);
+        if let Err(e) = queue.enqueue(&message, 0).await {
+            tracing::warn!(error = %e, action_id = %n.action_id, "queueing a notification failed; the sweep will");
+        }
+    }
+}
+
+fn state_name(state: DeliveryState) -> &'static str {
+    match state {
+        DeliveryState::Pending => "pending",
+        DeliveryState::Delivered => "delivered",
+        DeliveryState::GaveUp => "gave_up",
+    }
+}
+
+fn n_attr(v: impl ToString) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+fn notification_from(item: &Item) -> Result<Notification, StoreError> {
+    let doc = item
+        .get("doc")
+        .and_then(|v| v.as_s().ok())
+        .ok_or_else(|| StoreError::Corrupt("notification item without doc".into()))?;
+    serde_json::from_str(doc).map_err(|e| StoreError::Corrupt(format!("notification: {e}")))
+}
+
+#[async_trait]
+impl NotificationStore for DynamoStore {
+    async fn notifications(&self, id: ActionId) -> Result<Vec<Notification>, StoreError> {
+        let mut found = Vec::new();
+        let mut start = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("#pk = :pk")
+                .expression_attribute_names("#pk", keys::PK)
+                .expression_attribute_values(":pk", s(keys::notification_pk(id)))
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(aws_error)?;
+            for item in out.items() {
+                found.push(notification_from(item)?);
+            }
+            start = out.last_evaluated_key;
+            if start.is_none() {
+                return Ok(found);
+            }
+        }
+    }
+
+    async fn notification(&self, id: ActionId, version: u64) -> Result<Option<Notification>, StoreError> {
+        let item = self.item(keys::notification_pk(id), &keys::notification_sk(version)).await?;
+        item.as_ref().map(notification_from).transpose()
+    }
+
+    async fn due_notifications(&self, now: DateTime<Utc>, limit: i32) -> Result<Vec<Notification>, StoreError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(keys::GSI_DUE)
+            .key_condition_expression("#pk = :pk AND #sk <= :now")
+            .expression_attribute_names("#pk", keys::DUE_PK)
+            .expression_attribute_names("#sk", keys::DUE_SK)
+            .expression_attribute_values(":pk", s(keys::NOTIFICATION_DUE_PK))
+            .expression_attribute_values(":now", s(format!("{}#~", crate::domain::time::format_time(now))))
+            .scan_index_forward(true)
+            .limit(limit)
+            .send()
+            .await
+            .map_err(aws_error)?;
+        let mut found = Vec::new();
+        for item in out.items() {
+            match notification_from(item) {
+                Ok(n) => found.push(n),
+                Err(e) => tracing::error!(error = %e, "skipping an unreadable notification"),
+            }
+        }
+        Ok(found)
+    }
+
+    async fn save_notification(
+        &self,
+        before_attempts: u32,
+        after: &Notification,
+        audit: bool,
+        at: DateTime<Utc>,
+    ) -> Result<(), TransitionError> {
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(self.notification_item(after)?))
+            .condition_expression("#state = :pending AND #attempts = :attempts")
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_names("#attempts", "attempts")
+            .expression_attribute_values(":pending", s("pending"))
+            .expression_attribute_values(":attempts", n_attr(before_attempts))
+            .build()
+            .map_err(StoreError::from)?;
+        let mut items = vec![TransactWriteItem::builder().put(put).build()];
+        if audit {
+            let stream = notification_stream(after.action_id);
+            let event = self.put_stream_event(&stream, after.attempt_seq(), at, after.attempt_event())?;
+            items.push(TransactWriteItem::builder().put(event).build());
+        }
+        self.conditional_transaction(items).await
+    }
+}

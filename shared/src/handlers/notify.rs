@@ -1,0 +1,80 @@
+//! Status notifications, posted signed like connector calls: `Actiongate-Signature: t=<unix
+//! seconds>,v1=<hex HMAC-SHA256(key, "<t>.<raw body>")>` with the key from Secrets Manager, the
+//! `Idempotency-Key` the event's id, through the same address guard as webhooks and connectors,
+//! following no redirect.
+
+use super::connector::signature;
+use super::read_capped;
+use crate::domain::notify::DELIVERY_TIMEOUT_SECS;
+use crate::ports::handler::{GuardedHttp, HandlerError};
+use crate::ports::notify::Deliverer;
+use crate::ports::secrets::{SecretError, Secrets};
+use async_trait::async_trait;
+use std::sync::Arc;
+
+/// How much of a receiver's answer is read (only its status matters; a snippet is kept).
+const MAX_ANSWER_BYTES: usize = 4096;
+
+pub struct SignedDelivery {
+    secrets: Arc<dyn Secrets>,
+    http: Arc<dyn GuardedHttp>,
+    /// The name or ARN of the signing key's secret.
+    secret: String,
+}
+
+impl SignedDelivery {
+    /// Deliveries whose key is read from Secrets Manager (`secret`, a name or ARN).
+    pub fn from_secrets_manager(aws: &aws_config::SdkConfig, http: Arc<dyn GuardedHttp>, secret: &str) -> Self {
+        let secrets = crate::adapters::aws::secrets::SecretsManager::new(crate::adapters::aws::lazy::OnFirstUse::aws(
+            aws,
+            aws_sdk_secretsmanager::Client::new,
+        ));
+        Self::new(Arc::new(secrets), http, secret)
+    }
+
+    pub fn new(secrets: Arc<dyn Secrets>, http: Arc<dyn GuardedHttp>, secret: impl Into<String>) -> Self {
+        Self { secrets, http, secret: secret.into() }
+    }
+}
+
+#[async_trait]
+impl Deliverer for SignedDelivery {
+    async fn deliver(&self, url: &str, event_id: &str, body: &[u8]) -> Result<(), HandlerError> {
+        let url = url::Url::parse(url)
+            .map_err(|e| HandlerError::permanent("notify_url", format!("the notify_url does not parse: {e}")))?;
+        self.http.check(&url)?;
+        let key = self.secrets.secret(&self.secret).await.map_err(|e| match e {
+            // Missing is a deployment fault, not the receiver's: try again (a fix lands in time).
+            SecretError::Missing(_) | SecretError::Unavailable(_) => {
+                HandlerError::transient("secret_unavailable", e.to_string())
+            }
+        })?;
+        let t = chrono::Utc::now().timestamp();
+        let signed = signature(key.expose().as_bytes(), t, body)
+            .ok_or_else(|| HandlerError::transient("secret_unusable", "the notification key cannot sign"))?;
+        let what = format!("notify_url {}", url.host_str().unwrap_or("?"));
+        let response = self
+            .http
+            .client_without_redirects()
+            .post(url)
+            .timeout(std::time::Duration::from_secs(DELIVERY_TIMEOUT_SECS))
+            .header("content-type", "application/json")
+            .header("actiongate-signature", signed)
+            .header("idempotency-key", event_id)
+            .body(body.to_vec())
+            .send()
+            .await
+            .map_err(|e| HandlerError::from_reqwest(&e.without_url(), &what))?;
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if (200..300).contains(&status) {
+            return Ok(());
+        }
+        let (answer, _) = read_capped(response, MAX_ANSWER_BYTES, &what).await.unwrap_or_default();
+        Err(HandlerError::from_status(status, &what, &String::from_utf8_lossy(&answer)).retry_after(retry_after))
+    }
+}
