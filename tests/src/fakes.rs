@@ -284,8 +284,9 @@ fn webhook(
     body: &[u8],
 ) -> Reply {
     let key = header(headers, "idempotency-key").unwrap_or_default().to_owned();
-    let delivery =
-        json!({"method": method, "path": path, "idempotency_key": key, "body": String::from_utf8_lossy(body)});
+    let signature = header(headers, "actiongate-signature");
+    let delivery = json!({"method": method, "path": path, "idempotency_key": key, "body": String::from_utf8_lossy(body),
+                          "signature": signature});
     st.deliveries.push(delivery.clone());
     let name = path.trim_start_matches("/hook/");
     if name.starts_with("redirect") {
@@ -318,7 +319,7 @@ fn webhook(
 }
 
 /// Whether `signature` (`t=<t>,v1=<hex>`) signs `body` with `secret`, made in the last 5 minutes.
-fn signed(secret: &str, signature: &str, body: &[u8]) -> bool {
+pub fn signed(secret: &str, signature: &str, body: &[u8]) -> bool {
     use hmac::Mac;
     let field = |name: &str| signature.split(',').find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='));
     let (Some(t), Some(v1)) = (field("t"), field("v1")) else { return false };

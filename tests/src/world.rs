@@ -276,16 +276,18 @@ impl World {
         let clock_dyn: Arc<dyn Clock> = clock.clone();
         let approval_mail =
             || ApprovalMail { mailer: Arc::new(mailer.clone()), public_base_url: "https://ag.example.com".into() };
-        let executor = Arc::new(ExecutorService::new(
-            shared.clone(),
-            Arc::new(queue.clone()),
-            Arc::new(wakeups.clone()),
-            Registry::new(handlers.clone()),
-            deps(),
-            clock_dyn.clone(),
-            false,
-        )
-        .with_notifications(Arc::new(receiver.clone())));
+        let executor = Arc::new(
+            ExecutorService::new(
+                shared.clone(),
+                Arc::new(queue.clone()),
+                Arc::new(wakeups.clone()),
+                Registry::new(handlers.clone()),
+                deps(),
+                clock_dyn.clone(),
+                false,
+            )
+            .with_notifications(Arc::new(receiver.clone())),
+        );
         Self {
             intake: IntakeService::new(
                 shared.clone(),

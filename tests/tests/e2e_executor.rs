@@ -185,3 +185,60 @@ async fn a_malformed_message_fails_alone_and_reaches_the_dead_letter_queue() {
     }
     assert!(found, "the malformed message never reached the dead-letter queue");
 }
+
+#[tokio::test]
+async fn decisions_and_the_end_are_posted_signed_to_the_notify_url_and_retried() {
+    let api = api();
+    let owner = someone("nora");
+    let hook = format!("/hook/flaky-1-notify-{}", someone("n"));
+    let notify_url = format!("{}{hook}", api.stack.fakes_url);
+    let id =
+        approved_webhook(&api, &owner, &format!("/hook/ok-{}", someone("w")), json!({"notify_url": notify_url})).await;
+    wait_for_status(&api, &owner, &id, &["completed"], 30).await;
+    // Each notification's first delivery meets a 503; the retry (within 10 s) gets through.
+    let mut state = fake_state(&api).await;
+    for _ in 0..120 {
+        if effects_on(&state, &hook) >= 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        state = fake_state(&api).await;
+    }
+    assert_eq!(effects_on(&state, &hook), 2, "{state}");
+    let deliveries: Vec<&Value> =
+        state["deliveries"].as_array().unwrap().iter().filter(|d| d["path"] == hook.as_str()).collect();
+    assert_eq!(deliveries.len(), 4, "each notification failed once, then got through: {deliveries:?}");
+
+    // Signed with the key in Secrets Manager, over the exact body.
+    let sdk = sdk_config_for(&api.stack.emulator).await;
+    let key = aws_sdk_secretsmanager::Client::new(&sdk)
+        .get_secret_value()
+        .secret_id("actiongate/local/NotificationKey")
+        .send()
+        .await
+        .unwrap()
+        .secret_string
+        .unwrap();
+    let mut moves = Vec::new();
+    for d in &deliveries {
+        let body = d["body"].as_str().unwrap();
+        assert!(actiongate_local::fakes::signed(&key, d["signature"].as_str().unwrap(), body.as_bytes()), "{d}");
+        let event: Value = serde_json::from_str(body).unwrap();
+        assert_eq!(
+            (event["event"].as_str(), event["action_id"].as_str()),
+            (Some("action.status_changed"), Some(id.as_str()))
+        );
+        assert_eq!(d["idempotency_key"], event["event_id"], "the event id is the idempotency key");
+        moves.push(format!("{}->{}", event["from"].as_str().unwrap(), event["to"].as_str().unwrap()));
+    }
+    moves.sort();
+    moves.dedup();
+    assert_eq!(moves, vec!["awaiting_approval->queued", "executing->completed"]);
+
+    let shown = api.get(&format!("/actions/{id}/notifications"), &owner).await;
+    assert_eq!(shown.status, 200, "{}", shown.body);
+    let notifications = shown.body["notifications"].as_array().unwrap();
+    assert!(notifications.iter().all(|n| n["state"] == "delivered" && n["attempts"] == 2), "{}", shown.body);
+    assert_eq!(shown.body["attempts"].as_array().unwrap().len(), 4, "every attempt is audited: {}", shown.body);
+    assert_eq!(api.get(&format!("/actions/{id}/notifications"), &someone("eve")).await.status, 404);
+}

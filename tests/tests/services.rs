@@ -900,10 +900,7 @@ async fn a_failing_receiver_is_retried_with_backoff_and_never_touches_the_action
     use actiongate::ports::handler::HandlerError;
     let mut world = World::new();
     let id = created(&world, "alice", with_notify(proposal("gmail.label"))).await;
-    world.receiver.fail_next([
-        HandlerError::transient("http_503", "down"),
-        HandlerError::transient("timeout", "slow"),
-    ]);
+    world.receiver.fail_next([HandlerError::transient("http_503", "down"), HandlerError::transient("timeout", "slow")]);
     assert_eq!(world.decide(id, "reject", APPROVER, false).await.0, 200);
     let before = world.action(id).await;
     assert_eq!(before.status, Status::Rejected);

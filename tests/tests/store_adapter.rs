@@ -566,6 +566,61 @@ async fn the_due_index_gives_due_work_oldest_first_up_to_the_limit(store: Arc<dy
     assert!(store.due(Status::Pending, now, 10).await.unwrap().is_empty());
 }
 
+async fn a_notification_rides_in_the_move_it_reports_and_each_attempt_is_claimed_once(store: Arc<dyn Store>) {
+    use actiongate::domain::notify::{notification_stream, DeliveryState, DELIVERY_LEASE_SECS};
+    let now = Utc::now();
+    let owner = user("nina");
+    let mut a = action(&owner, Status::AwaitingApproval, now);
+    a.notify_url = Some("https://hooks.example.com/n".into());
+    store.create_action(&a, &[event(&a, 1, None, Status::AwaitingApproval)], None, &[], None, None, now).await.unwrap();
+    assert!(store.notifications(a.action_id).await.unwrap().is_empty(), "creation reports nothing");
+
+    let mut rejected = a.clone();
+    rejected.status = Status::Rejected;
+    rejected.version = 2;
+    let lost = store.transition(&a, &rejected, &event(&a, 1, Some(Status::AwaitingApproval), Status::Rejected)).await;
+    assert!(matches!(lost, Err(TransitionError::Conflict)), "a move that fails records no notification");
+    assert!(store.notifications(a.action_id).await.unwrap().is_empty());
+    store.transition(&a, &rejected, &event(&a, 2, Some(Status::AwaitingApproval), Status::Rejected)).await.unwrap();
+    let found = store.notifications(a.action_id).await.unwrap();
+    assert_eq!(found.len(), 1);
+    let n = &found[0];
+    assert_eq!(
+        (n.from, n.to, n.version, n.state, n.attempts),
+        (Status::AwaitingApproval, Status::Rejected, 2, DeliveryState::Pending, 0)
+    );
+    assert_eq!(store.notification(a.action_id, 2).await.unwrap().as_ref(), Some(n));
+    let due = store.due_notifications(now + Duration::seconds(1), 10).await.unwrap();
+    assert_eq!(due.iter().map(|d| d.event_id()).collect::<Vec<_>>(), vec![n.event_id()]);
+
+    let claimed = n.claimed(now).unwrap();
+    store.save_notification(0, &claimed, false, now).await.unwrap();
+    let twice = store.save_notification(0, &claimed, false, now).await;
+    assert!(matches!(twice, Err(TransitionError::Conflict)), "an attempt is claimed once");
+    assert!(store.due_notifications(now + Duration::seconds(1), 10).await.unwrap().is_empty(), "leased");
+    let after_lease = now + Duration::seconds(DELIVERY_LEASE_SECS + 1);
+    assert_eq!(store.due_notifications(after_lease, 10).await.unwrap().len(), 1, "a dead executor's lease ends");
+
+    let delivered = claimed.delivered(now);
+    store.save_notification(1, &delivered, true, now).await.unwrap();
+    assert!(store.due_notifications(after_lease, 10).await.unwrap().is_empty());
+    let again = store.save_notification(1, &delivered, true, now).await;
+    assert!(matches!(again, Err(TransitionError::Conflict)), "a delivered notification is final");
+    let (events, _) = store.system_trail(&notification_stream(a.action_id), 0, 10).await.unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["state"], "delivered");
+    assert_eq!(store.get_action(a.action_id).await.unwrap().unwrap().version, 2, "deliveries never move the action");
+
+    // Without a notify_url, or for a move nobody is told of, nothing is recorded.
+    let b = action(&owner, Status::Queued, now);
+    store.create_action(&b, &[event(&b, 1, None, Status::Queued)], None, &[], None, None, now).await.unwrap();
+    let mut cancelled = b.clone();
+    cancelled.status = Status::Cancelled;
+    cancelled.version = 2;
+    store.transition(&b, &cancelled, &event(&b, 2, Some(Status::Queued), Status::Cancelled)).await.unwrap();
+    assert!(store.notifications(b.action_id).await.unwrap().is_empty());
+}
+
 /// Runs each check against DynamoDB (`dynamo::…`) and memory (`memory::…`), optionally
 /// configuring each store first.
 macro_rules! both {
@@ -639,4 +694,5 @@ both! {
     a_user_s_credentials_and_kyc_changes_are_audited_on_their_stream;
     finished_work_is_counted_for_the_day_for_the_user_and_everyone;
     the_due_index_gives_due_work_oldest_first_up_to_the_limit;
+    a_notification_rides_in_the_move_it_reports_and_each_attempt_is_claimed_once;
 }

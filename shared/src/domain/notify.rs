@@ -195,11 +195,11 @@ impl Notification {
     }
 }
 
-/// The pause before attempt `attempts + 1`: full jitter over an exponential ceiling (10 s,
+/// The pause after `failed` failed attempts (0 after the first): full jitter over an exponential ceiling (10 s,
 /// 20 s, … up to an hour), never below a second; `jitter` in `[0, 1)`. A receiver's
 /// `Retry-After` is honoured (within the hour).
-pub fn backoff_secs(attempts: u32, jitter: f64, retry_after: Option<u64>) -> i64 {
-    let ceiling = (10i64 << attempts.min(12)).min(MAX_BACKOFF_SECS);
+pub fn backoff_secs(failed: u32, jitter: f64, retry_after: Option<u64>) -> i64 {
+    let ceiling = (10i64 << failed.min(12)).min(MAX_BACKOFF_SECS);
     let pause = ((ceiling as f64) * jitter.clamp(0.0, 1.0)) as i64;
     let pause = pause.max(1);
     match retry_after {

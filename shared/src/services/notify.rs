@@ -9,7 +9,6 @@ use crate::ports::clock::Clock;
 use crate::ports::notify::Deliverer;
 use crate::ports::queue::{ExecuteMessage, WorkQueue};
 use crate::ports::store::{Store, TransitionError};
-use crate::services::executor::Outcome;
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
 
@@ -17,6 +16,20 @@ use std::sync::Arc;
 const MAX_SQS_DELAY_SECS: i64 = 900;
 /// A message may arrive this much before the time it was delayed to.
 const EARLY_TOLERANCE_SECS: i64 = 2;
+
+/// What became of a delivery message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Attempt {
+    /// An attempt was made and recorded (delivered, due again, or given up); the notification
+    /// reports the move to this state.
+    Made(crate::domain::Status),
+    /// Nothing to do: delivered already, leased by another executor, or not due yet.
+    Skipped(String),
+    /// No such notification: the message is unusable.
+    Unknown(String),
+    /// The store could not be read or written: the message should come again.
+    StoreDown(String),
+}
 
 pub struct NotificationService {
     store: Arc<dyn Store>,
@@ -36,38 +49,38 @@ impl NotificationService {
     }
 
     /// One attempt at the notification of `action_id` at `version`, if it is due.
-    pub async fn deliver(&self, action_id: ActionId, version: u64, deadline: DateTime<Utc>) -> Outcome {
+    pub async fn deliver(&self, action_id: ActionId, version: u64, deadline: DateTime<Utc>) -> Attempt {
         let n = match self.store.notification(action_id, version).await {
             Ok(Some(n)) => n,
-            Ok(None) => return Outcome::DeadLetter(format!("no notification {action_id}:{version}")),
-            Err(e) => return Outcome::Retry(e.to_string()),
+            Ok(None) => return Attempt::Unknown(format!("no notification {action_id}:{version}")),
+            Err(e) => return Attempt::StoreDown(e.to_string()),
         };
         let now = self.clock.now();
         if n.state != DeliveryState::Pending {
-            return Outcome::Ignored(format!("notification {} is {:?} already", n.event_id(), n.state));
+            return Attempt::Skipped(format!("notification {} is {:?} already", n.event_id(), n.state));
         }
         if n.next_attempt_at > now + chrono::Duration::seconds(EARLY_TOLERANCE_SECS) {
-            return Outcome::Ignored(format!("notification {} is leased or not due yet", n.event_id()));
+            return Attempt::Skipped(format!("notification {} is leased or not due yet", n.event_id()));
         }
         let Some(claimed) = n.claimed(now) else {
-            return Outcome::Ignored(format!("notification {} has no attempt left", n.event_id()));
+            return Attempt::Skipped(format!("notification {} has no attempt left", n.event_id()));
         };
         match self.store.save_notification(n.attempts, &claimed, false, now).await {
             Ok(()) => {}
-            Err(TransitionError::Conflict) => return Outcome::Ignored("another executor took this attempt".into()),
-            Err(TransitionError::Store(e)) => return Outcome::Retry(e.to_string()),
+            Err(TransitionError::Conflict) => return Attempt::Skipped("another executor took this attempt".into()),
+            Err(TransitionError::Store(e)) => return Attempt::StoreDown(e.to_string()),
         }
         let after = self.attempt(&claimed, deadline).await;
         let end = self.clock.now();
         match self.store.save_notification(claimed.attempts, &after, true, end).await {
             Ok(()) => {}
             // The lease ran out and another executor took over: its attempt stands.
-            Err(TransitionError::Conflict) => return Outcome::Ignored("the attempt's lease ran out".into()),
+            Err(TransitionError::Conflict) => return Attempt::Skipped("the attempt's lease ran out".into()),
             // Left leased: the sweep hands it on when the lease ends (the receiver may get it
             // twice; it deduplicates on event_id).
             Err(TransitionError::Store(e)) => {
                 tracing::error!(error = %e, event_id = %after.event_id(), "recording a delivery failed");
-                return Outcome::Ignored(format!("recording the delivery failed: {e}"));
+                return Attempt::Skipped(format!("recording the delivery failed: {e}"));
             }
         }
         match after.state {
@@ -91,7 +104,7 @@ impl NotificationService {
                 }
             }
         }
-        Outcome::Ran(after.to)
+        Attempt::Made(after.to)
     }
 
     /// Posts a claimed notification within the invocation's time; how it ended.
@@ -100,27 +113,30 @@ impl NotificationService {
         let left = (deadline - self.clock.now()).to_std().unwrap_or_default();
         let budget = left.saturating_sub(std::time::Duration::from_secs(2));
         let event_id = claimed.event_id();
-        let sent =
-            tokio::time::timeout(budget, self.deliverer.deliver(&claimed.url, &event_id, body.as_bytes())).await;
+        let sent = tokio::time::timeout(budget, self.deliverer.deliver(&claimed.url, &event_id, body.as_bytes())).await;
         let end = self.clock.now();
         match sent {
             Ok(Ok(())) => claimed.delivered(end),
             Ok(Err(e)) => {
-                let pause = backoff_secs(claimed.attempts, rand::random::<f64>(), e.retry_after_secs);
+                let pause = backoff_secs(claimed.attempts - 1, rand::random::<f64>(), e.retry_after_secs);
                 claimed.failed(end, format!("{}: {}", e.code, e.message), !e.is_transient(), pause)
             }
             Err(_) => {
-                let pause = backoff_secs(claimed.attempts, rand::random::<f64>(), None);
+                let pause = backoff_secs(claimed.attempts - 1, rand::random::<f64>(), None);
                 claimed.failed(end, "timeout: the invocation ran out of time".into(), false, pause)
             }
         }
     }
-
 }
 
 /// The sweep's part: hands every due notification (or one whose executor died) to an executor.
 /// Returns how many were queued.
-pub async fn queue_due(store: &dyn Store, queue: &dyn WorkQueue, now: DateTime<Utc>, limit: i32) -> Result<u32, String> {
+pub async fn queue_due(
+    store: &dyn Store,
+    queue: &dyn WorkQueue,
+    now: DateTime<Utc>,
+    limit: i32,
+) -> Result<u32, String> {
     let due = store.due_notifications(now, limit).await.map_err(|e| e.to_string())?;
     let mut queued = 0;
     for n in due {

@@ -98,7 +98,15 @@ impl ExecutorService {
     pub async fn run(&self, message: &ExecuteMessage, deadline: DateTime<Utc>) -> Outcome {
         if let Some(version) = message.notify {
             return match &self.notifier {
-                Some(notifier) => notifier.deliver(message.action_id, version, deadline).await,
+                Some(notifier) => {
+                    use crate::services::notify::Attempt;
+                    match notifier.deliver(message.action_id, version, deadline).await {
+                        Attempt::Made(status) => Outcome::Ran(status),
+                        Attempt::Skipped(why) => Outcome::Ignored(why),
+                        Attempt::Unknown(why) => Outcome::DeadLetter(why),
+                        Attempt::StoreDown(why) => Outcome::Retry(why),
+                    }
+                }
                 None => Outcome::DeadLetter("this executor delivers no notifications".into()),
             };
         }

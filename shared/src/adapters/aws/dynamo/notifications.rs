@@ -4,7 +4,9 @@
 //! deliveries that are due or whose executor died, without a scan.
 
 use super::*;
-use crate::domain::notify::{notification_stream, recorded_by, DeliveryState, Notification, NOTIFICATION_RETENTION_DAYS};
+use crate::domain::notify::{
+    notification_stream, recorded_by, DeliveryState, Notification, NOTIFICATION_RETENTION_DAYS,
+};
 
 impl DynamoStore {
     /// The item of `n`: its document, state and attempts as attributes (for conditions), in the
