@@ -130,8 +130,19 @@ pub struct ExecutorConfig {
     pub scheduler_role_arn: String,
     pub handlers: HandlerConfig,
     pub fault_injection: bool,
-    /// The signing key of status notifications (`NOTIFY_SECRET`).
-    pub notify_secret: String,
+}
+
+/// Status notifications' master signing key (executor: signs; intake: gives each user theirs).
+#[derive(Debug, Clone)]
+pub struct NotifyConfig {
+    /// The name or ARN of its Secrets Manager secret (`NOTIFY_SECRET`).
+    pub secret: String,
+}
+
+impl NotifyConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Ok(Self { secret: required(vars::NOTIFY_SECRET)? })
+    }
 }
 
 impl ExecutorConfig {
@@ -142,7 +153,6 @@ impl ExecutorConfig {
             scheduler_role_arn: required(vars::SCHEDULER_ROLE_ARN)?,
             handlers: HandlerConfig::from_env()?,
             fault_injection: std::env::var(ACTIONGATE_FAULT_INJECTION).is_ok_and(|v| v == "1"),
-            notify_secret: required(vars::NOTIFY_SECRET)?,
         })
     }
 }

@@ -296,7 +296,8 @@ impl World {
                 approval_mail(),
                 Registry::new(handlers.clone()),
                 clock_dyn.clone(),
-            ),
+            )
+            .with_notification_keys(Arc::new(receiver.clone())),
             approval: ApprovalService::new(
                 shared.clone(),
                 Arc::new(queue.clone()),

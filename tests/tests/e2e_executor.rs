@@ -209,9 +209,13 @@ async fn decisions_and_the_end_are_posted_signed_to_the_notify_url_and_retried()
         state["deliveries"].as_array().unwrap().iter().filter(|d| d["path"] == hook.as_str()).collect();
     assert_eq!(deliveries.len(), 4, "each notification failed once, then got through: {deliveries:?}");
 
-    // Signed with the key in Secrets Manager, over the exact body.
+    // Signed with the owner's own receiver key (from GET /notifications/key), over the exact
+    // body; that key is derived from the master key in Secrets Manager, and nobody else's fits.
+    let given = api.get("/notifications/key", &owner).await;
+    assert_eq!(given.status, 200, "{}", given.body);
+    let key = given.body["key"].as_str().unwrap().to_owned();
     let sdk = sdk_config_for(&api.stack.emulator).await;
-    let key = aws_sdk_secretsmanager::Client::new(&sdk)
+    let master = aws_sdk_secretsmanager::Client::new(&sdk)
         .get_secret_value()
         .secret_id("actiongate/local/NotificationKey")
         .send()
@@ -219,10 +223,15 @@ async fn decisions_and_the_end_are_posted_signed_to_the_notify_url_and_retried()
         .unwrap()
         .secret_string
         .unwrap();
+    let owner_id = actiongate::domain::UserId::parse(&owner).unwrap();
+    assert_eq!(key, actiongate::domain::notify::receiver_key(master.as_bytes(), &owner_id));
+    let other = api.get("/notifications/key", &someone("eve")).await.body["key"].as_str().unwrap().to_owned();
+    assert_ne!(other, key);
     let mut moves = Vec::new();
     for d in &deliveries {
         let body = d["body"].as_str().unwrap();
         assert!(actiongate_local::fakes::signed(&key, d["signature"].as_str().unwrap(), body.as_bytes()), "{d}");
+        assert!(!actiongate_local::fakes::signed(&other, d["signature"].as_str().unwrap(), body.as_bytes()));
         let event: Value = serde_json::from_str(body).unwrap();
         assert_eq!(
             (event["event"].as_str(), event["action_id"].as_str()),

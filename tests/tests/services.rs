@@ -974,3 +974,38 @@ async fn notify_urls_must_be_https_without_credentials() {
     let (_, shown) = world.api("GET", &format!("/actions/{}", id_of(&answer)), None, "alice", false).await;
     assert_eq!(shown["notify_url"], "https://hooks.example.com/actiongate");
 }
+
+#[tokio::test]
+async fn a_last_attempt_that_never_reported_is_given_up_not_kept_pending() {
+    use actiongate::domain::notify::{DeliveryState, MAX_DELIVERY_ATTEMPTS};
+    let mut world = World::new();
+    let id = created(&world, "alice", with_notify(proposal("gmail.label"))).await;
+    world.queue.fail_sends(true);
+    assert_eq!(world.decide(id, "reject", APPROVER, false).await.0, 200);
+    world.queue.fail_sends(false);
+    // Every attempt but the last failed; the last was claimed by an executor that died.
+    let mut n = world.store.notifications(id).await.unwrap().remove(0);
+    let mut seen = 0;
+    while n.attempts < MAX_DELIVERY_ATTEMPTS {
+        let claimed = n.claimed(world.now()).unwrap();
+        world.store.save_notification(seen, &claimed, false, world.now()).await.unwrap();
+        seen = claimed.attempts;
+        n = claimed;
+    }
+    world.settle(4, Duration::seconds(30)).await;
+    let n = &world.store.notifications(id).await.unwrap()[0];
+    assert_eq!(n.state, DeliveryState::GaveUp, "{n:?}");
+    assert!(world.receiver.received().is_empty());
+    assert!(world.store.due_notifications(world.now() + Duration::days(1), 10).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn each_user_gets_their_own_receiver_key() {
+    let world = World::new();
+    let (status, alice) = world.api("GET", "/notifications/key", None, "alice", false).await;
+    assert_eq!(status, 200, "{alice}");
+    let (_, bob) = world.api("GET", "/notifications/key", None, "bob", false).await;
+    assert_eq!(alice["key"].as_str().map(str::len), Some(64));
+    assert_ne!(alice["key"], bob["key"]);
+    assert_eq!(alice["user_id"], "alice");
+}

@@ -2,7 +2,7 @@
 
 use actiongate::adapters::aws::lazy::OnFirstUse;
 use actiongate::adapters::aws::scheduler::WakeUpScheduler;
-use actiongate::config::{aws_config, Config, ExecutorConfig};
+use actiongate::config::{aws_config, Config, ExecutorConfig, NotifyConfig};
 use actiongate::handlers::notify::SignedDelivery;
 use actiongate::handlers::{Dependencies, Registry};
 use actiongate::ports::store::Store;
@@ -21,6 +21,7 @@ async fn main() -> Result<(), Error> {
     startup.step("logging");
     let config = Config::from_env()?;
     let exec = ExecutorConfig::from_env()?;
+    let notify = NotifyConfig::from_env()?;
     startup.step("configuration");
     let aws = aws_config().await;
     startup.step("sdk_config");
@@ -36,7 +37,7 @@ async fn main() -> Result<(), Error> {
         exec.scheduler_role_arn,
         exec.work_queue_arn,
     );
-    let notifications = SignedDelivery::from_secrets_manager(&aws, Arc::clone(&deps.guard), &exec.notify_secret);
+    let notifications = SignedDelivery::from_secrets_manager(&aws, Arc::clone(&deps.guard), &notify.secret);
     let service = Arc::new(
         ExecutorService::new(
             store,

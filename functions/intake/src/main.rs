@@ -4,6 +4,8 @@
 use actiongate::adapters::aws::lazy::OnFirstUse;
 use actiongate::adapters::aws::ses::SesMailer;
 use actiongate::config::{aws_config, Config, MailConfig};
+use actiongate::handlers::notify::SignedDelivery;
+use actiongate::handlers::webhook::{AddressGuard, Allowlist};
 use actiongate::handlers::Registry;
 use actiongate::ports::store::Store;
 use actiongate::services::intake::IntakeService;
@@ -22,6 +24,7 @@ async fn main() -> Result<(), Error> {
     let config = Config::from_env()?;
     let mail = MailConfig::from_env()?;
     let connectors = actiongate::config::ConnectorConfig::from_env()?;
+    let notify = actiongate::config::NotifyConfig::from_env()?;
     startup.step("configuration");
     let aws = aws_config().await;
     startup.step("sdk_config");
@@ -36,15 +39,20 @@ async fn main() -> Result<(), Error> {
         mail.configuration_set,
     ));
     let approval_mail = ApprovalMail { mailer, public_base_url: mail.public_base_url };
-    let service = Arc::new(IntakeService::new(
-        store.clone(),
-        queue,
-        Arc::new(PolicySource::new(store, policy, config.policy_cache)),
-        approval_mail,
-        // Connectors that serve `validate` and `preview` are asked at intake.
-        Registry::with_connectors_allowing(&aws, &connectors.webhook_allowlist)?,
-        Arc::new(SystemClock),
-    ));
+    let guard = Arc::new(AddressGuard::new(Allowlist::parse(&connectors.webhook_allowlist))?);
+    let keys = SignedDelivery::from_secrets_manager(&aws, guard, &notify.secret);
+    let service = Arc::new(
+        IntakeService::new(
+            store.clone(),
+            queue,
+            Arc::new(PolicySource::new(store, policy, config.policy_cache)),
+            approval_mail,
+            // Connectors that serve `validate` and `preview` are asked at intake.
+            Registry::with_connectors_allowing(&aws, &connectors.webhook_allowlist)?,
+            Arc::new(SystemClock),
+        )
+        .with_notification_keys(Arc::new(keys)),
+    );
     startup.step("wiring");
     startup.ready();
     run(service_fn(move |req: Request| {

@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 /// The `event` of every notification body.
 pub const STATUS_CHANGED: &str = "action.status_changed";
 /// Deliveries tried before a notification is given up.
-pub const MAX_DELIVERY_ATTEMPTS: u32 = 8;
+pub const MAX_DELIVERY_ATTEMPTS: u32 = 12;
 /// How long a claimed delivery belongs to its executor; after that the sweep hands it on.
 pub const DELIVERY_LEASE_SECS: i64 = 60;
 /// The receiver's time to answer.
@@ -172,6 +172,14 @@ impl Notification {
         next
     }
 
+    /// Given up because the last attempt's executor never reported (its lease ran out).
+    pub fn abandoned(&self) -> Notification {
+        let mut next = self.clone();
+        next.state = DeliveryState::GaveUp;
+        next.last_error = Some("lease_expired: the last attempt never reported".into());
+        next
+    }
+
     /// Whether the sweep should hand it to an executor now (due, or its lease ran out).
     pub fn due(&self, now: DateTime<Utc>) -> bool {
         self.state == DeliveryState::Pending && self.next_attempt_at <= now
@@ -195,17 +203,30 @@ impl Notification {
     }
 }
 
-/// The pause after `failed` failed attempts (0 after the first): full jitter over an exponential ceiling (10 s,
-/// 20 s, … up to an hour), never below a second; `jitter` in `[0, 1)`. A receiver's
-/// `Retry-After` is honoured (within the hour).
+/// The pause after `failed` failed attempts (0 after the first): equal jitter over an
+/// exponential ceiling (10 s, 20 s, … up to an hour), so 12 attempts span about two and a half
+/// hours; never below a second; `jitter` in `[0, 1)`. A receiver's `Retry-After` is honoured
+/// (within the hour).
 pub fn backoff_secs(failed: u32, jitter: f64, retry_after: Option<u64>) -> i64 {
     let ceiling = (10i64 << failed.min(12)).min(MAX_BACKOFF_SECS);
-    let pause = ((ceiling as f64) * jitter.clamp(0.0, 1.0)) as i64;
+    let pause = ceiling / 2 + ((ceiling / 2) as f64 * jitter.clamp(0.0, 1.0)) as i64;
     let pause = pause.max(1);
     match retry_after {
         Some(secs) => pause.max(i64::try_from(secs).unwrap_or(MAX_BACKOFF_SECS).min(MAX_BACKOFF_SECS)),
         None => pause,
     }
+}
+
+/// The key a receiver checks `user`'s notifications with: HMAC-SHA256 of the stack's master key
+/// over a purpose-bound label and the user id, in hex. Each user gets their own (from
+/// `GET /notifications/key`), so one user's receiver cannot forge another's notifications, and
+/// the label keeps these signatures apart from any other use of the master key.
+pub fn receiver_key(master: &[u8], user: &UserId) -> String {
+    use hmac::Mac;
+    let mut mac = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(master).expect("HMAC takes keys of any length");
+    mac.update(b"actiongate-notify-v1:");
+    mac.update(user.as_str().as_bytes());
+    crate::domain::token::hex(&mac.finalize().into_bytes())
 }
 
 /// The audit stream of an action's notification deliveries (kept apart from the action's own
@@ -297,12 +318,23 @@ mod tests {
 
     #[test]
     fn backoff_grows_is_bounded_and_honours_retry_after() {
-        assert_eq!(backoff_secs(0, 0.0, None), 1);
+        assert_eq!(backoff_secs(0, 0.0, None), 5);
         assert_eq!(backoff_secs(0, 0.999, None), 9);
-        assert_eq!(backoff_secs(3, 0.999, None), 79);
-        assert_eq!(backoff_secs(40, 0.999, None), 3596);
+        assert_eq!(backoff_secs(3, 0.0, None), 40);
+        assert_eq!(backoff_secs(40, 0.999, None), 3598);
         assert_eq!(backoff_secs(1, 0.0, Some(120)), 120);
+        let span: i64 = (0..MAX_DELIVERY_ATTEMPTS - 1).map(|n| backoff_secs(n, 0.0, None)).sum();
+        assert!(span > 3600, "the attempts span more than an hour at the least: {span}");
         assert_eq!(backoff_secs(1, 0.0, Some(u64::MAX)), 3600);
+    }
+
+    #[test]
+    fn each_user_has_their_own_receiver_key() {
+        let alice = receiver_key(b"master", &UserId::parse("alice").unwrap());
+        assert_eq!(alice.len(), 64);
+        assert_eq!(alice, receiver_key(b"master", &UserId::parse("alice").unwrap()));
+        assert_ne!(alice, receiver_key(b"master", &UserId::parse("bob").unwrap()));
+        assert_ne!(alice, receiver_key(b"other", &UserId::parse("alice").unwrap()));
     }
 
     #[test]

@@ -1,11 +1,13 @@
 //! Status notifications, posted signed like connector calls: `Actiongate-Signature: t=<unix
-//! seconds>,v1=<hex HMAC-SHA256(key, "<t>.<raw body>")>` with the key from Secrets Manager, the
+//! seconds>,v1=<hex HMAC-SHA256(key, "<t>.<raw body>")>` with the requester's own receiver key
+//! (derived from the master key in Secrets Manager), the
 //! `Idempotency-Key` the event's id, through the same address guard as webhooks and connectors,
 //! following no redirect.
 
 use super::connector::signature;
 use super::read_capped;
-use crate::domain::notify::DELIVERY_TIMEOUT_SECS;
+use crate::domain::notify::{receiver_key, DELIVERY_TIMEOUT_SECS};
+use crate::domain::UserId;
 use crate::ports::handler::{GuardedHttp, HandlerError};
 use crate::ports::notify::Deliverer;
 use crate::ports::secrets::{SecretError, Secrets};
@@ -39,18 +41,23 @@ impl SignedDelivery {
 
 #[async_trait]
 impl Deliverer for SignedDelivery {
-    async fn deliver(&self, url: &str, event_id: &str, body: &[u8]) -> Result<(), HandlerError> {
-        let url = url::Url::parse(url)
-            .map_err(|e| HandlerError::permanent("notify_url", format!("the notify_url does not parse: {e}")))?;
-        self.http.check(&url)?;
-        let key = self.secrets.secret(&self.secret).await.map_err(|e| match e {
+    async fn receiver_key(&self, user: &UserId) -> Result<String, HandlerError> {
+        let master = self.secrets.secret(&self.secret).await.map_err(|e| match e {
             // Missing is a deployment fault, not the receiver's: try again (a fix lands in time).
             SecretError::Missing(_) | SecretError::Unavailable(_) => {
                 HandlerError::transient("secret_unavailable", e.to_string())
             }
         })?;
+        Ok(receiver_key(master.expose().as_bytes(), user))
+    }
+
+    async fn deliver(&self, user: &UserId, url: &str, event_id: &str, body: &[u8]) -> Result<(), HandlerError> {
+        let url = url::Url::parse(url)
+            .map_err(|e| HandlerError::permanent("notify_url", format!("the notify_url does not parse: {e}")))?;
+        self.http.check(&url)?;
+        let key = self.receiver_key(user).await?;
         let t = chrono::Utc::now().timestamp();
-        let signed = signature(key.expose().as_bytes(), t, body)
+        let signed = signature(key.as_bytes(), t, body)
             .ok_or_else(|| HandlerError::transient("secret_unusable", "the notification key cannot sign"))?;
         let what = format!("notify_url {}", url.host_str().unwrap_or("?"));
         let response = self
@@ -74,7 +81,9 @@ impl Deliverer for SignedDelivery {
         if (200..300).contains(&status) {
             return Ok(());
         }
-        let (answer, _) = read_capped(response, MAX_ANSWER_BYTES, &what).await.unwrap_or_default();
-        Err(HandlerError::from_status(status, &what, &String::from_utf8_lossy(&answer)).retry_after(retry_after))
+        // The answer's body is not kept: shown back through the API it would let anyone read
+        // what an allowlisted internal address says.
+        drop(read_capped(response, MAX_ANSWER_BYTES, &what).await);
+        Err(HandlerError::from_status(status, &what, "").retry_after(retry_after))
     }
 }

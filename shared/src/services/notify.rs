@@ -63,7 +63,17 @@ impl NotificationService {
             return Attempt::Skipped(format!("notification {} is leased or not due yet", n.event_id()));
         }
         let Some(claimed) = n.claimed(now) else {
-            return Attempt::Skipped(format!("notification {} has no attempt left", n.event_id()));
+            // The last attempt's executor died before it reported: give up now, or the
+            // notification would stay pending (and due) for ever.
+            let gave_up = n.abandoned();
+            return match self.store.save_notification(n.attempts, &gave_up, true, now).await {
+                Ok(()) => {
+                    tracing::warn!(event_id = %n.event_id(), "notification given up: the last attempt never reported");
+                    Attempt::Made(gave_up.to)
+                }
+                Err(TransitionError::Conflict) => Attempt::Skipped("another executor closed it".into()),
+                Err(TransitionError::Store(e)) => Attempt::StoreDown(e.to_string()),
+            };
         };
         match self.store.save_notification(n.attempts, &claimed, false, now).await {
             Ok(()) => {}
@@ -111,9 +121,15 @@ impl NotificationService {
     async fn attempt(&self, claimed: &Notification, deadline: DateTime<Utc>) -> Notification {
         let body = claimed.body().to_string();
         let left = (deadline - self.clock.now()).to_std().unwrap_or_default();
-        let budget = left.saturating_sub(std::time::Duration::from_secs(2));
+        // Within the invocation, and well within the lease (no one else may post meanwhile).
+        let lease = std::time::Duration::from_secs(crate::domain::notify::DELIVERY_LEASE_SECS.unsigned_abs() - 10);
+        let budget = left.saturating_sub(std::time::Duration::from_secs(2)).min(lease);
         let event_id = claimed.event_id();
-        let sent = tokio::time::timeout(budget, self.deliverer.deliver(&claimed.url, &event_id, body.as_bytes())).await;
+        let sent = tokio::time::timeout(
+            budget,
+            self.deliverer.deliver(&claimed.user_id, &claimed.url, &event_id, body.as_bytes()),
+        )
+        .await;
         let end = self.clock.now();
         match sent {
             Ok(Ok(())) => claimed.delivered(end),

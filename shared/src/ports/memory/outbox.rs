@@ -159,7 +159,17 @@ impl MemoryDeliverer {
 
 #[async_trait]
 impl crate::ports::notify::Deliverer for MemoryDeliverer {
-    async fn deliver(&self, url: &str, event_id: &str, body: &[u8]) -> Result<(), crate::ports::handler::HandlerError> {
+    async fn receiver_key(&self, user: &crate::domain::UserId) -> Result<String, crate::ports::handler::HandlerError> {
+        Ok(crate::domain::notify::receiver_key(b"memory-master-key", user))
+    }
+
+    async fn deliver(
+        &self,
+        _user: &crate::domain::UserId,
+        url: &str,
+        event_id: &str,
+        body: &[u8],
+    ) -> Result<(), crate::ports::handler::HandlerError> {
         let body = serde_json::from_slice(body).unwrap_or(serde_json::Value::Null);
         lock(&self.received).push((url.to_owned(), event_id.to_owned(), body));
         match lock(&self.script).pop_front() {

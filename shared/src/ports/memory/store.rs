@@ -131,8 +131,13 @@ impl MemoryStore {
     async fn announce(&self, n: Option<crate::domain::notify::Notification>) {
         let (Some(n), Some(queue)) = (n, &self.delivery_queue) else { return };
         let message = crate::ports::queue::ExecuteMessage::notification(n.action_id, n.version);
-        if let Err(e) = queue.enqueue(&message, 0).await {
-            tracing::warn!(error = %e, action_id = %n.action_id, "queueing a notification failed; the sweep will");
+        // Briefly: the write is done, and a slow queue must not hold up the caller.
+        match tokio::time::timeout(std::time::Duration::from_secs(2), queue.enqueue(&message, 0)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, action_id = %n.action_id, "queueing a notification failed; the sweep will")
+            }
+            Err(_) => tracing::warn!(action_id = %n.action_id, "queueing a notification timed out; the sweep will"),
         }
     }
 

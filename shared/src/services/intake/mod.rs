@@ -52,6 +52,8 @@ pub struct IntakeService {
     /// The declared types' compiled schemas, for the policy they were compiled from (compiled
     /// once per policy, not per request).
     custom: std::sync::Mutex<Option<(Arc<Policy>, Arc<CustomTypes>)>>,
+    /// Gives each user the key their notification receivers check signatures with.
+    notification_keys: Option<Arc<dyn crate::ports::notify::Deliverer>>,
 }
 
 impl IntakeService {
@@ -63,7 +65,41 @@ impl IntakeService {
         registry: Registry,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        Self { store, queue, policies, approval_mail, registry, clock, custom: Default::default() }
+        Self {
+            store,
+            queue,
+            policies,
+            approval_mail,
+            registry,
+            clock,
+            custom: Default::default(),
+            notification_keys: None,
+        }
+    }
+
+    /// Serves `GET /notifications/key` from `keys`.
+    pub fn with_notification_keys(mut self, keys: Arc<dyn crate::ports::notify::Deliverer>) -> Self {
+        self.notification_keys = Some(keys);
+        self
+    }
+
+    /// `GET /notifications/key`: the key the caller's receivers check notifications with (their
+    /// own: nobody else's receiver can be sent a notification that passes for theirs).
+    pub async fn notification_key(&self, identity: &Identity) -> Result<Reply, ApiError> {
+        let keys = self.notification_keys.as_ref().ok_or_else(|| ApiError::Unavailable {
+            code: "notifications_unavailable",
+            message: "this deployment signs no notifications".into(),
+            retry_after_secs: None,
+        })?;
+        let key = keys.receiver_key(&identity.user).await.map_err(|e| ApiError::Unavailable {
+            code: "notifications_unavailable",
+            message: format!("the signing key cannot be read now: {}", e.code),
+            retry_after_secs: Some(30),
+        })?;
+        Ok(Reply::json(
+            200,
+            &json!({"user_id": identity.user, "key": key, "algorithm": "HMAC-SHA256", "header": "Actiongate-Signature"}),
+        ))
     }
 
     /// The declared types of `policy`, compiled once per policy read.

@@ -51,8 +51,13 @@ impl DynamoStore {
     pub(super) async fn announce(&self, n: Option<&Notification>) {
         let (Some(n), Some(queue)) = (n, &self.delivery_queue) else { return };
         let message = crate::ports::queue::ExecuteMessage::notification(n.action_id, n.version);
-        if let Err(e) = queue.enqueue(&message, 0).await {
-            tracing::warn!(error = %e, action_id = %n.action_id, "queueing a notification failed; the sweep will");
+        // Briefly: the write is done, and a slow queue must not hold up the caller.
+        match tokio::time::timeout(std::time::Duration::from_secs(2), queue.enqueue(&message, 0)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, action_id = %n.action_id, "queueing a notification failed; the sweep will")
+            }
+            Err(_) => tracing::warn!(action_id = %n.action_id, "queueing a notification timed out; the sweep will"),
         }
     }
 }
@@ -130,7 +135,26 @@ impl NotificationStore for DynamoStore {
         for item in out.items() {
             match notification_from(item) {
                 Ok(n) => found.push(n),
-                Err(e) => tracing::error!(error = %e, "skipping an unreadable notification"),
+                Err(e) => {
+                    // Out of the index (it stays in the table for a human), so it never fills
+                    // the sweep's batches.
+                    tracing::error!(error = %e, "an unreadable notification leaves the due index");
+                    let (Some(pk), Some(sk)) = (item.get(keys::PK), item.get(keys::SK)) else { continue };
+                    let removed = self
+                        .client
+                        .update_item()
+                        .table_name(&self.table)
+                        .key(keys::PK, pk.clone())
+                        .key(keys::SK, sk.clone())
+                        .update_expression("REMOVE #dpk, #dsk")
+                        .expression_attribute_names("#dpk", keys::DUE_PK)
+                        .expression_attribute_names("#dsk", keys::DUE_SK)
+                        .send()
+                        .await;
+                    if let Err(e) = removed {
+                        tracing::error!(error = %DisplayErrorContext(e), "taking a notification out of the due index failed");
+                    }
+                }
             }
         }
         Ok(found)
