@@ -14,7 +14,8 @@ use crate::ports::secrets::{SecretError, Secrets};
 use async_trait::async_trait;
 use std::sync::Arc;
 
-/// How much of a receiver's answer is read (only its status matters; a snippet is kept).
+/// How much of a receiver's answer is read and dropped (only its status matters; the body is
+/// never kept).
 const MAX_ANSWER_BYTES: usize = 4096;
 
 pub struct SignedDelivery {

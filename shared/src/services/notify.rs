@@ -139,7 +139,12 @@ impl NotificationService {
             }
             Err(_) => {
                 let pause = backoff_secs(claimed.attempts - 1, rand::random::<f64>(), None);
-                claimed.failed(end, "timeout: the invocation ran out of time".into(), false, pause)
+                claimed.failed(
+                    end,
+                    "timeout: the attempt ran out of its time (invocation or lease)".into(),
+                    false,
+                    pause,
+                )
             }
         }
     }
