@@ -372,3 +372,39 @@ async fn approval_routes_refuse_other_methods_and_unauthenticated_api_calls() {
     let put = api.call("PUT", "/approvals/whatever", None, None, &[]).await;
     assert_eq!(put.status, 404, "no such route at the gateway");
 }
+
+#[tokio::test]
+async fn the_inbox_shows_what_waits_and_a_rejection_is_remembered() {
+    let api = api();
+    let owner = someone("rita");
+    let approver = format!("{}@example.com", someone("boss"));
+    let id = create(&api, &owner, email_action(&approver)).await;
+    // The inbox is served from the by_approver index, which may lag a moment behind the write.
+    let mut inbox = api.get("/approvals?status=pending", &approver).await;
+    for _ in 0..20 {
+        if inbox.body["approvals"].as_array().is_some_and(|a| !a.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        inbox = api.get("/approvals?status=pending", &approver).await;
+    }
+    assert_eq!(inbox.status, 200, "{}", inbox.body);
+    let ids: Vec<&str> =
+        inbox.body["approvals"].as_array().unwrap().iter().map(|a| a["action_id"].as_str().unwrap()).collect();
+    assert_eq!(ids, vec![id.as_str()]);
+    assert_eq!(api.get("/approvals", &owner).await.body["approvals"], json!([]), "the requester waits on nobody");
+
+    let rejected = api.post(&format!("/actions/{id}/reject"), &approver, json!({"reason": "not this week"})).await;
+    assert_eq!(rejected.status, 200, "{}", rejected.body);
+    let again = api.post("/actions", &owner, email_action(&approver)).await;
+    assert_eq!((again.status, again.body["error"].as_str()), (409, Some("previously_rejected")), "{}", again.body);
+    assert_eq!(again.body["by"], approver.as_str());
+    assert_eq!(again.body["reason"], "not this week");
+    assert_eq!(again.body["rejected_action_id"], id.as_str());
+    let inbox = api.get("/approvals", &approver).await;
+    assert!(
+        inbox.body["approvals"].as_array().unwrap().iter().all(|a| a["action_id"] != id.as_str()),
+        "{}",
+        inbox.body
+    );
+}

@@ -1009,3 +1009,119 @@ async fn each_user_gets_their_own_receiver_key() {
     assert_ne!(alice["key"], bob["key"]);
     assert_eq!(alice["user_id"], "alice");
 }
+
+// ---------------------------------------------------------------- rejection memory
+
+#[tokio::test]
+async fn the_same_request_after_a_rejection_is_refused_with_who_when_and_why() {
+    let world = World::new();
+    let id = created(&world, "alice", proposal("gmail.label")).await;
+    assert_eq!(world.decide(id, "reject", APPROVER, false).await.0, 200);
+    let (status, refused) = world.propose("alice", proposal("gmail.label")).await;
+    assert_eq!((status, refused["error"].as_str()), (409, Some("previously_rejected")), "{refused}");
+    assert_eq!(refused["by"], APPROVER);
+    assert_eq!(refused["reason"], "test");
+    assert_eq!(refused["rejected_action_id"], id.to_string());
+    // The same payload with its keys in another order is the same request; a dry run is told too.
+    let mut reordered: serde_json::Value = serde_json::from_str(
+        r#"{"payload": {"label_ids": ["Label_1"], "message_id": "m1"}, "action_type": "gmail.label"}"#,
+    )
+    .unwrap();
+    reordered["confidence"] = json!(0.95);
+    assert_eq!(world.propose("alice", reordered.clone()).await.0, 409);
+    reordered["dry_run"] = json!(true);
+    assert_eq!(world.propose("alice", reordered).await.0, 409);
+    // Another payload, or another user, is another request.
+    let mut other = proposal("gmail.label");
+    other["payload"]["label_ids"] = json!(["Label_2"]);
+    assert_eq!(world.propose("alice", other).await.0, 201);
+    assert_eq!(world.propose("bob", proposal("gmail.label")).await.0, 201);
+}
+
+#[tokio::test]
+async fn only_an_administrator_forces_past_a_rejection_and_memory_ends() {
+    let world = World::new();
+    let id = created(&world, "alice", proposal("gmail.label")).await;
+    assert_eq!(world.decide(id, "reject", APPROVER, false).await.0, 200);
+    let mut forced = proposal("gmail.label");
+    forced["force"] = json!(true);
+    let (status, answer) = world.propose("alice", forced.clone()).await;
+    assert_eq!((status, answer["field"].as_str()), (400, Some("force")), "{answer}");
+    let (status, answer) = world.api("POST", "/actions", Some(forced), "alice", true).await;
+    assert_eq!(status, 201, "an administrator's own request, forced: {answer}");
+    let reasons = answer["reasons"].as_array().unwrap();
+    assert!(reasons.iter().any(|r| r.as_str().is_some_and(|r| r.starts_with("forced_past_rejection:"))), "{answer}");
+    // The policy remembers for 7 days by default.
+    world.advance(Duration::days(7) + Duration::seconds(1));
+    assert_eq!(world.propose("alice", proposal("gmail.label")).await.0, 201);
+}
+
+#[tokio::test]
+async fn an_expired_request_or_a_cancelled_one_is_not_remembered_as_rejected() {
+    let mut world = World::new();
+    let id = created(&world, "alice", proposal("gmail.label")).await;
+    world.advance(Duration::hours(2));
+    world.sweep().await;
+    assert_eq!(world.action(id).await.status, Status::Expired);
+    assert_eq!(world.propose("alice", proposal("gmail.label")).await.0, 201);
+}
+
+// ---------------------------------------------------------------- breaker demotion
+
+#[tokio::test]
+async fn with_require_approval_tier_one_work_goes_to_a_human_while_the_breaker_is_open() {
+    let mut policy = actiongate_local::world::policy();
+    policy.auto_execution.breaker.on_open = actiongate::domain::breaker::OnOpen::RequireApproval;
+    let world = World::with_policy(policy);
+    let mut open =
+        Breaker { state: BreakerStatus::Open, reason: Some("3 failed in a row".into()), ..Default::default() };
+    open.version = 1;
+    world.store.save_breaker(0, &open, Some(("closed", "open", "test", "test")), world.now()).await.unwrap();
+    let (status, body) = world.propose("alice", proposal("gmail.archive")).await;
+    assert_eq!((status, body["status"].as_str()), (201, Some("awaiting_approval")), "{body}");
+    assert!(body["reasons"].as_array().unwrap().iter().any(|r| r == "breaker_open_requires_approval"), "{body}");
+    let id = id_of(&body);
+    let action = world.action(id).await;
+    assert_eq!(action.approver.as_ref().map(|a| a.as_str()), Some(APPROVER));
+    assert!(world.mailer.sent().iter().any(|m| m.mail.to.iter().any(|t| t == APPROVER)), "the approver is mailed");
+    assert!(world.queue.is_empty(), "nothing runs on its own");
+    assert_eq!(world.decide(id, "approve", APPROVER, false).await.0, 200);
+    assert_eq!(world.action(id).await.status, Status::Queued, "approved work runs even with the breaker open");
+}
+
+// ---------------------------------------------------------------- the approver's inbox
+
+#[tokio::test]
+async fn the_inbox_lists_what_waits_for_me_newest_first_a_page_at_a_time() {
+    let world = World::new();
+    let first = created(&world, "alice", proposal("gmail.label")).await;
+    world.advance(Duration::seconds(1));
+    let mut second_body = proposal("gmail.label");
+    second_body["payload"]["message_id"] = json!("m2");
+    let second = created(&world, "bob", second_body).await;
+    let _auto = created(&world, "alice", proposal("gmail.archive")).await;
+
+    let (status, inbox) = world.api("GET", "/approvals?status=pending", None, APPROVER, false).await;
+    assert_eq!(status, 200, "{inbox}");
+    let ids: Vec<&str> =
+        inbox["approvals"].as_array().unwrap().iter().map(|a| a["action_id"].as_str().unwrap()).collect();
+    assert_eq!(ids, vec![second.to_string(), first.to_string()]);
+
+    let (_, page) = world.api("GET", "/approvals?limit=1", None, APPROVER, false).await;
+    assert_eq!(page["approvals"].as_array().unwrap().len(), 1);
+    let cursor = page["next_cursor"].as_str().unwrap();
+    let (_, next) = world.api("GET", &format!("/approvals?limit=1&cursor={cursor}"), None, APPROVER, false).await;
+    assert_eq!(next["approvals"][0]["action_id"], first.to_string());
+
+    assert_eq!(world.decide(first, "approve", APPROVER, false).await.0, 200);
+    let (_, after) = world.api("GET", "/approvals", None, APPROVER, false).await;
+    assert_eq!(after["approvals"].as_array().unwrap().len(), 1, "a decided action leaves the inbox: {after}");
+
+    let (_, theirs) = world.api("GET", "/approvals", None, "someone@example.com", false).await;
+    assert!(theirs["approvals"].as_array().unwrap().is_empty(), "nobody sees another approver's inbox");
+    let (status, _) = world.api("GET", "/approvals?status=approved", None, APPROVER, false).await;
+    assert_eq!(status, 400);
+    let (status, _) =
+        world.api("GET", &format!("/approvals?cursor={cursor}"), None, "someone@example.com", false).await;
+    assert_eq!(status, 400, "a cursor works only for the inbox that returned it");
+}

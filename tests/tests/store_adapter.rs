@@ -341,7 +341,13 @@ async fn automatic_successes_ride_in_the_steps_write_and_the_next_failure_folds_
     use actiongate::breaker::BreakerSettings;
     // Settings that never open it: other tests of this binary create tier-1 work, which an
     // open breaker would hold.
-    let settings = BreakerSettings { window: 50, min_sample: 1000, consecutive_failures: 1000, failure_ratio: 1.0 };
+    let settings = BreakerSettings {
+        window: 50,
+        min_sample: 1000,
+        consecutive_failures: 1000,
+        failure_ratio: 1.0,
+        ..Default::default()
+    };
     let succeed = |owner: UserId| {
         let store = store.clone();
         async move {
@@ -621,6 +627,51 @@ async fn a_notification_rides_in_the_move_it_reports_and_each_attempt_is_claimed
     assert!(store.notifications(b.action_id).await.unwrap().is_empty());
 }
 
+async fn the_inbox_holds_what_waits_for_an_approver_and_nothing_else(store: Arc<dyn Store>) {
+    let now = Utc::now();
+    let owner = user("ivy");
+    let me = EmailAddress::parse(&format!("ap-{}@example.com", uuid_suffix())).unwrap();
+    let other = EmailAddress::parse(&format!("other-{}@example.com", uuid_suffix())).unwrap();
+    let mut ids = Vec::new();
+    for (i, approver) in [&me, &me, &other].into_iter().enumerate() {
+        let mut a = action(&owner, Status::AwaitingApproval, now + Duration::milliseconds(i as i64 * 5));
+        a.approver = Some(approver.clone());
+        store
+            .create_action(&a, &[event(&a, 1, None, Status::AwaitingApproval)], None, &[], None, None, now)
+            .await
+            .unwrap();
+        ids.push(a);
+    }
+    // Matched whatever the address's case.
+    let page = store.inbox(&me.as_str().to_uppercase(), 10, None).await.unwrap().unwrap();
+    let got: Vec<ActionId> = page.actions.iter().map(|a| a.action_id).collect();
+    assert_eq!(got, vec![ids[1].action_id, ids[0].action_id], "newest first, only mine");
+    let first = store.inbox(me.as_str(), 1, None).await.unwrap().unwrap();
+    let cursor = first.next_cursor.expect("a full page has a cursor");
+    let second = store.inbox(me.as_str(), 1, Some(&cursor)).await.unwrap().unwrap();
+    assert_eq!(second.actions[0].action_id, ids[0].action_id);
+    assert!(store.inbox(other.as_str(), 1, Some(&cursor)).await.unwrap().is_err(), "another inbox's cursor");
+
+    // A decided action leaves the inbox; its rejection is remembered by the request's fingerprint.
+    let a = &ids[0];
+    let mut rejected = a.clone();
+    rejected.status = Status::Rejected;
+    rejected.version = 2;
+    rejected.decided_by = Some(me.as_str().to_owned());
+    rejected.decided_at = Some(now);
+    rejected.decision_reason = Some("not now".into());
+    store.transition(a, &rejected, &event(a, 2, Some(Status::AwaitingApproval), Status::Rejected)).await.unwrap();
+    let page = store.inbox(me.as_str(), 10, None).await.unwrap().unwrap();
+    assert_eq!(page.actions.iter().map(|a| a.action_id).collect::<Vec<_>>(), vec![ids[1].action_id]);
+    let fingerprint = actiongate::domain::rejections::fingerprint_of(a);
+    let remembered = store.last_rejection(&owner, &fingerprint).await.unwrap().expect("remembered");
+    assert_eq!(
+        (remembered.action_id, remembered.by.as_str(), remembered.reason.as_deref()),
+        (a.action_id, me.as_str(), Some("not now"))
+    );
+    assert!(store.last_rejection(&user("someone"), &fingerprint).await.unwrap().is_none());
+}
+
 /// Runs each check against DynamoDB (`dynamo::…`) and memory (`memory::…`), optionally
 /// configuring each store first.
 macro_rules! both {
@@ -695,4 +746,5 @@ both! {
     finished_work_is_counted_for_the_day_for_the_user_and_everyone;
     the_due_index_gives_due_work_oldest_first_up_to_the_limit;
     a_notification_rides_in_the_move_it_reports_and_each_attempt_is_claimed_once;
+    the_inbox_holds_what_waits_for_an_approver_and_nothing_else;
 }

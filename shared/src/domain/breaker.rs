@@ -27,6 +27,19 @@ pub struct BreakerSettings {
     /// Opens after this many failures in a row, whatever the ratio.
     #[serde(default = "default_consecutive")]
     pub consecutive_failures: u32,
+    /// What becomes of tier-1 work that arrives while it is open.
+    #[serde(default)]
+    pub on_open: OnOpen,
+}
+
+/// Tier-1 work arriving while the breaker is open either waits `pending` until it closes
+/// (`hold`, the default) or goes to a human for approval instead (`require_approval`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnOpen {
+    #[default]
+    Hold,
+    RequireApproval,
 }
 
 fn default_ratio() -> f64 {
@@ -49,6 +62,7 @@ impl Default for BreakerSettings {
             min_sample: default_min_sample(),
             window: default_window(),
             consecutive_failures: default_consecutive(),
+            on_open: OnOpen::Hold,
         }
     }
 }
@@ -214,7 +228,13 @@ mod tests {
 
     #[test]
     fn absorbed_successes_follow_the_recorded_outcomes_and_end_a_run() {
-        let s = BreakerSettings { min_sample: 4, window: 5, consecutive_failures: 3, failure_ratio: 0.5 };
+        let s = BreakerSettings {
+            min_sample: 4,
+            window: 5,
+            consecutive_failures: 3,
+            failure_ratio: 0.5,
+            ..Default::default()
+        };
         let mut b = Breaker::default();
         b.record(false, &s, now());
         b.record(false, &s, now());
@@ -232,7 +252,13 @@ mod tests {
     #[test]
     fn the_ratio_needs_a_minimum_sample_and_stays_within_the_window() {
         let mut b = Breaker::default();
-        let s = BreakerSettings { min_sample: 10, window: 20, consecutive_failures: 100, failure_ratio: 0.2 };
+        let s = BreakerSettings {
+            min_sample: 10,
+            window: 20,
+            consecutive_failures: 100,
+            failure_ratio: 0.2,
+            ..Default::default()
+        };
         for _ in 0..30 {
             b.record(true, &s, now());
         }

@@ -116,6 +116,7 @@ impl IntegrationSettings {
             min_sample: self.min_sample,
             window: self.window,
             consecutive_failures: self.consecutive_failures,
+            on_open: crate::domain::breaker::OnOpen::Hold,
         }
     }
 

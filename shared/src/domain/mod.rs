@@ -23,6 +23,7 @@ pub mod integrations;
 pub mod notify;
 pub mod placement;
 pub mod policy;
+pub mod rejections;
 pub mod stats;
 pub mod status;
 pub mod streams;

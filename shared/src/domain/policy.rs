@@ -56,6 +56,10 @@ pub struct Defaults {
     /// empty: forwarding is refused at intake (`domain_not_allowed`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub forward_domains: Vec<String>,
+    /// How long a human's rejection is remembered: the same request again (same user, type and
+    /// payload) is refused with 409 `previously_rejected` meanwhile. `PT0S` forgets at once.
+    #[serde(default = "default_rejection_memory")]
+    pub rejection_memory: IsoDuration,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -107,6 +111,9 @@ pub struct TypeRule {
     /// The connector (`[connectors.<name>]`) that runs a declared type of tier 1 or 2.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connector: Option<String>,
+    /// This type's `defaults.rejection_memory`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejection_memory: Option<IsoDuration>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -160,6 +167,9 @@ fn default_min_confidence() -> f64 {
 fn default_expiry() -> IsoDuration {
     IsoDuration::from_secs(3_600)
 }
+fn default_rejection_memory() -> IsoDuration {
+    IsoDuration::from_secs(7 * 86_400)
+}
 fn default_max_attempts() -> u32 {
     3
 }
@@ -211,6 +221,12 @@ pub struct Decision {
 }
 
 impl Decision {
+    /// This decision with a human's approval asked for instead (tier-1 work arriving while the
+    /// circuit breaker is open, with `on_open = "require_approval"`).
+    pub fn demoted(&self) -> Decision {
+        Decision { verdict: Verdict::Tier(Tier::Approval), ..self.clone() }
+    }
+
     pub fn reason_codes(&self) -> Vec<String> {
         let mut codes: Vec<String> = Vec::new();
         for r in &self.reasons {
@@ -279,6 +295,7 @@ impl Policy {
             return Err(PolicyError("defaults.max_attempts must be between 1 and 20".into()));
         }
         check_expiry("defaults.approval_expiry", d.approval_expiry)?;
+        check_memory("defaults.rejection_memory", d.rejection_memory)?;
         if d.retry_base.as_secs() == 0 || d.retry_base > d.retry_cap || d.retry_cap.as_secs() > 86_400 {
             return Err(PolicyError(
                 "defaults.retry_base must be positive and at most retry_cap (at most a day)".into(),
@@ -351,6 +368,9 @@ impl Policy {
             }
             if let Some(expiry) = rule.approval_expiry {
                 check_expiry(&format!("types.{name}.approval_expiry"), expiry)?;
+            }
+            if let Some(memory) = rule.rejection_memory {
+                check_memory(&format!("types.{name}.rejection_memory"), memory)?;
             }
             if rule.max_attempts.is_some_and(|n| !(1..=20).contains(&n)) {
                 return Err(PolicyError(format!("types.{name}.max_attempts must be between 1 and 20")));
@@ -441,6 +461,16 @@ impl Policy {
 
     pub fn rule(&self, action_type: &str) -> Option<&TypeRule> {
         self.types.get(action_type)
+    }
+
+    /// How long a rejection of work of these types is remembered: the longest of theirs.
+    pub fn rejection_memory<'a>(&self, action_types: impl IntoIterator<Item = &'a str>) -> chrono::Duration {
+        action_types
+            .into_iter()
+            .map(|t| self.rule(t).and_then(|r| r.rejection_memory).unwrap_or(self.defaults.rejection_memory))
+            .max()
+            .unwrap_or(self.defaults.rejection_memory)
+            .to_chrono()
     }
 
     pub fn is_reversible(&self, action_type: &str) -> bool {
@@ -685,6 +715,16 @@ impl AutoExecution {
     pub fn has_zero_limit(&self) -> bool {
         self.per_hour == 0 || self.per_day == 0 || self.per_user_per_hour == Some(0) || self.per_user_per_day == Some(0)
     }
+}
+
+fn check_memory(field: &str, d: IsoDuration) -> Result<(), PolicyError> {
+    if d.as_secs() > crate::domain::rejections::MAX_MEMORY_DAYS * 86_400 {
+        return Err(PolicyError(format!(
+            "{field} must be at most {} days",
+            crate::domain::rejections::MAX_MEMORY_DAYS
+        )));
+    }
+    Ok(())
 }
 
 fn check_expiry(field: &str, d: IsoDuration) -> Result<(), PolicyError> {

@@ -76,6 +76,8 @@ pub struct CreateActionRequest {
     /// Where decisions and end states are posted (`crate::domain::notify`).
     pub notify_url: Option<String>,
     pub dry_run: bool,
+    /// An administrator proposes it although a human rejected the same request recently.
+    pub force: bool,
 }
 
 impl CreateActionRequest {
@@ -102,6 +104,7 @@ impl CreateActionRequest {
         let rate_limit_key = obj.opt_string_bounded("rate_limit_key", 256)?;
         let approver = obj.opt_email("approver")?;
         let dry_run = obj.opt_bool("dry_run")?.unwrap_or(false);
+        let force = obj.opt_bool("force")?.unwrap_or(false);
         let notify_url =
             obj.opt_string_bounded("notify_url", crate::domain::notify::MAX_NOTIFY_URL_CHARS)?.map(|raw| {
                 crate::domain::notify::check_notify_url(&raw)
@@ -144,6 +147,7 @@ impl CreateActionRequest {
             approver,
             notify_url,
             dry_run,
+            force,
         })
     }
 

@@ -64,6 +64,10 @@ async fn route(service: &IntakeService, req: &Request) -> Result<Reply, ApiError
             "POST" => service.close(&call, id, verb, identity).await,
             _ => not_allowed(),
         },
+        ["approvals"] => match method {
+            "GET" => service.inbox(&call, identity).await,
+            _ => not_allowed(),
+        },
         ["notifications", "key"] => match method {
             "GET" => service.notification_key(identity).await,
             _ => not_allowed(),

@@ -228,8 +228,25 @@ pub trait ActionStore: Send + Sync {
         cursor: Option<&str>,
     ) -> Result<Result<Page, BadCursor>, StoreError>;
 
+    /// The actions waiting for `approver`'s decision (`awaiting_approval` with that approver),
+    /// newest first; an index that may lag a moment behind writes.
+    async fn inbox(
+        &self,
+        approver: &str,
+        limit: i32,
+        cursor: Option<&str>,
+    ) -> Result<Result<Page, BadCursor>, StoreError>;
+
     /// The audit trail of an action, oldest first.
     async fn audit_trail(&self, id: ActionId) -> Result<Vec<AuditEvent>, StoreError>;
+
+    /// The newest rejection of a request with this fingerprint by `user`
+    /// (`crate::domain::rejections`), recorded with the rejection itself.
+    async fn last_rejection(
+        &self,
+        user: &UserId,
+        fingerprint: &str,
+    ) -> Result<Option<crate::domain::rejections::Rejection>, StoreError>;
 
     /// The record of a client's idempotency key; one past its lifetime is forgotten.
     async fn get_idempotency(

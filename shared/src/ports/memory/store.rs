@@ -63,6 +63,8 @@ pub(super) struct State {
     pub policy: Option<RawPolicy>,
     pub profiles: HashMap<UserId, Profile>,
     pub notifications: BTreeMap<(ActionId, u64), crate::domain::notify::Notification>,
+    /// (user, fingerprint) → the newest rejection.
+    pub rejections: HashMap<(UserId, String), crate::domain::rejections::Rejection>,
 }
 
 /// Creations held at a barrier until all of them arrive, and how many are still to come.
@@ -505,6 +507,43 @@ impl ActionStore for MemoryStore {
         Ok(self.lock().trails.get(&id).map(|t| t.values().cloned().collect()).unwrap_or_default())
     }
 
+    async fn inbox(
+        &self,
+        approver: &str,
+        limit: i32,
+        cursor_in: Option<&str>,
+    ) -> Result<Result<Page, BadCursor>, StoreError> {
+        let partition = format!("APPROVER#{}", approver.to_ascii_lowercase());
+        let after = match cursor_in {
+            None => None,
+            Some(c) => match after_cursor(c, &partition) {
+                Some(id) => Some(id.to_string()),
+                None => return Ok(Err(BadCursor)),
+            },
+        };
+        let state = self.lock();
+        let mut waiting: Vec<&Action> = state
+            .actions
+            .values()
+            .filter(|a| a.status == Status::AwaitingApproval)
+            .filter(|a| a.approver.as_ref().is_some_and(|x| x.as_str().eq_ignore_ascii_case(approver)))
+            .filter(|a| after.as_ref().is_none_or(|last| a.action_id.to_string() < *last))
+            .collect();
+        waiting.sort_by_key(|a| std::cmp::Reverse(a.action_id.to_string()));
+        let limit = limit.max(1) as usize;
+        let actions: Vec<Action> = waiting.into_iter().take(limit).cloned().collect();
+        let next_cursor = (actions.len() == limit).then(|| cursor(&partition, actions[limit - 1].action_id));
+        Ok(Ok(Page { actions, next_cursor }))
+    }
+
+    async fn last_rejection(
+        &self,
+        user: &UserId,
+        fingerprint: &str,
+    ) -> Result<Option<crate::domain::rejections::Rejection>, StoreError> {
+        Ok(self.lock().rejections.get(&(user.clone(), fingerprint.to_owned())).cloned())
+    }
+
     async fn get_idempotency(
         &self,
         user: &UserId,
@@ -537,6 +576,9 @@ impl MemoryStore {
             Self::count_outcome(s, before, after);
             if let Some(used) = &approval {
                 Self::close_link(s, f, used);
+            }
+            if let Some((fingerprint, rejection)) = crate::domain::rejections::recorded_by(before, after) {
+                s.rejections.insert((after.user_id.clone(), fingerprint), as_stored(&rejection));
             }
             Self::put_notification(s, f, before, after, events)
         });

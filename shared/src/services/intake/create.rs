@@ -174,7 +174,8 @@ impl From<&Action> for StoredDecision {
 
 fn creation_response(action: &Action, decision: &Decision, status: u16) -> Result<Reply, ApiError> {
     let details = serde_json::to_value(&decision.reasons).map_err(ApiError::internal)?;
-    respond_created(action, &decision.reason_codes(), Some(details), status)
+    // The action's own codes: the policy's, and what happened after (a demotion, a forcing).
+    respond_created(action, &action.reasons, Some(details), status)
 }
 
 fn creation_response_from_stored(action: &Action, stored: &StoredDecision, status: u16) -> Result<Reply, ApiError> {
@@ -233,6 +234,58 @@ fn rate_limited(counter: &CounterSpec, now: DateTime<Utc>) -> ApiError {
 }
 
 impl IntakeService {
+    /// Rejection memory: the same request (user, type, payload) that a human rejected within
+    /// the policy's `rejection_memory` is refused with 409 `previously_rejected`, saying when,
+    /// by whom and why. An administrator's `force: true` goes past it (returned, to be
+    /// recorded); anyone else's `force` is refused. Work the policy blocks is left to be blocked.
+    async fn refuse_if_rejected(
+        &self,
+        request: &CreateActionRequest,
+        decision: &Decision,
+        policy: &Policy,
+        identity: &Identity,
+        now: DateTime<Utc>,
+    ) -> Result<Option<crate::domain::rejections::Rejection>, ApiError> {
+        if request.force && !identity.admin {
+            return Err(ApiError::invalid("force", "only an administrator may force past a rejection"));
+        }
+        if matches!(decision.verdict, Verdict::Blocked | Verdict::KycRequired) {
+            return Ok(None);
+        }
+        let memory = policy.rejection_memory(request.action_steps());
+        if memory <= chrono::Duration::zero() {
+            return Ok(None);
+        }
+        let fingerprint = crate::domain::rejections::fingerprint(&identity.user, &request.action_type, &request.steps);
+        let Some(rejection) =
+            self.store.last_rejection(&identity.user, &fingerprint).await.map_err(ApiError::internal)?
+        else {
+            return Ok(None);
+        };
+        if rejection.rejected_at + memory <= now {
+            return Ok(None);
+        }
+        if request.force {
+            return Ok(Some(rejection));
+        }
+        let said = rejection.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
+        Err(ApiError::Conflict {
+            code: "previously_rejected",
+            message: format!(
+                "{} rejected this same request at {}{said}; change it, or ask an administrator to force it",
+                rejection.by,
+                format_time(rejection.rejected_at)
+            ),
+            extra: json!({
+                "rejected_at": format_time(rejection.rejected_at),
+                "by": rejection.by,
+                "reason": rejection.reason,
+                "rejected_action_id": rejection.action_id,
+                "remembered_until": format_time(rejection.rejected_at + memory),
+            }),
+        })
+    }
+
     pub async fn create(&self, call: &Call, identity: &Identity) -> Result<Reply, ApiError> {
         let now = self.clock.now();
         let meta = call.meta.clone();
@@ -287,6 +340,7 @@ impl IntakeService {
                 ),
             ));
         }
+        let forced = self.refuse_if_rejected(&request, &decision, &policy, identity, now).await?;
         let approver = resolve_approver(&policy, &decision, request.approver.as_ref(), identity)?;
 
         // Connectors check and describe their steps (not for work the policy refuses anyway).
@@ -302,6 +356,10 @@ impl IntakeService {
 
         let mut action = new_action(&request, &decision, identity, idempotency_key.clone(), now);
         action.approver = approver;
+        if let Some(rejection) = forced {
+            // Recorded with the action: an administrator forced past this rejection.
+            action.reasons.push(format!("forced_past_rejection:{}", rejection.action_id));
+        }
         for (step, preview) in action.steps.iter_mut().zip(previews) {
             step.preview = preview;
         }
@@ -343,6 +401,44 @@ impl IntakeService {
             .store
             .create_action(&action, &events, idempotency, &all_counters, approval_record, cooldown.as_ref(), now)
             .await;
+        // With the breaker open and `on_open = "require_approval"`: a human decides instead.
+        let mut demoted = None;
+        if matches!(result, Err(CreateError::BreakerOpen))
+            && policy.auto_execution.breaker.on_open == crate::domain::breaker::OnOpen::RequireApproval
+        {
+            let expires_at = now + decision.approval_expiry.to_chrono();
+            action.status = Status::AwaitingApproval;
+            action.tier = Some(Tier::Approval);
+            action.auto_started = false;
+            action.approval_expires_at = Some(expires_at);
+            action.reasons.push("breaker_open_requires_approval".into());
+            action.approver = resolve_approver(&policy, &decision.demoted(), None, identity)?;
+            let mut record = None;
+            if let Some(approver) = action.approver.clone() {
+                let (token, issued) = approval::issue_link(&action, &approver, expires_at);
+                action.approval_token_hash = Some(issued.token_hash.clone());
+                action.approval_mail_pending = true;
+                record = Some((token, issued, approver));
+            }
+            events = creation_events(&action, &decision, identity, &meta, now);
+            events[1].reason = format!(
+                "{}; the circuit breaker on automatic execution is open, so a human decides instead (on_open = require_approval)",
+                events[1].reason
+            );
+            result = self
+                .store
+                .create_action(
+                    &action,
+                    &events,
+                    idempotency,
+                    &type_counters,
+                    record.as_ref().map(|(_, r, _)| r),
+                    None,
+                    now,
+                )
+                .await;
+            demoted = record;
+        }
         // With the breaker open, over the automatic-execution limits or in cool-down: it waits
         // `pending` for the sweep.
         let held = match &result {
@@ -390,6 +486,7 @@ impl IntakeService {
         }
         tracing::info!(status = %action.status, tier = ?action.tier, "action created");
 
+        let link = demoted.or(link);
         if let (Some((token, record, approver)), Some(expires_at)) = (&link, action.approval_expires_at) {
             let url = approval::link(&self.approval_mail.public_base_url, token);
             let mail = crate::services::notices::approval_mail(

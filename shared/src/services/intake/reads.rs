@@ -12,13 +12,7 @@ impl IntakeService {
                     .ok_or_else(|| ApiError::invalid("status", format!("`{s}` is not an action status")))?,
             ),
         };
-        let limit =
-            match call.query("limit") {
-                None | Some("") => DEFAULT_PAGE,
-                Some(s) => s.parse::<i32>().ok().filter(|n| (1..=MAX_PAGE).contains(n)).ok_or_else(|| {
-                    ApiError::invalid("limit", format!("must be a whole number from 1 to {MAX_PAGE}"))
-                })?,
-            };
+        let limit = page_limit(call)?;
         let cursor = call.query("cursor").filter(|c| !c.is_empty());
         let page = self
             .store
@@ -26,12 +20,37 @@ impl IntakeService {
             .await
             .map_err(ApiError::internal)?
             .map_err(|e| ApiError::invalid("cursor", e.to_string()))?;
-        let actions: Vec<Value> = page.actions.iter().map(Action::to_api).collect();
-        let mut body = json!({ "actions": actions });
-        if let Some(next) = page.next_cursor {
-            body["next_cursor"] = json!(next);
+        Ok(Reply::json(200, &page_body("actions", page)))
+    }
+
+    /// `GET /approvals?status=pending`: what waits for the caller's decision (by their verified
+    /// email claim, or a user id that is an address), newest first, a page at a time.
+    pub async fn inbox(&self, call: &Call, identity: &Identity) -> Result<Reply, ApiError> {
+        match call.query("status") {
+            None | Some("") | Some("pending") => {}
+            Some(other) => return Err(ApiError::invalid("status", format!("`{other}` is not one of: pending"))),
         }
-        Ok(Reply::json(200, &body))
+        let limit = page_limit(call)?;
+        let cursor = call.query("cursor").filter(|c| !c.is_empty());
+        let address = identity
+            .email
+            .clone()
+            .or_else(|| EmailAddress::parse(identity.user.as_str()).map(|a| a.as_str().to_owned()));
+        let Some(address) = address else {
+            return Ok(Reply::json(200, &json!({"approvals": []})));
+        };
+        let mut page = self
+            .store
+            .inbox(&address, limit, cursor)
+            .await
+            .map_err(ApiError::internal)?
+            .map_err(|e| ApiError::invalid("cursor", e.to_string()))?;
+        // The index may lag a moment behind a decision: only what still waits for this person.
+        page.actions.retain(|a| {
+            a.status == Status::AwaitingApproval
+                && a.approver.as_ref().is_some_and(|x| x.as_str().eq_ignore_ascii_case(&address))
+        });
+        Ok(Reply::json(200, &page_body("approvals", page)))
     }
 
     pub async fn audit(&self, id: &str, identity: &Identity) -> Result<Reply, ApiError> {
@@ -240,4 +259,26 @@ impl IntakeService {
             }),
         ))
     }
+}
+
+/// `limit` from the query: 1 to `MAX_PAGE`, `DEFAULT_PAGE` when absent.
+fn page_limit(call: &Call) -> Result<i32, ApiError> {
+    match call.query("limit") {
+        None | Some("") => Ok(DEFAULT_PAGE),
+        Some(s) => s
+            .parse::<i32>()
+            .ok()
+            .filter(|n| (1..=MAX_PAGE).contains(n))
+            .ok_or_else(|| ApiError::invalid("limit", format!("must be a whole number from 1 to {MAX_PAGE}"))),
+    }
+}
+
+/// A page of actions under `key`, with the cursor to the next one.
+fn page_body(key: &str, page: crate::ports::store::Page) -> Value {
+    let actions: Vec<Value> = page.actions.iter().map(Action::to_api).collect();
+    let mut body = json!({ key: actions });
+    if let Some(next) = page.next_cursor {
+        body["next_cursor"] = json!(next);
+    }
+    body
 }

@@ -216,6 +216,42 @@ impl ActionStore for DynamoStore {
         Ok(Ok(Page { actions, next_cursor }))
     }
 
+    /// What waits for `approver`'s decision, newest first.
+    async fn inbox(
+        &self,
+        approver: &str,
+        limit: i32,
+        cursor: Option<&str>,
+    ) -> Result<Result<Page, BadCursor>, StoreError> {
+        let partition = keys::approver_partition(approver);
+        let start_key = match cursor {
+            None => None,
+            Some(c) => {
+                match decode_cursor(c, &[keys::PK, keys::SK, keys::GSI3_PK, keys::GSI3_SK], keys::GSI3_PK, &partition) {
+                    Some(k) => Some(k),
+                    None => return Ok(Err(BadCursor)),
+                }
+            }
+        };
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(keys::GSI_BY_APPROVER)
+            .key_condition_expression("#pk = :pk")
+            .expression_attribute_names("#pk", keys::GSI3_PK)
+            .expression_attribute_values(":pk", s(partition))
+            .scan_index_forward(false)
+            .limit(limit)
+            .set_exclusive_start_key(start_key)
+            .send()
+            .await
+            .map_err(aws_error)?;
+        let actions = readable_actions(out.items());
+        let next_cursor = out.last_evaluated_key().map(encode_cursor);
+        Ok(Ok(Page { actions, next_cursor }))
+    }
+
     /// The audit trail of an action, oldest first.
     async fn audit_trail(&self, id: ActionId) -> Result<Vec<AuditEvent>, StoreError> {
         let mut events = Vec::new();
@@ -246,6 +282,21 @@ impl ActionStore for DynamoStore {
                 return Ok(events);
             }
         }
+    }
+
+    async fn last_rejection(
+        &self,
+        user: &UserId,
+        fingerprint: &str,
+    ) -> Result<Option<crate::domain::rejections::Rejection>, StoreError> {
+        let Some(item) = self.item(keys::rejection_pk(user, fingerprint), keys::REJECTION_SK).await? else {
+            return Ok(None);
+        };
+        let doc = item
+            .get("doc")
+            .and_then(|v| v.as_s().ok())
+            .ok_or_else(|| StoreError::Corrupt("rejection without doc".into()))?;
+        serde_json::from_str(doc).map(Some).map_err(|e| StoreError::Corrupt(format!("rejection: {e}")))
     }
 
     async fn get_idempotency(
@@ -342,6 +393,18 @@ impl DynamoStore {
         if let Some(used) = approval {
             items.push(TransactWriteItem::builder().update(self.close_link(&used)?).build());
         }
+        // A human's rejection is remembered with it (`domain::rejections`).
+        if let Some((fingerprint, rejection)) = crate::domain::rejections::recorded_by(before, after) {
+            let mut item = Item::new();
+            item.insert(keys::PK.into(), s(keys::rejection_pk(&after.user_id, &fingerprint)));
+            item.insert(keys::SK.into(), s(keys::REJECTION_SK));
+            let doc = serde_json::to_string(&rejection).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            item.insert("doc".into(), s(doc));
+            let keep = chrono::Duration::days(crate::domain::rejections::MAX_MEMORY_DAYS as i64 + 1);
+            item.insert(keys::TTL.into(), n((rejection.rejected_at + keep).timestamp()));
+            let put = Put::builder().table_name(&self.table).set_item(Some(item)).build().map_err(StoreError::from)?;
+            items.push(TransactWriteItem::builder().put(put).build());
+        }
         // The notification of a reported move is recorded with it (an outbox).
         let notification = self.notification_write(before, after, events)?.map(|(write, n)| {
             items.push(write);
@@ -407,6 +470,10 @@ impl DynamoStore {
         item.insert(keys::GSI1_SK.into(), s(action.action_id.to_string()));
         item.insert(keys::GSI2_PK.into(), s(keys::user_status_partition(&action.user_id, action.status)));
         item.insert(keys::GSI2_SK.into(), s(action.action_id.to_string()));
+        if let (Status::AwaitingApproval, Some(approver)) = (action.status, &action.approver) {
+            item.insert(keys::GSI3_PK.into(), s(keys::approver_partition(approver.as_str())));
+            item.insert(keys::GSI3_SK.into(), s(action.action_id.to_string()));
+        }
         if let Some((due_pk, due_sk)) = keys::sweep_due(action) {
             item.insert(keys::DUE_PK.into(), s(due_pk));
             item.insert(keys::DUE_SK.into(), s(due_sk));

@@ -27,6 +27,9 @@ pub const GSI1_SK: &str = "gsi1sk";
 pub const GSI_BY_USER_STATUS: &str = "by_user_status";
 pub const GSI2_PK: &str = "gsi2pk";
 pub const GSI2_SK: &str = "gsi2sk";
+pub const GSI_BY_APPROVER: &str = "by_approver";
+pub const GSI3_PK: &str = "gsi3pk";
+pub const GSI3_SK: &str = "gsi3sk";
 pub const GSI_DUE: &str = "due";
 pub const DUE_PK: &str = "due_pk";
 pub const DUE_SK: &str = "due_sk";
@@ -131,4 +134,15 @@ pub fn notification_due(n: &crate::domain::notify::Notification) -> (String, Str
         NOTIFICATION_DUE_PK.to_owned(),
         format!("{}#{}#{}", crate::domain::time::format_time(n.next_attempt_at), n.action_id, n.version),
     )
+}
+
+/// A remembered rejection: one item per (user, request fingerprint), the newest one.
+pub fn rejection_pk(user: &UserId, fingerprint: &str) -> String {
+    format!("REJECTED#{user}#{fingerprint}")
+}
+pub const REJECTION_SK: &str = "REJECTION";
+
+/// The inbox partition of an approver (lower-case address).
+pub fn approver_partition(approver: &str) -> String {
+    format!("APPROVER#{}", approver.to_ascii_lowercase())
 }
