@@ -1031,6 +1031,10 @@ async fn the_same_request_after_a_rejection_is_refused_with_who_when_and_why() {
     assert_eq!(world.propose("alice", reordered.clone()).await.0, 409);
     reordered["dry_run"] = json!(true);
     assert_eq!(world.propose("alice", reordered).await.0, 409);
+    // The one-step plan of the same action is the same request.
+    let plan = json!({"steps": [{"action_type": "gmail.label", "payload": {"message_id": "m1", "label_ids": ["Label_1"]}}], "confidence": 0.95});
+    let (status, answer) = world.propose("alice", plan).await;
+    assert_eq!((status, answer["error"].as_str()), (409, Some("previously_rejected")), "{answer}");
     // Another payload, or another user, is another request.
     let mut other = proposal("gmail.label");
     other["payload"]["label_ids"] = json!(["Label_2"]);
@@ -1085,8 +1089,20 @@ async fn with_require_approval_tier_one_work_goes_to_a_human_while_the_breaker_i
     assert_eq!(action.approver.as_ref().map(|a| a.as_str()), Some(APPROVER));
     assert!(world.mailer.sent().iter().any(|m| m.mail.to.iter().any(|t| t == APPROVER)), "the approver is mailed");
     assert!(world.queue.is_empty(), "nothing runs on its own");
+    let reasons = &world.action(id).await.reasons;
+    assert!(
+        reasons.iter().any(|r| r == "needs_approval") && !reasons.iter().any(|r| r == "auto_execute"),
+        "{reasons:?}"
+    );
     assert_eq!(world.decide(id, "approve", APPROVER, false).await.0, 200);
     assert_eq!(world.action(id).await.status, Status::Queued, "approved work runs even with the breaker open");
+
+    // Refusing "run it now while the breaker is open" is not refusing the request itself.
+    let mut body = proposal("gmail.archive");
+    body["payload"]["message_id"] = json!("m9");
+    let other = created(&world, "alice", body.clone()).await;
+    assert_eq!(world.decide(other, "reject", APPROVER, false).await.0, 200);
+    assert_eq!(world.propose("alice", body).await.0, 201, "a demoted action's rejection is not remembered");
 }
 
 // ---------------------------------------------------------------- the approver's inbox

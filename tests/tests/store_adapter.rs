@@ -663,7 +663,7 @@ async fn the_inbox_holds_what_waits_for_an_approver_and_nothing_else(store: Arc<
     store.transition(a, &rejected, &event(a, 2, Some(Status::AwaitingApproval), Status::Rejected)).await.unwrap();
     let page = store.inbox(me.as_str(), 10, None).await.unwrap().unwrap();
     assert_eq!(page.actions.iter().map(|a| a.action_id).collect::<Vec<_>>(), vec![ids[1].action_id]);
-    let fingerprint = actiongate::domain::rejections::fingerprint_of(a);
+    let fingerprint = actiongate::domain::rejections::fingerprint_of(a).unwrap();
     let remembered = store.last_rejection(&owner, &fingerprint).await.unwrap().expect("remembered");
     assert_eq!(
         (remembered.action_id, remembered.by.as_str(), remembered.reason.as_deref()),

@@ -221,12 +221,6 @@ pub struct Decision {
 }
 
 impl Decision {
-    /// This decision with a human's approval asked for instead (tier-1 work arriving while the
-    /// circuit breaker is open, with `on_open = "require_approval"`).
-    pub fn demoted(&self) -> Decision {
-        Decision { verdict: Verdict::Tier(Tier::Approval), ..self.clone() }
-    }
-
     pub fn reason_codes(&self) -> Vec<String> {
         let mut codes: Vec<String> = Vec::new();
         for r in &self.reasons {
@@ -461,6 +455,37 @@ impl Policy {
 
     pub fn rule(&self, action_type: &str) -> Option<&TypeRule> {
         self.types.get(action_type)
+    }
+
+    /// `decision` for tier-1 work of `action_types` sent to a human because the circuit breaker
+    /// is open (`on_open = "require_approval"`): approval, by someone every step's type allows
+    /// (its `approvers`, as for tier-2 steps), with reasons that say so.
+    pub fn demote(&self, decision: &Decision, action_types: &[&str]) -> Decision {
+        let mut required = decision.required_approvers.clone();
+        for t in action_types {
+            let Some(rule) = self.rule(t) else { continue };
+            if rule.approvers.is_empty() {
+                continue;
+            }
+            required = Some(match required.take() {
+                None => rule.approvers.clone(),
+                Some(so_far) => so_far.into_iter().filter(|a| rule.approvers.contains(a)).collect(),
+            });
+        }
+        let mut reasons: Vec<Reason> = decision.reasons.iter().filter(|r| r.code != "auto_execute").cloned().collect();
+        reasons.push(Reason {
+            code: "breaker_open_requires_approval",
+            message:
+                "the circuit breaker on automatic execution is open, so a human decides (on_open = require_approval)"
+                    .into(),
+            step: None,
+        });
+        reasons.push(Reason {
+            code: "needs_approval",
+            message: "runs once a human approves (tier 2)".into(),
+            step: None,
+        });
+        Decision { verdict: Verdict::Tier(Tier::Approval), reasons, required_approvers: required, ..decision.clone() }
     }
 
     /// How long a rejection of work of these types is remembered: the longest of theirs.

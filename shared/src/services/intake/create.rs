@@ -256,7 +256,9 @@ impl IntakeService {
         if memory <= chrono::Duration::zero() {
             return Ok(None);
         }
-        let fingerprint = crate::domain::rejections::fingerprint(&identity.user, &request.action_type, &request.steps);
+        let Some(fingerprint) = crate::domain::rejections::fingerprint(&identity.user, &request.steps) else {
+            return Ok(None);
+        };
         let Some(rejection) =
             self.store.last_rejection(&identity.user, &fingerprint).await.map_err(ApiError::internal)?
         else {
@@ -320,7 +322,7 @@ impl IntakeService {
         let needs_kyc = action_types.iter().any(|t| policy.rule(t).is_some_and(|r| r.requires_kyc));
         let kyc_verified =
             if needs_kyc { self.store.kyc_verified(&identity.user).await.map_err(ApiError::internal)? } else { false };
-        let decision = policy.evaluate(&Subject {
+        let mut decision = policy.evaluate(&Subject {
             action_types: action_types.clone(),
             risk_score: request.risk_score,
             confidence: request.confidence,
@@ -356,7 +358,7 @@ impl IntakeService {
 
         let mut action = new_action(&request, &decision, identity, idempotency_key.clone(), now);
         action.approver = approver;
-        if let Some(rejection) = forced {
+        if let Some(rejection) = &forced {
             // Recorded with the action: an administrator forced past this rejection.
             action.reasons.push(format!("forced_past_rejection:{}", rejection.action_id));
         }
@@ -402,29 +404,32 @@ impl IntakeService {
             .create_action(&action, &events, idempotency, &all_counters, approval_record, cooldown.as_ref(), now)
             .await;
         // With the breaker open and `on_open = "require_approval"`: a human decides instead.
+        // Only when someone can approve it: otherwise it is held, as with `hold`.
         let mut demoted = None;
-        if matches!(result, Err(CreateError::BreakerOpen))
-            && policy.auto_execution.breaker.on_open == crate::domain::breaker::OnOpen::RequireApproval
-        {
+        let demotion = (matches!(result, Err(CreateError::BreakerOpen))
+            && policy.auto_execution.breaker.on_open == crate::domain::breaker::OnOpen::RequireApproval)
+            .then(|| policy.demote(&decision, &action_types))
+            .and_then(|d| {
+                let approver = resolve_approver(&policy, &d, request.approver.as_ref(), identity).ok().flatten()?;
+                Some((d, approver))
+            });
+        if let Some((demoted_decision, approver)) = demotion {
+            decision = demoted_decision;
             let expires_at = now + decision.approval_expiry.to_chrono();
             action.status = Status::AwaitingApproval;
             action.tier = Some(Tier::Approval);
             action.auto_started = false;
             action.approval_expires_at = Some(expires_at);
-            action.reasons.push("breaker_open_requires_approval".into());
-            action.approver = resolve_approver(&policy, &decision.demoted(), None, identity)?;
-            let mut record = None;
-            if let Some(approver) = action.approver.clone() {
-                let (token, issued) = approval::issue_link(&action, &approver, expires_at);
-                action.approval_token_hash = Some(issued.token_hash.clone());
-                action.approval_mail_pending = true;
-                record = Some((token, issued, approver));
+            action.reasons = decision.reason_codes();
+            if let Some(rejection) = &forced {
+                action.reasons.push(format!("forced_past_rejection:{}", rejection.action_id));
             }
+            action.approver = Some(approver.clone());
+            let (token, issued) = approval::issue_link(&action, &approver, expires_at);
+            action.approval_token_hash = Some(issued.token_hash.clone());
+            action.approval_mail_pending = true;
+            let record = Some((token, issued, approver));
             events = creation_events(&action, &decision, identity, &meta, now);
-            events[1].reason = format!(
-                "{}; the circuit breaker on automatic execution is open, so a human decides instead (on_open = require_approval)",
-                events[1].reason
-            );
             result = self
                 .store
                 .create_action(

@@ -46,9 +46,13 @@ impl IntakeService {
             .map_err(ApiError::internal)?
             .map_err(|e| ApiError::invalid("cursor", e.to_string()))?;
         // The index may lag a moment behind a decision: only what still waits for this person.
+        // An expired one the sweep has not reached yet no longer waits either. (A page may come
+        // back short, or empty with a cursor: keep following `next_cursor`.)
+        let now = self.clock.now();
         page.actions.retain(|a| {
             a.status == Status::AwaitingApproval
                 && a.approver.as_ref().is_some_and(|x| x.as_str().eq_ignore_ascii_case(&address))
+                && a.approval_expires_at.is_none_or(|t| t > now)
         });
         Ok(Reply::json(200, &page_body("approvals", page)))
     }
