@@ -1141,3 +1141,28 @@ async fn the_inbox_lists_what_waits_for_me_newest_first_a_page_at_a_time() {
         world.api("GET", &format!("/approvals?cursor={cursor}"), None, "someone@example.com", false).await;
     assert_eq!(status, 400, "a cursor works only for the inbox that returned it");
 }
+
+// ---------------------------------------------------------------- self-approval, explicitly allowed
+
+#[tokio::test]
+async fn a_requester_approves_their_own_action_only_where_the_type_allows_it_explicitly() {
+    let mut policy = actiongate_local::world::policy();
+    policy.types.get_mut("gmail.label").unwrap().allow_self_approval = true;
+    let world = World::with_policy(policy);
+    let me = "alice@example.com";
+    let mut body = proposal("gmail.label");
+    body["approver"] = json!(me);
+    let id = created(&world, me, body).await;
+    let action = world.action(id).await;
+    assert!(action.self_approval_allowed);
+    assert_eq!(action.approver.as_ref().map(|a| a.as_str()), Some(me));
+    assert_eq!(world.decide(id, "approve", me, false).await.0, 200);
+    let trail = world.store.audit_trail(id).await.unwrap();
+    assert!(trail.iter().any(|e| e.detail.as_ref().is_some_and(|d| d["self_approval"] == true)), "marked in the audit");
+
+    // Another type, without the setting: refused as always.
+    let mut body = proposal("send_email");
+    body["approver"] = json!(me);
+    let (status, answer) = world.propose(me, body).await;
+    assert_eq!((status, answer["error"].as_str()), (403, Some("self_approval")), "{answer}");
+}

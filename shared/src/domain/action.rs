@@ -186,6 +186,10 @@ pub struct Action {
     /// Where decisions and end states are posted (`crate::domain::notify`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notify_url: Option<String>,
+    /// The policy lets the requester approve this action themselves (`allow_self_approval` on
+    /// every step's type, when approval was asked for).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub self_approval_allowed: bool,
     /// SHA-256 of the outstanding approval link's token (never the token itself).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval_token_hash: Option<String>,
@@ -289,6 +293,7 @@ impl Action {
             error: None,
             idempotency_key: None,
             notify_url: None,
+            self_approval_allowed: false,
             approval_token_hash: None,
             decided_by: None,
             decided_at: None,

@@ -76,9 +76,14 @@ pub fn request_approval(
     policy: &crate::domain::policy::Policy,
     now: DateTime<Utc>,
 ) -> Action {
+    let self_allowed = policy.allows_self_approval(action.steps.iter().filter_map(|s| s.kind.action_type()));
     let is_requester = |a: &EmailAddress| {
-        crate::domain::ids::is_same_mailbox(a.as_str(), action.user_id.as_str())
-            || action.requester_email.as_deref().is_some_and(|e| crate::domain::ids::is_same_mailbox(a.as_str(), e))
+        !self_allowed
+            && (crate::domain::ids::is_same_mailbox(a.as_str(), action.user_id.as_str())
+                || action
+                    .requester_email
+                    .as_deref()
+                    .is_some_and(|e| crate::domain::ids::is_same_mailbox(a.as_str(), e)))
     };
     let keep = action.approver.clone().filter(|a| policy.approver_allowed(decision, a) && !is_requester(a));
     let candidates: Vec<EmailAddress> = match &decision.required_approvers {
@@ -86,6 +91,7 @@ pub fn request_approval(
         None => decision.approver.iter().cloned().collect(),
     };
     let mut after = action.clone();
+    after.self_approval_allowed = self_allowed;
     after.tier = Some(crate::domain::Tier::Approval);
     after.approver = keep.or_else(|| candidates.into_iter().find(|a| !is_requester(a)));
     after.reasons = decision.reason_codes();

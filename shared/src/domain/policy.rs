@@ -114,6 +114,10 @@ pub struct TypeRule {
     /// This type's `defaults.rejection_memory`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rejection_memory: Option<IsoDuration>,
+    /// Lets the requester approve their own action of this type (never by default: only a
+    /// policy that says so explicitly, for every step of a plan).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_self_approval: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -486,6 +490,19 @@ impl Policy {
             step: None,
         });
         Decision { verdict: Verdict::Tier(Tier::Approval), reasons, required_approvers: required, ..decision.clone() }
+    }
+
+    /// Whether a requester may approve their own work of these types: only when every one of
+    /// them says `allow_self_approval = true`.
+    pub fn allows_self_approval<'a>(&self, action_types: impl IntoIterator<Item = &'a str>) -> bool {
+        let mut any = false;
+        for t in action_types {
+            if !self.rule(t).is_some_and(|r| r.allow_self_approval) {
+                return false;
+            }
+            any = true;
+        }
+        any
     }
 
     /// How long a rejection of work of these types is remembered: the longest of theirs.

@@ -162,12 +162,7 @@ impl ConnectorHandler {
             .await
             .map_err(|e| HandlerError::from_reqwest(&e.without_url(), &format!("connector {}", shown(&url))))?;
         let status = response.status().as_u16();
-        // `Retry-After` in seconds (an HTTP date is left to the backoff).
-        let retry_after = response
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok());
+        let retry_after = super::retry_after_secs(&response);
         let (bytes, truncated) = read_capped(response, MAX_ANSWER_BYTES, &shown(&url)).await?;
         let answer: Option<Value> = if truncated { None } else { serde_json::from_slice(&bytes).ok() };
         if (200..300).contains(&status) {

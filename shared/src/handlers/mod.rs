@@ -124,6 +124,11 @@ pub(crate) fn sent_mail_cannot_be_recalled<'a>() -> HandlerFuture<'a, Result<ser
     Box::pin(async { Err(HandlerError::permanent("not_reversible", "a sent email cannot be recalled")) })
 }
 
+/// A response's `Retry-After` in seconds (an HTTP date is left to the backoff).
+pub fn retry_after_secs(response: &reqwest::Response) -> Option<u64> {
+    response.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok())
+}
+
 /// Reads at most `cap` bytes of a response body.
 pub async fn read_capped(
     mut response: reqwest::Response,

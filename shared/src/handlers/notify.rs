@@ -74,11 +74,7 @@ impl Deliverer for SignedDelivery {
             .await
             .map_err(|e| HandlerError::from_reqwest(&e.without_url(), &what))?;
         let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok());
+        let retry_after = super::retry_after_secs(&response);
         if (200..300).contains(&status) {
             return Ok(());
         }

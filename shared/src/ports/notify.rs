@@ -16,3 +16,17 @@ pub trait Deliverer: Send + Sync {
     /// ([`crate::domain::notify::receiver_key`]).
     async fn receiver_key(&self, user: &UserId) -> Result<String, HandlerError>;
 }
+
+/// After a committed write that recorded `n`: asks an executor to deliver it now, waiting at
+/// most 2 s (the write is done; a slow queue must not hold up the caller). A message that is
+/// lost here is found by the sweep.
+pub async fn queue_delivery(queue: &dyn crate::ports::queue::WorkQueue, n: &crate::domain::notify::Notification) {
+    let message = crate::ports::queue::ExecuteMessage::notification(n.action_id, n.version);
+    match tokio::time::timeout(std::time::Duration::from_secs(2), queue.enqueue(&message, 0)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, action_id = %n.action_id, "queueing a notification failed; the sweep will")
+        }
+        Err(_) => tracing::warn!(action_id = %n.action_id, "queueing a notification timed out; the sweep will"),
+    }
+}

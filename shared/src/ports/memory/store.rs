@@ -108,6 +108,34 @@ impl MemoryStore {
         }
     }
 
+    /// A page of the actions `wanted` picks, newest first, as an index partition named
+    /// `partition` would give them (a cursor works only for that partition).
+    fn newest_first(
+        &self,
+        partition: &str,
+        limit: i32,
+        cursor_in: Option<&str>,
+        wanted: impl Fn(&Action) -> bool,
+    ) -> Result<Page, BadCursor> {
+        let after = match cursor_in {
+            None => None,
+            Some(c) => Some(after_cursor(c, partition).ok_or(BadCursor)?.to_string()),
+        };
+        let state = self.lock();
+        let mut found: Vec<&Action> = state
+            .actions
+            .values()
+            .filter(|a| wanted(a))
+            .filter(|a| after.as_ref().is_none_or(|last| a.action_id.to_string() < *last))
+            .collect();
+        found.sort_by_key(|a| std::cmp::Reverse(a.action_id.to_string()));
+        let limit = limit.max(1) as usize;
+        let actions: Vec<Action> = found.into_iter().take(limit).cloned().collect();
+        // As DynamoDB does: a full page carries a cursor, even when nothing follows.
+        let next_cursor = (actions.len() == limit).then(|| cursor(partition, actions[limit - 1].action_id));
+        Ok(Page { actions, next_cursor })
+    }
+
     /// Status notifications recorded by this store's writes are queued for delivery at once.
     pub fn with_delivery_queue(mut self, queue: Arc<dyn crate::ports::queue::WorkQueue>) -> Self {
         self.delivery_queue = Some(queue);
@@ -131,15 +159,8 @@ impl MemoryStore {
 
     /// After a committed write that recorded `n`: asks for its delivery now.
     async fn announce(&self, n: Option<crate::domain::notify::Notification>) {
-        let (Some(n), Some(queue)) = (n, &self.delivery_queue) else { return };
-        let message = crate::ports::queue::ExecuteMessage::notification(n.action_id, n.version);
-        // Briefly: the write is done, and a slow queue must not hold up the caller.
-        match tokio::time::timeout(std::time::Duration::from_secs(2), queue.enqueue(&message, 0)).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, action_id = %n.action_id, "queueing a notification failed; the sweep will")
-            }
-            Err(_) => tracing::warn!(action_id = %n.action_id, "queueing a notification timed out; the sweep will"),
+        if let (Some(n), Some(queue)) = (n, &self.delivery_queue) {
+            crate::ports::notify::queue_delivery(queue.as_ref(), &n).await;
         }
     }
 
@@ -481,26 +502,9 @@ impl ActionStore for MemoryStore {
             None => format!("USER#{user}"),
             Some(st) => format!("USER#{user}#{st}"),
         };
-        let after = match cursor_in {
-            None => None,
-            Some(c) => match after_cursor(c, &partition) {
-                Some(id) => Some(id.to_string()),
-                None => return Ok(Err(BadCursor)),
-            },
-        };
-        let state = self.lock();
-        let mut mine: Vec<&Action> = state
-            .actions
-            .values()
-            .filter(|a| &a.user_id == user && status.is_none_or(|st| a.status == st))
-            .filter(|a| after.as_ref().is_none_or(|last| a.action_id.to_string() < *last))
-            .collect();
-        mine.sort_by_key(|a| std::cmp::Reverse(a.action_id.to_string()));
-        let limit = limit.max(1) as usize;
-        let actions: Vec<Action> = mine.into_iter().take(limit).cloned().collect();
-        // As DynamoDB does: a full page carries a cursor, even when nothing follows.
-        let next_cursor = (actions.len() == limit).then(|| cursor(&partition, actions[limit - 1].action_id));
-        Ok(Ok(Page { actions, next_cursor }))
+        Ok(self.newest_first(&partition, limit, cursor_in, |a| {
+            &a.user_id == user && status.is_none_or(|st| a.status == st)
+        }))
     }
 
     async fn audit_trail(&self, id: ActionId) -> Result<Vec<AuditEvent>, StoreError> {
@@ -514,26 +518,10 @@ impl ActionStore for MemoryStore {
         cursor_in: Option<&str>,
     ) -> Result<Result<Page, BadCursor>, StoreError> {
         let partition = format!("APPROVER#{}", approver.to_ascii_lowercase());
-        let after = match cursor_in {
-            None => None,
-            Some(c) => match after_cursor(c, &partition) {
-                Some(id) => Some(id.to_string()),
-                None => return Ok(Err(BadCursor)),
-            },
-        };
-        let state = self.lock();
-        let mut waiting: Vec<&Action> = state
-            .actions
-            .values()
-            .filter(|a| a.status == Status::AwaitingApproval)
-            .filter(|a| a.approver.as_ref().is_some_and(|x| x.as_str().eq_ignore_ascii_case(approver)))
-            .filter(|a| after.as_ref().is_none_or(|last| a.action_id.to_string() < *last))
-            .collect();
-        waiting.sort_by_key(|a| std::cmp::Reverse(a.action_id.to_string()));
-        let limit = limit.max(1) as usize;
-        let actions: Vec<Action> = waiting.into_iter().take(limit).cloned().collect();
-        let next_cursor = (actions.len() == limit).then(|| cursor(&partition, actions[limit - 1].action_id));
-        Ok(Ok(Page { actions, next_cursor }))
+        Ok(self.newest_first(&partition, limit, cursor_in, |a| {
+            a.status == Status::AwaitingApproval
+                && a.approver.as_ref().is_some_and(|x| x.as_str().eq_ignore_ascii_case(approver))
+        }))
     }
 
     async fn last_rejection(

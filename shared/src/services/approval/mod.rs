@@ -110,7 +110,7 @@ impl ApprovalService {
             }
             other => return LinkPage::State(other),
         }
-        if is_requesters_address(&action, &record.approver) {
+        if is_requesters_address(&action, &record.approver) && !action.self_approval_allowed {
             return LinkPage::Message {
                 status: 403,
                 title: "You cannot decide your own request",
@@ -146,8 +146,9 @@ impl ApprovalService {
         let action =
             self.store.get_action(id).await.map_err(ApiError::internal)?.ok_or(ApiError::NotFound("action"))?;
         let is_approver = identity.is_approver(action.approver.as_ref());
-        if identity.is_requester(&action) {
-            // Admin or not, by user id or by email: nobody decides their own action.
+        if identity.is_requester(&action) && !action.self_approval_allowed {
+            // Admin or not, by user id or by email: nobody decides their own action (unless the
+            // policy says so for its type, explicitly).
             return Err(ApiError::Denied {
                 code: "self_approval",
                 message: "a requester cannot approve or reject their own action".into(),
@@ -214,7 +215,12 @@ impl ApprovalService {
             from: Some(from),
             to,
             reason: why,
-            detail: Some(json!({"via": via})),
+            // A requester deciding their own action (only where the policy allows it) is marked.
+            detail: Some(if is_requesters_address(action, actor) {
+                json!({"via": via, "self_approval": true})
+            } else {
+                json!({"via": via})
+            }),
             request_id: meta.request_id.clone(),
             source_ip: meta.source_ip.clone(),
             user_agent: meta.user_agent.clone(),

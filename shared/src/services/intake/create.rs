@@ -13,10 +13,12 @@ fn resolve_approver(
     decision: &Decision,
     requested: Option<&EmailAddress>,
     identity: &Identity,
+    self_allowed: bool,
 ) -> Result<Option<EmailAddress>, ApiError> {
     let is_requester = |a: &EmailAddress| {
-        crate::domain::ids::is_same_mailbox(a.as_str(), identity.user.as_str())
-            || identity.email.as_deref().is_some_and(|e| crate::domain::ids::is_same_mailbox(a.as_str(), e))
+        !self_allowed
+            && (crate::domain::ids::is_same_mailbox(a.as_str(), identity.user.as_str())
+                || identity.email.as_deref().is_some_and(|e| crate::domain::ids::is_same_mailbox(a.as_str(), e)))
     };
     if let Some(a) = requested {
         if is_requester(a) {
@@ -343,7 +345,9 @@ impl IntakeService {
             ));
         }
         let forced = self.refuse_if_rejected(&request, &decision, &policy, identity, now).await?;
-        let approver = resolve_approver(&policy, &decision, request.approver.as_ref(), identity)?;
+        let self_allowed = matches!(decision.verdict, Verdict::Tier(Tier::Approval))
+            && policy.allows_self_approval(action_types.iter().copied());
+        let approver = resolve_approver(&policy, &decision, request.approver.as_ref(), identity, self_allowed)?;
 
         // Connectors check and describe their steps (not for work the policy refuses anyway).
         let previews = if matches!(decision.verdict, Verdict::Blocked | Verdict::KycRequired) {
@@ -358,6 +362,7 @@ impl IntakeService {
 
         let mut action = new_action(&request, &decision, identity, idempotency_key.clone(), now);
         action.approver = approver;
+        action.self_approval_allowed = self_allowed;
         if let Some(rejection) = &forced {
             // Recorded with the action: an administrator forced past this rejection.
             action.reasons.push(format!("forced_past_rejection:{}", rejection.action_id));
@@ -410,7 +415,8 @@ impl IntakeService {
             && policy.auto_execution.breaker.on_open == crate::domain::breaker::OnOpen::RequireApproval)
             .then(|| policy.demote(&decision, &action_types))
             .and_then(|d| {
-                let approver = resolve_approver(&policy, &d, request.approver.as_ref(), identity).ok().flatten()?;
+                let approver =
+                    resolve_approver(&policy, &d, request.approver.as_ref(), identity, false).ok().flatten()?;
                 Some((d, approver))
             });
         if let Some((demoted_decision, approver)) = demotion {

@@ -190,30 +190,7 @@ impl ActionStore for DynamoStore {
             None => (keys::GSI_BY_USER, keys::GSI1_PK, keys::GSI1_SK, keys::user_partition(user)),
             Some(st) => (keys::GSI_BY_USER_STATUS, keys::GSI2_PK, keys::GSI2_SK, keys::user_status_partition(user, st)),
         };
-        let start_key = match cursor {
-            None => None,
-            Some(c) => match decode_cursor(c, &[keys::PK, keys::SK, pk_name, sk_name], pk_name, &partition) {
-                Some(k) => Some(k),
-                None => return Ok(Err(BadCursor)),
-            },
-        };
-        let out = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .index_name(index)
-            .key_condition_expression("#pk = :pk")
-            .expression_attribute_names("#pk", pk_name)
-            .expression_attribute_values(":pk", s(partition))
-            .scan_index_forward(false)
-            .limit(limit)
-            .set_exclusive_start_key(start_key)
-            .send()
-            .await
-            .map_err(aws_error)?;
-        let actions = readable_actions(out.items());
-        let next_cursor = out.last_evaluated_key().map(encode_cursor);
-        Ok(Ok(Page { actions, next_cursor }))
+        self.newest_first(index, pk_name, sk_name, partition, limit, cursor).await
     }
 
     /// What waits for `approver`'s decision, newest first.
@@ -224,64 +201,21 @@ impl ActionStore for DynamoStore {
         cursor: Option<&str>,
     ) -> Result<Result<Page, BadCursor>, StoreError> {
         let partition = keys::approver_partition(approver);
-        let start_key = match cursor {
-            None => None,
-            Some(c) => {
-                match decode_cursor(c, &[keys::PK, keys::SK, keys::GSI3_PK, keys::GSI3_SK], keys::GSI3_PK, &partition) {
-                    Some(k) => Some(k),
-                    None => return Ok(Err(BadCursor)),
-                }
-            }
-        };
-        let out = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .index_name(keys::GSI_BY_APPROVER)
-            .key_condition_expression("#pk = :pk")
-            .expression_attribute_names("#pk", keys::GSI3_PK)
-            .expression_attribute_values(":pk", s(partition))
-            .scan_index_forward(false)
-            .limit(limit)
-            .set_exclusive_start_key(start_key)
-            .send()
-            .await
-            .map_err(aws_error)?;
-        let actions = readable_actions(out.items());
-        let next_cursor = out.last_evaluated_key().map(encode_cursor);
-        Ok(Ok(Page { actions, next_cursor }))
+        self.newest_first(keys::GSI_BY_APPROVER, keys::GSI3_PK, keys::GSI3_SK, partition, limit, cursor).await
     }
 
     /// The audit trail of an action, oldest first.
     async fn audit_trail(&self, id: ActionId) -> Result<Vec<AuditEvent>, StoreError> {
         let mut events = Vec::new();
-        let mut start = None;
-        loop {
-            let out = self
-                .client
-                .query()
-                .table_name(&self.audit_table)
-                .key_condition_expression("#pk = :pk")
-                .expression_attribute_names("#pk", keys::AUDIT_PK)
-                .expression_attribute_values(":pk", s(id.to_string()))
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(aws_error)?;
-            for item in out.items() {
-                // One unreadable event is logged and left out; the rest of the trail is shown.
-                match item.get("doc").and_then(|v| v.as_s().ok()).map(|d| serde_json::from_str(d)) {
-                    Some(Ok(event)) => events.push(event),
-                    Some(Err(e)) => tracing::error!(error = %e, action_id = %id, "skipping an unreadable audit event"),
-                    None => tracing::error!(action_id = %id, "skipping an audit item without doc"),
-                }
-            }
-            start = out.last_evaluated_key;
-            if start.is_none() {
-                return Ok(events);
+        for item in self.whole_partition(&self.audit_table, keys::AUDIT_PK, id.to_string()).await? {
+            // One unreadable event is logged and left out; the rest of the trail is shown.
+            match item.get("doc").and_then(|v| v.as_s().ok()).map(|d| serde_json::from_str(d)) {
+                Some(Ok(event)) => events.push(event),
+                Some(Err(e)) => tracing::error!(error = %e, action_id = %id, "skipping an unreadable audit event"),
+                None => tracing::error!(action_id = %id, "skipping an audit item without doc"),
             }
         }
+        Ok(events)
     }
 
     async fn last_rejection(
@@ -371,6 +305,74 @@ impl ActionStore for DynamoStore {
 }
 
 impl DynamoStore {
+    /// Every item of one partition of `table` (keyed `pk_name`), in key order, read consistently
+    /// page after page.
+    pub(super) async fn whole_partition(
+        &self,
+        table: &str,
+        pk_name: &str,
+        pk: String,
+    ) -> Result<Vec<Item>, StoreError> {
+        let mut items = Vec::new();
+        let mut start = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(table)
+                .key_condition_expression("#pk = :pk")
+                .expression_attribute_names("#pk", pk_name)
+                .expression_attribute_values(":pk", s(pk.clone()))
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(aws_error)?;
+            items.extend(out.items().iter().cloned());
+            start = out.last_evaluated_key;
+            if start.is_none() {
+                return Ok(items);
+            }
+        }
+    }
+
+    /// A page of the actions in `partition` of `index` (keyed `pk_name`, `sk_name`), newest
+    /// first; a cursor works only for the partition that returned it.
+    async fn newest_first(
+        &self,
+        index: &str,
+        pk_name: &str,
+        sk_name: &str,
+        partition: String,
+        limit: i32,
+        cursor: Option<&str>,
+    ) -> Result<Result<Page, BadCursor>, StoreError> {
+        let start_key = match cursor {
+            None => None,
+            Some(c) => match decode_cursor(c, &[keys::PK, keys::SK, pk_name, sk_name], pk_name, &partition) {
+                Some(k) => Some(k),
+                None => return Ok(Err(BadCursor)),
+            },
+        };
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(index)
+            .key_condition_expression("#pk = :pk")
+            .expression_attribute_names("#pk", pk_name)
+            .expression_attribute_values(":pk", s(partition))
+            .scan_index_forward(false)
+            .limit(limit)
+            .set_exclusive_start_key(start_key)
+            .send()
+            .await
+            .map_err(aws_error)?;
+        let actions = readable_actions(out.items());
+        let next_cursor = out.last_evaluated_key().map(encode_cursor);
+        Ok(Ok(Page { actions, next_cursor }))
+    }
+
     pub(super) async fn write_transition(
         &self,
         before: &Action,
@@ -424,20 +426,25 @@ impl DynamoStore {
             if id.is_some_and(|id| readable.iter().any(|a| a.action_id == id)) {
                 continue;
             }
-            let removed = self
-                .client
-                .update_item()
-                .table_name(&self.table)
-                .key(keys::PK, pk.clone())
-                .key(keys::SK, sk.clone())
-                .update_expression("REMOVE #dpk, #dsk")
-                .expression_attribute_names("#dpk", keys::DUE_PK)
-                .expression_attribute_names("#dsk", keys::DUE_SK)
-                .send()
-                .await;
-            if let Err(e) = removed {
-                tracing::error!(error = %DisplayErrorContext(e), "taking an unreadable item out of the due index failed");
-            }
+            self.leave_due_index(pk, sk).await;
+        }
+    }
+
+    /// Takes one item out of the `due` index (it stays in the table for a human to look at).
+    pub(super) async fn leave_due_index(&self, pk: &AttributeValue, sk: &AttributeValue) {
+        let removed = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(keys::PK, pk.clone())
+            .key(keys::SK, sk.clone())
+            .update_expression("REMOVE #dpk, #dsk")
+            .expression_attribute_names("#dpk", keys::DUE_PK)
+            .expression_attribute_names("#dsk", keys::DUE_SK)
+            .send()
+            .await;
+        if let Err(e) = removed {
+            tracing::error!(error = %DisplayErrorContext(e), "taking an unreadable item out of the due index failed");
         }
     }
 

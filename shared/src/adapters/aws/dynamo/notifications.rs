@@ -49,15 +49,8 @@ impl DynamoStore {
     /// After a committed write that recorded `n`: asks an executor to deliver it now (the sweep
     /// finds it later if this message is lost).
     pub(super) async fn announce(&self, n: Option<&Notification>) {
-        let (Some(n), Some(queue)) = (n, &self.delivery_queue) else { return };
-        let message = crate::ports::queue::ExecuteMessage::notification(n.action_id, n.version);
-        // Briefly: the write is done, and a slow queue must not hold up the caller.
-        match tokio::time::timeout(std::time::Duration::from_secs(2), queue.enqueue(&message, 0)).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, action_id = %n.action_id, "queueing a notification failed; the sweep will")
-            }
-            Err(_) => tracing::warn!(action_id = %n.action_id, "queueing a notification timed out; the sweep will"),
+        if let (Some(n), Some(queue)) = (n, &self.delivery_queue) {
+            crate::ports::notify::queue_delivery(queue.as_ref(), n).await;
         }
     }
 }
@@ -85,29 +78,11 @@ fn notification_from(item: &Item) -> Result<Notification, StoreError> {
 #[async_trait]
 impl NotificationStore for DynamoStore {
     async fn notifications(&self, id: ActionId) -> Result<Vec<Notification>, StoreError> {
-        let mut found = Vec::new();
-        let mut start = None;
-        loop {
-            let out = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("#pk = :pk")
-                .expression_attribute_names("#pk", keys::PK)
-                .expression_attribute_values(":pk", s(keys::notification_pk(id)))
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(aws_error)?;
-            for item in out.items() {
-                found.push(notification_from(item)?);
-            }
-            start = out.last_evaluated_key;
-            if start.is_none() {
-                return Ok(found);
-            }
-        }
+        self.whole_partition(&self.table, keys::PK, keys::notification_pk(id))
+            .await?
+            .iter()
+            .map(notification_from)
+            .collect()
     }
 
     async fn notification(&self, id: ActionId, version: u64) -> Result<Option<Notification>, StoreError> {
@@ -139,20 +114,8 @@ impl NotificationStore for DynamoStore {
                     // Out of the index (it stays in the table for a human), so it never fills
                     // the sweep's batches.
                     tracing::error!(error = %e, "an unreadable notification leaves the due index");
-                    let (Some(pk), Some(sk)) = (item.get(keys::PK), item.get(keys::SK)) else { continue };
-                    let removed = self
-                        .client
-                        .update_item()
-                        .table_name(&self.table)
-                        .key(keys::PK, pk.clone())
-                        .key(keys::SK, sk.clone())
-                        .update_expression("REMOVE #dpk, #dsk")
-                        .expression_attribute_names("#dpk", keys::DUE_PK)
-                        .expression_attribute_names("#dsk", keys::DUE_SK)
-                        .send()
-                        .await;
-                    if let Err(e) = removed {
-                        tracing::error!(error = %DisplayErrorContext(e), "taking a notification out of the due index failed");
+                    if let (Some(pk), Some(sk)) = (item.get(keys::PK), item.get(keys::SK)) {
+                        self.leave_due_index(pk, sk).await;
                     }
                 }
             }
