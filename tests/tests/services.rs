@@ -1165,4 +1165,45 @@ async fn a_requester_approves_their_own_action_only_where_the_type_allows_it_exp
     body["approver"] = json!(me);
     let (status, answer) = world.propose(me, body).await;
     assert_eq!((status, answer["error"].as_str()), (403, Some("self_approval")), "{answer}");
+
+    // Never picked: without naming themselves, the policy's approver is asked.
+    let mut body = proposal("gmail.label");
+    body["payload"]["message_id"] = json!("m2");
+    let other = created(&world, me, body).await;
+    assert_eq!(world.action(other).await.approver.as_ref().map(|a| a.as_str()), Some(APPROVER));
+    // An administrator who is the requester but not the named approver may not decide it.
+    assert_eq!(world.decide(other, "approve", me, true).await.0, 403);
+}
+
+#[tokio::test]
+async fn a_policy_that_stops_allowing_self_approval_revokes_it_for_waiting_work() {
+    let mut policy = actiongate_local::world::policy();
+    policy.types.get_mut("gmail.label").unwrap().allow_self_approval = true;
+    let world = World::with_policy(policy.clone());
+    let me = "alice@example.com";
+    let mut body = proposal("gmail.label");
+    body["approver"] = json!(me);
+    let id = created(&world, me, body).await;
+    policy.types.get_mut("gmail.label").unwrap().allow_self_approval = false;
+    world.store.put_policy(0, &policy, "root", world.now()).await.unwrap();
+    let (status, answer) = world.decide(id, "approve", me, false).await;
+    assert_eq!((status, answer["error"].as_str()), (403, Some("self_approval")), "{answer}");
+    assert_eq!(world.action(id).await.status, Status::AwaitingApproval);
+}
+
+#[tokio::test]
+async fn a_self_approval_the_policy_no_longer_allows_does_not_run() {
+    let mut policy = actiongate_local::world::policy();
+    policy.types.get_mut("gmail.label").unwrap().allow_self_approval = true;
+    let mut world = World::with_policy(policy.clone());
+    let me = "alice@example.com";
+    let mut body = proposal("gmail.label");
+    body["approver"] = json!(me);
+    let id = created(&world, me, body).await;
+    assert_eq!(world.decide(id, "approve", me, false).await.0, 200);
+    policy.types.get_mut("gmail.label").unwrap().allow_self_approval = false;
+    world.store.put_policy(0, &policy, "root", world.now()).await.unwrap();
+    world.deliver().await;
+    assert!(world.effects_of(id).is_empty(), "the requester's own approval no longer stands");
+    assert_ne!(world.action(id).await.status, Status::Completed);
 }

@@ -78,14 +78,13 @@ pub fn request_approval(
 ) -> Action {
     let self_allowed = policy.allows_self_approval(action.steps.iter().filter_map(|s| s.kind.action_type()));
     let is_requester = |a: &EmailAddress| {
-        !self_allowed
-            && (crate::domain::ids::is_same_mailbox(a.as_str(), action.user_id.as_str())
-                || action
-                    .requester_email
-                    .as_deref()
-                    .is_some_and(|e| crate::domain::ids::is_same_mailbox(a.as_str(), e)))
+        crate::domain::ids::is_same_mailbox(a.as_str(), action.user_id.as_str())
+            || action.requester_email.as_deref().is_some_and(|e| crate::domain::ids::is_same_mailbox(a.as_str(), e))
     };
-    let keep = action.approver.clone().filter(|a| policy.approver_allowed(decision, a) && !is_requester(a));
+    // The requester stays the approver only where the type still allows it (they named
+    // themselves); they are never picked.
+    let keep =
+        action.approver.clone().filter(|a| policy.approver_allowed(decision, a) && (self_allowed || !is_requester(a)));
     let candidates: Vec<EmailAddress> = match &decision.required_approvers {
         Some(list) => list.clone(),
         None => decision.approver.iter().cloned().collect(),

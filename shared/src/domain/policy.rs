@@ -439,7 +439,15 @@ impl Policy {
     /// Whether `action`'s approval stands under this policy: an administrator's does; anyone
     /// else's only while the policy still allows that person to approve these steps.
     fn approval_still_counts(&self, decision: &Decision, action: &crate::domain::Action) -> bool {
-        if action.decided_by_admin {
+        let same = crate::domain::ids::is_same_mailbox;
+        let by_requester = action.decided_by.as_deref().is_some_and(|by| {
+            same(by, action.user_id.as_str()) || action.requester_email.as_deref().is_some_and(|e| same(by, e))
+        });
+        // A requester's own approval stands only while the policy still allows it for every step.
+        if by_requester && !self.allows_self_approval(action.steps.iter().filter_map(|s| s.kind.action_type())) {
+            return false;
+        }
+        if action.decided_by_admin && !by_requester {
             return true;
         }
         action

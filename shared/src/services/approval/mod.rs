@@ -19,13 +19,10 @@ const MAX_REASON_CHARS: usize = 1000;
 /// How a decision arrived: through one emailed link (which it uses up), or the API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Via<'a> {
-    Link {
-        token_hash: &'a str,
-    },
+    /// `own`: the requester decides their own action (where the policy allows it).
+    Link { token_hash: &'a str, own: bool },
     /// `admin`: an administrator decided who is not the designated approver.
-    Api {
-        admin: bool,
-    },
+    Api { admin: bool, own: bool },
 }
 
 pub struct ApprovalService {
@@ -47,6 +44,15 @@ impl ApprovalService {
     pub fn with_policies(mut self, policies: Arc<crate::services::policy_source::PolicySource>) -> Self {
         self.policies = Some(policies);
         self
+    }
+
+    /// Whether the requester may decide `action` themselves now: it was allowed when approval was
+    /// asked for, and the policy in force still allows it for every step (without a policy
+    /// source to ask, never).
+    async fn self_approval_stands(&self, action: &Action) -> bool {
+        let Some(policies) = &self.policies else { return false };
+        action.self_approval_allowed
+            && policies.current().await.allows_self_approval(action.steps.iter().filter_map(|s| s.kind.action_type()))
     }
 
     /// Finds the record and action behind a link, or the page to show instead.
@@ -110,7 +116,8 @@ impl ApprovalService {
             }
             other => return LinkPage::State(other),
         }
-        if is_requesters_address(&action, &record.approver) && !action.self_approval_allowed {
+        let own = is_requesters_address(&action, &record.approver);
+        if own && !self.self_approval_stands(&action).await {
             return LinkPage::Message {
                 status: 403,
                 title: "You cannot decide your own request",
@@ -120,7 +127,7 @@ impl ApprovalService {
             };
         }
         match self
-            .apply(&action, decision, &record.approver, reason, meta, Via::Link { token_hash: &record.token_hash })
+            .apply(&action, decision, &record.approver, reason, meta, Via::Link { token_hash: &record.token_hash, own })
             .await
         {
             Ok(after) => LinkPage::Decided(after),
@@ -146,9 +153,10 @@ impl ApprovalService {
         let action =
             self.store.get_action(id).await.map_err(ApiError::internal)?.ok_or(ApiError::NotFound("action"))?;
         let is_approver = identity.is_approver(action.approver.as_ref());
-        if identity.is_requester(&action) && !action.self_approval_allowed {
-            // Admin or not, by user id or by email: nobody decides their own action (unless the
-            // policy says so for its type, explicitly).
+        let own = identity.is_requester(&action);
+        if own && !(is_approver && self.self_approval_stands(&action).await) {
+            // Admin or not, by user id or by email: nobody decides their own action, unless the
+            // policy in force says so for its type and they are its named approver.
             return Err(ApiError::Denied {
                 code: "self_approval",
                 message: "a requester cannot approve or reject their own action".into(),
@@ -175,7 +183,7 @@ impl ApprovalService {
             let status = self.expire_if_waiting(&action, &actor, meta).await;
             return Err(ApiError::InvalidState { status, message: "its approval window has passed".into() });
         }
-        match self.apply(&action, decision, &actor, reason, meta, Via::Api { admin: !is_approver }).await {
+        match self.apply(&action, decision, &actor, reason, meta, Via::Api { admin: !is_approver, own }).await {
             Ok(after) => Ok(Reply::json(200, &after.to_api())),
             Err(TransitionError::Conflict) => {
                 let status = self.store.get_action(id).await.ok().flatten().map_or(action.status, |a| a.status);
@@ -196,9 +204,11 @@ impl ApprovalService {
         meta: &RequestMeta,
         via: Via<'_>,
     ) -> Result<Action, TransitionError> {
-        let (used_link, via, by_admin) = match via {
-            Via::Link { token_hash } => (Some(token_hash), "link", false),
-            Via::Api { admin } => (None, "api", admin),
+        let (used_link, via, by_admin, own) = match via {
+            Via::Link { token_hash, own } => (Some(token_hash), "link", false, own),
+            // The requester's own decision is never an administrator's, which would stand
+            // whatever the policy says later.
+            Via::Api { admin, own } => (None, "api", admin && !own, own),
         };
         let now = self.clock.now();
         let mut after = action.clone();
@@ -215,12 +225,7 @@ impl ApprovalService {
             from: Some(from),
             to,
             reason: why,
-            // A requester deciding their own action (only where the policy allows it) is marked.
-            detail: Some(if is_requesters_address(action, actor) {
-                json!({"via": via, "self_approval": true})
-            } else {
-                json!({"via": via})
-            }),
+            detail: Some(json!({"via": via})),
             request_id: meta.request_id.clone(),
             source_ip: meta.source_ip.clone(),
             user_agent: meta.user_agent.clone(),
@@ -253,6 +258,12 @@ impl ApprovalService {
                 ApprovalStatus::Rejected
             }
         };
+        // The requester's own decision (only where the policy allows it) is marked as such.
+        if own {
+            if let Some(decided) = events.first_mut() {
+                decided.detail = Some(json!({"via": via, "self_approval": true}));
+            }
+        }
         // A decision by link uses up that link; one through the API closes the newest emailed
         // link too (older ones show the decision, as the action is no longer waiting).
         let used = used_link.or(action.approval_token_hash.as_deref());

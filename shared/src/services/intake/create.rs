@@ -16,12 +16,13 @@ fn resolve_approver(
     self_allowed: bool,
 ) -> Result<Option<EmailAddress>, ApiError> {
     let is_requester = |a: &EmailAddress| {
-        !self_allowed
-            && (crate::domain::ids::is_same_mailbox(a.as_str(), identity.user.as_str())
-                || identity.email.as_deref().is_some_and(|e| crate::domain::ids::is_same_mailbox(a.as_str(), e)))
+        crate::domain::ids::is_same_mailbox(a.as_str(), identity.user.as_str())
+            || identity.email.as_deref().is_some_and(|e| crate::domain::ids::is_same_mailbox(a.as_str(), e))
     };
     if let Some(a) = requested {
-        if is_requester(a) {
+        // The requester decides their own action only where the type allows it and only when
+        // they name themselves: they are never picked for it.
+        if is_requester(a) && !self_allowed {
             return Err(ApiError::Denied {
                 code: "self_approval",
                 message: "a requester cannot approve their own action; name someone else or leave approver out".into(),
