@@ -150,25 +150,10 @@ impl ActionStore for DynamoStore {
     /// Actions with timed work of `status` due at or before `now`, oldest first. The index is
     /// eventually consistent: re-read an action before acting on it.
     async fn due(&self, status: Status, now: DateTime<Utc>, limit: i32) -> Result<Vec<Action>, StoreError> {
-        let out = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .index_name(keys::GSI_DUE)
-            .key_condition_expression("#pk = :pk AND #sk <= :now")
-            .expression_attribute_names("#pk", keys::DUE_PK)
-            .expression_attribute_names("#sk", keys::DUE_SK)
-            .expression_attribute_values(":pk", s(format!("DUE#{status}")))
-            // `~` sorts after every id character, so everything due in this second is included.
-            .expression_attribute_values(":now", s(format!("{}#~", crate::domain::time::format_time(now))))
-            .scan_index_forward(true)
-            .limit(limit)
-            .send()
-            .await
-            .map_err(aws_error)?;
-        let actions = readable_actions(out.items());
-        if actions.len() < out.items().len() {
-            self.unindex_unreadable(out.items(), &actions).await;
+        let items = self.due_items(format!("DUE#{status}"), now, limit).await?;
+        let actions = readable_actions(&items);
+        if actions.len() < items.len() {
+            self.unindex_unreadable(&items, &actions).await;
         }
         Ok(actions)
     }
@@ -305,6 +290,33 @@ impl ActionStore for DynamoStore {
 }
 
 impl DynamoStore {
+    /// The items of one partition of the sparse `due` index due at or before `now`, oldest
+    /// first, at most `limit` (eventually consistent: re-read before acting).
+    pub(super) async fn due_items(
+        &self,
+        partition: String,
+        now: DateTime<Utc>,
+        limit: i32,
+    ) -> Result<Vec<Item>, StoreError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(keys::GSI_DUE)
+            .key_condition_expression("#pk = :pk AND #sk <= :now")
+            .expression_attribute_names("#pk", keys::DUE_PK)
+            .expression_attribute_names("#sk", keys::DUE_SK)
+            .expression_attribute_values(":pk", s(partition))
+            // `~` sorts after every id character, so everything due in this second is included.
+            .expression_attribute_values(":now", s(format!("{}#~", crate::domain::time::format_time(now))))
+            .scan_index_forward(true)
+            .limit(limit)
+            .send()
+            .await
+            .map_err(aws_error)?;
+        Ok(out.items.unwrap_or_default())
+    }
+
     /// Every item of one partition of `table` (keyed `pk_name`), in key order, read consistently
     /// page after page.
     pub(super) async fn whole_partition(

@@ -91,23 +91,9 @@ impl NotificationStore for DynamoStore {
     }
 
     async fn due_notifications(&self, now: DateTime<Utc>, limit: i32) -> Result<Vec<Notification>, StoreError> {
-        let out = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .index_name(keys::GSI_DUE)
-            .key_condition_expression("#pk = :pk AND #sk <= :now")
-            .expression_attribute_names("#pk", keys::DUE_PK)
-            .expression_attribute_names("#sk", keys::DUE_SK)
-            .expression_attribute_values(":pk", s(keys::NOTIFICATION_DUE_PK))
-            .expression_attribute_values(":now", s(format!("{}#~", crate::domain::time::format_time(now))))
-            .scan_index_forward(true)
-            .limit(limit)
-            .send()
-            .await
-            .map_err(aws_error)?;
+        let items = self.due_items(keys::NOTIFICATION_DUE_PK.to_owned(), now, limit).await?;
         let mut found = Vec::new();
-        for item in out.items() {
+        for item in &items {
             match notification_from(item) {
                 Ok(n) => found.push(n),
                 Err(e) => {
