@@ -221,12 +221,13 @@ pub fn backoff_secs(failed: u32, jitter: f64, retry_after: Option<u64>) -> i64 {
 /// over a purpose-bound label and the user id, in hex. Each user gets their own (from
 /// `GET /notifications/key`), so one user's receiver cannot forge another's notifications, and
 /// the label keeps these signatures apart from any other use of the master key.
-pub fn receiver_key(master: &[u8], user: &UserId) -> String {
+/// `None` only if the HMAC implementation refused the key (HMAC takes keys of any length).
+pub fn receiver_key(master: &[u8], user: &UserId) -> Option<String> {
     use hmac::Mac;
-    let mut mac = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(master).expect("HMAC takes keys of any length");
+    let mut mac = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(master).ok()?;
     mac.update(b"actiongate-notify-v1:");
     mac.update(user.as_str().as_bytes());
-    crate::domain::token::hex(&mac.finalize().into_bytes())
+    Some(crate::domain::token::hex(&mac.finalize().into_bytes()))
 }
 
 /// The audit stream of an action's notification deliveries (kept apart from the action's own
@@ -330,11 +331,11 @@ mod tests {
 
     #[test]
     fn each_user_has_their_own_receiver_key() {
-        let alice = receiver_key(b"master", &UserId::parse("alice").unwrap());
+        let alice = receiver_key(b"master", &UserId::parse("alice").unwrap()).unwrap();
         assert_eq!(alice.len(), 64);
-        assert_eq!(alice, receiver_key(b"master", &UserId::parse("alice").unwrap()));
-        assert_ne!(alice, receiver_key(b"master", &UserId::parse("bob").unwrap()));
-        assert_ne!(alice, receiver_key(b"other", &UserId::parse("alice").unwrap()));
+        assert_eq!(alice, receiver_key(b"master", &UserId::parse("alice").unwrap()).unwrap());
+        assert_ne!(alice, receiver_key(b"master", &UserId::parse("bob").unwrap()).unwrap());
+        assert_ne!(alice, receiver_key(b"other", &UserId::parse("alice").unwrap()).unwrap());
     }
 
     #[test]

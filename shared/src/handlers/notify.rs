@@ -49,7 +49,8 @@ impl Deliverer for SignedDelivery {
                 HandlerError::transient("secret_unavailable", e.to_string())
             }
         })?;
-        Ok(receiver_key(master.expose().as_bytes(), user))
+        receiver_key(master.expose().as_bytes(), user)
+            .ok_or_else(|| HandlerError::transient("secret_unusable", "the notification key cannot sign"))
     }
 
     async fn deliver(&self, user: &UserId, url: &str, event_id: &str, body: &[u8]) -> Result<(), HandlerError> {

@@ -160,7 +160,8 @@ impl MemoryDeliverer {
 #[async_trait]
 impl crate::ports::notify::Deliverer for MemoryDeliverer {
     async fn receiver_key(&self, user: &crate::domain::UserId) -> Result<String, crate::ports::handler::HandlerError> {
-        Ok(crate::domain::notify::receiver_key(b"memory-master-key", user))
+        crate::domain::notify::receiver_key(b"memory-master-key", user)
+            .ok_or_else(|| crate::ports::handler::HandlerError::transient("secret_unusable", "the key cannot sign"))
     }
 
     async fn deliver(
