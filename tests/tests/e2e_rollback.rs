@@ -316,7 +316,7 @@ async fn a_plan_the_sweep_fails_after_a_crash_is_compensated_like_any_failed_pla
     action.steps[1].attempts = 1;
     action.lease_expires_at = Some(now - chrono::Duration::minutes(1));
     let event = actiongate_local::fixtures::event(&action, 1, None, Status::Executing);
-    store.create_action(&action, &[event], None, &[], None, None, now).await.unwrap();
+    store.create_action(&action, &[event], None, &[], &[], None, now).await.unwrap();
     let id = action.action_id.to_string();
     let done = wait_for_status(&api, &owner, &id, &["rolled_back", "rollback_failed"], 60).await;
     assert_eq!(done["status"], "rolled_back", "{done}");

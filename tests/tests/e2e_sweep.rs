@@ -175,7 +175,7 @@ async fn a_crashed_executors_step_is_recovered_by_the_sweep() {
     action.lease_expires_at = Some(now - chrono::Duration::minutes(1));
     let mut event = fixtures::event(&action, 1, None, Status::Executing);
     event.reason = "claimed, then the executor died".into();
-    store.create_action(&action, &[event], None, &[], None, None, now).await.unwrap();
+    store.create_action(&action, &[event], None, &[], &[], None, now).await.unwrap();
     let id = action.action_id.to_string();
     let done = wait_for_status(&api, &owner, &id, &["completed", "failed"], 30).await;
     assert_eq!(done["status"], "completed", "{done}");
@@ -314,7 +314,7 @@ async fn queued_work_scheduled_for_tomorrow_is_not_run_by_a_resend_or_a_stray_me
     let mut action = approved_webhook(&owner, Status::Queued, payload, now - chrono::Duration::minutes(10));
     action.scheduled_for = Some(now + chrono::Duration::days(1));
     let event = fixtures::event(&action, 1, None, Status::Queued);
-    store.create_action(&action, &[event], None, &[], None, None, now).await.unwrap();
+    store.create_action(&action, &[event], None, &[], &[], None, now).await.unwrap();
     let id = action.action_id.to_string();
     let sdk = sdk_config_for(&api.stack.emulator).await;
     let queue = actiongate::adapters::aws::sqs::SqsQueue::new(
@@ -343,7 +343,7 @@ async fn an_interrupted_rollback_is_resumed_and_a_second_one_is_refused_meanwhil
     action.steps[0].result = Some(json!({"status": 200}));
     action.lease_expires_at = Some(now - chrono::Duration::minutes(1));
     store
-        .create_action(&action, &[fixtures::event(&action, 1, None, Status::RollingBack)], None, &[], None, None, now)
+        .create_action(&action, &[fixtures::event(&action, 1, None, Status::RollingBack)], None, &[], &[], None, now)
         .await
         .unwrap();
     let id = action.action_id.to_string();
@@ -356,7 +356,7 @@ async fn an_interrupted_rollback_is_resumed_and_a_second_one_is_refused_meanwhil
     busy.steps[0].state = StepState::Completed;
     busy.lease_expires_at = Some(now + chrono::Duration::minutes(5));
     store
-        .create_action(&busy, &[fixtures::event(&busy, 1, None, Status::RollingBack)], None, &[], None, None, now)
+        .create_action(&busy, &[fixtures::event(&busy, 1, None, Status::RollingBack)], None, &[], &[], None, now)
         .await
         .unwrap();
     let second = api.post(&format!("/actions/{}/rollback", busy.action_id), &owner, json!({})).await;
@@ -383,7 +383,7 @@ async fn an_approval_mail_that_never_went_out_is_delivered_by_the_sweep_with_a_w
             &[fixtures::event(&action, 1, None, Status::AwaitingApproval)],
             None,
             &[],
-            None,
+            &[],
             None,
             now,
         )

@@ -260,7 +260,7 @@ async fn rollback_restores_from_the_kept_snapshot_and_refuses_once_the_retention
         let payload = json!({"message_id": message});
         let a = fixtures::action_of(&owner, Status::Queued, taken, "gmail.archive", payload.clone());
         store
-            .create_action(&a, &[fixtures::event(&a, 1, None, Status::Queued)], None, &[], None, None, taken)
+            .create_action(&a, &[fixtures::event(&a, 1, None, Status::Queued)], None, &[], &[], None, taken)
             .await
             .unwrap();
         let c = ctx(&deps, &owner, &payload, a.action_id, 0);

@@ -1207,3 +1207,213 @@ async fn a_self_approval_the_policy_no_longer_allows_does_not_run() {
     assert!(world.effects_of(id).is_empty(), "the requester's own approval no longer stands");
     assert_ne!(world.action(id).await.status, Status::Completed);
 }
+
+// ---------------------------------------------------------------- approver groups and quorum
+
+const FINANCE: [&str; 3] = ["fa@example.com", "fb@example.com", "fc@example.com"];
+
+/// `send_email` approved by 2 of the finance group.
+fn quorum_world(members: &[&str], required: u32) -> World {
+    use actiongate::domain::approvers::ApproverRef;
+    let mut policy = actiongate_local::world::policy();
+    policy.approver_groups.insert(
+        "finance".into(),
+        members.iter().map(|m| actiongate::domain::EmailAddress::parse(m).unwrap()).collect(),
+    );
+    let rule = policy.types.get_mut("send_email").unwrap();
+    rule.approvers = vec![ApproverRef::Group("finance".into())];
+    rule.approvals_required = Some(required);
+    policy.check().expect("the quorum policy is valid");
+    World::with_policy(policy)
+}
+
+/// The link mailed to `to` for `id`, as a token.
+fn link_for(world: &World, to: &str) -> String {
+    let mail =
+        world.mailer.sent().into_iter().rev().find(|m| m.mail.to.iter().any(|t| t == to)).expect("a mail to them");
+    mail.mail.text.split("/approvals/").nth(1).and_then(|t| t.split_whitespace().next()).unwrap().to_owned()
+}
+
+async fn click(world: &World, token: &str, decision: &str) -> (u16, String) {
+    let mut form = World::request("POST", &format!("/approvals/{token}"), None, "scanner", false);
+    *form.body_mut() = lambda_http::Body::Text(format!("decision={decision}"));
+    let page = world.approval_http(form).await;
+    let status = page.status().as_u16();
+    let text = match page.body() {
+        lambda_http::Body::Text(t) => t.clone(),
+        _ => String::new(),
+    };
+    (status, text)
+}
+
+#[tokio::test]
+async fn a_two_of_three_group_needs_two_distinct_people_each_counted_once() {
+    let world = quorum_world(&FINANCE, 2);
+    // The requester is in the group: never asked, never counted.
+    let requester = FINANCE[2];
+    let id = created(&world, requester, proposal("send_email")).await;
+    let action = world.action(id).await;
+    assert_eq!(action.status, Status::AwaitingApproval);
+    let pool: Vec<&str> = action.approvers.iter().map(|a| a.as_str()).collect();
+    assert_eq!(pool, vec![FINANCE[0], FINANCE[1]]);
+    assert_eq!(action.approvals_required, 2);
+    let mailed: Vec<Vec<String>> = world.mailer.sent().iter().map(|m| m.mail.to.clone()).collect();
+    assert_eq!(mailed, vec![vec![FINANCE[0].to_owned()], vec![FINANCE[1].to_owned()]], "a link each, at intake");
+    assert!(!action.approval_mail_pending);
+
+    // Both are in their inboxes.
+    for who in [FINANCE[0], FINANCE[1]] {
+        let (_, inbox) = world.api("GET", "/approvals", None, who, false).await;
+        assert_eq!(inbox["approvals"].as_array().unwrap().len(), 1, "{who}: {inbox}");
+    }
+    // The requester cannot decide by API.
+    let (status, body) = world.decide(id, "approve", requester, false).await;
+    assert_eq!((status, body["error"].as_str()), (403, Some("self_approval")));
+
+    // The first approval: recorded, still waiting.
+    let first = link_for(&world, FINANCE[0]);
+    let (status, page) = click(&world, &first, "approve").await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("1 of 2"), "{page}");
+    let after_one = world.action(id).await;
+    assert_eq!(after_one.status, Status::AwaitingApproval);
+    assert_eq!(after_one.votes.len(), 1);
+    // The same person again, by the same link (another tab) or the API: counted once.
+    let (status, page) = click(&world, &first, "approve").await;
+    assert_eq!(status, 409, "{page}");
+    assert!(page.contains("already"), "{page}");
+    let (status, body) = world.decide(id, "approve", FINANCE[0], false).await;
+    assert_eq!((status, body["error"].as_str()), (409, Some("already_decided")), "{body}");
+    let (status, body) = world.decide(id, "reject", FINANCE[0], false).await;
+    assert_eq!(status, 409, "changing one's mind is not a second vote: {body}");
+    assert_eq!(world.action(id).await.votes.len(), 1);
+    let (_, inbox) = world.api("GET", "/approvals", None, FINANCE[0], false).await;
+    assert!(inbox["approvals"].as_array().unwrap().is_empty(), "decided: out of my inbox: {inbox}");
+    let (_, shown) = world.api("GET", &format!("/actions/{id}"), None, requester, false).await;
+    assert_eq!(shown["approvals_required"], 2);
+    assert_eq!(shown["approvals"].as_array().unwrap().len(), 1, "{shown}");
+    assert_eq!(shown["approvals"][0]["approver"], FINANCE[0]);
+    assert_eq!(shown["approvals"][0]["via"], "link");
+
+    // A second person approves: queued, with both approvals on record.
+    let (status, body) = world.decide(id, "approve", FINANCE[1], false).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "queued");
+    assert_eq!(body["approvals"].as_array().unwrap().len(), 2);
+    assert_eq!(body["decided_by"], FINANCE[1]);
+    let trail = world.store.audit_trail(id).await.unwrap();
+    let vote = trail
+        .iter()
+        .find(|e| {
+            e.from == Some(Status::AwaitingApproval) && e.to == Status::AwaitingApproval && e.reason.contains("1 of 2")
+        })
+        .expect("the first vote is audited");
+    assert_eq!(vote.actor, FINANCE[0]);
+    assert_eq!(trail.iter().filter(|e| e.to == Status::Approved).count(), 1, "one approval move");
+    // The first link now shows the decision.
+    let (status, _) = click(&world, &first, "approve").await;
+    assert_eq!(status, 409);
+}
+
+#[tokio::test]
+async fn any_rejection_rejects_a_quorum_unless_more_are_required() {
+    let world = quorum_world(&FINANCE, 2);
+    let id = created(&world, "alice", proposal("send_email")).await;
+    assert_eq!(world.action(id).await.approvers.len(), 3);
+    assert_eq!(world.decide(id, "approve", FINANCE[0], false).await.0, 200);
+    let (status, body) = world.decide(id, "reject", FINANCE[1], false).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("rejected")), "{body}");
+
+    let mut policy = actiongate_local::world::policy();
+    policy.approver_groups.insert(
+        "finance".into(),
+        FINANCE.iter().map(|m| actiongate::domain::EmailAddress::parse(m).unwrap()).collect(),
+    );
+    let rule = policy.types.get_mut("send_email").unwrap();
+    rule.approvers = vec![actiongate::domain::approvers::ApproverRef::Group("finance".into())];
+    rule.reject_requires = Some(2);
+    let world = World::with_policy(policy);
+    let id = created(&world, "alice", proposal("send_email")).await;
+    assert_eq!(world.decide(id, "reject", FINANCE[0], false).await.1["status"], "awaiting_approval");
+    assert_eq!(world.decide(id, "reject", FINANCE[1], false).await.1["status"], "rejected");
+}
+
+#[tokio::test]
+async fn a_request_may_name_a_group_and_a_quorum_nobody_can_reach_is_refused() {
+    let world = quorum_world(&FINANCE[..2], 2);
+    // Only two in the group and one of them asks: two approvals can never be given.
+    let (status, body) = world.propose(FINANCE[0], proposal("send_email")).await;
+    assert_eq!((status, body["error"].as_str()), (403, Some("quorum_unreachable")), "{body}");
+    let mut named = proposal("send_email");
+    named["approver"] = json!("group:nobody");
+    let (status, body) = world.propose("alice", named).await;
+    assert_eq!((status, body["field"].as_str()), (400, Some("approver")), "{body}");
+    let mut named = proposal("gmail.label");
+    named["approver"] = json!("group:finance");
+    let (status, body) = world.propose("alice", named).await;
+    assert_eq!(status, 201, "{body}");
+    let action = world.action(id_of(&body)).await;
+    assert_eq!(action.approvers.len(), 2, "everyone in the named group is asked");
+    assert_eq!(action.approvals_required, 1);
+    // Either of them decides it.
+    assert_eq!(world.decide(action.action_id, "approve", FINANCE[1], false).await.1["status"], "queued");
+}
+
+#[tokio::test]
+async fn a_quorum_mail_that_failed_is_sent_by_the_sweep_only_to_who_was_not_reached() {
+    let mut world = quorum_world(&FINANCE, 2);
+    world.mailer.fail_to(&[FINANCE[0]]);
+    let id = created(&world, "alice", proposal("send_email")).await;
+    world.mailer.fail_to(&[]);
+    let action = world.action(id).await;
+    assert!(action.approval_mail_pending, "one of three mails failed");
+    assert_eq!(action.approval_mailed.len(), 2);
+    let before = world.mailer.sent().len();
+    world.advance(Duration::minutes(1));
+    world.sweep().await;
+    let sent = world.mailer.sent();
+    assert_eq!(sent.len(), before + 1, "only the one not reached is mailed again");
+    assert_eq!(sent.last().unwrap().mail.to, vec![FINANCE[0].to_owned()]);
+    assert!(!world.action(id).await.approval_mail_pending);
+    world.sweep().await;
+    assert_eq!(world.mailer.sent().len(), before + 1);
+    // Halfway: a reminder to everyone who has not decided.
+    assert_eq!(world.decide(id, "approve", FINANCE[1], false).await.0, 200);
+    world.advance(Duration::minutes(29));
+    world.sweep().await;
+    let reminders: Vec<_> =
+        world.mailer.sent().into_iter().filter(|m| m.mail.subject.starts_with("Reminder:")).collect();
+    let to: Vec<String> = reminders.iter().flat_map(|m| m.mail.to.clone()).collect();
+    assert_eq!(to, vec![FINANCE[0].to_owned(), FINANCE[2].to_owned()]);
+}
+
+#[tokio::test]
+async fn twenty_decisions_by_ten_people_count_each_once_and_end_in_one_outcome() {
+    let members: Vec<String> = (0..10).map(|i| format!("m{i}@example.com")).collect();
+    let refs: Vec<&str> = members.iter().map(String::as_str).collect();
+    let world = quorum_world(&refs, 10);
+    let id = created(&world, "alice", proposal("send_email")).await;
+    // Every member decides twice (link and API): each counts once. (Real concurrency is
+    // tested against DynamoDB in e2e_approval.)
+    let links: Vec<String> = refs.iter().map(|m| link_for(&world, m)).collect();
+    let mut recorded = 0;
+    for (i, m) in refs.iter().enumerate() {
+        recorded += usize::from(click(&world, &links[i], "approve").await.0 == 200);
+        recorded += usize::from(world.decide(id, "approve", m, false).await.0 == 200);
+    }
+    assert_eq!(recorded, 10);
+    let action = world.action(id).await;
+    assert_eq!(action.status, Status::Queued);
+    assert_eq!(action.votes.len(), 10);
+    let trail = world.store.audit_trail(id).await.unwrap();
+    assert_eq!(trail.iter().filter(|e| e.to == Status::Approved).count(), 1);
+    assert_eq!(
+        trail
+            .iter()
+            .filter(|e| e.from == Some(Status::AwaitingApproval)
+                && e.to == Status::AwaitingApproval
+                && e.reason.contains(" of 10 approvals"))
+            .count(),
+        9
+    );
+}

@@ -34,7 +34,7 @@ fn uuid_suffix() -> String {
 async fn created_action_reads_back_with_its_trail(store: Arc<dyn Store>) {
     let owner = user("alice");
     let a = action(&owner, Status::Queued, Utc::now());
-    store.create_action(&a, &[event(&a, 1, None, Status::Queued)], None, &[], None, None, Utc::now()).await.unwrap();
+    store.create_action(&a, &[event(&a, 1, None, Status::Queued)], None, &[], &[], None, Utc::now()).await.unwrap();
     assert_eq!(store.get_action(a.action_id).await.unwrap(), Some(a.clone()));
     let trail = store.audit_trail(a.action_id).await.unwrap();
     assert_eq!(trail.len(), 1);
@@ -45,7 +45,7 @@ async fn created_action_reads_back_with_its_trail(store: Arc<dyn Store>) {
 async fn transition_is_conditional_on_version_and_state(store: Arc<dyn Store>) {
     let owner = user("bob");
     let a = action(&owner, Status::Queued, Utc::now());
-    store.create_action(&a, &[event(&a, 1, None, Status::Queued)], None, &[], None, None, Utc::now()).await.unwrap();
+    store.create_action(&a, &[event(&a, 1, None, Status::Queued)], None, &[], &[], None, Utc::now()).await.unwrap();
 
     let mut cancelled = a.clone();
     cancelled.status = Status::Cancelled;
@@ -66,7 +66,7 @@ async fn transition_is_conditional_on_version_and_state(store: Arc<dyn Store>) {
 async fn audit_events_cannot_be_overwritten(store: Arc<dyn Store>) {
     let owner = user("carol");
     let a = action(&owner, Status::Queued, Utc::now());
-    store.create_action(&a, &[event(&a, 1, None, Status::Queued)], None, &[], None, None, Utc::now()).await.unwrap();
+    store.create_action(&a, &[event(&a, 1, None, Status::Queued)], None, &[], &[], None, Utc::now()).await.unwrap();
     let mut next = a.clone();
     next.version = 2;
     next.status = Status::Cancelled;
@@ -84,7 +84,7 @@ async fn listing_is_newest_first_paged_and_filtered_by_status(store: Arc<dyn Sto
     for i in 0..5 {
         let status = if i % 2 == 0 { Status::Queued } else { Status::Manual };
         let a = action(&owner, status, t0 + Duration::milliseconds(i * 10));
-        store.create_action(&a, &[event(&a, 1, None, status)], None, &[], None, None, t0).await.unwrap();
+        store.create_action(&a, &[event(&a, 1, None, status)], None, &[], &[], None, t0).await.unwrap();
         ids.push(a.action_id);
     }
     let first = store.list_actions(&owner, None, 2, None).await.unwrap().unwrap();
@@ -105,7 +105,7 @@ async fn idempotency_key_is_single_use(store: Arc<dyn Store>) {
     let key = IdempotencyKey::parse("order-1").unwrap();
     let a = action(&owner, Status::Queued, Utc::now());
     store
-        .create_action(&a, &[event(&a, 1, None, Status::Queued)], Some((&key, "hash-a")), &[], None, None, Utc::now())
+        .create_action(&a, &[event(&a, 1, None, Status::Queued)], Some((&key, "hash-a")), &[], &[], None, Utc::now())
         .await
         .unwrap();
     let record = store.get_idempotency(&owner, &key, Utc::now()).await.unwrap().unwrap();
@@ -113,7 +113,7 @@ async fn idempotency_key_is_single_use(store: Arc<dyn Store>) {
     assert_eq!(record.body_sha256, "hash-a");
     let b = action(&owner, Status::Queued, Utc::now());
     let err = store
-        .create_action(&b, &[event(&b, 1, None, Status::Queued)], Some((&key, "hash-b")), &[], None, None, Utc::now())
+        .create_action(&b, &[event(&b, 1, None, Status::Queued)], Some((&key, "hash-b")), &[], &[], None, Utc::now())
         .await;
     assert!(matches!(err, Err(CreateError::IdempotencyKeyUsed)), "{err:?}");
     assert_eq!(store.get_action(b.action_id).await.unwrap(), None, "the losing action must not be stored");
@@ -125,7 +125,7 @@ async fn an_idempotency_key_past_its_lifetime_is_forgotten_on_read_and_reusable(
     let long_ago = Utc::now() - Duration::days(8);
     let a = action(&owner, Status::Queued, long_ago);
     store
-        .create_action(&a, &[event(&a, 1, None, Status::Queued)], Some((&key, "hash-a")), &[], None, None, long_ago)
+        .create_action(&a, &[event(&a, 1, None, Status::Queued)], Some((&key, "hash-a")), &[], &[], None, long_ago)
         .await
         .unwrap();
     // TTL deletion is lazy: the item is still there, but its lifetime is over.
@@ -133,7 +133,7 @@ async fn an_idempotency_key_past_its_lifetime_is_forgotten_on_read_and_reusable(
     assert_eq!(store.get_idempotency(&owner, &key, Utc::now()).await.unwrap(), None);
     let b = action(&owner, Status::Queued, Utc::now());
     store
-        .create_action(&b, &[event(&b, 1, None, Status::Queued)], Some((&key, "hash-b")), &[], None, None, Utc::now())
+        .create_action(&b, &[event(&b, 1, None, Status::Queued)], Some((&key, "hash-b")), &[], &[], None, Utc::now())
         .await
         .expect("an expired key can be used again");
     assert_eq!(store.get_idempotency(&owner, &key, Utc::now()).await.unwrap().unwrap().action_id, b.action_id);
@@ -150,7 +150,7 @@ async fn a_request_that_can_never_fit_is_refused_even_on_a_fresh_window(store: A
             &[event(&a, 1, None, a.status)],
             None,
             &[CounterSpec::at(format!("{owner}#send_email"), "send_email", limit, 3, now)],
-            None,
+            &[],
             None,
             now,
         )
@@ -159,7 +159,7 @@ async fn a_request_that_can_never_fit_is_refused_even_on_a_fresh_window(store: A
     assert_eq!(store.get_action(a.action_id).await.unwrap(), None);
     let zero = RateLimit { window: Window::Hour, limit: 0 };
     let b = action(&owner, Status::Queued, now);
-    store.create_action(&b, &[event(&b, 1, None, b.status)], None, &[], None, None, now).await.unwrap();
+    store.create_action(&b, &[event(&b, 1, None, b.status)], None, &[], &[], None, now).await.unwrap();
     let err = store
         .advance_guarded(
             &b,
@@ -181,7 +181,7 @@ async fn one_unreadable_item_never_fails_a_listing_or_the_due_index() {
     let owner = user("mallory");
     let now = Utc::now();
     let good = action(&owner, Status::Queued, now - Duration::minutes(30));
-    store.create_action(&good, &[event(&good, 1, None, Status::Queued)], None, &[], None, None, now).await.unwrap();
+    store.create_action(&good, &[event(&good, 1, None, Status::Queued)], None, &[], &[], None, now).await.unwrap();
     // An item whose document no reader can parse (as a 130-level payload once was).
     let bad = action(&owner, Status::Queued, now - Duration::minutes(20));
     let deep = "[".repeat(130) + &"]".repeat(130);
@@ -220,7 +220,7 @@ async fn rate_counters_are_exact_under_concurrency(store: Arc<dyn Store>) {
         async move {
             let a = action(&owner, Status::AwaitingApproval, Utc::now());
             let counters = [CounterSpec::at(format!("{owner}#send_email"), "send_email", limit, 1, now)];
-            store.create_action(&a, &[event(&a, 1, None, a.status)], None, &counters, None, None, now).await
+            store.create_action(&a, &[event(&a, 1, None, a.status)], None, &counters, &[], None, now).await
         }
     });
     let results = futures_join_all(attempts).await;
@@ -247,7 +247,7 @@ async fn a_request_larger_than_what_is_left_is_refused_whole(store: Arc<dyn Stor
             &[event(&a, 1, None, a.status)],
             None,
             &[CounterSpec::at(format!("{owner}#send_email"), "send_email", limit, 2, now)],
-            None,
+            &[],
             None,
             now,
         )
@@ -260,7 +260,7 @@ async fn a_request_larger_than_what_is_left_is_refused_whole(store: Arc<dyn Stor
             &[event(&b, 1, None, b.status)],
             None,
             &[CounterSpec::at(format!("{owner}#send_email"), "send_email", limit, 2, now)],
-            None,
+            &[],
             None,
             now,
         )
@@ -315,7 +315,7 @@ where
 async fn a_snapshot_lives_in_its_own_item_for_the_retention_and_is_written_once(store: Arc<dyn Store>) {
     let now = Utc::now();
     let a = action(&user("snap"), Status::Queued, now);
-    store.create_action(&a, &[event(&a, 1, None, Status::Queued)], None, &[], None, None, now).await.unwrap();
+    store.create_action(&a, &[event(&a, 1, None, Status::Queued)], None, &[], &[], None, now).await.unwrap();
     assert!(store.snapshots(a.action_id).await.unwrap().is_empty());
 
     let mut claimed = a.clone();
@@ -353,7 +353,7 @@ async fn automatic_successes_ride_in_the_steps_write_and_the_next_failure_folds_
         async move {
             let now = Utc::now();
             let a = action(&owner, Status::Queued, now);
-            store.create_action(&a, &[event(&a, 1, None, Status::Queued)], None, &[], None, None, now).await.unwrap();
+            store.create_action(&a, &[event(&a, 1, None, Status::Queued)], None, &[], &[], None, now).await.unwrap();
             let running = store
                 .advance(&a, a.clone(), &[(Status::Executing, "claimed".into(), None)], "test", now)
                 .await
@@ -390,7 +390,10 @@ async fn approval_links_are_stored_used_once_and_replaced(store: Arc<dyn Store>)
     let approver = EmailAddress::parse("boss@example.com").unwrap();
     let (_, first) = issue_link(&a, &approver, now + Duration::hours(1));
     a.approval_token_hash = Some(first.token_hash.clone());
-    store.create_action(&a, &[event(&a, 1, None, a.status)], None, &[], Some(&first), None, now).await.unwrap();
+    store
+        .create_action(&a, &[event(&a, 1, None, a.status)], None, &[], std::slice::from_ref(&first), None, now)
+        .await
+        .unwrap();
     let read = store.get_approval(&first.token_hash).await.unwrap().unwrap();
     assert_eq!(
         (read.status, read.approver.as_str(), read.plan_digest.as_str(), read.round, read.expires_at.timestamp()),
@@ -403,10 +406,10 @@ async fn approval_links_are_stored_used_once_and_replaced(store: Arc<dyn Store>)
     let (_, second) = issue_link(&a, &approver, now + Duration::hours(2));
     relinked.approval_token_hash = Some(second.token_hash.clone());
     let closing = ApprovalUse { token_hash: &first.token_hash, status: ApprovalStatus::Closed, by: "sweep", at: now };
-    store.reissue_link(&a, &relinked, None, &second, Some(closing.clone())).await.unwrap();
+    store.reissue_link(&a, &relinked, None, std::slice::from_ref(&second), Some(closing.clone())).await.unwrap();
     assert_eq!(store.get_approval(&first.token_hash).await.unwrap().unwrap().status, ApprovalStatus::Closed);
     // The same link twice, or a stale action: nothing is written.
-    let again = store.reissue_link(&relinked, &relinked, None, &second, None).await;
+    let again = store.reissue_link(&relinked, &relinked, None, std::slice::from_ref(&second), None).await;
     assert!(matches!(again, Err(TransitionError::Conflict)), "{again:?}");
     // A decision uses the new link up, once.
     let mut decided = relinked.clone();
@@ -435,10 +438,10 @@ async fn a_cool_down_holds_the_entity_except_for_the_action_that_took_it(store: 
     let cool = |id: ActionId, until| Cooldown { user: owner.clone(), entity: "thread-1".into(), until, action_id: id };
     let a = action(&owner, Status::Queued, now);
     let ours = cool(a.action_id, now + Duration::minutes(1));
-    store.create_action(&a, &[event(&a, 1, None, a.status)], None, &[], None, Some(&ours), now).await.unwrap();
+    store.create_action(&a, &[event(&a, 1, None, a.status)], None, &[], &[], Some(&ours), now).await.unwrap();
     let b = action(&owner, Status::Queued, now);
     let theirs = cool(b.action_id, now + Duration::minutes(1));
-    let refused = store.create_action(&b, &[event(&b, 1, None, b.status)], None, &[], None, Some(&theirs), now).await;
+    let refused = store.create_action(&b, &[event(&b, 1, None, b.status)], None, &[], &[], Some(&theirs), now).await;
     assert!(matches!(refused, Err(CreateError::CoolingDown)), "{refused:?}");
     assert_eq!(store.get_action(b.action_id).await.unwrap(), None);
     // The action that took it is never stopped by its own cool-down (held, then restarted).
@@ -449,7 +452,7 @@ async fn a_cool_down_holds_the_entity_except_for_the_action_that_took_it(store: 
     let later = now + Duration::minutes(2);
     let c = action(&owner, Status::Queued, later);
     let next = cool(c.action_id, later + Duration::minutes(1));
-    store.create_action(&c, &[event(&c, 1, None, c.status)], None, &[], None, Some(&next), later).await.unwrap();
+    store.create_action(&c, &[event(&c, 1, None, c.status)], None, &[], &[], Some(&next), later).await.unwrap();
 }
 
 async fn automatic_work_is_refused_while_the_breaker_is_open_and_a_reused_key_is_told_first(store: Arc<dyn Store>) {
@@ -460,18 +463,18 @@ async fn automatic_work_is_refused_while_the_breaker_is_open_and_a_reused_key_is
     store.save_breaker(0, &open, Some(("closed", "open", "test", "3 in a row")), now).await.unwrap();
     assert!(store.breaker(10).await.unwrap().is_open());
     let auto = action(&owner, Status::Queued, now);
-    let refused = store.create_action(&auto, &[event(&auto, 1, None, auto.status)], None, &[], None, None, now).await;
+    let refused = store.create_action(&auto, &[event(&auto, 1, None, auto.status)], None, &[], &[], None, now).await;
     assert!(matches!(refused, Err(CreateError::BreakerOpen)), "{refused:?}");
     // Work for a human to approve is not automatic: the breaker does not hold it.
     let key = IdempotencyKey::parse("k-1").unwrap();
     let waiting = action(&owner, Status::AwaitingApproval, now);
     store
-        .create_action(&waiting, &[event(&waiting, 1, None, waiting.status)], Some((&key, "h")), &[], None, None, now)
+        .create_action(&waiting, &[event(&waiting, 1, None, waiting.status)], Some((&key, "h")), &[], &[], None, now)
         .await
         .unwrap();
     let reused = action(&owner, Status::Queued, now);
     let twice = store
-        .create_action(&reused, &[event(&reused, 1, None, reused.status)], Some((&key, "h")), &[], None, None, now)
+        .create_action(&reused, &[event(&reused, 1, None, reused.status)], Some((&key, "h")), &[], &[], None, now)
         .await;
     assert!(
         matches!(twice, Err(CreateError::IdempotencyKeyUsed)),
@@ -531,7 +534,7 @@ async fn finished_work_is_counted_for_the_day_for_the_user_and_everyone(store: A
     let owner = user("stats");
     for fail in [false, true] {
         let a = action(&owner, Status::Queued, now);
-        store.create_action(&a, &[event(&a, 1, None, a.status)], None, &[], None, None, now).await.unwrap();
+        store.create_action(&a, &[event(&a, 1, None, a.status)], None, &[], &[], None, now).await.unwrap();
         let end = if fail { Status::Failed } else { Status::Completed };
         let path = [(Status::Executing, "claimed".to_owned(), None), (end, "done".to_owned(), None)];
         store.advance(&a, a.clone(), &path, "test", now).await.unwrap();
@@ -561,7 +564,7 @@ async fn the_due_index_gives_due_work_oldest_first_up_to_the_limit(store: Arc<dy
     let mut ids = Vec::new();
     for minutes in [30, 10, 20, 0] {
         let a = action(&owner, Status::Queued, now - Duration::minutes(minutes));
-        store.create_action(&a, &[event(&a, 1, None, a.status)], None, &[], None, None, now).await.unwrap();
+        store.create_action(&a, &[event(&a, 1, None, a.status)], None, &[], &[], None, now).await.unwrap();
         ids.push(a.action_id);
     }
     // Queued work nobody claimed is due five minutes after it was queued; the newest is not yet.
@@ -578,7 +581,7 @@ async fn a_notification_rides_in_the_move_it_reports_and_each_attempt_is_claimed
     let owner = user("nina");
     let mut a = action(&owner, Status::AwaitingApproval, now);
     a.notify_url = Some("https://hooks.example.com/n".into());
-    store.create_action(&a, &[event(&a, 1, None, Status::AwaitingApproval)], None, &[], None, None, now).await.unwrap();
+    store.create_action(&a, &[event(&a, 1, None, Status::AwaitingApproval)], None, &[], &[], None, now).await.unwrap();
     assert!(store.notifications(a.action_id).await.unwrap().is_empty(), "creation reports nothing");
 
     let mut rejected = a.clone();
@@ -619,7 +622,7 @@ async fn a_notification_rides_in_the_move_it_reports_and_each_attempt_is_claimed
 
     // Without a notify_url, or for a move nobody is told of, nothing is recorded.
     let b = action(&owner, Status::Queued, now);
-    store.create_action(&b, &[event(&b, 1, None, Status::Queued)], None, &[], None, None, now).await.unwrap();
+    store.create_action(&b, &[event(&b, 1, None, Status::Queued)], None, &[], &[], None, now).await.unwrap();
     let mut cancelled = b.clone();
     cancelled.status = Status::Cancelled;
     cancelled.version = 2;
@@ -637,7 +640,7 @@ async fn the_inbox_holds_what_waits_for_an_approver_and_nothing_else(store: Arc<
         let mut a = action(&owner, Status::AwaitingApproval, now + Duration::milliseconds(i as i64 * 5));
         a.approver = Some(approver.clone());
         store
-            .create_action(&a, &[event(&a, 1, None, Status::AwaitingApproval)], None, &[], None, None, now)
+            .create_action(&a, &[event(&a, 1, None, Status::AwaitingApproval)], None, &[], &[], None, now)
             .await
             .unwrap();
         ids.push(a);

@@ -12,6 +12,14 @@ fn is_zero(n: &u32) -> bool {
     *n == 0
 }
 
+fn one() -> u32 {
+    1
+}
+
+fn is_one(n: &u32) -> bool {
+    *n == 1
+}
+
 /// The action type reported for a multi-step plan.
 pub const PLAN_ACTION_TYPE: &str = "plan";
 
@@ -193,6 +201,21 @@ pub struct Action {
     /// SHA-256 of the outstanding approval link's token (never the token itself).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval_token_hash: Option<String>,
+    /// While approval is asked for: everyone asked to decide (each with a link of their own);
+    /// `approver` is the first of them. Empty in actions from before pools: `approver` alone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub approvers: Vec<EmailAddress>,
+    /// Distinct approvals it needs, and distinct rejections that reject it.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub approvals_required: u32,
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub rejections_required: u32,
+    /// The decisions of this request for approval so far, one per person.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub votes: Vec<crate::domain::approvers::Vote>,
+    /// The members of the pool whose approval mail of this request went out.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub approval_mailed: Vec<String>,
     /// Who approved or rejected, when, and why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decided_by: Option<String>,
@@ -295,6 +318,11 @@ impl Action {
             notify_url: None,
             self_approval_allowed: false,
             approval_token_hash: None,
+            approvers: Vec::new(),
+            approvals_required: 1,
+            rejections_required: 1,
+            votes: Vec::new(),
+            approval_mailed: Vec::new(),
             decided_by: None,
             decided_at: None,
             decision_reason: None,
@@ -318,6 +346,35 @@ impl Action {
 
     pub fn is_plan(&self) -> bool {
         self.action_type == PLAN_ACTION_TYPE
+    }
+
+    /// Everyone asked to decide: the pool, or the one approver of an action from before pools.
+    pub fn pool(&self) -> Vec<&EmailAddress> {
+        if self.approvers.is_empty() {
+            self.approver.iter().collect()
+        } else {
+            self.approvers.iter().collect()
+        }
+    }
+
+    /// Whether `who` is one of the people asked to decide.
+    pub fn in_pool(&self, who: &str) -> bool {
+        self.pool().iter().any(|a| crate::domain::ids::is_same_mailbox(a.as_str(), who))
+    }
+
+    /// The members of the pool who have not decided yet (those still waiting to be asked or
+    /// reminded; the inbox lists it for them).
+    pub fn undecided(&self) -> Vec<&EmailAddress> {
+        self.pool()
+            .into_iter()
+            .filter(|a| crate::domain::approvers::vote_of(&self.votes, a.as_str()).is_none())
+            .collect()
+    }
+
+    /// Whether `who` is the requester (by user id or verified email).
+    pub fn is_requester(&self, who: &str) -> bool {
+        crate::domain::ids::is_same_mailbox(who, self.user_id.as_str())
+            || self.requester_email.as_deref().is_some_and(|e| crate::domain::ids::is_same_mailbox(who, e))
     }
 
     /// When the approver gets a reminder: halfway between the request and its expiry.
@@ -361,6 +418,10 @@ impl Action {
             "scheduled_for": self.scheduled_for.map(crate::domain::time::format_time),
             "rate_limit_key": self.rate_limit_key,
             "approver": self.approver,
+            "approvers": self.pool(),
+            "approvals": self.votes.iter().map(crate::domain::approvers::Vote::to_api).collect::<Vec<_>>(),
+            "approvals_required": self.approvals_required,
+            "rejections_required": self.rejections_required,
             "reasons": self.reasons,
             "steps": self.steps,
             "attempts": self.attempts,

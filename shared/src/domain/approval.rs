@@ -164,6 +164,13 @@ pub enum LinkState {
     Expired,
     /// Cancelled, changed since the link was issued, or replaced by another link.
     Closed(&'static str),
+    /// Its approver already decided; the action still waits for others (a quorum).
+    Voted {
+        decision: crate::domain::approvers::VoteKind,
+        at: DateTime<Utc>,
+        approvals: u32,
+        required: u32,
+    },
 }
 
 /// Decides what a link may still do. Pure, so every case is unit-tested.
@@ -174,6 +181,8 @@ pub fn link_state(record: &ApprovalRecord, action: &Action, now: DateTime<Utc>) 
         at: a.decided_at.or(record.decided_at),
     };
     match record.status {
+        // A vote towards a quorum still waiting: the checks below say so.
+        ApprovalStatus::Approved | ApprovalStatus::Rejected if action.status == Status::AwaitingApproval => {}
         ApprovalStatus::Approved | ApprovalStatus::Rejected => return decided(action),
         ApprovalStatus::Expired => return LinkState::Expired,
         ApprovalStatus::Closed if action.decided_by.is_some() => return decided(action),
@@ -199,9 +208,18 @@ pub fn link_state(record: &ApprovalRecord, action: &Action, now: DateTime<Utc>) 
     // seconds, as stored) still tells their requests apart.
     let current_request = record.round == action.approval_round
         && action.approval_expires_at.map(|t| t.timestamp()) == Some(record.expires_at.timestamp())
-        && action.approver.as_ref().is_some_and(|a| crate::domain::ids::is_same_mailbox(a.as_str(), &record.approver));
+        && action.in_pool(&record.approver);
     if !current_request {
         return LinkState::Closed("This link belongs to an earlier request for approval and can no longer be used.");
+    }
+    if let Some(vote) = crate::domain::approvers::vote_of(&action.votes, &record.approver) {
+        let (approvals, required) =
+            match crate::domain::approvers::tally(&action.votes, action.approvals_required, action.rejections_required)
+            {
+                crate::domain::approvers::Outcome::Waiting { approvals, required } => (approvals, required),
+                _ => (action.approvals_required, action.approvals_required),
+            };
+        return LinkState::Voted { decision: vote.decision, at: vote.at, approvals, required };
     }
     if now >= record.expires_at || action.approval_expires_at.is_some_and(|t| now >= t) {
         return LinkState::Expired;

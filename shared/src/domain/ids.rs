@@ -58,9 +58,23 @@ impl fmt::Display for UserId {
 
 /// An email address, checked for the shape mail systems accept; stored lower-cased in the
 /// domain part so comparisons of approvers are stable.
+/// Deserializing checks the shape too (a policy or a document cannot smuggle in a bad one).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
+#[serde(try_from = "String", into = "String")]
 pub struct EmailAddress(String);
+
+impl TryFrom<String> for EmailAddress {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        EmailAddress::parse(&s).ok_or_else(|| format!("`{s}` is not an email address"))
+    }
+}
+
+impl From<EmailAddress> for String {
+    fn from(a: EmailAddress) -> String {
+        a.0
+    }
+}
 
 impl EmailAddress {
     pub fn parse(s: &str) -> Option<Self> {

@@ -5,6 +5,7 @@
 
 pub mod action;
 pub mod approval;
+pub mod approvers;
 pub mod breaker;
 pub mod builtin_schemas;
 pub mod caller;

@@ -92,7 +92,21 @@ pub fn request_approval(
     let mut after = action.clone();
     after.self_approval_allowed = self_allowed;
     after.tier = Some(crate::domain::Tier::Approval);
-    after.approver = keep.or_else(|| candidates.into_iter().find(|a| !is_requester(a)));
+    // Everyone the policy lists is asked (the kept approver first), never the requester.
+    let mut pool: Vec<EmailAddress> = keep.into_iter().collect();
+    for c in candidates.into_iter().filter(|a| !is_requester(a)) {
+        if !pool.iter().any(|p| crate::domain::ids::is_same_mailbox(p.as_str(), c.as_str())) {
+            pool.push(c);
+        }
+    }
+    pool.truncate(crate::domain::approvers::MAX_POOL);
+    after.approver = pool.first().cloned();
+    after.approvers = pool;
+    after.approvals_required = decision.approvals_required;
+    after.rejections_required = decision.rejections_required;
+    // A new request: earlier votes, and mail of the one before, do not count.
+    after.votes.clear();
+    after.approval_mailed.clear();
     after.reasons = decision.reason_codes();
     after.approval_expires_at = Some(now + decision.approval_expiry.to_chrono());
     after.approval_token_hash = None;

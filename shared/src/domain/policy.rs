@@ -28,6 +28,9 @@ pub struct Policy {
     /// `[integrations."<name>"]` (`gmail`, `webhook:<host>`, `connector:<name>`, …).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub integrations: crate::domain::integrations::IntegrationPolicy,
+    /// Named sets of approvers (`group:<name>` in a type's `approvers` or a request's `approver`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub approver_groups: crate::domain::approvers::Groups,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -96,8 +99,15 @@ pub struct TypeRule {
     #[serde(default)]
     pub rate_limits: Vec<RateLimit>,
     pub approval_expiry: Option<IsoDuration>,
+    /// Who may approve: addresses and `group:<name>`. Everyone listed is asked (a link each).
     #[serde(default)]
-    pub approvers: Vec<EmailAddress>,
+    pub approvers: Vec<crate::domain::approvers::ApproverRef>,
+    /// How many distinct people must approve (default 1); the requester never counts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approvals_required: Option<u32>,
+    /// How many distinct people's rejections reject it (default 1: any rejection).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reject_requires: Option<u32>,
     pub max_attempts: Option<u32>,
     #[serde(default = "yes")]
     pub reversible: bool,
@@ -222,6 +232,10 @@ pub struct Decision {
     pub required_approvers: Option<Vec<EmailAddress>>,
     /// Per-type rate limits every action step counts against.
     pub rate_limits: Vec<(String, RateLimit)>,
+    /// Distinct approvals needed (the largest any approval step asks for; at least 1).
+    pub approvals_required: u32,
+    /// Distinct rejections that reject it (the smallest any approval step asks for; at least 1).
+    pub rejections_required: u32,
 }
 
 impl Decision {
@@ -370,6 +384,33 @@ impl Policy {
             if let Some(memory) = rule.rejection_memory {
                 check_memory(&format!("types.{name}.rejection_memory"), memory)?;
             }
+            crate::domain::approvers::expand(&rule.approvers, &self.approver_groups)
+                .map_err(|e| PolicyError(format!("types.{name}.approvers: {e}")))?;
+            for (field, n) in
+                [("approvals_required", rule.approvals_required), ("reject_requires", rule.reject_requires)]
+            {
+                if n.is_some_and(|n| !(1..=crate::domain::approvers::MAX_QUORUM).contains(&n)) {
+                    return Err(PolicyError(format!(
+                        "types.{name}.{field} must be between 1 and {}",
+                        crate::domain::approvers::MAX_QUORUM
+                    )));
+                }
+            }
+            let listed = self.approver_emails(&rule.approvers).len();
+            if let Some(n) = rule.approvals_required.filter(|n| *n > 1) {
+                // Distinct people: the type must name enough of them (the requester never counts).
+                if !rule.approvers.is_empty() && listed < n as usize {
+                    return Err(PolicyError(format!(
+                        "types.{name}.approvals_required: {n} approvals need at least {n} approvers; `approvers` names {listed}"
+                    )));
+                }
+            }
+            if listed > crate::domain::approvers::MAX_POOL {
+                return Err(PolicyError(format!(
+                    "types.{name}.approvers: at most {} people",
+                    crate::domain::approvers::MAX_POOL
+                )));
+            }
             if rule.max_attempts.is_some_and(|n| !(1..=20).contains(&n)) {
                 return Err(PolicyError(format!("types.{name}.max_attempts must be between 1 and 20")));
             }
@@ -391,6 +432,7 @@ impl Policy {
             connector.check(name).map_err(PolicyError)?;
         }
         crate::domain::integrations::check_policy(&self.integrations).map_err(PolicyError)?;
+        crate::domain::approvers::check_groups(&self.approver_groups).map_err(PolicyError)?;
         let domain_ok = |d: &str| {
             let d = d.trim_start_matches('@');
             !d.is_empty()
@@ -440,11 +482,30 @@ impl Policy {
     /// else's only while the policy still allows that person to approve these steps.
     fn approval_still_counts(&self, decision: &Decision, action: &crate::domain::Action) -> bool {
         let same = crate::domain::ids::is_same_mailbox;
-        let by_requester = action.decided_by.as_deref().is_some_and(|by| {
+        let is_requester = |by: &str| {
             same(by, action.user_id.as_str()) || action.requester_email.as_deref().is_some_and(|e| same(by, e))
-        });
+        };
+        let self_allowed = self.allows_self_approval(action.steps.iter().filter_map(|s| s.kind.action_type()));
+        if !action.votes.is_empty() {
+            // Each approval that still stands, once per person: an administrator's, or one by
+            // someone the policy in force still allows (the requester only where it allows that).
+            let standing: Vec<crate::domain::approvers::Vote> = action
+                .votes
+                .iter()
+                .filter(|v| v.decision == crate::domain::approvers::VoteKind::Approve)
+                .filter(|v| self_allowed || !is_requester(&v.approver))
+                .filter(|v| {
+                    (v.admin && !is_requester(&v.approver))
+                        || EmailAddress::parse(&v.approver).is_some_and(|by| self.approver_allowed(decision, &by))
+                })
+                .cloned()
+                .collect();
+            return crate::domain::approvers::tally(&standing, decision.approvals_required, u32::MAX)
+                == crate::domain::approvers::Outcome::Approved;
+        }
+        let by_requester = action.decided_by.as_deref().is_some_and(is_requester);
         // A requester's own approval stands only while the policy still allows it for every step.
-        if by_requester && !self.allows_self_approval(action.steps.iter().filter_map(|s| s.kind.action_type())) {
+        if by_requester && !self_allowed {
             return false;
         }
         if action.decided_by_admin && !by_requester {
@@ -474,14 +535,19 @@ impl Policy {
     /// (its `approvers`, as for tier-2 steps), with reasons that say so.
     pub fn demote(&self, decision: &Decision, action_types: &[&str]) -> Decision {
         let mut required = decision.required_approvers.clone();
+        let (mut approvals_required, mut rejections_required) =
+            (decision.approvals_required, decision.rejections_required);
         for t in action_types {
             let Some(rule) = self.rule(t) else { continue };
+            approvals_required = approvals_required.max(rule.approvals_required.unwrap_or(1));
+            rejections_required = rejections_required.min(rule.reject_requires.unwrap_or(u32::MAX));
             if rule.approvers.is_empty() {
                 continue;
             }
+            let listed = self.approver_emails(&rule.approvers);
             required = Some(match required.take() {
-                None => rule.approvers.clone(),
-                Some(so_far) => so_far.into_iter().filter(|a| rule.approvers.contains(a)).collect(),
+                None => listed,
+                Some(so_far) => so_far.into_iter().filter(|a| listed.contains(a)).collect(),
             });
         }
         let mut reasons: Vec<Reason> = decision.reasons.iter().filter(|r| r.code != "auto_execute").cloned().collect();
@@ -497,7 +563,14 @@ impl Policy {
             message: "runs once a human approves (tier 2)".into(),
             step: None,
         });
-        Decision { verdict: Verdict::Tier(Tier::Approval), reasons, required_approvers: required, ..decision.clone() }
+        Decision {
+            verdict: Verdict::Tier(Tier::Approval),
+            reasons,
+            required_approvers: required,
+            approvals_required,
+            rejections_required: rejections_required.max(1),
+            ..decision.clone()
+        }
     }
 
     /// Whether a requester may approve their own work of these types: only when every one of
@@ -576,6 +649,7 @@ impl Policy {
         let mut expiry = self.defaults.approval_expiry;
         let mut max_attempts = self.defaults.max_attempts;
         let mut required: Option<Vec<EmailAddress>> = None;
+        let (mut approvals_required, mut rejections_required) = (1u32, u32::MAX);
         let mut rate_limits = Vec::new();
         let plan = subject.action_types.len() > 1;
         let reason =
@@ -636,10 +710,15 @@ impl Policy {
             // A step that needs approval and names its approvers limits who may approve the
             // whole action: everyone who approves must be allowed by every such step.
             if step_tier == Tier::Approval && !rule.approvers.is_empty() {
+                let listed = self.approver_emails(&rule.approvers);
                 required = Some(match required.take() {
-                    None => rule.approvers.clone(),
-                    Some(so_far) => so_far.into_iter().filter(|a| rule.approvers.contains(a)).collect(),
+                    None => listed,
+                    Some(so_far) => so_far.into_iter().filter(|a| listed.contains(a)).collect(),
                 });
+            }
+            if step_tier == Tier::Approval {
+                approvals_required = approvals_required.max(rule.approvals_required.unwrap_or(1));
+                rejections_required = rejections_required.min(rule.reject_requires.unwrap_or(u32::MAX));
             }
             for limit in &rule.rate_limits {
                 rate_limits.push(((*action_type).to_owned(), *limit));
@@ -719,7 +798,19 @@ impl Policy {
             approver,
             required_approvers: required,
             rate_limits,
+            approvals_required,
+            rejections_required: if rejections_required == u32::MAX { 1 } else { rejections_required },
         }
+    }
+
+    /// The people `refs` name, groups expanded (a checked policy knows every group it names).
+    pub fn approver_emails(&self, refs: &[crate::domain::approvers::ApproverRef]) -> Vec<EmailAddress> {
+        crate::domain::approvers::expand(refs, &self.approver_groups).unwrap_or_default()
+    }
+
+    /// The members of group `name`, if the policy has it.
+    pub fn group(&self, name: &str) -> Option<&[EmailAddress]> {
+        self.approver_groups.get(name).map(Vec::as_slice)
     }
 }
 
@@ -935,10 +1026,11 @@ mod tests {
     fn every_approval_steps_approvers_apply_not_the_last_step_naming_one() {
         let mut p = Policy::default_policy();
         let email = |s: &str| EmailAddress::parse(s).unwrap();
-        p.types.get_mut("send_email").unwrap().approvers = vec![email("comms@example.com"), email("cfo@example.com")];
-        p.types.get_mut("calendar.create_event").unwrap().approvers = vec![email("cfo@example.com")];
+        p.types.get_mut("send_email").unwrap().approvers =
+            vec![email("comms@example.com").into(), email("cfo@example.com").into()];
+        p.types.get_mut("calendar.create_event").unwrap().approvers = vec![email("cfo@example.com").into()];
         // A tier-1 step naming an approver does not route the approval of another step.
-        p.types.get_mut("gmail.flag").unwrap().approvers = vec![email("intern@example.com")];
+        p.types.get_mut("gmail.flag").unwrap().approvers = vec![email("intern@example.com").into()];
         let d = p.evaluate(&subject(&["send_email", "gmail.flag"], None, Some(0.9)));
         assert_eq!(d.required_approvers, Some(vec![email("comms@example.com"), email("cfo@example.com")]));
         assert_eq!(d.approver, Some(email("comms@example.com")));
@@ -947,7 +1039,7 @@ mod tests {
         assert_eq!(both.required_approvers, Some(vec![email("cfo@example.com")]));
         assert_eq!(both.approver, Some(email("cfo@example.com")));
         assert!(!p.approver_allowed(&both, &email("comms@example.com")));
-        p.types.get_mut("calendar.create_event").unwrap().approvers = vec![email("ops@example.com")];
+        p.types.get_mut("calendar.create_event").unwrap().approvers = vec![email("ops@example.com").into()];
         let none = p.evaluate(&subject(&["send_email", "calendar.create_event"], None, Some(0.9)));
         assert_eq!(none.verdict, Verdict::Blocked);
         assert!(none.reason_codes().contains(&"no_common_approver".to_owned()));
@@ -993,7 +1085,7 @@ mod tests {
         approved.decided_by = Some("boss@example.com".into());
         assert_eq!(p.recheck(&approved, true, false), Recheck::Run, "approved work may run");
         // …unless the approval steps now name approvers and the one who approved is not one.
-        p.types.get_mut("gmail.flag").unwrap().approvers = vec![EmailAddress::parse("cfo@example.com").unwrap()];
+        p.types.get_mut("gmail.flag").unwrap().approvers = vec![EmailAddress::parse("cfo@example.com").unwrap().into()];
         assert!(matches!(p.recheck(&approved, true, false), Recheck::NeedsApproval { .. }));
         // An administrator's approval through the API stands.
         approved.decided_by_admin = true;
@@ -1111,5 +1203,55 @@ mod tests {
         assert!(refused("DEEP", serde_json::json!({"tier": 3, "schema": deep})).contains("nests deeper"));
         let big = serde_json::json!({"enum": (0..5000).map(|i| format!("value-{i}")).collect::<Vec<_>>()});
         assert!(refused("BIG", serde_json::json!({"tier": 3, "schema": big})).contains("larger than"));
+    }
+
+    #[test]
+    fn approver_groups_and_quorums_are_checked_and_a_plan_needs_its_largest_quorum() {
+        let base = include_str!("../../../infra/policy.toml");
+        let with = |extra: &str| Policy::parse_toml(&format!("{base}\n{extra}"));
+        let groups = "[approver_groups]\nfinance = [\"a@example.com\", \"b@example.com\", \"c@example.com\"]\n";
+        let p = with(groups).unwrap();
+        assert_eq!(p.group("finance").map(<[_]>::len), Some(3));
+        let mut p2 = p.clone();
+        let rule = p2.types.get_mut("send_email").unwrap();
+        rule.approvers = vec![crate::domain::approvers::ApproverRef::Group("finance".into())];
+        rule.approvals_required = Some(2);
+        assert!(p2.check().is_ok());
+        p2.types.get_mut("send_email").unwrap().approvals_required = Some(4);
+        assert!(p2.check().unwrap_err().0.contains("approvals_required"), "more approvals than approvers");
+        p2.types.get_mut("send_email").unwrap().approvals_required = Some(0);
+        assert!(p2.check().is_err());
+        p2.types.get_mut("send_email").unwrap().approvals_required = Some(2);
+        p2.types.get_mut("send_email").unwrap().approvers =
+            vec![crate::domain::approvers::ApproverRef::Group("nope".into())];
+        assert!(p2.check().unwrap_err().0.contains("nope"), "an unknown group is named");
+        assert!(with("[approver_groups]\nFinance = [\"a@example.com\"]\n").is_err(), "group names are lower case");
+        assert!(with("[approver_groups]\nx = []\n").is_err(), "a group has members");
+        assert!(with("[approver_groups]\nx = [\"not an address\"]\n").is_err());
+
+        // A plan: the largest quorum of its approval steps, the smallest rejection count.
+        let mut p3 = p.clone();
+        p3.types.get_mut("send_email").unwrap().approvers =
+            vec![crate::domain::approvers::ApproverRef::Group("finance".into())];
+        p3.types.get_mut("send_email").unwrap().approvals_required = Some(3);
+        p3.types.get_mut("gmail.spam").unwrap().approvers =
+            vec![crate::domain::approvers::ApproverRef::Group("finance".into())];
+        p3.types.get_mut("gmail.spam").unwrap().approvals_required = Some(2);
+        p3.types.get_mut("gmail.spam").unwrap().reject_requires = Some(2);
+        let d = p3.evaluate(&Subject {
+            action_types: vec!["gmail.spam", "send_email"],
+            risk_score: None,
+            confidence: Some(0.9),
+            kyc_verified: false,
+        });
+        assert_eq!((d.approvals_required, d.rejections_required), (3, 2));
+        assert_eq!(d.required_approvers.as_ref().map(Vec::len), Some(3), "the group, expanded");
+        let auto = p3.evaluate(&Subject {
+            action_types: vec!["gmail.flag"],
+            risk_score: None,
+            confidence: Some(0.9),
+            kyc_verified: false,
+        });
+        assert_eq!((auto.approvals_required, auto.rejections_required), (1, 1));
     }
 }

@@ -73,6 +73,8 @@ pub struct CreateActionRequest {
     pub scheduled_for: Option<DateTime<Utc>>,
     pub rate_limit_key: Option<String>,
     pub approver: Option<EmailAddress>,
+    /// `approver = "group:<name>"`: everyone in that group of the policy is asked.
+    pub approver_group: Option<String>,
     /// Where decisions and end states are posted (`crate::domain::notify`).
     pub notify_url: Option<String>,
     pub dry_run: bool,
@@ -102,7 +104,14 @@ impl CreateActionRequest {
             }
         }
         let rate_limit_key = obj.opt_string_bounded("rate_limit_key", 256)?;
-        let approver = obj.opt_email("approver")?;
+        let (approver, approver_group) = match obj.opt_str("approver")? {
+            None => (None, None),
+            Some(raw) => match crate::domain::approvers::ApproverRef::parse(&raw) {
+                Some(crate::domain::approvers::ApproverRef::Address(a)) => (Some(a), None),
+                Some(crate::domain::approvers::ApproverRef::Group(g)) => (None, Some(g)),
+                None => return Err(FieldError::new("approver", "must be an email address or group:<name>")),
+            },
+        };
         let dry_run = obj.opt_bool("dry_run")?.unwrap_or(false);
         let force = obj.opt_bool("force")?.unwrap_or(false);
         let notify_url =
@@ -145,6 +154,7 @@ impl CreateActionRequest {
             scheduled_for,
             rate_limit_key,
             approver,
+            approver_group,
             notify_url,
             dry_run,
             force,
@@ -517,13 +527,6 @@ impl<'a> Obj<'a> {
 
     fn req_time(&mut self, name: &str) -> Result<DateTime<Utc>, FieldError> {
         self.opt_time(name)?.ok_or_else(|| self.err(name, "is required"))
-    }
-
-    fn opt_email(&mut self, name: &str) -> Result<Option<EmailAddress>, FieldError> {
-        match self.opt_str(name)? {
-            None => Ok(None),
-            Some(s) => EmailAddress::parse(&s).map(Some).ok_or_else(|| self.err(name, "must be an email address")),
-        }
     }
 
     fn email_list(&mut self, name: &str, min: usize, max: usize) -> Result<Vec<EmailAddress>, FieldError> {

@@ -149,7 +149,7 @@ pub trait ActionStore: Send + Sync {
         events: &[AuditEvent],
         idempotency: Option<(&IdempotencyKey, &str)>,
         counters: &[CounterSpec],
-        approval: Option<&ApprovalRecord>,
+        approvals: &[ApprovalRecord],
         cooldown: Option<&Cooldown>,
         now: DateTime<Utc>,
     ) -> Result<(), CreateError>;
@@ -260,14 +260,14 @@ pub trait ActionStore: Send + Sync {
 /// Approval links.
 #[async_trait]
 pub trait ApprovalStore: Send + Sync {
-    /// Stores a new approval link for an action (and closes an old one, if given and still
+    /// Stores new approval links for an action (and closes an old one, if given and still
     /// pending) with the action's update and its audit note, if any, all or nothing.
     async fn reissue_link(
         &self,
         before: &Action,
         after: &Action,
         note: Option<&AuditEvent>,
-        new_link: &ApprovalRecord,
+        new_links: &[ApprovalRecord],
         old_link: Option<ApprovalUse<'_>>,
     ) -> Result<(), TransitionError>;
 

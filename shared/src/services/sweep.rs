@@ -100,76 +100,113 @@ impl SweepService {
         self.registry.step_lines(&action.steps, Some(&policy))
     }
 
-    /// Mails `action`'s approver a fresh link. The link's record is stored first (so the mail
-    /// never points at nothing); earlier links stay valid (a link is never closed before its
-    /// successor is delivered). Returns whether the mail went out.
+    /// Mails fresh links: to each member of `action`'s pool whose mail of this request is not
+    /// out yet, or (a `reminder`) to everyone who has not decided. The links' records are stored
+    /// first (so a mail never points at nothing); earlier links stay valid (a link is never
+    /// closed before its successor is delivered). Returns whether any mail went out.
     async fn send_approval_link(
         &self,
         action: &Action,
         now: DateTime<Utc>,
         reminder: bool,
     ) -> Result<bool, TransitionError> {
-        let (Some(mail), Some(approver), Some(expires_at)) =
-            (&self.mail, action.approver.clone(), action.approval_expires_at)
-        else {
+        let (Some(mail), Some(expires_at)) = (&self.mail, action.approval_expires_at) else {
             return Ok(false);
         };
+        let mailed = |a: &crate::domain::EmailAddress| {
+            action.approval_mailed.iter().any(|m| crate::domain::ids::is_same_mailbox(m, a.as_str()))
+        };
+        let to: Vec<crate::domain::EmailAddress> =
+            action.undecided().into_iter().filter(|a| reminder || !mailed(a)).cloned().collect();
         let mut stored = action.clone();
-        let (token, record) = crate::domain::approval::issue_link(&stored, &approver, expires_at);
-        stored.approval_token_hash = Some(record.token_hash.clone());
+        let links: Vec<_> = to
+            .iter()
+            .map(|approver| {
+                let (token, record) = crate::domain::approval::issue_link(&stored, approver, expires_at);
+                (token, record, approver)
+            })
+            .collect();
+        if let Some((_, record, _)) = links.first() {
+            stored.approval_token_hash = Some(record.token_hash.clone());
+        }
         // Counted before sending, so a sweep that dies here still backs off.
         stored.approval_mail_attempts = action.approval_mail_attempts.saturating_add(1);
         stored.version = action.version + 1;
         stored.updated_at = now;
-        self.store.reissue_link(action, &stored, None, &record, None).await?;
-        let link = crate::domain::approval::link(&mail.public_base_url, &token);
-        let mut message = crate::services::notices::approval_mail(
-            &stored,
-            &self.plan_lines(&stored).await,
-            &approver,
-            &link,
-            expires_at,
-        );
-        if reminder {
-            message.subject = format!("Reminder: {}", message.subject);
+        let records: Vec<_> = links.iter().map(|(_, r, _)| r.clone()).collect();
+        self.store.reissue_link(action, &stored, None, &records, None).await?;
+        let lines = self.plan_lines(&stored).await;
+        let mut delivered = Vec::new();
+        let mut problem = None;
+        for (token, _, approver) in &links {
+            let link = crate::domain::approval::link(&mail.public_base_url, token);
+            let mut message = crate::services::notices::approval_mail(&stored, &lines, approver, &link, expires_at);
+            if reminder {
+                message.subject = format!("Reminder: {}", message.subject);
+            }
+            match mail.mailer.send_within(&message, MAIL_TIMEOUT).await {
+                Ok(_) => delivered.push(approver.as_str().to_owned()),
+                Err(e) => {
+                    let permanent = e.failure == crate::ports::mail::MailFailure::NotSentPermanent;
+                    problem = Some((permanent || problem.is_some_and(|(p, _)| p), e.to_string()));
+                }
+            }
         }
-        let problem = match mail.mailer.send_within(&message, MAIL_TIMEOUT).await {
-            Ok(_) => None,
-            Err(e) => Some((e.failure == crate::ports::mail::MailFailure::NotSentPermanent, e.to_string())),
-        };
-        if let Some((permanent, error)) = problem {
-            if !permanent && stored.approval_mail_attempts < MAX_MAIL_ATTEMPTS {
+        let mut after = stored.clone();
+        after.version = stored.version + 1;
+        let same = crate::domain::ids::is_same_mailbox;
+        let missing: Vec<&crate::domain::EmailAddress> =
+            to.iter().filter(|a| !delivered.iter().any(|d| same(d, a.as_str()))).collect();
+        let names =
+            |list: &[&crate::domain::EmailAddress]| list.iter().map(|a| a.as_str()).collect::<Vec<_>>().join(", ");
+        let mut reasons = Vec::new();
+        if !delivered.is_empty() {
+            let sent_to = delivered.join(", ");
+            reasons.push(if reminder {
+                format!("reminder sent to {sent_to} with a new link; the earlier link still works")
+            } else {
+                format!("approval requested from {sent_to} by mail")
+            });
+        }
+        after.approval_mailed.extend(delivered.iter().cloned());
+        if let Some((permanent, error)) = &problem {
+            let retry = !permanent && stored.approval_mail_attempts < MAX_MAIL_ATTEMPTS;
+            if retry && delivered.is_empty() {
+                // Nothing went out: a later sweep tries again (the attempt is counted).
                 tracing::error!(%error, attempt = stored.approval_mail_attempts, "the approval mail could not be sent; a later sweep tries again");
                 return Ok(false);
             }
-            // Give up on mail (audited); the action stays decidable through the API and
-            // still expires on time.
-            tracing::error!(%error, "the approval mail could not be delivered; giving up");
-            let mut given_up = stored.clone();
-            given_up.approval_mail_pending = false;
-            given_up.approval_reminded |= reminder;
-            given_up.version = stored.version + 1;
-            let reason = format!(
-                "the approval mail to {approver} could not be delivered after {} tries ({error}); it can be decided through the API",
-                stored.approval_mail_attempts
-            );
-            let note = crate::domain::AuditEvent::note(action, given_up.version, now, ACTOR, reason);
-            self.store.transition(&stored, &given_up, &note).await?;
+            if !retry || reminder {
+                // Give up on mail to them (audited); the action stays decidable through the API
+                // and by the links that went out, and still expires on time.
+                tracing::error!(%error, "an approval mail could not be delivered; giving up on it");
+                if !reminder {
+                    after.approval_mailed.extend(missing.iter().map(|a| a.as_str().to_owned()));
+                }
+                reasons.push(format!(
+                    "the approval mail to {} could not be delivered after {} tries ({error}); it can be decided through the API",
+                    names(&missing),
+                    stored.approval_mail_attempts
+                ));
+            }
+        }
+        if reminder {
+            after.approval_reminded = true;
+        } else {
+            after.approval_mail_pending =
+                after.undecided().iter().any(|a| !after.approval_mailed.iter().any(|m| same(m, a.as_str())));
+        }
+        if !after.approval_mail_pending {
+            after.approval_mail_attempts = 0;
+        }
+        if reasons.is_empty() {
+            // Nobody left to ask: bookkeeping only.
+            self.store.transition_many(&stored, &after, &[], None).await?;
             return Ok(false);
         }
-        let mut delivered = stored.clone();
-        delivered.approval_mail_pending = false;
-        delivered.approval_mail_attempts = 0;
-        delivered.approval_reminded |= reminder;
-        delivered.version = stored.version + 1;
-        let reason = if reminder {
-            format!("reminder sent to {approver} with a new link; the earlier link still works")
-        } else {
-            format!("approval requested from {approver} by mail")
-        };
-        let note = crate::domain::AuditEvent::note(action, delivered.version, now, ACTOR, reason);
-        self.store.transition(&stored, &delivered, &note).await?;
-        Ok(true)
+        let note = crate::domain::AuditEvent::note(action, after.version, now, ACTOR, reasons.join("; "));
+        self.store.transition(&stored, &after, &note).await?;
+        Ok(!delivered.is_empty())
     }
 
     /// The requester learns that nobody decided in time (when their id is a mail address).

@@ -109,7 +109,7 @@ pub fn confirmation_page(record: &ApprovalRecord, action: &Action, lines: &[Stri
         "<h1>Approve this action?</h1>\
          <p><strong>{user}</strong> asks actiongate to:</p><ol>{steps}</ol>\
          <dl><dt>Risk score</dt><dd>{risk}</dd><dt>Agent confidence</dt><dd>{confidence}</dd>\
-         <dt>Requested</dt><dd>{created}</dd><dt>Link expires</dt><dd>{expires}</dd><dt>Approver</dt><dd>{approver}</dd><dt>Action id</dt><dd>{id}</dd></dl>\
+         <dt>Requested</dt><dd>{created}</dd><dt>Link expires</dt><dd>{expires}</dd><dt>Approver</dt><dd>{approver}</dd>{quorum}<dt>Action id</dt><dd>{id}</dd></dl>\
          {reasons_block}<p>Preview (dry run) of exactly what will run:</p><pre>{preview}</pre>\
          <form method=\"post\"><label for=\"reason\">Reason (optional)</label><textarea id=\"reason\" name=\"reason\" maxlength=\"1000\"></textarea>\
          <div class=\"buttons\"><button class=\"approve\" type=\"submit\" name=\"decision\" value=\"approve\">Approve</button>\
@@ -119,6 +119,7 @@ pub fn confirmation_page(record: &ApprovalRecord, action: &Action, lines: &[Stri
         created = escape(&format_time(action.created_at)),
         expires = escape(&format_time(record.expires_at)),
         approver = escape(&record.approver),
+        quorum = quorum_rows(action),
         id = action.action_id,
         reasons_block = if reasons.is_empty() { String::new() } else { format!("<p>Approval is needed because:</p><ul>{reasons}</ul>") },
         preview = escape(&preview_json(action)),
@@ -126,7 +127,44 @@ pub fn confirmation_page(record: &ApprovalRecord, action: &Action, lines: &[Stri
     page(200, "Approve this action?", &body)
 }
 
+/// Rows saying how many approvals it needs and who decided so far (for a quorum above one).
+fn quorum_rows(action: &Action) -> String {
+    if action.approvals_required <= 1 && action.votes.is_empty() {
+        return String::new();
+    }
+    let approvals = action.votes.iter().filter(|v| v.decision == crate::domain::approvers::VoteKind::Approve).count();
+    let so_far: String = action
+        .votes
+        .iter()
+        .map(|v| {
+            let what = match v.decision {
+                crate::domain::approvers::VoteKind::Approve => "approved",
+                crate::domain::approvers::VoteKind::Reject => "rejected",
+            };
+            format!("{} {what}; ", escape(&v.approver))
+        })
+        .collect();
+    format!(
+        "<dt>Approvals</dt><dd>{approvals} of {} needed{}</dd>",
+        action.approvals_required,
+        if so_far.is_empty() { String::new() } else { format!(" ({})", so_far.trim_end_matches("; ")) }
+    )
+}
+
 pub fn decided_page(action: &Action) -> Response<Body> {
+    if let crate::domain::approvers::Outcome::Waiting { approvals, required } =
+        crate::domain::approvers::tally(&action.votes, action.approvals_required, action.rejections_required)
+    {
+        if action.status == Status::AwaitingApproval {
+            return message(
+                200,
+                "Approval recorded",
+                &format!(
+                    "Thank you. Your approval is recorded: {approvals} of {required} approvals so far. The action runs once enough other approvers approve."
+                ),
+            );
+        }
+    }
     match action.status {
         Status::Queued => message(200, "Approved", "Thank you. The action is approved and queued to run."),
         _ => message(200, "Rejected", "Thank you. The action is rejected and will not run."),
@@ -148,6 +186,20 @@ pub fn state_page(state: &LinkState) -> Response<Body> {
         }
         LinkState::Expired => message(410, "Link expired", "The approval window for this action has passed, so it will not run. Ask the requester to submit it again if it is still needed."),
         LinkState::Closed(sentence) => message(410, "Link no longer valid", sentence),
+        LinkState::Voted { decision, at, approvals, required } => {
+            let what = match decision {
+                crate::domain::approvers::VoteKind::Approve => "approved",
+                crate::domain::approvers::VoteKind::Reject => "rejected",
+            };
+            message(
+                409,
+                "You already decided",
+                &format!(
+                    "You {what} this action at {}. It still waits for other approvers ({approvals} of {required} approvals so far). Your decision counts once; nothing was changed.",
+                    format_time(*at)
+                ),
+            )
+        }
     }
 }
 

@@ -66,11 +66,17 @@ pub struct MemoryMailer {
     sender: String,
     sent: Arc<Mutex<Vec<Sent>>>,
     failure: Arc<Mutex<Option<MailFailure>>>,
+    failing_to: Arc<Mutex<Vec<String>>>,
 }
 
 impl MemoryMailer {
     pub fn new(sender: impl Into<String>) -> Self {
-        Self { sender: sender.into(), sent: Arc::default(), failure: Arc::default() }
+        Self { sender: sender.into(), sent: Arc::default(), failure: Arc::default(), failing_to: Arc::default() }
+    }
+
+    /// From now on, sends to any of `addresses` fail (transiently); empty: none do.
+    pub fn fail_to(&self, addresses: &[&str]) {
+        *lock(&self.failing_to) = addresses.iter().map(|a| a.to_ascii_lowercase()).collect();
     }
 
     pub fn sent(&self) -> Vec<Sent> {
@@ -92,6 +98,9 @@ impl Mailer for MemoryMailer {
     async fn send(&self, mail: &Mail) -> Result<String, MailError> {
         if let Some(failure) = *lock(&self.failure) {
             return Err(MailError::new(failure, "the mailer refused the message (test)"));
+        }
+        if mail.to.iter().any(|t| lock(&self.failing_to).contains(&t.to_ascii_lowercase())) {
+            return Err(MailError::new(MailFailure::NotSentTransient, "the recipient's server is down (test)"));
         }
         let mut sent = lock(&self.sent);
         sent.push(Sent { from: self.sender.clone(), mail: mail.clone() });

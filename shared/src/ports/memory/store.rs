@@ -352,7 +352,7 @@ impl ActionStore for MemoryStore {
         events: &[AuditEvent],
         idempotency: Option<(&IdempotencyKey, &str)>,
         counters: &[CounterSpec],
-        approval: Option<&ApprovalRecord>,
+        approvals: &[ApprovalRecord],
         cooldown: Option<&Cooldown>,
         now: DateTime<Utc>,
     ) -> Result<(), CreateError> {
@@ -375,7 +375,7 @@ impl ActionStore for MemoryStore {
         }
         let ((), f) = self.transact(|s, f| {
             self.put_action(s, f, None, action);
-            if let Some(record) = approval {
+            for record in approvals {
                 Self::put_link(s, f, record);
             }
             for event in events {
@@ -520,7 +520,7 @@ impl ActionStore for MemoryStore {
         let partition = format!("APPROVER#{}", approver.to_ascii_lowercase());
         Ok(self.newest_first(&partition, limit, cursor_in, |a| {
             a.status == Status::AwaitingApproval
-                && a.approver.as_ref().is_some_and(|x| x.as_str().eq_ignore_ascii_case(approver))
+                && a.undecided().iter().any(|x| x.as_str().eq_ignore_ascii_case(approver))
         }))
     }
 
@@ -585,12 +585,14 @@ impl ApprovalStore for MemoryStore {
         before: &Action,
         after: &Action,
         note: Option<&AuditEvent>,
-        new_link: &ApprovalRecord,
+        new_links: &[ApprovalRecord],
         old_link: Option<ApprovalUse<'_>>,
     ) -> Result<(), TransitionError> {
         let ((), f) = self.transact(|s, f| {
             self.put_action(s, f, Some(before), after);
-            Self::put_link(s, f, new_link);
+            for link in new_links {
+                Self::put_link(s, f, link);
+            }
             if let Some(note) = note {
                 Self::put_audit(s, f, note);
             }

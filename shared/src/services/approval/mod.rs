@@ -4,6 +4,7 @@
 use crate::domain::approval::{
     link_state, ApprovalRecord, ApprovalStatus, ApprovalToken, ApprovalUse, Decision, LinkState,
 };
+use crate::domain::approvers::{tally, vote_of, Outcome, Vote, VoteKind};
 use crate::domain::caller::RequestMeta;
 use crate::domain::{Action, ActionId, AuditEvent, Status};
 use crate::ports::api::{ApiError, Call, LinkPage, Reply};
@@ -15,6 +16,20 @@ use serde_json::json;
 use std::sync::Arc;
 
 const MAX_REASON_CHARS: usize = 1000;
+/// How many times one decision re-reads and retries after losing a race to another write
+/// (each round at least one racing decision is recorded, and a pool has at most
+/// [`crate::domain::approvers::MAX_POOL`] people).
+const MAX_VOTE_RACES: usize = crate::domain::approvers::MAX_POOL + 5;
+
+/// Why a decision was not recorded.
+#[derive(Debug)]
+enum Refused {
+    /// The link or action no longer takes this decision (including: this person already voted).
+    State(LinkState),
+    /// It kept losing races to other writes.
+    Busy,
+    Store(String),
+}
 
 /// How a decision arrived: through one emailed link (which it uses up), or the API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,7 +131,7 @@ impl ApprovalService {
             }
             other => return LinkPage::State(other),
         }
-        let own = is_requesters_address(&action, &record.approver);
+        let own = action.is_requester(&record.approver);
         if own && !self.self_approval_stands(&action).await {
             return LinkPage::Message {
                 status: 403,
@@ -126,20 +141,21 @@ impl ApprovalService {
                         .into(),
             };
         }
-        match self
-            .apply(&action, decision, &record.approver, reason, meta, Via::Link { token_hash: &record.token_hash, own })
-            .await
-        {
+        let via = Via::Link { token_hash: &record.token_hash, own };
+        let open = |a: &Action| match link_state(&record, a, now) {
+            LinkState::Open => Ok(()),
+            other => Err(other),
+        };
+        match self.vote(action, decision, &record.approver, reason, meta, via, open).await {
             Ok(after) => LinkPage::Decided(after),
-            Err(TransitionError::Conflict) => match self.store.get_action(action.action_id).await {
-                Ok(Some(current)) => LinkPage::State(link_state(&record, &current, now)),
-                _ => LinkPage::Message {
-                    status: 409,
-                    title: "Already decided",
-                    sentence: "Someone decided this action a moment ago.".into(),
-                },
+            Err(Refused::State(state)) => LinkPage::State(state),
+            Err(Refused::Busy) => LinkPage::Message {
+                status: 409,
+                title: "Try again",
+                sentence: "Many decisions arrived at once; yours was not recorded. Reload the page and decide again."
+                    .into(),
             },
-            Err(TransitionError::Store(e)) => unavailable(&e),
+            Err(Refused::Store(e)) => unavailable(&e),
         }
     }
 
@@ -152,7 +168,8 @@ impl ApprovalService {
         tracing::Span::current().record("action_id", tracing::field::display(id));
         let action =
             self.store.get_action(id).await.map_err(ApiError::internal)?.ok_or(ApiError::NotFound("action"))?;
-        let is_approver = identity.is_approver(action.approver.as_ref());
+        let member = action.pool().into_iter().find(|a| identity.is_approver(Some(a))).cloned();
+        let is_approver = member.is_some();
         let own = identity.is_requester(&action);
         if own && !(is_approver && self.self_approval_stands(&action).await) {
             // Admin or not, by user id or by email: nobody decides their own action, unless the
@@ -172,7 +189,11 @@ impl ApprovalService {
             });
         }
         let meta = &call.meta;
-        let actor = identity.email.clone().unwrap_or_else(|| identity.user.to_string());
+        // A member of the pool decides as that member (one person, however they arrive).
+        let actor = match &member {
+            Some(m) => m.as_str().to_owned(),
+            None => identity.email.clone().unwrap_or_else(|| identity.user.to_string()),
+        };
         if action.status != Status::AwaitingApproval {
             return Err(ApiError::InvalidState {
                 status: action.status,
@@ -183,14 +204,85 @@ impl ApprovalService {
             let status = self.expire_if_waiting(&action, &actor, meta).await;
             return Err(ApiError::InvalidState { status, message: "its approval window has passed".into() });
         }
-        match self.apply(&action, decision, &actor, reason, meta, Via::Api { admin: !is_approver, own }).await {
+        let now = self.clock.now();
+        let waiting = |a: &Action| {
+            if a.status != Status::AwaitingApproval || a.approval_expires_at.is_some_and(|t| now >= t) {
+                return Err(LinkState::Closed("it is no longer waiting for approval"));
+            }
+            Ok(())
+        };
+        match self.vote(action, decision, &actor, reason, meta, Via::Api { admin: !is_approver, own }, waiting).await {
             Ok(after) => Ok(Reply::json(200, &after.to_api())),
-            Err(TransitionError::Conflict) => {
-                let status = self.store.get_action(id).await.ok().flatten().map_or(action.status, |a| a.status);
+            Err(Refused::State(LinkState::Voted { decision, at, approvals, required })) => Err(ApiError::Conflict {
+                code: "already_decided",
+                message: "you already decided this action; it waits for other approvers".into(),
+                extra: json!({
+                    "action_id": id,
+                    "decision": match decision { VoteKind::Approve => "approved", VoteKind::Reject => "rejected" },
+                    "at": format_time(at),
+                    "approvals": approvals,
+                    "approvals_required": required,
+                }),
+            }),
+            Err(Refused::State(_)) => {
+                let status =
+                    self.store.get_action(id).await.ok().flatten().map_or(Status::AwaitingApproval, |a| a.status);
                 Err(ApiError::InvalidState { status, message: "it was decided by someone else first".into() })
             }
-            Err(TransitionError::Store(e)) => Err(ApiError::internal(e)),
+            Err(Refused::Busy) => Err(ApiError::Unavailable {
+                code: "busy",
+                message: "many decisions arrived at once; decide again".into(),
+                retry_after_secs: Some(1),
+            }),
+            Err(Refused::Store(e)) => Err(ApiError::internal(anyhow::anyhow!(e))),
         }
+    }
+
+    /// Records `actor`'s decision on `action` as one vote: written with one conditional write; a
+    /// write that lost a race re-reads the action and tries again, so two decisions racing both
+    /// count (once per person). `still_open` says whether the fresh action may still be decided
+    /// this way; someone who already voted gets [`LinkState::Voted`].
+    #[allow(clippy::too_many_arguments)]
+    async fn vote(
+        &self,
+        mut action: Action,
+        decision: Decision,
+        actor: &str,
+        reason: Option<String>,
+        meta: &RequestMeta,
+        via: Via<'_>,
+        still_open: impl Fn(&Action) -> Result<(), LinkState>,
+    ) -> Result<Action, Refused> {
+        for _ in 0..MAX_VOTE_RACES {
+            if let Some(v) = vote_of(&action.votes, actor) {
+                let (approvals, required) =
+                    match tally(&action.votes, action.approvals_required, action.rejections_required) {
+                        Outcome::Waiting { approvals, required } => (approvals, required),
+                        _ => (action.approvals_required, action.approvals_required),
+                    };
+                if action.status == Status::AwaitingApproval {
+                    return Err(Refused::State(LinkState::Voted {
+                        decision: v.decision,
+                        at: v.at,
+                        approvals,
+                        required,
+                    }));
+                }
+            }
+            still_open(&action).map_err(Refused::State)?;
+            match self.apply(&action, decision, actor, reason.clone(), meta, via).await {
+                Ok(after) => return Ok(after),
+                Err(TransitionError::Conflict) => {}
+                Err(TransitionError::Store(e)) => return Err(Refused::Store(e.to_string())),
+            }
+            // Lost a race (another decision, a reminder, the sweep): decide on what is there now.
+            action = match self.store.get_action(action.action_id).await {
+                Ok(Some(a)) => a,
+                Ok(None) => return Err(Refused::State(LinkState::Closed("This action no longer exists."))),
+                Err(e) => return Err(Refused::Store(e.to_string())),
+            };
+        }
+        Err(Refused::Busy)
     }
 
     /// Records a decision: one transaction moves the action (approve: `→ approved → queued`),
@@ -212,11 +304,25 @@ impl ApprovalService {
         };
         let now = self.clock.now();
         let mut after = action.clone();
-        after.decided_by = Some(actor.to_owned());
-        after.decided_by_admin = by_admin;
-        after.decided_at = Some(now);
-        after.decision_reason = reason.clone();
         after.updated_at = now;
+        after.votes.push(Vote {
+            approver: actor.to_owned(),
+            decision: match decision {
+                Decision::Approve => VoteKind::Approve,
+                Decision::Reject => VoteKind::Reject,
+            },
+            at: now,
+            via: via.to_owned(),
+            reason: reason.clone(),
+            admin: by_admin,
+        });
+        let outcome = tally(&after.votes, action.approvals_required, action.rejections_required);
+        if !matches!(outcome, Outcome::Waiting { .. }) {
+            after.decided_by = Some(actor.to_owned());
+            after.decided_by_admin = by_admin;
+            after.decided_at = Some(now);
+            after.decision_reason = reason.clone();
+        }
         let event = |seq: u64, from: Status, to: Status, why: String| AuditEvent {
             action_id: action.action_id,
             seq,
@@ -232,8 +338,29 @@ impl ApprovalService {
         };
         let said = reason.clone().map(|r| format!(": {r}")).unwrap_or_default();
         let mut events = Vec::new();
-        let link_status = match decision {
-            Decision::Approve => {
+        let link_status = match outcome {
+            Outcome::Waiting { approvals, required } => {
+                // One vote of a quorum: recorded, the action still waits for the others.
+                let what = match decision {
+                    Decision::Approve => "approved",
+                    Decision::Reject => "rejected",
+                };
+                let mut counted = event(
+                    action.version + 1,
+                    Status::AwaitingApproval,
+                    Status::AwaitingApproval,
+                    format!("{what} by {actor} ({approvals} of {required} approvals){said}"),
+                );
+                counted.detail =
+                    Some(json!({"via": via, "vote": what, "approvals": approvals, "approvals_required": required}));
+                events.push(counted);
+                after.version = action.version + 1;
+                match decision {
+                    Decision::Approve => ApprovalStatus::Approved,
+                    Decision::Reject => ApprovalStatus::Rejected,
+                }
+            }
+            Outcome::Approved => {
                 let approved =
                     Status::AwaitingApproval.transition_to(Status::Approved).map_err(|_| TransitionError::Conflict)?;
                 events.push(event(action.version + 1, Status::AwaitingApproval, approved, format!("approved{said}")));
@@ -245,7 +372,7 @@ impl ApprovalService {
                 after.version = action.version + 2;
                 ApprovalStatus::Approved
             }
-            Decision::Reject => {
+            Outcome::Rejected => {
                 after.status =
                     Status::AwaitingApproval.transition_to(Status::Rejected).map_err(|_| TransitionError::Conflict)?;
                 events.push(event(
@@ -258,21 +385,22 @@ impl ApprovalService {
                 ApprovalStatus::Rejected
             }
         };
-        // The requester's own decision (only where the policy allows it) is marked as such.
-        if own {
+        if after.votes.len() > 1 && !matches!(outcome, Outcome::Waiting { .. }) {
+            // The decision's event names everyone whose vote made it.
             if let Some(decided) = events.first_mut() {
-                decided.detail = Some(json!({"via": via, "self_approval": true}));
+                let votes: Vec<_> = after.votes.iter().map(Vote::to_api).collect();
+                decided.detail = Some(json!({"via": via, "approvals": votes}));
             }
         }
-        // A decision by link uses up that link; one through the API closes the newest emailed
-        // link too (older ones show the decision, as the action is no longer waiting).
-        let used = used_link.or(action.approval_token_hash.as_deref());
-        let link_use = used.map(|hash| ApprovalUse {
-            token_hash: hash,
-            status: if via == "link" { link_status } else { ApprovalStatus::Closed },
-            by: actor,
-            at: now,
-        });
+        // The requester's own decision (only where the policy allows it) is marked as such.
+        if own {
+            if let Some(Some(detail)) = events.first_mut().map(|e| e.detail.as_mut()) {
+                detail["self_approval"] = json!(true);
+            }
+        }
+        // A decision by link uses up that link. Other links need no write: what they show
+        // follows from the action (its votes, its state).
+        let link_use = used_link.map(|hash| ApprovalUse { token_hash: hash, status: link_status, by: actor, at: now });
         self.store.transition_many(action, &after, &events, link_use).await?;
         tracing::info!(decision = ?decision, by = actor, via, "approval decided");
         if after.status == Status::Queued {
@@ -335,12 +463,6 @@ fn unavailable(e: &dyn std::fmt::Display) -> LinkPage {
         title: "Try again shortly",
         sentence: "The approval service could not be reached. Nothing was decided; reload the page in a moment.".into(),
     }
-}
-
-/// Whether `address` is the requester's own (their user id or verified email).
-fn is_requesters_address(action: &Action, address: &str) -> bool {
-    crate::domain::ids::is_same_mailbox(address, action.user_id.as_str())
-        || action.requester_email.as_deref().is_some_and(|e| crate::domain::ids::is_same_mailbox(address, e))
 }
 
 #[cfg(test)]
@@ -413,10 +535,10 @@ mod tests {
     #[test]
     fn a_link_addressed_to_the_requester_never_decides() {
         let (_, mut action) = waiting();
-        assert!(is_requesters_address(&action, "ALICE"));
+        assert!(action.is_requester("ALICE"));
         action.requester_email = Some("alice@example.com".into());
-        assert!(is_requesters_address(&action, "Alice@Example.com"));
-        assert!(!is_requesters_address(&action, "boss@example.com"));
+        assert!(action.is_requester("Alice@Example.com"));
+        assert!(!action.is_requester("boss@example.com"));
         let admin = Identity { user: UserId::parse("alice").unwrap(), email: None, admin: true };
         assert!(admin.is_requester(&action), "an admin is still the requester");
         let by_mail =

@@ -3,23 +3,31 @@
 //! runs.
 
 use super::*;
+use crate::domain::approval::ApprovalRecord;
 use crate::domain::digest::{constant_time_eq, hex_sha256};
 
-/// Who approves: the approver the request names, if the policy allows that person, else the
-/// first approver the policy allows who is not the requester (none: only an administrator
-/// other than the requester can decide, through the API).
-fn resolve_approver(
+/// Who is asked to decide (the pool; its first member is the action's `approver`): the
+/// approver or group the request names, if the policy allows every one of them, else everyone
+/// the policy lists for it (groups expanded) who is not the requester; with a quorum above one,
+/// the policy's other approvers join a named person. Empty for work that needs no approval, or
+/// when nobody but the requester could approve (then only another administrator decides,
+/// through the API). A quorum that those asked could never reach is refused.
+fn resolve_pool(
     policy: &Policy,
     decision: &Decision,
-    requested: Option<&EmailAddress>,
+    request: &CreateActionRequest,
     identity: &Identity,
     self_allowed: bool,
-) -> Result<Option<EmailAddress>, ApiError> {
+) -> Result<Vec<EmailAddress>, ApiError> {
     let is_requester = |a: &EmailAddress| {
         crate::domain::ids::is_same_mailbox(a.as_str(), identity.user.as_str())
             || identity.email.as_deref().is_some_and(|e| crate::domain::ids::is_same_mailbox(a.as_str(), e))
     };
-    if let Some(a) = requested {
+    let not_allowed = |a: &EmailAddress| {
+        ApiError::invalid("approver", format!("{a} is not an approver the policy allows for this action"))
+    };
+    let mut named: Vec<EmailAddress> = Vec::new();
+    if let Some(a) = &request.approver {
         // The requester decides their own action only where the type allows it and only when
         // they name themselves: they are never picked for it.
         if is_requester(a) && !self_allowed {
@@ -30,21 +38,49 @@ fn resolve_approver(
             });
         }
         if !policy.approver_allowed(decision, a) {
-            return Err(ApiError::invalid(
-                "approver",
-                format!("{a} is not an approver the policy allows for this action"),
-            ));
+            return Err(not_allowed(a));
         }
-        return Ok(Some(a.clone()));
+        named.push(a.clone());
+    }
+    if let Some(group) = &request.approver_group {
+        let members = policy
+            .group(group)
+            .ok_or_else(|| ApiError::invalid("approver", format!("the policy has no approver group `{group}`")))?;
+        if let Some(outsider) = members.iter().find(|m| !policy.approver_allowed(decision, m)) {
+            return Err(not_allowed(outsider));
+        }
+        // A group names others: the requester in it is never asked.
+        named.extend(members.iter().filter(|m| !is_requester(m)).cloned());
     }
     if !matches!(decision.verdict, Verdict::Tier(Tier::Approval)) {
-        return Ok(None);
+        return Ok(named.into_iter().take(1).collect());
     }
     let candidates: Vec<EmailAddress> = match &decision.required_approvers {
         Some(list) => list.clone(),
         None => decision.approver.iter().cloned().collect(),
     };
-    Ok(candidates.into_iter().find(|a| !is_requester(a)))
+    let mut pool = named.clone();
+    // Nobody named, or one person named where more must approve: the policy's approvers too.
+    if named.is_empty() || (request.approver_group.is_none() && decision.approvals_required > 1) {
+        for c in candidates.into_iter().filter(|a| !is_requester(a)) {
+            if !pool.iter().any(|p| crate::domain::ids::is_same_mailbox(p.as_str(), c.as_str())) {
+                pool.push(c);
+            }
+        }
+    }
+    pool.truncate(crate::domain::approvers::MAX_POOL);
+    let can_count = pool.iter().filter(|a| self_allowed || !is_requester(a)).count();
+    if !pool.is_empty() && can_count < decision.approvals_required as usize {
+        return Err(ApiError::Denied {
+            code: "quorum_unreachable",
+            message: format!(
+                "{} distinct approvals are needed but only {can_count} approver(s) other than the requester can be asked",
+                decision.approvals_required
+            ),
+            extra: json!({"field": "approver", "approvals_required": decision.approvals_required}),
+        });
+    }
+    Ok(pool)
 }
 
 /// `gmail.forward` goes only to the recipient domains the policy allows (403
@@ -90,6 +126,29 @@ fn target_status(decision: &Decision, request: &CreateActionRequest, now: DateTi
     }
 }
 
+/// A link for each member of `action`'s pool (recorded on the action: the newest link, and mail
+/// pending until it is out).
+fn issue_links(
+    action: &mut Action,
+    expires_at: DateTime<Utc>,
+) -> Vec<(approval::ApprovalToken, ApprovalRecord, EmailAddress)> {
+    let links: Vec<_> = action
+        .pool()
+        .into_iter()
+        .map(|approver| {
+            let (token, record) = approval::issue_link(action, approver, expires_at);
+            (token, record, approver.clone())
+        })
+        .collect();
+    if let Some((_, record, _)) = links.first() {
+        action.approval_token_hash = Some(record.token_hash.clone());
+        // Until the mail is known to be out, the sweep will send a fresh link.
+        action.approval_mail_pending = true;
+    }
+    action.approval_mailed.clear();
+    links
+}
+
 fn new_action(
     request: &CreateActionRequest,
     decision: &Decision,
@@ -120,6 +179,10 @@ fn new_action(
         .clone()
         .or_else(|| (tier == Some(Tier::Approval)).then(|| decision.approver.clone()).flatten());
     action.requester_email = identity.email.clone().filter(|e| e != identity.user.as_str());
+    if tier == Some(Tier::Approval) {
+        action.approvals_required = decision.approvals_required;
+        action.rejections_required = decision.rejections_required;
+    }
     action.reasons = decision.reason_codes();
     action.max_attempts = decision.max_attempts;
     action.idempotency_key = key;
@@ -348,7 +411,8 @@ impl IntakeService {
         let forced = self.refuse_if_rejected(&request, &decision, &policy, identity, now).await?;
         let self_allowed = matches!(decision.verdict, Verdict::Tier(Tier::Approval))
             && policy.allows_self_approval(action_types.iter().copied());
-        let approver = resolve_approver(&policy, &decision, request.approver.as_ref(), identity, self_allowed)?;
+        let pool = resolve_pool(&policy, &decision, &request, identity, self_allowed)?;
+        let approver = pool.first().cloned();
 
         // Connectors check and describe their steps (not for work the policy refuses anyway).
         let previews = if matches!(decision.verdict, Verdict::Blocked | Verdict::KycRequired) {
@@ -363,6 +427,7 @@ impl IntakeService {
 
         let mut action = new_action(&request, &decision, identity, idempotency_key.clone(), now);
         action.approver = approver;
+        action.approvers = pool.clone();
         action.self_approval_allowed = self_allowed;
         if let Some(rejection) = &forced {
             // Recorded with the action: an administrator forced past this rejection.
@@ -374,18 +439,12 @@ impl IntakeService {
         tracing::Span::current().record("action_id", tracing::field::display(action.action_id));
         let target = target_status(&decision, &request, now);
         action.status = target;
-        let mut link = None;
+        let mut links = Vec::new();
         if target == Status::AwaitingApproval {
             let expires_at = now + decision.approval_expiry.to_chrono();
             action.approval_expires_at = Some(expires_at);
             // Without an approver the action can still be decided through the API by an admin.
-            if let Some(approver) = action.approver.clone() {
-                let (token, record) = approval::issue_link(&action, &approver, expires_at);
-                action.approval_token_hash = Some(record.token_hash.clone());
-                // Until the mail is known to be out, the sweep will send a fresh link.
-                action.approval_mail_pending = true;
-                link = Some((token, record, approver));
-            }
+            links = issue_links(&mut action, expires_at);
         }
         // Denied actions are recorded (the audit trail shows the attempt) but use no quota.
         let type_counters: Vec<CounterSpec> = if target == Status::Blocked { Vec::new() } else { counters };
@@ -400,14 +459,14 @@ impl IntakeService {
         let mut all_counters = type_counters.clone();
         all_counters.extend(auto_counters.iter().cloned());
         let idempotency = idempotency_key.as_ref().map(|k| (k, body_hash.as_str()));
-        let approval_record = link.as_ref().map(|(_, record, _)| record);
+        let approval_records: Vec<ApprovalRecord> = links.iter().map(|(_, record, _)| record.clone()).collect();
         let mut events = creation_events(&action, &decision, identity, &meta, now);
         if let Some(reason) = &action.hold_reason {
             events[1].reason = format!("{}; {reason}", events[1].reason);
         }
         let mut result = self
             .store
-            .create_action(&action, &events, idempotency, &all_counters, approval_record, cooldown.as_ref(), now)
+            .create_action(&action, &events, idempotency, &all_counters, &approval_records, cooldown.as_ref(), now)
             .await;
         // With the breaker open and `on_open = "require_approval"`: a human decides instead.
         // Only when someone can approve it: otherwise it is held, as with `hold`.
@@ -416,40 +475,29 @@ impl IntakeService {
             && policy.auto_execution.breaker.on_open == crate::domain::breaker::OnOpen::RequireApproval)
             .then(|| policy.demote(&decision, &action_types))
             .and_then(|d| {
-                let approver =
-                    resolve_approver(&policy, &d, request.approver.as_ref(), identity, false).ok().flatten()?;
-                Some((d, approver))
+                let pool = resolve_pool(&policy, &d, &request, identity, false).ok()?;
+                (!pool.is_empty()).then_some((d, pool))
             });
-        if let Some((demoted_decision, approver)) = demotion {
+        if let Some((demoted_decision, pool)) = demotion {
             decision = demoted_decision;
             let expires_at = now + decision.approval_expiry.to_chrono();
             action.status = Status::AwaitingApproval;
             action.tier = Some(Tier::Approval);
             action.auto_started = false;
             action.approval_expires_at = Some(expires_at);
+            action.approvals_required = decision.approvals_required;
+            action.rejections_required = decision.rejections_required;
             action.reasons = decision.reason_codes();
             if let Some(rejection) = &forced {
                 action.reasons.push(format!("forced_past_rejection:{}", rejection.action_id));
             }
-            action.approver = Some(approver.clone());
-            let (token, issued) = approval::issue_link(&action, &approver, expires_at);
-            action.approval_token_hash = Some(issued.token_hash.clone());
-            action.approval_mail_pending = true;
-            let record = Some((token, issued, approver));
+            action.approver = pool.first().cloned();
+            action.approvers = pool;
+            let issued = issue_links(&mut action, expires_at);
+            let records: Vec<ApprovalRecord> = issued.iter().map(|(_, r, _)| r.clone()).collect();
             events = creation_events(&action, &decision, identity, &meta, now);
-            result = self
-                .store
-                .create_action(
-                    &action,
-                    &events,
-                    idempotency,
-                    &type_counters,
-                    record.as_ref().map(|(_, r, _)| r),
-                    None,
-                    now,
-                )
-                .await;
-            demoted = record;
+            result = self.store.create_action(&action, &events, idempotency, &type_counters, &records, None, now).await;
+            demoted = Some(issued);
         }
         // With the breaker open, over the automatic-execution limits or in cool-down: it waits
         // `pending` for the sweep.
@@ -475,7 +523,7 @@ impl IntakeService {
             events[1].reason = format!("{}; {reason}", events[1].reason);
             result = self
                 .store
-                .create_action(&action, &events, idempotency, &type_counters, approval_record, None, now)
+                .create_action(&action, &events, idempotency, &type_counters, &approval_records, None, now)
                 .await;
         }
         match result {
@@ -498,33 +546,35 @@ impl IntakeService {
         }
         tracing::info!(status = %action.status, tier = ?action.tier, "action created");
 
-        let link = demoted.or(link);
-        if let (Some((token, record, approver)), Some(expires_at)) = (&link, action.approval_expires_at) {
-            let url = approval::link(&self.approval_mail.public_base_url, token);
-            let mail = crate::services::notices::approval_mail(
-                &action,
-                &self.plan_lines(&action, &policy),
-                approver,
-                &url,
-                expires_at,
-            );
-            match self.approval_mail.mailer.send(&mail).await {
-                Ok(message_id) => {
-                    tracing::info!(%message_id, approver = %record.approver, "approval requested");
-                    let mut delivered = action.clone();
-                    delivered.approval_mail_pending = false;
-                    delivered.version = action.version + 1;
-                    // Bookkeeping, not a transition: the trail already says who was asked.
-                    match self.store.transition_many(&action, &delivered, &[], None).await {
-                        Ok(()) => action = delivered,
-                        // Decided already, or unreachable: the sweep sorts it out (a second link
-                        // at worst, never a lost one).
-                        Err(e) => tracing::warn!(error = %e, "recording the delivered approval mail failed"),
+        let links = demoted.unwrap_or(links);
+        if let (false, Some(expires_at)) = (links.is_empty(), action.approval_expires_at) {
+            let lines = self.plan_lines(&action, &policy);
+            let mut mailed = Vec::new();
+            for (token, record, approver) in &links {
+                let url = approval::link(&self.approval_mail.public_base_url, token);
+                let mail = crate::services::notices::approval_mail(&action, &lines, approver, &url, expires_at);
+                match self.approval_mail.mailer.send(&mail).await {
+                    Ok(message_id) => {
+                        tracing::info!(%message_id, approver = %record.approver, "approval requested");
+                        mailed.push(record.approver.clone());
+                    }
+                    // The sweep sends a fresh link to whoever was not reached.
+                    Err(e) => {
+                        tracing::error!(error = %e, approver = %record.approver, "approval mail failed; the sweep retries")
                     }
                 }
-                // The sweep sends a fresh link until one is delivered.
-                Err(e) => {
-                    tracing::error!(error = %e, approver = %record.approver, "approval mail failed; the sweep retries")
+            }
+            if !mailed.is_empty() {
+                let mut delivered = action.clone();
+                delivered.approval_mail_pending = mailed.len() < links.len();
+                delivered.approval_mailed = mailed;
+                delivered.version = action.version + 1;
+                // Bookkeeping, not a transition: the trail already says who was asked.
+                match self.store.transition_many(&action, &delivered, &[], None).await {
+                    Ok(()) => action = delivered,
+                    // Decided already, or unreachable: the sweep sorts it out (a second link
+                    // at worst, never a lost one).
+                    Err(e) => tracing::warn!(error = %e, "recording the delivered approval mail failed"),
                 }
             }
         }

@@ -51,7 +51,7 @@ impl IntakeService {
         let now = self.clock.now();
         page.actions.retain(|a| {
             a.status == Status::AwaitingApproval
-                && a.approver.as_ref().is_some_and(|x| x.as_str().eq_ignore_ascii_case(&address))
+                && a.undecided().iter().any(|x| x.as_str().eq_ignore_ascii_case(&address))
                 && a.approval_expires_at.is_none_or(|t| t > now)
         });
         Ok(Reply::json(200, &page_body("approvals", page)))

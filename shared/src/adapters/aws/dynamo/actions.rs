@@ -65,13 +65,14 @@ impl ActionStore for DynamoStore {
         events: &[AuditEvent],
         idempotency: Option<(&IdempotencyKey, &str)>,
         counters: &[CounterSpec],
-        approval: Option<&ApprovalRecord>,
+        approvals: &[ApprovalRecord],
         cooldown: Option<&Cooldown>,
         now: DateTime<Utc>,
     ) -> Result<(), CreateError> {
         let mut items = Vec::new();
         items.push(TransactWriteItem::builder().put(self.put_action(action, None)?).build());
-        if let Some(record) = approval {
+        items.extend(self.inbox_writes(None, action)?);
+        for record in approvals {
             items.push(TransactWriteItem::builder().put(self.put_approval(record)?).build());
         }
         for event in events {
@@ -186,7 +187,29 @@ impl ActionStore for DynamoStore {
         cursor: Option<&str>,
     ) -> Result<Result<Page, BadCursor>, StoreError> {
         let partition = keys::approver_partition(approver);
-        self.newest_first(keys::GSI_BY_APPROVER, keys::GSI3_PK, keys::GSI3_SK, partition, limit, cursor).await
+        let page = match self
+            .newest_first_items(keys::GSI_BY_APPROVER, keys::GSI3_PK, keys::GSI3_SK, partition, limit, cursor)
+            .await?
+        {
+            Ok(page) => page,
+            Err(bad) => return Ok(Err(bad)),
+        };
+        // Entries name their action; each is read whole (at most a page of reads).
+        let mut actions = Vec::new();
+        for item in &page.0 {
+            let id = item
+                .get(keys::PK)
+                .and_then(|v| v.as_s().ok())
+                .and_then(|p| p.strip_prefix("ACTION#"))
+                .and_then(ActionId::parse);
+            if let Some(action) = match id {
+                Some(id) => self.get_action(id).await?,
+                None => None,
+            } {
+                actions.push(action);
+            }
+        }
+        Ok(Ok(Page { actions, next_cursor: page.1 }))
     }
 
     /// The audit trail of an action, oldest first.
@@ -359,6 +382,22 @@ impl DynamoStore {
         limit: i32,
         cursor: Option<&str>,
     ) -> Result<Result<Page, BadCursor>, StoreError> {
+        Ok(self
+            .newest_first_items(index, pk_name, sk_name, partition, limit, cursor)
+            .await?
+            .map(|(items, next_cursor)| Page { actions: readable_actions(&items), next_cursor }))
+    }
+
+    /// A page of an index's items, newest first, and the cursor of the next page.
+    async fn newest_first_items(
+        &self,
+        index: &str,
+        pk_name: &str,
+        sk_name: &str,
+        partition: String,
+        limit: i32,
+        cursor: Option<&str>,
+    ) -> Result<Result<(Vec<Item>, Option<String>), BadCursor>, StoreError> {
         let start_key = match cursor {
             None => None,
             Some(c) => match decode_cursor(c, &[keys::PK, keys::SK, pk_name, sk_name], pk_name, &partition) {
@@ -380,9 +419,8 @@ impl DynamoStore {
             .send()
             .await
             .map_err(aws_error)?;
-        let actions = readable_actions(out.items());
         let next_cursor = out.last_evaluated_key().map(encode_cursor);
-        Ok(Ok(Page { actions, next_cursor }))
+        Ok(Ok((out.items().to_vec(), next_cursor)))
     }
 
     pub(super) async fn write_transition(
@@ -463,6 +501,7 @@ impl DynamoStore {
     /// The conditional put of `after`, plus the snapshots its steps took since `before`.
     pub(super) fn action_writes(&self, before: &Action, after: &Action) -> Result<Vec<TransactWriteItem>, StoreError> {
         let mut items = vec![TransactWriteItem::builder().put(self.put_action(after, Some(before))?).build()];
+        items.extend(self.inbox_writes(Some(before), after)?);
         for step in &after.steps {
             let (Some(snapshot), Some(taken)) = (&step.snapshot, step.snapshot_at) else { continue };
             if before.steps.get(step.index).and_then(|b| b.snapshot_at) == Some(taken) {
@@ -489,10 +528,6 @@ impl DynamoStore {
         item.insert(keys::GSI1_SK.into(), s(action.action_id.to_string()));
         item.insert(keys::GSI2_PK.into(), s(keys::user_status_partition(&action.user_id, action.status)));
         item.insert(keys::GSI2_SK.into(), s(action.action_id.to_string()));
-        if let (Status::AwaitingApproval, Some(approver)) = (action.status, &action.approver) {
-            item.insert(keys::GSI3_PK.into(), s(keys::approver_partition(approver.as_str())));
-            item.insert(keys::GSI3_SK.into(), s(action.action_id.to_string()));
-        }
         if let Some((due_pk, due_sk)) = keys::sweep_due(action) {
             item.insert(keys::DUE_PK.into(), s(due_pk));
             item.insert(keys::DUE_SK.into(), s(due_sk));
@@ -512,6 +547,45 @@ impl DynamoStore {
                 .expression_attribute_values(":status", s(prev.status.as_str())),
         };
         Ok(builder.build()?)
+    }
+
+    /// The inbox entries of `after` (`keys::inbox_sk`): one per member of its pool who has
+    /// not decided yet while it waits for approval, in the sparse `by_approver` index (keys
+    /// only: the inbox reads the action itself); entries of `before` no longer due are deleted
+    /// in the same write.
+    pub(super) fn inbox_writes(
+        &self,
+        before: Option<&Action>,
+        after: &Action,
+    ) -> Result<Vec<TransactWriteItem>, StoreError> {
+        let members = |a: &Action| -> Vec<String> {
+            if a.status != Status::AwaitingApproval {
+                return Vec::new();
+            }
+            a.undecided().iter().map(|m| m.as_str().to_ascii_lowercase()).collect()
+        };
+        let now_in = members(after);
+        let mut items = Vec::new();
+        {
+            for member in &now_in {
+                let mut item = Item::new();
+                item.insert(keys::PK.into(), s(keys::action_pk(after.action_id)));
+                item.insert(keys::SK.into(), s(keys::inbox_sk(member)));
+                item.insert(keys::GSI3_PK.into(), s(keys::approver_partition(member)));
+                item.insert(keys::GSI3_SK.into(), s(after.action_id.to_string()));
+                let put = Put::builder().table_name(&self.table).set_item(Some(item)).build()?;
+                items.push(TransactWriteItem::builder().put(put).build());
+            }
+        }
+        for gone in before.map(members).unwrap_or_default().into_iter().filter(|m| !now_in.contains(m)) {
+            let delete = aws_sdk_dynamodb::types::Delete::builder()
+                .table_name(&self.table)
+                .key(keys::PK, s(keys::action_pk(after.action_id)))
+                .key(keys::SK, s(keys::inbox_sk(&gone)))
+                .build()?;
+            items.push(TransactWriteItem::builder().delete(delete).build());
+        }
+        Ok(items)
     }
 
     pub(super) fn put_audit(&self, event: &AuditEvent) -> Result<Put, StoreError> {

@@ -5,20 +5,20 @@ use crate::domain::approval::{ApprovalRecord, ApprovalStatus, ApprovalUse, APPRO
 
 #[async_trait]
 impl ApprovalStore for DynamoStore {
-    /// Stores a new approval link for an action (and closes an old one, if given and still
+    /// Stores new approval links for an action (and closes an old one, if given and still
     /// pending) with the action's update and its audit note, if any, all or nothing.
     async fn reissue_link(
         &self,
         before: &Action,
         after: &Action,
         note: Option<&AuditEvent>,
-        new_link: &ApprovalRecord,
+        new_links: &[ApprovalRecord],
         old_link: Option<ApprovalUse<'_>>,
     ) -> Result<(), TransitionError> {
-        let mut items = vec![
-            TransactWriteItem::builder().put(self.put_action(after, Some(before))?).build(),
-            TransactWriteItem::builder().put(self.put_approval(new_link)?).build(),
-        ];
+        let mut items = self.action_writes(before, after)?;
+        for link in new_links {
+            items.push(TransactWriteItem::builder().put(self.put_approval(link)?).build());
+        }
         if let Some(note) = note {
             items.push(TransactWriteItem::builder().put(self.put_audit(note)?).build());
         }

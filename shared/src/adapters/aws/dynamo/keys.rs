@@ -4,6 +4,7 @@
 //! | item | pk | sk | other keys |
 //! |---|---|---|---|
 //! | action | `ACTION#<id>` | `ACTION` | `gsi1` = owner / id, `gsi2` = owner+status / id, `due` = sweep bucket / due time |
+//! | inbox entry (one per undecided approver while it waits) | `ACTION#<id>` | `INBOX#<approver>` | `gsi3` = approver / id (a copy of the action) |
 //! | idempotency record | `IDEM#<user>#<key>` | `IDEM` | TTL |
 //! | rate counter | `RATE#<scope>#<window>#<start>` | `RATE` | TTL |
 //! | entity cool-down | `COOLDOWN#<user>#<rate_limit_key>` | `COOLDOWN` | TTL |
@@ -141,6 +142,11 @@ pub fn rejection_pk(user: &UserId, fingerprint: &str) -> String {
     format!("REJECTED#{user}#{fingerprint}")
 }
 pub const REJECTION_SK: &str = "REJECTION";
+
+/// An action's inbox entry for one approver (lower-case address), beside the action item.
+pub fn inbox_sk(approver: &str) -> String {
+    format!("INBOX#{}", approver.to_ascii_lowercase())
+}
 
 /// The inbox partition of an approver (lower-case address).
 pub fn approver_partition(approver: &str) -> String {
