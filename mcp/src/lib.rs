@@ -201,7 +201,7 @@ pub fn tools(action_types: &[Value]) -> Vec<Tool> {
             "priority": {"type": "integer"},
             "scheduled_for": {"type": "string", "format": "date-time", "description": "not before this time"},
             "rate_limit_key": {"type": "string", "maxLength": 255, "description": "the entity acted on, for per-entity cool-downs"},
-            "approver": {"type": "string", "format": "email", "description": "who approves, if the policy allows them"},
+            "approver": {"type": "string", "maxLength": 254, "description": "who approves, if the policy allows them: an email address, or group:<name> for everyone in one of the policy's approver groups"},
             "notify_url": {"type": "string", "format": "uri", "maxLength": 2048,
                            "description": "https address told of every decision and end state (signed POST); instead of waiting"},
             "dry_run": {"type": "boolean", "description": "only say what the policy would decide; nothing is stored"},
@@ -366,6 +366,8 @@ impl ActiongateTools {
                 "status": b["status"],
                 "approval_expires_at": b["approval_expires_at"],
                 "approver": b["approver"],
+                "approvers": b["approvers"],
+                "approvals_required": b["approvals_required"],
                 "reasons": b["reasons"],
             }));
         }

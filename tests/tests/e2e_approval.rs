@@ -18,11 +18,24 @@ fn api() -> Api {
             "[types.\"gmail.spam\"]\ntier = 2",
             format!("[types.\"gmail.spam\"]\ntier = 2\napproval_expiry = \"PT{SHORT_EXPIRY_SECS}S\""),
         );
-        common::policy_file("e2e-approval", &[common::ROOMY_AUTO_LIMITS, (spam.0, &spam.1)])
+        common::policy_file(
+            "e2e-approval",
+            &[common::ROOMY_AUTO_LIMITS, (spam.0, &spam.1), FINANCE_QUORUM, BOARD_PURCHASES],
+        )
     });
     // No sweep here: expiry must hold at decision time on its own.
     Api { stack: shared_with(&[("POLICY_FILE", path), ("ACTIONGATE_SWEEP", "off")]), http: reqwest::Client::new() }
 }
+
+/// Payments: approved by 2 of the finance group; purchases by all 10 of the board (for races).
+const FINANCE_QUORUM: (&str, &str) = (
+    "[types.make_payment]\ntier = 2\nblocked = true",
+    "[approver_groups]\nfinance = [\"fa@example.com\", \"fb@example.com\", \"fc@example.com\"]\nboard = [\"b0@example.com\", \"b1@example.com\", \"b2@example.com\", \"b3@example.com\", \"b4@example.com\", \"b5@example.com\", \"b6@example.com\", \"b7@example.com\", \"b8@example.com\", \"b9@example.com\"]\n\n[types.make_payment]\ntier = 2\napprovers = [\"group:finance\", \"group:board\"]\napprovals_required = 2",
+);
+const BOARD_PURCHASES: (&str, &str) = (
+    "[types.make_purchase]\ntier = 2\nrequires_kyc = true",
+    "[types.make_purchase]\ntier = 2\nrequires_kyc = true\napprovers = [\"group:board\"]\napprovals_required = 10",
+);
 
 fn email_action(approver: &str) -> Value {
     json!({"action_type": "send_email", "payload": {"to": ["bob@example.com"], "subject": "Contract draft", "text": "Hi Bob, see attached."},
@@ -407,4 +420,152 @@ async fn the_inbox_shows_what_waits_and_a_rejection_is_remembered() {
         "{}",
         inbox.body
     );
+}
+
+// ---------------------------------------------------------------- groups and quorum
+
+fn payment(approver: &str, reference: &str) -> Value {
+    json!({"action_type": "make_payment", "payload": {"amount": 120, "currency": "EUR", "recipient": "ACME", "reference": reference},
+           "risk_score": 10, "confidence": 0.9, "approver": approver})
+}
+
+/// Every approval mail for `action_id`, by recipient, once `count` have arrived.
+async fn approval_mails(api: &Api, action_id: &str, count: usize) -> Vec<(String, String)> {
+    for _ in 0..50 {
+        let outbox = api.call("GET", "/_local/outbox", None, None, &[]).await;
+        let mails: Vec<(String, String)> = outbox.body["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["text"].as_str().is_some_and(|t| t.contains(action_id)))
+            .map(|m| (m["to"][0].as_str().unwrap_or_default().to_owned(), link_path(m)))
+            .collect();
+        if mails.len() >= count {
+            return mails;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("fewer than {count} approval mails for {action_id}");
+}
+
+#[tokio::test]
+async fn a_two_of_three_group_needs_two_distinct_clicks_and_the_requester_never_counts() {
+    let api = api();
+    // The requester is in the group: never mailed, never counted, refused by API.
+    let requester = "fc@example.com";
+    let r = api.post("/actions", requester, payment("group:finance", &someone("inv"))).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.body["approvals_required"], 2);
+    assert_eq!(r.body["approvers"], json!(["fa@example.com", "fb@example.com"]));
+    let id = r.body["action_id"].as_str().unwrap().to_owned();
+    let mails = approval_mails(&api, &id, 2).await;
+    let to: Vec<&str> = mails.iter().map(|(to, _)| to.as_str()).collect();
+    assert_eq!(to.len(), 2, "{to:?}");
+    assert!(to.contains(&"fa@example.com") && to.contains(&"fb@example.com"), "a link each: {to:?}");
+    let link_of = |who: &str| mails.iter().find(|(to, _)| to == who).unwrap().1.clone();
+    assert_ne!(link_of("fa@example.com"), link_of("fb@example.com"));
+    let refused = api.post(&format!("/actions/{id}/approve"), requester, json!({})).await;
+    assert_eq!((refused.status, refused.body["error"].as_str()), (403, Some("self_approval")));
+
+    // A scanner's GET decides nothing; fa's click counts once, however often.
+    let first = link_of("fa@example.com");
+    assert_eq!(api.call("GET", &first, None, None, &[]).await.status, 200);
+    let clicked = form(&api, &first, "decision=approve").await;
+    assert_eq!(clicked.status, 200, "{}", html(&clicked));
+    assert!(html(&clicked).contains("1 of 2"), "{}", html(&clicked));
+    let tabs =
+        futures_like_join([form(&api, &first, "decision=approve"), form(&api, &first, "decision=approve")]).await;
+    assert!(tabs.iter().all(|t| t.status == 409), "{:?}", tabs.iter().map(|t| t.status).collect::<Vec<_>>());
+    let by_api = api.post(&format!("/actions/{id}/approve"), "fa@example.com", json!({})).await;
+    assert_eq!((by_api.status, by_api.body["error"].as_str()), (409, Some("already_decided")), "{}", by_api.body);
+    let waiting = api.get(&format!("/actions/{id}"), requester).await.body;
+    assert_eq!(waiting["status"], "awaiting_approval");
+    assert_eq!(waiting["approvals"].as_array().unwrap().len(), 1, "{waiting}");
+    // fa's inbox no longer lists it; fb's does.
+    assert!(!in_inbox(&api, "fa@example.com", &id).await);
+    assert!(in_inbox(&api, "fb@example.com", &id).await);
+
+    // A second, distinct person: approved and queued (then blocked? no: payments run once approved).
+    let second = form(&api, &link_of("fb@example.com"), "decision=approve").await;
+    assert_eq!(second.status, 200, "{}", html(&second));
+    let decided = api.get(&format!("/actions/{id}"), requester).await.body;
+    assert_ne!(decided["status"], "awaiting_approval", "{decided}");
+    let voters: Vec<&str> =
+        decided["approvals"].as_array().unwrap().iter().map(|v| v["approver"].as_str().unwrap()).collect();
+    assert_eq!(voters, vec!["fa@example.com", "fb@example.com"]);
+    let trail = api.get(&format!("/actions/{id}/audit"), requester).await.body;
+    let approvals: Vec<&Value> = trail["events"].as_array().unwrap().iter().filter(|e| e["to"] == "approved").collect();
+    assert_eq!(approvals.len(), 1, "one approval move: {trail}");
+}
+
+#[tokio::test]
+async fn ten_parallel_decisions_on_one_quorum_leave_a_consistent_count_and_one_outcome() {
+    let api = api();
+    // A 2-of-13 payment the board decides: ten clicks at once, two decide it.
+    let owner = someone("alice");
+    let r = api.post("/actions", &owner, payment("group:board", &someone("inv"))).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let id = r.body["action_id"].as_str().unwrap().to_owned();
+    let mails = approval_mails(&api, &id, 10).await;
+    let replies = futures_like_join(mails.iter().map(|(_, link)| form(&api, link, "decision=approve"))).await;
+    let statuses: Vec<u16> = replies.iter().map(|r| r.status).collect();
+    let action = api.get(&format!("/actions/{id}"), &owner).await.body;
+    assert_ne!(action["status"], "awaiting_approval", "{action}");
+    assert_eq!(action["approvals"].as_array().unwrap().len(), 2, "the quorum of 2 ends it: {statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 2, "{statuses:?}");
+    assert!(statuses.iter().all(|s| *s == 200 || *s == 409), "the others are told it was decided: {statuses:?}");
+    assert_one_outcome(&api, &owner, &id, 1).await;
+
+    // A purchase all ten must approve: ten at once, plus one of them again through the API.
+    let buyer = someone("buyer");
+    let admin = format!("{}:admin", someone("root"));
+    assert_eq!(common::set_kyc(&api, &admin, &buyer, true).await.status, 200);
+    let body = json!({"action_type": "make_purchase", "payload": {"amount": 3, "currency": "USD", "item": someone("pens")}, "confidence": 0.9});
+    let r = api.post("/actions", &buyer, body).await;
+    assert_eq!((r.status, r.body["approvals_required"].as_u64()), (201, Some(10)), "{}", r.body);
+    let id = r.body["action_id"].as_str().unwrap().to_owned();
+    let mails = approval_mails(&api, &id, 10).await;
+    let mut decisions: Vec<_> = mails.iter().map(|(_, link)| form(&api, link, "decision=approve")).collect();
+    let approve_path = format!("/actions/{id}/approve");
+    let replies =
+        tokio::join!(futures_like_join(decisions.drain(..)), api.post(&approve_path, "b3@example.com", json!({})));
+    let statuses: Vec<u16> = replies.0.iter().map(|r| r.status).collect();
+    let action = api.get(&format!("/actions/{id}"), &buyer).await.body;
+    let mut voters: Vec<&str> =
+        action["approvals"].as_array().unwrap().iter().map(|v| v["approver"].as_str().unwrap()).collect();
+    voters.sort();
+    let mut distinct = voters.clone();
+    distinct.dedup();
+    assert_eq!(voters, distinct, "nobody counted twice: {action}");
+    assert_eq!(voters.len(), 10, "all ten recorded: clicks {statuses:?}, api {}", replies.1.status);
+    assert_ne!(action["status"], "awaiting_approval", "{action}");
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count() + usize::from(replies.1.status == 200),
+        10,
+        "b3's two ways count once: {statuses:?} / {}",
+        replies.1.body
+    );
+    assert_one_outcome(&api, &buyer, &id, 9).await;
+}
+
+async fn in_inbox(api: &Api, who: &str, id: &str) -> bool {
+    api.get("/approvals", who).await.body["approvals"].as_array().unwrap().iter().any(|a| a["action_id"] == id)
+}
+
+/// One approval move, `votes` counted votes before it, and a trail in order.
+async fn assert_one_outcome(api: &Api, owner: &str, id: &str, votes: usize) {
+    let trail = api.get(&format!("/actions/{id}/audit"), owner).await.body;
+    let events = trail["events"].as_array().unwrap();
+    assert_eq!(events.iter().filter(|e| e["to"] == "approved").count(), 1, "one outcome: {trail}");
+    let counted = events
+        .iter()
+        .filter(|e| {
+            e["from"] == "awaiting_approval"
+                && e["to"] == "awaiting_approval"
+                && e["reason"].as_str().is_some_and(|r| r.contains(" approvals)"))
+        })
+        .count();
+    assert_eq!(counted, votes, "{trail}");
+    let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert!(seqs.windows(2).all(|w| w[1] > w[0]), "every write in order, none twice: {seqs:?}");
 }

@@ -282,6 +282,10 @@ fn respond_created(
     if let Some(a) = &action.approver {
         body["approver"] = json!(a);
     }
+    if action.status == Status::AwaitingApproval {
+        body["approvers"] = json!(action.pool());
+        body["approvals_required"] = json!(action.approvals_required);
+    }
     Ok(Reply::json(status, &body))
 }
 
