@@ -675,6 +675,57 @@ async fn the_inbox_holds_what_waits_for_an_approver_and_nothing_else(store: Arc<
     assert!(store.last_rejection(&user("someone"), &fingerprint).await.unwrap().is_none());
 }
 
+/// A pool's members each find it in their inbox until they decide; the move that ends the wait
+/// takes it out of every inbox.
+async fn every_undecided_member_of_a_pool_finds_it_in_their_inbox(store: Arc<dyn Store>) {
+    use actiongate::domain::approvers::{Vote, VoteKind};
+    let now = Utc::now();
+    let members: Vec<EmailAddress> =
+        (0..3).map(|i| EmailAddress::parse(&format!("m{i}-{}@example.com", uuid_suffix())).unwrap()).collect();
+    let mut a = action(&user("ivy"), Status::AwaitingApproval, now);
+    a.approver = Some(members[0].clone());
+    a.approvers = members.clone();
+    a.approvals_required = 2;
+    store.create_action(&a, &[event(&a, 1, None, Status::AwaitingApproval)], None, &[], &[], None, now).await.unwrap();
+    let listed = |page: actiongate::ports::store::Page| page.actions.iter().map(|x| x.action_id).collect::<Vec<_>>();
+    for m in &members {
+        assert_eq!(listed(store.inbox(m.as_str(), 10, None).await.unwrap().unwrap()), vec![a.action_id], "{m}");
+    }
+    // m1 votes: out of m1's inbox, still in the others'.
+    let mut voted = a.clone();
+    voted.version = 2;
+    voted.votes.push(Vote {
+        approver: members[1].as_str().into(),
+        decision: VoteKind::Approve,
+        at: now,
+        via: "api".into(),
+        reason: None,
+        admin: false,
+    });
+    store
+        .transition(&a, &voted, &event(&a, 2, Some(Status::AwaitingApproval), Status::AwaitingApproval))
+        .await
+        .unwrap();
+    assert!(listed(store.inbox(members[1].as_str(), 10, None).await.unwrap().unwrap()).is_empty());
+    assert_eq!(listed(store.inbox(members[2].as_str(), 10, None).await.unwrap().unwrap()), vec![a.action_id]);
+    assert_eq!(
+        store.get_action(a.action_id).await.unwrap().unwrap().votes.len(),
+        1,
+        "the action itself is unchanged by its entries"
+    );
+    // The decision ends the wait: nobody's inbox lists it.
+    let mut decided = voted.clone();
+    decided.status = Status::Rejected;
+    decided.version = 3;
+    store
+        .transition(&voted, &decided, &event(&voted, 3, Some(Status::AwaitingApproval), Status::Rejected))
+        .await
+        .unwrap();
+    for m in &members {
+        assert!(listed(store.inbox(m.as_str(), 10, None).await.unwrap().unwrap()).is_empty(), "{m}");
+    }
+}
+
 /// Runs each check against DynamoDB (`dynamo::…`) and memory (`memory::…`), optionally
 /// configuring each store first.
 macro_rules! both {
@@ -750,4 +801,5 @@ both! {
     the_due_index_gives_due_work_oldest_first_up_to_the_limit;
     a_notification_rides_in_the_move_it_reports_and_each_attempt_is_claimed_once;
     the_inbox_holds_what_waits_for_an_approver_and_nothing_else;
+    every_undecided_member_of_a_pool_finds_it_in_their_inbox;
 }

@@ -41,6 +41,12 @@ impl Identity {
                 .is_some_and(|r| self.email.as_deref().is_some_and(|e| is_same_mailbox(e, r)))
     }
 
+    /// Whether this caller may see `action`: its owner, an administrator, or one of the people
+    /// asked to decide it.
+    pub fn may_see(&self, action: &Action) -> bool {
+        action.user_id == self.user || self.admin || action.pool().into_iter().any(|a| self.is_approver(Some(a)))
+    }
+
     /// Whether this caller is the given approver (matched on the email claim).
     pub fn is_approver(&self, approver: Option<&EmailAddress>) -> bool {
         match (approver, &self.email) {

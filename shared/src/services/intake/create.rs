@@ -426,7 +426,7 @@ impl IntakeService {
         };
 
         if request.dry_run {
-            return self.dry_run(&request, &decision, &counters, approver.as_ref(), &previews, &policy).await;
+            return self.dry_run(&request, &decision, &counters, &pool, &previews, &policy).await;
         }
 
         let mut action = new_action(&request, &decision, identity, idempotency_key.clone(), now);
@@ -622,7 +622,7 @@ impl IntakeService {
         request: &CreateActionRequest,
         decision: &Decision,
         counters: &[CounterSpec],
-        approver: Option<&EmailAddress>,
+        pool: &[EmailAddress],
         previews: &[Option<String>],
         policy: &Policy,
     ) -> Result<Reply, ApiError> {
@@ -674,7 +674,9 @@ impl IntakeService {
                 "reasons": reasons,
                 "reason_details": decision.reasons,
                 "approval_expires_at": (tier == Some(Tier::Approval)).then(|| format_time(now + decision.approval_expiry.to_chrono())),
-                "approver": approver,
+                "approver": pool.first(),
+                "approvers": pool,
+                "approvals_required": (tier == Some(Tier::Approval)).then_some(decision.approvals_required),
                 "rate_limits": limits,
                 "retry_after": would_be_limited,
                 "action_type": request.action_type,

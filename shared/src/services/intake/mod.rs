@@ -150,17 +150,17 @@ impl IntakeService {
             }
         }
         // Who may see it can change while waiting (a new approver): decided on what is returned.
-        if !(action.user_id == identity.user || identity.admin || identity.is_approver(action.approver.as_ref())) {
+        if !identity.may_see(&action) {
             return Err(ApiError::NotFound("action"));
         }
         Ok(Reply::json(200, &action.to_api()))
     }
 
-    /// An action the caller may see: owner, designated approver or admin. Anyone else, and a
+    /// An action the caller may see: owner, one of the people asked to decide it, or admin. Anyone else, and a
     /// malformed id, gets the same 404 as a missing action.
     async fn visible_action(&self, id: &str, identity: &Identity) -> Result<Action, ApiError> {
         let action = self.load(id).await?;
-        if action.user_id == identity.user || identity.admin || identity.is_approver(action.approver.as_ref()) {
+        if identity.may_see(&action) {
             Ok(action)
         } else {
             Err(ApiError::NotFound("action"))
