@@ -1417,3 +1417,48 @@ async fn twenty_decisions_by_ten_people_count_each_once_and_end_in_one_outcome()
         9
     );
 }
+
+#[tokio::test]
+async fn a_quorum_with_a_vote_in_still_expires_on_time() {
+    let mut world = quorum_world(&FINANCE, 2);
+    let id = created(&world, "alice", proposal("send_email")).await;
+    let first = link_for(&world, FINANCE[0]);
+    assert_eq!(click(&world, &first, "approve").await.0, 200);
+    world.advance(Duration::minutes(61));
+    let report = world.sweep().await;
+    assert_eq!(report.expired, 1, "{report:?}");
+    assert_eq!(world.action(id).await.status, Status::Expired);
+    assert_eq!(click(&world, &first, "approve").await.0, 410, "the used link says it expired");
+}
+
+#[tokio::test]
+async fn a_quorum_never_waits_with_nobody_left_to_vote() {
+    // 2 approvals and 2 rejections of 3 people; the requester is one of them: the two others'
+    // split votes would leave it waiting, so one rejection of the two decides.
+    let mut policy = actiongate_local::world::policy();
+    policy.approver_groups.insert(
+        "finance".into(),
+        FINANCE.iter().map(|m| actiongate::domain::EmailAddress::parse(m).unwrap()).collect(),
+    );
+    let rule = policy.types.get_mut("send_email").unwrap();
+    rule.approvers = vec![actiongate::domain::approvers::ApproverRef::Group("finance".into())];
+    rule.approvals_required = Some(2);
+    rule.reject_requires = Some(2);
+    policy.check().expect("3 approvers can decide 2 approvals or 2 rejections");
+    let world = World::with_policy(policy);
+    let id = created(&world, FINANCE[2], proposal("send_email")).await;
+    assert_eq!(world.action(id).await.rejections_required, 1);
+    assert_eq!(world.decide(id, "approve", FINANCE[0], false).await.1["status"], "awaiting_approval");
+    assert_eq!(world.decide(id, "reject", FINANCE[1], false).await.1["status"], "rejected");
+
+    let mut too_few = actiongate_local::world::policy();
+    too_few.approver_groups.insert(
+        "finance".into(),
+        FINANCE.iter().map(|m| actiongate::domain::EmailAddress::parse(m).unwrap()).collect(),
+    );
+    let rule = too_few.types.get_mut("send_email").unwrap();
+    rule.approvers = vec![actiongate::domain::approvers::ApproverRef::Group("finance".into())];
+    rule.approvals_required = Some(3);
+    rule.reject_requires = Some(2);
+    assert!(too_few.check().is_err(), "3 approvals or 2 rejections need 4 people");
+}

@@ -183,6 +183,10 @@ pub fn link_state(record: &ApprovalRecord, action: &Action, now: DateTime<Utc>) 
     match record.status {
         // A vote towards a quorum still waiting: the checks below say so.
         ApprovalStatus::Approved | ApprovalStatus::Rejected if action.status == Status::AwaitingApproval => {}
+        // A vote of a quorum that then ran out of time.
+        ApprovalStatus::Approved | ApprovalStatus::Rejected if action.status == Status::Expired => {
+            return LinkState::Expired
+        }
         ApprovalStatus::Approved | ApprovalStatus::Rejected => return decided(action),
         ApprovalStatus::Expired => return LinkState::Expired,
         ApprovalStatus::Closed if action.decided_by.is_some() => return decided(action),

@@ -84,6 +84,9 @@ pub fn check_groups(groups: &Groups) -> Result<(), String> {
             return Err(format!("approver_groups.{name}: 1 to {MAX_GROUP_MEMBERS} members"));
         }
         for (i, m) in members.iter().enumerate() {
+            if EmailAddress::parse(m.as_str()).is_none_or(|parsed| parsed != *m) {
+                return Err(format!("approver_groups.{name}: `{m}` is not an email address"));
+            }
             if members[..i].iter().any(|o| is_same_mailbox(o.as_str(), m.as_str())) {
                 return Err(format!("approver_groups.{name}: {m} is listed twice"));
             }
@@ -145,6 +148,14 @@ impl Vote {
             "reason": self.reason,
         })
     }
+}
+
+/// The rejections that reject an action of a pool of `pool` people needing `approvals`: at most
+/// as many as leave every full set of votes decided (`pool - approvals + 1`), so a quorum never
+/// waits with nobody left to vote.
+pub fn reachable_rejections(rejections: u32, approvals: u32, pool: usize) -> u32 {
+    let most = (pool as u32).saturating_sub(approvals).saturating_add(1).max(1);
+    rejections.clamp(1, most)
 }
 
 /// Where the votes leave an action.

@@ -50,7 +50,7 @@ impl Identity {
     /// Whether this caller is the given approver (matched on the email claim).
     pub fn is_approver(&self, approver: Option<&EmailAddress>) -> bool {
         match (approver, &self.email) {
-            (Some(a), Some(email)) => a.matches(email),
+            (Some(a), Some(email)) => is_same_mailbox(a.as_str(), email),
             _ => false,
         }
     }

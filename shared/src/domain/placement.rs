@@ -36,7 +36,7 @@ pub fn stopped_by_policy(
             let after = request_approval(action, &decision, policy, now);
             let why =
                 format!("the current policy needs approval before step {index}: {}", sentences(&decision.reasons));
-            let detail = json!({"reasons": decision.reasons, "approver": after.approver});
+            let detail = json!({"reasons": decision.reasons, "approver": after.approver, "approvers": after.pool(), "approvals_required": after.approvals_required});
             return Some((after, (Status::AwaitingApproval, why, Some(detail))));
         }
         Recheck::Blocked { reasons } => {
@@ -103,7 +103,11 @@ pub fn request_approval(
     after.approver = pool.first().cloned();
     after.approvers = pool;
     after.approvals_required = decision.approvals_required;
-    after.rejections_required = decision.rejections_required;
+    after.rejections_required = crate::domain::approvers::reachable_rejections(
+        decision.rejections_required,
+        decision.approvals_required,
+        after.approvers.len(),
+    );
     // A new request: earlier votes, and mail of the one before, do not count.
     after.votes.clear();
     after.approval_mailed.clear();

@@ -397,13 +397,19 @@ impl Policy {
                 }
             }
             let listed = self.approver_emails(&rule.approvers).len();
-            if let Some(n) = rule.approvals_required.filter(|n| *n > 1) {
-                // Distinct people: the type must name enough of them (the requester never counts).
-                if !rule.approvers.is_empty() && listed < n as usize {
-                    return Err(PolicyError(format!(
-                        "types.{name}.approvals_required: {n} approvals need at least {n} approvers; `approvers` names {listed}"
-                    )));
-                }
+            let (n, m) = (rule.approvals_required.unwrap_or(1), rule.reject_requires.unwrap_or(1));
+            if (n > 1 || m > 1) && rule.approvers.is_empty() {
+                return Err(PolicyError(format!(
+                    "types.{name}: a quorum (approvals_required, reject_requires) needs the type's own `approvers`"
+                )));
+            }
+            // Distinct people: enough of them that every full set of votes decides (the
+            // requester never counts, so intake refuses what their absence makes unreachable).
+            if (n > 1 || m > 1) && listed < (n + m - 1) as usize {
+                return Err(PolicyError(format!(
+                    "types.{name}.approvals_required: {n} approvals and {m} rejections need at least {} approvers; `approvers` names {listed}",
+                    n + m - 1
+                )));
             }
             if listed > crate::domain::approvers::MAX_POOL {
                 return Err(PolicyError(format!(
@@ -503,6 +509,10 @@ impl Policy {
             return crate::domain::approvers::tally(&standing, decision.approvals_required, u32::MAX)
                 == crate::domain::approvers::Outcome::Approved;
         }
+        // An approval from before votes were recorded is one person's: not a quorum.
+        if decision.approvals_required > 1 {
+            return false;
+        }
         let by_requester = action.decided_by.as_deref().is_some_and(is_requester);
         // A requester's own approval stands only while the policy still allows it for every step.
         if by_requester && !self_allowed {
@@ -535,8 +545,7 @@ impl Policy {
     /// (its `approvers`, as for tier-2 steps), with reasons that say so.
     pub fn demote(&self, decision: &Decision, action_types: &[&str]) -> Decision {
         let mut required = decision.required_approvers.clone();
-        let (mut approvals_required, mut rejections_required) =
-            (decision.approvals_required, decision.rejections_required);
+        let (mut approvals_required, mut rejections_required) = (decision.approvals_required, u32::MAX);
         for t in action_types {
             let Some(rule) = self.rule(t) else { continue };
             approvals_required = approvals_required.max(rule.approvals_required.unwrap_or(1));
@@ -568,7 +577,7 @@ impl Policy {
             reasons,
             required_approvers: required,
             approvals_required,
-            rejections_required: rejections_required.max(1),
+            rejections_required: if rejections_required == u32::MAX { 1 } else { rejections_required },
             ..decision.clone()
         }
     }

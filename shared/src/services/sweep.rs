@@ -9,7 +9,6 @@
 //! Every change is a conditional write, so two sweeps at once never start the same action
 //! twice: the loser's write fails and it moves on.
 
-use crate::domain::approval::{ApprovalStatus, ApprovalUse};
 use crate::domain::guards::{auto_guards, breaker_reason, cooldown_reason, hold_until, limit_reason};
 use crate::domain::{Action, Status};
 use crate::policy::{Policy, Recheck};
@@ -205,8 +204,51 @@ impl SweepService {
             return Ok(false);
         }
         let note = crate::domain::AuditEvent::note(action, after.version, now, ACTOR, reasons.join("; "));
-        self.store.transition(&stored, &after, &note).await?;
+        match self.store.transition(&stored, &after, &note).await {
+            Err(TransitionError::Conflict) => {
+                // Someone decided while the mail went out: the mail is recorded on what is
+                // there now (or the next sweep would mail them again with new links).
+                self.record_mail_on_current(&stored, &after, reasons.join("; "), now).await?;
+            }
+            other => other?,
+        }
         Ok(!delivered.is_empty())
+    }
+
+    /// Records the mail bookkeeping of `after` (who was mailed, whether reminded) on the action
+    /// as it is now, after a write made from `stored` lost a race; tried a few times.
+    async fn record_mail_on_current(
+        &self,
+        stored: &Action,
+        after: &Action,
+        reason: String,
+        now: DateTime<Utc>,
+    ) -> Result<(), TransitionError> {
+        let same = crate::domain::ids::is_same_mailbox;
+        for _ in 0..3 {
+            let Some(current) = self.store.get_action(stored.action_id).await.map_err(TransitionError::Store)? else {
+                return Ok(());
+            };
+            if current.status != Status::AwaitingApproval || current.approval_round != stored.approval_round {
+                return Ok(());
+            }
+            let mut merged = current.clone();
+            for m in &after.approval_mailed {
+                if !merged.approval_mailed.iter().any(|x| same(x, m)) {
+                    merged.approval_mailed.push(m.clone());
+                }
+            }
+            merged.approval_reminded |= after.approval_reminded;
+            merged.approval_mail_pending = current.approval_mail_pending
+                && merged.undecided().iter().any(|a| !merged.approval_mailed.iter().any(|m| same(m, a.as_str())));
+            merged.version = current.version + 1;
+            let note = crate::domain::AuditEvent::note(&current, merged.version, now, ACTOR, reason.clone());
+            match self.store.transition(&current, &merged, &note).await {
+                Err(TransitionError::Conflict) => continue,
+                other => return other,
+            }
+        }
+        Ok(())
     }
 
     /// The requester learns that nobody decided in time (when their id is a mail address).
@@ -356,13 +398,9 @@ impl SweepService {
                     source_ip: None,
                     user_agent: None,
                 };
-                let link = action.approval_token_hash.as_deref().map(|h| ApprovalUse {
-                    token_hash: h,
-                    status: ApprovalStatus::Expired,
-                    by: ACTOR,
-                    at: now,
-                });
-                self.store.transition_many(&action, &after, &[event], link).await?;
+                // No link is written: what every link shows follows from the action (and a
+                // link already used for a vote is no longer pending, so closing it would fail).
+                self.store.transition_many(&action, &after, &[event], None).await?;
                 report.expired += 1;
                 self.tell_requester_expired(&after).await;
             }

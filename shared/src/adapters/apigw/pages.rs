@@ -156,13 +156,26 @@ pub fn decided_page(action: &Action) -> Response<Body> {
         crate::domain::approvers::tally(&action.votes, action.approvals_required, action.rejections_required)
     {
         if action.status == Status::AwaitingApproval {
-            return message(
-                200,
-                "Approval recorded",
-                &format!(
-                    "Thank you. Your approval is recorded: {approvals} of {required} approvals so far. The action runs once enough other approvers approve."
-                ),
-            );
+            let rejected =
+                action.votes.last().is_some_and(|v| v.decision == crate::domain::approvers::VoteKind::Reject);
+            return if rejected {
+                message(
+                    200,
+                    "Rejection recorded",
+                    &format!(
+                        "Thank you. Your rejection is recorded; it takes {} rejections to reject this action. {approvals} of {required} approvals so far.",
+                        action.rejections_required
+                    ),
+                )
+            } else {
+                message(
+                    200,
+                    "Approval recorded",
+                    &format!(
+                        "Thank you. Your approval is recorded: {approvals} of {required} approvals so far. The action runs once enough other approvers approve."
+                    ),
+                )
+            };
         }
     }
     match action.status {

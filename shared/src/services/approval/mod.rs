@@ -16,6 +16,8 @@ use serde_json::json;
 use std::sync::Arc;
 
 const MAX_REASON_CHARS: usize = 1000;
+/// The most of a reason kept with each vote (up to 19 votes share the action's item).
+const MAX_VOTE_REASON_CHARS: usize = 300;
 /// How many times one decision re-reads and retries after losing a race to another write
 /// (each round at least one racing decision is recorded, and a pool has at most
 /// [`crate::domain::approvers::MAX_POOL`] people).
@@ -204,10 +206,24 @@ impl ApprovalService {
             let status = self.expire_if_waiting(&action, &actor, meta).await;
             return Err(ApiError::InvalidState { status, message: "its approval window has passed".into() });
         }
+        if !is_approver && action.approvals_required > 1 && identity.email.is_none() {
+            // A quorum counts people by address: a vote under a bare user id could be the
+            // same person as a pool member's link.
+            return Err(ApiError::Denied {
+                code: "email_required",
+                message: "a quorum counts people by their verified email address; sign in with one to decide".into(),
+                extra: json!({"action_id": action.action_id}),
+            });
+        }
         let now = self.clock.now();
+        let round = action.approval_round;
         let waiting = |a: &Action| {
             if a.status != Status::AwaitingApproval || a.approval_expires_at.is_some_and(|t| now >= t) {
                 return Err(LinkState::Closed("it is no longer waiting for approval"));
+            }
+            // Asked again meanwhile (a new round, maybe other people): this decision was for the last.
+            if a.approval_round != round || (is_approver && !a.in_pool(&actor)) {
+                return Err(LinkState::Closed("it was sent for approval again; decide the new request"));
             }
             Ok(())
         };
@@ -313,7 +329,8 @@ impl ApprovalService {
             },
             at: now,
             via: via.to_owned(),
-            reason: reason.clone(),
+            // Votes live in the action's one item: each reason is kept to a bounded length.
+            reason: reason.clone().map(|r| r.chars().take(MAX_VOTE_REASON_CHARS).collect()),
             admin: by_admin,
         });
         let outcome = tally(&after.votes, action.approvals_required, action.rejections_required);
@@ -442,13 +459,8 @@ impl ApprovalService {
             source_ip: meta.source_ip.clone(),
             user_agent: meta.user_agent.clone(),
         };
-        let link_use = action.approval_token_hash.as_deref().map(|hash| ApprovalUse {
-            token_hash: hash,
-            status: ApprovalStatus::Expired,
-            by: "actiongate",
-            at: now,
-        });
-        match self.store.transition_many(action, &after, &[event], link_use).await {
+        // Links need no write: they show the expiry from the action itself.
+        match self.store.transition_many(action, &after, &[event], None).await {
             Ok(()) => Status::Expired,
             Err(_) => self.store.get_action(action.action_id).await.ok().flatten().map_or(action.status, |a| a.status),
         }

@@ -126,6 +126,9 @@ fn target_status(decision: &Decision, request: &CreateActionRequest, now: DateTi
     }
 }
 
+/// How long intake spends mailing a pool's links before it answers (the rest go from the sweep).
+const INTAKE_MAIL_BUDGET: std::time::Duration = std::time::Duration::from_secs(6);
+
 /// A link for each member of `action`'s pool (recorded on the action: the newest link, and mail
 /// pending until it is out).
 fn issue_links(
@@ -220,7 +223,7 @@ fn creation_events(
         to: action.status,
         reason: decision.reasons.iter().map(|r| r.message.as_str()).collect::<Vec<_>>().join("; "),
         detail: Some(
-            json!({"tier": action.tier, "reasons": decision.reasons, "approver": action.approver, "approval_expires_at": action.approval_expires_at.map(format_time)}),
+            json!({"tier": action.tier, "reasons": decision.reasons, "approver": action.approver, "approvers": action.pool(), "approvals_required": action.approvals_required, "approval_expires_at": action.approval_expires_at.map(format_time)}),
         ),
         ..base.clone()
     };
@@ -432,6 +435,11 @@ impl IntakeService {
         let mut action = new_action(&request, &decision, identity, idempotency_key.clone(), now);
         action.approver = approver;
         action.approvers = pool.clone();
+        action.rejections_required = crate::domain::approvers::reachable_rejections(
+            action.rejections_required,
+            action.approvals_required,
+            pool.len(),
+        );
         action.self_approval_allowed = self_allowed;
         if let Some(rejection) = &forced {
             // Recorded with the action: an administrator forced past this rejection.
@@ -496,6 +504,11 @@ impl IntakeService {
                 action.reasons.push(format!("forced_past_rejection:{}", rejection.action_id));
             }
             action.approver = pool.first().cloned();
+            action.rejections_required = crate::domain::approvers::reachable_rejections(
+                action.rejections_required,
+                action.approvals_required,
+                pool.len(),
+            );
             action.approvers = pool;
             let issued = issue_links(&mut action, expires_at);
             let records: Vec<ApprovalRecord> = issued.iter().map(|(_, r, _)| r.clone()).collect();
@@ -554,10 +567,18 @@ impl IntakeService {
         if let (false, Some(expires_at)) = (links.is_empty(), action.approval_expires_at) {
             let lines = self.plan_lines(&action, &policy);
             let mut mailed = Vec::new();
+            // The request must answer in time: mail that does not fit in the budget is left to
+            // the sweep (the action stays marked as having mail to send).
+            let started = std::time::Instant::now();
             for (token, record, approver) in &links {
+                let left = INTAKE_MAIL_BUDGET.saturating_sub(started.elapsed());
+                if left.is_zero() {
+                    tracing::warn!(approver = %record.approver, "no time left to mail this approver; the sweep will");
+                    continue;
+                }
                 let url = approval::link(&self.approval_mail.public_base_url, token);
                 let mail = crate::services::notices::approval_mail(&action, &lines, approver, &url, expires_at);
-                match self.approval_mail.mailer.send(&mail).await {
+                match self.approval_mail.mailer.send_within(&mail, left).await {
                     Ok(message_id) => {
                         tracing::info!(%message_id, approver = %record.approver, "approval requested");
                         mailed.push(record.approver.clone());
