@@ -44,6 +44,23 @@ pub struct FakeState {
     pub google: crate::fake_google::GoogleState,
 }
 
+/// An answer that trickles out one byte every 50 ms (30 s for all of it).
+struct Drip {
+    left: usize,
+}
+
+impl Read for Drip {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.left == 0 || buf.is_empty() {
+            return Ok(0);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        self.left -= 1;
+        buf[0] = b' ';
+        Ok(1)
+    }
+}
+
 /// The reference site's pages: every absolute path exists but those under `/missing`.
 fn page_exists(page: &str) -> bool {
     page.starts_with('/') && !page.starts_with("/missing")
@@ -138,6 +155,17 @@ impl Fakes {
             let state = Arc::clone(&state);
             std::thread::spawn(move || {
                 while let Ok(mut request) = server.recv() {
+                    // A connector that never answers, or answers a byte at a time for half a minute.
+                    if request.url().starts_with("/connector/hang") {
+                        std::thread::sleep(std::time::Duration::from_secs(20));
+                        let _ = request.respond(tiny_http::Response::empty(200));
+                        continue;
+                    }
+                    if request.url().starts_with("/connector/drip") {
+                        let drip = Drip { left: 600 };
+                        let _ = request.respond(tiny_http::Response::new(200.into(), vec![], drip, None, None));
+                        continue;
+                    }
                     let mut body = Vec::new();
                     let _ = request.as_reader().take(2 * 1024 * 1024).read_to_end(&mut body);
                     let headers: Vec<(String, String)> = request
@@ -337,6 +365,7 @@ pub fn signed(secret: &str, signature: &str, body: &[u8]) -> bool {
 /// The reference connector (the monetization spec's tier-1 `ADD_AFFILIATE_LINK`): adds a link
 /// to a page, refuses one that is already there, answers a repeated idempotency key with its
 /// first answer, and on rollback removes exactly what it added. Paths choose misbehaviour:
+/// `hang` never answers (for 20 s), `drip` answers a byte every 50 ms (for 30 s),
 /// `garbage` answers 200 with something that is not an object, `huge` 200 with 10 MB, `down`
 /// 503 and `refuse` 422 with `{error, message}`; `switch` is the site, but answers 503 while a
 /// test says it is down. `validate` and `preview` describe the site as it is (see
@@ -348,7 +377,8 @@ fn connector(st: &mut FakeState, name: &str, headers: &[(String, String)], body:
         _ => false,
     };
     let key = header(headers, "idempotency-key").unwrap_or_default().to_owned();
-    st.connector_calls.push(json!({"name": name, "phase": call["phase"], "idempotency_key": key,
+    st.connector_calls
+        .push(json!({"name": name, "phase": call["phase"], "action_id": call["action_id"], "idempotency_key": key,
                                    "key_in_body": call["idempotency_key"], "verified": verified}));
     if !verified {
         return (401, vec![], json!({"error": "bad_signature", "message": "the signature does not verify"}));
@@ -422,12 +452,20 @@ fn connector(st: &mut FakeState, name: &str, headers: &[(String, String)], body:
             let known: std::collections::BTreeSet<&String> =
                 st.links.keys().chain(st.meta.keys()).chain(st.collections.values().flatten()).collect();
             let picks: Vec<String> = known.into_iter().filter(|p| **p != page).take(max).cloned().collect();
-            st.suggestions.insert(page.clone(), picks.clone());
-            json!({"output": {"page": page, "suggestions": picks}, "rollback_data": {"page": page}})
+            // Added beside what a human or an earlier run left: the undo takes back only these.
+            let stored = st.suggestions.entry(page.clone()).or_default();
+            let added: Vec<String> = picks.iter().filter(|p| !stored.contains(p)).cloned().collect();
+            stored.extend(added.iter().cloned());
+            json!({"output": {"page": page, "suggestions": picks}, "rollback_data": {"page": page, "added": added}})
         }
         (Some("GENERATE_INTERNAL_LINK_SUGGESTIONS"), Some("rollback")) => {
-            let removed = st.suggestions.remove(call["rollback_data"]["page"].as_str().unwrap_or_default());
-            json!({"output": {"removed": removed.map_or(0, |s| s.len())}})
+            let data = &call["rollback_data"];
+            let added: Vec<&str> =
+                data["added"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+            let stored = st.suggestions.entry(data["page"].as_str().unwrap_or_default().to_owned()).or_default();
+            let before = stored.len();
+            stored.retain(|s| !added.contains(&s.as_str()));
+            json!({"output": {"removed": before - stored.len()}})
         }
         (Some("EXPAND_CONTENT"), Some("execute")) => {
             let sections = st.sections.entry(page.clone()).or_default();

@@ -101,6 +101,15 @@ async fn admins_replace_the_policy_whole_or_not_at_all_and_the_kill_switch_takes
                    "properties": {"page": {"type": "string"}, "url": {"type": "string", "format": "uri"}}}});
     let stored = api.call("PUT", "/admin/policy", Some(&admin), Some(shop.to_string()), &[]).await;
     assert_eq!(stored.status, 200, "{}", stored.body);
+    let published = api.get("/action-types", &owner).await.body;
+    let entry = published["action_types"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["action_type"] == "ADD_AFFILIATE_LINK")
+        .cloned();
+    assert_eq!(entry.as_ref().map(|e| e["connector"].clone()), Some(json!("shop")), "{published}");
+    assert!(!published.to_string().contains("/connector/shop"), "no connector URL is published");
     let link = json!({"action_type": "ADD_AFFILIATE_LINK", "confidence": 0.95,
                       "payload": {"page": "/best-pens", "url": "https://shop.example.com/pen?ref=ag"}});
     let made = api.post("/actions", &owner, link).await;
@@ -108,6 +117,12 @@ async fn admins_replace_the_policy_whole_or_not_at_all_and_the_kill_switch_takes
     let id = made.body["action_id"].as_str().unwrap().to_owned();
     let done = common::wait_for_status(&api, &owner, &id, &["completed", "failed"], 60).await;
     assert_eq!(done["status"], "completed", "{done}");
+    // The connector's rollback data is kept with the step's snapshot, never shown.
+    assert_eq!(done["steps"][0]["result"]["rollback_data_kept"], true, "{done}");
+    assert!(!done.to_string().contains("rollback_data\""), "no rollback data in the API: {done}");
+    // A duplicate delivery of the finished step's message calls nothing again.
+    common::send_to_work_queue(&api, &json!({"action_id": id, "step": 0}).to_string()).await;
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     let log: serde_json::Value =
         api.http.get(format!("{}/_fake/connector", api.stack.fakes_url)).send().await.unwrap().json().await.unwrap();
     assert_eq!(log["links"]["/best-pens"], json!(["https://shop.example.com/pen?ref=ag"]), "{log}");

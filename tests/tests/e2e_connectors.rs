@@ -223,6 +223,22 @@ async fn declared_types_validate_preview_wait_for_approval_stay_manual_and_a_fai
         .iter()
         .filter(|m| m["subject"].as_str().is_some_and(|s| s.contains("connector:flaky paused")))
         .count();
-    assert!(alerts >= 1, "the admin was told");
+    assert_eq!(alerts, 1, "the admin was told, once");
+    // Every try of the waiting step, refused or not, carried the same Idempotency-Key.
+    let log = connector_log(&api).await;
+    let tries: Vec<&Value> = log["calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["action_id"] == meta_id.as_str() && c["phase"] == "execute")
+        .collect();
+    assert!(tries.len() >= 2, "refused during the outage, then run: {tries:?}");
+    assert!(
+        tries
+            .iter()
+            .all(|c| c["idempotency_key"] == tries[0]["idempotency_key"]
+                && c["key_in_body"] == tries[0]["idempotency_key"]),
+        "{tries:?}"
+    );
     assert!(connector_log(&api).await["calls"].as_array().unwrap().iter().all(|c| c["verified"] == true));
 }

@@ -11,15 +11,7 @@ fn api() -> Api {
     common::api()
 }
 
-async fn send_to_work_queue(api: &Api, body: &str) {
-    let sqs = aws_sdk_sqs::Client::new(&sdk_config_for(&api.stack.emulator).await);
-    sqs.send_message()
-        .queue_url(api.stack.provisioned.queue_url("WorkQueue").unwrap())
-        .message_body(body)
-        .send()
-        .await
-        .unwrap();
-}
+use common::send_to_work_queue;
 
 #[tokio::test]
 async fn duplicate_messages_run_the_side_effect_once() {

@@ -409,6 +409,56 @@ async fn a_connector_s_answers_never_crash_the_step_and_say_what_to_do() {
 }
 
 #[tokio::test]
+async fn a_connector_that_hangs_or_drips_is_cut_off_at_its_timeout() {
+    let fakes = Fakes::start().unwrap();
+    let u = user();
+    let payload = json!({"page": "/p", "url": "https://x.example.com"});
+    for name in ["hang", "drip"] {
+        let (deps, registry, policy, _) = connector_world(&fakes, name).await;
+        let mut doc = serde_json::to_value(&policy).unwrap();
+        doc["connectors"]["shop"]["timeout"] = json!("PT1S");
+        let policy = Policy::parse_json(doc).unwrap();
+        let handler = registry.resolve("ADD_AFFILIATE_LINK", &policy).unwrap();
+        let started = std::time::Instant::now();
+        let e = handler.execute(&ctx(&deps, &u, &payload, ActionId::new_v7(chrono::Utc::now()), 0)).await.unwrap_err();
+        let took = started.elapsed();
+        assert!(took < std::time::Duration::from_secs(3), "{name}: cut off after {took:?}");
+        assert_eq!((e.kind, e.code.as_str()), (ErrorKind::Transient, "timeout"), "{name}: {e}");
+    }
+}
+
+#[tokio::test]
+async fn a_rotated_key_is_read_again_when_the_connector_refuses_the_cached_one() {
+    let fakes = Fakes::start().unwrap();
+    let (deps, registry, policy, _) = connector_world(&fakes, "shop").await;
+    let handler = registry.resolve("ADD_AFFILIATE_LINK", &policy).unwrap();
+    let u = user();
+    let id = ActionId::new_v7(chrono::Utc::now());
+    let first = json!({"page": "/rotate", "url": "https://x.example.com/a"});
+    handler.execute(&ctx(&deps, &u, &first, id, 0)).await.expect("signed with the first key");
+    // The key is rotated in Secrets Manager and at the connector; ours is still cached.
+    let rotated = format!("k2-{id}");
+    let (endpoint, _) = shared_emulator();
+    let sm = aws_sdk_secretsmanager::Client::new(&sdk_config_for(&endpoint).await);
+    let name = policy.connectors["shop"].secret.clone();
+    sm.put_secret_value().secret_id(&name).secret_string(&rotated).send().await.unwrap();
+    reqwest::Client::new()
+        .post(format!("{}/_fake/connector", fakes.url))
+        .json(&json!({"secret": rotated}))
+        .send()
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let second = json!({"page": "/rotate", "url": "https://x.example.com/b"});
+    let done = handler.execute(&ctx(&deps, &u, &second, id, 1)).await.expect("re-signed with the rotated key");
+    assert_eq!(done["output"]["links"], 2);
+    let calls = connector_log(&fakes).await["calls"].as_array().unwrap().clone();
+    let step_one: Vec<&Value> = calls.iter().filter(|c| c["idempotency_key"] == idempotency_key(id, 1)).collect();
+    assert_eq!(step_one.len(), 2, "refused once, then accepted, with the same key: {step_one:?}");
+    assert_eq!((step_one[0]["verified"].as_bool(), step_one[1]["verified"].as_bool()), (Some(false), Some(true)));
+}
+
+#[tokio::test]
 async fn a_connector_with_a_wrong_or_missing_secret_is_refused() {
     let fakes = Fakes::start().unwrap();
     let (deps, registry, policy, _) = connector_world(&fakes, "shop").await;
@@ -494,8 +544,18 @@ async fn the_monetization_example_s_tier_one_types_run_and_roll_back_through_the
     let id = ActionId::new_v7(chrono::Utc::now());
     let done = suggest.execute(&ctx(&deps, &u, &payload, id, 0)).await.unwrap();
     assert_eq!(done["output"]["suggestions"], log().await["suggestions"]["/best-pens"]);
-    suggest.rollback(&ctx(&deps, &u, &payload, id, 0), &Value::Null, &done).await.unwrap();
-    assert!(log().await["suggestions"].get("/best-pens").is_none());
+    // A second run suggests the same pages: it adds none, so its undo removes none.
+    let again_id = ActionId::new_v7(chrono::Utc::now());
+    let again = suggest.execute(&ctx(&deps, &u, &payload, again_id, 0)).await.unwrap();
+    let (shown, kept) = suggest.keep_for_undo(again.clone());
+    assert!(shown.get("rollback_data").is_none() && shown["rollback_data_kept"] == true, "{shown}");
+    let undone = suggest.rollback(&ctx(&deps, &u, &payload, again_id, 0), &kept.unwrap(), &shown).await.unwrap();
+    assert_eq!(undone["output"]["removed"], 0);
+    assert_eq!(done["output"]["suggestions"], log().await["suggestions"]["/best-pens"], "the first run's stay");
+    let (shown, kept) = suggest.keep_for_undo(done);
+    let undone = suggest.rollback(&ctx(&deps, &u, &payload, id, 0), &kept.unwrap(), &shown).await.unwrap();
+    assert_eq!(undone["output"]["removed"].as_u64(), shown["output"]["suggestions"].as_array().map(|a| a.len() as u64));
+    assert_eq!(log().await["suggestions"]["/best-pens"], json!([]));
 
     // validate and preview are asked before the action exists: unsigned calls never happen,
     // the answer reflects the site now, and a refusal carries the connector's words.
@@ -523,13 +583,20 @@ async fn the_monetization_example_s_tier_one_types_run_and_roll_back_through_the
         preview["preview"],
         "Add the link https://shop.example.com/pen to /gift-guide (it has 0 affiliate links now)"
     );
+    // A link already on the page is refused before anything is stored.
+    let placed = json!({"page": "/placed", "url": "https://shop.example.com/placed"});
+    link.execute(&ctx(&deps, &u, &placed, ActionId::new_v7(chrono::Utc::now()), 0)).await.unwrap();
+    let twice =
+        ask(Phase::Validate, r#"{"page": "/placed", "url": "https://shop.example.com/placed"}"#).await.unwrap_err();
+    assert_eq!(twice.kind, ErrorKind::Permanent, "{twice}");
+    assert!(twice.code.starts_with("connector_4") && twice.message.contains("already"), "{twice}");
     let missing = ask(Phase::Validate, r#"{"page": "/missing/x", "url": "https://shop.example.com/pen"}"#).await;
     let missing = missing.unwrap_err();
     assert_eq!((missing.kind, missing.code.as_str()), (ErrorKind::Permanent, "connector_422"));
     assert!(missing.message.contains("page_missing"), "{missing}");
     let calls = log().await["calls"].as_array().unwrap().clone();
     let asked: Vec<&Value> = calls.iter().filter(|c| c["phase"] == "validate" || c["phase"] == "preview").collect();
-    assert_eq!(asked.len(), 3);
+    assert_eq!(asked.len(), 4);
     assert!(asked.iter().all(|c| c["key_in_body"].is_null() && c["idempotency_key"] == ""), "{asked:?}");
     assert!(calls.iter().all(|c| c["verified"] == true));
     // A connector that does not serve a phase is not asked.

@@ -147,6 +147,22 @@ pub fn due_at(action: &crate::domain::Action) -> Option<chrono::DateTime<chrono:
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn step_results_are_kept_whole_until_the_action_s_share_is_used_up() {
+        let mut a = crate::domain::action::sample_action();
+        let step = |i| crate::domain::action::Step::new(i, a.steps[0].kind.clone());
+        a.steps = (0..3).map(step).collect();
+        let big = serde_json::json!({"output": "x".repeat(40 * 1024)});
+        a.steps[0].result = Some(crate::domain::execution::bounded_result(&a, 0, big.clone()));
+        assert_eq!(a.steps[0].result.as_ref(), Some(&big));
+        a.steps[1].result = Some(crate::domain::execution::bounded_result(&a, 1, big.clone()));
+        assert_eq!(a.steps[1].result.as_ref(), Some(&big), "80 KB of 96 fit");
+        let third = crate::domain::execution::bounded_result(&a, 2, big.clone());
+        assert!(third["dropped"].as_str().is_some_and(|d| d.contains("at most")), "{third}");
+        // A retry of a step replaces its own result: it is not counted twice.
+        assert_eq!(crate::domain::execution::bounded_result(&a, 1, big.clone()), big);
+    }
+
     use super::*;
 
     #[test]
@@ -219,4 +235,23 @@ mod tests {
             (Status::Failed, Some("outcome_unknown".into()))
         );
     }
+}
+
+/// The most all of an action's step results may take together: the action is one stored item
+/// of at most 400 KB, and a plan's `result` repeats its steps' results.
+pub const MAX_RESULTS_BYTES: usize = 96 * 1024;
+
+/// `value` as step `index` of `action` records it: whole if the steps' results still fit in
+/// [`MAX_RESULTS_BYTES`] with it, else a note of its size (the effect happened all the same).
+pub fn bounded_result(action: &crate::domain::Action, index: usize, value: serde_json::Value) -> serde_json::Value {
+    let size = |v: &serde_json::Value| serde_json::to_vec(v).map_or(usize::MAX, |b| b.len());
+    let others: usize =
+        action.steps.iter().filter(|s| s.index != index).filter_map(|s| s.result.as_ref()).map(size).sum();
+    let own = size(&value);
+    if others.saturating_add(own) <= MAX_RESULTS_BYTES {
+        return value;
+    }
+    serde_json::json!({"dropped": format!(
+        "a result of {own} bytes is not kept: an action keeps at most {MAX_RESULTS_BYTES} bytes of results for all its steps"
+    )})
 }

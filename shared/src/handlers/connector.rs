@@ -126,10 +126,6 @@ impl ConnectorHandler {
             HandlerError::permanent("connector_url", format!("the connector's URL does not parse: {e}"))
         })?;
         self.http.check(&url)?;
-        let key = self.secrets.secret(&self.connector.secret).await.map_err(|e| match e {
-            SecretError::Missing(_) => HandlerError::permanent("secret_missing", e.to_string()),
-            SecretError::Unavailable(_) => HandlerError::transient("secret_unavailable", e.to_string()),
-        })?;
         let mut body = json!({
             "phase": call.phase.as_str(),
             "action_id": call.action_id,
@@ -143,27 +139,17 @@ impl ConnectorHandler {
             body["rollback_data"] = data.clone();
         }
         let raw = serde_json::to_vec(&body).map_err(|e| HandlerError::permanent("encoding", e.to_string()))?;
-        let t = chrono::Utc::now().timestamp();
-        let signed = signature(key.expose().as_bytes(), t, &raw)
-            .ok_or_else(|| HandlerError::permanent("secret_unusable", "the connector's key cannot sign"))?;
-        let mut request = self
-            .http
-            .client_without_redirects()
-            .post(url.clone())
-            .timeout(call.timeout)
-            .header("content-type", "application/json")
-            .header("actiongate-signature", signed);
-        if let Some(k) = &call.idempotency_key {
-            request = request.header("idempotency-key", k.as_str());
+        let key = self.key(false).await?;
+        let mut answer = self.post(&url, &raw, &key, &call).await?;
+        if answer.0 == 401 {
+            // Refused our signature: the key may have been rotated since it was cached. Signed
+            // again with the stored key once, if it differs (same body, same Idempotency-Key).
+            let fresh = self.key(true).await?;
+            if fresh.expose() != key.expose() {
+                answer = self.post(&url, &raw, &fresh, &call).await?;
+            }
         }
-        let response = request
-            .body(raw)
-            .send()
-            .await
-            .map_err(|e| HandlerError::from_reqwest(&e.without_url(), &format!("connector {}", shown(&url))))?;
-        let status = response.status().as_u16();
-        let retry_after = super::retry_after_secs(&response);
-        let (bytes, truncated) = read_capped(response, MAX_ANSWER_BYTES, &shown(&url)).await?;
+        let (status, retry_after, bytes, truncated) = answer;
         let answer: Option<Value> = if truncated { None } else { serde_json::from_slice(&bytes).ok() };
         if (200..300).contains(&status) {
             return Ok((answer, bytes));
@@ -182,6 +168,52 @@ impl ConnectorHandler {
         } else {
             HandlerError::permanent(code, message)
         })
+    }
+
+    /// The connector's signing key: cached, or (`fresh`) read again from the store.
+    async fn key(&self, fresh: bool) -> Result<crate::ports::handler::Secret, HandlerError> {
+        let read = if fresh {
+            self.secrets.refreshed(&self.connector.secret).await
+        } else {
+            self.secrets.secret(&self.connector.secret).await
+        };
+        read.map_err(|e| match e {
+            SecretError::Missing(_) => HandlerError::permanent("secret_missing", e.to_string()),
+            SecretError::Unavailable(_) => HandlerError::transient("secret_unavailable", e.to_string()),
+        })
+    }
+
+    /// One signed POST of `raw`: the status, its `Retry-After`, the answer read to at most
+    /// [`MAX_ANSWER_BYTES`], and whether it was cut there.
+    async fn post(
+        &self,
+        url: &url::Url,
+        raw: &[u8],
+        key: &crate::ports::handler::Secret,
+        call: &Call<'_>,
+    ) -> Result<(u16, Option<u64>, Vec<u8>, bool), HandlerError> {
+        let t = chrono::Utc::now().timestamp();
+        let signed = signature(key.expose().as_bytes(), t, raw)
+            .ok_or_else(|| HandlerError::permanent("secret_unusable", "the connector's key cannot sign"))?;
+        let mut request = self
+            .http
+            .client_without_redirects()
+            .post(url.clone())
+            .timeout(call.timeout)
+            .header("content-type", "application/json")
+            .header("actiongate-signature", signed);
+        if let Some(k) = &call.idempotency_key {
+            request = request.header("idempotency-key", k.as_str());
+        }
+        let response = request
+            .body(raw.to_vec())
+            .send()
+            .await
+            .map_err(|e| HandlerError::from_reqwest(&e.without_url(), &format!("connector {}", shown(url))))?;
+        let status = response.status().as_u16();
+        let retry_after = super::retry_after_secs(&response);
+        let (bytes, truncated) = read_capped(response, MAX_ANSWER_BYTES, &shown(url)).await?;
+        Ok((status, retry_after, bytes, truncated))
     }
 
     /// `execute` or `rollback` of a step: the step's result (`output`, and `rollback_data` or
@@ -291,6 +323,18 @@ impl Handler for ConnectorHandler {
         Some(Box::pin(self.ask(question)))
     }
 
+    /// `rollback_data` goes with the step's snapshot item: kept for the rollback retention and
+    /// never shown (it may hold what the target looked like); the result says it was kept.
+    fn keep_for_undo(&self, mut result: Value) -> (Value, Option<Value>) {
+        match result.as_object_mut().and_then(|o| o.remove("rollback_data")) {
+            Some(data) => {
+                result["rollback_data_kept"] = json!(true);
+                (result, Some(json!({"rollback_data": data})))
+            }
+            None => (result, None),
+        }
+    }
+
     fn snapshot<'a>(&'a self, _: &'a StepContext<'a>) -> HandlerFuture<'a, Result<Value, HandlerError>> {
         Box::pin(async { Ok(Value::Null) })
     }
@@ -302,7 +346,7 @@ impl Handler for ConnectorHandler {
     fn rollback<'a>(
         &'a self,
         ctx: &'a StepContext<'a>,
-        _: &'a Value,
+        snapshot: &'a Value,
         result: &'a Value,
     ) -> HandlerFuture<'a, Result<Value, HandlerError>> {
         Box::pin(async move {
@@ -315,8 +359,16 @@ impl Handler for ConnectorHandler {
                     format!("the connector's rollback data was not kept ({why}): a human undoes it"),
                 ));
             }
-            let data = result.get("rollback_data").cloned().unwrap_or(Value::Null);
-            self.call(ctx, Phase::Rollback, Some(&data)).await
+            // Kept with the snapshot; steps recorded before that kept it in their result.
+            let data =
+                snapshot.get("rollback_data").or_else(|| result.get("rollback_data")).cloned().unwrap_or(Value::Null);
+            let mut undone = self.call(ctx, Phase::Rollback, Some(&data)).await?;
+            // What the undo's answer says for undoing it is of no use: nothing undoes an undo.
+            if let Some(o) = undone.as_object_mut() {
+                o.remove("rollback_data");
+                o.remove("rollback_data_missing");
+            }
+            Ok(undone)
         })
     }
 }

@@ -255,6 +255,13 @@ pub trait Handler: Send + Sync {
     fn consult<'a>(&'a self, _: &'a Consultation<'a>) -> Option<HandlerFuture<'a, Result<Value, HandlerError>>> {
         None
     }
+    /// Splits what `execute` returned into what the step shows (its `result`) and what only its
+    /// undo needs, kept like a snapshot: in its own item for the rollback retention, never shown
+    /// through the API, handed to `rollback` as its snapshot. A handler that keeps data this way
+    /// takes no snapshot of its own. Default: everything is shown.
+    fn keep_for_undo(&self, result: Value) -> (Value, Option<Value>) {
+        (result, None)
+    }
     /// What the target looks like before the change (`Null` when there is nothing to keep).
     fn snapshot<'a>(&'a self, ctx: &'a StepContext<'a>) -> HandlerFuture<'a, Result<Value, HandlerError>>;
     /// Makes the change; returns what rollback needs besides the snapshot.

@@ -17,4 +17,10 @@ pub enum SecretError {
 pub trait Secrets: Send + Sync {
     /// The value of the secret `name` (a name or an ARN).
     async fn secret(&self, name: &str) -> Result<Secret, SecretError>;
+
+    /// The value of `name` read again from the store, past any cache (after the target
+    /// refused the cached one: the key may have been rotated).
+    async fn refreshed(&self, name: &str) -> Result<Secret, SecretError> {
+        self.secret(name).await
+    }
 }

@@ -241,3 +241,14 @@ pub async fn store_of(api: &Api) -> actiongate::adapters::aws::dynamo::DynamoSto
         api.stack.provisioned.table("AuditTable").unwrap(),
     )
 }
+
+/// Puts a raw message on the stack's work queue (a duplicate delivery, a stale one, garbage).
+pub async fn send_to_work_queue(api: &Api, body: &str) {
+    let sqs = aws_sdk_sqs::Client::new(&actiongate_local::emulator::sdk_config_for(&api.stack.emulator).await);
+    sqs.send_message()
+        .queue_url(api.stack.provisioned.queue_url("WorkQueue").unwrap())
+        .message_body(body)
+        .send()
+        .await
+        .unwrap();
+}

@@ -13,6 +13,9 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 const KEEP: Duration = Duration::from_secs(300);
+/// A value read this recently is not read again on a refusal (many refused calls at once
+/// make one read, not one each).
+const FRESH: Duration = Duration::from_secs(2);
 
 pub struct SecretsManager {
     client: OnFirstUse<Client>,
@@ -28,8 +31,19 @@ impl SecretsManager {
 #[async_trait]
 impl Secrets for SecretsManager {
     async fn secret(&self, name: &str) -> Result<Secret, SecretError> {
+        self.read(name, KEEP).await
+    }
+
+    async fn refreshed(&self, name: &str) -> Result<Secret, SecretError> {
+        self.read(name, FRESH).await
+    }
+}
+
+impl SecretsManager {
+    /// `name`'s value, from the cache if it was read less than `keep` ago.
+    async fn read(&self, name: &str, keep: Duration) -> Result<Secret, SecretError> {
         if let Some((at, value)) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(name) {
-            if at.elapsed() < KEEP {
+            if at.elapsed() < keep {
                 return Ok(value.clone());
             }
         }

@@ -149,7 +149,10 @@ impl ExecutorService {
         }
         let call = CallOutcome::of(result.as_ref().err());
         let outcome = match result {
-            Ok(value) => self.settle_success(&claimed, index, value, deadline).await,
+            Ok(value) => {
+                let (shown, for_undo) = handler.keep_for_undo(value);
+                self.settle_success(&claimed, index, shown, for_undo, deadline).await
+            }
             Err(error) => self.settle_failure(&claimed, claimed.clone(), index, error, None, deadline).await,
         };
         // What the call told about its integration, once the step is recorded.
@@ -293,9 +296,11 @@ impl ExecutorService {
         claimed: &Action,
         index: usize,
         value: Value,
+        for_undo: Option<Value>,
         deadline: DateTime<Utc>,
     ) -> Outcome {
         let last = index + 1 == claimed.steps.len();
+        let value = crate::domain::execution::bounded_result(claimed, index, value);
         // The effect happened: recording it is tried until the invocation's end is near, so a
         // busy counter or a brief store error never makes the step run again.
         let mut tries = 0u32;
@@ -309,6 +314,11 @@ impl ExecutorService {
             step.result = Some(value.clone());
             step.error = None;
             step.finished_at = Some(now);
+            if let Some(data) = &for_undo {
+                // Kept in the step's snapshot item (rollback retention), not in the action.
+                step.snapshot = Some(data.clone());
+                step.snapshot_at = Some(now);
+            }
             let (to, reason) = if last {
                 after.result = Some(if after.steps.len() == 1 {
                     value.clone()

@@ -53,7 +53,10 @@ fn clean_preview(raw: &str) -> Option<String> {
 /// What a failed question means for the request: the connector refused the payload (400), or
 /// it could not answer (503, the agent may try again).
 fn consult_error(e: HandlerError, action_type: &str, field: &str, phase: Phase) -> ApiError {
-    let refused = e.kind == ErrorKind::Permanent && e.code.starts_with("connector_4");
+    // The connector refusing our signature, or not found where configured, says nothing about
+    // the payload: that is our side's problem (a rotated key, a moved endpoint), not the agent's.
+    let misconfigured = ["connector_401", "connector_403", "connector_404", "connector_405"].contains(&e.code.as_str());
+    let refused = e.kind == ErrorKind::Permanent && e.code.starts_with("connector_4") && !misconfigured;
     if refused {
         return ApiError::Refused {
             code: "connector_refused",
@@ -64,7 +67,9 @@ fn consult_error(e: HandlerError, action_type: &str, field: &str, phase: Phase) 
     ApiError::Unavailable {
         code: "connector_unavailable",
         message: format!("the {action_type} connector could not {} the payload: {e}", phase.as_str()),
-        retry_after_secs: Some(e.retry_after_secs.map_or(5, |s| s.clamp(1, 3600) as i64)),
+        retry_after_secs: Some(
+            e.retry_after_secs.map_or(if misconfigured { 60 } else { 5 }, |s| s.clamp(1, 3600) as i64),
+        ),
     }
 }
 
@@ -167,5 +172,13 @@ mod tests {
         let misconfigured =
             consult_error(HandlerError::permanent("secret_missing", "no key"), "X", "payload", Phase::Validate);
         assert_eq!(misconfigured.status_code(), 503);
+        for ours in ["connector_401", "connector_403", "connector_404"] {
+            let e = consult_error(HandlerError::permanent(ours, "bad signature"), "X", "payload", Phase::Validate);
+            assert_eq!(
+                (e.status_code(), e.code()),
+                (503, "connector_unavailable"),
+                "{ours} is not the payload's fault"
+            );
+        }
     }
 }

@@ -176,6 +176,10 @@ impl IntakeService {
                 if rule.requires_approval && rule.tier != Some(crate::domain::Tier::Manual) {
                     entry["requires_approval"] = json!(true);
                 }
+                // The connector's name only (its URL and secret stay with the administrators).
+                if let Some(connector) = &rule.connector {
+                    entry["connector"] = json!(connector);
+                }
                 entry
             })
             .collect();
