@@ -145,6 +145,25 @@ pub fn due_at(action: &crate::domain::Action) -> Option<chrono::DateTime<chrono:
     Some(due)
 }
 
+/// The most all of an action's step results may take together: the action is one stored item
+/// of at most 400 KB, and a plan's `result` repeats its steps' results.
+pub const MAX_RESULTS_BYTES: usize = 96 * 1024;
+
+/// `value` as step `index` of `action` records it: whole if the steps' results still fit in
+/// [`MAX_RESULTS_BYTES`] with it, else a note of its size (the effect happened all the same).
+pub fn bounded_result(action: &crate::domain::Action, index: usize, value: serde_json::Value) -> serde_json::Value {
+    let size = |v: &serde_json::Value| serde_json::to_vec(v).map_or(usize::MAX, |b| b.len());
+    let others: usize =
+        action.steps.iter().filter(|s| s.index != index).filter_map(|s| s.result.as_ref()).map(size).sum();
+    let own = size(&value);
+    if others.saturating_add(own) <= MAX_RESULTS_BYTES {
+        return value;
+    }
+    serde_json::json!({"dropped": format!(
+        "a result of {own} bytes is not kept: an action keeps at most {MAX_RESULTS_BYTES} bytes of results for all its steps"
+    )})
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -235,23 +254,4 @@ mod tests {
             (Status::Failed, Some("outcome_unknown".into()))
         );
     }
-}
-
-/// The most all of an action's step results may take together: the action is one stored item
-/// of at most 400 KB, and a plan's `result` repeats its steps' results.
-pub const MAX_RESULTS_BYTES: usize = 96 * 1024;
-
-/// `value` as step `index` of `action` records it: whole if the steps' results still fit in
-/// [`MAX_RESULTS_BYTES`] with it, else a note of its size (the effect happened all the same).
-pub fn bounded_result(action: &crate::domain::Action, index: usize, value: serde_json::Value) -> serde_json::Value {
-    let size = |v: &serde_json::Value| serde_json::to_vec(v).map_or(usize::MAX, |b| b.len());
-    let others: usize =
-        action.steps.iter().filter(|s| s.index != index).filter_map(|s| s.result.as_ref()).map(size).sum();
-    let own = size(&value);
-    if others.saturating_add(own) <= MAX_RESULTS_BYTES {
-        return value;
-    }
-    serde_json::json!({"dropped": format!(
-        "a result of {own} bytes is not kept: an action keeps at most {MAX_RESULTS_BYTES} bytes of results for all its steps"
-    )})
 }
