@@ -81,6 +81,9 @@ async fn declared_types_validate_preview_wait_for_approval_stay_manual_and_a_fai
         "description": "replace a meta description",
         "schema": {"type": "object", "required": ["page", "description"],
                    "properties": {"page": page, "description": {"type": "string"}}}});
+    policy["types"]["ADD_AD_SLOT"] = json!({"tier": 2, "connector": "site", "description": "place an ad slot",
+        "rate_limits": [{"window": "hour", "limit": 1}],
+        "schema": {"type": "object", "required": ["page", "position"], "properties": {"page": page, "position": {"type": "string"}}}});
     policy["types"]["CHANGE_URL"] = json!({"tier": 3, "reversible": false, "description": "move a page (a human does it)",
         "schema": {"type": "object", "required": ["page", "new_url"], "properties": {"page": page, "new_url": {"type": "string"}}}});
     // The flaky connector's breaker opens after 2 transient failures and cools off for 2 s.
@@ -112,6 +115,15 @@ async fn declared_types_validate_preview_wait_for_approval_stay_manual_and_a_fai
     assert_eq!((missing.status, missing.body["error"].as_str()), (400, Some("connector_refused")), "{}", missing.body);
     assert_eq!(missing.body["field"], "payload");
     assert!(missing.body["message"].as_str().unwrap().contains("page_missing"), "{}", missing.body);
+
+    // Over its rate limit a request is refused before the connector is asked.
+    let slot =
+        json!({"action_type": "ADD_AD_SLOT", "confidence": 0.9, "payload": {"page": "/best-pens", "position": "top"}});
+    assert_eq!(api.post("/actions", &owner, slot.clone()).await.status, 201);
+    let asked = connector_log(&api).await["calls"].as_array().unwrap().len();
+    let over = api.post("/actions", &owner, slot).await;
+    assert_eq!((over.status, over.body["error"].as_str()), (429, Some("rate_limited")), "{}", over.body);
+    assert_eq!(connector_log(&api).await["calls"].as_array().unwrap().len(), asked, "no call for refused work");
 
     // A dry run shows the connector's own sentence.
     let dry = api

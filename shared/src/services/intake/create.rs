@@ -126,6 +126,18 @@ fn target_status(decision: &Decision, request: &CreateActionRequest, now: DateTi
     }
 }
 
+/// Whether intake would ask a connector about this request (`validate` or `preview`).
+fn asks_connectors(request: &CreateActionRequest, policy: &Policy) -> bool {
+    use crate::domain::connectors::Phase;
+    request.action_steps().any(|t| {
+        policy
+            .rule(t)
+            .and_then(|r| r.connector.as_ref())
+            .and_then(|c| policy.connectors.get(c))
+            .is_some_and(|c| c.serves(Phase::Validate) || c.serves(Phase::Preview))
+    })
+}
+
 /// How long intake spends mailing a pool's links before it answers (the rest go from the sweep).
 const INTAKE_MAIL_BUDGET: std::time::Duration = std::time::Duration::from_secs(6);
 
@@ -425,6 +437,14 @@ impl IntakeService {
         let previews = if matches!(decision.verdict, Verdict::Blocked | Verdict::KycRequired) {
             vec![None; request.steps.len()]
         } else {
+            // A request over its rate limit is refused before it costs the integrator calls
+            // (the creation's own transaction still decides for requests that race).
+            if !request.dry_run && asks_connectors(&request, &policy) {
+                let used = self.store.counter_usage(&counters).await.map_err(ApiError::internal)?;
+                if let Some((c, _)) = counters.iter().zip(used).find(|(c, used)| used + c.units > c.limit.limit) {
+                    return Err(rate_limited(c, now));
+                }
+            }
             self.consult(&request, &policy, &identity.user).await?
         };
 
