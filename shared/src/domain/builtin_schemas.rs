@@ -1,8 +1,9 @@
 //! The built-in action types' payloads as JSON Schema (draft 2020-12), for agents that turn
 //! action types into tool definitions (`GET /action-types`). The built-in validators
 //! (`validation::validate_payload`) stay the rule; a test holds the two together on valid and
-//! invalid samples of every type. Rules a schema cannot say (an end after its start, text or
-//! html) are in the descriptions.
+//! invalid samples of every type and a differential property test on generated payloads. The
+//! rules a schema cannot say (an end after its start, an address's local part of at most 64
+//! characters) are in the descriptions.
 
 use crate::domain::validation::BUILTIN_ACTION_TYPES;
 use serde_json::{json, Value};
@@ -11,15 +12,44 @@ fn message_id() -> Value {
     json!({"type": "string", "pattern": "^[A-Za-z0-9_-]{1,256}$", "description": "a Gmail message id"})
 }
 
-fn emails(min: usize, max: usize) -> Value {
+/// An address as `EmailAddress::parse` takes one (its local part is also at most 64
+/// characters, which a linear-time pattern cannot say; it is in the description).
+pub const EMAIL_PATTERN: &str = "^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$";
+
+/// A list of `min` to `max` addresses.
+pub fn emails(min: usize, max: usize) -> Value {
     json!({"type": "array", "minItems": min, "maxItems": max,
-           "items": {"type": "string", "pattern": "^[^@\\s]+@[^@\\s]+\\.[^@\\s]+$"}})
+           "items": {"type": "string", "pattern": EMAIL_PATTERN, "maxLength": 254,
+                     "description": "an email address (its local part at most 64 characters)"}})
 }
 
 fn object(required: &[&str], properties: Value, description: &str) -> Value {
     json!({"$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object",
-           "required": required, "properties": properties, "additionalProperties": false,
+           "required": required, "properties": optional_nullable(required, properties), "additionalProperties": false,
            "description": description})
+}
+
+/// The validators read an optional field that is `null` as absent: so do the schemas.
+pub fn optional_nullable(required: &[&str], mut properties: Value) -> Value {
+    if let Some(map) = properties.as_object_mut() {
+        for (name, prop) in map.iter_mut() {
+            if required.contains(&name.as_str()) {
+                continue;
+            }
+            match prop.get_mut("type") {
+                Some(Value::String(t)) => {
+                    *prop.get_mut("type").unwrap_or(&mut Value::Null) = json!([t.clone(), "null"])
+                }
+                Some(Value::Array(types)) => types.push(json!("null")),
+                _ => {
+                    if let Some(Value::Array(options)) = prop.get_mut("enum") {
+                        options.push(Value::Null);
+                    }
+                }
+            }
+        }
+    }
+    properties
 }
 
 fn http_request(rollback: bool) -> Value {
@@ -50,14 +80,21 @@ pub fn schema(action_type: &str) -> Option<Value> {
     let amount = json!({"type": "number", "exclusiveMinimum": 0, "maximum": 1e12});
     let currency = json!({"type": "string", "pattern": "^[A-Z]{3}$", "description": "ISO 4217"});
     Some(match action_type {
-        "send_email" => object(
-            &["to", "subject"],
-            json!({"to": emails(1, 50), "cc": emails(0, 50),
-                   "subject": {"type": "string", "minLength": 1, "maxLength": 998, "pattern": "^[^\\r\\n]*\\S[^\\r\\n]*$",
-                               "description": "one line, at most 998 bytes"},
-                   "text": {"type": "string"}, "html": {"type": "string"}}),
-            "an email; give text, html or both",
-        ),
+        "send_email" => {
+            let mut email = object(
+                &["to", "subject"],
+                json!({"to": emails(1, 50), "cc": emails(0, 50),
+                       "subject": {"type": "string", "minLength": 1, "maxLength": 998, "pattern": "^[^\\r\\n]*\\S[^\\r\\n]*$",
+                                   "description": "one line, at most 998 characters"},
+                       "text": {"type": "string"}, "html": {"type": "string"}}),
+                "an email; give text, html or both",
+            );
+            email["anyOf"] = json!([
+                {"required": ["text"], "properties": {"text": {"type": "string"}}},
+                {"required": ["html"], "properties": {"html": {"type": "string"}}}
+            ]);
+            email
+        }
         "gmail.flag" | "gmail.archive" | "gmail.mark_read" | "gmail.spam" | "gmail.delete" => {
             object(&["message_id"], json!({"message_id": message_id()}), "one Gmail message")
         }
@@ -65,7 +102,7 @@ pub fn schema(action_type: &str) -> Option<Value> {
             &["message_id", "label_ids"],
             json!({"message_id": message_id(),
                    "label_ids": {"type": "array", "minItems": 1, "maxItems": 100,
-                                 "items": {"type": "string", "minLength": 1, "maxLength": 256, "pattern": "^[^\\x00-\\x1f\\x7f]+$"}}}),
+                                 "items": {"type": "string", "minLength": 1, "maxLength": 256, "pattern": "^[^\\x00-\\x1f\\x7f-\\x9f]+$"}}}),
             "labels to add to one Gmail message",
         ),
         "calendar.create_event" => object(
@@ -161,5 +198,132 @@ mod tests {
             assert!(schema(t).is_some(), "{t} has a schema");
         }
         assert_eq!(schema("ADD_AFFILIATE_LINK"), None);
+    }
+
+    mod differential {
+        use super::super::schema;
+        use crate::domain::validation::validate_payload;
+        use proptest::prelude::*;
+        use serde_json::{json, Value};
+
+        /// One valid payload of each type, and the fields a mutation may touch (its own and
+        /// its optional ones, plus one that no type has).
+        fn bases() -> Vec<(&'static str, Value, Vec<&'static str>)> {
+            vec![
+                (
+                    "send_email",
+                    json!({"to": ["b@example.com"], "subject": "Hi", "text": "t"}),
+                    vec!["to", "cc", "subject", "text", "html"],
+                ),
+                ("gmail.label", json!({"message_id": "m-1", "label_ids": ["L1"]}), vec!["message_id", "label_ids"]),
+                ("gmail.archive", json!({"message_id": "m-1"}), vec!["message_id"]),
+                (
+                    "calendar.create_event",
+                    json!({"summary": "S", "start": "2026-03-01T10:00:00Z", "end": "2026-03-01T11:00:00Z"}),
+                    vec!["summary", "calendar_id", "attendees", "location", "description"],
+                ),
+                (
+                    "make_payment",
+                    json!({"amount": 10, "currency": "EUR", "recipient": "ACME"}),
+                    vec!["amount", "currency", "recipient", "reference"],
+                ),
+                (
+                    "make_purchase",
+                    json!({"amount": 3, "currency": "USD", "item": "pens"}),
+                    vec!["amount", "currency", "item", "vendor", "quantity"],
+                ),
+                ("gmail.reply", json!({"message_id": "m-1", "text": "ok"}), vec!["message_id", "text", "html", "cc"]),
+                (
+                    "gmail.forward",
+                    json!({"message_id": "m-1", "to": ["a@example.com"]}),
+                    vec!["message_id", "to", "text"],
+                ),
+                ("drive.move_file", json!({"file_id": "f1", "to_folder_id": "d1"}), vec!["file_id", "to_folder_id"]),
+                ("docs.create_document", json!({"title": "Notes"}), vec!["title", "text"]),
+                ("tasks.create", json!({"title": "Call"}), vec!["title", "notes"]),
+            ]
+        }
+
+        fn text() -> impl Strategy<Value = String> {
+            prop_oneof![
+                "[ -~]{0,12}",
+                "\\PC{0,8}",
+                "[\\x00-\\x1f\\x7f\\u{80}-\\u{9f}a-z]{1,6}",
+                "[ \\t\\n\\r]{0,3}[a-z]{0,3}[ \\t\\n\\r]{0,3}",
+                // Lengths at the limits, in characters of two bytes each.
+                prop::sample::select(vec![255usize, 256, 257, 997, 998, 999, 1023, 1024, 1025])
+                    .prop_map(|n| "é".repeat(n)),
+            ]
+        }
+
+        fn email() -> impl Strategy<Value = String> {
+            let local = prop_oneof![
+                "[a-z0-9]{1,8}",
+                "[a-z]{1,3}\\.[a-z]{1,3}",
+                "\\.[a-z]{1,3}",
+                "[a-z]{1,3}\\.",
+                "[a-z]{1,2}\\.\\.[a-z]{1,2}",
+                "[!#$%&'*+/=?^_`{|}~-]{1,3}",
+                "[a-zé]{1,3}",
+                "[a-z ]{1,4}",
+                "[a-z\"(),:;<>\\[\\]]{1,3}",
+            ];
+            let domain = prop_oneof![
+                "[a-z0-9]{1,6}\\.[a-z]{2,4}",
+                "[a-z]{1,4}",
+                "-[a-z]{1,3}\\.com",
+                "[a-z]{1,3}-\\.com",
+                "[a-z_]{1,4}\\.com",
+                "[a-z]{1,3}\\.\\.com",
+                "[A-Z]{1,3}\\.COM",
+                "[a-z]{1,2}\\.[a-z]{62,64}",
+                "[a-z0-9-]{1,5}\\.[a-z0-9-]{1,5}",
+            ];
+            (local, domain, prop_oneof!["@", "@@", ""], prop_oneof!["", " "])
+                .prop_map(|(l, d, at, pad)| format!("{pad}{l}{at}{d}{pad}"))
+        }
+
+        fn value() -> impl Strategy<Value = Value> {
+            prop_oneof![
+                text().prop_map(Value::String),
+                email().prop_map(Value::String),
+                prop::collection::vec(email().prop_map(Value::String), 0..3).prop_map(Value::Array),
+                prop::collection::vec(text().prop_map(Value::String), 0..3).prop_map(Value::Array),
+                any::<i32>().prop_map(|n| json!(n)),
+                (-1e13f64..1e13).prop_map(|n| json!(n)),
+                Just(json!(0)),
+                Just(Value::Null),
+                Just(json!(true)),
+                Just(json!({})),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(
+                std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(2000)))]
+
+            /// The published schema and the validator agree on every generated payload: one
+            /// field of a valid payload replaced (or added, or an address in a list replaced).
+            #[test]
+            fn schemas_and_validators_agree_on_generated_payloads(
+                pick in 0usize..11,
+                field_pick in 0usize..8,
+                new in value(),
+                into_list in any::<bool>(),
+                address in email(),
+            ) {
+                let (action_type, base, fields) = bases().swap_remove(pick);
+                let field = *fields.get(field_pick).unwrap_or(&"bogus");
+                let mut payload = base.clone();
+                match (&mut payload[field], into_list) {
+                    (Value::Array(items), true) if !items.is_empty() => items[0] = Value::String(address),
+                    (slot, _) => *slot = new,
+                }
+                let compiled = crate::domain::custom_types::compile(&schema(action_type).unwrap()).unwrap();
+                let by_schema = compiled.is_valid(&payload);
+                let by_validator = validate_payload(action_type, &payload, "payload").is_ok();
+                prop_assert_eq!(by_schema, by_validator, "{} on {}", action_type, payload);
+            }
+        }
     }
 }

@@ -14,8 +14,8 @@ use serde_json::{json, Map, Value};
 pub const GOOGLE_ACTION_TYPES: [&str; 5] =
     ["gmail.reply", "gmail.forward", "drive.move_file", "docs.create_document", "tasks.create"];
 
-/// The longest body text (UTF-8 bytes) of a reply, a forward's note or a new document.
-pub const MAX_TEXT_BYTES: usize = 100 * 1024;
+/// The longest body text (in characters) of a reply, a forward's note or a new document.
+pub const MAX_TEXT_CHARS: usize = 100 * 1024;
 /// Addresses a reply may copy.
 pub const MAX_CC: usize = 50;
 /// Recipients of one forward.
@@ -155,13 +155,13 @@ impl<'a> Fields<'a> {
         }
     }
 
-    /// A body text of at most [`MAX_TEXT_BYTES`]; `required` ones must not be empty.
+    /// A body text of at most [`MAX_TEXT_CHARS`]; `required` ones must not be empty.
     fn text(&self, name: &str, required: bool) -> Result<(), FieldError> {
         let text = if required { Some(self.req_str(name)?) } else { self.opt_str(name)? };
         match text {
             Some("") if required => Err(self.err(name, "must not be empty")),
-            Some(s) if s.len() > MAX_TEXT_BYTES => {
-                Err(self.err(name, &format!("is too long ({MAX_TEXT_BYTES} bytes at most)")))
+            Some(s) if s.chars().count() > MAX_TEXT_CHARS => {
+                Err(self.err(name, &format!("is too long ({MAX_TEXT_CHARS} characters at most)")))
             }
             _ => Ok(()),
         }
@@ -186,7 +186,7 @@ impl<'a> Fields<'a> {
             return Err(self.err(name, &format!("must have between {min} and {max} addresses")));
         }
         for (i, v) in items.iter().enumerate() {
-            if v.as_str().and_then(EmailAddress::parse).is_none() {
+            if v.as_str().filter(|s| s.trim() == *s).and_then(EmailAddress::parse).is_none() {
                 return Err(self.err(&format!("{name}[{i}]"), "must be an email address"));
             }
         }
@@ -249,6 +249,7 @@ pub fn forward_domains_allowed(payload: &Value, allowed: &[String]) -> Result<()
 }
 
 fn schema_object(required: &[&str], properties: Value, description: &str) -> Value {
+    let properties = crate::domain::builtin_schemas::optional_nullable(required, properties);
     json!({"$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object",
            "required": required, "properties": properties, "additionalProperties": false,
            "description": description})
@@ -258,14 +259,11 @@ fn plain_id(description: &str) -> Value {
     json!({"type": "string", "pattern": "^[A-Za-z0-9_-]{1,256}$", "description": description})
 }
 
-fn emails(min: usize, max: usize) -> Value {
-    json!({"type": "array", "minItems": min, "maxItems": max,
-           "items": {"type": "string", "pattern": "^[^@\\s]+@[^@\\s]+\\.[^@\\s]+$"}})
-}
+use crate::domain::builtin_schemas::emails;
 
 fn text_schema(min: usize) -> Value {
-    json!({"type": "string", "minLength": min, "maxLength": MAX_TEXT_BYTES,
-           "description": format!("at most {MAX_TEXT_BYTES} bytes of UTF-8")})
+    json!({"type": "string", "minLength": min, "maxLength": MAX_TEXT_CHARS,
+           "description": format!("at most {MAX_TEXT_CHARS} characters")})
 }
 
 fn title_schema(max: usize) -> Value {
@@ -392,7 +390,7 @@ mod tests {
 
     #[test]
     fn every_bad_field_is_named() {
-        let long = "x".repeat(MAX_TEXT_BYTES + 1);
+        let long = "x".repeat(MAX_TEXT_CHARS + 1);
         let cases = vec![
             ("gmail.reply", json!("x"), "payload"),
             ("gmail.reply", json!({"text": "t"}), "payload.message_id"),

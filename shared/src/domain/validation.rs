@@ -270,7 +270,7 @@ pub fn validate_payload(action_type: &str, payload: &Value, path: &str) -> Resul
                 p.email_list("cc", 0, 50)?;
             }
             let subject = p.req_str("subject")?;
-            if subject.trim().is_empty() || subject.len() > 998 || subject.contains(['\r', '\n']) {
+            if subject.trim().is_empty() || subject.chars().count() > 998 || subject.contains(['\r', '\n']) {
                 return Err(p.err("subject", "must be one non-empty line of at most 998 characters"));
             }
             let text = p.opt_str("text")?;
@@ -290,8 +290,9 @@ pub fn validate_payload(action_type: &str, payload: &Value, path: &str) -> Resul
                 return Err(p.err("label_ids", "must name between 1 and 100 labels"));
             }
             for (i, label) in labels.iter().enumerate() {
-                let ok =
-                    label.as_str().is_some_and(|s| !s.is_empty() && s.len() <= 256 && !s.chars().any(char::is_control));
+                let ok = label
+                    .as_str()
+                    .is_some_and(|s| !s.is_empty() && s.chars().count() <= 256 && !s.chars().any(char::is_control));
                 if !ok {
                     return Err(p.err(&format!("label_ids[{i}]"), "must be a non-empty label id"));
                 }
@@ -299,12 +300,12 @@ pub fn validate_payload(action_type: &str, payload: &Value, path: &str) -> Resul
         }
         "calendar.create_event" => {
             if let Some(id) = p.opt_str("calendar_id")? {
-                if id.is_empty() || id.len() > 1024 {
+                if id.is_empty() || id.chars().count() > 1024 {
                     return Err(p.err("calendar_id", "must be 1 to 1024 characters"));
                 }
             }
             let summary = p.req_str("summary")?;
-            if summary.trim().is_empty() || summary.len() > 1024 {
+            if summary.trim().is_empty() || summary.chars().count() > 1024 {
                 return Err(p.err("summary", "must be 1 to 1024 characters"));
             }
             let start = p.req_time("start")?;
@@ -317,7 +318,7 @@ pub fn validate_payload(action_type: &str, payload: &Value, path: &str) -> Resul
             }
             for field in ["location", "description"] {
                 if let Some(s) = p.opt_str(field)? {
-                    if s.len() > 8192 {
+                    if s.chars().count() > 8192 {
                         return Err(p.err(field, "is too long (8192 characters at most)"));
                     }
                 }
@@ -330,7 +331,7 @@ pub fn validate_payload(action_type: &str, payload: &Value, path: &str) -> Resul
             p.positive_amount("amount")?;
             p.currency("currency")?;
             let to = p.req_str("recipient")?;
-            if to.trim().is_empty() || to.len() > 256 {
+            if to.trim().is_empty() || to.chars().count() > 256 {
                 return Err(p.err("recipient", "must be 1 to 256 characters"));
             }
             p.opt_str("reference")?;
@@ -339,7 +340,7 @@ pub fn validate_payload(action_type: &str, payload: &Value, path: &str) -> Resul
             p.positive_amount("amount")?;
             p.currency("currency")?;
             let item = p.req_str("item")?;
-            if item.trim().is_empty() || item.len() > 1024 {
+            if item.trim().is_empty() || item.chars().count() > 1024 {
                 return Err(p.err("item", "must be 1 to 1024 characters"));
             }
             p.opt_str("vendor")?;
@@ -436,7 +437,13 @@ impl<'a> Obj<'a> {
         FieldError::new(self.field(name), message)
     }
 
-    fn has(&self, name: &str) -> bool {
+    /// Whether `name` is given (not `null`); a `null` one counts as read and absent.
+    fn has(&mut self, name: &str) -> bool {
+        if let Some((key, value)) = self.map.get_key_value(name) {
+            if value.is_null() {
+                self.read.push(key.as_str());
+            }
+        }
         self.map.get(name).is_some_and(|v| !v.is_null())
     }
 
@@ -539,6 +546,7 @@ impl<'a> Obj<'a> {
             .enumerate()
             .map(|(i, v)| {
                 v.as_str()
+                    .filter(|s| s.trim() == *s)
                     .and_then(EmailAddress::parse)
                     .ok_or_else(|| self.err(&format!("{name}[{i}]"), "must be an email address"))
             })
