@@ -423,14 +423,14 @@ impl Action {
             "approvals_required": self.approvals_required,
             "rejections_required": self.rejections_required,
             "reasons": self.reasons,
-            "steps": self.steps,
+            "steps": self.steps.iter().map(Step::to_api).collect::<Vec<_>>(),
             "attempts": self.attempts,
             "max_attempts": self.max_attempts,
             "approval_expires_at": self.approval_expires_at.map(crate::domain::time::format_time),
             "requires_approval": self.tier == Some(Tier::Approval),
             "created_at": crate::domain::time::format_time(self.created_at),
             "updated_at": crate::domain::time::format_time(self.updated_at),
-            "result": self.result,
+            "result": self.result.as_ref().map(without_rollback_data),
             "error": self.error,
             "decided_by": self.decided_by,
             "decided_at": self.decided_at.map(crate::domain::time::format_time),
@@ -439,6 +439,32 @@ impl Action {
             "hold_reason": self.hold_reason,
             "notify_url": self.notify_url,
         })
+    }
+}
+
+/// A step result as the API shows it: a connector's rollback data (in results recorded before
+/// it was kept with the snapshot) is never shown, at any depth of a plan's or an undo's result.
+fn without_rollback_data(value: &Value) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .filter(|(k, _)| k.as_str() != "rollback_data")
+                .map(|(k, v)| (k.clone(), without_rollback_data(v)))
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(without_rollback_data).collect()),
+        other => other.clone(),
+    }
+}
+
+impl Step {
+    /// The step as the API shows it.
+    pub fn to_api(&self) -> Value {
+        let mut v = serde_json::to_value(self).unwrap_or(Value::Null);
+        if let Some(result) = self.result.as_ref() {
+            v["result"] = without_rollback_data(result);
+        }
+        v
     }
 }
 

@@ -159,9 +159,28 @@ pub fn bounded_result(action: &crate::domain::Action, index: usize, value: serde
     if others.saturating_add(own) <= MAX_RESULTS_BYTES {
         return value;
     }
-    serde_json::json!({"dropped": format!(
+    let mut kept = serde_json::json!({"dropped": format!(
         "a result of {own} bytes is not kept: an action keeps at most {MAX_RESULTS_BYTES} bytes of results for all its steps"
-    )})
+    )});
+    // What the undo needs to know survives: whether its data was kept, or why not.
+    for marker in ["rollback_data_kept", "rollback_data_missing"] {
+        if let Some(v) = value.get(marker) {
+            kept[marker] = v.clone();
+        }
+    }
+    kept
+}
+
+/// The most of an undo's answer kept with its step (a plan's undos share the action's item).
+pub const MAX_UNDO_BYTES: usize = 4 * 1024;
+
+/// An undo's answer as its step records it: whole when small, else a note of its size.
+pub fn bounded_undo(value: serde_json::Value) -> serde_json::Value {
+    let size = serde_json::to_vec(&value).map_or(usize::MAX, |b| b.len());
+    if size <= MAX_UNDO_BYTES {
+        return value;
+    }
+    serde_json::json!({"dropped": format!("an answer of {size} bytes is not kept (at most {MAX_UNDO_BYTES})")})
 }
 
 #[cfg(test)]
@@ -178,6 +197,14 @@ mod tests {
         assert_eq!(a.steps[1].result.as_ref(), Some(&big), "80 KB of 96 fit");
         let third = crate::domain::execution::bounded_result(&a, 2, big.clone());
         assert!(third["dropped"].as_str().is_some_and(|d| d.contains("at most")), "{third}");
+        let marked = serde_json::json!({"output": "x".repeat(40 * 1024), "rollback_data_kept": true});
+        assert_eq!(
+            crate::domain::execution::bounded_result(&a, 2, marked)["rollback_data_kept"],
+            true,
+            "the undo still knows"
+        );
+        let answer = crate::domain::execution::bounded_undo(serde_json::json!({"output": "y".repeat(5000)}));
+        assert!(answer["dropped"].is_string());
         // A retry of a step replaces its own result: it is not counted twice.
         assert_eq!(crate::domain::execution::bounded_result(&a, 1, big.clone()), big);
     }

@@ -249,7 +249,7 @@ pub fn forward_domains_allowed(payload: &Value, allowed: &[String]) -> Result<()
 }
 
 fn schema_object(required: &[&str], properties: Value, description: &str) -> Value {
-    let properties = crate::domain::builtin_schemas::optional_nullable(required, properties);
+    let properties = crate::domain::schema_parts::optional_nullable(required, properties);
     json!({"$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object",
            "required": required, "properties": properties, "additionalProperties": false,
            "description": description})
@@ -259,7 +259,7 @@ fn plain_id(description: &str) -> Value {
     json!({"type": "string", "pattern": "^[A-Za-z0-9_-]{1,256}$", "description": description})
 }
 
-use crate::domain::builtin_schemas::emails;
+use crate::domain::schema_parts::emails;
 
 fn text_schema(min: usize) -> Value {
     json!({"type": "string", "minLength": min, "maxLength": MAX_TEXT_CHARS,

@@ -314,6 +314,7 @@ impl RollbackService {
                     after.rollback_progress_at = Some(now);
                     after.steps[index].state = StepState::RolledBack;
                     after.steps[index].error = None;
+                    let undone = crate::domain::execution::bounded_undo(undone);
                     after.steps[index].result = Some(json!({"executed": result, "rolled_back": undone}));
                     after.version = current.version + 1;
                     after.updated_at = now;

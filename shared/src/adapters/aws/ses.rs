@@ -110,27 +110,24 @@ pub fn mime_message(from: &str, mail: &Mail, boundary: &str) -> String {
         encoded.as_bytes().chunks(76).map(|c| String::from_utf8_lossy(c).into_owned()).collect::<Vec<_>>().join("\r\n")
     };
     format!(
-        "From: {from}\r\nTo: {to}\r\n{cc}Subject: {subject}\r\nMIME-Version: 1.0\r\nContent-Type: multipart/alternative; boundary=\"{boundary}\"\r\n\r\n\
+        "From: {from}\r\n{to}{cc}{subject}MIME-Version: 1.0\r\nContent-Type: multipart/alternative; boundary=\"{boundary}\"\r\n\r\n\
          --{boundary}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n{text}\r\n\
          --{boundary}\r\nContent-Type: text/html; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n{html}\r\n\
          --{boundary}--\r\n",
-        to = mail.to.join(", "),
-        cc = if mail.cc.is_empty() { String::new() } else { format!("Cc: {}\r\n", mail.cc.join(", ")) },
-        subject = encode_header(&mail.subject),
+        to = header("To", &mail.to.join(", ")),
+        cc = if mail.cc.is_empty() { String::new() } else { header("Cc", &mail.cc.join(", ")) },
+        subject = header("Subject", &mail.subject),
         text = b64(&mail.text),
         html = b64(&mail.html),
     )
 }
 
-/// RFC 2047 encoding for non-ASCII header values; header injection is impossible because
-/// CR and LF are dropped.
-fn encode_header(value: &str) -> String {
-    let clean: String = value.chars().filter(|c| *c != '\r' && *c != '\n').collect();
-    if clean.is_ascii() {
-        clean
-    } else {
-        format!("=?UTF-8?B?{}?=", base64::engine::general_purpose::STANDARD.encode(clean.as_bytes()))
-    }
+/// One header line, folded (long subjects and recipient lists stay under SES's line limit);
+/// control characters are dropped first, so nothing can inject a header.
+fn header(name: &str, value: &str) -> String {
+    let clean: String = value.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    crate::domain::mime::header_line(name, &clean)
+        .unwrap_or_else(|_| crate::domain::mime::fold(name, &crate::domain::mime::encoded_words(clean.trim())))
 }
 
 #[cfg(test)]
@@ -163,5 +160,21 @@ mod tests {
         assert!(!raw.contains("\r\nBcc:"));
         assert!(raw.contains(&base64::engine::general_purpose::STANDARD.encode("plain")));
         assert!(raw.ends_with("--B--\r\n"));
+    }
+
+    #[test]
+    fn long_subjects_and_recipient_lists_are_folded_under_the_line_limit() {
+        let mail = Mail {
+            to: (0..50).map(|i| format!("person-{i}@example.com")).collect(),
+            cc: vec![],
+            subject: "é".repeat(998),
+            text: "t".into(),
+            html: "<p>t</p>".into(),
+        };
+        let raw = mime_message("actiongate@example.com", &mail, "b");
+        let head = &raw[..raw.find("\r\n\r\n").unwrap()];
+        assert!(head.split("\r\n").all(|line| line.len() <= 998), "every header line fits");
+        assert!(head.split("\r\n").filter(|l| l.starts_with(' ')).count() > 10, "folded");
+        assert!(!head.contains("\n\n") && head.contains("Subject: =?UTF-8?B?"));
     }
 }

@@ -53,9 +53,10 @@ fn clean_preview(raw: &str) -> Option<String> {
 /// What a failed question means for the request: the connector refused the payload (400), or
 /// it could not answer (503, the agent may try again).
 fn consult_error(e: HandlerError, action_type: &str, field: &str, phase: Phase) -> ApiError {
-    // The connector refusing our signature, or not found where configured, says nothing about
-    // the payload: that is our side's problem (a rotated key, a moved endpoint), not the agent's.
-    let misconfigured = ["connector_401", "connector_403", "connector_404", "connector_405"].contains(&e.code.as_str());
+    // The connector refusing our signature, or the method, says nothing about the payload:
+    // that is our side's problem (a rotated key, a wrong endpoint), not the agent's. (A 403 or
+    // 404 is the connector's answer about the payload: "not this user", "no such page".)
+    let misconfigured = ["connector_401", "connector_405"].contains(&e.code.as_str());
     let refused = e.kind == ErrorKind::Permanent && e.code.starts_with("connector_4") && !misconfigured;
     if refused {
         return ApiError::Refused {
@@ -172,7 +173,7 @@ mod tests {
         let misconfigured =
             consult_error(HandlerError::permanent("secret_missing", "no key"), "X", "payload", Phase::Validate);
         assert_eq!(misconfigured.status_code(), 503);
-        for ours in ["connector_401", "connector_403", "connector_404"] {
+        for ours in ["connector_401", "connector_405"] {
             let e = consult_error(HandlerError::permanent(ours, "bad signature"), "X", "payload", Phase::Validate);
             assert_eq!(
                 (e.status_code(), e.code()),
@@ -180,5 +181,8 @@ mod tests {
                 "{ours} is not the payload's fault"
             );
         }
+        let theirs =
+            consult_error(HandlerError::permanent("connector_404", "no such page"), "X", "payload", Phase::Validate);
+        assert_eq!(theirs.code(), "connector_refused");
     }
 }
