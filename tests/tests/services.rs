@@ -1462,3 +1462,104 @@ async fn a_quorum_never_waits_with_nobody_left_to_vote() {
     rule.reject_requires = Some(2);
     assert!(too_few.check().is_err(), "3 approvals or 2 rejections need 4 people");
 }
+
+// ---------------------------------------------------------------- escalation
+
+fn iso(s: &str) -> actiongate::domain::IsoDuration {
+    actiongate::domain::IsoDuration::parse(s).unwrap()
+}
+
+#[tokio::test]
+async fn nobody_deciding_escalates_level_by_level_with_working_links_and_still_expires() {
+    use actiongate::domain::approvers::{ApproverRef, EscalationLevel};
+    let mut policy = actiongate_local::world::policy();
+    let lead = "lead@example.com";
+    policy
+        .approver_groups
+        .insert("cxo".into(), vec![actiongate::domain::EmailAddress::parse("cto@example.com").unwrap()]);
+    policy.types.get_mut("send_email").unwrap().escalation = vec![
+        EscalationLevel { after: iso("PT10M"), to: vec![ApproverRef::parse(lead).unwrap()] },
+        EscalationLevel { after: iso("PT40M"), to: vec![ApproverRef::Group("cxo".into())] },
+    ];
+    policy.check().expect("a two-level chain within the hour's expiry");
+    let mut world = World::with_policy(policy);
+    let id = created(&world, "alice", proposal("send_email")).await;
+    let first = link_for(&world, APPROVER);
+    world.advance(Duration::minutes(9));
+    world.sweep().await;
+    assert!(world.mailer.sent().iter().all(|m| m.mail.to != vec![lead.to_owned()]), "not before its time");
+    world.advance(Duration::minutes(1));
+    world.sweep().await;
+    let escalated = world.action(id).await;
+    assert_eq!(escalated.escalation_level, 1);
+    assert!(escalated.in_pool(lead) && escalated.in_pool(APPROVER));
+    let to_lead = link_for(&world, lead);
+    let trail = world.store.audit_trail(id).await.unwrap();
+    let note = trail.iter().find(|e| e.reason.contains("escalated to lead@example.com")).expect("audited");
+    assert_eq!(note.detail.as_ref().unwrap()["escalation"]["level"], 1);
+    // Both links open; the lead's own is a page to decide on.
+    for token in [&first, &to_lead] {
+        let page =
+            world.approval_http(World::request("GET", &format!("/approvals/{token}"), None, "scanner", false)).await;
+        assert_eq!(page.status().as_u16(), 200);
+    }
+    let (_, inbox) = world.api("GET", "/approvals", None, lead, false).await;
+    assert_eq!(inbox["approvals"][0]["action_id"], id.to_string(), "in the lead's inbox: {inbox}");
+    // The second level: the group.
+    world.advance(Duration::minutes(30));
+    world.sweep().await;
+    assert_eq!(world.action(id).await.escalation_level, 2);
+    let to_cto = link_for(&world, "cto@example.com");
+    // Still nobody: it expires (not rejected), and every link says so.
+    world.advance(Duration::minutes(21));
+    world.sweep().await;
+    let expired = world.action(id).await;
+    assert_eq!(expired.status, Status::Expired);
+    assert_eq!(click(&world, &to_cto, "approve").await.0, 410);
+    let trail = world.store.audit_trail(id).await.unwrap();
+    assert!(
+        trail.iter().any(|e| e.to == Status::Expired && e.reason.contains("approval expired")),
+        "the reason says it timed out"
+    );
+}
+
+#[tokio::test]
+async fn an_escalated_approver_decides_and_the_work_runs() {
+    use actiongate::domain::approvers::ApproverRef;
+    let mut policy = actiongate_local::world::policy();
+    let rule = policy.types.get_mut("send_email").unwrap();
+    rule.escalate_after = Some(iso("PT15M"));
+    rule.escalate_to = vec![ApproverRef::parse("lead@example.com").unwrap()];
+    policy.check().unwrap();
+    let mut world = World::with_policy(policy);
+    let id = created(&world, "alice", proposal("send_email")).await;
+    world.advance(Duration::minutes(15));
+    world.sweep().await;
+    let token = link_for(&world, "lead@example.com");
+    assert_eq!(click(&world, &token, "approve").await.0, 200);
+    assert_eq!(world.action(id).await.status, Status::Queued);
+    world.deliver().await;
+    assert_eq!(
+        world.action(id).await.status,
+        Status::Completed,
+        "the executor's recheck counts the escalated approval"
+    );
+}
+
+#[tokio::test]
+async fn an_escalation_chain_is_checked() {
+    use actiongate::domain::approvers::{ApproverRef, EscalationLevel};
+    let mut policy = actiongate_local::world::policy();
+    let level =
+        |after: &str, to: &str| EscalationLevel { after: iso(after), to: vec![ApproverRef::parse(to).unwrap()] };
+    policy.types.get_mut("send_email").unwrap().escalation =
+        vec![level("PT30M", "a@example.com"), level("PT20M", "b@example.com")];
+    assert!(policy.check().unwrap_err().0.contains("later than the one before"));
+    policy.types.get_mut("send_email").unwrap().escalation = vec![level("PT2H", "a@example.com")];
+    assert!(policy.check().is_err(), "after the approval expires");
+    policy.types.get_mut("send_email").unwrap().escalation = vec![level("PT10M", "group:nope")];
+    assert!(policy.check().unwrap_err().0.contains("nope"));
+    policy.types.get_mut("send_email").unwrap().escalation = vec![];
+    policy.types.get_mut("send_email").unwrap().escalate_after = Some(iso("PT10M"));
+    assert!(policy.check().is_err(), "escalate_after without escalate_to");
+}

@@ -213,6 +213,12 @@ pub struct Action {
     /// The decisions of this request for approval so far, one per person.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub votes: Vec<crate::domain::approvers::Vote>,
+    /// Who else is asked if nobody decides in time, and when (from the policy when approval
+    /// was asked for); `escalation_level` of them have happened.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub escalations: Vec<crate::domain::approvers::Escalation>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub escalation_level: u32,
     /// The members of the pool whose approval mail of this request went out.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub approval_mailed: Vec<String>,
@@ -323,6 +329,8 @@ impl Action {
             rejections_required: 1,
             votes: Vec::new(),
             approval_mailed: Vec::new(),
+            escalations: Vec::new(),
+            escalation_level: 0,
             decided_by: None,
             decided_at: None,
             decision_reason: None,
@@ -375,6 +383,20 @@ impl Action {
     pub fn is_requester(&self, who: &str) -> bool {
         crate::domain::ids::is_same_mailbox(who, self.user_id.as_str())
             || self.requester_email.as_deref().is_some_and(|e| crate::domain::ids::is_same_mailbox(who, e))
+    }
+
+    /// When the next level of escalation is due, if one is left.
+    pub fn next_escalation_at(&self) -> Option<DateTime<Utc>> {
+        self.escalations.get(self.escalation_level as usize).map(|e| e.at)
+    }
+
+    /// Sets the escalation of a request for approval made `now` (`decision.escalation`).
+    pub fn plan_escalation(&mut self, levels: &[(chrono::Duration, Vec<EmailAddress>)], now: DateTime<Utc>) {
+        self.escalations = levels
+            .iter()
+            .map(|(after, to)| crate::domain::approvers::Escalation { at: now + *after, to: to.clone() })
+            .collect();
+        self.escalation_level = 0;
     }
 
     /// When the approver gets a reminder: halfway between the request and its expiry.

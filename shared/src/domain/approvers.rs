@@ -116,6 +116,67 @@ pub fn expand(refs: &[ApproverRef], groups: &Groups) -> Result<Vec<EmailAddress>
     Ok(out)
 }
 
+/// One level of escalation: when nobody decided `after` the request for approval, `to` are
+/// asked too (links of their own; the earlier ones stay valid).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EscalationLevel {
+    pub after: crate::domain::IsoDuration,
+    pub to: Vec<ApproverRef>,
+}
+
+/// The most levels an escalation chain may have.
+pub const MAX_ESCALATION_LEVELS: usize = 3;
+
+/// A policy's escalation for a type: its `escalation` chain, or the one level its
+/// `escalate_after` / `escalate_to` say.
+pub fn chain(
+    levels: &[EscalationLevel],
+    after: Option<crate::domain::IsoDuration>,
+    to: &[ApproverRef],
+) -> Vec<EscalationLevel> {
+    if !levels.is_empty() {
+        return levels.to_vec();
+    }
+    match after {
+        Some(after) if !to.is_empty() => vec![EscalationLevel { after, to: to.to_vec() }],
+        _ => Vec::new(),
+    }
+}
+
+/// Checks a chain: at most [`MAX_ESCALATION_LEVELS`], each later than the one before and
+/// before the approval expires, each naming someone (groups known).
+pub fn check_chain(field: &str, levels: &[EscalationLevel], expiry_secs: u64, groups: &Groups) -> Result<(), String> {
+    if levels.len() > MAX_ESCALATION_LEVELS {
+        return Err(format!("{field}: at most {MAX_ESCALATION_LEVELS} levels"));
+    }
+    let mut last = 0;
+    for (i, level) in levels.iter().enumerate() {
+        let secs = level.after.as_secs();
+        if secs == 0 || secs <= last || secs >= expiry_secs {
+            return Err(format!(
+                "{field}[{i}].after: each level comes later than the one before and before the approval expires ({expiry_secs} s)"
+            ));
+        }
+        last = secs;
+        if level.to.is_empty() {
+            return Err(format!("{field}[{i}].to: name who is asked"));
+        }
+        let people = expand(&level.to, groups).map_err(|e| format!("{field}[{i}].to: {e}"))?;
+        if people.len() > MAX_POOL {
+            return Err(format!("{field}[{i}].to: at most {MAX_POOL} people"));
+        }
+    }
+    Ok(())
+}
+
+/// A level of escalation as an action keeps it: when, and who is asked then.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Escalation {
+    pub at: DateTime<Utc>,
+    pub to: Vec<EmailAddress>,
+}
+
 /// One person's decision on an action waiting for approval.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

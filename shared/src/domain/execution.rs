@@ -111,6 +111,7 @@ pub fn due_at(action: &crate::domain::Action) -> Option<chrono::DateTime<chrono:
         Status::AwaitingApproval if action.approval_mail_pending => {
             // 1, 2, 4, 8 … minutes after the last try (the first right after intake).
             let retry = action.updated_at + chrono::Duration::minutes(1 << action.approval_mail_attempts.min(6));
+            let retry = action.next_escalation_at().map_or(retry, |e| e.min(retry));
             action.approval_expires_at.map_or(retry, |e| e.min(retry))
         }
         Status::AwaitingApproval => {
@@ -119,10 +120,7 @@ pub fn due_at(action: &crate::domain::Action) -> Option<chrono::DateTime<chrono:
                 0 => at,
                 n => at.max(action.updated_at + chrono::Duration::minutes(1 << n.min(6))),
             });
-            match (reminder, action.approval_expires_at) {
-                (Some(r), Some(e)) => r.min(e),
-                (r, e) => r.or(e)?,
-            }
+            [reminder, action.approval_expires_at, action.next_escalation_at()].into_iter().flatten().min()?
         }
         // Queued work that no executor has claimed a while after it became runnable was lost
         // between the store and the queue (or dead-lettered); the sweep re-sends it.

@@ -111,6 +111,7 @@ pub fn request_approval(
     // A new request: earlier votes, and mail of the one before, do not count.
     after.votes.clear();
     after.approval_mailed.clear();
+    after.plan_escalation(&decision.escalation, now);
     after.reasons = decision.reason_codes();
     after.approval_expires_at = Some(now + decision.approval_expiry.to_chrono());
     after.approval_token_hash = None;

@@ -63,6 +63,14 @@ pub struct Defaults {
     /// payload) is refused with 409 `previously_rejected` meanwhile. `PT0S` forgets at once.
     #[serde(default = "default_rejection_memory")]
     pub rejection_memory: IsoDuration,
+    /// When nobody decides in time, who else is asked (types without their own escalation):
+    /// `escalate_after` and `escalate_to` for one level, or an `escalation` chain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escalate_after: Option<IsoDuration>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub escalate_to: Vec<crate::domain::approvers::ApproverRef>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub escalation: Vec<crate::domain::approvers::EscalationLevel>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -128,6 +136,13 @@ pub struct TypeRule {
     /// policy that says so explicitly, for every step of a plan).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_self_approval: bool,
+    /// This type's escalation (see `Defaults::escalation`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escalate_after: Option<IsoDuration>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub escalate_to: Vec<crate::domain::approvers::ApproverRef>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub escalation: Vec<crate::domain::approvers::EscalationLevel>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -236,6 +251,9 @@ pub struct Decision {
     pub approvals_required: u32,
     /// Distinct rejections that reject it (the smallest any approval step asks for; at least 1).
     pub rejections_required: u32,
+    /// Who else is asked, and after how long without a decision (the first approval step's
+    /// type's chain, else the defaults').
+    pub escalation: Vec<(chrono::Duration, Vec<EmailAddress>)>,
 }
 
 impl Decision {
@@ -417,6 +435,18 @@ impl Policy {
                     crate::domain::approvers::MAX_POOL
                 )));
             }
+            let expiry = rule.approval_expiry.unwrap_or(self.defaults.approval_expiry).as_secs();
+            let own = crate::domain::approvers::chain(&rule.escalation, rule.escalate_after, &rule.escalate_to);
+            if rule.escalate_after.is_some() == rule.escalate_to.is_empty() {
+                return Err(PolicyError(format!("types.{name}: escalate_after and escalate_to go together")));
+            }
+            crate::domain::approvers::check_chain(
+                &format!("types.{name}.escalation"),
+                &own,
+                expiry,
+                &self.approver_groups,
+            )
+            .map_err(PolicyError)?;
             if rule.max_attempts.is_some_and(|n| !(1..=20).contains(&n)) {
                 return Err(PolicyError(format!("types.{name}.max_attempts must be between 1 and 20")));
             }
@@ -439,6 +469,16 @@ impl Policy {
         }
         crate::domain::integrations::check_policy(&self.integrations).map_err(PolicyError)?;
         crate::domain::approvers::check_groups(&self.approver_groups).map_err(PolicyError)?;
+        if d.escalate_after.is_some() == d.escalate_to.is_empty() {
+            return Err(PolicyError("defaults: escalate_after and escalate_to go together".into()));
+        }
+        crate::domain::approvers::check_chain(
+            "defaults.escalation",
+            &self.default_escalation(),
+            d.approval_expiry.as_secs(),
+            &self.approver_groups,
+        )
+        .map_err(PolicyError)?;
         let domain_ok = |d: &str| {
             let d = d.trim_start_matches('@');
             !d.is_empty()
@@ -472,6 +512,15 @@ impl Policy {
     /// one of the approvers every approval step allows, or (when no step names any) the
     /// default approver or an `allowed_approvers` entry.
     pub fn approver_allowed(&self, decision: &Decision, candidate: &EmailAddress) -> bool {
+        // Whom the escalation asks may decide, whatever the type's own approvers.
+        let escalated = decision
+            .escalation
+            .iter()
+            .flat_map(|(_, to)| to)
+            .any(|a| crate::domain::ids::is_same_mailbox(a.as_str(), candidate.as_str()));
+        if escalated {
+            return true;
+        }
         if let Some(required) = &decision.required_approvers {
             return required.contains(candidate);
         }
@@ -659,6 +708,7 @@ impl Policy {
         let mut max_attempts = self.defaults.max_attempts;
         let mut required: Option<Vec<EmailAddress>> = None;
         let (mut approvals_required, mut rejections_required) = (1u32, u32::MAX);
+        let mut escalation: Option<Vec<crate::domain::approvers::EscalationLevel>> = None;
         let mut rate_limits = Vec::new();
         let plan = subject.action_types.len() > 1;
         let reason =
@@ -724,6 +774,12 @@ impl Policy {
                     None => listed,
                     Some(so_far) => so_far.into_iter().filter(|a| listed.contains(a)).collect(),
                 });
+            }
+            if step_tier == Tier::Approval && escalation.is_none() {
+                let own = crate::domain::approvers::chain(&rule.escalation, rule.escalate_after, &rule.escalate_to);
+                if !own.is_empty() {
+                    escalation = Some(own);
+                }
             }
             if step_tier == Tier::Approval {
                 approvals_required = approvals_required.max(rule.approvals_required.unwrap_or(1));
@@ -809,7 +865,22 @@ impl Policy {
             rate_limits,
             approvals_required,
             rejections_required: if rejections_required == u32::MAX { 1 } else { rejections_required },
+            escalation: self.escalation_people(escalation.unwrap_or_else(|| self.default_escalation())),
         }
+    }
+
+    /// The defaults' escalation chain.
+    fn default_escalation(&self) -> Vec<crate::domain::approvers::EscalationLevel> {
+        let d = &self.defaults;
+        crate::domain::approvers::chain(&d.escalation, d.escalate_after, &d.escalate_to)
+    }
+
+    /// A chain with its groups expanded.
+    fn escalation_people(
+        &self,
+        levels: Vec<crate::domain::approvers::EscalationLevel>,
+    ) -> Vec<(chrono::Duration, Vec<EmailAddress>)> {
+        levels.into_iter().map(|l| (l.after.to_chrono(), self.approver_emails(&l.to))).collect()
     }
 
     /// The people `refs` name, groups expanded (a checked policy knows every group it names).

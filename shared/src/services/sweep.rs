@@ -251,6 +251,43 @@ impl SweepService {
         Ok(())
     }
 
+    /// Nobody decided in time for the next level of escalation: its people join the pool (the
+    /// requester never does), audited as an escalation, and get links of their own at once;
+    /// every earlier link stays valid. Returns whether mail went out.
+    async fn escalate(&self, action: &Action, now: DateTime<Utc>) -> Result<bool, TransitionError> {
+        let level = action.escalation_level as usize;
+        let Some(step) = action.escalations.get(level) else { return Ok(false) };
+        let mut after = action.clone();
+        let mut pool: Vec<crate::domain::EmailAddress> = action.pool().into_iter().cloned().collect();
+        let mut added = Vec::new();
+        for person in &step.to {
+            let known = pool.iter().any(|p| crate::domain::ids::is_same_mailbox(p.as_str(), person.as_str()));
+            if !known && !action.is_requester(person.as_str()) && pool.len() < crate::domain::approvers::MAX_POOL {
+                pool.push(person.clone());
+                added.push(person.as_str().to_owned());
+            }
+        }
+        after.approver = pool.first().cloned();
+        after.approvers = pool;
+        after.escalation_level = action.escalation_level + 1;
+        after.approval_mail_pending = action.approval_mail_pending || !added.is_empty();
+        after.version = action.version + 1;
+        after.updated_at = now;
+        let waited = crate::domain::time::format_time(step.at);
+        let reason = if added.is_empty() {
+            format!("no decision by {waited}: escalation level {} names nobody new", level + 1)
+        } else {
+            format!("no decision by {waited}: escalated to {} (level {})", added.join(", "), level + 1)
+        };
+        let mut note = crate::domain::AuditEvent::note(action, after.version, now, ACTOR, reason);
+        note.detail = Some(serde_json::json!({"escalation": {"level": level + 1, "to": added}}));
+        self.store.transition(action, &after, &note).await?;
+        if added.is_empty() {
+            return Ok(false);
+        }
+        self.send_approval_link(&after, now, false).await
+    }
+
     /// The requester learns that nobody decided in time (when their id is a mail address).
     async fn tell_requester_expired(&self, action: &Action) {
         let (Some(mail), Some(to)) = (&self.mail, crate::domain::EmailAddress::parse(action.user_id.as_str())) else {
@@ -371,6 +408,12 @@ impl SweepService {
         report: &mut SweepReport,
     ) -> Result<(), TransitionError> {
         match action.status {
+            Status::AwaitingApproval
+                if action.approval_expires_at.is_none_or(|t| t > now)
+                    && action.next_escalation_at().is_some_and(|t| t <= now) =>
+            {
+                report.delivered += u32::from(self.escalate(&action, now).await?);
+            }
             Status::AwaitingApproval
                 if action.approval_mail_pending && action.approval_expires_at.is_none_or(|t| t > now) =>
             {

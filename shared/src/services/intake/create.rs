@@ -478,6 +478,7 @@ impl IntakeService {
         if target == Status::AwaitingApproval {
             let expires_at = now + decision.approval_expiry.to_chrono();
             action.approval_expires_at = Some(expires_at);
+            action.plan_escalation(&decision.escalation, now);
             // Without an approver the action can still be decided through the API by an admin.
             links = issue_links(&mut action, expires_at);
         }
@@ -520,6 +521,7 @@ impl IntakeService {
             action.tier = Some(Tier::Approval);
             action.auto_started = false;
             action.approval_expires_at = Some(expires_at);
+            action.plan_escalation(&decision.escalation, now);
             action.approvals_required = decision.approvals_required;
             action.rejections_required = decision.rejections_required;
             action.reasons = decision.reason_codes();
