@@ -31,12 +31,22 @@ fn api() -> Api {
             "[types.http_request]\ntier = 2",
             format!("[types.http_request]\ntier = 2\napproval_expiry = \"PT{WEBHOOK_EXPIRY_SECS}S\""),
         );
-        common::policy_file("e2e-sweep", &[(from, &per_user), (spam.0, &spam.1), (webhook.0, &webhook.1)])
+        let calendar = (
+            "[types.\"calendar.create_event\"]\ntier = 2",
+            format!("[types.\"calendar.create_event\"]\ntier = 2\napproval_expiry = \"PT60S\"\nescalate_after = \"PT{ESCALATE_AFTER_SECS}S\"\nescalate_to = [\"{ESCALATION_LEAD}\"]"),
+        );
+        common::policy_file(
+            "e2e-sweep",
+            &[(from, &per_user), (spam.0, &spam.1), (webhook.0, &webhook.1), (calendar.0, &calendar.1)],
+        )
     });
     Api { stack: shared_with(&[("POLICY_FILE", path)]), http: reqwest::Client::new() }
 }
 
 const PER_USER_HOUR: usize = 10;
+/// Calendar events nobody decides are escalated to the lead after a few seconds.
+const ESCALATE_AFTER_SECS: u64 = 4;
+const ESCALATION_LEAD: &str = "lead@example.com";
 /// Long enough for a reminder (halfway) to come well before the expiry, even while the other
 /// tests of this binary keep the sweep busy (a reminder 10 s late once met an expired link).
 const WEBHOOK_EXPIRY_SECS: u64 = 30;
@@ -409,4 +419,50 @@ async fn an_approval_mail_that_never_went_out_is_delivered_by_the_sweep_with_a_w
         .into_iter()
         .find(|e| e["reason"].as_str().is_some_and(|r| r.starts_with("approval requested from")));
     assert_eq!(note.map(|e| e["actor"].clone()), Some(json!("sweep")));
+}
+
+#[tokio::test]
+async fn an_unanswered_approval_is_escalated_with_a_working_link_of_its_own() {
+    let api = api();
+    let owner = someone("alice");
+    let approver = format!("{}@example.com", someone("boss"));
+    let event = json!({"action_type": "calendar.create_event", "approver": approver,
+        "payload": {"summary": someone("Board"), "start": "2027-03-01T10:00:00Z", "end": "2027-03-01T11:00:00Z"}});
+    let created = api.post("/actions", &owner, event).await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let id = created.body["action_id"].as_str().unwrap().to_owned();
+    let started = std::time::Instant::now();
+    let mut to_lead = Vec::new();
+    for _ in 0..150 {
+        to_lead = mails_about(&api, &id).await.into_iter().filter(|m| m["to"] == json!([ESCALATION_LEAD])).collect();
+        if !to_lead.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(to_lead.len(), 1, "the lead is asked once");
+    assert!(started.elapsed() >= Duration::from_secs(ESCALATE_AFTER_SECS - 1), "not before escalate_after");
+    let escalated = trail(&api, &owner, &id)
+        .await
+        .into_iter()
+        .find(|e| e["reason"].as_str().is_some_and(|r| r.contains("escalated to lead@example.com")))
+        .expect("the escalation is audited");
+    assert_eq!(escalated["actor"], "sweep");
+    // The boss's link still works, and the lead's decides.
+    let boss_link = link_in(&mails_about(&api, &id).await.into_iter().find(|m| m["to"] == json!([approver])).unwrap());
+    assert_eq!(api.call("GET", &boss_link, None, None, &[]).await.status, 200);
+    let lead_link = link_in(&to_lead[0]);
+    let decided = api
+        .call(
+            "POST",
+            &lead_link,
+            None,
+            Some("decision=approve".into()),
+            &[("content-type", "application/x-www-form-urlencoded")],
+        )
+        .await;
+    assert_eq!(decided.status, 200, "{}", decided.body);
+    let action = api.get(&format!("/actions/{id}"), &owner).await.body;
+    assert_ne!(action["status"], "awaiting_approval", "{action}");
+    assert_eq!(action["decided_by"], ESCALATION_LEAD);
 }
