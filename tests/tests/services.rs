@@ -1528,11 +1528,22 @@ async fn an_escalated_approver_decides_and_the_work_runs() {
     use actiongate::domain::approvers::ApproverRef;
     let mut policy = actiongate_local::world::policy();
     let rule = policy.types.get_mut("send_email").unwrap();
+    // The type's own approver only; the lead only once the escalation reached them.
+    rule.approvers = vec![ApproverRef::parse(APPROVER).unwrap()];
     rule.escalate_after = Some(iso("PT15M"));
     rule.escalate_to = vec![ApproverRef::parse("lead@example.com").unwrap()];
     policy.check().unwrap();
     let mut world = World::with_policy(policy);
+    let mut named = proposal("send_email");
+    named["approver"] = json!("lead@example.com");
+    let (status, body) = world.propose("alice", named).await;
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (400, Some("approver")),
+        "the lead cannot be named to skip the wait: {body}"
+    );
     let id = created(&world, "alice", proposal("send_email")).await;
+    assert_eq!(world.decide(id, "approve", "lead@example.com", false).await.0, 404, "not asked yet");
     world.advance(Duration::minutes(15));
     world.sweep().await;
     let token = link_for(&world, "lead@example.com");

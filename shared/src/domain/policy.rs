@@ -512,15 +512,6 @@ impl Policy {
     /// one of the approvers every approval step allows, or (when no step names any) the
     /// default approver or an `allowed_approvers` entry.
     pub fn approver_allowed(&self, decision: &Decision, candidate: &EmailAddress) -> bool {
-        // Whom the escalation asks may decide, whatever the type's own approvers.
-        let escalated = decision
-            .escalation
-            .iter()
-            .flat_map(|(_, to)| to)
-            .any(|a| crate::domain::ids::is_same_mailbox(a.as_str(), candidate.as_str()));
-        if escalated {
-            return true;
-        }
         if let Some(required) = &decision.required_approvers {
             return required.contains(candidate);
         }
@@ -551,7 +542,9 @@ impl Policy {
                 .filter(|v| self_allowed || !is_requester(&v.approver))
                 .filter(|v| {
                     (v.admin && !is_requester(&v.approver))
-                        || EmailAddress::parse(&v.approver).is_some_and(|by| self.approver_allowed(decision, &by))
+                        || EmailAddress::parse(&v.approver).is_some_and(|by| {
+                            self.approver_allowed(decision, &by) || Self::escalated_to(action, decision, &by)
+                        })
                 })
                 .cloned()
                 .collect();
@@ -575,6 +568,14 @@ impl Policy {
             .as_deref()
             .and_then(EmailAddress::parse)
             .is_some_and(|by| self.approver_allowed(decision, &by))
+    }
+
+    /// Whether `who` was asked by an escalation that happened to `action` and that the policy in
+    /// force still has (an escalation lead decides only once the escalation reached them).
+    fn escalated_to(action: &crate::domain::Action, decision: &Decision, who: &EmailAddress) -> bool {
+        let same = |a: &EmailAddress| a.as_str().eq_ignore_ascii_case(who.as_str());
+        action.escalations.iter().take(action.escalation_level as usize).any(|e| e.to.iter().any(same))
+            && decision.escalation.iter().any(|(_, to)| to.iter().any(same))
     }
 
     /// What governs while the stored override cannot be read: this policy with automatic
@@ -775,7 +776,7 @@ impl Policy {
                     Some(so_far) => so_far.into_iter().filter(|a| listed.contains(a)).collect(),
                 });
             }
-            if step_tier == Tier::Approval && escalation.is_none() {
+            if escalation.is_none() {
                 let own = crate::domain::approvers::chain(&rule.escalation, rule.escalate_after, &rule.escalate_to);
                 if !own.is_empty() {
                     escalation = Some(own);
@@ -865,7 +866,14 @@ impl Policy {
             rate_limits,
             approvals_required,
             rejections_required: if rejections_required == u32::MAX { 1 } else { rejections_required },
-            escalation: self.escalation_people(escalation.unwrap_or_else(|| self.default_escalation())),
+            // Levels the (shortest) expiry cuts off would never happen: left out.
+            escalation: self.escalation_people(
+                escalation
+                    .unwrap_or_else(|| self.default_escalation())
+                    .into_iter()
+                    .filter(|l| l.after.as_secs() < expiry.as_secs())
+                    .collect(),
+            ),
         }
     }
 

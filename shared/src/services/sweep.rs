@@ -260,25 +260,42 @@ impl SweepService {
         let mut after = action.clone();
         let mut pool: Vec<crate::domain::EmailAddress> = action.pool().into_iter().cloned().collect();
         let mut added = Vec::new();
+        let mut left_out = Vec::new();
         for person in &step.to {
             let known = pool.iter().any(|p| crate::domain::ids::is_same_mailbox(p.as_str(), person.as_str()));
-            if !known && !action.is_requester(person.as_str()) && pool.len() < crate::domain::approvers::MAX_POOL {
+            if known || action.is_requester(person.as_str()) {
+                continue;
+            }
+            if pool.len() < crate::domain::approvers::MAX_POOL {
                 pool.push(person.clone());
                 added.push(person.as_str().to_owned());
+            } else {
+                left_out.push(person.as_str().to_owned());
             }
         }
         after.approver = pool.first().cloned();
         after.approvers = pool;
         after.escalation_level = action.escalation_level + 1;
-        after.approval_mail_pending = action.approval_mail_pending || !added.is_empty();
+        after.approval_mail_pending = (action.approval_mail_pending || !added.is_empty()) && self.mail.is_some();
+        if !added.is_empty() {
+            // The people just asked get every try of their own.
+            after.approval_mail_attempts = 0;
+        }
         after.version = action.version + 1;
         after.updated_at = now;
         let waited = crate::domain::time::format_time(step.at);
-        let reason = if added.is_empty() {
+        let mut reason = if added.is_empty() {
             format!("no decision by {waited}: escalation level {} names nobody new", level + 1)
         } else {
             format!("no decision by {waited}: escalated to {} (level {})", added.join(", "), level + 1)
         };
+        if !left_out.is_empty() {
+            reason.push_str(&format!(
+                "; not asked, the pool being full ({} people): {}",
+                crate::domain::approvers::MAX_POOL,
+                left_out.join(", ")
+            ));
+        }
         let mut note = crate::domain::AuditEvent::note(action, after.version, now, ACTOR, reason);
         note.detail = Some(serde_json::json!({"escalation": {"level": level + 1, "to": added}}));
         self.store.transition(action, &after, &note).await?;
