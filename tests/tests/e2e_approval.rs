@@ -569,3 +569,34 @@ async fn assert_one_outcome(api: &Api, owner: &str, id: &str, votes: usize) {
     let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
     assert!(seqs.windows(2).all(|w| w[1] > w[0]), "every write in order, none twice: {seqs:?}");
 }
+
+#[tokio::test]
+async fn a_delegate_receives_the_next_request_and_its_link_decides() {
+    let api = api();
+    let approver = format!("{}@example.com", someone("boss"));
+    let deputy = format!("{}@example.com", someone("deputy"));
+    let until = chrono::Utc::now() + chrono::Duration::days(2);
+    let body = json!({"to": deputy, "until": until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)});
+    let set = api
+        .call("PUT", &format!("/approvers/{approver}/delegation"), Some(&approver), Some(body.to_string()), &[])
+        .await;
+    assert_eq!(set.status, 200, "{}", set.body);
+    let refused =
+        api.call("PUT", &format!("/approvers/{approver}/delegation"), Some(&deputy), Some(body.to_string()), &[]).await;
+    assert_eq!(refused.status, 403, "only the approver or an administrator");
+    let owner = someone("alice");
+    let id = create(&api, &owner, email_action(&approver)).await;
+    let mails = approval_mails(&api, &id, 1).await;
+    assert_eq!(
+        mails.iter().map(|(to, _)| to.as_str()).collect::<Vec<_>>(),
+        vec![deputy.as_str()],
+        "the delegate is asked"
+    );
+    assert!(in_inbox(&api, &deputy, &id).await);
+    let decided = form(&api, &mails[0].1, "decision=approve").await;
+    assert_eq!(decided.status, 200, "{}", html(&decided));
+    let action = api.get(&format!("/actions/{id}"), &owner).await.body;
+    assert_eq!(action["decided_by"], deputy.as_str(), "{action}");
+    let ended = api.call("DELETE", &format!("/approvers/{approver}/delegation"), Some(&approver), None, &[]).await;
+    assert_eq!((ended.status, ended.body["delegation"].clone()), (200, json!(null)));
+}

@@ -1574,3 +1574,47 @@ async fn an_escalation_chain_is_checked() {
     policy.types.get_mut("send_email").unwrap().escalate_after = Some(iso("PT10M"));
     assert!(policy.check().is_err(), "escalate_after without escalate_to");
 }
+
+// ---------------------------------------------------------------- delegation
+
+#[tokio::test]
+async fn an_approver_away_delegates_and_the_delegate_receives_and_decides_the_next_request() {
+    use actiongate::domain::approvers::ApproverRef;
+    let mut policy = actiongate_local::world::policy();
+    // Only the approver is allowed by the type: the deputy decides only as their delegate.
+    policy.types.get_mut("send_email").unwrap().approvers = vec![ApproverRef::parse(APPROVER).unwrap()];
+    let mut world = World::with_policy(policy);
+    let deputy = "deputy@example.com";
+    let path = format!("/approvers/{APPROVER}/delegation");
+    let until = actiongate::domain::time::format_time(world.now() + Duration::days(7));
+    let body = json!({"to": deputy, "until": until});
+    assert_eq!(world.api("PUT", &path, Some(body.clone()), "someone@example.com", false).await.0, 403, "not theirs");
+    let past = json!({"to": deputy, "until": "2020-01-01T00:00:00Z"});
+    assert_eq!(world.api("PUT", &path, Some(past), APPROVER, false).await.1["field"], "until");
+    let (status, set) = world.api("PUT", &path, Some(body), APPROVER, false).await;
+    assert_eq!(status, 200, "{set}");
+    assert_eq!((set["delegation"]["to"].as_str(), set["delegation"]["active"].as_bool()), (Some(deputy), Some(true)));
+
+    let id = created(&world, "alice", proposal("send_email")).await;
+    let action = world.action(id).await;
+    assert_eq!(action.pool().iter().map(|a| a.as_str()).collect::<Vec<_>>(), vec![deputy], "the delegate is asked");
+    assert_eq!(action.delegated[0].from, APPROVER);
+    let token = link_for(&world, deputy);
+    let (_, inbox) = world.api("GET", "/approvals", None, deputy, false).await;
+    assert_eq!(inbox["approvals"][0]["action_id"], id.to_string());
+    let trail = world.store.audit_trail(id).await.unwrap();
+    assert!(trail.iter().any(|e| e.detail.as_ref().is_some_and(|d| d["delegated"][0]["to"] == deputy)), "audited");
+    assert_eq!(click(&world, &token, "approve").await.0, 200);
+    world.deliver().await;
+    assert_eq!(world.action(id).await.status, Status::Completed, "the delegate's approval counts at the recheck");
+
+    // Ended: the next request goes to the approver again; both changes are on their stream.
+    assert_eq!(world.api("DELETE", &path, None, APPROVER, false).await.1["delegation"], json!(null));
+    let mut again = proposal("send_email");
+    again["payload"]["subject"] = json!("Second");
+    let next = created(&world, "alice", again).await;
+    assert_eq!(world.action(next).await.approver.as_ref().map(|a| a.as_str()), Some(APPROVER));
+    let (_, audit) = world.api("GET", &format!("/admin/users/{APPROVER}/audit"), None, "root", true).await;
+    let moves: Vec<&str> = audit["events"].as_array().unwrap().iter().map(|e| e["to"].as_str().unwrap()).collect();
+    assert_eq!(moves, vec!["delegation_set", "delegation_ended"], "{audit}");
+}

@@ -726,6 +726,24 @@ async fn every_undecided_member_of_a_pool_finds_it_in_their_inbox(store: Arc<dyn
     }
 }
 
+/// A delegation is stored per approver (whatever the case of the address), ended, and audited.
+async fn a_delegation_is_kept_per_approver_and_audited(store: Arc<dyn Store>) {
+    use actiongate::domain::approvers::Delegation;
+    let now = Utc::now();
+    let approver = format!("ap-{}@example.com", uuid_suffix());
+    assert_eq!(store.delegation(&approver).await.unwrap(), None);
+    let d = Delegation { to: EmailAddress::parse("deputy@example.com").unwrap(), until: now + Duration::days(3) };
+    store.set_delegation(&approver, Some(&d), "boss", now).await.unwrap();
+    let got = store.delegation(&approver.to_uppercase()).await.unwrap().expect("kept");
+    assert_eq!((got.to.as_str(), got.until.timestamp()), ("deputy@example.com", d.until.timestamp()));
+    store.set_delegation(&approver, None, "boss", now).await.unwrap();
+    assert_eq!(store.delegation(&approver).await.unwrap(), None);
+    let stream = actiongate::domain::streams::user_audit_stream(&UserId::parse(&approver).unwrap());
+    let (events, _) = store.system_trail(&stream, 0, 10).await.unwrap();
+    let moves: Vec<&str> = events.iter().map(|e| e["to"].as_str().unwrap()).collect();
+    assert_eq!(moves, vec!["delegation_set", "delegation_ended"]);
+}
+
 /// Runs each check against DynamoDB (`dynamo::…`) and memory (`memory::…`), optionally
 /// configuring each store first.
 macro_rules! both {
@@ -802,4 +820,5 @@ both! {
     a_notification_rides_in_the_move_it_reports_and_each_attempt_is_claimed_once;
     the_inbox_holds_what_waits_for_an_approver_and_nothing_else;
     every_undecided_member_of_a_pool_finds_it_in_their_inbox;
+    a_delegation_is_kept_per_approver_and_audited;
 }

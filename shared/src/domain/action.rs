@@ -219,6 +219,9 @@ pub struct Action {
     pub escalations: Vec<crate::domain::approvers::Escalation>,
     #[serde(default, skip_serializing_if = "is_zero")]
     pub escalation_level: u32,
+    /// Pool members whose request went to their delegate instead (`PUT /approvers/{email}/delegation`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub delegated: Vec<crate::domain::approvers::Delegated>,
     /// The members of the pool whose approval mail of this request went out.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub approval_mailed: Vec<String>,
@@ -331,6 +334,7 @@ impl Action {
             approval_mailed: Vec::new(),
             escalations: Vec::new(),
             escalation_level: 0,
+            delegated: Vec::new(),
             decided_by: None,
             decided_at: None,
             decision_reason: None,

@@ -177,6 +177,33 @@ pub struct Escalation {
     pub to: Vec<EmailAddress>,
 }
 
+/// An approver's delegation: requests for approval made while it lasts go to `to` instead.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Delegation {
+    pub to: EmailAddress,
+    pub until: DateTime<Utc>,
+}
+
+/// The longest a delegation may last.
+pub const MAX_DELEGATION_DAYS: i64 = 90;
+
+/// What the audit says of a delegation set (or ended, `None`).
+pub fn delegation_reason(delegation: Option<&Delegation>) -> String {
+    match delegation {
+        Some(d) => {
+            format!("approval requests delegated to {} until {}", d.to, crate::domain::time::format_time(d.until))
+        }
+        None => "delegation ended".to_owned(),
+    }
+}
+
+/// A delegation an action was asked under: `from`'s request went to `to`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Delegated {
+    pub from: String,
+    pub to: String,
+}
+
 /// One person's decision on an action waiting for approval.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -543,7 +543,9 @@ impl Policy {
                 .filter(|v| {
                     (v.admin && !is_requester(&v.approver))
                         || EmailAddress::parse(&v.approver).is_some_and(|by| {
-                            self.approver_allowed(decision, &by) || Self::escalated_to(action, decision, &by)
+                            self.approver_allowed(decision, &by)
+                                || Self::escalated_to(action, decision, &by)
+                                || self.delegate_of_allowed(action, decision, &by)
                         })
                 })
                 .cloned()
@@ -576,6 +578,14 @@ impl Policy {
         let same = |a: &EmailAddress| a.as_str().eq_ignore_ascii_case(who.as_str());
         action.escalations.iter().take(action.escalation_level as usize).any(|e| e.to.iter().any(same))
             && decision.escalation.iter().any(|(_, to)| to.iter().any(same))
+    }
+
+    /// Whether `who` decided as the delegate of someone the policy in force allows.
+    fn delegate_of_allowed(&self, action: &crate::domain::Action, decision: &Decision, who: &EmailAddress) -> bool {
+        action.delegated.iter().any(|d| {
+            d.to.eq_ignore_ascii_case(who.as_str())
+                && EmailAddress::parse(&d.from).is_some_and(|from| self.approver_allowed(decision, &from))
+        })
     }
 
     /// What governs while the stored override cannot be read: this policy with automatic

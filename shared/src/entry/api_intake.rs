@@ -117,6 +117,10 @@ async fn route(service: &IntakeService, req: &Request) -> Result<Reply, ApiError
             "GET" => service.user_audit(&call, user, identity).await,
             _ => not_allowed(),
         },
+        ["approvers", email, "delegation"] => match method {
+            "GET" | "PUT" | "DELETE" => service.delegation(&call, email, identity, method).await,
+            _ => not_allowed(),
+        },
         ["admin", "users", user, "kyc"] => match method {
             "GET" | "PUT" => service.kyc(&call, user, identity, method == "PUT").await,
             _ => not_allowed(),

@@ -343,6 +343,19 @@ pub trait AdminStore: Send + Sync {
 
     async fn kyc_verified(&self, user: &UserId) -> Result<bool, StoreError>;
 
+    /// `approver`'s delegation (lower-case address), if one is set (it may have ended).
+    async fn delegation(&self, approver: &str) -> Result<Option<crate::domain::approvers::Delegation>, StoreError>;
+
+    /// Sets (or with `None` ends) `approver`'s delegation, audited on their stream
+    /// (`user#<address>`).
+    async fn set_delegation(
+        &self,
+        approver: &str,
+        delegation: Option<&crate::domain::approvers::Delegation>,
+        by: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), TransitionError>;
+
     async fn set_kyc_verified(
         &self,
         user: &UserId,

@@ -22,6 +22,7 @@ pub(super) struct Profile {
     pub kyc: bool,
     pub audit_seq: u64,
     pub google_token: Option<String>,
+    pub delegation: Option<crate::domain::approvers::Delegation>,
 }
 
 /// The circuit breaker item: the saved document (if ever saved), its version, the flag

@@ -52,10 +52,11 @@ impl MemoryStore {
     ) -> Result<(), TransitionError> {
         self.conditional(|s| {
             let profile = s.profiles.entry(user.clone()).or_default();
-            let from = match to.starts_with("kyc") {
-                true if profile.kyc => "kyc_verified",
-                true => "kyc_unverified",
-                false => "google_token",
+            let from = match (to.starts_with("kyc"), to.starts_with("delegation")) {
+                (true, _) if profile.kyc => "kyc_verified",
+                (true, _) => "kyc_unverified",
+                (false, true) => "delegation",
+                _ => "google_token",
             };
             profile.audit_seq += 1;
             let seq = profile.audit_seq;
@@ -190,6 +191,26 @@ impl AdminStore for MemoryStore {
     ) -> Result<(), TransitionError> {
         let change = if verified { ("kyc_verified", "KYC verified") } else { ("kyc_unverified", "KYC withdrawn") };
         self.change_user(user, by, at, change, |p| p.kyc = verified)
+    }
+
+    async fn delegation(&self, approver: &str) -> Result<Option<crate::domain::approvers::Delegation>, StoreError> {
+        let Some(user) = UserId::parse(&approver.to_ascii_lowercase()) else { return Ok(None) };
+        Ok(self.lock().profiles.get(&user).and_then(|p| p.delegation.clone()))
+    }
+
+    async fn set_delegation(
+        &self,
+        approver: &str,
+        delegation: Option<&crate::domain::approvers::Delegation>,
+        by: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), TransitionError> {
+        let user = UserId::parse(&approver.to_ascii_lowercase())
+            .ok_or_else(|| TransitionError::Store(StoreError::Corrupt(format!("approver {approver}"))))?;
+        let reason = crate::domain::approvers::delegation_reason(delegation);
+        let to = if delegation.is_some() { "delegation_set" } else { "delegation_ended" };
+        let kept = delegation.cloned();
+        self.change_user(&user, by, at, (to, &reason), |p| p.delegation = kept)
     }
 }
 

@@ -27,6 +27,121 @@ impl IntakeService {
         Ok(Reply::json(200, &json!({"user_id": user, "kyc_verified": verified})))
     }
 
+    /// `GET`/`PUT`/`DELETE /approvers/{email}/delegation`: an approver (or an administrator)
+    /// sends their approval requests to someone else until a time, or stops; audited on the
+    /// approver's stream (`GET /admin/users/{email}/audit`).
+    pub async fn delegation(
+        &self,
+        call: &Call,
+        email: &str,
+        identity: &Identity,
+        method: &str,
+    ) -> Result<Reply, ApiError> {
+        let decoded: String = url::form_urlencoded::parse(format!("e={}", email.replace('+', "%2B")).as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default();
+        let approver =
+            EmailAddress::parse(&decoded).ok_or_else(|| ApiError::invalid("email", "must be an email address"))?;
+        let theirs =
+            identity.email.as_deref().is_some_and(|e| crate::domain::ids::is_same_mailbox(e, approver.as_str()));
+        if !theirs && !identity.admin {
+            return Err(ApiError::Forbidden);
+        }
+        let key = approver.as_str().to_ascii_lowercase();
+        // The approver's audit stream is keyed like a user's: an address that cannot be one is refused.
+        if UserId::parse(&key).is_none() {
+            return Err(ApiError::invalid("email", "cannot be an approver's key (no '#', at most 128 characters)"));
+        }
+        let now = self.clock.now();
+        let by = identity.email.clone().unwrap_or_else(|| identity.user.to_string());
+        match method {
+            "PUT" => {
+                let body = call.json_body(4 * 1024)?;
+                if let Some(extra) = body.as_object().and_then(|o| o.keys().find(|k| *k != "to" && *k != "until")) {
+                    return Err(ApiError::invalid(extra.clone(), "is not a known field"));
+                }
+                let to = body
+                    .get("to")
+                    .and_then(Value::as_str)
+                    .filter(|t| t.trim() == *t)
+                    .and_then(EmailAddress::parse)
+                    .ok_or_else(|| ApiError::invalid("to", "must be an email address"))?;
+                if crate::domain::ids::is_same_mailbox(to.as_str(), approver.as_str()) {
+                    return Err(ApiError::invalid("to", "must be someone else"));
+                }
+                let until = body
+                    .get("until")
+                    .and_then(Value::as_str)
+                    .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                    .map(|t| t.with_timezone(&Utc))
+                    .ok_or_else(|| ApiError::invalid("until", "must be an RFC 3339 time"))?;
+                let longest = now + chrono::Duration::days(crate::domain::approvers::MAX_DELEGATION_DAYS);
+                if until <= now || until > longest {
+                    return Err(ApiError::invalid(
+                        "until",
+                        format!(
+                            "must be in the future and within {} days",
+                            crate::domain::approvers::MAX_DELEGATION_DAYS
+                        ),
+                    ));
+                }
+                let delegation = crate::domain::approvers::Delegation { to, until };
+                self.store.set_delegation(&key, Some(&delegation), &by, now).await.map_err(busy_or_internal)?;
+                tracing::info!(approver = %key, by = %by, "delegation set");
+            }
+            "DELETE" => {
+                self.store.set_delegation(&key, None, &by, now).await.map_err(busy_or_internal)?;
+                tracing::info!(approver = %key, by = %by, "delegation ended");
+            }
+            _ => {}
+        }
+        let current = self.store.delegation(&key).await.map_err(ApiError::internal)?;
+        let shown = current.map(|d| json!({"to": d.to, "until": format_time(d.until), "active": d.until > now}));
+        Ok(Reply::json(200, &json!({"approver": key, "delegation": shown})))
+    }
+
+    /// The approvers in `pool` who delegated, replaced by their delegates (while the delegation
+    /// lasts; never to the requester or to someone already asked), and who stood in for whom.
+    /// A delegation that cannot be read leaves that approver asked (nobody is lost).
+    pub(super) async fn delegate(
+        &self,
+        pool: Vec<EmailAddress>,
+        identity: &Identity,
+        now: DateTime<Utc>,
+    ) -> (Vec<EmailAddress>, Vec<crate::domain::approvers::Delegated>) {
+        let same = crate::domain::ids::is_same_mailbox;
+        let is_requester =
+            |a: &str| same(a, identity.user.as_str()) || identity.email.as_deref().is_some_and(|e| same(a, e));
+        let mut out: Vec<EmailAddress> = Vec::with_capacity(pool.len());
+        let mut delegated = Vec::new();
+        for member in &pool {
+            let found = match self.store.delegation(&member.as_str().to_ascii_lowercase()).await {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::warn!(error = %e, approver = %member, "reading a delegation failed; the approver is asked");
+                    None
+                }
+            };
+            let usable = found.filter(|d| {
+                d.until > now
+                    && !is_requester(d.to.as_str())
+                    && !pool.iter().chain(out.iter()).any(|p| same(p.as_str(), d.to.as_str()))
+            });
+            match usable {
+                Some(d) => {
+                    delegated.push(crate::domain::approvers::Delegated {
+                        from: member.as_str().to_owned(),
+                        to: d.to.as_str().to_owned(),
+                    });
+                    out.push(d.to);
+                }
+                None => out.push(member.clone()),
+            }
+        }
+        (out, delegated)
+    }
+
     /// The administrative changes to a user (KYC, stored credentials), oldest first.
     pub async fn user_audit(&self, call: &Call, user: &str, identity: &Identity) -> Result<Reply, ApiError> {
         let user = administered_user(identity, user)?;

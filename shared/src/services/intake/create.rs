@@ -235,7 +235,7 @@ fn creation_events(
         to: action.status,
         reason: decision.reasons.iter().map(|r| r.message.as_str()).collect::<Vec<_>>().join("; "),
         detail: Some(
-            json!({"tier": action.tier, "reasons": decision.reasons, "approver": action.approver, "approvers": action.pool(), "approvals_required": action.approvals_required, "approval_expires_at": action.approval_expires_at.map(format_time)}),
+            json!({"tier": action.tier, "reasons": decision.reasons, "approver": action.approver, "approvers": action.pool(), "approvals_required": action.approvals_required, "delegated": action.delegated, "approval_expires_at": action.approval_expires_at.map(format_time)}),
         ),
         ..base.clone()
     };
@@ -431,6 +431,7 @@ impl IntakeService {
         let self_allowed = matches!(decision.verdict, Verdict::Tier(Tier::Approval))
             && policy.allows_self_approval(action_types.iter().copied());
         let pool = resolve_pool(&policy, &decision, &request, identity, self_allowed)?;
+        let (pool, delegated) = self.delegate(pool, identity, now).await;
         let approver = pool.first().cloned();
 
         // Connectors check and describe their steps (not for work the policy refuses anyway).
@@ -458,6 +459,7 @@ impl IntakeService {
         let mut action = new_action(&request, &decision, identity, idempotency_key.clone(), now);
         action.approver = approver;
         action.approvers = pool.clone();
+        action.delegated = delegated;
         action.rejections_required = crate::domain::approvers::reachable_rejections(
             action.rejections_required,
             action.approvals_required,

@@ -8,7 +8,7 @@ struct UserChange {
     set: Vec<(&'static str, AttributeValue)>,
     other: Option<Put>,
     to: &'static str,
-    reason: &'static str,
+    reason: String,
 }
 
 #[async_trait]
@@ -121,7 +121,7 @@ impl AdminStore for DynamoStore {
             set: vec![],
             other: Some(credential),
             to: "google_token_stored",
-            reason: "Google OAuth token stored",
+            reason: "Google OAuth token stored".into(),
         };
         self.change_user(user, change, by, at).await
     }
@@ -145,7 +145,36 @@ impl AdminStore for DynamoStore {
         ];
         let (to, reason) =
             if verified { ("kyc_verified", "KYC verified") } else { ("kyc_unverified", "KYC withdrawn") };
-        self.change_user(user, UserChange { set, other: None, to, reason }, by, at).await
+        self.change_user(user, UserChange { set, other: None, to, reason: reason.into() }, by, at).await
+    }
+
+    async fn delegation(&self, approver: &str) -> Result<Option<crate::domain::approvers::Delegation>, StoreError> {
+        let Some(user) = UserId::parse(&approver.to_ascii_lowercase()) else { return Ok(None) };
+        let found = self.item(keys::profile_pk(&user), keys::PROFILE_SK).await?;
+        let text =
+            |k: &str| found.as_ref().and_then(|i| i.get(k)).and_then(|v| v.as_s().ok()).filter(|v| !v.is_empty());
+        let to = text("delegate_to").and_then(|t| crate::domain::EmailAddress::parse(t));
+        let until =
+            text("delegate_until").and_then(|t| DateTime::parse_from_rfc3339(t).ok()).map(|t| t.with_timezone(&Utc));
+        Ok(to.zip(until).map(|(to, until)| crate::domain::approvers::Delegation { to, until }))
+    }
+
+    async fn set_delegation(
+        &self,
+        approver: &str,
+        delegation: Option<&crate::domain::approvers::Delegation>,
+        by: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), TransitionError> {
+        let user = UserId::parse(&approver.to_ascii_lowercase())
+            .ok_or_else(|| TransitionError::Store(StoreError::Corrupt(format!("approver {approver}"))))?;
+        let set = vec![
+            ("delegate_to", s(delegation.map(|d| d.to.as_str().to_owned()).unwrap_or_default())),
+            ("delegate_until", s(delegation.map(|d| crate::domain::time::format_time(d.until)).unwrap_or_default())),
+        ];
+        let to = if delegation.is_some() { "delegation_set" } else { "delegation_ended" };
+        let reason = crate::domain::approvers::delegation_reason(delegation);
+        self.change_user(&user, UserChange { set, other: None, to, reason }, by, at).await
     }
 }
 
@@ -172,6 +201,8 @@ impl DynamoStore {
                 } else {
                     "kyc_unverified"
                 }
+            } else if change.to.starts_with("delegation") {
+                "delegation"
             } else {
                 "google_token"
             };
