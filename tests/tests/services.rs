@@ -1591,6 +1591,12 @@ async fn an_approver_away_delegates_and_the_delegate_receives_and_decides_the_ne
     assert_eq!(world.api("PUT", &path, Some(body.clone()), "someone@example.com", false).await.0, 403, "not theirs");
     let past = json!({"to": deputy, "until": "2020-01-01T00:00:00Z"});
     assert_eq!(world.api("PUT", &path, Some(past), APPROVER, false).await.1["field"], "until");
+    let outsider = json!({"to": "friend@elsewhere.test", "until": until});
+    assert_eq!(
+        world.api("PUT", &path, Some(outsider), APPROVER, false).await.1["field"],
+        "to",
+        "only someone the policy could ask"
+    );
     let (status, set) = world.api("PUT", &path, Some(body), APPROVER, false).await;
     assert_eq!(status, 200, "{set}");
     assert_eq!((set["delegation"]["to"].as_str(), set["delegation"]["active"].as_bool()), (Some(deputy), Some(true)));
@@ -1608,13 +1614,24 @@ async fn an_approver_away_delegates_and_the_delegate_receives_and_decides_the_ne
     world.deliver().await;
     assert_eq!(world.action(id).await.status, Status::Completed, "the delegate's approval counts at the recheck");
 
+    // A request still waiting when the delegation ends: the delegate's link no longer decides,
+    // the approver does again.
+    let mut pending = proposal("send_email");
+    pending["payload"]["subject"] = json!("Pending");
+    let waiting = created(&world, "alice", pending).await;
+    let late_link = link_for(&world, deputy);
     // Ended: the next request goes to the approver again; both changes are on their stream.
     assert_eq!(world.api("DELETE", &path, None, APPROVER, false).await.1["delegation"], json!(null));
+    assert_eq!(click(&world, &late_link, "approve").await.0, 403, "the delegation ended");
+    let (status, body) = world.decide(waiting, "approve", deputy, false).await;
+    assert_eq!((status, body["error"].as_str()), (403, Some("delegation_ended")), "{body}");
+    let (status, body) = world.decide(waiting, "approve", APPROVER, false).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("queued")), "{body}");
     let mut again = proposal("send_email");
     again["payload"]["subject"] = json!("Second");
     let next = created(&world, "alice", again).await;
     assert_eq!(world.action(next).await.approver.as_ref().map(|a| a.as_str()), Some(APPROVER));
-    let (_, audit) = world.api("GET", &format!("/admin/users/{APPROVER}/audit"), None, "root", true).await;
+    let (_, audit) = world.api("GET", &format!("/admin/users/approver:{APPROVER}/audit"), None, "root", true).await;
     let moves: Vec<&str> = audit["events"].as_array().unwrap().iter().map(|e| e["to"].as_str().unwrap()).collect();
     assert_eq!(moves, vec!["delegation_set", "delegation_ended"], "{audit}");
 }

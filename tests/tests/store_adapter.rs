@@ -738,7 +738,8 @@ async fn a_delegation_is_kept_per_approver_and_audited(store: Arc<dyn Store>) {
     assert_eq!((got.to.as_str(), got.until.timestamp()), ("deputy@example.com", d.until.timestamp()));
     store.set_delegation(&approver, None, "boss", now).await.unwrap();
     assert_eq!(store.delegation(&approver).await.unwrap(), None);
-    let stream = actiongate::domain::streams::user_audit_stream(&UserId::parse(&approver).unwrap());
+    let key = actiongate::domain::approvers::approver_key(&approver);
+    let stream = actiongate::domain::streams::user_audit_stream(&UserId::parse(&key).unwrap());
     let (events, _) = store.system_trail(&stream, 0, 10).await.unwrap();
     let moves: Vec<&str> = events.iter().map(|e| e["to"].as_str().unwrap()).collect();
     assert_eq!(moves, vec!["delegation_set", "delegation_ended"]);

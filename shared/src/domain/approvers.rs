@@ -184,6 +184,12 @@ pub struct Delegation {
     pub until: DateTime<Utc>,
 }
 
+/// The key an approver's delegation and its audit stream live under (`user#approver:<address>`):
+/// apart from any user whose id is that same address.
+pub fn approver_key(address: &str) -> String {
+    format!("approver:{}", address.to_ascii_lowercase())
+}
+
 /// The longest a delegation may last.
 pub const MAX_DELEGATION_DAYS: i64 = 90;
 
@@ -202,6 +208,8 @@ pub fn delegation_reason(delegation: Option<&Delegation>) -> String {
 pub struct Delegated {
     pub from: String,
     pub to: String,
+    /// When the delegation ends: the delegate's decisions after it do not count.
+    pub until: DateTime<Utc>,
 }
 
 /// One person's decision on an action waiting for approval.

@@ -83,8 +83,12 @@ pub fn request_approval(
     };
     // The requester stays the approver only where the type still allows it (they named
     // themselves); they are never picked.
-    let keep =
-        action.approver.clone().filter(|a| policy.approver_allowed(decision, a) && (self_allowed || !is_requester(a)));
+    // The approver the request named (not a delegate who stood in for them last time).
+    let named = match action.delegated.iter().find(|d| action.approver.as_ref().is_some_and(|a| a.matches(&d.to))) {
+        Some(d) => EmailAddress::parse(&d.from),
+        None => action.approver.clone(),
+    };
+    let keep = named.filter(|a| policy.approver_allowed(decision, a) && (self_allowed || !is_requester(a)));
     let candidates: Vec<EmailAddress> = match &decision.required_approvers {
         Some(list) => list.clone(),
         None => decision.approver.iter().cloned().collect(),
@@ -111,6 +115,7 @@ pub fn request_approval(
     // A new request: earlier votes, and mail of the one before, do not count.
     after.votes.clear();
     after.approval_mailed.clear();
+    after.delegated.clear();
     after.plan_escalation(&decision.escalation, now);
     after.reasons = decision.reason_codes();
     after.approval_expires_at = Some(now + decision.approval_expiry.to_chrono());

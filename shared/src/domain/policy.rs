@@ -545,7 +545,7 @@ impl Policy {
                         || EmailAddress::parse(&v.approver).is_some_and(|by| {
                             self.approver_allowed(decision, &by)
                                 || Self::escalated_to(action, decision, &by)
-                                || self.delegate_of_allowed(action, decision, &by)
+                                || self.delegate_of_allowed(action, decision, &by, v.at, self_allowed)
                         })
                 })
                 .cloned()
@@ -580,12 +580,42 @@ impl Policy {
             && decision.escalation.iter().any(|(_, to)| to.iter().any(same))
     }
 
-    /// Whether `who` decided as the delegate of someone the policy in force allows.
-    fn delegate_of_allowed(&self, action: &crate::domain::Action, decision: &Decision, who: &EmailAddress) -> bool {
+    /// Whether `who` decided at `at` as the delegate of someone the policy in force allows (the
+    /// requester only where self-approval still stands), while the delegation lasted.
+    fn delegate_of_allowed(
+        &self,
+        action: &crate::domain::Action,
+        decision: &Decision,
+        who: &EmailAddress,
+        at: chrono::DateTime<chrono::Utc>,
+        self_allowed: bool,
+    ) -> bool {
         action.delegated.iter().any(|d| {
             d.to.eq_ignore_ascii_case(who.as_str())
+                && at < d.until
+                && (self_allowed || !action.is_requester(&d.from))
                 && EmailAddress::parse(&d.from).is_some_and(|from| self.approver_allowed(decision, &from))
         })
+    }
+
+    /// Whether `who` may stand in for an approver: someone this policy could ever ask (the
+    /// default approver, an `allowed_approvers` entry, a type's approvers, a group member or an
+    /// escalation's people), never an arbitrary outside address.
+    pub fn may_stand_in(&self, who: &EmailAddress) -> bool {
+        let same = |a: &EmailAddress| a.as_str().eq_ignore_ascii_case(who.as_str());
+        let d = &self.defaults;
+        let by_default = d.approver.as_ref().is_some_and(same)
+            || d.allowed_approvers.iter().any(|entry| match entry.strip_prefix('@') {
+                Some(domain) => who.as_str().rsplit_once('@').is_some_and(|(_, at)| at.eq_ignore_ascii_case(domain)),
+                None => who.matches(entry),
+            });
+        let listed = self.types.values().any(|r| {
+            self.approver_emails(&r.approvers).iter().any(same)
+                || crate::domain::approvers::chain(&r.escalation, r.escalate_after, &r.escalate_to)
+                    .iter()
+                    .any(|l| self.approver_emails(&l.to).iter().any(same))
+        });
+        by_default || listed || self.approver_groups.values().flatten().any(same)
     }
 
     /// What governs while the stored override cannot be read: this policy with automatic

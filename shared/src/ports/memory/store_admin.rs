@@ -194,7 +194,7 @@ impl AdminStore for MemoryStore {
     }
 
     async fn delegation(&self, approver: &str) -> Result<Option<crate::domain::approvers::Delegation>, StoreError> {
-        let Some(user) = UserId::parse(&approver.to_ascii_lowercase()) else { return Ok(None) };
+        let Some(user) = UserId::parse(&crate::domain::approvers::approver_key(approver)) else { return Ok(None) };
         Ok(self.lock().profiles.get(&user).and_then(|p| p.delegation.clone()))
     }
 
@@ -205,7 +205,7 @@ impl AdminStore for MemoryStore {
         by: &str,
         at: DateTime<Utc>,
     ) -> Result<(), TransitionError> {
-        let user = UserId::parse(&approver.to_ascii_lowercase())
+        let user = UserId::parse(&crate::domain::approvers::approver_key(approver))
             .ok_or_else(|| TransitionError::Store(StoreError::Corrupt(format!("approver {approver}"))))?;
         let reason = crate::domain::approvers::delegation_reason(delegation);
         let to = if delegation.is_some() { "delegation_set" } else { "delegation_ended" };

@@ -72,6 +72,24 @@ impl ApprovalService {
             && policies.current().await.allows_self_approval(action.steps.iter().filter_map(|s| s.kind.action_type()))
     }
 
+    /// Whether delegation `d` still stands: before its end, and still the approver's delegation
+    /// to the same person (not ended or changed). When the store cannot say, its recorded end
+    /// still bounds it.
+    async fn delegation_stands(&self, d: &crate::domain::approvers::Delegated) -> bool {
+        let now = self.clock.now();
+        if now >= d.until {
+            return false;
+        }
+        match self.store.delegation(&d.from).await {
+            Ok(Some(current)) => current.to.matches(&d.to) && current.until > now,
+            Ok(None) => false,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading a delegation failed; its recorded end decides");
+                true
+            }
+        }
+    }
+
     /// Finds the record and action behind a link, or the page to show instead.
     async fn resolve(&self, raw_token: &str) -> Result<(ApprovalRecord, Action), LinkPage> {
         let not_found = || LinkPage::Message {
@@ -143,6 +161,18 @@ impl ApprovalService {
                         .into(),
             };
         }
+        if let Some(d) = action.delegated.iter().find(|d| d.to.eq_ignore_ascii_case(&record.approver)) {
+            if !self.delegation_stands(d).await {
+                return LinkPage::Message {
+                    status: 403,
+                    title: "This delegation has ended",
+                    sentence: format!(
+                        "You were asked as {}'s delegate, and that delegation has ended: {} decides it now. Nothing was changed.",
+                        d.from, d.from
+                    ),
+                };
+            }
+        }
         let via = Via::Link { token_hash: &record.token_hash, own };
         let open = |a: &Action| match link_state(&record, a, now) {
             LinkState::Open => Ok(()),
@@ -170,7 +200,28 @@ impl ApprovalService {
         tracing::Span::current().record("action_id", tracing::field::display(id));
         let action =
             self.store.get_action(id).await.map_err(ApiError::internal)?.ok_or(ApiError::NotFound("action"))?;
-        let member = action.pool().into_iter().find(|a| identity.is_approver(Some(a))).cloned();
+        let mut member = action.pool().into_iter().find(|a| identity.is_approver(Some(a))).cloned();
+        // A delegate decides only while the delegation stands; after it, the approver they stood
+        // in for decides again (through the API).
+        if let Some(m) = &member {
+            if let Some(d) = action.delegated.iter().find(|d| m.matches(&d.to)) {
+                if !self.delegation_stands(d).await {
+                    return Err(ApiError::Denied {
+                        code: "delegation_ended",
+                        message: format!("the delegation from {} has ended; they decide it now", d.from),
+                        extra: json!({"action_id": action.action_id}),
+                    });
+                }
+            }
+        } else if let Some(d) = action
+            .delegated
+            .iter()
+            .find(|d| crate::domain::EmailAddress::parse(&d.from).is_some_and(|from| identity.is_approver(Some(&from))))
+        {
+            if !self.delegation_stands(d).await {
+                member = crate::domain::EmailAddress::parse(&d.from);
+            }
+        }
         let is_approver = member.is_some();
         let own = identity.is_requester(&action);
         if own && !(is_approver && self.self_approval_stands(&action).await) {
@@ -222,7 +273,8 @@ impl ApprovalService {
                 return Err(LinkState::Closed("it is no longer waiting for approval"));
             }
             // Asked again meanwhile (a new round, maybe other people): this decision was for the last.
-            if a.approval_round != round || (is_approver && !a.in_pool(&actor)) {
+            let stood_in_for = a.delegated.iter().any(|d| d.from.eq_ignore_ascii_case(&actor));
+            if a.approval_round != round || (is_approver && !a.in_pool(&actor) && !stood_in_for) {
                 return Err(LinkState::Closed("it was sent for approval again; decide the new request"));
             }
             Ok(())

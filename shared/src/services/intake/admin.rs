@@ -37,20 +37,18 @@ impl IntakeService {
         identity: &Identity,
         method: &str,
     ) -> Result<Reply, ApiError> {
-        let decoded: String = url::form_urlencoded::parse(format!("e={}", email.replace('+', "%2B")).as_bytes())
-            .next()
-            .map(|(_, v)| v.into_owned())
-            .unwrap_or_default();
-        let approver =
-            EmailAddress::parse(&decoded).ok_or_else(|| ApiError::invalid("email", "must be an email address"))?;
-        let theirs =
-            identity.email.as_deref().is_some_and(|e| crate::domain::ids::is_same_mailbox(e, approver.as_str()));
+        // The path segment arrives decoded.
+        let approver = EmailAddress::parse(email)
+            .filter(|a| a.as_str() == email.trim())
+            .ok_or_else(|| ApiError::invalid("email", "must be an email address"))?;
+        // Exactly their address (a +tag is someone else's here: this grants lasting power).
+        let theirs = identity.email.as_deref().is_some_and(|e| approver.matches(e));
         if !theirs && !identity.admin {
             return Err(ApiError::Forbidden);
         }
         let key = approver.as_str().to_ascii_lowercase();
         // The approver's audit stream is keyed like a user's: an address that cannot be one is refused.
-        if UserId::parse(&key).is_none() {
+        if UserId::parse(&crate::domain::approvers::approver_key(&key)).is_none() {
             return Err(ApiError::invalid("email", "cannot be an approver's key (no '#', at most 128 characters)"));
         }
         let now = self.clock.now();
@@ -69,6 +67,12 @@ impl IntakeService {
                     .ok_or_else(|| ApiError::invalid("to", "must be an email address"))?;
                 if crate::domain::ids::is_same_mailbox(to.as_str(), approver.as_str()) {
                     return Err(ApiError::invalid("to", "must be someone else"));
+                }
+                if !self.policies.current().await.may_stand_in(&to) {
+                    return Err(ApiError::invalid(
+                        "to",
+                        "must be someone the policy could ask to approve (an approver, a group member or an allowed address)",
+                    ));
                 }
                 let until = body
                     .get("until")
@@ -90,7 +94,8 @@ impl IntakeService {
                 self.store.set_delegation(&key, Some(&delegation), &by, now).await.map_err(busy_or_internal)?;
                 tracing::info!(approver = %key, by = %by, "delegation set");
             }
-            "DELETE" => {
+            // Nothing to end: nothing written.
+            "DELETE" if self.store.delegation(&key).await.map_err(ApiError::internal)?.is_some() => {
                 self.store.set_delegation(&key, None, &by, now).await.map_err(busy_or_internal)?;
                 tracing::info!(approver = %key, by = %by, "delegation ended");
             }
@@ -108,6 +113,7 @@ impl IntakeService {
         &self,
         pool: Vec<EmailAddress>,
         identity: &Identity,
+        policy: &Policy,
         now: DateTime<Utc>,
     ) -> (Vec<EmailAddress>, Vec<crate::domain::approvers::Delegated>) {
         let same = crate::domain::ids::is_same_mailbox;
@@ -125,6 +131,7 @@ impl IntakeService {
             };
             let usable = found.filter(|d| {
                 d.until > now
+                    && policy.may_stand_in(&d.to)
                     && !is_requester(d.to.as_str())
                     && !pool.iter().chain(out.iter()).any(|p| same(p.as_str(), d.to.as_str()))
             });
@@ -133,6 +140,7 @@ impl IntakeService {
                     delegated.push(crate::domain::approvers::Delegated {
                         from: member.as_str().to_owned(),
                         to: d.to.as_str().to_owned(),
+                        until: d.until,
                     });
                     out.push(d.to);
                 }

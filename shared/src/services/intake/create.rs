@@ -431,7 +431,11 @@ impl IntakeService {
         let self_allowed = matches!(decision.verdict, Verdict::Tier(Tier::Approval))
             && policy.allows_self_approval(action_types.iter().copied());
         let pool = resolve_pool(&policy, &decision, &request, identity, self_allowed)?;
-        let (pool, delegated) = self.delegate(pool, identity, now).await;
+        let (pool, delegated) = if matches!(decision.verdict, Verdict::Tier(Tier::Approval)) {
+            self.delegate(pool, identity, &policy, now).await
+        } else {
+            (pool, Vec::new())
+        };
         let approver = pool.first().cloned();
 
         // Connectors check and describe their steps (not for work the policy refuses anyway).
@@ -530,6 +534,7 @@ impl IntakeService {
             if let Some(rejection) = &forced {
                 action.reasons.push(format!("forced_past_rejection:{}", rejection.action_id));
             }
+            action.delegated.clear();
             action.approver = pool.first().cloned();
             action.rejections_required = crate::domain::approvers::reachable_rejections(
                 action.rejections_required,
