@@ -1212,8 +1212,9 @@ async fn a_self_approval_the_policy_no_longer_allows_does_not_run() {
 
 const FINANCE: [&str; 3] = ["fa@example.com", "fb@example.com", "fc@example.com"];
 
-/// `send_email` approved by 2 of the finance group.
-fn quorum_world(members: &[&str], required: u32) -> World {
+/// The world's policy with `send_email` approved by `required` of a finance group of `members`
+/// (and `rejects` rejections, if given).
+fn finance_policy(members: &[&str], required: u32, rejects: Option<u32>) -> actiongate::domain::policy::Policy {
     use actiongate::domain::approvers::ApproverRef;
     let mut policy = actiongate_local::world::policy();
     policy.approver_groups.insert(
@@ -1223,6 +1224,13 @@ fn quorum_world(members: &[&str], required: u32) -> World {
     let rule = policy.types.get_mut("send_email").unwrap();
     rule.approvers = vec![ApproverRef::Group("finance".into())];
     rule.approvals_required = Some(required);
+    rule.reject_requires = rejects;
+    policy
+}
+
+/// `send_email` approved by `required` of the finance group.
+fn quorum_world(members: &[&str], required: u32) -> World {
+    let policy = finance_policy(members, required, None);
     policy.check().expect("the quorum policy is valid");
     World::with_policy(policy)
 }
@@ -1324,15 +1332,7 @@ async fn any_rejection_rejects_a_quorum_unless_more_are_required() {
     let (status, body) = world.decide(id, "reject", FINANCE[1], false).await;
     assert_eq!((status, body["status"].as_str()), (200, Some("rejected")), "{body}");
 
-    let mut policy = actiongate_local::world::policy();
-    policy.approver_groups.insert(
-        "finance".into(),
-        FINANCE.iter().map(|m| actiongate::domain::EmailAddress::parse(m).unwrap()).collect(),
-    );
-    let rule = policy.types.get_mut("send_email").unwrap();
-    rule.approvers = vec![actiongate::domain::approvers::ApproverRef::Group("finance".into())];
-    rule.reject_requires = Some(2);
-    let world = World::with_policy(policy);
+    let world = World::with_policy(finance_policy(&FINANCE, 1, Some(2)));
     let id = created(&world, "alice", proposal("send_email")).await;
     assert_eq!(world.decide(id, "reject", FINANCE[0], false).await.1["status"], "awaiting_approval");
     assert_eq!(world.decide(id, "reject", FINANCE[1], false).await.1["status"], "rejected");
@@ -1435,15 +1435,7 @@ async fn a_quorum_with_a_vote_in_still_expires_on_time() {
 async fn a_quorum_never_waits_with_nobody_left_to_vote() {
     // 2 approvals and 2 rejections of 3 people; the requester is one of them: the two others'
     // split votes would leave it waiting, so one rejection of the two decides.
-    let mut policy = actiongate_local::world::policy();
-    policy.approver_groups.insert(
-        "finance".into(),
-        FINANCE.iter().map(|m| actiongate::domain::EmailAddress::parse(m).unwrap()).collect(),
-    );
-    let rule = policy.types.get_mut("send_email").unwrap();
-    rule.approvers = vec![actiongate::domain::approvers::ApproverRef::Group("finance".into())];
-    rule.approvals_required = Some(2);
-    rule.reject_requires = Some(2);
+    let policy = finance_policy(&FINANCE, 2, Some(2));
     policy.check().expect("3 approvers can decide 2 approvals or 2 rejections");
     let world = World::with_policy(policy);
     let id = created(&world, FINANCE[2], proposal("send_email")).await;
@@ -1451,15 +1443,7 @@ async fn a_quorum_never_waits_with_nobody_left_to_vote() {
     assert_eq!(world.decide(id, "approve", FINANCE[0], false).await.1["status"], "awaiting_approval");
     assert_eq!(world.decide(id, "reject", FINANCE[1], false).await.1["status"], "rejected");
 
-    let mut too_few = actiongate_local::world::policy();
-    too_few.approver_groups.insert(
-        "finance".into(),
-        FINANCE.iter().map(|m| actiongate::domain::EmailAddress::parse(m).unwrap()).collect(),
-    );
-    let rule = too_few.types.get_mut("send_email").unwrap();
-    rule.approvers = vec![actiongate::domain::approvers::ApproverRef::Group("finance".into())];
-    rule.approvals_required = Some(3);
-    rule.reject_requires = Some(2);
+    let too_few = finance_policy(&FINANCE, 3, Some(2));
     assert!(too_few.check().is_err(), "3 approvals or 2 rejections need 4 people");
 }
 
