@@ -1619,3 +1619,52 @@ async fn an_approver_away_delegates_and_the_delegate_receives_and_decides_the_ne
     let moves: Vec<&str> = audit["events"].as_array().unwrap().iter().map(|e| e["to"].as_str().unwrap()).collect();
     assert_eq!(moves, vec!["delegation_set", "delegation_ended"], "{audit}");
 }
+
+// ---------------------------------------------------------------- completion mail
+
+#[tokio::test]
+async fn approved_work_tells_the_requester_and_the_notify_list_once_when_it_completes_or_fails() {
+    use actiongate::domain::approvers::ApproverRef;
+    let mut policy = actiongate_local::world::policy();
+    let rule = policy.types.get_mut("send_email").unwrap();
+    rule.completion_mail = true;
+    rule.notify = vec![ApproverRef::parse("ops@example.com").unwrap()];
+    policy.check().unwrap();
+    let mut world = World::with_policy(policy);
+    let me = "alice@example.com";
+    let told = |world: &World, subject: &str| -> Vec<Vec<String>> {
+        world.mailer.sent().iter().filter(|m| m.mail.subject.starts_with(subject)).map(|m| m.mail.to.clone()).collect()
+    };
+
+    let id = created(&world, me, proposal("send_email")).await;
+    assert_eq!(world.decide(id, "approve", APPROVER, false).await.0, 200);
+    world.deliver().await;
+    assert_eq!(world.action(id).await.status, Status::Completed);
+    world.sweep().await;
+    assert_eq!(told(&world, "Completed:"), vec![vec![me.to_owned(), "ops@example.com".to_owned()]]);
+    world.advance(Duration::minutes(5));
+    world.sweep().await;
+    assert_eq!(told(&world, "Completed:").len(), 1, "once");
+    let trail = world.store.audit_trail(id).await.unwrap();
+    assert!(trail.iter().any(|e| e.reason.starts_with("completion mail sent to alice@example.com")), "audited");
+
+    // A failure is told too.
+    let mut other = proposal("send_email");
+    other["payload"]["subject"] = json!("Will fail");
+    let failing = created(&world, me, other).await;
+    world.script(failing, 0, &[Behavior::Permanent]);
+    assert_eq!(world.decide(failing, "approve", APPROVER, false).await.0, 200);
+    world.deliver().await;
+    assert_eq!(world.action(failing).await.status, Status::Failed);
+    world.sweep().await;
+    assert_eq!(told(&world, "Failed:").len(), 1);
+
+    // Work that was never approved (rejected) tells nobody.
+    let mut third = proposal("send_email");
+    third["payload"]["subject"] = json!("Rejected");
+    let rejected = created(&world, me, third).await;
+    assert_eq!(world.decide(rejected, "reject", APPROVER, false).await.0, 200);
+    world.advance(Duration::minutes(5));
+    world.sweep().await;
+    assert_eq!(told(&world, "Completed:").len() + told(&world, "Failed:").len(), 2);
+}

@@ -219,6 +219,12 @@ pub struct Action {
     pub escalations: Vec<crate::domain::approvers::Escalation>,
     #[serde(default, skip_serializing_if = "is_zero")]
     pub escalation_level: u32,
+    /// Who is told by mail when this approved work completes or fails, and whether that mail
+    /// went out (the sweep sends it, retrying a few times).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub completion_mail_to: Vec<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub completion_mailed: bool,
     /// Pool members whose request went to their delegate instead (`PUT /approvers/{email}/delegation`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub delegated: Vec<crate::domain::approvers::Delegated>,
@@ -335,6 +341,8 @@ impl Action {
             escalations: Vec::new(),
             escalation_level: 0,
             delegated: Vec::new(),
+            completion_mail_to: Vec::new(),
+            completion_mailed: false,
             decided_by: None,
             decided_at: None,
             decision_reason: None,
@@ -387,6 +395,15 @@ impl Action {
     pub fn is_requester(&self, who: &str) -> bool {
         crate::domain::ids::is_same_mailbox(who, self.user_id.as_str())
             || self.requester_email.as_deref().is_some_and(|e| crate::domain::ids::is_same_mailbox(who, e))
+    }
+
+    /// Whether approved work that ended (completed or failed) still owes its completion mail.
+    pub fn completion_mail_due(&self) -> bool {
+        matches!(self.status, Status::Completed | Status::Failed)
+            && self.decided_by.is_some()
+            && !self.completion_mail_to.is_empty()
+            && !self.completion_mailed
+            && !self.compensation_due
     }
 
     /// When the next level of escalation is due, if one is left.

@@ -129,6 +129,10 @@ pub fn due_at(action: &crate::domain::Action) -> Option<chrono::DateTime<chrono:
         }
         // A rollback whose worker stopped (its lease ran out) is resumed.
         Status::RollingBack => action.lease_expires_at.unwrap_or(action.updated_at),
+        // Approved work that ended owes its completion mail: at once, then backing off.
+        Status::Completed | Status::Failed if action.completion_mail_due() => {
+            action.updated_at + chrono::Duration::minutes(i64::from((1u32 << action.approval_mail_attempts.min(6)) - 1))
+        }
         // A failed plan owed a compensation the sweep handed over; sent again if not started.
         Status::Failed if action.compensation_due => action.updated_at + chrono::Duration::minutes(1),
         // A lease that runs out means the executor died: the sweep recovers the step.

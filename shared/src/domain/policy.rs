@@ -136,6 +136,13 @@ pub struct TypeRule {
     /// policy that says so explicitly, for every step of a plan).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_self_approval: bool,
+    /// Approved work of this type tells the requester (when their id or verified email is an
+    /// address) by mail when it completes or fails.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub completion_mail: bool,
+    /// Who else is told by mail when approved work of this type completes or fails.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<crate::domain::approvers::ApproverRef>,
     /// This type's escalation (see `Defaults::escalation`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub escalate_after: Option<IsoDuration>,
@@ -254,6 +261,10 @@ pub struct Decision {
     /// Who else is asked, and after how long without a decision (the first approval step's
     /// type's chain, else the defaults').
     pub escalation: Vec<(chrono::Duration, Vec<EmailAddress>)>,
+    /// Whether the requester is told when approved work completes or fails, and who else is
+    /// (any step's type that asks for it).
+    pub completion_mail: bool,
+    pub notify: Vec<EmailAddress>,
 }
 
 impl Decision {
@@ -447,6 +458,14 @@ impl Policy {
                 &self.approver_groups,
             )
             .map_err(PolicyError)?;
+            let told = crate::domain::approvers::expand(&rule.notify, &self.approver_groups)
+                .map_err(|e| PolicyError(format!("types.{name}.notify: {e}")))?;
+            if told.len() > crate::domain::approvers::MAX_POOL {
+                return Err(PolicyError(format!(
+                    "types.{name}.notify: at most {} people",
+                    crate::domain::approvers::MAX_POOL
+                )));
+            }
             if rule.max_attempts.is_some_and(|n| !(1..=20).contains(&n)) {
                 return Err(PolicyError(format!("types.{name}.max_attempts must be between 1 and 20")));
             }
@@ -750,6 +769,7 @@ impl Policy {
         let mut required: Option<Vec<EmailAddress>> = None;
         let (mut approvals_required, mut rejections_required) = (1u32, u32::MAX);
         let mut escalation: Option<Vec<crate::domain::approvers::EscalationLevel>> = None;
+        let (mut completion_mail, mut notify): (bool, Vec<EmailAddress>) = (false, Vec::new());
         let mut rate_limits = Vec::new();
         let plan = subject.action_types.len() > 1;
         let reason =
@@ -815,6 +835,12 @@ impl Policy {
                     None => listed,
                     Some(so_far) => so_far.into_iter().filter(|a| listed.contains(a)).collect(),
                 });
+            }
+            completion_mail |= rule.completion_mail;
+            for person in self.approver_emails(&rule.notify) {
+                if !notify.contains(&person) {
+                    notify.push(person);
+                }
             }
             if escalation.is_none() {
                 let own = crate::domain::approvers::chain(&rule.escalation, rule.escalate_after, &rule.escalate_to);
@@ -914,6 +940,8 @@ impl Policy {
                     .filter(|l| l.after.as_secs() < expiry.as_secs())
                     .collect(),
             ),
+            completion_mail,
+            notify: notify.into_iter().take(crate::domain::approvers::MAX_POOL).collect(),
         }
     }
 

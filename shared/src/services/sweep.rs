@@ -52,7 +52,7 @@ pub struct SweepReport {
 }
 
 /// The kinds of due work, each taken `TURN` items at a time.
-const SWEPT: [Status; 7] = [
+const SWEPT: [Status; 8] = [
     Status::AwaitingApproval,
     Status::Executing,
     Status::RollingBack,
@@ -60,6 +60,7 @@ const SWEPT: [Status; 7] = [
     Status::Queued,
     Status::Waiting,
     Status::Failed,
+    Status::Completed,
 ];
 const TURN: usize = 10;
 /// No new item is started this close to the invocation's end.
@@ -303,6 +304,57 @@ impl SweepService {
             return Ok(false);
         }
         self.send_approval_link(&after, now, false).await
+    }
+
+    /// Tells who asked to be told that approved work completed or failed; recorded (audited)
+    /// once it went out, or given up after a few tries. Returns whether it went out.
+    async fn send_completion_mail(&self, action: &Action, now: DateTime<Utc>) -> Result<bool, TransitionError> {
+        let Some(mail) = &self.mail else { return Ok(false) };
+        let lines = self.plan_lines(action).await;
+        let what = lines.join("; ");
+        let (verdict, detail) = match action.status {
+            Status::Completed => ("Completed", "It ran and completed.".to_owned()),
+            _ => (
+                "Failed",
+                format!(
+                    "It failed: {}",
+                    action.error.as_ref().and_then(|e| e["message"].as_str()).unwrap_or("see its audit trail")
+                ),
+            ),
+        };
+        let text = format!(
+            "The action approved by {} has ended.\n\n  {what}\n\n{detail}\nAction id: {}\n",
+            action.decided_by.as_deref().unwrap_or("an approver"),
+            action.action_id
+        );
+        let message = crate::ports::mail::Mail {
+            to: action.completion_mail_to.clone(),
+            cc: vec![],
+            subject: format!("{verdict}: {}", lines.first().cloned().unwrap_or_default()),
+            html: format!("<pre>{}</pre>", crate::domain::html::escape(&text)),
+            text,
+        };
+        let sent = mail.mailer.send_within(&message, MAIL_TIMEOUT).await;
+        let mut after = action.clone();
+        after.version = action.version + 1;
+        let reason = match &sent {
+            Ok(_) => format!("completion mail sent to {}", action.completion_mail_to.join(", ")),
+            Err(e)
+                if e.failure != crate::ports::mail::MailFailure::NotSentPermanent
+                    && action.approval_mail_attempts + 1 < MAX_MAIL_ATTEMPTS =>
+            {
+                // Tried again later, backing off (bookkeeping, not audited).
+                after.approval_mail_attempts = action.approval_mail_attempts + 1;
+                self.store.transition_many(action, &after, &[], None).await?;
+                return Ok(false);
+            }
+            Err(e) => format!("the completion mail could not be delivered ({e}); given up"),
+        };
+        after.completion_mailed = true;
+        after.approval_mail_attempts = 0;
+        let note = crate::domain::AuditEvent::note(action, after.version, now, ACTOR, reason);
+        self.store.transition(action, &after, &note).await?;
+        Ok(sent.is_ok())
     }
 
     /// The requester learns that nobody decided in time (when their id is a mail address).
@@ -589,6 +641,9 @@ impl SweepService {
                 note.detail = Some(serde_json::json!({"needs_human": true}));
                 self.store.transition(&action, &after, &note).await?;
                 report.needs_human += 1;
+            }
+            Status::Completed | Status::Failed if action.completion_mail_due() => {
+                report.delivered += u32::from(self.send_completion_mail(&action, now).await?);
             }
             Status::Failed if action.compensation_due => {
                 self.send(&action).await;

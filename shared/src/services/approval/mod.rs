@@ -387,6 +387,9 @@ impl ApprovalService {
         });
         let outcome = tally(&after.votes, action.approvals_required, action.rejections_required);
         if !matches!(outcome, Outcome::Waiting { .. }) {
+            // Approval mail is over; its counter is the completion mail's from here on.
+            after.approval_mail_pending = false;
+            after.approval_mail_attempts = 0;
             after.decided_by = Some(actor.to_owned());
             after.decided_by_admin = by_admin;
             after.decided_at = Some(now);

@@ -197,6 +197,15 @@ fn new_action(
     if tier == Some(Tier::Approval) {
         action.approvals_required = decision.approvals_required;
         action.rejections_required = decision.rejections_required;
+        let mut told: Vec<String> = decision.notify.iter().map(|a| a.as_str().to_owned()).collect();
+        if decision.completion_mail {
+            let own = EmailAddress::parse(identity.user.as_str())
+                .or_else(|| identity.email.as_deref().and_then(EmailAddress::parse));
+            if let Some(own) = own.filter(|o| !told.iter().any(|t| t.eq_ignore_ascii_case(o.as_str()))) {
+                told.insert(0, own.as_str().to_owned());
+            }
+        }
+        action.completion_mail_to = told;
     }
     action.reasons = decision.reason_codes();
     action.max_attempts = decision.max_attempts;
