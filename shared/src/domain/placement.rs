@@ -117,6 +117,7 @@ pub fn request_approval(
     after.approval_mailed.clear();
     after.delegated.clear();
     after.plan_escalation(&decision.escalation, now);
+    after.completion_mail_to = completion_recipients(action, decision);
     after.reasons = decision.reason_codes();
     after.approval_expires_at = Some(now + decision.approval_expiry.to_chrono());
     after.approval_token_hash = None;
@@ -134,6 +135,20 @@ pub fn request_approval(
     after.hold_reason = None;
     after.hold_until = None;
     after
+}
+
+/// Who is told when approved work of `action` ends: the policy's `notify` list, and the
+/// requester (their id or verified email, when it is an address) where a type asks for it.
+pub fn completion_recipients(action: &Action, decision: &crate::domain::policy::Decision) -> Vec<String> {
+    let mut told: Vec<String> = decision.notify.iter().map(|a| a.as_str().to_owned()).collect();
+    if decision.completion_mail {
+        let own = EmailAddress::parse(action.user_id.as_str())
+            .or_else(|| action.requester_email.as_deref().and_then(EmailAddress::parse));
+        if let Some(own) = own.filter(|o| !told.iter().any(|t| t.eq_ignore_ascii_case(o.as_str()))) {
+            told.insert(0, own.as_str().to_owned());
+        }
+    }
+    told
 }
 
 fn sentences(reasons: &[Reason]) -> String {

@@ -306,10 +306,26 @@ impl SweepService {
         self.send_approval_link(&after, now, false).await
     }
 
-    /// Tells who asked to be told that approved work completed or failed; recorded (audited)
-    /// once it went out, or given up after a few tries. Returns whether it went out.
+    /// Tells who asked to be told that approved work completed or failed: one mail each (nobody
+    /// sees the others' addresses). Whoever a transient failure left out is tried again later,
+    /// backing off; an outcome that may have gone out is not sent again. Recorded (audited) once
+    /// everyone is told or given up on. Returns whether any mail went out.
     async fn send_completion_mail(&self, action: &Action, now: DateTime<Utc>) -> Result<bool, TransitionError> {
-        let Some(mail) = &self.mail else { return Ok(false) };
+        let mut after = action.clone();
+        after.version = action.version + 1;
+        after.updated_at = now;
+        let Some(mail) = &self.mail else {
+            after.completion_mailed = true;
+            let note = crate::domain::AuditEvent::note(
+                action,
+                after.version,
+                now,
+                ACTOR,
+                "no mail is configured: the completion mail is not sent".into(),
+            );
+            self.store.transition(action, &after, &note).await?;
+            return Ok(false);
+        };
         let lines = self.plan_lines(action).await;
         let what = lines.join("; ");
         let (verdict, detail) = match action.status {
@@ -327,34 +343,50 @@ impl SweepService {
             action.decided_by.as_deref().unwrap_or("an approver"),
             action.action_id
         );
-        let message = crate::ports::mail::Mail {
-            to: action.completion_mail_to.clone(),
-            cc: vec![],
-            subject: format!("{verdict}: {}", lines.first().cloned().unwrap_or_default()),
-            html: format!("<pre>{}</pre>", crate::domain::html::escape(&text)),
-            text,
-        };
-        let sent = mail.mailer.send_within(&message, MAIL_TIMEOUT).await;
-        let mut after = action.clone();
-        after.version = action.version + 1;
-        let reason = match &sent {
-            Ok(_) => format!("completion mail sent to {}", action.completion_mail_to.join(", ")),
-            Err(e)
-                if e.failure != crate::ports::mail::MailFailure::NotSentPermanent
-                    && action.approval_mail_attempts + 1 < MAX_MAIL_ATTEMPTS =>
-            {
-                // Tried again later, backing off (bookkeeping, not audited).
-                after.approval_mail_attempts = action.approval_mail_attempts + 1;
-                self.store.transition_many(action, &after, &[], None).await?;
-                return Ok(false);
+        // Counted before sending, so a sweep that dies while sending still backs off.
+        after.approval_mail_attempts = action.approval_mail_attempts.saturating_add(1);
+        let (mut told, mut again, mut lost) = (Vec::new(), Vec::new(), Vec::new());
+        for to in &action.completion_mail_to {
+            let message = crate::ports::mail::Mail {
+                to: vec![to.clone()],
+                cc: vec![],
+                subject: format!("{verdict}: {}", lines.first().cloned().unwrap_or_default()),
+                html: format!("<pre>{}</pre>", crate::domain::html::escape(&text)),
+                text: text.clone(),
+            };
+            match mail.mailer.send_within(&message, MAIL_TIMEOUT).await {
+                Ok(_) => told.push(to.clone()),
+                Err(e) if e.failure == crate::ports::mail::MailFailure::NotSentTransient => again.push(to.clone()),
+                Err(e) => lost.push(format!("{to} ({e})")),
             }
-            Err(e) => format!("the completion mail could not be delivered ({e}); given up"),
-        };
-        after.completion_mailed = true;
-        after.approval_mail_attempts = 0;
-        let note = crate::domain::AuditEvent::note(action, after.version, now, ACTOR, reason);
+        }
+        let out_of_tries = after.approval_mail_attempts >= MAX_MAIL_ATTEMPTS;
+        after.completion_mail_to = if out_of_tries { action.completion_mail_to.clone() } else { again.clone() };
+        after.completion_mailed = again.is_empty() || out_of_tries;
+        if after.completion_mailed {
+            after.completion_mail_to = action.completion_mail_to.clone();
+        }
+        let mut reasons = Vec::new();
+        if !told.is_empty() {
+            reasons.push(format!("completion mail sent to {}", told.join(", ")));
+        }
+        if !lost.is_empty() {
+            reasons.push(format!("the completion mail to {} may not have arrived; not sent again", lost.join(", ")));
+        }
+        if !again.is_empty() && out_of_tries {
+            reasons.push(format!(
+                "the completion mail to {} could not be sent after {MAX_MAIL_ATTEMPTS} tries; given up",
+                again.join(", ")
+            ));
+        }
+        if reasons.is_empty() {
+            // Only transient failures: tried again later (bookkeeping, not audited).
+            self.store.transition_many(action, &after, &[], None).await?;
+            return Ok(false);
+        }
+        let note = crate::domain::AuditEvent::note(action, after.version, now, ACTOR, reasons.join("; "));
         self.store.transition(action, &after, &note).await?;
-        Ok(sent.is_ok())
+        Ok(!told.is_empty())
     }
 
     /// The requester learns that nobody decided in time (when their id is a mail address).

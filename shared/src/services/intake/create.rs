@@ -197,15 +197,7 @@ fn new_action(
     if tier == Some(Tier::Approval) {
         action.approvals_required = decision.approvals_required;
         action.rejections_required = decision.rejections_required;
-        let mut told: Vec<String> = decision.notify.iter().map(|a| a.as_str().to_owned()).collect();
-        if decision.completion_mail {
-            let own = EmailAddress::parse(identity.user.as_str())
-                .or_else(|| identity.email.as_deref().and_then(EmailAddress::parse));
-            if let Some(own) = own.filter(|o| !told.iter().any(|t| t.eq_ignore_ascii_case(o.as_str()))) {
-                told.insert(0, own.as_str().to_owned());
-            }
-        }
-        action.completion_mail_to = told;
+        action.completion_mail_to = crate::domain::placement::completion_recipients(&action, decision);
     }
     action.reasons = decision.reason_codes();
     action.max_attempts = decision.max_attempts;
@@ -539,6 +531,7 @@ impl IntakeService {
             action.plan_escalation(&decision.escalation, now);
             action.approvals_required = decision.approvals_required;
             action.rejections_required = decision.rejections_required;
+            action.completion_mail_to = crate::domain::placement::completion_recipients(&action, &decision);
             action.reasons = decision.reason_codes();
             if let Some(rejection) = &forced {
                 action.reasons.push(format!("forced_past_rejection:{}", rejection.action_id));
