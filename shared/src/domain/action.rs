@@ -377,6 +377,18 @@ impl Action {
         }
     }
 
+    /// Asks `pool` to decide (its first is `approver`), with the rejections needed lowered to
+    /// what that many people can give (`approvals_required` and `rejections_required` set first).
+    pub fn ask(&mut self, pool: Vec<EmailAddress>) {
+        self.approver = pool.first().cloned();
+        self.rejections_required = crate::domain::approvers::reachable_rejections(
+            self.rejections_required,
+            self.approvals_required,
+            pool.len(),
+        );
+        self.approvers = pool;
+    }
+
     /// Whether `who` is one of the people asked to decide.
     pub fn in_pool(&self, who: &str) -> bool {
         self.pool().iter().any(|a| crate::domain::ids::is_same_mailbox(a.as_str(), who))

@@ -173,6 +173,14 @@ pub enum LinkState {
     },
 }
 
+/// `who`'s decision on `action`, if they already voted: what they did and how far the quorum is.
+pub fn voted(action: &Action, who: &str) -> Option<LinkState> {
+    let vote = crate::domain::approvers::vote_of(&action.votes, who)?;
+    let (approvals, required) =
+        crate::domain::approvers::progress(&action.votes, action.approvals_required, action.rejections_required);
+    Some(LinkState::Voted { decision: vote.decision, at: vote.at, approvals, required })
+}
+
 /// Decides what a link may still do. Pure, so every case is unit-tested.
 pub fn link_state(record: &ApprovalRecord, action: &Action, now: DateTime<Utc>) -> LinkState {
     let decided = |a: &Action| LinkState::Decided {
@@ -216,14 +224,8 @@ pub fn link_state(record: &ApprovalRecord, action: &Action, now: DateTime<Utc>) 
     if !current_request {
         return LinkState::Closed("This link belongs to an earlier request for approval and can no longer be used.");
     }
-    if let Some(vote) = crate::domain::approvers::vote_of(&action.votes, &record.approver) {
-        let (approvals, required) =
-            match crate::domain::approvers::tally(&action.votes, action.approvals_required, action.rejections_required)
-            {
-                crate::domain::approvers::Outcome::Waiting { approvals, required } => (approvals, required),
-                _ => (action.approvals_required, action.approvals_required),
-            };
-        return LinkState::Voted { decision: vote.decision, at: vote.at, approvals, required };
+    if let Some(voted) = voted(action, &record.approver) {
+        return voted;
     }
     if now >= record.expires_at || action.approval_expires_at.is_some_and(|t| now >= t) {
         return LinkState::Expired;

@@ -220,6 +220,24 @@ pub enum VoteKind {
     Reject,
 }
 
+impl VoteKind {
+    /// What the person did, in words (`approved`, `rejected`).
+    pub fn past_tense(self) -> &'static str {
+        match self {
+            VoteKind::Approve => "approved",
+            VoteKind::Reject => "rejected",
+        }
+    }
+}
+
+/// How far the votes are: approvals so far and needed (both `approvals_required` once decided).
+pub fn progress(votes: &[Vote], approvals_required: u32, rejections_required: u32) -> (u32, u32) {
+    match tally(votes, approvals_required, rejections_required) {
+        Outcome::Waiting { approvals, required } => (approvals, required),
+        _ => (approvals_required, approvals_required),
+    }
+}
+
 /// A vote: who, what, when, how it arrived (`link`, `api`, `console`) and why.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Vote {
@@ -238,7 +256,7 @@ impl Vote {
     pub fn to_api(&self) -> serde_json::Value {
         serde_json::json!({
             "approver": self.approver,
-            "decision": match self.decision { VoteKind::Approve => "approved", VoteKind::Reject => "rejected" },
+            "decision": self.decision.past_tense(),
             "at": crate::domain::time::format_time(self.at),
             "via": self.via,
             "reason": self.reason,

@@ -41,6 +41,12 @@ impl Identity {
                 .is_some_and(|r| self.email.as_deref().is_some_and(|e| is_same_mailbox(e, r)))
     }
 
+    /// Whether `address` is this caller's own (their user id or verified email, same mailbox).
+    pub fn owns_address(&self, address: &str) -> bool {
+        is_same_mailbox(address, self.user.as_str())
+            || self.email.as_deref().is_some_and(|e| is_same_mailbox(address, e))
+    }
+
     /// Whether this caller may see `action`: its owner, an administrator, or one of the people
     /// asked to decide it.
     pub fn may_see(&self, action: &Action) -> bool {

@@ -77,10 +77,7 @@ pub fn request_approval(
     now: DateTime<Utc>,
 ) -> Action {
     let self_allowed = policy.allows_self_approval(action.steps.iter().filter_map(|s| s.kind.action_type()));
-    let is_requester = |a: &EmailAddress| {
-        crate::domain::ids::is_same_mailbox(a.as_str(), action.user_id.as_str())
-            || action.requester_email.as_deref().is_some_and(|e| crate::domain::ids::is_same_mailbox(a.as_str(), e))
-    };
+    let is_requester = |a: &EmailAddress| action.is_requester(a.as_str());
     // The requester stays the approver only where the type still allows it (they named
     // themselves); they are never picked.
     // The approver the request named (not a delegate who stood in for them last time).
@@ -104,14 +101,9 @@ pub fn request_approval(
         }
     }
     pool.truncate(crate::domain::approvers::MAX_POOL);
-    after.approver = pool.first().cloned();
-    after.approvers = pool;
     after.approvals_required = decision.approvals_required;
-    after.rejections_required = crate::domain::approvers::reachable_rejections(
-        decision.rejections_required,
-        decision.approvals_required,
-        after.approvers.len(),
-    );
+    after.rejections_required = decision.rejections_required;
+    after.ask(pool);
     // A new request: earlier votes, and mail of the one before, do not count.
     after.votes.clear();
     after.approval_mailed.clear();

@@ -546,10 +546,7 @@ impl Policy {
     /// Whether `action`'s approval stands under this policy: an administrator's does; anyone
     /// else's only while the policy still allows that person to approve these steps.
     fn approval_still_counts(&self, decision: &Decision, action: &crate::domain::Action) -> bool {
-        let same = crate::domain::ids::is_same_mailbox;
-        let is_requester = |by: &str| {
-            same(by, action.user_id.as_str()) || action.requester_email.as_deref().is_some_and(|e| same(by, e))
-        };
+        let is_requester = |by: &str| action.is_requester(by);
         let self_allowed = self.allows_self_approval(action.steps.iter().filter_map(|s| s.kind.action_type()));
         if !action.votes.is_empty() {
             // Each approval that still stands, once per person: an administrator's, or one by

@@ -274,8 +274,7 @@ impl SweepService {
                 left_out.push(person.as_str().to_owned());
             }
         }
-        after.approver = pool.first().cloned();
-        after.approvers = pool;
+        after.ask(pool);
         after.escalation_level = action.escalation_level + 1;
         after.approval_mail_pending = (action.approval_mail_pending || !added.is_empty()) && self.mail.is_some();
         if !added.is_empty() {

@@ -133,17 +133,8 @@ fn quorum_rows(action: &Action) -> String {
         return String::new();
     }
     let approvals = action.votes.iter().filter(|v| v.decision == crate::domain::approvers::VoteKind::Approve).count();
-    let so_far: String = action
-        .votes
-        .iter()
-        .map(|v| {
-            let what = match v.decision {
-                crate::domain::approvers::VoteKind::Approve => "approved",
-                crate::domain::approvers::VoteKind::Reject => "rejected",
-            };
-            format!("{} {what}; ", escape(&v.approver))
-        })
-        .collect();
+    let so_far: String =
+        action.votes.iter().map(|v| format!("{} {}; ", escape(&v.approver), v.decision.past_tense())).collect();
     format!(
         "<dt>Approvals</dt><dd>{approvals} of {} needed{}</dd>",
         action.approvals_required,
@@ -200,10 +191,7 @@ pub fn state_page(state: &LinkState) -> Response<Body> {
         LinkState::Expired => message(410, "Link expired", "The approval window for this action has passed, so it will not run. Ask the requester to submit it again if it is still needed."),
         LinkState::Closed(sentence) => message(410, "Link no longer valid", sentence),
         LinkState::Voted { decision, at, approvals, required } => {
-            let what = match decision {
-                crate::domain::approvers::VoteKind::Approve => "approved",
-                crate::domain::approvers::VoteKind::Reject => "rejected",
-            };
+            let what = decision.past_tense();
             message(
                 409,
                 "You already decided",

@@ -4,7 +4,7 @@
 use crate::domain::approval::{
     link_state, ApprovalRecord, ApprovalStatus, ApprovalToken, ApprovalUse, Decision, LinkState,
 };
-use crate::domain::approvers::{tally, vote_of, Outcome, Vote, VoteKind};
+use crate::domain::approvers::{tally, Outcome, Vote, VoteKind};
 use crate::domain::caller::RequestMeta;
 use crate::domain::{Action, ActionId, AuditEvent, Status};
 use crate::ports::api::{ApiError, Call, LinkPage, Reply};
@@ -286,7 +286,7 @@ impl ApprovalService {
                 message: "you already decided this action; it waits for other approvers".into(),
                 extra: json!({
                     "action_id": id,
-                    "decision": match decision { VoteKind::Approve => "approved", VoteKind::Reject => "rejected" },
+                    "decision": decision.past_tense(),
                     "at": format_time(at),
                     "approvals": approvals,
                     "approvals_required": required,
@@ -322,19 +322,9 @@ impl ApprovalService {
         still_open: impl Fn(&Action) -> Result<(), LinkState>,
     ) -> Result<Action, Refused> {
         for _ in 0..MAX_VOTE_RACES {
-            if let Some(v) = vote_of(&action.votes, actor) {
-                let (approvals, required) =
-                    match tally(&action.votes, action.approvals_required, action.rejections_required) {
-                        Outcome::Waiting { approvals, required } => (approvals, required),
-                        _ => (action.approvals_required, action.approvals_required),
-                    };
-                if action.status == Status::AwaitingApproval {
-                    return Err(Refused::State(LinkState::Voted {
-                        decision: v.decision,
-                        at: v.at,
-                        approvals,
-                        required,
-                    }));
+            if action.status == Status::AwaitingApproval {
+                if let Some(voted) = crate::domain::approval::voted(&action, actor) {
+                    return Err(Refused::State(voted));
                 }
             }
             still_open(&action).map_err(Refused::State)?;
@@ -371,14 +361,15 @@ impl ApprovalService {
             Via::Api { admin, own } => (None, "api", admin && !own, own),
         };
         let now = self.clock.now();
+        let kind = match decision {
+            Decision::Approve => VoteKind::Approve,
+            Decision::Reject => VoteKind::Reject,
+        };
         let mut after = action.clone();
         after.updated_at = now;
         after.votes.push(Vote {
             approver: actor.to_owned(),
-            decision: match decision {
-                Decision::Approve => VoteKind::Approve,
-                Decision::Reject => VoteKind::Reject,
-            },
+            decision: kind,
             at: now,
             via: via.to_owned(),
             // Votes live in the action's one item: each reason is kept to a bounded length.
@@ -413,10 +404,7 @@ impl ApprovalService {
         let link_status = match outcome {
             Outcome::Waiting { approvals, required } => {
                 // One vote of a quorum: recorded, the action still waits for the others.
-                let what = match decision {
-                    Decision::Approve => "approved",
-                    Decision::Reject => "rejected",
-                };
+                let what = kind.past_tense();
                 let mut counted = event(
                     action.version + 1,
                     Status::AwaitingApproval,

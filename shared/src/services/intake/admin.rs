@@ -117,8 +117,7 @@ impl IntakeService {
         now: DateTime<Utc>,
     ) -> (Vec<EmailAddress>, Vec<crate::domain::approvers::Delegated>) {
         let same = crate::domain::ids::is_same_mailbox;
-        let is_requester =
-            |a: &str| same(a, identity.user.as_str()) || identity.email.as_deref().is_some_and(|e| same(a, e));
+        let is_requester = |a: &str| identity.owns_address(a);
         let mut out: Vec<EmailAddress> = Vec::with_capacity(pool.len());
         let mut delegated = Vec::new();
         for member in &pool {

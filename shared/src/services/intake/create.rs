@@ -19,10 +19,7 @@ fn resolve_pool(
     identity: &Identity,
     self_allowed: bool,
 ) -> Result<Vec<EmailAddress>, ApiError> {
-    let is_requester = |a: &EmailAddress| {
-        crate::domain::ids::is_same_mailbox(a.as_str(), identity.user.as_str())
-            || identity.email.as_deref().is_some_and(|e| crate::domain::ids::is_same_mailbox(a.as_str(), e))
-    };
+    let is_requester = |a: &EmailAddress| identity.owns_address(a.as_str());
     let not_allowed = |a: &EmailAddress| {
         ApiError::invalid("approver", format!("{a} is not an approver the policy allows for this action"))
     };
@@ -437,7 +434,6 @@ impl IntakeService {
         } else {
             (pool, Vec::new())
         };
-        let approver = pool.first().cloned();
 
         // Connectors check and describe their steps (not for work the policy refuses anyway).
         let previews = if matches!(decision.verdict, Verdict::Blocked | Verdict::KycRequired) {
@@ -462,14 +458,8 @@ impl IntakeService {
         }
 
         let mut action = new_action(&request, &decision, identity, idempotency_key.clone(), now);
-        action.approver = approver;
-        action.approvers = pool.clone();
+        action.ask(pool);
         action.delegated = delegated;
-        action.rejections_required = crate::domain::approvers::reachable_rejections(
-            action.rejections_required,
-            action.approvals_required,
-            pool.len(),
-        );
         action.self_approval_allowed = self_allowed;
         if let Some(rejection) = &forced {
             // Recorded with the action: an administrator forced past this rejection.
@@ -537,13 +527,7 @@ impl IntakeService {
                 action.reasons.push(format!("forced_past_rejection:{}", rejection.action_id));
             }
             action.delegated.clear();
-            action.approver = pool.first().cloned();
-            action.rejections_required = crate::domain::approvers::reachable_rejections(
-                action.rejections_required,
-                action.approvals_required,
-                pool.len(),
-            );
-            action.approvers = pool;
+            action.ask(pool);
             let issued = issue_links(&mut action, expires_at);
             let records: Vec<ApprovalRecord> = issued.iter().map(|(_, r, _)| r.clone()).collect();
             events = creation_events(&action, &decision, identity, &meta, now);
