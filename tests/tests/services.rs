@@ -1674,3 +1674,171 @@ async fn approved_work_tells_the_requester_and_the_notify_list_once_when_it_comp
     world.sweep().await;
     assert_eq!(told(&world, "Completed:").len() + told(&world, "Failed:").len(), 4, "two each for the first two");
 }
+
+// ---------------------------------------------------------------- edit before approve
+
+/// The finance group approves `send_email` (one of them); more than one recipient needs two,
+/// more than five is left to a human.
+fn edit_world() -> World {
+    use actiongate::domain::payload_rules::PayloadThreshold;
+    let mut policy = finance_policy(&FINANCE, 1, None);
+    policy.types.get_mut("send_email").unwrap().payload_thresholds = vec![
+        PayloadThreshold { field: "/to".into(), above: 1.0, tier: None, approvals_required: Some(2) },
+        PayloadThreshold {
+            field: "/to".into(),
+            above: 5.0,
+            tier: Some(actiongate::domain::Tier::Manual),
+            approvals_required: None,
+        },
+    ];
+    policy.check().expect("the edit policy is valid");
+    World::with_policy(policy)
+}
+
+fn mail_to(recipients: &[&str]) -> serde_json::Value {
+    json!({"to": recipients, "subject": "hello", "text": "hi"})
+}
+
+async fn approve_with(world: &World, id: ActionId, user: &str, payload: serde_json::Value) -> (u16, serde_json::Value) {
+    let body = json!({"reason": "fixed the list", "payload": payload});
+    let req = World::request("POST", &format!("/actions/{id}/approve"), Some(body), user, false);
+    World::reply(world.approval_http(req).await)
+}
+
+#[tokio::test]
+async fn an_edit_that_crosses_a_threshold_needs_the_extra_approval_and_kills_the_old_links() {
+    let mut world = edit_world();
+    let id = created(&world, "alice", proposal("send_email")).await;
+    let action = world.action(id).await;
+    assert_eq!((action.status, action.approvals_required, action.approvers.len()), (Status::AwaitingApproval, 1, 3));
+    let old_link = link_for(&world, FINANCE[1]);
+
+    // fa@ adds a recipient: two recipients need two approvals; fa@'s own is one of them.
+    let edited = mail_to(&["bob@example.com", "carol@example.com"]);
+    let (status, body) = approve_with(&world, id, FINANCE[0], edited.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "awaiting_approval");
+    assert_eq!(body["payload"], edited);
+    assert_eq!(body["approvals_required"], 2);
+    assert_eq!(body["approvals"].as_array().unwrap().len(), 1);
+    assert_eq!(body["edits"][0]["by"], FINANCE[0]);
+    assert_eq!(body["edits"][0]["fields"], json!(["/to/1"]));
+    assert!(body["reasons"].as_array().unwrap().contains(&json!("payload_above_threshold")), "{body}");
+    let action = world.action(id).await;
+    assert_eq!(action.steps[0].kind.payload(), Some(&edited), "the step runs what was approved");
+    assert!(action.approval_mail_pending);
+
+    // Links to the old payload no longer decide anything.
+    let (status, page) = click(&world, &old_link, "approve").await;
+    assert_eq!(status, 410, "{page}");
+    assert!(page.contains("changed"), "{page}");
+    assert_eq!(world.action(id).await.votes.len(), 1);
+
+    // The sweep asks everyone else again at once, with links for the new payload.
+    let before = world.mailer.sent().len();
+    world.sweep().await;
+    let asked: Vec<String> = world.mailer.sent()[before..].iter().flat_map(|m| m.mail.to.clone()).collect();
+    assert_eq!(asked, vec![FINANCE[1].to_owned(), FINANCE[2].to_owned()], "not the editor");
+    let new_link = link_for(&world, FINANCE[1]);
+    let (status, page) = click(&world, &new_link, "approve").await;
+    assert_eq!(status, 200, "{page}");
+    let done = world.action(id).await;
+    assert_eq!(done.status, Status::Queued);
+    assert_eq!(done.votes.len(), 2);
+
+    // The trail says who changed what, from what to what.
+    let trail = world.store.audit_trail(id).await.unwrap();
+    let edit = trail.iter().find(|e| e.reason.starts_with("payload edited by")).expect("the edit is audited");
+    assert_eq!(edit.actor, FINANCE[0]);
+    let detail = edit.detail.as_ref().unwrap();
+    assert_eq!(detail["edit"]["changes"][0], json!({"op": "add", "path": "/to/1", "value": "carol@example.com"}));
+    assert_eq!(detail["approvals_required"], 2);
+    assert_ne!(detail["edit"]["plan_digest_before"], detail["edit"]["plan_digest_after"]);
+    let seqs: Vec<u64> = trail.iter().map(|e| e.seq).collect();
+    assert!(seqs.windows(2).all(|w| w[1] > w[0]), "one ordered trail: {seqs:?}");
+}
+
+#[tokio::test]
+async fn an_edit_is_checked_like_a_proposal_and_refused_changes_leave_the_action_alone() {
+    let world = edit_world();
+    let id = created(&world, "alice", proposal("send_email")).await;
+    let version = world.action(id).await.version;
+
+    let (status, body) =
+        approve_with(&world, id, FINANCE[0], json!({"to": ["nope"], "subject": "s", "text": "t"})).await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_request")), "{body}");
+    assert_eq!(body["field"], "payload.to[0]");
+    let six: Vec<String> = (0..6).map(|i| format!("r{i}@example.com")).collect();
+    let many: Vec<&str> = six.iter().map(String::as_str).collect();
+    let (status, body) = approve_with(&world, id, FINANCE[0], mail_to(&many)).await;
+    assert_eq!((status, body["error"].as_str()), (403, Some("edit_needs_human")), "{body}");
+    assert!(body["reasons"].as_array().unwrap().contains(&json!("payload_above_threshold")));
+    let (status, body) = approve_with(&world, id, "alice", mail_to(&["x@example.com"])).await;
+    assert_eq!(status, 403, "the requester edits nothing: {body}");
+    let req = World::request(
+        "POST",
+        &format!("/actions/{id}/reject"),
+        Some(json!({"payload": mail_to(&["x@example.com"])})),
+        FINANCE[0],
+        false,
+    );
+    let (status, body) = World::reply(world.approval_http(req).await);
+    assert_eq!((status, body["field"].as_str()), (400, Some("payload")), "{body}");
+    let untouched = world.action(id).await;
+    assert_eq!((untouched.version, untouched.votes.len(), untouched.edits.len()), (version, 0, 0));
+
+    // The same payload is a plain approval.
+    let (status, body) = approve_with(&world, id, FINANCE[0], proposal("send_email")["payload"].clone()).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("queued")), "{body}");
+    assert!(body["edits"].as_array().unwrap().is_empty());
+
+    // A plan is proposed again instead.
+    let plan = json!({"steps": [
+        {"action_type": "send_email", "payload": mail_to(&["bob@example.com"])},
+        {"wait_for": "PT1H"},
+        {"action_type": "send_email", "payload": mail_to(&["bob@example.com"])},
+    ], "confidence": 0.9});
+    let id = created(&world, "alice", plan).await;
+    let (status, body) = approve_with(&world, id, FINANCE[0], mail_to(&["x@example.com"])).await;
+    assert_eq!((status, body["error"].as_str()), (409, Some("edit_unsupported")), "{body}");
+}
+
+#[tokio::test]
+async fn the_approval_page_offers_the_edit_and_its_form_approves_the_change() {
+    let world = edit_world();
+    let id = created(&world, "alice", proposal("send_email")).await;
+    let token = link_for(&world, FINANCE[0]);
+    let page = world.approval_http(World::request("GET", &format!("/approvals/{token}"), None, "scanner", false)).await;
+    let html = match page.body() {
+        lambda_http::Body::Text(t) => t.clone(),
+        _ => String::new(),
+    };
+    assert!(html.contains("Approve with these changes") && html.contains("name=\"payload\""), "{html}");
+    assert!(html.contains("bob@example.com"), "the form starts from the payload as it is");
+
+    let edited = json!({"to": ["bob@example.com"], "subject": "hello, corrected", "text": "hi"});
+    let encoded: String = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("decision", "approve")
+        .append_pair("payload", &edited.to_string())
+        .finish();
+    let mut form = World::request("POST", &format!("/approvals/{token}"), None, "scanner", false);
+    *form.body_mut() = lambda_http::Body::Text(encoded);
+    let page = world.approval_http(form).await;
+    assert_eq!(page.status().as_u16(), 200);
+    let action = world.action(id).await;
+    assert_eq!((action.status, &action.payload), (Status::Queued, &edited), "one recipient: one approval");
+    assert_eq!(action.edits[0].fields, vec!["/subject".to_owned()]);
+
+    // Bad JSON in the form is a page saying so; nothing changes.
+    let id = created(
+        &world,
+        "alice",
+        json!({"action_type": "send_email", "payload": mail_to(&["dan@example.com"]), "confidence": 0.9}),
+    )
+    .await;
+    let token = link_for(&world, FINANCE[0]);
+    let mut form = World::request("POST", &format!("/approvals/{token}"), None, "scanner", false);
+    *form.body_mut() = lambda_http::Body::Text("decision=approve&payload=%7Bnope".into());
+    assert_eq!(world.approval_http(form).await.status().as_u16(), 400);
+    assert_eq!(world.action(id).await.status, Status::AwaitingApproval);
+}

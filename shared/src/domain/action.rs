@@ -75,6 +75,14 @@ impl StepKind {
             _ => None,
         }
     }
+
+    /// An action step's payload (`None` for a wait).
+    pub fn payload(&self) -> Option<&Value> {
+        match self {
+            StepKind::Action { payload, .. } => Some(payload),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -219,6 +227,13 @@ pub struct Action {
     pub escalations: Vec<crate::domain::approvers::Escalation>,
     #[serde(default, skip_serializing_if = "is_zero")]
     pub escalation_level: u32,
+    /// Payload edits approvers made before approving (at most `edits::MAX_EDITS`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub edits: Vec<crate::domain::approvers::Edit>,
+    /// While approval mail is pending and untried: when the sweep sends it (set when an edit
+    /// asks again, to go at once; otherwise the usual backoff applies).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_mail_due: Option<DateTime<Utc>>,
     /// Who is told by mail when this approved work completes or fails, and whether that mail
     /// went out (the sweep sends it, retrying a few times).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -343,6 +358,8 @@ impl Action {
             delegated: Vec::new(),
             completion_mail_to: Vec::new(),
             completion_mailed: false,
+            edits: Vec::new(),
+            approval_mail_due: None,
             decided_by: None,
             decided_at: None,
             decision_reason: None,
@@ -477,6 +494,7 @@ impl Action {
             "approvals": self.votes.iter().map(crate::domain::approvers::Vote::to_api).collect::<Vec<_>>(),
             "approvals_required": self.approvals_required,
             "rejections_required": self.rejections_required,
+            "edits": self.edits.iter().map(crate::domain::approvers::Edit::to_api).collect::<Vec<_>>(),
             "reasons": self.reasons,
             "steps": self.steps.iter().map(Step::to_api).collect::<Vec<_>>(),
             "attempts": self.attempts,

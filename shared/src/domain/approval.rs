@@ -52,6 +52,7 @@ pub fn reason_text(code: &str) -> &'static str {
         "type_requires_approval" => "this type of action always needs a human's approval",
         "requires_approval" => "the policy requires approval for this action",
         "risk_above_threshold" => "the risk score is above the threshold for acting automatically",
+        "payload_above_threshold" => "a value in the payload is above the policy's threshold for it",
         "low_confidence" => "the agent's confidence is below the threshold for acting automatically",
         "confidence_missing" => "the agent gave no confidence score",
         "auto_execution_disabled" => "automatic execution is switched off",

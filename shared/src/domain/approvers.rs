@@ -312,6 +312,24 @@ pub fn vote_of<'a>(votes: &'a [Vote], who: &str) -> Option<&'a Vote> {
     votes.iter().find(|v| is_same_mailbox(&v.approver, who))
 }
 
+/// One edit before approval (see the `edits` module), as the action keeps it: who, when, and
+/// which fields changed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Edit {
+    pub by: String,
+    pub at: DateTime<Utc>,
+    /// JSON Pointers of the changed fields (the first twenty).
+    pub fields: Vec<String>,
+    /// How many changes there were in all.
+    pub changes: u32,
+}
+
+impl Edit {
+    pub fn to_api(&self) -> serde_json::Value {
+        serde_json::json!({"by": self.by, "at": crate::domain::time::format_time(self.at), "fields": self.fields, "changes": self.changes})
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

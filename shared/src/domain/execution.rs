@@ -110,7 +110,11 @@ pub fn due_at(action: &crate::domain::Action) -> Option<chrono::DateTime<chrono:
         // An undelivered approval mail is sent again soon; a reminder comes next, then the expiry.
         Status::AwaitingApproval if action.approval_mail_pending => {
             // 1, 2, 4, 8 … minutes after the last try (the first right after intake).
-            let retry = action.updated_at + chrono::Duration::minutes(1 << action.approval_mail_attempts.min(6));
+            let retry = match action.approval_mail_due {
+                // Asked again by an edit: its links go at once.
+                Some(at) if action.approval_mail_attempts == 0 => at,
+                _ => action.updated_at + chrono::Duration::minutes(1 << action.approval_mail_attempts.min(6)),
+            };
             let retry = action.next_escalation_at().map_or(retry, |e| e.min(retry));
             action.approval_expires_at.map_or(retry, |e| e.min(retry))
         }

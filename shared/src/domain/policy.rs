@@ -104,6 +104,10 @@ pub struct TypeRule {
     pub requires_kyc: bool,
     #[serde(default)]
     pub risk_thresholds: Vec<RiskThreshold>,
+    /// Rules on the payload's own values (an amount, a recipient count): above a limit the
+    /// step needs a higher tier or more approvals.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub payload_thresholds: Vec<crate::domain::payload_rules::PayloadThreshold>,
     #[serde(default)]
     pub rate_limits: Vec<RateLimit>,
     pub approval_expiry: Option<IsoDuration>,
@@ -299,6 +303,8 @@ pub enum Recheck {
 #[derive(Debug, Clone)]
 pub struct Subject<'a> {
     pub action_types: Vec<&'a str>,
+    /// Each action step's payload, in the same order (payload thresholds read them).
+    pub payloads: Vec<&'a serde_json::Value>,
     pub risk_score: Option<u8>,
     pub confidence: Option<f64>,
     pub kyc_verified: bool,
@@ -425,8 +431,21 @@ impl Policy {
                     )));
                 }
             }
+            if rule.payload_thresholds.len() > crate::domain::payload_rules::MAX_THRESHOLDS {
+                return Err(PolicyError(format!(
+                    "types.{name}.payload_thresholds: at most {}",
+                    crate::domain::payload_rules::MAX_THRESHOLDS
+                )));
+            }
+            for (i, t) in rule.payload_thresholds.iter().enumerate() {
+                t.check().map_err(|e| PolicyError(format!("types.{name}.payload_thresholds[{i}]: {e}")))?;
+            }
             let listed = self.approver_emails(&rule.approvers).len();
-            let (n, m) = (rule.approvals_required.unwrap_or(1), rule.reject_requires.unwrap_or(1));
+            // The largest quorum any payload can ask for is held to the same rules.
+            let threshold_quorum =
+                rule.payload_thresholds.iter().filter_map(|t| t.approvals_required).max().unwrap_or(1);
+            let (n, m) =
+                (rule.approvals_required.unwrap_or(1).max(threshold_quorum), rule.reject_requires.unwrap_or(1));
             if (n > 1 || m > 1) && rule.approvers.is_empty() {
                 return Err(PolicyError(format!(
                     "types.{name}: a quorum (approvals_required, reject_requires) needs the type's own `approvers`"
@@ -721,11 +740,14 @@ impl Policy {
     pub fn recheck(&self, action: &crate::domain::Action, approved: bool, kyc_verified: bool) -> Recheck {
         let remaining: Vec<&str> =
             action.steps.iter().skip(action.next_step()).filter_map(|s| s.kind.action_type()).collect();
+        let payloads: Vec<&serde_json::Value> =
+            action.steps.iter().skip(action.next_step()).filter_map(|s| s.kind.payload()).collect();
         if remaining.is_empty() {
             return Recheck::Run;
         }
         let decision = self.evaluate(&Subject {
             action_types: remaining,
+            payloads,
             risk_score: action.risk_score,
             confidence: action.confidence,
             kyc_verified,
@@ -814,6 +836,21 @@ impl Policy {
                     ));
                 }
             }
+            let mut payload_quorum = 1;
+            if let Some(payload) = subject.payloads.get(index) {
+                for t in &rule.payload_thresholds {
+                    let Some(found) = t.fires(payload) else { continue };
+                    // A quorum alone implies approval; a tier says which.
+                    step_tier = step_tier.max(t.tier.unwrap_or(Tier::Approval));
+                    payload_quorum = payload_quorum.max(t.approvals_required.unwrap_or(1));
+                    let needs = t.approvals_required.map(|n| format!(": {n} approvals")).unwrap_or_default();
+                    reasons.push(reason(
+                        "payload_above_threshold",
+                        format!("{found} is above {} for {action_type}{needs}", t.above),
+                        index,
+                    ));
+                }
+            }
             if step_tier == Tier::Approval && rule.tier == Some(Tier::Approval) {
                 reasons.push(reason("type_requires_approval", format!("{action_type} is a tier-2 action type"), index));
             }
@@ -846,7 +883,7 @@ impl Policy {
                 }
             }
             if step_tier == Tier::Approval {
-                approvals_required = approvals_required.max(rule.approvals_required.unwrap_or(1));
+                approvals_required = approvals_required.max(rule.approvals_required.unwrap_or(1)).max(payload_quorum);
                 rejections_required = rejections_required.min(rule.reject_requires.unwrap_or(u32::MAX));
             }
             for limit in &rule.rate_limits {
@@ -1033,7 +1070,13 @@ mod tests {
     use super::*;
 
     fn subject(types: &[&'static str], risk: Option<u8>, confidence: Option<f64>) -> Subject<'static> {
-        Subject { action_types: types.to_vec(), risk_score: risk, confidence, kyc_verified: false }
+        Subject {
+            action_types: types.to_vec(),
+            payloads: Vec::new(),
+            risk_score: risk,
+            confidence,
+            kyc_verified: false,
+        }
     }
 
     fn tier_of(d: &Decision) -> Option<Tier> {
@@ -1359,6 +1402,73 @@ mod tests {
     }
 
     #[test]
+    fn payload_thresholds_raise_the_tier_and_the_quorum_and_are_checked() {
+        let base = include_str!("../../../infra/policy.toml");
+        let groups = "[approver_groups]\nfinance = [\"a@example.com\", \"b@example.com\", \"c@example.com\"]\n";
+        let mut p = Policy::parse_toml(&format!("{base}\n{groups}")).unwrap();
+        let rule = p.types.get_mut("send_email").unwrap();
+        rule.tier = Some(Tier::Approval);
+        rule.approvers = vec![crate::domain::approvers::ApproverRef::Group("finance".into())];
+        rule.payload_thresholds = vec![
+            crate::domain::payload_rules::PayloadThreshold {
+                field: "/to".into(),
+                above: 2.0,
+                tier: None,
+                approvals_required: Some(2),
+            },
+            crate::domain::payload_rules::PayloadThreshold {
+                field: "/to".into(),
+                above: 40.0,
+                tier: Some(Tier::Manual),
+                approvals_required: None,
+            },
+        ];
+        p.check().unwrap();
+        let decide = |to: usize| {
+            let payload = serde_json::json!({"to": vec!["x@example.com"; to], "subject": "s", "text": "t"});
+            let d = p.evaluate(&Subject {
+                action_types: vec!["send_email"],
+                payloads: vec![&payload],
+                risk_score: None,
+                confidence: Some(0.9),
+                kyc_verified: false,
+            });
+            (tier_of(&d), d.approvals_required, d.reason_codes())
+        };
+        let (tier, quorum, codes) = decide(2);
+        assert_eq!((tier, quorum), (Some(Tier::Approval), 1));
+        assert!(!codes.contains(&"payload_above_threshold".to_owned()));
+        let (tier, quorum, codes) = decide(3);
+        assert_eq!((tier, quorum), (Some(Tier::Approval), 2), "three recipients need two approvals");
+        assert!(codes.contains(&"payload_above_threshold".to_owned()));
+        assert_eq!(decide(41).0, Some(Tier::Manual), "a mass mailing is left to a human");
+        // The quorum a payload can ask for is held to the type's approvers like its own.
+        let mut q = p.clone();
+        q.types.get_mut("send_email").unwrap().payload_thresholds[0].approvals_required = Some(4);
+        assert!(q.check().unwrap_err().0.contains("approvals_required"));
+        q.types.get_mut("send_email").unwrap().approvers.clear();
+        q.types.get_mut("send_email").unwrap().payload_thresholds[0].approvals_required = Some(2);
+        assert!(q.check().unwrap_err().0.contains("needs the type's own `approvers`"));
+        q.types.get_mut("send_email").unwrap().payload_thresholds[0].field = "to".into();
+        assert!(q.check().unwrap_err().0.contains("payload_thresholds[0]"));
+        // The executor's recheck reads the payload too.
+        let mut action = crate::domain::action::sample_action();
+        action.steps[0].kind = crate::domain::StepKind::Action {
+            action_type: "send_email".into(),
+            payload: serde_json::json!({"to": ["a@x.com", "b@x.com", "c@x.com"], "subject": "s", "text": "t"}),
+        };
+        action.votes = vec![crate::domain::approvers::Vote {
+            approver: "a@example.com".into(),
+            decision: crate::domain::approvers::VoteKind::Approve,
+            at: action.created_at,
+            via: "link".into(),
+            reason: None,
+            admin: false,
+        }];
+        assert!(matches!(p.recheck(&action, true, false), Recheck::NeedsApproval { .. }), "one approval of two");
+    }
+
+    #[test]
     fn approver_groups_and_quorums_are_checked_and_a_plan_needs_its_largest_quorum() {
         let base = include_str!("../../../infra/policy.toml");
         let with = |extra: &str| Policy::parse_toml(&format!("{base}\n{extra}"));
@@ -1393,6 +1503,7 @@ mod tests {
         p3.types.get_mut("gmail.spam").unwrap().reject_requires = Some(2);
         let d = p3.evaluate(&Subject {
             action_types: vec!["gmail.spam", "send_email"],
+            payloads: Vec::new(),
             risk_score: None,
             confidence: Some(0.9),
             kyc_verified: false,
@@ -1401,6 +1512,7 @@ mod tests {
         assert_eq!(d.required_approvers.as_ref().map(Vec::len), Some(3), "the group, expanded");
         let auto = p3.evaluate(&Subject {
             action_types: vec!["gmail.flag"],
+            payloads: Vec::new(),
             risk_score: None,
             confidence: Some(0.9),
             kyc_verified: false,

@@ -166,6 +166,13 @@ impl CreateActionRequest {
     }
 }
 
+/// A payload an approver gives in place of an action's own (`payload` in the errors): held
+/// to the same rules as at intake.
+pub fn check_replacement_payload(action_type: &str, payload: &Value, custom: &CustomTypes) -> Result<(), FieldError> {
+    check_size("payload", payload)?;
+    check_payload(action_type, payload, "payload", custom)
+}
+
 fn check_size(field: &str, v: &Value) -> Result<(), FieldError> {
     let size = serde_json::to_vec(v).map(|b| b.len()).unwrap_or(usize::MAX);
     if size > MAX_PAYLOAD_BYTES {

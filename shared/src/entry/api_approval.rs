@@ -23,10 +23,10 @@ pub async fn handle(service: &ApprovalService, req: Request) -> Response<Body> {
                 Response::from_parts(parts, Body::Empty)
             }
             (["approvals", token], "POST") => match pages::parse_form(req.body().as_ref()) {
-                Ok((decision, reason)) => {
-                    pages::render(service.decide_by_link(token, decision, reason, &http::meta(&req)).await)
-                }
-                Err(sentence) => pages::message(400, "Choose approve or reject", sentence),
+                Ok(form) => pages::render(
+                    service.decide_by_link(token, form.decision, form.reason, form.payload, &http::meta(&req)).await,
+                ),
+                Err(sentence) => pages::message(400, "Choose approve or reject", &sentence),
             },
             (["approvals", _], _) => pages::message(405, "Not allowed", "Open the link in a browser."),
             (["actions", id, verb @ ("approve" | "reject")], "POST") => {

@@ -68,6 +68,19 @@ impl Call {
         Ok(reason)
     }
 
+    /// An approval's body `{reason?, payload?}`: the reason as [`Call::optional_reason`] has it,
+    /// and a payload to approve in place of the action's own (edit before approve). Larger than
+    /// a reason's body: the payload itself is held to its 64 KiB by validation.
+    pub fn approval_body(&self, max_chars: usize) -> Result<(Option<String>, Option<Value>), ApiError> {
+        let mut body = self.optional_json_body(128 * 1024)?;
+        let payload = match body.as_object_mut().and_then(|o| o.remove("payload")) {
+            None | Some(Value::Null) => None,
+            Some(p) => Some(p),
+        };
+        let rest = Call { body: serde_json::to_vec(&body).unwrap_or_default(), ..Call::default() };
+        Ok((rest.optional_reason(max_chars)?, payload))
+    }
+
     /// An optional JSON body: empty is `{}`.
     pub fn optional_json_body(&self, max_bytes: usize) -> Result<Value, ApiError> {
         let bytes: &[u8] = &self.body;
@@ -83,7 +96,8 @@ impl Call {
 #[derive(Debug, Clone, PartialEq)]
 pub enum LinkPage {
     /// The confirmation page: the plan in words, risk, reasons, a form.
-    Confirm { record: ApprovalRecord, action: Action, lines: Vec<String> },
+    /// `not_editable`: why the page does not offer to approve a changed payload (`None`: it does).
+    Confirm { record: ApprovalRecord, action: Action, lines: Vec<String>, not_editable: Option<String> },
     /// The link no longer decides anything (decided, expired, closed).
     State(LinkState),
     /// The decision was recorded.

@@ -131,6 +131,7 @@ impl SweepService {
         }
         // Counted before sending, so a sweep that dies here still backs off.
         stored.approval_mail_attempts = action.approval_mail_attempts.saturating_add(1);
+        stored.approval_mail_due = None;
         stored.version = action.version + 1;
         stored.updated_at = now;
         let records: Vec<_> = links.iter().map(|(_, r, _)| r.clone()).collect();

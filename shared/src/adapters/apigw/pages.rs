@@ -19,7 +19,9 @@ const MAX_REASON_CHARS: usize = 1000;
 /// The page for what a link shows or what a decision by link did.
 pub fn render(page: LinkPage) -> Response<Body> {
     match page {
-        LinkPage::Confirm { record, action, lines } => confirmation_page(&record, &action, &lines),
+        LinkPage::Confirm { record, action, lines, not_editable } => {
+            confirmation_page(&record, &action, &lines, not_editable.as_deref())
+        }
         LinkPage::State(state) => state_page(&state),
         LinkPage::Decided(action) => decided_page(&action),
         LinkPage::Message { status, title, sentence } => message(status, title, &sentence),
@@ -72,30 +74,61 @@ pub fn message(status: u16, title: &str, sentence: &str) -> Response<Body> {
     page(status, title, &format!("<h1>{}</h1><p>{}</p>", escape(title), escape(sentence)))
 }
 
-/// `decision=approve|reject&reason=…` from the page's form.
-pub fn parse_form(body: &[u8]) -> Result<(Decision, Option<String>), &'static str> {
+/// What the page's form sent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Form {
+    pub decision: Decision,
+    pub reason: Option<String>,
+    /// From the edit form: the payload to approve in place of the action's own.
+    pub payload: Option<serde_json::Value>,
+}
+
+/// The largest form accepted (an edited payload of 64 KiB, percent-encoded).
+const MAX_FORM_BYTES: usize = 256 * 1024;
+
+/// `decision=approve|reject&reason=…[&payload=<JSON>]` from the page's forms.
+pub fn parse_form(body: &[u8]) -> Result<Form, String> {
+    if body.len() > MAX_FORM_BYTES {
+        return Err("The form is too large.".into());
+    }
     let mut decision = None;
     let mut reason = None;
+    let mut payload = None;
     for (key, value) in url::form_urlencoded::parse(body) {
         match key.as_ref() {
             "decision" if decision.is_none() => {
                 decision = Some(Decision::parse(&value).ok_or("The form must say approve or reject.")?)
             }
-            "decision" => return Err("The form gave more than one decision."),
+            "decision" => return Err("The form gave more than one decision.".into()),
             "reason" => {
                 let trimmed = value.trim();
                 if trimmed.chars().count() > MAX_REASON_CHARS {
-                    return Err("The reason is too long (1000 characters at most).");
+                    return Err("The reason is too long (1000 characters at most).".into());
                 }
                 reason = (!trimmed.is_empty()).then(|| trimmed.to_owned());
             }
+            "payload" if payload.is_none() => {
+                let parsed: serde_json::Value = serde_json::from_str(value.trim())
+                    .map_err(|e| format!("The changed payload is not valid JSON: {e}."))?;
+                payload = Some(parsed);
+            }
+            "payload" => return Err("The form gave more than one payload.".into()),
             _ => {}
         }
     }
-    Ok((decision.ok_or("The form must say approve or reject.")?, reason))
+    let decision = decision.ok_or("The form must say approve or reject.")?;
+    if payload.is_some() && decision == Decision::Reject {
+        return Err("Only an approval can change the payload.".into());
+    }
+    Ok(Form { decision, reason, payload })
 }
 
-pub fn confirmation_page(record: &ApprovalRecord, action: &Action, lines: &[String]) -> Response<Body> {
+pub fn confirmation_page(
+    record: &ApprovalRecord,
+    action: &Action,
+    lines: &[String],
+    not_editable: Option<&str>,
+) -> Response<Body> {
     let steps: String = lines.iter().map(|l| format!("<li>{}</li>", escape(l))).collect();
     let reasons: String = action
         .reasons
@@ -114,7 +147,7 @@ pub fn confirmation_page(record: &ApprovalRecord, action: &Action, lines: &[Stri
          <form method=\"post\"><label for=\"reason\">Reason (optional)</label><textarea id=\"reason\" name=\"reason\" maxlength=\"1000\"></textarea>\
          <div class=\"buttons\"><button class=\"approve\" type=\"submit\" name=\"decision\" value=\"approve\">Approve</button>\
          <button class=\"reject\" type=\"submit\" name=\"decision\" value=\"reject\">Reject</button></div></form>\
-         <p class=\"note\">Nothing happens until you press a button. The first decision counts; this link works once.</p>",
+         <p class=\"note\">Nothing happens until you press a button. The first decision counts; this link works once.</p>{edit_block}",
         user = escape(action.user_id.as_str()),
         created = escape(&format_time(action.created_at)),
         expires = escape(&format_time(record.expires_at)),
@@ -123,8 +156,27 @@ pub fn confirmation_page(record: &ApprovalRecord, action: &Action, lines: &[Stri
         id = action.action_id,
         reasons_block = if reasons.is_empty() { String::new() } else { format!("<p>Approval is needed because:</p><ul>{reasons}</ul>") },
         preview = escape(&preview_json(action)),
+        edit_block = edit_form(action, not_editable),
     );
     page(200, "Approve this action?", &body)
+}
+
+/// The form that approves a changed payload (behind a disclosure), or why there is none.
+fn edit_form(action: &Action, not_editable: Option<&str>) -> String {
+    if let Some(why) = not_editable {
+        return format!("<p class=\"note\">It cannot be changed before approval: {}.</p>", escape(why));
+    }
+    let current = action.steps.first().and_then(|s| s.kind.payload()).unwrap_or(&action.payload);
+    let text = serde_json::to_string_pretty(current).unwrap_or_default();
+    format!(
+        "<details><summary>Change it before approving</summary>\
+         <form method=\"post\"><input type=\"hidden\" name=\"decision\" value=\"approve\">\
+         <label for=\"payload\">Payload (JSON)</label><textarea id=\"payload\" name=\"payload\" rows=\"12\" spellcheck=\"false\">{}</textarea>\
+         <label for=\"edit-reason\">Reason (optional)</label><textarea id=\"edit-reason\" name=\"reason\" maxlength=\"1000\"></textarea>\
+         <div class=\"buttons\"><button class=\"approve\" type=\"submit\">Approve with these changes</button></div></form>\
+         <p class=\"note\">The changed payload is checked and placed by the policy again: it may need more approvals, and everyone else is asked again with a new link. The audit trail records what changed.</p></details>",
+        escape(&text)
+    )
 }
 
 /// Rows saying how many approvals it needs and who decided so far (for a quorum above one).
@@ -240,8 +292,17 @@ mod tests {
 
     #[test]
     fn forms_need_exactly_one_known_decision() {
-        assert_eq!(parse_form(b"decision=approve&reason=ok").unwrap(), (Decision::Approve, Some("ok".into())));
-        assert_eq!(parse_form(b"decision=reject").unwrap(), (Decision::Reject, None));
+        let form = |d, r: Option<&str>, p| Form { decision: d, reason: r.map(str::to_owned), payload: p };
+        assert_eq!(parse_form(b"decision=approve&reason=ok").unwrap(), form(Decision::Approve, Some("ok"), None));
+        assert_eq!(parse_form(b"decision=reject").unwrap(), form(Decision::Reject, None, None));
+        assert_eq!(
+            parse_form(b"decision=approve&payload=%7B%22a%22%3A1%7D").unwrap(),
+            form(Decision::Approve, None, Some(json!({"a": 1})))
+        );
+        assert!(parse_form(b"decision=approve&payload=%7Bnope").unwrap_err().contains("not valid JSON"));
+        assert!(parse_form(b"decision=reject&payload=%7B%7D").is_err(), "a rejection changes nothing");
+        assert!(parse_form(b"decision=approve&payload=1&payload=2").is_err());
+        assert!(parse_form(&vec![b'a'; MAX_FORM_BYTES + 1]).is_err());
         assert!(parse_form(b"").is_err());
         assert!(parse_form(b"decision=maybe").is_err());
         assert!(parse_form(b"decision=approve&decision=reject").is_err());
@@ -255,10 +316,14 @@ mod tests {
         action.payload = json!({"to": ["b@example.com"], "subject": "<script>alert(1)</script>", "text": "t"});
         action.steps[0].kind = StepKind::Action { action_type: "send_email".into(), payload: action.payload.clone() };
         let lines = vec!["send an email with subject \"<script>alert(1)</script>\"".to_owned()];
-        let page = confirmation_page(&record, &action, &lines);
+        let page = confirmation_page(&record, &action, &lines, None);
         let html = std::str::from_utf8(page.body().as_ref()).unwrap();
         assert!(!html.contains("<script>"));
         assert!(html.contains("&lt;script&gt;"));
+        assert!(html.contains("name=\"payload\"") && html.contains("Approve with these changes"), "the edit form");
+        let page = confirmation_page(&record, &action, &lines, Some("a plan of several steps cannot be edited"));
+        let html = std::str::from_utf8(page.body().as_ref()).unwrap();
+        assert!(!html.contains("name=\"payload\"") && html.contains("cannot be changed before approval"));
         assert!(html.contains("value=\"approve\"") && html.contains("value=\"reject\""));
     }
 }

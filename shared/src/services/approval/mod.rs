@@ -31,6 +31,8 @@ enum Refused {
     /// It kept losing races to other writes.
     Busy,
     Store(String),
+    /// The changed payload was not accepted (invalid, or the policy refuses it): nothing changed.
+    Edit(ApiError),
 }
 
 /// How a decision arrived: through one emailed link (which it uses up), or the API.
@@ -122,7 +124,11 @@ impl ApprovalService {
                         None => None,
                     };
                     let lines = self.registry.step_lines(&action.steps, policy.as_deref());
-                    LinkPage::Confirm { record, action, lines }
+                    let not_editable = match &policy {
+                        Some(p) => not_editable(&action, p),
+                        None => Some("changes cannot be checked here".into()),
+                    };
+                    LinkPage::Confirm { record, action, lines, not_editable }
                 }
                 other => LinkPage::State(other),
             },
@@ -136,6 +142,7 @@ impl ApprovalService {
         raw_token: &str,
         decision: Decision,
         reason: Option<String>,
+        payload: Option<serde_json::Value>,
         meta: &RequestMeta,
     ) -> LinkPage {
         let (record, action) = match self.resolve(raw_token).await {
@@ -178,8 +185,16 @@ impl ApprovalService {
             LinkState::Open => Ok(()),
             other => Err(other),
         };
-        match self.vote(action, decision, &record.approver, reason, meta, via, open).await {
+        match self.vote(action, decision, &record.approver, reason, meta, via, open, payload.as_ref()).await {
             Ok(after) => LinkPage::Decided(after),
+            Err(Refused::Edit(e)) => LinkPage::Message {
+                status: e.status_code(),
+                title: "Your changes were not accepted",
+                sentence: format!(
+                    "{} Nothing was decided; go back to change them, or decide the action as it is.",
+                    sentence(&e)
+                ),
+            },
             Err(Refused::State(state)) => LinkPage::State(state),
             Err(Refused::Busy) => LinkPage::Message {
                 status: 409,
@@ -195,7 +210,10 @@ impl ApprovalService {
     /// administrator, never by the requester.
     pub async fn decide(&self, call: &Call, id: &str, decision: Decision) -> Result<Reply, ApiError> {
         let identity = call.identity()?;
-        let reason = call.optional_reason(MAX_REASON_CHARS)?;
+        let (reason, payload) = call.approval_body(MAX_REASON_CHARS)?;
+        if payload.is_some() && decision == Decision::Reject {
+            return Err(ApiError::invalid("payload", "only an approval can change the payload; reject without one"));
+        }
         let id = ActionId::parse(id).ok_or(ApiError::NotFound("action"))?;
         tracing::Span::current().record("action_id", tracing::field::display(id));
         let action =
@@ -279,8 +297,10 @@ impl ApprovalService {
             }
             Ok(())
         };
-        match self.vote(action, decision, &actor, reason, meta, Via::Api { admin: !is_approver, own }, waiting).await {
+        let via = Via::Api { admin: !is_approver, own };
+        match self.vote(action, decision, &actor, reason, meta, via, waiting, payload.as_ref()).await {
             Ok(after) => Ok(Reply::json(200, &after.to_api())),
+            Err(Refused::Edit(e)) => Err(e),
             Err(Refused::State(LinkState::Voted { decision, at, approvals, required })) => Err(ApiError::Conflict {
                 code: "already_decided",
                 message: "you already decided this action; it waits for other approvers".into(),
@@ -309,7 +329,8 @@ impl ApprovalService {
     /// Records `actor`'s decision on `action` as one vote: written with one conditional write; a
     /// write that lost a race re-reads the action and tries again, so two decisions racing both
     /// count (once per person). `still_open` says whether the fresh action may still be decided
-    /// this way; someone who already voted gets [`LinkState::Voted`].
+    /// this way; someone who already voted gets [`LinkState::Voted`]. With `edit`, the approval
+    /// is of that payload in place of the action's own (checked again on each try).
     #[allow(clippy::too_many_arguments)]
     async fn vote(
         &self,
@@ -320,15 +341,20 @@ impl ApprovalService {
         meta: &RequestMeta,
         via: Via<'_>,
         still_open: impl Fn(&Action) -> Result<(), LinkState>,
+        edit: Option<&serde_json::Value>,
     ) -> Result<Action, Refused> {
         for _ in 0..MAX_VOTE_RACES {
-            if action.status == Status::AwaitingApproval {
+            if action.status == Status::AwaitingApproval && edit.is_none() {
                 if let Some(voted) = crate::domain::approval::voted(&action, actor) {
                     return Err(Refused::State(voted));
                 }
             }
             still_open(&action).map_err(Refused::State)?;
-            match self.apply(&action, decision, actor, reason.clone(), meta, via).await {
+            let changed = match edit {
+                Some(payload) => self.edit(&action, payload, actor, meta, via).await.map_err(Refused::Edit)?,
+                None => None,
+            };
+            match self.apply_changed(&action, changed, decision, actor, reason.clone(), meta, via).await {
                 Ok(after) => return Ok(after),
                 Err(TransitionError::Conflict) => {}
                 Err(TransitionError::Store(e)) => return Err(Refused::Store(e.to_string())),
@@ -354,6 +380,22 @@ impl ApprovalService {
         meta: &RequestMeta,
         via: Via<'_>,
     ) -> Result<Action, TransitionError> {
+        self.apply_changed(action, None, decision, actor, reason, meta, via).await
+    }
+
+    /// [`ApprovalService::apply`] on `action` as `changed` left it (an edit: the edited action
+    /// and its audit event), in the same transaction.
+    #[allow(clippy::too_many_arguments)]
+    async fn apply_changed(
+        &self,
+        action: &Action,
+        changed: Option<(Action, AuditEvent)>,
+        decision: Decision,
+        actor: &str,
+        reason: Option<String>,
+        meta: &RequestMeta,
+        via: Via<'_>,
+    ) -> Result<Action, TransitionError> {
         let (used_link, via, by_admin, own) = match via {
             Via::Link { token_hash, own } => (Some(token_hash), "link", false, own),
             // The requester's own decision is never an administrator's, which would stand
@@ -365,7 +407,13 @@ impl ApprovalService {
             Decision::Approve => VoteKind::Approve,
             Decision::Reject => VoteKind::Reject,
         };
-        let mut after = action.clone();
+        let edited = changed.is_some();
+        let (mut after, mut events) = match changed {
+            Some((after, event)) => (after, vec![event]),
+            None => (action.clone(), Vec::new()),
+        };
+        // The version the vote builds on: after the edit's event, if any.
+        let base = action.version + events.len() as u64;
         after.updated_at = now;
         after.votes.push(Vote {
             approver: actor.to_owned(),
@@ -376,10 +424,15 @@ impl ApprovalService {
             reason: reason.clone().map(|r| r.chars().take(MAX_VOTE_REASON_CHARS).collect()),
             admin: by_admin,
         });
-        let outcome = tally(&after.votes, action.approvals_required, action.rejections_required);
+        let outcome = tally(&after.votes, after.approvals_required, after.rejections_required);
+        if edited {
+            // The others are asked again, with links for the new payload.
+            after.approval_mail_pending = !after.undecided().is_empty();
+        }
         if !matches!(outcome, Outcome::Waiting { .. }) {
             // Approval mail is over; its counter is the completion mail's from here on.
             after.approval_mail_pending = false;
+            after.approval_mail_due = None;
             after.approval_mail_attempts = 0;
             after.decided_by = Some(actor.to_owned());
             after.decided_by_admin = by_admin;
@@ -400,13 +453,12 @@ impl ApprovalService {
             user_agent: meta.user_agent.clone(),
         };
         let said = reason.clone().map(|r| format!(": {r}")).unwrap_or_default();
-        let mut events = Vec::new();
         let link_status = match outcome {
             Outcome::Waiting { approvals, required } => {
                 // One vote of a quorum: recorded, the action still waits for the others.
                 let what = kind.past_tense();
                 let mut counted = event(
-                    action.version + 1,
+                    base + 1,
                     Status::AwaitingApproval,
                     Status::AwaitingApproval,
                     format!("{what} by {actor} ({approvals} of {required} approvals){said}"),
@@ -414,7 +466,7 @@ impl ApprovalService {
                 counted.detail =
                     Some(json!({"via": via, "vote": what, "approvals": approvals, "approvals_required": required}));
                 events.push(counted);
-                after.version = action.version + 1;
+                after.version = base + 1;
                 match decision {
                     Decision::Approve => ApprovalStatus::Approved,
                     Decision::Reject => ApprovalStatus::Rejected,
@@ -423,38 +475,35 @@ impl ApprovalService {
             Outcome::Approved => {
                 let approved =
                     Status::AwaitingApproval.transition_to(Status::Approved).map_err(|_| TransitionError::Conflict)?;
-                events.push(event(action.version + 1, Status::AwaitingApproval, approved, format!("approved{said}")));
+                events.push(event(base + 1, Status::AwaitingApproval, approved, format!("approved{said}")));
                 let queued = approved.transition_to(Status::Queued).map_err(|_| TransitionError::Conflict)?;
-                let mut queued_event = event(action.version + 2, approved, queued, "queued for execution".into());
+                let mut queued_event = event(base + 2, approved, queued, "queued for execution".into());
                 queued_event.actor = "actiongate".into();
                 events.push(queued_event);
                 after.status = queued;
-                after.version = action.version + 2;
+                after.version = base + 2;
                 ApprovalStatus::Approved
             }
             Outcome::Rejected => {
                 after.status =
                     Status::AwaitingApproval.transition_to(Status::Rejected).map_err(|_| TransitionError::Conflict)?;
-                events.push(event(
-                    action.version + 1,
-                    Status::AwaitingApproval,
-                    Status::Rejected,
-                    format!("rejected{said}"),
-                ));
-                after.version = action.version + 1;
+                events.push(event(base + 1, Status::AwaitingApproval, Status::Rejected, format!("rejected{said}")));
+                after.version = base + 1;
                 ApprovalStatus::Rejected
             }
         };
+        // The vote's own event follows the edit's, if any.
+        let first_vote = usize::from(edited);
         if after.votes.len() > 1 && !matches!(outcome, Outcome::Waiting { .. }) {
             // The decision's event names everyone whose vote made it.
-            if let Some(decided) = events.first_mut() {
+            if let Some(decided) = events.get_mut(first_vote) {
                 let votes: Vec<_> = after.votes.iter().map(Vote::to_api).collect();
                 decided.detail = Some(json!({"via": via, "approvals": votes}));
             }
         }
         // The requester's own decision (only where the policy allows it) is marked as such.
         if own {
-            if let Some(Some(detail)) = events.first_mut().map(|e| e.detail.as_mut()) {
+            if let Some(Some(detail)) = events.get_mut(first_vote).map(|e| e.detail.as_mut()) {
                 detail["self_approval"] = json!(true);
             }
         }
@@ -473,6 +522,130 @@ impl ApprovalService {
             }
         }
         Ok(after)
+    }
+
+    /// `action` with `payload` in place of its own, and the audit event that says what changed —
+    /// or `None` when the payload is the same (a plain approval). The payload is validated as
+    /// at intake and the policy in force places it again: blocked, KYC and manual work are
+    /// refused, a threshold it crosses may raise the approvals needed. Nothing is written here.
+    async fn edit(
+        &self,
+        action: &Action,
+        payload: &serde_json::Value,
+        actor: &str,
+        meta: &RequestMeta,
+        via: Via<'_>,
+    ) -> Result<Option<(Action, AuditEvent)>, ApiError> {
+        use crate::domain::edits;
+        let policies = self.policies.as_ref().ok_or_else(|| ApiError::Unavailable {
+            code: "edit_unavailable",
+            message: "changes cannot be checked here now; approve or reject the action as it is".into(),
+            retry_after_secs: None,
+        })?;
+        let policy = policies.current().await;
+        if let Some(why) = not_editable(action, &policy) {
+            return Err(ApiError::Conflict {
+                code: "edit_unsupported",
+                message: format!("{why}; approve or reject it as it is, or ask for a new proposal"),
+                extra: json!({"action_id": action.action_id, "field": "payload"}),
+            });
+        }
+        let Some(action_type) = edits::editable_type(action) else {
+            return Err(ApiError::internal(anyhow::anyhow!("an editable action without a type")));
+        };
+        let custom = policy.custom_types().map_err(|e| ApiError::internal(anyhow::anyhow!(e)))?;
+        crate::domain::validation::check_replacement_payload(action_type, payload, &custom).map_err(|e| {
+            if e.too_large {
+                ApiError::PayloadTooLarge { message: format!("{} {}", e.field, e.message), field: Some(e.field) }
+            } else {
+                ApiError::InvalidRequest { message: format!("{} {}", e.field, e.message), field: Some(e.field) }
+            }
+        })?;
+        if action_type == "gmail.forward" {
+            if let Err((field, message)) =
+                crate::domain::google_payloads::forward_domains_allowed(payload, policy.forward_domains())
+            {
+                return Err(ApiError::Denied {
+                    code: "domain_not_allowed",
+                    message: format!("{field}: {message}"),
+                    extra: json!({"field": field, "allowed_domains": policy.forward_domains()}),
+                });
+            }
+        }
+        let current = action.steps.first().and_then(|s| s.kind.payload()).unwrap_or(&action.payload);
+        if payload == current {
+            return Ok(None);
+        }
+        let needs_kyc = policy.rule(action_type).is_some_and(|r| r.requires_kyc);
+        let kyc_verified =
+            if needs_kyc { self.store.kyc_verified(&action.user_id).await.map_err(ApiError::internal)? } else { false };
+        let decision = policy.evaluate(&crate::domain::policy::Subject {
+            action_types: vec![action_type],
+            payloads: vec![payload],
+            risk_score: action.risk_score,
+            confidence: action.confidence,
+            kyc_verified,
+        });
+        if let Some((code, message)) = edits::refusal(&decision) {
+            return Err(ApiError::Denied {
+                code,
+                message,
+                extra: json!({"action_id": action.action_id, "field": "payload", "reasons": decision.reason_codes(), "reason_details": decision.reasons}),
+            });
+        }
+        let now = self.clock.now();
+        let (changes, total) = edits::diff(current, payload);
+        let after = edits::edited(action, payload.clone(), &decision, actor, &changes, total, now);
+        // Enough people must be left to reach the quorum the edit needs (the editor counts).
+        let editor_outside = !after.in_pool(actor);
+        let can_count =
+            after.pool().iter().filter(|a| action.self_approval_allowed || !action.is_requester(a.as_str())).count()
+                + usize::from(editor_outside);
+        if !after.pool().is_empty() && can_count < after.approvals_required as usize {
+            return Err(ApiError::Denied {
+                code: "quorum_unreachable",
+                message: format!(
+                    "the edited payload needs {} distinct approvals but only {can_count} approver(s) can give them",
+                    after.approvals_required
+                ),
+                extra: json!({"action_id": action.action_id, "field": "payload", "approvals_required": after.approvals_required}),
+            });
+        }
+        let via_name = match via {
+            Via::Link { .. } => "link",
+            Via::Api { .. } => "api",
+        };
+        let fields: Vec<&str> = changes.iter().filter_map(|c| c.get("path").and_then(|p| p.as_str())).take(5).collect();
+        let more = if total > fields.len() { format!(" and {} more", total - fields.len()) } else { String::new() };
+        let event = AuditEvent {
+            action_id: action.action_id,
+            seq: action.version + 1,
+            at: now,
+            actor: actor.to_owned(),
+            from: Some(Status::AwaitingApproval),
+            to: Status::AwaitingApproval,
+            reason: format!(
+                "payload edited by {actor} before approving ({}{more}); asked again: {} approval(s) needed",
+                fields.join(", "),
+                after.approvals_required
+            ),
+            detail: Some(json!({
+                "via": via_name,
+                "edit": {
+                    "changes": changes,
+                    "total_changes": total,
+                    "plan_digest_before": crate::domain::approval::plan_digest(action),
+                    "plan_digest_after": crate::domain::approval::plan_digest(&after),
+                },
+                "reasons": decision.reasons,
+                "approvers": after.pool(),
+                "approvals_required": after.approvals_required,
+            })),
+            request_id: meta.request_id.clone(),
+            source_ip: meta.source_ip.clone(),
+            user_agent: meta.user_agent.clone(),
+        };
+        Ok(Some((after, event)))
     }
 
     /// Expiry holds at decision time even before the sweep runs: a late decision moves the
@@ -508,6 +681,37 @@ impl ApprovalService {
             Err(_) => self.store.get_action(action.action_id).await.ok().flatten().map_or(action.status, |a| a.status),
         }
     }
+}
+
+/// Why `action`'s payload cannot be changed before approval under `policy` (`None`: it can).
+fn not_editable(action: &Action, policy: &crate::domain::policy::Policy) -> Option<String> {
+    use crate::domain::connectors::Phase;
+    let Some(action_type) = crate::domain::edits::editable_type(action) else {
+        return Some("a plan of several steps cannot be edited".into());
+    };
+    if action.edits.len() >= crate::domain::edits::MAX_EDITS {
+        return Some(format!("it was edited {} times already, the most allowed", crate::domain::edits::MAX_EDITS));
+    }
+    let consulted = policy
+        .rule(action_type)
+        .and_then(|r| r.connector.as_ref())
+        .and_then(|c| policy.connectors.get(c))
+        .is_some_and(|c| c.serves(Phase::Validate) || c.serves(Phase::Preview));
+    consulted.then(|| format!("the {action_type} connector checks and describes its payloads when they are proposed"))
+}
+
+/// A refusal in one sentence for a page.
+fn sentence(e: &ApiError) -> String {
+    let mut text = e.to_string();
+    if let Some(field) = e.body().get("field").and_then(|f| f.as_str()) {
+        if !text.starts_with(field) {
+            text = format!("{field}: {text}");
+        }
+    }
+    if !text.ends_with('.') {
+        text.push('.');
+    }
+    text
 }
 
 /// The page when the store cannot be reached: nothing was decided.

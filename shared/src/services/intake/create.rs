@@ -407,6 +407,7 @@ impl IntakeService {
             if needs_kyc { self.store.kyc_verified(&identity.user).await.map_err(ApiError::internal)? } else { false };
         let mut decision = policy.evaluate(&Subject {
             action_types: action_types.clone(),
+            payloads: request.steps.iter().filter_map(crate::domain::StepKind::payload).collect(),
             risk_score: request.risk_score,
             confidence: request.confidence,
             kyc_verified,
@@ -742,6 +743,7 @@ mod tests {
     fn decide(policy: &Policy, r: &CreateActionRequest) -> Decision {
         policy.evaluate(&Subject {
             action_types: r.action_steps().collect(),
+            payloads: r.steps.iter().filter_map(crate::domain::StepKind::payload).collect(),
             risk_score: r.risk_score,
             confidence: r.confidence,
             kyc_verified: false,
