@@ -37,13 +37,18 @@ fn api() -> Api {
         );
         common::policy_file(
             "e2e-sweep",
-            &[(from, &per_user), (spam.0, &spam.1), (webhook.0, &webhook.1), (calendar.0, &calendar.1)],
+            &[(from, &per_user), (spam.0, &spam.1), (webhook.0, &webhook.1), (calendar.0, &calendar.1), PAYMENTS],
         )
     });
     Api { stack: shared_with(&[("POLICY_FILE", path)]), http: reqwest::Client::new() }
 }
 
 const PER_USER_HOUR: usize = 10;
+/// Payments: one of the treasury group approves, two above 1000.
+const PAYMENTS: (&str, &str) = (
+    "[types.make_payment]\ntier = 2\nblocked = true",
+    "[approver_groups]\ntreasury = [\"ta@example.com\", \"tb@example.com\", \"tc@example.com\"]\n\n[types.make_payment]\ntier = 2\napprovers = [\"group:treasury\"]\npayload_thresholds = [{ field = \"/amount\", above = 1000, approvals_required = 2 }]",
+);
 /// Calendar events nobody decides are escalated to the lead after a few seconds.
 const ESCALATE_AFTER_SECS: u64 = 4;
 const ESCALATION_LEAD: &str = "lead@example.com";
@@ -465,4 +470,89 @@ async fn an_unanswered_approval_is_escalated_with_a_working_link_of_its_own() {
     let action = api.get(&format!("/actions/{id}"), &owner).await.body;
     assert_ne!(action["status"], "awaiting_approval", "{action}");
     assert_eq!(action["decided_by"], ESCALATION_LEAD);
+}
+
+/// A form POST to an approval link.
+async fn submit(api: &Api, link: &str, form: &str) -> common::Reply {
+    api.call("POST", link, None, Some(form.to_owned()), &[("content-type", "application/x-www-form-urlencoded")]).await
+}
+
+#[tokio::test]
+async fn an_edited_payload_that_crosses_a_threshold_needs_the_extra_approval() {
+    let api = api();
+    let owner = someone("alice");
+    let reference = someone("inv");
+    let payment = json!({"action_type": "make_payment", "risk_score": 10, "confidence": 0.9,
+        "payload": {"amount": 120, "currency": "EUR", "recipient": "ACME", "reference": reference}});
+    let created = api.post("/actions", &owner, payment).await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    assert_eq!(created.body["approvals_required"], 1);
+    let id = created.body["action_id"].as_str().unwrap().to_owned();
+    let first_round = |mails: Vec<Value>, who: &str| mails.into_iter().find(|m| m["to"] == json!([who]));
+    let mut mails = Vec::new();
+    for _ in 0..50 {
+        mails = mails_about(&api, &id).await;
+        if mails.len() >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let ta_link = link_in(&first_round(mails.clone(), "ta@example.com").expect("ta is asked"));
+    let tb_old = link_in(&first_round(mails, "tb@example.com").expect("tb is asked"));
+
+    // ta opens the page, changes the amount past the threshold in its edit form, and approves.
+    let page = api.call("GET", &ta_link, None, None, &[]).await;
+    assert!(page.body.as_str().unwrap().contains("Approve with these changes"), "{}", page.body);
+    let edited = json!({"amount": 5000, "currency": "EUR", "recipient": "ACME", "reference": reference});
+    let form: String = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("decision", "approve")
+        .append_pair("payload", &edited.to_string())
+        .finish();
+    let answer = submit(&api, &ta_link, &form).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert!(answer.body.as_str().unwrap().contains("1 of 2"), "{}", answer.body);
+    let waiting = api.get(&format!("/actions/{id}"), &owner).await.body;
+    assert_eq!(waiting["status"], "awaiting_approval", "{waiting}");
+    assert_eq!((waiting["payload"]["amount"].as_i64(), waiting["approvals_required"].as_i64()), (Some(5000), Some(2)));
+    assert_eq!(waiting["edits"][0]["fields"], json!(["/amount"]));
+
+    // tb's link was for 120: it decides nothing now.
+    let stale = submit(&api, &tb_old, "decision=approve").await;
+    assert_eq!(stale.status, 410, "{}", stale.body);
+    // The sweep asks tb and tc again with links for 5000; tb's new link gives the second approval.
+    let mut tb_new = None;
+    for _ in 0..100 {
+        let to_tb: Vec<String> = mails_about(&api, &id)
+            .await
+            .into_iter()
+            .filter(|m| m["to"] == json!(["tb@example.com"]))
+            .map(|m| link_in(&m))
+            .collect();
+        if to_tb.len() >= 2 {
+            assert!(
+                mails_about(&api, &id).await.iter().filter(|m| m["to"] == json!(["ta@example.com"])).count() == 1,
+                "the editor is not asked again"
+            );
+            tb_new = to_tb.last().cloned();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let tb_new = tb_new.expect("tb is asked again after the edit");
+    let page = api.call("GET", &tb_new, None, None, &[]).await;
+    assert!(page.body.as_str().unwrap().contains("5000"), "the new link shows the new amount");
+    let second = submit(&api, &tb_new, "decision=approve").await;
+    assert_eq!(second.status, 200, "{}", second.body);
+    let decided = api.get(&format!("/actions/{id}"), &owner).await.body;
+    assert_ne!(decided["status"], "awaiting_approval", "{decided}");
+    assert_eq!(decided["approvals"].as_array().unwrap().len(), 2, "{decided}");
+    let events = trail(&api, &owner, &id).await;
+    let edit = events
+        .iter()
+        .find(|e| e["reason"].as_str().is_some_and(|r| r.starts_with("payload edited by ta@example.com")))
+        .expect("the edit is audited");
+    assert_eq!(
+        edit["detail"]["edit"]["changes"][0],
+        json!({"op": "replace", "path": "/amount", "from": 120, "value": 5000})
+    );
 }

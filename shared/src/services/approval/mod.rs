@@ -188,7 +188,8 @@ impl ApprovalService {
         match self.vote(action, decision, &record.approver, reason, meta, via, open, payload.as_ref()).await {
             Ok(after) => LinkPage::Decided(after),
             Err(Refused::Edit(e)) => LinkPage::Message {
-                status: e.status_code(),
+                // A payload too large is the form's fault like any other invalid one.
+                status: if e.status_code() == 413 { 400 } else { e.status_code() },
                 title: "Your changes were not accepted",
                 sentence: format!(
                     "{} Nothing was decided; go back to change them, or decide the action as it is.",
