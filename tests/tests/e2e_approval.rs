@@ -600,3 +600,49 @@ async fn a_delegate_receives_the_next_request_and_its_link_decides() {
     let ended = api.call("DELETE", &format!("/approvers/{approver}/delegation"), Some(&approver), None, &[]).await;
     assert_eq!((ended.status, ended.body["delegation"].clone()), (200, json!(null)));
 }
+
+#[tokio::test]
+async fn the_mail_and_page_show_the_effect_as_its_recipient_sees_it() {
+    let api = api();
+    // An email reads as an email: to, subject, its text; the HTML part never renders.
+    let owner = someone("alice");
+    let approver = format!("{}@example.com", someone("boss"));
+    let mut body = email_action(&approver);
+    body["payload"]["html"] = json!("<p onclick=\"x()\">Hi <b>Bob</b></p>");
+    let id = create(&api, &owner, body).await;
+    let mail = approval_mail(&api, &id).await;
+    let text = mail["text"].as_str().unwrap();
+    assert!(
+        text.contains(
+            "What will happen:\n1. Email\n  To: bob@example.com\n  Subject: Contract draft\n  | Hi Bob, see attached."
+        ),
+        "{text}"
+    );
+    let page = api.call("GET", &link_path(&mail), None, None, &[]).await;
+    let page = html(&page);
+    assert!(
+        page.contains("<dt>To</dt><dd>bob@example.com</dd>")
+            && page.contains("<dt>Subject</dt><dd>Contract draft</dd>"),
+        "{page}"
+    );
+    assert!(page.contains("&lt;p onclick=") && !page.contains("<p onclick"), "the HTML part is shown as source");
+    assert!(page.contains("<details><summary>Raw payload (JSON)"), "the raw payload behind a disclosure");
+
+    // A Gmail change reads as the message's labels before → after, read when approval was asked.
+    let owner = someone("gina");
+    let message = someone("msg");
+    common::seed_labels(&api, &message, &["INBOX", "UNREAD", "IMPORTANT"]).await;
+    assert_eq!(common::store_google_token(&api, &owner).await.status, 200);
+    let spam = json!({"action_type": "gmail.spam", "payload": {"message_id": message}, "approver": approver, "confidence": 0.9});
+    let id = create(&api, &owner, spam).await;
+    let mail = approval_mail(&api, &id).await;
+    let text = mail["text"].as_str().unwrap();
+    // (The fake answers a message's labels sorted.)
+    assert!(text.contains("Before: IMPORTANT, INBOX, UNREAD\n  After: IMPORTANT, UNREAD, SPAM"), "{text}");
+    let page = api.call("GET", &link_path(&mail), None, None, &[]).await;
+    assert!(html(&page)
+        .contains("<dt>Before</dt><dd>IMPORTANT, INBOX, UNREAD</dd><dt>After</dt><dd>IMPORTANT, UNREAD, SPAM</dd>"));
+    // Reading the labels changed nothing.
+    let state = common::fake_state(&api).await;
+    assert_eq!(state["gmail"][&message], json!(["INBOX", "UNREAD", "IMPORTANT"]), "{}", state["gmail"]);
+}

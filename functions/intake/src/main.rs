@@ -41,17 +41,26 @@ async fn main() -> Result<(), Error> {
     let approval_mail = ApprovalMail { mailer, public_base_url: mail.public_base_url };
     let guard = Arc::new(AddressGuard::new(Allowlist::parse(&connectors.webhook_allowlist))?);
     let keys = SignedDelivery::from_secrets_manager(&aws, guard, &notify.secret);
+    let policies = Arc::new(PolicySource::new(store.clone(), policy, config.policy_cache));
+    // Read-only: what a Gmail change's message looks like when approval is asked for.
+    let lookups = actiongate::handlers::Dependencies::from_config(
+        &aws,
+        store.clone(),
+        actiongate::config::HandlerConfig::from_env()?,
+        policies.clone(),
+    )?;
     let service = Arc::new(
         IntakeService::new(
             store.clone(),
             queue,
-            Arc::new(PolicySource::new(store, policy, config.policy_cache)),
+            policies,
             approval_mail,
             // Connectors that serve `validate` and `preview` are asked at intake.
             Registry::with_connectors_allowing(&aws, &connectors.webhook_allowlist)?,
             Arc::new(SystemClock),
         )
-        .with_notification_keys(Arc::new(keys)),
+        .with_notification_keys(Arc::new(keys))
+        .with_lookups(Arc::new(lookups)),
     );
     startup.step("wiring");
     startup.ready();

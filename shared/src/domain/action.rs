@@ -139,6 +139,11 @@ pub struct Step {
     /// shown in approval mail and pages instead of the type's description.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preview: Option<String>,
+    /// What the target looked like when approval was asked for (a Gmail message's labels),
+    /// so the approver sees the change as before → after. Read once at intake; not the
+    /// rollback's snapshot, which is taken just before the change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<Value>,
 }
 
 impl Step {
@@ -159,6 +164,7 @@ impl Step {
             finished_at: None,
             pin: None,
             preview: None,
+            before: None,
         }
     }
 }

@@ -94,8 +94,9 @@ pub fn edited(
         if let StepKind::Action { payload: p, .. } = &mut step.kind {
             *p = payload.clone();
         }
-        // A connector's sentence described the old payload.
+        // A connector's sentence, and what the target looked like, were of the old payload.
         step.preview = None;
+        step.before = None;
     }
     after.payload = payload;
     after.tier = Some(Tier::Approval);

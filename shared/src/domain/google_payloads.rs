@@ -373,6 +373,28 @@ pub fn describe(action_type: &str, payload: &Value) -> Option<String> {
     })
 }
 
+/// Which labels an action type adds and removes.
+#[derive(Debug, Clone, Copy)]
+pub struct LabelChange {
+    pub add: &'static [&'static str],
+    pub remove: &'static [&'static str],
+    /// `gmail.label`: the payload's `label_ids` are added too.
+    pub payload_labels: bool,
+}
+
+pub const LABEL_CHANGES: [(&str, LabelChange); 5] = [
+    ("gmail.flag", LabelChange { add: &["STARRED"], remove: &[], payload_labels: false }),
+    ("gmail.archive", LabelChange { add: &[], remove: &["INBOX"], payload_labels: false }),
+    ("gmail.mark_read", LabelChange { add: &[], remove: &["UNREAD"], payload_labels: false }),
+    ("gmail.spam", LabelChange { add: &["SPAM"], remove: &["INBOX"], payload_labels: false }),
+    ("gmail.label", LabelChange { add: &[], remove: &[], payload_labels: true }),
+];
+
+/// The labels `action_type` changes, if it is a Gmail label change.
+pub fn label_change(action_type: &str) -> Option<LabelChange> {
+    LABEL_CHANGES.iter().find(|(name, _)| *name == action_type).map(|(_, change)| *change)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,6 +15,7 @@ pub mod custom_types;
 pub mod digest;
 pub mod duration;
 pub mod edits;
+pub mod effects;
 pub mod execution;
 pub mod field_error;
 pub mod google_payloads;

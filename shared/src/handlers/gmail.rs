@@ -6,22 +6,7 @@ use super::{Handler, HandlerError, HandlerFuture, Reversibility, StepContext};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 
-/// Which labels an action type adds and removes.
-#[derive(Debug, Clone, Copy)]
-pub struct LabelChange {
-    pub add: &'static [&'static str],
-    pub remove: &'static [&'static str],
-    /// `gmail.label`: the payload's `label_ids` are added too.
-    pub payload_labels: bool,
-}
-
-pub const CHANGES: [(&str, LabelChange); 5] = [
-    ("gmail.flag", LabelChange { add: &["STARRED"], remove: &[], payload_labels: false }),
-    ("gmail.archive", LabelChange { add: &[], remove: &["INBOX"], payload_labels: false }),
-    ("gmail.mark_read", LabelChange { add: &[], remove: &["UNREAD"], payload_labels: false }),
-    ("gmail.spam", LabelChange { add: &["SPAM"], remove: &["INBOX"], payload_labels: false }),
-    ("gmail.label", LabelChange { add: &[], remove: &[], payload_labels: true }),
-];
+pub use crate::domain::google_payloads::{LabelChange, LABEL_CHANGES as CHANGES};
 
 pub struct GmailModify {
     pub action_type: &'static str,

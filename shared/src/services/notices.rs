@@ -91,7 +91,12 @@ pub fn approval_mail(
             text.push_str(&format!("  - {r}\n"));
         }
     }
-    text.push_str(&format!("\nPreview (dry run):\n{preview}\n\nThis request expires at {expires}.\n\nReview and decide: {link}\n\nOpening the link does not approve anything: you decide with a button on the page.\nAction id: {}\n", action.action_id));
+    let effects = crate::domain::effects::of_steps(&action.steps);
+    text.push_str("\nWhat will happen:\n");
+    for (i, effect) in effects.iter().enumerate() {
+        text.push_str(&format!("{}. {}", i + 1, crate::domain::effects::to_text(effect)));
+    }
+    text.push_str(&format!("\nPreview (dry run), the raw payload:\n{preview}\n\nThis request expires at {expires}.\n\nReview and decide: {link}\n\nOpening the link does not approve anything: you decide with a button on the page.\nAction id: {}\n", action.action_id));
 
     let e = crate::domain::html::escape;
     let steps_html: String = lines.iter().map(|l| format!("<li>{}</li>", e(l))).collect();
@@ -100,7 +105,8 @@ pub fn approval_mail(
         "<!doctype html><html><body style=\"font-family:system-ui,sans-serif;max-width:640px;margin:auto;color:#1f2328\">\
          <h2>Approval needed</h2><p><strong>{user}</strong> asks actiongate to:</p><ol>{steps_html}</ol>\
          <p>Risk score: <strong>{risk}</strong> (tier 2: needs approval)</p>{reasons_block}\
-         <p>Preview (dry run):</p><pre style=\"background:#f6f8fa;padding:12px;overflow:auto\">{preview}</pre>\
+         <h3>What will happen</h3><ol>{effects_html}</ol>\
+         <p style=\"color:#656d76\">Preview (dry run), the raw payload:</p><pre style=\"background:#f6f8fa;padding:12px;overflow:auto\">{preview}</pre>\
          <p>This request expires at <strong>{expires}</strong>.</p>\
          <p><a href=\"{link}\" style=\"display:inline-block;background:#1f6feb;color:#fff;padding:10px 18px;border-radius:6px;text-decoration:none\">Review and decide</a></p>\
          <p style=\"color:#656d76;font-size:13px\">Opening the link does not approve anything: you decide with a button on the page. Sent to {approver}. Action id {id}.</p>\
@@ -108,6 +114,13 @@ pub fn approval_mail(
         user = e(action.user_id.as_str()),
         reasons_block = if reasons.is_empty() { String::new() } else { format!("<p>Approval is needed because:</p><ul>{reasons_html}</ul>") },
         preview = e(&preview),
+        effects_html = effects
+            .iter()
+            .map(|x| format!(
+                "<li style=\"margin:6px 0\"><div style=\"border:1px solid #d0d7de;border-radius:6px;padding:6px 12px\">{}</div></li>",
+                crate::domain::effects::to_html(x)
+            ))
+            .collect::<String>(),
         expires = e(&expires),
         link = e(link),
         approver = e(approver.as_str()),

@@ -32,7 +32,9 @@ const STYLE: &str = "body{font-family:system-ui,-apple-system,sans-serif;max-wid
 h1{font-size:1.5rem}dl{display:grid;grid-template-columns:max-content 1fr;gap:4px 16px}dt{color:#656d76}dd{margin:0}\
 pre{background:#f6f8fa;padding:12px;overflow:auto;font-size:13px}textarea{width:100%;min-height:60px;box-sizing:border-box}\
 .buttons{display:flex;gap:12px;margin-top:12px}button{font-size:1rem;padding:10px 22px;border-radius:6px;border:1px solid #d0d7de;cursor:pointer}\
-.approve{background:#1f883d;color:#fff;border-color:#1a7f37}.reject{background:#fff;color:#cf222e}.note{color:#656d76;font-size:.9rem}";
+.approve{background:#1f883d;color:#fff;border-color:#1a7f37}.reject{background:#fff;color:#cf222e}.note{color:#656d76;font-size:.9rem}\
+.effect{border:1px solid #d0d7de;border-radius:6px;padding:8px 14px;margin:8px 0}.kind{font-weight:600;margin:4px 0}\
+pre.body{white-space:pre-wrap;word-break:break-word;background:#fff;border-left:3px solid #d0d7de}summary{cursor:pointer;margin:8px 0}";
 
 /// `style-src` allows exactly the stylesheet above, by hash.
 static CSP: LazyLock<String> = LazyLock::new(|| {
@@ -143,7 +145,8 @@ pub fn confirmation_page(
          <p><strong>{user}</strong> asks actiongate to:</p><ol>{steps}</ol>\
          <dl><dt>Risk score</dt><dd>{risk}</dd><dt>Agent confidence</dt><dd>{confidence}</dd>\
          <dt>Requested</dt><dd>{created}</dd><dt>Link expires</dt><dd>{expires}</dd><dt>Approver</dt><dd>{approver}</dd>{quorum}<dt>Action id</dt><dd>{id}</dd></dl>\
-         {reasons_block}<p>Preview (dry run) of exactly what will run:</p><pre>{preview}</pre>\
+         {reasons_block}<h2>What will happen</h2><ol class=\"effects\">{effects}</ol>\
+         <details><summary>Raw payload (JSON) of exactly what will run</summary><pre>{preview}</pre></details>\
          <form method=\"post\"><label for=\"reason\">Reason (optional)</label><textarea id=\"reason\" name=\"reason\" maxlength=\"1000\"></textarea>\
          <div class=\"buttons\"><button class=\"approve\" type=\"submit\" name=\"decision\" value=\"approve\">Approve</button>\
          <button class=\"reject\" type=\"submit\" name=\"decision\" value=\"reject\">Reject</button></div></form>\
@@ -156,6 +159,10 @@ pub fn confirmation_page(
         id = action.action_id,
         reasons_block = if reasons.is_empty() { String::new() } else { format!("<p>Approval is needed because:</p><ul>{reasons}</ul>") },
         preview = escape(&preview_json(action)),
+        effects = crate::domain::effects::of_steps(&action.steps)
+            .iter()
+            .map(|e| format!("<li>{}</li>", crate::domain::effects::to_html(e)))
+            .collect::<String>(),
         edit_block = edit_form(action, not_editable),
     );
     page(200, "Approve this action?", &body)

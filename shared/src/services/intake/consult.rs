@@ -144,6 +144,47 @@ impl IntakeService {
     }
 }
 
+/// The most of one request's time spent reading what changes' targets look like.
+const LOOK_BUDGET: Duration = Duration::from_secs(3);
+/// The largest reading kept on a step.
+const MAX_LOOK_BYTES: usize = 8 * 1024;
+
+impl IntakeService {
+    /// For work that waits for approval: reads what each Gmail label change's message looks
+    /// like now (its labels, through the handler's read-only snapshot), so the approval mail and
+    /// page show the labels before → after. Within [`LOOK_BUDGET`] for the whole request; a
+    /// reading that fails or is late is left out (the change is shown without it).
+    pub(super) async fn look_before(&self, action: &mut Action) {
+        let Some(deps) = &self.lookups else { return };
+        let started = Instant::now();
+        let user = action.user_id.clone();
+        let id = action.action_id;
+        for step in action.steps.iter_mut() {
+            let StepKind::Action { action_type, payload } = &step.kind else { continue };
+            if crate::domain::google_payloads::label_change(action_type).is_none() {
+                continue;
+            }
+            let Some(handler) = self.registry.get(action_type) else { continue };
+            let left = LOOK_BUDGET.saturating_sub(started.elapsed());
+            if left.is_zero() {
+                tracing::warn!("no time left to read the targets of the remaining steps");
+                break;
+            }
+            let ctx = crate::ports::handler::StepContext::new(id, &user, step.index, payload, deps);
+            match tokio::time::timeout(left, handler.snapshot(&ctx)).await {
+                Ok(Ok(seen)) if serde_json::to_vec(&seen).map(|b| b.len()).unwrap_or(usize::MAX) <= MAX_LOOK_BYTES => {
+                    step.before = Some(seen);
+                }
+                Ok(Ok(_)) => tracing::warn!(step = step.index, "the target's reading is too large to keep"),
+                Ok(Err(e)) => {
+                    tracing::warn!(step = step.index, error = %e, "reading the target failed; shown without it")
+                }
+                Err(_) => tracing::warn!(step = step.index, "reading the target timed out; shown without it"),
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

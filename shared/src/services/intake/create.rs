@@ -477,6 +477,7 @@ impl IntakeService {
             let expires_at = now + decision.approval_expiry.to_chrono();
             action.approval_expires_at = Some(expires_at);
             action.plan_escalation(&decision.escalation, now);
+            self.look_before(&mut action).await;
             // Without an approver the action can still be decided through the API by an admin.
             links = issue_links(&mut action, expires_at);
         }

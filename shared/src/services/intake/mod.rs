@@ -54,6 +54,9 @@ pub struct IntakeService {
     custom: std::sync::Mutex<Option<(Arc<Policy>, Arc<CustomTypes>)>>,
     /// Gives each user the key their notification receivers check signatures with.
     notification_keys: Option<Arc<dyn crate::ports::notify::Deliverer>>,
+    /// Reads what a change's target looks like (a Gmail message's labels) when approval is
+    /// asked for, so the approver sees before → after.
+    lookups: Option<Arc<crate::ports::handler::Dependencies>>,
 }
 
 impl IntakeService {
@@ -74,7 +77,14 @@ impl IntakeService {
             clock,
             custom: Default::default(),
             notification_keys: None,
+            lookups: None,
         }
+    }
+
+    /// Reads the targets of Gmail label changes that need approval with `deps` (read only).
+    pub fn with_lookups(mut self, deps: Arc<crate::ports::handler::Dependencies>) -> Self {
+        self.lookups = Some(deps);
+        self
     }
 
     /// Serves `GET /notifications/key` from `keys`.
