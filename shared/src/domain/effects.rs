@@ -443,7 +443,10 @@ mod tests {
             "http_request",
             json!({"method": "POST", "url": "https://hooks.example.com/x", "headers": {"X-Kind": "<a>"}, "body": {"a": 1}, "rollback": {"method": "DELETE", "url": "https://hooks.example.com/x/1"}}),
         )));
-        assert!(hook.contains("POST https://hooks.example.com/x\nX-Kind: &lt;a&gt;\n\n{\n  \"a\": 1\n}"), "{hook}");
+        assert!(
+            hook.contains("POST https://hooks.example.com/x\nX-Kind: &lt;a&gt;\n\n{\n  &quot;a&quot;: 1\n}"),
+            "{hook}"
+        );
         assert!(hook.contains("Undone by: DELETE https://hooks.example.com/x/1"));
 
         let mut declared =
