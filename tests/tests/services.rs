@@ -1699,10 +1699,15 @@ fn mail_to(recipients: &[&str]) -> serde_json::Value {
     json!({"to": recipients, "subject": "hello", "text": "hi"})
 }
 
-async fn approve_with(world: &World, id: ActionId, user: &str, payload: serde_json::Value) -> (u16, serde_json::Value) {
-    let body = json!({"reason": "fixed the list", "payload": payload});
+async fn decide_with(world: &World, id: ActionId, user: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
     let req = World::request("POST", &format!("/actions/{id}/approve"), Some(body), user, false);
     World::reply(world.approval_http(req).await)
+}
+
+async fn approve_with(world: &World, id: ActionId, user: &str, payload: serde_json::Value) -> (u16, serde_json::Value) {
+    // Named as read: the version this approval is of.
+    let digest = world.action(id).await.plan_digest();
+    decide_with(world, id, user, json!({"reason": "fixed the list", "payload": payload, "plan_digest": digest})).await
 }
 
 #[tokio::test]
@@ -1711,6 +1716,7 @@ async fn an_edit_that_crosses_a_threshold_needs_the_extra_approval_and_kills_the
     let id = created(&world, "alice", proposal("send_email")).await;
     let action = world.action(id).await;
     assert_eq!((action.status, action.approvals_required, action.approvers.len()), (Status::AwaitingApproval, 1, 3));
+    let old_digest = action.plan_digest();
     let old_link = link_for(&world, FINANCE[1]);
 
     // fa@ adds a recipient: two recipients need two approvals; fa@'s own is one of them.
@@ -1727,6 +1733,17 @@ async fn an_edit_that_crosses_a_threshold_needs_the_extra_approval_and_kills_the
     let action = world.action(id).await;
     assert_eq!(action.steps[0].kind.payload(), Some(&edited), "the step runs what was approved");
     assert!(action.approval_mail_pending);
+
+    // An API decision must now name the version it is of: one made on the old payload (no
+    // digest, or the old one) is refused with the current payload to read.
+    let (status, refused) = decide_with(&world, id, FINANCE[2], json!({})).await;
+    assert_eq!((status, refused["error"].as_str()), (409, Some("payload_changed")), "{refused}");
+    assert_eq!(refused["payload"], edited);
+    let (status, refused) = decide_with(&world, id, FINANCE[2], json!({"plan_digest": old_digest})).await;
+    assert_eq!((status, refused["error"].as_str()), (409, Some("payload_changed")), "{refused}");
+    // The editor repeating the same payload is not a second vote.
+    let (status, again) = approve_with(&world, id, FINANCE[0], edited.clone()).await;
+    assert_eq!((status, again["error"].as_str()), (409, Some("already_decided")), "{again}");
 
     // Links to the old payload no longer decide anything.
     let (status, page) = click(&world, &old_link, "approve").await;
@@ -1841,4 +1858,28 @@ async fn the_approval_page_offers_the_edit_and_its_form_approves_the_change() {
     *form.body_mut() = lambda_http::Body::Text("decision=approve&payload=%7Bnope".into());
     assert_eq!(world.approval_http(form).await.status().as_u16(), 400);
     assert_eq!(world.action(id).await.status, Status::AwaitingApproval);
+}
+
+#[tokio::test]
+async fn an_edit_asks_again_only_people_the_new_decision_allows_and_never_a_delegator_beside_their_delegate() {
+    let world = edit_world();
+    // fa is away: fb stands in for fa, so fa is not asked; after an edit fa is still not asked.
+    let until = actiongate::domain::time::format_time(world.now() + Duration::days(3));
+    let (status, body) = world
+        .api(
+            "PUT",
+            &format!("/approvers/{}/delegation", FINANCE[0]),
+            Some(json!({"to": "ops@example.com", "until": until})),
+            "root",
+            true,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let id = created(&world, "alice", proposal("send_email")).await;
+    let pool: Vec<String> = world.action(id).await.approvers.iter().map(|a| a.as_str().to_owned()).collect();
+    assert!(!pool.contains(&FINANCE[0].to_owned()) && pool.contains(&"ops@example.com".to_owned()), "{pool:?}");
+    let (status, body) = approve_with(&world, id, FINANCE[1], mail_to(&["bob@example.com", "carol@example.com"])).await;
+    assert_eq!(status, 200, "{body}");
+    let pool: Vec<String> = world.action(id).await.approvers.iter().map(|a| a.as_str().to_owned()).collect();
+    assert!(!pool.contains(&FINANCE[0].to_owned()), "the delegator does not come back beside the delegate: {pool:?}");
 }

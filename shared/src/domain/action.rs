@@ -412,6 +412,16 @@ impl Action {
         self.approvers = pool;
     }
 
+    /// Digest of what the action will do: its type, payload and every step. An approval link
+    /// issued for one plan is dead for any other; an API decision on an edited action names it.
+    pub fn plan_digest(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let kinds: Vec<_> = self.steps.iter().map(|s| &s.kind).collect();
+        let canonical =
+            serde_json::json!({"action_type": self.action_type, "payload": self.payload, "steps": kinds}).to_string();
+        crate::domain::token::hex(&Sha256::digest(canonical.as_bytes()))
+    }
+
     /// Whether `who` is one of the people asked to decide.
     pub fn in_pool(&self, who: &str) -> bool {
         self.pool().iter().any(|a| crate::domain::ids::is_same_mailbox(a.as_str(), who))
@@ -501,6 +511,7 @@ impl Action {
             "approvals_required": self.approvals_required,
             "rejections_required": self.rejections_required,
             "edits": self.edits.iter().map(crate::domain::approvers::Edit::to_api).collect::<Vec<_>>(),
+            "plan_digest": self.plan_digest(),
             "reasons": self.reasons,
             "steps": self.steps.iter().map(Step::to_api).collect::<Vec<_>>(),
             "attempts": self.attempts,
@@ -542,6 +553,11 @@ impl Step {
         let mut v = serde_json::to_value(self).unwrap_or(Value::Null);
         if let Some(result) = self.result.as_ref() {
             v["result"] = without_rollback_data(result);
+        }
+        // What the target looked like is for the approvers' eyes (mail and page): the agent
+        // that proposed the change does not read a mailbox through it.
+        if let Some(map) = v.as_object_mut() {
+            map.remove("before");
         }
         v
     }

@@ -9,16 +9,12 @@ use crate::domain::digest::constant_time_eq;
 use crate::domain::token;
 use crate::domain::{Action, ActionId, EmailAddress, Status};
 use chrono::{DateTime, Utc};
-use sha2::{Digest, Sha256};
 pub use token::{ApprovalToken, TokenHash};
 
 /// Digest of what the action will do: its type, payload and every step. A link issued for one
 /// plan is dead for any other.
 pub fn plan_digest(action: &Action) -> String {
-    let kinds: Vec<_> = action.steps.iter().map(|s| &s.kind).collect();
-    let canonical =
-        serde_json::json!({"action_type": action.action_type, "payload": action.payload, "steps": kinds}).to_string();
-    token::hex(&Sha256::digest(canonical.as_bytes()))
+    action.plan_digest()
 }
 
 /// A fresh link for `approver`, and the record to store with the action.

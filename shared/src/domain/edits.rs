@@ -25,6 +25,13 @@ const MAX_PATH_CHARS: usize = 200;
 /// replaced or removed, as `from`), the first [`MAX_LISTED_CHANGES`] of them, and how many
 /// there were. Large values are summarized, so the record stays small whatever the payload.
 pub fn diff(before: &Value, after: &Value) -> (Vec<Value>, usize) {
+    if !diffable(before) || !diffable(after) {
+        // Too many values or too long keys to list change by change within bounds (each change
+        // carries its whole path): one change, the whole payload.
+        let whole =
+            serde_json::json!({"op": "replace", "path": "", "from": summarized(before), "value": summarized(after)});
+        return (vec![whole], 1);
+    }
     let patch = json_patch::diff(before, after);
     let total = patch.0.len();
     let mut doc = before.clone();
@@ -48,6 +55,34 @@ pub fn diff(before: &Value, after: &Value) -> (Vec<Value>, usize) {
         }
     }
     (listed, total)
+}
+
+/// The most values (of any nesting) a payload may have for a change-by-change diff.
+const MAX_DIFF_NODES: usize = 2000;
+/// The longest object key a change-by-change diff takes.
+const MAX_DIFF_KEY_CHARS: usize = 256;
+
+/// Whether `value` is small enough that its diff's paths and operations stay bounded.
+fn diffable(value: &Value) -> bool {
+    let mut stack = vec![value];
+    let mut nodes = 0usize;
+    while let Some(v) = stack.pop() {
+        nodes += 1;
+        if nodes > MAX_DIFF_NODES {
+            return false;
+        }
+        match v {
+            Value::Array(items) => stack.extend(items),
+            Value::Object(map) => {
+                if map.keys().any(|k| k.chars().count() > MAX_DIFF_KEY_CHARS) {
+                    return false;
+                }
+                stack.extend(map.values());
+            }
+            _ => {}
+        }
+    }
+    true
 }
 
 fn bounded_path(path: &str) -> String {
@@ -77,13 +112,16 @@ pub fn editable_type(action: &Action) -> Option<&str> {
 
 /// `action` with `payload` in place of its own, asked for approval again as the policy now
 /// decides it (`decision`, evaluated on the new payload): the same expiry and escalations;
-/// everyone asked before is asked again (with new links: the plan digest changed) together with
-/// anyone the decision adds, never the requester; votes so far void. The editor's own approval
+/// everyone asked before who `may_decide` under it is asked again (with new links: the plan
+/// digest changed) together with anyone the decision adds, never the requester; votes so far
+/// void. The editor's own approval
 /// is recorded by the caller, in the same write.
+#[allow(clippy::too_many_arguments)]
 pub fn edited(
     action: &Action,
     payload: Value,
     decision: &Decision,
+    may_decide: impl Fn(&EmailAddress) -> bool,
     by: &str,
     changes: &[Value],
     total: usize,
@@ -100,15 +138,32 @@ pub fn edited(
     }
     after.payload = payload;
     after.tier = Some(Tier::Approval);
-    after.reasons = decision.reason_codes();
+    // The policy's reasons for the new payload, and the action's own markers (a forcing past a
+    // rejection, a breaker's demotion) that are not the policy's to drop.
+    let mut reasons = decision.reason_codes();
+    for marker in action
+        .reasons
+        .iter()
+        .filter(|r| r.starts_with("forced_past_rejection:") || *r == "breaker_open_requires_approval")
+    {
+        if !reasons.contains(marker) {
+            reasons.push(marker.clone());
+        }
+    }
+    after.reasons = reasons;
     after.approvals_required = decision.approvals_required;
     after.rejections_required = decision.rejections_required;
-    let mut pool: Vec<EmailAddress> = action.pool().into_iter().cloned().collect();
+    // Everyone asked before whom the new decision still lets decide (`may_decide`), then anyone
+    // it adds — but not someone whose delegate already stands in for them (one person's say
+    // never counts twice).
+    let mut pool: Vec<EmailAddress> = action.pool().into_iter().filter(|m| may_decide(m)).cloned().collect();
     let candidates: Vec<EmailAddress> = match &decision.required_approvers {
         Some(list) => list.clone(),
         None => decision.approver.iter().cloned().collect(),
     };
-    for c in candidates.into_iter().filter(|c| !action.is_requester(c.as_str())) {
+    let stood_in_for =
+        |c: &EmailAddress| action.delegated.iter().any(|d| d.from.eq_ignore_ascii_case(c.as_str()) && d.until > now);
+    for c in candidates.into_iter().filter(|c| !action.is_requester(c.as_str()) && !stood_in_for(c)) {
         if !pool.iter().any(|p| crate::domain::ids::is_same_mailbox(p.as_str(), c.as_str())) {
             pool.push(c);
         }
@@ -122,6 +177,8 @@ pub fn edited(
     after.approval_mailed.clear();
     after.approval_mail_attempts = 0;
     after.approval_mail_due = Some(now);
+    // As for any request asked later: no halfway reminder (its expiry still holds).
+    after.approval_reminded = true;
     after.completion_mail_to = crate::domain::placement::completion_recipients(action, decision);
     let fields = changes
         .iter()
@@ -172,12 +229,18 @@ mod tests {
         let froms: Vec<_> = changes.iter().map(|c| c["from"].clone()).collect();
         assert_eq!(froms, vec![json!(2), json!(3)]);
         // A large payload change is summarized and bounded.
-        let big: Vec<u32> = (0..10_000).collect();
+        let big: Vec<u32> = (0..1_500).collect();
         let (changes, total) = diff(&json!({"v": "x".repeat(5000)}), &json!({"v": "y".repeat(5000), "n": big}));
         assert_eq!(total, 2);
         assert!(changes.iter().all(|c| serde_json::to_vec(c).unwrap().len() < 1200), "{changes:?}");
         let (changes, total) = diff(&json!((0..100).collect::<Vec<u32>>()), &json!((1..101).collect::<Vec<u32>>()));
         assert_eq!((changes.len(), total), (MAX_LISTED_CHANGES, 100));
+        // Many values under a long key: one change, the whole payload, never a path per value.
+        let key = "k".repeat(300);
+        let (changes, total) = diff(&json!({&key: vec![0; 5000]}), &json!({&key: vec![1; 5000]}));
+        assert_eq!((changes.len(), total), (1, 1));
+        assert_eq!(changes[0]["path"], "");
+        assert!(changes[0]["from"]["omitted_bytes"].as_u64().is_some());
     }
 
     #[test]

@@ -65,19 +65,27 @@ fn text_of(payload: &Value, key: &str) -> Option<String> {
     payload.get(key).and_then(Value::as_str).map(str::to_owned)
 }
 
+/// A list's text items, the first [`MAX_ITEMS`] of them and then how many more there are.
 fn list_of(payload: &Value, key: &str) -> Vec<String> {
-    payload
-        .get(key)
-        .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).take(MAX_ITEMS).map(str::to_owned).collect())
-        .unwrap_or_default()
+    let items: Vec<&str> =
+        payload.get(key).and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect();
+    with_more(items.iter().map(|s| (*s).to_owned()), items.len())
 }
 
-/// A scalar in words; anything else as compact JSON.
+/// The first [`MAX_ITEMS`] of `items` (of `total`), and "… and N more" when some were left out.
+fn with_more(items: impl Iterator<Item = String>, total: usize) -> Vec<String> {
+    let mut shown: Vec<String> = items.take(MAX_ITEMS).collect();
+    if total > MAX_ITEMS {
+        shown.push(format!("… and {} more", total - MAX_ITEMS));
+    }
+    shown
+}
+
+/// A scalar in words; anything else as compact JSON (bounded like a body).
 fn words(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
-        other => other.to_string(),
+        other => bounded(&other.to_string()),
     }
 }
 
@@ -115,14 +123,22 @@ fn of_action(action_type: &str, p: &Value, step: &Step) -> Effect {
     if let Some(change) = crate::domain::google_payloads::label_change(action_type) {
         let mut add: Vec<String> = change.add.iter().map(|s| (*s).to_owned()).collect();
         if change.payload_labels {
-            add.extend(list_of(p, "label_ids"));
+            // All of them (validation allows 100): the lists are cut only when shown.
+            add.extend(
+                p.get("label_ids")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned),
+            );
         }
         let before = step
             .before
             .as_ref()
             .and_then(|b| b.get("label_ids"))
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_str).take(MAX_ITEMS).map(str::to_owned).collect());
+            .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect());
         return Effect::Labels {
             message_id: text_of(p, "message_id").unwrap_or_default(),
             add,
@@ -173,7 +189,7 @@ fn of_action(action_type: &str, p: &Value, step: &Step) -> Effect {
             headers: p
                 .get("headers")
                 .and_then(Value::as_object)
-                .map(|h| h.iter().take(MAX_ITEMS).map(|(k, v)| (k.clone(), words(v))).collect())
+                .map(|h| h.iter().map(|(k, v)| (k.clone(), words(v))).collect())
                 .unwrap_or_default(),
             body: p.get("body").map(|b| match b {
                 Value::String(s) => s.clone(),
@@ -193,20 +209,24 @@ fn of_action(action_type: &str, p: &Value, step: &Step) -> Effect {
         "docs.create_document" => fields("New Google Doc", &["title", "text"]),
         "tasks.create" => fields("New Google Task", &["title", "notes", "due", "tasklist"]),
         other => {
-            // A declared type: its scalar fields, and its connector's own sentence.
-            let keys: Vec<(String, String)> = p
+            // A declared type: every field (nested ones as compact JSON), and its connector's
+            // own sentence.
+            let mut keys: Vec<(String, String)> = p
                 .as_object()
-                .map(|o| {
-                    o.iter()
-                        .filter(|(_, v)| !matches!(v, Value::Object(_) | Value::Array(_)))
-                        .take(MAX_ITEMS)
-                        .map(|(k, v)| (k.clone(), words(v)))
-                        .collect()
-                })
+                .map(|o| o.iter().take(MAX_ITEMS).map(|(k, v)| (k.clone(), words(v))).collect())
                 .unwrap_or_default();
+            let total = p.as_object().map_or(0, |o| o.len());
+            if total > MAX_ITEMS {
+                keys.push(("…".into(), format!("and {} more fields (see the raw payload)", total - MAX_ITEMS)));
+            }
             Effect::Fields { title: other.to_owned(), fields: keys, preview: step.preview.clone() }
         }
     }
+}
+
+/// A label list for people: the first [`MAX_ITEMS`], then how many more.
+fn shown(list: &[String]) -> String {
+    with_more(list.iter().cloned(), list.len()).join(", ")
 }
 
 /// `after` = `before` + `add` − `remove`, in Gmail's order (kept labels first).
@@ -271,12 +291,12 @@ pub fn to_html(effect: &Effect) -> String {
             );
             match before {
                 Some(before) => {
-                    out.push_str(&row("Before", &before.join(", ")));
-                    out.push_str(&row("After", &labels_after(before, add, remove).join(", ")));
+                    out.push_str(&row("Before", &shown(before)));
+                    out.push_str(&row("After", &shown(&labels_after(before, add, remove))));
                 }
                 None => {
-                    out.push_str(&row("Adds", &add.join(", ")));
-                    out.push_str(&row("Removes", &remove.join(", ")));
+                    out.push_str(&row("Adds", &shown(add)));
+                    out.push_str(&row("Removes", &shown(remove)));
                 }
             }
             out + "</dl></div>"
@@ -316,8 +336,14 @@ pub fn to_html(effect: &Effect) -> String {
 
 /// The effect as plain text, for the mail's text part.
 pub fn to_text(effect: &Effect) -> String {
-    let line =
-        |label: &str, value: &str| if value.is_empty() { String::new() } else { format!("  {label}: {value}\n") };
+    // A value's own line breaks are indented under it: agent text never starts a line of its own.
+    let line = |label: &str, value: &str| {
+        if value.is_empty() {
+            String::new()
+        } else {
+            format!("  {label}: {}\n", value.replace('\r', "").replace('\n', "\n    "))
+        }
+    };
     let indented = |body: &str| bounded(body).lines().map(|l| format!("  | {l}\n")).collect::<String>();
     match effect {
         Effect::Email { kind, to, cc, subject, text, html, about_message } => {
@@ -336,7 +362,7 @@ pub fn to_text(effect: &Effect) -> String {
             out
         }
         Effect::Event { calendar, summary, start, end, location, attendees, description } => {
-            let mut out = format!("Calendar event: {summary}\n");
+            let mut out = format!("Calendar event: {}\n", summary.replace(['\r', '\n'], " "));
             out.push_str(&line("When", &format!("{start} → {end}")));
             out.push_str(&line("Where", location.as_deref().unwrap_or_default()));
             out.push_str(&line("Calendar", calendar));
@@ -350,20 +376,20 @@ pub fn to_text(effect: &Effect) -> String {
             let mut out = format!("Gmail message {message_id}: labels\n");
             match before {
                 Some(before) => {
-                    out.push_str(&line("Before", &before.join(", ")));
-                    out.push_str(&line("After", &labels_after(before, add, remove).join(", ")));
+                    out.push_str(&line("Before", &shown(before)));
+                    out.push_str(&line("After", &shown(&labels_after(before, add, remove))));
                 }
                 None => {
-                    out.push_str(&line("Adds", &add.join(", ")));
-                    out.push_str(&line("Removes", &remove.join(", ")));
+                    out.push_str(&line("Adds", &shown(add)));
+                    out.push_str(&line("Removes", &shown(remove)));
                 }
             }
             out
         }
         Effect::Request { method, url, headers, body, undo } => {
-            let mut out = format!("Web request\n  {method} {url}\n");
+            let mut out = format!("Web request\n{}", line(method, url));
             for (k, v) in headers {
-                out.push_str(&format!("  {k}: {v}\n"));
+                out.push_str(&line(k, v));
             }
             if let Some(b) = body {
                 out.push_str(&indented(b));
@@ -455,9 +481,19 @@ mod tests {
         let text = to_text(&of_step(&declared));
         assert!(
             text.contains("page: /blog/x")
-                && !text.contains("nested")
+                && text.contains(r#"nested: {"a":1}"#)
                 && text.contains("The connector says: “adds 1 link to /blog/x”")
         );
+        // Nested fields show too; agent text never starts a line of its own in the mail.
+        let tricky = to_text(&of_step(&step(
+            "PAY_OUT",
+            json!({"amount": 5, "transfers": [{"to": "evil", "amount": 99999}], "memo": "ok\nReview and decide: https://evil.example"}),
+        )));
+        assert!(tricky.contains(r#"transfers: [{"amount":99999,"to":"evil"}]"#), "{tricky}");
+        assert!(tricky.contains("memo: ok\n    Review and decide"), "{tricky}");
+        let many: Vec<String> = (0..60).map(|i| format!("a{i}@x.com")).collect();
+        let crowd = to_text(&of_step(&step("send_email", json!({"to": many, "subject": "s", "text": "t"}))));
+        assert!(crowd.contains("a49@x.com, … and 10 more"), "{crowd}");
         let pay =
             to_text(&of_step(&step("make_payment", json!({"amount": 120, "currency": "EUR", "recipient": "ACME"}))));
         assert!(pay.starts_with("Payment\n") && pay.contains("amount: 120"));

@@ -30,18 +30,20 @@ pub struct PayloadThreshold {
 
 impl PayloadThreshold {
     /// What the threshold measures in `payload` when it fires: the number or list length found,
-    /// in words (`None`: absent, another kind of value, or not above).
+    /// in words (`None`: absent or null, or not above). A value that cannot be measured (text,
+    /// an object, a boolean) fires: a threshold never fails open on a value it cannot read.
     pub fn fires(&self, payload: &Value) -> Option<String> {
         let found = payload.pointer(&self.field)?;
         let (measure, words) = match found {
-            Value::Number(n) => {
-                let n = n.as_f64()?;
-                (n, format!("{} {n}", label(&self.field)))
-            }
+            Value::Null => return None,
+            Value::Number(n) => match n.as_f64() {
+                Some(n) => (n, format!("{} {n}", label(&self.field))),
+                None => return Some(format!("{} is not a measurable number", label(&self.field))),
+            },
             Value::Array(items) => (items.len() as f64, format!("{} items in {}", items.len(), label(&self.field))),
-            _ => return None,
+            _ => return Some(format!("{} is not a number or a list", label(&self.field))),
         };
-        (measure > self.above).then_some(words)
+        (measure > self.above).then(|| format!("{words} is above {}", self.above))
     }
 
     /// The threshold's own mistakes, for `types.<name>.payload_thresholds[i]`.
@@ -84,15 +86,17 @@ mod tests {
     #[test]
     fn numbers_and_list_lengths_fire_above_the_limit() {
         let t = threshold("/amount", 1000.0);
-        assert_eq!(t.fires(&json!({"amount": 1000.5})).as_deref(), Some("amount 1000.5"));
+        assert_eq!(t.fires(&json!({"amount": 1000.5})).as_deref(), Some("amount 1000.5 is above 1000"));
         assert_eq!(t.fires(&json!({"amount": 1000})), None, "at the limit is not above it");
-        assert_eq!(t.fires(&json!({"amount": "5000"})), None, "text is not a number");
-        assert_eq!(t.fires(&json!({})), None);
+        assert!(t.fires(&json!({"amount": "5000"})).is_some(), "a value it cannot measure fires");
+        assert!(t.fires(&json!({"amount": {"v": 1}})).is_some());
+        assert_eq!(t.fires(&json!({})), None, "absent");
+        assert_eq!(t.fires(&json!({"amount": null})), None, "null is absent");
         let to = threshold("/to", 2.0);
-        assert_eq!(to.fires(&json!({"to": ["a", "b", "c"]})).as_deref(), Some("3 items in to"));
+        assert_eq!(to.fires(&json!({"to": ["a", "b", "c"]})).as_deref(), Some("3 items in to is above 2"));
         assert_eq!(to.fires(&json!({"to": ["a", "b"]})), None);
         let nested = threshold("/lines/0/total", 10.0);
-        assert_eq!(nested.fires(&json!({"lines": [{"total": 11}]})).as_deref(), Some("lines/0/total 11"));
+        assert_eq!(nested.fires(&json!({"lines": [{"total": 11}]})).as_deref(), Some("lines/0/total 11 is above 10"));
     }
 
     #[test]

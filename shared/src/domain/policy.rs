@@ -577,11 +577,8 @@ impl Policy {
                 .filter(|v| self_allowed || !is_requester(&v.approver))
                 .filter(|v| {
                     (v.admin && !is_requester(&v.approver))
-                        || EmailAddress::parse(&v.approver).is_some_and(|by| {
-                            self.approver_allowed(decision, &by)
-                                || Self::escalated_to(action, decision, &by)
-                                || self.delegate_of_allowed(action, decision, &by, v.at, self_allowed)
-                        })
+                        || EmailAddress::parse(&v.approver)
+                            .is_some_and(|by| self.may_decide(decision, action, &by, v.at, self_allowed))
                 })
                 .cloned()
                 .collect();
@@ -605,6 +602,22 @@ impl Policy {
             .as_deref()
             .and_then(EmailAddress::parse)
             .is_some_and(|by| self.approver_allowed(decision, &by))
+    }
+
+    /// Whether `who` may decide `action` as the policy decided it (`decision`) at `at`: an
+    /// approver it allows, someone an escalation that happened reached, or the delegate of an
+    /// allowed approver while the delegation lasted (the requester's only where `self_allowed`).
+    pub fn may_decide(
+        &self,
+        decision: &Decision,
+        action: &crate::domain::Action,
+        who: &EmailAddress,
+        at: chrono::DateTime<chrono::Utc>,
+        self_allowed: bool,
+    ) -> bool {
+        self.approver_allowed(decision, who)
+            || Self::escalated_to(action, decision, who)
+            || self.delegate_of_allowed(action, decision, who, at, self_allowed)
     }
 
     /// Whether `who` was asked by an escalation that happened to `action` and that the policy in
@@ -844,11 +857,7 @@ impl Policy {
                     step_tier = step_tier.max(t.tier.unwrap_or(Tier::Approval));
                     payload_quorum = payload_quorum.max(t.approvals_required.unwrap_or(1));
                     let needs = t.approvals_required.map(|n| format!(": {n} approvals")).unwrap_or_default();
-                    reasons.push(reason(
-                        "payload_above_threshold",
-                        format!("{found} is above {} for {action_type}{needs}", t.above),
-                        index,
-                    ));
+                    reasons.push(reason("payload_above_threshold", format!("{found} for {action_type}{needs}"), index));
                 }
             }
             if step_tier == Tier::Approval && rule.tier == Some(Tier::Approval) {

@@ -37,7 +37,9 @@ async fn labels_from(
     let response =
         request.bearer_auth(token.expose()).send().await.map_err(|e| HandlerError::from_reqwest(&e, "Gmail"))?;
     let status = response.status().as_u16();
-    let body = response.text().await.map_err(|e| HandlerError::from_reqwest(&e, "Gmail"))?;
+    // A message's labels fit in far less; a larger answer is cut (and then fails to parse).
+    let (bytes, _) = super::read_capped(response, 256 * 1024, "Gmail").await?;
+    let body = String::from_utf8_lossy(&bytes).into_owned();
     if status != 200 {
         return Err(HandlerError::from_status(status, "Gmail", &body));
     }

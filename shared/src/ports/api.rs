@@ -68,17 +68,26 @@ impl Call {
         Ok(reason)
     }
 
-    /// An approval's body `{reason?, payload?}`: the reason as [`Call::optional_reason`] has it,
-    /// and a payload to approve in place of the action's own (edit before approve). Larger than
-    /// a reason's body: the payload itself is held to its 64 KiB by validation.
-    pub fn approval_body(&self, max_chars: usize) -> Result<(Option<String>, Option<Value>), ApiError> {
+    /// An approval's body `{reason?, payload?, plan_digest?}`: the reason as
+    /// [`Call::optional_reason`] has it; a payload to approve in place of the action's own (edit
+    /// before approve); the digest of the plan the caller reviewed. Larger than a reason's body:
+    /// the payload itself is held to its 64 KiB by validation.
+    pub fn approval_body(&self, max_chars: usize) -> Result<ApprovalBody, ApiError> {
         let mut body = self.optional_json_body(128 * 1024)?;
-        let payload = match body.as_object_mut().and_then(|o| o.remove("payload")) {
+        let mut take = |name: &str| match body.as_object_mut().and_then(|o| o.remove(name)) {
             None | Some(Value::Null) => None,
-            Some(p) => Some(p),
+            Some(v) => Some(v),
+        };
+        let payload = take("payload");
+        let plan_digest = match take("plan_digest") {
+            None => None,
+            Some(Value::String(d)) if d.len() == 64 && d.bytes().all(|b| b.is_ascii_hexdigit()) => Some(d),
+            Some(_) => {
+                return Err(ApiError::invalid("plan_digest", "must be the 64 hex digits of the action's plan_digest"))
+            }
         };
         let rest = Call { body: serde_json::to_vec(&body).unwrap_or_default(), ..Call::default() };
-        Ok((rest.optional_reason(max_chars)?, payload))
+        Ok(ApprovalBody { reason: rest.optional_reason(max_chars)?, payload, plan_digest })
     }
 
     /// An optional JSON body: empty is `{}`.
@@ -89,6 +98,17 @@ impl Call {
         }
         self.json_body(max_bytes)
     }
+}
+
+/// An approval's body (`POST /actions/{id}/approve|reject`).
+#[derive(Debug, Clone, Default)]
+pub struct ApprovalBody {
+    pub reason: Option<String>,
+    /// Approve only: the payload to run in place of the action's own.
+    pub payload: Option<Value>,
+    /// The plan the caller reviewed: required once the action was edited, so an approval of
+    /// what was there before never counts for the changed payload.
+    pub plan_digest: Option<String>,
 }
 
 /// What an approval link shows (GET/HEAD) or what a decision by link did (POST), for the API

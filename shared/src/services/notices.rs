@@ -67,7 +67,11 @@ pub fn approval_mail(
     expires_at: DateTime<Utc>,
 ) -> Mail {
     let what = if lines.len() == 1 { lines[0].clone() } else { format!("a plan of {} steps", lines.len()) };
-    let mut subject = format!("Approval needed: {what}");
+    let edited = action.edits.last();
+    let mut subject = match edited {
+        Some(e) => format!("Approval needed (changed by {}): {what}", e.by),
+        None => format!("Approval needed: {what}"),
+    };
     if subject.chars().count() > 140 {
         subject = subject.chars().take(139).collect::<String>() + "…";
     }
@@ -80,7 +84,16 @@ pub fn approval_mail(
         .collect();
     let expires = format_time(expires_at);
     let preview = preview_json(action);
-    let mut text = format!("{} asks actiongate to:\n", action.user_id);
+    let changed_note = edited.map(|e| {
+        format!(
+            "Changed before approval by {} at {} ({}). This is the changed version; approvals of the earlier one no longer count.",
+            e.by,
+            format_time(e.at),
+            e.fields.join(", ")
+        )
+    });
+    let mut text = changed_note.as_ref().map(|n| format!("{n}\n\n")).unwrap_or_default();
+    text.push_str(&format!("{} asks actiongate to:\n", action.user_id));
     for (i, line) in lines.iter().enumerate() {
         text.push_str(&format!("  {}. {line}\n", i + 1));
     }
@@ -103,7 +116,7 @@ pub fn approval_mail(
     let reasons_html: String = reasons.iter().map(|r| format!("<li>{}</li>", e(r))).collect();
     let html = format!(
         "<!doctype html><html><body style=\"font-family:system-ui,sans-serif;max-width:640px;margin:auto;color:#1f2328\">\
-         <h2>Approval needed</h2><p><strong>{user}</strong> asks actiongate to:</p><ol>{steps_html}</ol>\
+         <h2>Approval needed</h2>{changed_html}<p><strong>{user}</strong> asks actiongate to:</p><ol>{steps_html}</ol>\
          <p>Risk score: <strong>{risk}</strong> (tier 2: needs approval)</p>{reasons_block}\
          <h3>What will happen</h3><ol>{effects_html}</ol>\
          <p style=\"color:#656d76\">Preview (dry run), the raw payload:</p><pre style=\"background:#f6f8fa;padding:12px;overflow:auto\">{preview}</pre>\
@@ -112,13 +125,19 @@ pub fn approval_mail(
          <p style=\"color:#656d76;font-size:13px\">Opening the link does not approve anything: you decide with a button on the page. Sent to {approver}. Action id {id}.</p>\
          </body></html>",
         user = e(action.user_id.as_str()),
+        changed_html = changed_note.as_deref().map_or(String::new(), |n| format!(
+            "<p style=\"background:#fff8c5;border:1px solid #d4a72c;border-radius:6px;padding:8px 12px\">{}</p>",
+            e(n)
+        )),
         reasons_block = if reasons.is_empty() { String::new() } else { format!("<p>Approval is needed because:</p><ul>{reasons_html}</ul>") },
         preview = e(&preview),
         effects_html = effects
             .iter()
             .map(|x| format!(
                 "<li style=\"margin:6px 0\"><div style=\"border:1px solid #d0d7de;border-radius:6px;padding:6px 12px\">{}</div></li>",
+                // Mail has no stylesheet: long lines wrap inline.
                 crate::domain::effects::to_html(x)
+                    .replace("<pre class=\"body\">", "<pre class=\"body\" style=\"white-space:pre-wrap;word-break:break-word\">")
             ))
             .collect::<String>(),
         expires = e(&expires),

@@ -34,7 +34,8 @@ pre{background:#f6f8fa;padding:12px;overflow:auto;font-size:13px}textarea{width:
 .buttons{display:flex;gap:12px;margin-top:12px}button{font-size:1rem;padding:10px 22px;border-radius:6px;border:1px solid #d0d7de;cursor:pointer}\
 .approve{background:#1f883d;color:#fff;border-color:#1a7f37}.reject{background:#fff;color:#cf222e}.note{color:#656d76;font-size:.9rem}\
 .effect{border:1px solid #d0d7de;border-radius:6px;padding:8px 14px;margin:8px 0}.kind{font-weight:600;margin:4px 0}\
-pre.body{white-space:pre-wrap;word-break:break-word;background:#fff;border-left:3px solid #d0d7de}summary{cursor:pointer;margin:8px 0}";
+pre.body{white-space:pre-wrap;word-break:break-word;background:#fff;border-left:3px solid #d0d7de}summary{cursor:pointer;margin:8px 0}\
+.changed{background:#fff8c5;border:1px solid #d4a72c;border-radius:6px;padding:8px 12px}";
 
 /// `style-src` allows exactly the stylesheet above, by hash.
 static CSP: LazyLock<String> = LazyLock::new(|| {
@@ -142,7 +143,7 @@ pub fn confirmation_page(
     let confidence = action.confidence.map_or("not given".to_owned(), |c| format!("{c:.2}"));
     let body = format!(
         "<h1>Approve this action?</h1>\
-         <p><strong>{user}</strong> asks actiongate to:</p><ol>{steps}</ol>\
+         {edited}<p><strong>{user}</strong> asks actiongate to:</p><ol>{steps}</ol>\
          <dl><dt>Risk score</dt><dd>{risk}</dd><dt>Agent confidence</dt><dd>{confidence}</dd>\
          <dt>Requested</dt><dd>{created}</dd><dt>Link expires</dt><dd>{expires}</dd><dt>Approver</dt><dd>{approver}</dd>{quorum}<dt>Action id</dt><dd>{id}</dd></dl>\
          {reasons_block}<h2>What will happen</h2><ol class=\"effects\">{effects}</ol>\
@@ -164,6 +165,12 @@ pub fn confirmation_page(
             .map(|e| format!("<li>{}</li>", crate::domain::effects::to_html(e)))
             .collect::<String>(),
         edit_block = edit_form(action, not_editable),
+        edited = action.edits.last().map_or(String::new(), |e| format!(
+            "<p class=\"changed\"><strong>Changed before approval</strong> by {} at {} ({}). What follows is the changed version; approvals of the earlier one no longer count.</p>",
+            escape(&e.by),
+            escape(&format_time(e.at)),
+            escape(&e.fields.join(", "))
+        )),
     );
     page(200, "Approve this action?", &body)
 }

@@ -211,7 +211,7 @@ impl ApprovalService {
     /// administrator, never by the requester.
     pub async fn decide(&self, call: &Call, id: &str, decision: Decision) -> Result<Reply, ApiError> {
         let identity = call.identity()?;
-        let (reason, payload) = call.approval_body(MAX_REASON_CHARS)?;
+        let crate::ports::api::ApprovalBody { reason, payload, plan_digest } = call.approval_body(MAX_REASON_CHARS)?;
         if payload.is_some() && decision == Decision::Reject {
             return Err(ApiError::invalid("payload", "only an approval can change the payload; reject without one"));
         }
@@ -270,6 +270,21 @@ impl ApprovalService {
             return Err(ApiError::InvalidState {
                 status: action.status,
                 message: "it is not waiting for approval".into(),
+            });
+        }
+        // Once an approver changed the payload, a decision must say which version it is of: an
+        // approval given after reading the old one never counts for the new.
+        let current_digest = crate::domain::approval::plan_digest(&action);
+        let digest_stale = plan_digest.as_deref().is_some_and(|d| d != current_digest);
+        if digest_stale || (plan_digest.is_none() && !action.edits.is_empty()) {
+            return Err(ApiError::Conflict {
+                code: "payload_changed",
+                message: if digest_stale {
+                    "the action changed since you read it; read it again and decide its current payload".into()
+                } else {
+                    "an approver changed this action's payload; read it again and send its plan_digest with your decision".into()
+                },
+                extra: json!({"action_id": action.action_id, "plan_digest": current_digest, "payload": action.payload, "edits": action.edits.iter().map(crate::domain::approvers::Edit::to_api).collect::<Vec<_>>()}),
             });
         }
         if action.approval_expires_at.is_some_and(|t| self.clock.now() >= t) {
@@ -345,16 +360,17 @@ impl ApprovalService {
         edit: Option<&serde_json::Value>,
     ) -> Result<Action, Refused> {
         for _ in 0..MAX_VOTE_RACES {
-            if action.status == Status::AwaitingApproval && edit.is_none() {
-                if let Some(voted) = crate::domain::approval::voted(&action, actor) {
-                    return Err(Refused::State(voted));
-                }
-            }
             still_open(&action).map_err(Refused::State)?;
             let changed = match edit {
                 Some(payload) => self.edit(&action, payload, actor, meta, via).await.map_err(Refused::Edit)?,
                 None => None,
             };
+            // Only a real change is a new request someone who voted may approve again.
+            if action.status == Status::AwaitingApproval && changed.is_none() {
+                if let Some(voted) = crate::domain::approval::voted(&action, actor) {
+                    return Err(Refused::State(voted));
+                }
+            }
             match self.apply_changed(&action, changed, decision, actor, reason.clone(), meta, via).await {
                 Ok(after) => return Ok(after),
                 Err(TransitionError::Conflict) => {}
@@ -595,13 +611,27 @@ impl ApprovalService {
             });
         }
         let now = self.clock.now();
+        let self_allowed = action.self_approval_allowed;
+        let may_decide = |who: &crate::domain::EmailAddress| {
+            (self_allowed || !action.is_requester(who.as_str()))
+                && policy.may_decide(&decision, action, who, now, self_allowed)
+        };
+        // The editor's own approval must count under the decision on the new payload.
+        let by_admin = matches!(via, Via::Api { admin: true, own: false });
+        let editor_may = crate::domain::EmailAddress::parse(actor).is_some_and(|a| may_decide(&a));
+        if !by_admin && !editor_may {
+            return Err(ApiError::Denied {
+                code: "edit_needs_other_approver",
+                message: "the policy does not let you approve the edited payload; someone it allows must change it"
+                    .into(),
+                extra: json!({"action_id": action.action_id, "field": "payload", "reasons": decision.reason_codes()}),
+            });
+        }
         let (changes, total) = edits::diff(current, payload);
-        let after = edits::edited(action, payload.clone(), &decision, actor, &changes, total, now);
+        let after = edits::edited(action, payload.clone(), &decision, may_decide, actor, &changes, total, now);
         // Enough people must be left to reach the quorum the edit needs (the editor counts).
         let editor_outside = !after.in_pool(actor);
-        let can_count =
-            after.pool().iter().filter(|a| action.self_approval_allowed || !action.is_requester(a.as_str())).count()
-                + usize::from(editor_outside);
+        let can_count = after.pool().len() + usize::from(editor_outside);
         if !after.pool().is_empty() && can_count < after.approvals_required as usize {
             return Err(ApiError::Denied {
                 code: "quorum_unreachable",
