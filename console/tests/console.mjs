@@ -1,0 +1,161 @@
+// The console in a real browser: headless Debian Chromium driven by playwright-core, against a
+// running local stack. Started by tests/tests/e2e_console.rs, which seeds the actions and checks
+// the API afterwards. Every wait is bounded; any failure exits non-zero with what was seen.
+//
+// Environment: BASE (the gateway's URL), ADMIN (an admin user id, an approver), VIEWER (a user
+// who is not an admin), APPROVE_ID (a tier-2 action ADMIN may approve), ROLLBACK_ID (a completed
+// reversible action of ADMIN's), SHOTS (where screenshots go).
+import { chromium } from "playwright-core";
+import { mkdirSync } from "node:fs";
+
+const env = (k) => {
+  const v = process.env[k];
+  if (!v) throw new Error(`${k} is not set`);
+  return v;
+};
+const BASE = env("BASE");
+const SHOTS = env("SHOTS");
+mkdirSync(SHOTS, { recursive: true });
+const STEP_MS = 20_000;
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  headless: true,
+  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+  timeout: 30_000,
+});
+const failures = [];
+const csp = [];
+try {
+  const context = await browser.newContext({ viewport: { width: 1200, height: 900 } });
+  const page = await context.newPage();
+  page.setDefaultTimeout(STEP_MS);
+  page.on("console", (m) => {
+    if (m.type() === "error") csp.push(m.text());
+  });
+  page.on("pageerror", (e) => failures.push(`page error: ${e.message}`));
+  const shot = (name) => page.screenshot({ path: `${SHOTS}/${name}.png`, fullPage: true });
+
+  async function signIn(user, admin) {
+    await page.goto(`${BASE}/console/`);
+    await page.fill("input[name=user]", user);
+    if (admin) await page.check("input[name=admin]");
+    await page.click("button:has-text('Sign in')");
+    await page.waitForSelector("#nav:not([hidden])");
+  }
+
+  async function step(name, fn) {
+    try {
+      await fn();
+      console.log(`ok: ${name}`);
+    } catch (e) {
+      failures.push(`${name}: ${e.message.split("\n")[0]}`);
+      await shot(`failed-${name.replace(/\W+/g, "-")}`).catch(() => {});
+    }
+  }
+
+  await step("sign in as an administrator", async () => {
+    await page.goto(`${BASE}/console/`);
+    await page.waitForSelector("form#sign-in");
+    await shot("sign-in");
+    await signIn(env("ADMIN"), true);
+  });
+
+  const approveId = env("APPROVE_ID");
+  await step("the queue shows the tier-2 action with its On approval badge", async () => {
+    await page.goto(`${BASE}/console/#/queue`);
+    const card = page.locator(`article[data-action="${approveId}"]`).first();
+    await card.waitFor();
+    const badge = await card.locator(".badge").first().textContent();
+    if (badge !== "On approval") throw new Error(`badge is ${badge}`);
+    await shot("queue");
+    await card.locator("button:has-text('Approve')").click();
+    await page.waitForSelector("#toast.shown:has-text('Approve: done')");
+  });
+
+  await step("History shows it completed", async () => {
+    const deadline = Date.now() + STEP_MS;
+    for (;;) {
+      await page.goto(`${BASE}/console/#/history?status=completed`);
+      await page.reload();
+      const row = page.locator(`.row:has(a[href="#/action/${approveId}"])`);
+      if ((await row.count()) > 0) break;
+      if (Date.now() > deadline) throw new Error("not completed in time");
+      await page.waitForTimeout(500);
+    }
+    await shot("history");
+  });
+
+  const rollbackId = env("ROLLBACK_ID");
+  await step("roll back a reversible action from its detail", async () => {
+    await page.goto(`${BASE}/console/#/action/${rollbackId}`);
+    await page.waitForSelector("table.trail");
+    await shot("detail");
+    await page.click("button:has-text('Roll back')");
+    const deadline = Date.now() + STEP_MS;
+    for (;;) {
+      await page.goto(`${BASE}/console/#/action/${rollbackId}`);
+      await page.reload();
+      await page.waitForSelector("h1 .status");
+      const status = await page.locator("h1 .status").textContent();
+      if (status === "rolled back") break;
+      if (Date.now() > deadline) throw new Error(`status stayed ${status}`);
+      await page.waitForTimeout(500);
+    }
+  });
+
+  await step("stats draws its charts", async () => {
+    await page.goto(`${BASE}/console/#/stats`);
+    await page.waitForSelector("#rates-chart canvas");
+    await page.waitForSelector("#counts-chart canvas");
+    await shot("stats");
+  });
+
+  await step("settings flips the kill switch", async () => {
+    await page.goto(`${BASE}/console/#/settings`);
+    await page.waitForSelector("form#settings");
+    await shot("settings");
+    await page.fill("input[name=per_hour]", "-1");
+    await page.click("button:has-text('Save policy')");
+    await page.waitForSelector("[data-error-for='auto_execution.per_hour']:not(:empty), #settings-error:not(:empty)");
+    await page.goto(`${BASE}/console/#/queue`);
+    await page.goto(`${BASE}/console/#/settings`);
+    await page.waitForSelector("form#settings");
+    await page.uncheck("input[name=enabled]");
+    await page.click("button:has-text('Save policy')");
+    await page.waitForSelector("#toast.shown:has-text('Policy saved')");
+  });
+
+  await step("the console is usable at phone width", async () => {
+    await page.setViewportSize({ width: 390, height: 844 });
+    await page.goto(`${BASE}/console/#/queue`);
+    await page.waitForSelector("h1:has-text('Queue')");
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    if (overflow > 2) throw new Error(`the page is ${overflow}px wider than the phone`);
+    await shot("queue-phone");
+    await page.setViewportSize({ width: 1200, height: 900 });
+  });
+
+  await step("a non-admin is refused the settings", async () => {
+    await page.click("#sign-out");
+    await signIn(env("VIEWER"), false);
+    if (await page.locator("#nav-settings").isVisible()) throw new Error("the Settings link is shown");
+    await page.goto(`${BASE}/console/#/settings`);
+    await page.waitForSelector("text=Settings are for administrators only.");
+    await shot("settings-refused");
+  });
+
+  await step("the token is never stored", async () => {
+    const stored = await page.evaluate(() => JSON.stringify({ ...localStorage }) + JSON.stringify({ ...sessionStorage }));
+    if (stored.includes("dev:")) throw new Error(`storage holds the token: ${stored}`);
+  });
+} finally {
+  await browser.close();
+}
+const violations = csp.filter((m) => /Content Security Policy|Refused to/i.test(m));
+if (violations.length) failures.push(`CSP violations: ${violations.join(" | ")}`);
+if (failures.length) {
+  console.error(failures.join("\n"));
+  process.exit(1);
+}
+console.log("console: all steps passed");
