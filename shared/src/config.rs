@@ -47,6 +47,13 @@ pub mod vars {
 
     /// The log filter (`shared/src/telemetry.rs`); the template sets it for every function.
     pub const RUST_LOG: &str = "RUST_LOG";
+    /// How the console signs people in: `oidc` (deployed, set by the template) or `dev` (the
+    /// local stack's development identity, which only the local gateway accepts).
+    pub const CONSOLE_SIGN_IN: &str = "CONSOLE_SIGN_IN";
+    /// The OpenID Connect client and endpoints of the issuer the API's JWT authorizer trusts.
+    pub const CONSOLE_CLIENT_ID: &str = "CONSOLE_CLIENT_ID";
+    pub const OIDC_AUTHORIZE_URL: &str = "OIDC_AUTHORIZE_URL";
+    pub const OIDC_TOKEN_URL: &str = "OIDC_TOKEN_URL";
 
     /// Read when set, deliberately left unset by the template (the embedded policy is the
     /// deployed one).
@@ -154,6 +161,30 @@ impl ExecutorConfig {
             handlers: HandlerConfig::from_env()?,
             fault_injection: std::env::var(ACTIONGATE_FAULT_INJECTION).is_ok_and(|v| v == "1"),
         })
+    }
+}
+
+/// How the console signs people in.
+#[derive(Debug, Clone)]
+pub struct ConsoleConfig {
+    pub sign_in: crate::adapters::apigw::console::SignIn,
+}
+
+impl ConsoleConfig {
+    /// `oidc` unless the environment says `dev`; the OIDC settings may be empty (the console
+    /// then cannot sign anyone in, and says so).
+    pub fn from_env() -> Result<Self, ConfigError> {
+        use crate::adapters::apigw::console::SignIn;
+        let sign_in = match optional(vars::CONSOLE_SIGN_IN).as_deref() {
+            Some("dev") => SignIn::Dev,
+            None | Some("oidc") => SignIn::Oidc {
+                client_id: optional(vars::CONSOLE_CLIENT_ID).unwrap_or_default(),
+                authorize_url: optional(vars::OIDC_AUTHORIZE_URL).unwrap_or_default(),
+                token_url: optional(vars::OIDC_TOKEN_URL).unwrap_or_default(),
+            },
+            Some(_) => return Err(ConfigError::Invalid(vars::CONSOLE_SIGN_IN, "oidc or dev")),
+        };
+        Ok(Self { sign_in })
     }
 }
 

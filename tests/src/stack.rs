@@ -107,6 +107,8 @@ impl LocalStack {
             ("WEBHOOK_ALLOWLIST".to_owned(), "127.0.0.1,localhost".to_owned()),
             // The gateway is the only host locally (loopback is always allowed).
             ("MCP_ALLOWED_HOSTS".to_owned(), String::new()),
+            // The console's development sign-in (the template always says oidc).
+            ("CONSOLE_SIGN_IN".to_owned(), "dev".to_owned()),
         ];
 
         // One environment file for cargo lambda: every function's resolved template variables.

@@ -411,7 +411,9 @@ impl World {
 
     /// The approval function's answer to a request (routing included).
     pub async fn approval_http(&self, req: lambda_http::Request) -> lambda_http::Response<lambda_http::Body> {
-        actiongate::entry::api_approval::handle(&self.approval, req).await
+        let console =
+            actiongate::adapters::apigw::console::Console::new(actiongate::adapters::apigw::console::SignIn::Dev);
+        actiongate::entry::api_approval::handle(&self.approval, &console, req).await
     }
 
     pub fn reply(response: lambda_http::Response<lambda_http::Body>) -> (u16, Value) {

@@ -457,3 +457,21 @@ fn the_openapi_document_covers_every_route_and_no_other() {
         panic!("openapi-spec-validator is not installed: run make setup (requirements-dev.txt pins it)");
     }
 }
+
+/// The console's development sign-in exists only in the local stack: the template fixes the
+/// console to OpenID Connect with a literal no parameter can change, and only the local stack's
+/// own overrides say `dev` (whose identities only the local gateway accepts anyway).
+#[test]
+fn the_deployed_console_signs_in_through_the_identity_provider_only() {
+    use actiongate_local::template::EnvValue;
+    let t = template();
+    let setters: Vec<(&str, &EnvValue)> = t
+        .functions
+        .iter()
+        .flat_map(|f| f.env.iter().filter(|(k, _)| k == "CONSOLE_SIGN_IN").map(move |(_, v)| (f.binary.as_str(), v)))
+        .collect();
+    assert_eq!(setters, vec![("approval", &EnvValue::Literal("oidc".into()))]);
+    let template_text = source("infra/template.yaml");
+    assert_eq!(template_text.matches("CONSOLE_SIGN_IN").count(), 1, "set once, as a literal");
+    assert!(!template_text.contains("sign_in: dev") && !template_text.contains("CONSOLE_SIGN_IN: dev"));
+}

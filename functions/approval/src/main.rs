@@ -29,11 +29,14 @@ async fn main() -> Result<(), Error> {
     let registry = Registry::with_connectors_allowing(&aws, "")?;
     let policies = Arc::new(PolicySource::new(store.clone(), policy, config.policy_cache));
     let service = Arc::new(ApprovalService::new(store, queue, registry, Arc::new(SystemClock)).with_policies(policies));
+    let console = Arc::new(actiongate::adapters::apigw::console::Console::new(
+        actiongate::config::ConsoleConfig::from_env()?.sign_in,
+    ));
     startup.step("wiring");
     startup.ready();
     run(service_fn(move |req: Request| {
-        let service = Arc::clone(&service);
-        async move { Ok::<_, Error>(actiongate::entry::api_approval::handle(&service, req).await) }
+        let (service, console) = (Arc::clone(&service), Arc::clone(&console));
+        async move { Ok::<_, Error>(actiongate::entry::api_approval::handle(&service, &console, req).await) }
     }))
     .await
 }

@@ -1,6 +1,8 @@
 //! The approval function's routes: the public approval links (a page for GET and HEAD, a
-//! decision for the page's POST) and the authenticated `POST /actions/{id}/approve|reject`.
+//! decision for the page's POST), the authenticated `POST /actions/{id}/approve|reject`, and
+//! the operator console's static files (`/console/…`: no data, the console calls the API).
 
+use crate::adapters::apigw::console::Console;
 use crate::adapters::apigw::{http, pages};
 use crate::domain::approval::Decision;
 use crate::ports::api::ApiError;
@@ -9,7 +11,7 @@ use lambda_http::{Body, Request, Response};
 use tracing::Instrument;
 
 /// Answers one API Gateway request. Never fails: every error becomes a page or a response.
-pub async fn handle(service: &ApprovalService, req: Request) -> Response<Body> {
+pub async fn handle(service: &ApprovalService, console: &Console, req: Request) -> Response<Body> {
     let span = tracing::info_span!("approval", method = %req.method(), action_id = tracing::field::Empty);
     async {
         let segments = http::path_segments(&req);
@@ -29,6 +31,8 @@ pub async fn handle(service: &ApprovalService, req: Request) -> Response<Body> {
                 Err(sentence) => pages::message(400, "Choose approve or reject", &sentence),
             },
             (["approvals", _], _) => pages::message(405, "Not allowed", "Open the link in a browser."),
+            (["console", rest @ ..], "GET") => console.serve(rest),
+            (["console", ..], _) => ApiError::MethodNotAllowed { method: method.clone() }.into(),
             (["actions", id, verb @ ("approve" | "reject")], "POST") => {
                 let decision = if *verb == "approve" { Decision::Approve } else { Decision::Reject };
                 http::respond(service.decide(&http::call(&req), id, decision).await)
