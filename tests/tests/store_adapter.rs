@@ -745,6 +745,62 @@ async fn a_delegation_is_kept_per_approver_and_audited(store: Arc<dyn Store>) {
     assert_eq!(moves, vec!["delegation_set", "delegation_ended"]);
 }
 
+async fn admin_listings_come_from_indexes_by_status_user_and_day_with_filters(store: Arc<dyn Store>) {
+    let t0 = chrono::DateTime::parse_from_rfc3339("2025-03-10T10:00:00Z").unwrap().with_timezone(&Utc);
+    let (alice, bob) = (user("alice"), user("bob"));
+    let mut made = Vec::new();
+    for (owner, status, tier, action_type, at) in [
+        (&alice, Status::Completed, Tier::Auto, "gmail.flag", t0),
+        (&bob, Status::AwaitingApproval, Tier::Approval, "send_email", t0 + Duration::days(1)),
+        (&alice, Status::Manual, Tier::Manual, "gmail.flag", t0 + Duration::days(2)),
+        (&bob, Status::Completed, Tier::Auto, "gmail.flag", t0 + Duration::days(2) + Duration::hours(1)),
+        (&alice, Status::Completed, Tier::Auto, "gmail.flag", t0 - Duration::days(40)),
+    ] {
+        let mut a = actiongate_local::fixtures::action_of(owner, status, at, action_type, json!({"message_id": "m1"}));
+        a.tier = Some(tier);
+        store.create_action(&a, &[event(&a, 1, None, status)], None, &[], &[], None, at).await.unwrap();
+        made.push(a.action_id);
+    }
+    let base = ActionQuery {
+        status: None,
+        action_type: None,
+        user: None,
+        tier: None,
+        from: t0 - Duration::hours(1),
+        to: t0 + Duration::days(3),
+    };
+    let ids = |q: ActionQuery| {
+        let store = Arc::clone(&store);
+        async move {
+            // Every page, following the cursors, as a client would.
+            let (mut all, mut cursor) = (Vec::new(), None::<String>);
+            for _ in 0..20 {
+                let page = store.query_actions(&q, 1, cursor.as_deref()).await.unwrap().unwrap();
+                all.extend(page.actions.iter().map(|a| a.action_id));
+                match page.next_cursor {
+                    Some(c) => cursor = Some(c),
+                    None => break,
+                }
+            }
+            all
+        }
+    };
+    assert_eq!(ids(base.clone()).await, vec![made[3], made[2], made[1], made[0]], "by day, newest first");
+    assert_eq!(ids(ActionQuery { status: Some(Status::Completed), ..base.clone() }).await, vec![made[3], made[0]]);
+    assert_eq!(ids(ActionQuery { user: Some(alice.clone()), ..base.clone() }).await, vec![made[2], made[0]]);
+    let alice_done = ActionQuery { user: Some(alice.clone()), status: Some(Status::Completed), ..base.clone() };
+    assert_eq!(ids(alice_done.clone()).await, vec![made[0]]);
+    assert_eq!(ids(ActionQuery { action_type: Some("send_email".into()), ..base.clone() }).await, vec![made[1]]);
+    assert_eq!(ids(ActionQuery { tier: Some(Tier::Manual), ..base.clone() }).await, vec![made[2]]);
+    let wide = ActionQuery { from: t0 - Duration::days(41), ..alice_done.clone() };
+    assert_eq!(ids(wide).await, vec![made[0], made[4]], "the range decides");
+    // A cursor belongs to its query.
+    let page = store.query_actions(&base, 1, None).await.unwrap().unwrap();
+    let cursor = page.next_cursor.expect("more");
+    assert!(store.query_actions(&alice_done, 1, Some(&cursor)).await.unwrap().is_err());
+    assert!(store.query_actions(&base, 1, Some("garbage")).await.unwrap().is_err());
+}
+
 /// Runs each check against DynamoDB (`dynamo::…`) and memory (`memory::…`), optionally
 /// configuring each store first.
 macro_rules! both {
@@ -811,6 +867,7 @@ both! {
 
 both! {
     isolated:
+    admin_listings_come_from_indexes_by_status_user_and_day_with_filters;
     approval_links_are_stored_used_once_and_replaced;
     a_cool_down_holds_the_entity_except_for_the_action_that_took_it;
     automatic_work_is_refused_while_the_breaker_is_open_and_a_reused_key_is_told_first;

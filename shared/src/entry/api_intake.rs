@@ -77,11 +77,15 @@ async fn route(service: &IntakeService, req: &Request) -> Result<Reply, ApiError
             _ => not_allowed(),
         },
         ["stats"] => match method {
-            "GET" => service.stats(identity).await,
+            "GET" => service.stats(&call, identity).await,
             _ => not_allowed(),
         },
         ["rate-limits", action_type] => match method {
             "GET" => service.rate_limits(action_type, identity).await,
+            _ => not_allowed(),
+        },
+        ["admin", "actions"] => match method {
+            "GET" => service.admin_list(&call, identity).await,
             _ => not_allowed(),
         },
         ["admin", "policy"] => match method {

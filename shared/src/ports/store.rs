@@ -228,6 +228,18 @@ pub trait ActionStore: Send + Sync {
         cursor: Option<&str>,
     ) -> Result<Result<Page, BadCursor>, StoreError>;
 
+    /// Everyone's actions created in `query`'s time range that match its filters, newest first
+    /// (`GET /admin/actions`), served from indexes: by user (and status), by status, or by
+    /// day of creation; the other filters apply to what the index returns. A page may come back
+    /// short, or empty with a cursor: keep following it. A cursor works only for the query that
+    /// returned it.
+    async fn query_actions(
+        &self,
+        query: &ActionQuery,
+        limit: i32,
+        cursor: Option<&str>,
+    ) -> Result<Result<Page, BadCursor>, StoreError>;
+
     /// The actions waiting for `approver`'s decision (`awaiting_approval` with that approver),
     /// newest first; an index that may lag a moment behind writes.
     async fn inbox(
@@ -255,6 +267,30 @@ pub trait ActionStore: Send + Sync {
         key: &IdempotencyKey,
         now: DateTime<Utc>,
     ) -> Result<Option<IdempotencyRecord>, StoreError>;
+}
+
+/// Which actions an administrator lists (`ActionStore::query_actions`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActionQuery {
+    pub status: Option<Status>,
+    pub action_type: Option<String>,
+    pub user: Option<UserId>,
+    pub tier: Option<crate::domain::Tier>,
+    /// Created at or after `from` and before `to`.
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+}
+
+impl ActionQuery {
+    /// Whether `action` matches every filter.
+    pub fn matches(&self, action: &Action) -> bool {
+        self.status.is_none_or(|s| action.status == s)
+            && self.action_type.as_ref().is_none_or(|t| &action.action_type == t)
+            && self.user.as_ref().is_none_or(|u| &action.user_id == u)
+            && self.tier.is_none_or(|t| action.tier == Some(t))
+            && action.created_at >= self.from
+            && action.created_at < self.to
+    }
 }
 
 /// Approval links.

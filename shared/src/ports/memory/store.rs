@@ -512,6 +512,17 @@ impl ActionStore for MemoryStore {
         Ok(self.lock().trails.get(&id).map(|t| t.values().cloned().collect()).unwrap_or_default())
     }
 
+    async fn query_actions(
+        &self,
+        query: &ActionQuery,
+        limit: i32,
+        cursor_in: Option<&str>,
+    ) -> Result<Result<Page, BadCursor>, StoreError> {
+        // One listing per query: a cursor of another query is refused, as DynamoDB's would be.
+        let partition = format!("QUERY#{}", crate::domain::digest::hex_sha256(format!("{query:?}").as_bytes()));
+        Ok(self.newest_first(&partition, limit, cursor_in, |a| query.matches(a)))
+    }
+
     async fn inbox(
         &self,
         approver: &str,

@@ -5,6 +5,18 @@ use super::*;
 
 impl IntakeService {
     pub async fn list(&self, call: &Call, identity: &Identity) -> Result<Reply, ApiError> {
+        // With any filter beyond status, the caller's own actions through the filtered listing.
+        if ["action_type", "execution", "from", "to"].iter().any(|k| call.query(k).is_some()) {
+            if call.query("user").is_some() {
+                return Err(ApiError::invalid(
+                    "user",
+                    "lists only your own actions; administrators use /admin/actions",
+                ));
+            }
+            let mut query = action_query(call, self.clock.now())?;
+            query.user = Some(identity.user.clone());
+            return self.query_page(call, &query).await;
+        }
         let status = match call.query("status") {
             None | Some("") => None,
             Some(s) => Some(
@@ -17,6 +29,29 @@ impl IntakeService {
         let page = self
             .store
             .list_actions(&identity.user, status, limit, cursor)
+            .await
+            .map_err(ApiError::internal)?
+            .map_err(|e| ApiError::invalid("cursor", e.to_string()))?;
+        Ok(Reply::json(200, &page_body("actions", page)))
+    }
+
+    /// `GET /admin/actions`: everyone's actions, newest first, filtered by status, type, user,
+    /// execution (`auto` | `approved` | `manual`: the tier) and creation time (`from`, `to`:
+    /// dates or RFC 3339 times; the last 30 days by default, at most 92), from indexes.
+    pub async fn admin_list(&self, call: &Call, identity: &Identity) -> Result<Reply, ApiError> {
+        if !identity.admin {
+            return Err(ApiError::Forbidden);
+        }
+        let query = action_query(call, self.clock.now())?;
+        self.query_page(call, &query).await
+    }
+
+    async fn query_page(&self, call: &Call, query: &crate::ports::store::ActionQuery) -> Result<Reply, ApiError> {
+        let limit = page_limit(call)?;
+        let cursor = call.query("cursor").filter(|c| !c.is_empty());
+        let page = self
+            .store
+            .query_actions(query, limit, cursor)
             .await
             .map_err(ApiError::internal)?
             .map_err(|e| ApiError::invalid("cursor", e.to_string()))?;
@@ -215,23 +250,63 @@ impl IntakeService {
     }
 
     /// Today's outcomes, from counters kept with each transition: the caller's own, or
-    /// everyone's for an admin.
-    pub async fn stats(&self, identity: &Identity) -> Result<Reply, ApiError> {
+    /// everyone's for an admin; with `from` and `to` (dates, at most 92 days), each day's too,
+    /// and the types' counts over the range.
+    pub async fn stats(&self, call: &Call, identity: &Identity) -> Result<Reply, ApiError> {
         let now = self.clock.now();
         let scope = if identity.admin {
             crate::domain::stats::STATS_ALL.to_owned()
         } else {
             crate::domain::stats::user_stats_scope(&identity.user)
         };
-        let counters = self.store.daily_stats(&scope, now.date_naive()).await.map_err(ApiError::internal)?;
+        let today = now.date_naive();
+        let range = match (call.query("from"), call.query("to")) {
+            (None, None) => None,
+            (from, to) => {
+                let to = to.map(|t| parse_day("to", t)).transpose()?.unwrap_or(today);
+                let from = from.map(|f| parse_day("from", f)).transpose()?.unwrap_or(to - chrono::Duration::days(13));
+                if from > to || (to - from).num_days() >= MAX_RANGE_DAYS {
+                    return Err(ApiError::invalid(
+                        "from",
+                        format!("must be on or before to, at most {MAX_RANGE_DAYS} days before it"),
+                    ));
+                }
+                Some((from, to))
+            }
+        };
+        let counters = self.store.daily_stats(&scope, today).await.map_err(ApiError::internal)?;
         let get = |k: &str| counters.get(k).copied().unwrap_or(0);
         let mut by_type = serde_json::Map::new();
-        for (key, value) in &counters {
-            if let Some((action_type, field)) = key.strip_prefix("t#").and_then(|r| r.rsplit_once('#')) {
-                let entry = by_type
-                    .entry(action_type.to_owned())
-                    .or_insert_with(|| json!({"executed": 0, "succeeded": 0, "failed": 0, "rolled_back": 0}));
-                entry[field] = json!(value);
+        let mut days = Vec::new();
+        let count_types = |counters: &std::collections::BTreeMap<String, u64>,
+                           by_type: &mut serde_json::Map<String, Value>| {
+            for (key, value) in counters {
+                if let Some((action_type, field)) = key.strip_prefix("t#").and_then(|r| r.rsplit_once('#')) {
+                    let entry = by_type
+                        .entry(action_type.to_owned())
+                        .or_insert_with(|| json!({"executed": 0, "succeeded": 0, "failed": 0, "rolled_back": 0}));
+                    entry[field] = json!(entry[field].as_u64().unwrap_or(0) + value);
+                }
+            }
+        };
+        match range {
+            None => count_types(&counters, &mut by_type),
+            Some((from, to)) => {
+                let mut day = from;
+                while day <= to {
+                    let c = if day == today {
+                        counters.clone()
+                    } else {
+                        self.store.daily_stats(&scope, day).await.map_err(ApiError::internal)?
+                    };
+                    let at = |k: &str| c.get(k).copied().unwrap_or(0);
+                    days.push(json!({"day": day.format("%Y-%m-%d").to_string(), "auto_executed": at("auto_executed"), "approved_executed": at("approved_executed"), "failed": at("failed"), "rolled_back": at("rolled_back")}));
+                    count_types(&c, &mut by_type);
+                    match day.succ_opt() {
+                        Some(next) => day = next,
+                        None => break,
+                    }
+                }
             }
         }
         let succeeded = get("auto_executed") + get("approved_executed");
@@ -261,12 +336,70 @@ impl IntakeService {
                 "day": now.format("%Y-%m-%d").to_string(),
                 "today": {"auto_executed": get("auto_executed"), "approved_executed": get("approved_executed"), "failed": get("failed"), "rolled_back": get("rolled_back")},
                 "by_type": by_type,
+                "days": days,
                 "success_rate": ratio(succeeded, executed),
                 "rollback_rate": ratio(get("rolled_back"), succeeded),
                 "recent": recent,
             }),
         ))
     }
+}
+
+/// The longest range a listing or the stats cover, in days.
+const MAX_RANGE_DAYS: i64 = 92;
+
+/// A date (`2026-12-01`) of the query.
+fn parse_day(field: &str, text: &str) -> Result<chrono::NaiveDate, ApiError> {
+    chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .map_err(|_| ApiError::invalid(field, "must be a date such as 2026-12-01"))
+}
+
+/// A listing's filters from the query: `status`, `action_type`, `user`, `execution`
+/// (`auto` | `approved` | `manual`), `from` and `to` (a date: from its start, to its end; or an
+/// RFC 3339 time). The last 30 days by default; at most [`MAX_RANGE_DAYS`].
+fn action_query(call: &Call, now: DateTime<Utc>) -> Result<crate::ports::store::ActionQuery, ApiError> {
+    let status = match call.query("status") {
+        None => None,
+        Some(s) => Some(
+            Status::parse(s).ok_or_else(|| ApiError::invalid("status", format!("`{s}` is not an action status")))?,
+        ),
+    };
+    let action_type = match call.query("action_type") {
+        None => None,
+        Some(t) if t.chars().count() <= 64 && !t.chars().any(char::is_control) => Some(t.to_owned()),
+        Some(_) => return Err(ApiError::invalid("action_type", "must be an action type (at most 64 characters)")),
+    };
+    let user = match call.query("user") {
+        None => None,
+        Some(u) => Some(UserId::parse(u).ok_or_else(|| ApiError::invalid("user", "is not a user id"))?),
+    };
+    let tier = match call.query("execution") {
+        None => None,
+        Some("auto") => Some(Tier::Auto),
+        Some("approved") => Some(Tier::Approval),
+        Some("manual") => Some(Tier::Manual),
+        Some(_) => return Err(ApiError::invalid("execution", "must be auto, approved or manual")),
+    };
+    let time = |field: &str, text: &str, end_of_day: bool| -> Result<DateTime<Utc>, ApiError> {
+        if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+            return Ok(t.with_timezone(&Utc));
+        }
+        let day = parse_day(field, text)?;
+        let day = if end_of_day { day.succ_opt().unwrap_or(day) } else { day };
+        Ok(day.and_hms_opt(0, 0, 0).map(|t| t.and_utc()).unwrap_or(now))
+    };
+    let to = match call.query("to") {
+        Some(t) => time("to", t, true)?,
+        None => now + chrono::Duration::seconds(1),
+    };
+    let from = match call.query("from") {
+        Some(f) => time("from", f, false)?,
+        None => to - chrono::Duration::days(30),
+    };
+    if from >= to || to - from > chrono::Duration::days(MAX_RANGE_DAYS) {
+        return Err(ApiError::invalid("from", format!("must be before to, at most {MAX_RANGE_DAYS} days before it")));
+    }
+    Ok(crate::ports::store::ActionQuery { status, action_type, user, tier, from, to })
 }
 
 /// `limit` from the query: 1 to `MAX_PAGE`, `DEFAULT_PAGE` when absent.

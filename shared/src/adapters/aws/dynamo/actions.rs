@@ -179,6 +179,15 @@ impl ActionStore for DynamoStore {
         self.newest_first(index, pk_name, sk_name, partition, limit, cursor).await
     }
 
+    async fn query_actions(
+        &self,
+        query: &ActionQuery,
+        limit: i32,
+        cursor: Option<&str>,
+    ) -> Result<Result<Page, BadCursor>, StoreError> {
+        self.listing(query, limit, cursor).await
+    }
+
     /// What waits for `approver`'s decision, newest first.
     async fn inbox(
         &self,
@@ -528,6 +537,15 @@ impl DynamoStore {
         item.insert(keys::GSI1_SK.into(), s(action.action_id.to_string()));
         item.insert(keys::GSI2_PK.into(), s(keys::user_status_partition(&action.user_id, action.status)));
         item.insert(keys::GSI2_SK.into(), s(action.action_id.to_string()));
+        item.insert(keys::GSI4_PK.into(), s(keys::status_partition(action.status)));
+        item.insert(keys::GSI4_SK.into(), s(action.action_id.to_string()));
+        item.insert(keys::GSI5_PK.into(), s(keys::day_partition(action.created_at.date_naive())));
+        item.insert(keys::GSI5_SK.into(), s(action.action_id.to_string()));
+        // What administrators' listings filter on, beside the keys.
+        item.insert("action_type".into(), s(&action.action_type));
+        if let Some(tier) = action.tier {
+            item.insert("tier".into(), n(tier as u8));
+        }
         if let Some((due_pk, due_sk)) = keys::sweep_due(action) {
             item.insert(keys::DUE_PK.into(), s(due_pk));
             item.insert(keys::DUE_SK.into(), s(due_sk));

@@ -31,6 +31,12 @@ pub const GSI2_SK: &str = "gsi2sk";
 pub const GSI_BY_APPROVER: &str = "by_approver";
 pub const GSI3_PK: &str = "gsi3pk";
 pub const GSI3_SK: &str = "gsi3sk";
+pub const GSI_BY_STATUS: &str = "by_status";
+pub const GSI4_PK: &str = "gsi4pk";
+pub const GSI4_SK: &str = "gsi4sk";
+pub const GSI_BY_DAY: &str = "by_day";
+pub const GSI5_PK: &str = "gsi5pk";
+pub const GSI5_SK: &str = "gsi5sk";
 pub const GSI_DUE: &str = "due";
 pub const DUE_PK: &str = "due_pk";
 pub const DUE_SK: &str = "due_sk";
@@ -49,6 +55,23 @@ pub fn user_partition(user: &UserId) -> String {
 
 pub fn user_status_partition(user: &UserId, status: Status) -> String {
     format!("USER#{user}#{status}")
+}
+
+/// Everyone's actions of one status (`by_status`), for administrators' listings.
+pub fn status_partition(status: Status) -> String {
+    format!("STATUS#{status}")
+}
+
+/// Everyone's actions created on one UTC day (`by_day`), for administrators' listings.
+pub fn day_partition(day: chrono::NaiveDate) -> String {
+    format!("DAY#{}", day.format("%Y-%m-%d"))
+}
+
+/// The smallest action id (as text) created at `at` or later: ids are UUIDv7, their first 48
+/// bits the creation time in milliseconds, so a time range is a range of ids.
+pub fn id_floor(at: chrono::DateTime<chrono::Utc>) -> String {
+    let ms = u64::try_from(at.timestamp_millis()).unwrap_or(0) & 0xffff_ffff_ffff;
+    format!("{:08x}-{:04x}", ms >> 16, ms & 0xffff)
 }
 
 pub fn idempotency_pk(user: &UserId, key: &IdempotencyKey) -> String {

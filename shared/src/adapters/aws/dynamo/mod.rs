@@ -14,6 +14,7 @@ mod approvals;
 mod guards;
 mod integrations;
 pub mod keys;
+mod listing;
 mod notifications;
 mod snapshots;
 mod stats;
