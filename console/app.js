@@ -337,10 +337,13 @@
     show(h("h1", {}, "Queue"), ...sections);
   }
 
+  /** The view's parameters from the hash (`_` only makes the same view load again). */
+  const hashParams = () => Object.fromEntries([...new URLSearchParams(location.hash.split("?")[1] || "")].filter(([k]) => !k.startsWith("_")));
+
   const STATUSES = ["", "received", "blocked", "awaiting_approval", "approved", "rejected", "expired", "cancelled", "manual", "done_manually", "dismissed", "pending", "queued", "executing", "waiting", "completed", "failed", "rolling_back", "rolled_back", "rollback_failed"];
 
   function historyPage() {
-    const params = Object.fromEntries(new URLSearchParams(location.hash.split("?")[1] || ""));
+    const params = hashParams();
     const field = (label, input) => h("label", {}, label, input);
     const form = h(
       "form",
@@ -431,7 +434,7 @@
   const day = (d) => d.toISOString().slice(0, 10);
 
   async function statsPage() {
-    const params = Object.fromEntries(new URLSearchParams(location.hash.split("?")[1] || ""));
+    const params = hashParams();
     const to = params.to || day(new Date());
     const from = params.from || day(new Date(Date.now() - 13 * 86400000));
     const form = h(

@@ -33,3 +33,21 @@ if command -v rustup >/dev/null; then
     rustup component list --installed 2>/dev/null | grep -q "^$component" || rustup component add "$component"
   done
 fi
+
+# The console's browser test: Debian's Chromium (headless) and playwright-core (pinned in
+# console/package-lock.json, driving that Chromium; no browser download).
+if [ ! -x /usr/bin/chromium ]; then
+  if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    echo "setup: installing Debian's chromium for the console's browser test"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "setup: /usr/bin/chromium is missing and cannot be installed here (apt-get as root)" >&2
+    exit 1
+  fi
+fi
+lock_want=$(sha256sum console/package-lock.json | cut -d' ' -f1)
+if [ ! -d console/node_modules/playwright-core ] || [ "$(cat console/node_modules/.lock.sha256 2>/dev/null)" != "$lock_want" ]; then
+  echo "setup: npm ci in console/ (playwright-core, uplot)"
+  (cd console && npm ci --ignore-scripts --no-audit --no-fund --silent)
+  echo "$lock_want" > console/node_modules/.lock.sha256
+fi
