@@ -143,7 +143,7 @@
     const challenge = b64url(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(verifier)));
     const st = b64url(crypto.getRandomValues(new Uint8Array(16)));
     sessionStorage.setItem("pkce", JSON.stringify({ verifier, state: st }));
-    const redirect = `${location.origin}/console/`;
+    const redirect = `${location.origin}/console`;
     location.assign(`${o.authorize_url}?${query({ response_type: "code", client_id: o.client_id, redirect_uri: redirect, scope: o.scope, state: st, code_challenge: challenge, code_challenge_method: "S256" })}`);
   }
 
@@ -153,7 +153,7 @@
     if (!code) return false;
     const saved = JSON.parse(sessionStorage.getItem("pkce") || "{}");
     sessionStorage.removeItem("pkce");
-    history.replaceState(null, "", "/console/");
+    history.replaceState(null, "", "/console");
     if (!saved.verifier || saved.state !== params.get("state")) {
       signInPage("The sign-in did not match the one started here; try again.");
       return true;
@@ -162,10 +162,12 @@
     const res = await fetch(o.token_url, {
       method: "POST",
       headers: { "content-type": "application/x-www-form-urlencoded" },
-      body: query({ grant_type: "authorization_code", code, redirect_uri: `${location.origin}/console/`, client_id: o.client_id, code_verifier: saved.verifier }),
+      body: query({ grant_type: "authorization_code", code, redirect_uri: `${location.origin}/console`, client_id: o.client_id, code_verifier: saved.verifier }),
     });
     const tokens = await res.json().catch(() => ({}));
-    const token = tokens.access_token || tokens.id_token;
+    // The ID token carries the email an approver is asked by (list the console's client id in
+    // the API's JwtAudience); an access token without one is the fallback.
+    const token = tokens.id_token || tokens.access_token;
     if (!res.ok || !token) {
       signInPage("The identity provider did not sign you in.");
       return true;
@@ -309,7 +311,7 @@
       try {
         const page = await api("GET", `${path}?${query({ ...params, cursor })}`);
         const items = page.actions || page.approvals || [];
-        if (!cursor && !items.length) list.append(h("p", { class: "muted" }, empty));
+        if (!cursor && !items.length && !page.next_cursor) list.append(h("p", { class: "muted" }, empty));
         for (const a of items) list.append(render(a));
         cursor = page.next_cursor || null;
         more.hidden = !cursor;
@@ -375,6 +377,10 @@
   }
 
   async function actionPage(id) {
+    if (!/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/.test(id)) {
+      show(h("h1", {}, "Action"), h("p", { class: "error" }, "That is not an action id."));
+      return;
+    }
     show(h("p", { class: "muted" }, "Loading…"));
     let action, trail;
     try {

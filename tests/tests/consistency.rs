@@ -126,9 +126,25 @@ fn the_tables_the_store_uses_exist_with_the_same_keys() {
         (keys::GSI_BY_USER, keys::GSI1_PK, keys::GSI1_SK),
         (keys::GSI_BY_USER_STATUS, keys::GSI2_PK, keys::GSI2_SK),
         (keys::GSI_DUE, keys::DUE_PK, keys::DUE_SK),
+        (keys::GSI_BY_STATUS, keys::GSI4_PK, keys::GSI4_SK),
+        (keys::GSI_BY_DAY, keys::GSI5_PK, keys::GSI5_SK),
     ] {
         let i = actions.indexes.iter().find(|i| i.name == index).unwrap_or_else(|| panic!("index {index} missing"));
         assert_eq!(i.key, (pk.to_owned(), Some(sk.to_owned())), "{index}");
+    }
+    // The intake function reads every index its routes list from (IAM, which the emulator does
+    // not enforce: checked here).
+    let template_text = source("infra/template.yaml");
+    let intake_role =
+        template_text.split("  IntakeRole:").nth(1).and_then(|r| r.split("\n  ApprovalLogs:").next()).unwrap_or("");
+    let intake_role = intake_role.split("\n  ApprovalFunction:").next().unwrap_or(intake_role);
+    for index in
+        [keys::GSI_BY_USER, keys::GSI_BY_USER_STATUS, keys::GSI_BY_APPROVER, keys::GSI_BY_STATUS, keys::GSI_BY_DAY]
+    {
+        assert!(
+            intake_role.contains(&format!("${{ActionsTable.Arn}}/index/{index}\"")),
+            "IntakeRole may not query {index}"
+        );
     }
     assert_eq!(actions.ttl_attribute.as_deref(), Some(keys::TTL));
     let audit = t.table("AuditTable").unwrap();

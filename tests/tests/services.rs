@@ -1883,3 +1883,49 @@ async fn an_edit_asks_again_only_people_the_new_decision_allows_and_never_a_dele
     let pool: Vec<String> = world.action(id).await.approvers.iter().map(|a| a.as_str().to_owned()).collect();
     assert!(!pool.contains(&FINANCE[0].to_owned()), "the delegator does not come back beside the delegate: {pool:?}");
 }
+
+// ---------------------------------------------------------------- the console's API
+
+#[tokio::test]
+async fn admin_listings_and_the_stats_range_refuse_what_they_cannot_serve() {
+    let world = World::new();
+    let id = created(&world, "alice", proposal("send_email")).await;
+    let (status, _) = world.api("GET", "/admin/actions", None, "alice", false).await;
+    assert_eq!(status, 403, "administrators only");
+    let (status, page) = world.api("GET", "/admin/actions?status=awaiting_approval", None, "root", true).await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["actions"][0]["action_id"], id.to_string());
+    let (status, page) =
+        world.api("GET", "/actions?action_type=send_email&execution=approved", None, "alice", false).await;
+    assert_eq!((status, page["actions"].as_array().map(Vec::len)), (200, Some(1)), "{page}");
+    let (status, page) = world.api("GET", "/actions?action_type=send_email&user=bob", None, "alice", false).await;
+    assert_eq!((status, page["field"].as_str()), (400, Some("user")), "one's own only: {page}");
+    for bad in [
+        "/admin/actions?from=-262144-01-01",
+        "/admin/actions?to=0001-01-01",
+        "/admin/actions?from=2026-01-01&to=2026-12-01",
+        "/admin/actions?execution=sometimes",
+        "/admin/actions?status=nope",
+        "/admin/actions?to=+10895-06-01T00:00:00Z",
+        "/admin/actions?cursor=garbage",
+    ] {
+        let (status, body) = world.api("GET", bad, None, "root", true).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
+    // One status's listing has no range limit (a manual task may wait for months).
+    let (status, _) = world.api("GET", "/admin/actions?status=manual&from=2020-01-01", None, "root", true).await;
+    assert_eq!(status, 200);
+
+    let (status, stats) = world.api("GET", "/stats?from=2026-02-20&to=2026-03-01", None, "alice", false).await;
+    assert_eq!(status, 200, "{stats}");
+    assert_eq!(stats["days"].as_array().map(Vec::len), Some(10));
+    assert_eq!(stats["days"][0]["day"], "2026-02-20");
+    for bad in [
+        "/stats?from=2026-03-02&to=2026-03-01",
+        "/stats?from=2025-01-01&to=2026-03-01",
+        "/stats?to=-262144-01-01",
+        "/stats?from=nope",
+    ] {
+        assert_eq!(world.api("GET", bad, None, "alice", false).await.0, 400, "{bad}");
+    }
+}

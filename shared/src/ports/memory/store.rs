@@ -519,7 +519,9 @@ impl ActionStore for MemoryStore {
         cursor_in: Option<&str>,
     ) -> Result<Result<Page, BadCursor>, StoreError> {
         // One listing per query: a cursor of another query is refused, as DynamoDB's would be.
-        let partition = format!("QUERY#{}", crate::domain::digest::hex_sha256(format!("{query:?}").as_bytes()));
+        // Bound to the filters, not the range, like DynamoDB's partition.
+        let filters = format!("{:?}|{:?}|{:?}|{:?}", query.status, query.action_type, query.user, query.tier);
+        let partition = format!("QUERY#{}", crate::domain::digest::hex_sha256(filters.as_bytes()));
         Ok(self.newest_first(&partition, limit, cursor_in, |a| query.matches(a)))
     }
 

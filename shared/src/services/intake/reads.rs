@@ -348,10 +348,16 @@ impl IntakeService {
 /// The longest range a listing or the stats cover, in days.
 const MAX_RANGE_DAYS: i64 = 92;
 
-/// A date (`2026-12-01`) of the query.
+/// The years a listing or the stats may name (date arithmetic stays far from chrono's limits).
+const YEARS: std::ops::RangeInclusive<i32> = 2000..=9999;
+
+/// A date (`2026-12-01`) of the query, in [`YEARS`].
 fn parse_day(field: &str, text: &str) -> Result<chrono::NaiveDate, ApiError> {
+    use chrono::Datelike;
     chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
-        .map_err(|_| ApiError::invalid(field, "must be a date such as 2026-12-01"))
+        .ok()
+        .filter(|d| YEARS.contains(&d.year()))
+        .ok_or_else(|| ApiError::invalid(field, "must be a date such as 2026-12-01 (years 2000 to 9999)"))
 }
 
 /// A listing's filters from the query: `status`, `action_type`, `user`, `execution`
@@ -381,8 +387,13 @@ fn action_query(call: &Call, now: DateTime<Utc>) -> Result<crate::ports::store::
         Some(_) => return Err(ApiError::invalid("execution", "must be auto, approved or manual")),
     };
     let time = |field: &str, text: &str, end_of_day: bool| -> Result<DateTime<Utc>, ApiError> {
+        use chrono::Datelike;
         if let Ok(t) = DateTime::parse_from_rfc3339(text) {
-            return Ok(t.with_timezone(&Utc));
+            let t = t.with_timezone(&Utc);
+            if !YEARS.contains(&t.year()) {
+                return Err(ApiError::invalid(field, "must be a time in the years 2000 to 9999"));
+            }
+            return Ok(t);
         }
         let day = parse_day(field, text)?;
         let day = if end_of_day { day.succ_opt().unwrap_or(day) } else { day };
@@ -392,12 +403,21 @@ fn action_query(call: &Call, now: DateTime<Utc>) -> Result<crate::ports::store::
         Some(t) => time("to", t, true)?,
         None => now + chrono::Duration::seconds(1),
     };
+    // One user's or one status's listing reads one partition: any range, from the beginning by
+    // default (a manual task or a hold may wait for months). Everyone's of every status reads
+    // a partition per day: the last 30 days by default, at most MAX_RANGE_DAYS.
+    let one_partition = status.is_some() || user.is_some();
+    let beginning = DateTime::from_timestamp(946_684_800, 0).unwrap_or(now); // 2000-01-01
     let from = match call.query("from") {
         Some(f) => time("from", f, false)?,
+        None if one_partition => beginning,
         None => to - chrono::Duration::days(30),
     };
-    if from >= to || to - from > chrono::Duration::days(MAX_RANGE_DAYS) {
-        return Err(ApiError::invalid("from", format!("must be before to, at most {MAX_RANGE_DAYS} days before it")));
+    if from >= to || (!one_partition && to - from > chrono::Duration::days(MAX_RANGE_DAYS)) {
+        return Err(ApiError::invalid(
+            "from",
+            format!("must be before to (at most {MAX_RANGE_DAYS} days before it without status or user)"),
+        ));
     }
     Ok(crate::ports::store::ActionQuery { status, action_type, user, tier, from, to })
 }

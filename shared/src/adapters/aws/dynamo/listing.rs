@@ -63,7 +63,12 @@ fn encode(partition: &str, key: Option<&Item>) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
 }
 
-fn decode(cursor: &str, plan: &Plan) -> Option<(usize, Option<Item>)> {
+/// Accepted only when its key is an action's own (`ACTION#<id>`, `ACTION`, the id as sort key)
+/// within the query's id range `[lo, hi)`: DynamoDB is never handed a start key outside it.
+fn decode(cursor: &str, plan: &Plan, lo: &str, hi: &str) -> Option<(usize, Option<Item>)> {
+    if cursor.len() > 2048 {
+        return None;
+    }
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(cursor).ok()?;
     let value: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
     let partition = value.get("p")?.as_str()?;
@@ -75,7 +80,14 @@ fn decode(cursor: &str, plan: &Plan) -> Option<(usize, Option<Item>)> {
             if map.len() != expected.len() || !expected.iter().all(|k| map.get(*k).is_some_and(|v| v.is_string())) {
                 return None;
             }
-            if map.get(plan.pk)?.as_str()? != partition {
+            let text = |k: &str| map.get(k).and_then(|v| v.as_str()).unwrap_or_default();
+            let id = text(plan.sk);
+            if text(plan.pk) != partition
+                || text(keys::PK) != keys::action_pk(ActionId::parse(id)?)
+                || text(keys::SK) != keys::ACTION_SK
+                || id < lo
+                || id >= hi
+            {
                 return None;
             }
             Some(
@@ -97,14 +109,14 @@ impl DynamoStore {
         cursor: Option<&str>,
     ) -> Result<Result<Page, BadCursor>, StoreError> {
         let plan = plan(query);
+        let (lo, hi) = (keys::id_floor(query.from), keys::id_floor(query.to));
         let (mut at, mut start) = match cursor {
             None => (0, None),
-            Some(c) => match decode(c, &plan) {
+            Some(c) => match decode(c, &plan, &lo, &hi) {
                 Some(v) => v,
                 None => return Ok(Err(BadCursor)),
             },
         };
-        let (lo, hi) = (keys::id_floor(query.from), keys::id_floor(query.to));
         let mut actions = Vec::new();
         let limit = limit.max(1) as usize;
         for _ in 0..MAX_READS {
@@ -125,26 +137,21 @@ impl DynamoStore {
                 .scan_index_forward(false)
                 .limit((limit - actions.len()) as i32)
                 .set_exclusive_start_key(start.take());
+            // On the everyone's indexes the type and tier are filtered in DynamoDB; on a user's
+            // own, by what each action says (items from before those attributes lack them).
+            let everyone = plan.index == keys::GSI_BY_STATUS || plan.index == keys::GSI_BY_DAY;
             let mut filters = Vec::new();
-            if let Some(t) = &query.action_type {
+            if let (true, Some(t)) = (everyone, &query.action_type) {
                 filters.push("#type = :type");
                 request = request
                     .expression_attribute_names("#type", "action_type")
                     .expression_attribute_values(":type", s(t.clone()));
             }
-            if let Some(tier) = query.tier {
+            if let (true, Some(tier)) = (everyone, query.tier) {
                 filters.push("#tier = :tier");
                 request = request
                     .expression_attribute_names("#tier", "tier")
                     .expression_attribute_values(":tier", n(tier as u8));
-            }
-            if plan.index == keys::GSI_BY_DAY {
-                if let Some(st) = query.status {
-                    filters.push("#status = :status");
-                    request = request
-                        .expression_attribute_names("#status", "status")
-                        .expression_attribute_values(":status", s(st.as_str()));
-                }
             }
             if !filters.is_empty() {
                 request = request.filter_expression(filters.join(" AND "));
@@ -205,23 +212,38 @@ mod tests {
     }
 
     #[test]
-    fn cursors_work_only_for_their_own_plan() {
-        let p = plan(&query());
-        let mut key = Item::new();
-        for (k, v) in
-            [(keys::PK, "ACTION#x"), (keys::SK, "ACTION"), (keys::GSI5_PK, "DAY#2026-11-29"), (keys::GSI5_SK, "x")]
-        {
-            key.insert(k.into(), AttributeValue::S(v.into()));
-        }
-        let c = encode("DAY#2026-11-29", Some(&key));
-        assert_eq!(decode(&c, &p).map(|(at, k)| (at, k.is_some())), Some((1, true)));
-        assert_eq!(decode(&encode("DAY#2026-11-28", None), &p).map(|(at, _)| at), Some(2));
-        assert!(decode(&encode("DAY#2020-01-01", None), &p).is_none(), "a day outside the range");
-        assert!(decode(&encode("DAY#2026-11-30", Some(&key)), &p).is_none(), "a key of another partition");
+    fn cursors_work_only_for_their_own_plan_and_range() {
+        let q = query();
+        let p = plan(&q);
+        let (lo, hi) = (keys::id_floor(q.from), keys::id_floor(q.to));
+        let id = ActionId::new_v7(q.from + chrono::Duration::days(1)).to_string();
+        let key_of = |id: &str, day: &str| {
+            let mut key = Item::new();
+            for (k, v) in [
+                (keys::PK, format!("ACTION#{id}")),
+                (keys::SK, "ACTION".into()),
+                (keys::GSI5_PK, day.into()),
+                (keys::GSI5_SK, id.into()),
+            ] {
+                key.insert(k.into(), AttributeValue::S(v));
+            }
+            key
+        };
+        let c = encode("DAY#2026-11-29", Some(&key_of(&id, "DAY#2026-11-29")));
+        assert_eq!(decode(&c, &p, &lo, &hi).map(|(at, k)| (at, k.is_some())), Some((1, true)));
+        assert_eq!(decode(&encode("DAY#2026-11-28", None), &p, &lo, &hi).map(|(at, _)| at), Some(2));
+        assert!(decode(&encode("DAY#2020-01-01", None), &p, &lo, &hi).is_none(), "a day outside the range");
+        assert!(decode(&encode("DAY#2026-11-30", Some(&key_of(&id, "DAY#2026-11-29"))), &p, &lo, &hi).is_none());
+        let old = ActionId::new_v7(q.from - chrono::Duration::days(9)).to_string();
+        let outside = encode("DAY#2026-11-29", Some(&key_of(&old, "DAY#2026-11-29")));
+        assert!(decode(&outside, &p, &lo, &hi).is_none(), "outside the ids");
+        let mut forged = key_of(&id, "DAY#2026-11-29");
+        forged.insert(keys::PK.into(), AttributeValue::S("ACTION#someone-else".into()));
+        assert!(decode(&encode("DAY#2026-11-29", Some(&forged)), &p, &lo, &hi).is_none(), "not the action's own key");
         let mut status = query();
         status.status = Some(Status::Completed);
-        assert!(decode(&c, &plan(&status)).is_none(), "another index");
-        assert!(decode("not base64!", &p).is_none());
+        assert!(decode(&c, &plan(&status), &lo, &hi).is_none(), "another index");
+        assert!(decode("not base64!", &p, &lo, &hi).is_none());
     }
 
     #[test]
