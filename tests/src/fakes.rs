@@ -15,6 +15,8 @@ use std::sync::{Arc, Mutex};
 
 #[derive(Default, Debug)]
 pub struct FakeState {
+    /// The local OpenID Connect issuer (`/oidc/…`), for the console's deployed sign-in.
+    pub oidc: crate::oidc::Issuer,
     /// message id → label ids.
     pub gmail: BTreeMap<String, Vec<String>>,
     /// (calendar id, event id) → event.
@@ -168,6 +170,22 @@ impl Fakes {
                     }
                     let mut body = Vec::new();
                     let _ = request.as_reader().take(2 * 1024 * 1024).read_to_end(&mut body);
+                    if let Some(rest) = request.url().strip_prefix("/oidc/").map(str::to_owned) {
+                        let (path, query) = rest.split_once('?').unwrap_or((&rest, ""));
+                        let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+                        let (status, headers, reply) = {
+                            let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
+                            st.oidc.route(request.method().as_str(), &parts, query, &body)
+                        };
+                        let mut response = tiny_http::Response::from_data(reply.into_bytes()).with_status_code(status);
+                        for (k, v) in headers {
+                            if let Ok(h) = tiny_http::Header::from_bytes(k.as_bytes(), v.as_bytes()) {
+                                response.add_header(h);
+                            }
+                        }
+                        let _ = request.respond(response);
+                        continue;
+                    }
                     let headers: Vec<(String, String)> = request
                         .headers()
                         .iter()

@@ -31,6 +31,8 @@ pub struct GatewayState {
     pub http: reqwest::Client,
     pub ready: AtomicBool,
     pub requests: AtomicU64,
+    /// Tokens of the local OpenID Connect issuer, checked as API Gateway's JWT authorizer would.
+    pub oidc: Option<crate::oidc::Verifier>,
 }
 
 /// What the gateway answers: status, headers, body.
@@ -127,7 +129,7 @@ pub async fn handle(state: &GatewayState, req: Incoming) -> Reply {
         _ => {}
     }
     let n = state.requests.fetch_add(1, Ordering::Relaxed);
-    match route_event(&state.routes, &req, n) {
+    match route_event(&state.routes, &req, n, state.oidc.as_ref()) {
         Ok((binary, event)) => invoke(state, &binary, &event).await,
         Err(reply) => reply,
     }
@@ -136,7 +138,12 @@ pub async fn handle(state: &GatewayState, req: Incoming) -> Reply {
 /// The function API Gateway invokes for `req` and the payload-format-2.0 event it sends
 /// (`n` numbers the request), or what it answers on its own: 404 for no route, 401 for a
 /// missing or malformed identity.
-pub fn route_event(routes: &[(Route, String)], req: &Incoming, n: u64) -> Result<(String, Value), Reply> {
+pub fn route_event(
+    routes: &[(Route, String)],
+    req: &Incoming,
+    n: u64,
+    oidc: Option<&crate::oidc::Verifier>,
+) -> Result<(String, Value), Reply> {
     let (path, query) = req.url.split_once('?').unwrap_or((req.url.as_str(), ""));
     let Some((route, binary, params)) =
         routes.iter().find_map(|(r, b)| r.matches(&req.method, path).map(|p| (r, b, p)))
@@ -146,7 +153,8 @@ pub fn route_event(routes: &[(Route, String)], req: &Incoming, n: u64) -> Result
     let claims = if route.public {
         None
     } else {
-        match dev_claims(header(&req.headers, "authorization")) {
+        let authorization = header(&req.headers, "authorization");
+        match dev_claims(authorization).or_else(|| oidc.and_then(|v| v.claims(authorization))) {
             Some(c) => Some(c),
             None => return Err(plain(401, json!({"message": "Unauthorized"}))),
         }

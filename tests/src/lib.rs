@@ -9,6 +9,7 @@ pub mod fake_google;
 pub mod fakes;
 pub mod fixtures;
 pub mod gateway;
+pub mod oidc;
 pub mod openapi;
 pub mod outbox;
 pub mod process;

@@ -107,9 +107,16 @@ impl LocalStack {
             ("WEBHOOK_ALLOWLIST".to_owned(), "127.0.0.1,localhost".to_owned()),
             // The gateway is the only host locally (loopback is always allowed).
             ("MCP_ALLOWED_HOSTS".to_owned(), String::new()),
-            // The console's development sign-in (the template always says oidc).
+            // The console's development sign-in (the template always says oidc); a test may ask
+            // for oidc, against the local issuer in the fakes.
             ("CONSOLE_SIGN_IN".to_owned(), "dev".to_owned()),
+            ("CONSOLE_CLIENT_ID".to_owned(), crate::oidc::CLIENT_ID.to_owned()),
+            ("OIDC_AUTHORIZE_URL".to_owned(), format!("{}/oidc/authorize", fakes.url)),
+            ("OIDC_TOKEN_URL".to_owned(), format!("{}/oidc/token", fakes.url)),
         ];
+        let issuer = crate::oidc::Issuer::new(format!("{}/oidc", fakes.url), format!("{gateway_url}/console"));
+        let oidc = issuer.verifier();
+        fakes.state.lock().unwrap_or_else(|p| p.into_inner()).oidc = issuer;
 
         // One environment file for cargo lambda: every function's resolved template variables.
         let mut env: Vec<(String, String)> = Vec::new();
@@ -165,6 +172,7 @@ impl LocalStack {
             http: http.clone(),
             ready: AtomicBool::new(false),
             requests: AtomicU64::new(0),
+            oidc: Some(oidc),
         });
         let server = gateway::serve(server, Arc::clone(&state), &tokio::runtime::Handle::current());
 
