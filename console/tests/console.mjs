@@ -5,25 +5,14 @@
 // Environment: BASE (the gateway's URL), ADMIN (an admin user id, an approver), VIEWER (a user
 // who is not an admin), APPROVE_ID (a tier-2 action ADMIN may approve), ROLLBACK_ID (a completed
 // reversible action of ADMIN's), SHOTS (where screenshots go).
-import { chromium } from "playwright-core";
-import { mkdirSync } from "node:fs";
+import { launch, need } from "./browser.mjs";
 
-const env = (k) => {
-  const v = process.env[k];
-  if (!v) throw new Error(`${k} is not set`);
-  return v;
-};
+const env = need;
 const BASE = env("BASE");
 const SHOTS = env("SHOTS");
-mkdirSync(SHOTS, { recursive: true });
 const STEP_MS = 20_000;
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  headless: true,
-  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-  timeout: 30_000,
-});
+const browser = await launch(SHOTS);
 const failures = [];
 const csp = [];
 try {

@@ -1,21 +1,12 @@
 // The console's deployed sign-in in a real browser: OpenID Connect authorization code with PKCE
 // against the local issuer (tests/src/oidc.rs), whose ID tokens the local gateway checks as API
 // Gateway's JWT authorizer would. Started by tests/tests/e2e_console_oidc.rs.
-import { chromium } from "playwright-core";
-import { mkdirSync } from "node:fs";
+import { launch, need } from "./browser.mjs";
 
-const BASE = process.env.BASE;
-const SHOTS = process.env.SHOTS;
-const EMAIL = process.env.EMAIL;
-if (!BASE || !SHOTS || !EMAIL) throw new Error("BASE, SHOTS and EMAIL are needed");
-mkdirSync(SHOTS, { recursive: true });
-
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  headless: true,
-  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-  timeout: 30_000,
-});
+const BASE = need("BASE");
+const SHOTS = need("SHOTS");
+const EMAIL = need("EMAIL");
+const browser = await launch(SHOTS);
 const failures = [];
 const errors = [];
 try {
