@@ -37,7 +37,8 @@ try {
     await page.goto(`${BASE}/console/`);
     await page.fill("input[name=user]", user);
     if (admin) await page.check("input[name=admin]");
-    await page.click("button:has-text('Sign in')");
+    // Submitted from the keyboard.
+    await page.press("input[name=user]", "Enter");
     await page.waitForSelector("#nav:not([hidden])");
   }
 
@@ -66,7 +67,18 @@ try {
     const badge = await card.locator(".badge").first().textContent();
     if (badge !== "On approval") throw new Error(`badge is ${badge}`);
     await shot("queue");
-    await card.locator("button:has-text('Approve')").click();
+    // From the keyboard: Tab to this card's Approve button (bounded), then Enter.
+    const target = card.locator("button:has-text('Approve')");
+    await page.locator("main").focus();
+    let reached = false;
+    for (let i = 0; i < 80 && !reached; i++) {
+      await page.keyboard.press("Tab");
+      reached = await target.evaluate((el) => el === document.activeElement);
+    }
+    if (!reached) throw new Error("Tab never reached the Approve button");
+    const outline = await target.evaluate((el) => getComputedStyle(el).outlineStyle);
+    if (outline === "none") throw new Error("the focused button shows no focus ring");
+    await page.keyboard.press("Enter");
     await page.waitForSelector("#toast.shown:has-text('Approve: done')");
   });
 
