@@ -147,38 +147,62 @@
     location.assign(`${o.authorize_url}?${query({ response_type: "code", client_id: o.client_id, redirect_uri: redirect, scope: o.scope, state: st, code_challenge: challenge, code_challenge_method: "S256" })}`);
   }
 
+  /** A JWT's claims (unverified: only for the page's own display; the API verifies). */
+  function claimsOf(token) {
+    try {
+      const part = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+      const bytes = Uint8Array.from(atob(part), (c) => c.charCodeAt(0));
+      const claims = JSON.parse(new TextDecoder().decode(bytes));
+      return claims && typeof claims === "object" ? claims : {};
+    } catch {
+      return {};
+    }
+  }
+
   async function finishOidc() {
     const params = new URLSearchParams(location.search);
     const code = params.get("code");
-    if (!code) return false;
-    const saved = JSON.parse(sessionStorage.getItem("pkce") || "{}");
+    const failed = params.get("error");
+    if (!code && !failed) return false;
+    let saved = {};
+    try {
+      saved = JSON.parse(sessionStorage.getItem("pkce") || "{}") || {};
+    } catch {}
     sessionStorage.removeItem("pkce");
     history.replaceState(null, "", "/console");
+    if (failed) {
+      signInPage(`The identity provider did not sign you in (${failed}).`);
+      return true;
+    }
     if (!saved.verifier || saved.state !== params.get("state")) {
       signInPage("The sign-in did not match the one started here; try again.");
       return true;
     }
-    const o = state.config.oidc;
-    const res = await fetch(o.token_url, {
-      method: "POST",
-      headers: { "content-type": "application/x-www-form-urlencoded" },
-      body: query({ grant_type: "authorization_code", code, redirect_uri: `${location.origin}/console`, client_id: o.client_id, code_verifier: saved.verifier }),
-    });
-    const tokens = await res.json().catch(() => ({}));
+    const o = state.config.oidc || {};
+    let tokens = null;
+    let ok = false;
+    try {
+      const res = await fetch(o.token_url, {
+        method: "POST",
+        headers: { "content-type": "application/x-www-form-urlencoded" },
+        body: query({ grant_type: "authorization_code", code, redirect_uri: `${location.origin}/console`, client_id: o.client_id, code_verifier: saved.verifier }),
+      });
+      ok = res.ok;
+      tokens = await res.json().catch(() => null);
+    } catch {}
     // The ID token carries the email an approver is asked by (list the console's client id in
     // the API's JwtAudience); an access token without one is the fallback.
-    const token = tokens.id_token || tokens.access_token;
-    if (!res.ok || !token) {
+    const token = tokens && (tokens.id_token || tokens.access_token);
+    if (!ok || typeof token !== "string" || !token) {
       signInPage("The identity provider did not sign you in.");
       return true;
     }
-    let claims = {};
-    try {
-      claims = JSON.parse(atob(token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/")));
-    } catch {}
-    const user = claims.email || claims.sub || "you";
+    const claims = claimsOf(token);
+    const text = (v) => (typeof v === "string" && v ? v : null);
+    const user = text(claims.email) || text(claims.sub) || "you";
     const groups = [].concat(claims["cognito:groups"] || claims.groups || []);
-    signedIn(token, user, groups.includes("admin") || groups.includes("actiongate-admin"));
+    // Only what the API itself treats as an administrator: the group `admin`.
+    signedIn(token, user, groups.includes("admin"));
     return true;
   }
 

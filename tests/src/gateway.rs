@@ -33,6 +33,9 @@ pub struct GatewayState {
     pub requests: AtomicU64,
     /// Tokens of the local OpenID Connect issuer, checked as API Gateway's JWT authorizer would.
     pub oidc: Option<crate::oidc::Verifier>,
+    /// Whether `dev:` tokens are accepted (not in a stack started for the deployed sign-in,
+    /// which then takes only the issuer's tokens, as a deployment would).
+    pub dev_tokens: bool,
 }
 
 /// What the gateway answers: status, headers, body.
@@ -129,7 +132,8 @@ pub async fn handle(state: &GatewayState, req: Incoming) -> Reply {
         _ => {}
     }
     let n = state.requests.fetch_add(1, Ordering::Relaxed);
-    match route_event(&state.routes, &req, n, state.oidc.as_ref()) {
+    let oidc = state.oidc.as_ref();
+    match route_event(&state.routes, &req, n, oidc, state.dev_tokens) {
         Ok((binary, event)) => invoke(state, &binary, &event).await,
         Err(reply) => reply,
     }
@@ -143,6 +147,7 @@ pub fn route_event(
     req: &Incoming,
     n: u64,
     oidc: Option<&crate::oidc::Verifier>,
+    dev_tokens: bool,
 ) -> Result<(String, Value), Reply> {
     let (path, query) = req.url.split_once('?').unwrap_or((req.url.as_str(), ""));
     let Some((route, binary, params)) =
@@ -154,7 +159,8 @@ pub fn route_event(
         None
     } else {
         let authorization = header(&req.headers, "authorization");
-        match dev_claims(authorization).or_else(|| oidc.and_then(|v| v.claims(authorization))) {
+        let dev = if dev_tokens { dev_claims(authorization) } else { None };
+        match dev.or_else(|| oidc.and_then(|v| v.claims(authorization))) {
             Some(c) => Some(c),
             None => return Err(plain(401, json!({"message": "Unauthorized"}))),
         }

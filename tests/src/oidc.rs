@@ -20,8 +20,11 @@ fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
+/// How long a code may wait to be redeemed, and how many may wait at once.
+const CODE_LIFETIME_SECS: i64 = 300;
+const MAX_CODES: usize = 1000;
+
 /// The issuer's settings and the codes it has handed out but not yet redeemed.
-#[derive(Default)]
 pub struct Issuer {
     /// Where the issuer lives (`<fakes>/oidc`): the tokens' `iss`.
     pub url: String,
@@ -32,6 +35,7 @@ pub struct Issuer {
 }
 
 struct Grant {
+    issued: i64,
     challenge: String,
     user: String,
     admin: bool,
@@ -48,6 +52,14 @@ impl std::fmt::Debug for Issuer {
 pub struct Verifier {
     key: Vec<u8>,
     issuer: String,
+}
+
+impl Default for Issuer {
+    /// An issuer nobody can sign in with until the stack sets it up (no redirect URI), whose
+    /// key is random all the same: an empty key would sign what anyone could forge.
+    fn default() -> Self {
+        Self::new(String::new(), String::new())
+    }
 }
 
 impl Issuer {
@@ -84,6 +96,11 @@ impl Issuer {
         let html = |status: u16, text: String| {
             (status, vec![("content-type".to_owned(), "text/html; charset=utf-8".to_owned())], text)
         };
+        if self.redirect_uri.is_empty() {
+            return html(503, "<p>The local issuer is not set up.</p>".into());
+        }
+        let challenge_ok =
+            |c: &str| c.len() == 43 && c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
         match (method, rest) {
             ("GET", ["authorize"]) => {
                 if get("client_id") != CLIENT_ID
@@ -92,7 +109,7 @@ impl Issuer {
                 {
                     return html(400, "<p>Unknown client or redirect URI.</p>".into());
                 }
-                if get("code_challenge_method") != "S256" || get("code_challenge").len() < 43 {
+                if get("code_challenge_method") != "S256" || !challenge_ok(get("code_challenge")) {
                     return html(400, "<p>PKCE with S256 is required.</p>".into());
                 }
                 // The login form carries the request on (values escaped as attribute text).
@@ -111,8 +128,18 @@ impl Issuer {
             }
             ("POST", ["authorize"]) => {
                 let email = get("email").trim().to_owned();
-                if !email.contains('@') || email.len() > 128 || get("redirect_uri") != self.redirect_uri {
+                // What the gateway's user ids allow: an address without spaces or controls.
+                let plain = !email.chars().any(|c| c.is_whitespace() || c.is_control() || c == '#');
+                if !email.contains('@') || email.len() > 128 || !plain {
                     return html(400, "<p>An email address is needed.</p>".into());
+                }
+                if get("redirect_uri") != self.redirect_uri || !challenge_ok(get("code_challenge")) {
+                    return html(400, "<p>Unknown redirect URI, or PKCE missing.</p>".into());
+                }
+                let now = chrono::Utc::now().timestamp();
+                self.codes.retain(|_, g| now - g.issued < CODE_LIFETIME_SECS);
+                if self.codes.len() >= MAX_CODES {
+                    return html(503, "<p>Too many sign-ins at once; try again.</p>".into());
                 }
                 let mut code = [0u8; 24];
                 rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut code);
@@ -120,6 +147,7 @@ impl Issuer {
                 self.codes.insert(
                     code.clone(),
                     Grant {
+                        issued: now,
                         challenge: get("code_challenge").to_owned(),
                         user: email,
                         admin: form.contains_key("admin"),
@@ -141,14 +169,21 @@ impl Issuer {
                     ("content-type".to_owned(), "application/json".to_owned()),
                 ];
                 // A code works once, for the verifier whose hash it was issued with.
+                let now = chrono::Utc::now().timestamp();
                 let grant = match self.codes.remove(get("code")) {
-                    Some(g) if get("grant_type") == "authorization_code" && get("client_id") == CLIENT_ID => g,
+                    Some(g)
+                        if get("grant_type") == "authorization_code"
+                            && get("client_id") == CLIENT_ID
+                            && get("redirect_uri") == self.redirect_uri
+                            && now - g.issued < CODE_LIFETIME_SECS =>
+                    {
+                        g
+                    }
                     _ => return (400, cors, json!({"error": "invalid_grant"}).to_string()),
                 };
                 if b64(&Sha256::digest(get("code_verifier").as_bytes())) != grant.challenge {
                     return (400, cors, json!({"error": "invalid_grant", "error_description": "PKCE"}).to_string());
                 }
-                let now = chrono::Utc::now().timestamp();
                 let mut claims = json!({"iss": self.url, "aud": CLIENT_ID, "sub": grant.user, "email": grant.user, "iat": now, "exp": now + 3600});
                 if grant.admin {
                     claims["groups"] = json!(["admin"]);
@@ -170,6 +205,9 @@ impl Verifier {
     /// The claims of a `Bearer <JWT>` this issuer signed for the console, still valid; what
     /// API Gateway's JWT authorizer checks (signature, issuer, audience, expiry).
     pub fn claims(&self, authorization: Option<&str>) -> Option<Map<String, Value>> {
+        if self.key.is_empty() || self.issuer.is_empty() {
+            return None;
+        }
         let token = authorization?.strip_prefix("Bearer ")?.trim();
         let mut parts = token.split('.');
         let (head, body, sig) = (parts.next()?, parts.next()?, parts.next()?);
@@ -236,14 +274,14 @@ mod tests {
         let location = &headers[0].1;
         assert!(location.starts_with("http://127.0.0.1:2/console?code=") && location.ends_with("&state=s1"));
         let code = location.split("code=").nth(1).unwrap().split('&').next().unwrap().to_owned();
-        let wrong = format!("grant_type=authorization_code&client_id={CLIENT_ID}&code={code}&code_verifier=nope");
+        let wrong = format!("grant_type=authorization_code&client_id={CLIENT_ID}&code={code}&code_verifier=nope&redirect_uri=http%3A%2F%2F127.0.0.1%3A2%2Fconsole");
         assert_eq!(issuer.route("POST", &["token"], "", wrong.as_bytes()).0, 400, "the verifier must match");
         let (_, _, again) = issuer.route("POST", &["token"], "", wrong.as_bytes());
         assert!(again.contains("invalid_grant"), "a code is spent by any try");
         // A fresh code, redeemed properly.
         let (_, headers, _) = issuer.route("POST", &["authorize"], "", form.as_bytes());
         let code = headers[0].1.split("code=").nth(1).unwrap().split('&').next().unwrap().to_owned();
-        let good = format!("grant_type=authorization_code&client_id={CLIENT_ID}&code={code}&code_verifier={verifier}");
+        let good = format!("grant_type=authorization_code&client_id={CLIENT_ID}&code={code}&code_verifier={verifier}&redirect_uri=http%3A%2F%2F127.0.0.1%3A2%2Fconsole");
         let (status, headers, body) = issuer.route("POST", &["token"], "", good.as_bytes());
         assert_eq!(status, 200, "{body}");
         assert_eq!(headers[0], ("access-control-allow-origin".to_owned(), "http://127.0.0.1:2".to_owned()));
@@ -259,5 +297,23 @@ mod tests {
         let other = Issuer::new("http://127.0.0.1:1/oidc".into(), "http://127.0.0.1:2/console".into());
         assert!(other.verifier().claims(Some(&format!("Bearer {id_token}"))).is_none(), "another key");
         assert!(issuer.verifier().claims(Some("Bearer dev:alice")).is_none());
+        // What the authorizer refuses: no signature ("none"), another issuer or audience, expired.
+        let none = format!("{}.{}.", b64(br#"{"alg":"none"}"#), id_token.split('.').nth(1).unwrap());
+        assert!(issuer.verifier().claims(Some(&format!("Bearer {none}"))).is_none());
+        let now = chrono::Utc::now().timestamp();
+        for claims in [
+            json!({"iss": "http://elsewhere/oidc", "aud": CLIENT_ID, "sub": "a@x.com", "exp": now + 60}),
+            json!({"iss": issuer.url, "aud": "another-client", "sub": "a@x.com", "exp": now + 60}),
+            json!({"iss": issuer.url, "aud": CLIENT_ID, "sub": "a@x.com", "exp": now - 1}),
+            json!({"iss": issuer.url, "aud": CLIENT_ID, "sub": "a@x.com"}),
+        ] {
+            let token = issuer.sign(&claims);
+            assert!(issuer.verifier().claims(Some(&format!("Bearer {token}"))).is_none(), "{claims}");
+        }
+        // An issuer the stack has not set up signs nobody in, and an empty verifier trusts nothing.
+        let mut unset = Issuer::default();
+        assert_eq!(unset.route("GET", &["authorize"], &q, b"").0, 503);
+        let empty = Verifier { key: Vec::new(), issuer: String::new() };
+        assert!(empty.claims(Some(&format!("Bearer {id_token}"))).is_none());
     }
 }

@@ -173,6 +173,8 @@ impl LocalStack {
             ready: AtomicBool::new(false),
             requests: AtomicU64::new(0),
             oidc: Some(oidc),
+            // Started for the deployed sign-in: only the issuer's tokens, as a deployment.
+            dev_tokens: !options.extra_env.iter().any(|(k, v)| k == "CONSOLE_SIGN_IN" && v == "oidc"),
         });
         let server = gateway::serve(server, Arc::clone(&state), &tokio::runtime::Handle::current());
 

@@ -35,4 +35,8 @@ async fn the_console_signs_in_through_the_identity_provider_with_pkce() {
         .await
         .unwrap();
     assert_eq!(forged.status().as_u16(), 401);
+    // This stack stands for a deployment: the development identity is refused too.
+    let dev =
+        api.http.get(format!("{}/stats", api.stack.gateway_url)).bearer_auth("dev:root:admin").send().await.unwrap();
+    assert_eq!(dev.status().as_u16(), 401);
 }

@@ -258,7 +258,7 @@ async fn call(
         ],
         body: body.to_string().into_bytes(),
     };
-    let (binary, event) = gateway::route_event(routes, &request, 0, None)
+    let (binary, event) = gateway::route_event(routes, &request, 0, None, true)
         .map_err(|reply| anyhow!("the gateway answers {method} {path} with {} itself", reply.status))?;
     ensure!(binary == process.name, "{method} {path} is served by {binary}, not {}", process.name);
     let response = process.invoke(&event).await?;
