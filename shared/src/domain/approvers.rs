@@ -193,13 +193,19 @@ pub fn approver_key(address: &str) -> String {
 /// The longest a delegation may last.
 pub const MAX_DELEGATION_DAYS: i64 = 90;
 
-/// What the audit says of a delegation set (or ended, `None`).
-pub fn delegation_reason(delegation: Option<&Delegation>) -> String {
+/// The user id an approver's profile and audit stream are kept under (`approver_key`).
+pub fn approver_user(address: &str) -> Option<crate::domain::UserId> {
+    crate::domain::UserId::parse(&approver_key(address))
+}
+
+/// The audit's move and sentence for a delegation set (or ended, `None`).
+pub fn delegation_event(delegation: Option<&Delegation>) -> (&'static str, String) {
     match delegation {
-        Some(d) => {
-            format!("approval requests delegated to {} until {}", d.to, crate::domain::time::format_time(d.until))
-        }
-        None => "delegation ended".to_owned(),
+        Some(d) => (
+            "delegation_set",
+            format!("approval requests delegated to {} until {}", d.to, crate::domain::time::format_time(d.until)),
+        ),
+        None => ("delegation_ended", "delegation ended".to_owned()),
     }
 }
 

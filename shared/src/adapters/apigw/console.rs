@@ -59,18 +59,26 @@ impl Console {
 
     /// The file at `/console/<rest…>` (the page itself for `/console` and `/console/`).
     pub fn serve(&self, rest: &[&str]) -> Response<Body> {
-        let (body, content_type, cache): (&str, &str, &str) = match rest {
-            [] | ["index.html"] => (INDEX, "text/html; charset=utf-8", "no-cache"),
-            ["app.js"] => (APP_JS, "text/javascript; charset=utf-8", "no-cache"),
-            ["app.css"] => (APP_CSS, "text/css; charset=utf-8", "no-cache"),
-            ["vendor", "uPlot.iife.min.js"] => (UPLOT_JS, "text/javascript; charset=utf-8", "public, max-age=86400"),
-            ["vendor", "uPlot.min.css"] => (UPLOT_CSS, "text/css; charset=utf-8", "public, max-age=86400"),
-            ["config.json"] => (self.config_json.as_str(), "application/json", "no-store"),
-            _ => ("{\"error\":\"not_found\",\"message\":\"no such console file\"}", "application/json", "no-store"),
+        let file: Option<(&str, &str, &str)> = match rest {
+            [] | ["index.html"] => Some((INDEX, "text/html; charset=utf-8", "no-cache")),
+            ["app.js"] => Some((APP_JS, "text/javascript; charset=utf-8", "no-cache")),
+            ["app.css"] => Some((APP_CSS, "text/css; charset=utf-8", "no-cache")),
+            ["vendor", "uPlot.iife.min.js"] => {
+                Some((UPLOT_JS, "text/javascript; charset=utf-8", "public, max-age=86400"))
+            }
+            ["vendor", "uPlot.min.css"] => Some((UPLOT_CSS, "text/css; charset=utf-8", "public, max-age=86400")),
+            ["config.json"] => Some((self.config_json.as_str(), "application/json", "no-store")),
+            _ => None,
         };
-        let found = !body.starts_with("{\"error\":\"not_found\"");
+        let (status, (body, content_type, cache)) = match file {
+            Some(f) => (http::StatusCode::OK, f),
+            None => (
+                http::StatusCode::NOT_FOUND,
+                (r#"{"error":"not_found","message":"no such console file"}"#, "application/json", "no-store"),
+            ),
+        };
         let mut response = Response::new(Body::Text(body.to_owned()));
-        *response.status_mut() = if found { http::StatusCode::OK } else { http::StatusCode::NOT_FOUND };
+        *response.status_mut() = status;
         let headers = response.headers_mut();
         let pairs: [(&str, &str); 7] = [
             ("content-type", content_type),

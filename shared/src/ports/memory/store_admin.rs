@@ -194,7 +194,7 @@ impl AdminStore for MemoryStore {
     }
 
     async fn delegation(&self, approver: &str) -> Result<Option<crate::domain::approvers::Delegation>, StoreError> {
-        let Some(user) = UserId::parse(&crate::domain::approvers::approver_key(approver)) else { return Ok(None) };
+        let Some(user) = crate::domain::approvers::approver_user(approver) else { return Ok(None) };
         Ok(self.lock().profiles.get(&user).and_then(|p| p.delegation.clone()))
     }
 
@@ -205,10 +205,9 @@ impl AdminStore for MemoryStore {
         by: &str,
         at: DateTime<Utc>,
     ) -> Result<(), TransitionError> {
-        let user = UserId::parse(&crate::domain::approvers::approver_key(approver))
+        let user = crate::domain::approvers::approver_user(approver)
             .ok_or_else(|| TransitionError::Store(StoreError::Corrupt(format!("approver {approver}"))))?;
-        let reason = crate::domain::approvers::delegation_reason(delegation);
-        let to = if delegation.is_some() { "delegation_set" } else { "delegation_ended" };
+        let (to, reason) = crate::domain::approvers::delegation_event(delegation);
         let kept = delegation.cloned();
         self.change_user(&user, by, at, (to, &reason), |p| p.delegation = kept)
     }

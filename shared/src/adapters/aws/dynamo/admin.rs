@@ -149,7 +149,7 @@ impl AdminStore for DynamoStore {
     }
 
     async fn delegation(&self, approver: &str) -> Result<Option<crate::domain::approvers::Delegation>, StoreError> {
-        let Some(user) = UserId::parse(&crate::domain::approvers::approver_key(approver)) else { return Ok(None) };
+        let Some(user) = crate::domain::approvers::approver_user(approver) else { return Ok(None) };
         let found = self.item(keys::profile_pk(&user), keys::PROFILE_SK).await?;
         let text =
             |k: &str| found.as_ref().and_then(|i| i.get(k)).and_then(|v| v.as_s().ok()).filter(|v| !v.is_empty());
@@ -166,14 +166,13 @@ impl AdminStore for DynamoStore {
         by: &str,
         at: DateTime<Utc>,
     ) -> Result<(), TransitionError> {
-        let user = UserId::parse(&crate::domain::approvers::approver_key(approver))
+        let user = crate::domain::approvers::approver_user(approver)
             .ok_or_else(|| TransitionError::Store(StoreError::Corrupt(format!("approver {approver}"))))?;
         let set = vec![
             ("delegate_to", s(delegation.map(|d| d.to.as_str().to_owned()).unwrap_or_default())),
             ("delegate_until", s(delegation.map(|d| crate::domain::time::format_time(d.until)).unwrap_or_default())),
         ];
-        let to = if delegation.is_some() { "delegation_set" } else { "delegation_ended" };
-        let reason = crate::domain::approvers::delegation_reason(delegation);
+        let (to, reason) = crate::domain::approvers::delegation_event(delegation);
         self.change_user(&user, UserChange { set, other: None, to, reason }, by, at).await
     }
 }
